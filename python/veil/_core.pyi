@@ -1,0 +1,102 @@
+"""Type stub of ``veil._core``, the Rust core (rust/veil-py over rust/veil-core).
+
+Every function takes ``bytes`` and returns ``bytes``. Errors are those of :mod:`veil.errors`:
+``InvalidKeyError`` / ``InvalidInputError`` for wrong lengths and unusable keys, ``InputTooLargeError``
+past a limit, and the one opaque ``DecryptionError`` for every decryption or authentication failure.
+"""
+
+from collections.abc import Sequence
+from typing import final
+
+from veil.errors import DecryptionError
+
+__all__ = [
+    "HOP_OVERHEAD",
+    "MAX_ONION_LEN",
+    "MAX_ROUTE_LEN",
+    "MAX_ROUTING_LEN",
+    "ONION_LAYER_OVERHEAD",
+    "ONION_VERSION",
+    "SEALED_BOX_OVERHEAD",
+    "HopKey",
+    "PeeledLayer",
+    "blake2b",
+    "build_onion",
+    "ed25519_public_key",
+    "ed25519_public_key_to_x25519",
+    "ed25519_seed_to_x25519",
+    "ed25519_sign",
+    "ed25519_verify",
+    "peel_onion",
+    "peel_onion_batch",
+    "sealed_box_open",
+    "sealed_box_seal",
+    "session_decrypt",
+    "session_encrypt",
+    "x25519",
+    "x25519_generate_secret",
+    "x25519_public_key",
+    "xchacha20poly1305_decrypt",
+    "xchacha20poly1305_encrypt",
+]
+
+ONION_VERSION: int
+MAX_ONION_LEN: int
+MAX_ROUTE_LEN: int
+MAX_ROUTING_LEN: int
+ONION_LAYER_OVERHEAD: int
+HOP_OVERHEAD: int
+SEALED_BOX_OVERHEAD: int
+
+def x25519_generate_secret() -> bytes: ...
+def x25519_public_key(secret: bytes) -> bytes: ...
+def x25519(secret: bytes, public: bytes) -> bytes: ...
+def ed25519_public_key(seed: bytes) -> bytes: ...
+def ed25519_sign(seed: bytes, message: bytes) -> bytes: ...
+def ed25519_verify(public_key: bytes, message: bytes, signature: bytes) -> bool: ...
+def ed25519_public_key_to_x25519(public_key: bytes) -> bytes: ...
+def ed25519_seed_to_x25519(seed: bytes) -> bytes: ...
+def blake2b(data: bytes, digest_size: int = 32, key: bytes | None = None) -> bytes: ...
+def xchacha20poly1305_encrypt(
+    key: bytes, nonce: bytes, plaintext: bytes, aad: bytes = b""
+) -> bytes: ...
+def xchacha20poly1305_decrypt(
+    key: bytes, nonce: bytes, ciphertext: bytes, aad: bytes = b""
+) -> bytes: ...
+def sealed_box_seal(recipient_public: bytes, plaintext: bytes) -> bytes: ...
+def sealed_box_open(recipient_secret: bytes, ciphertext: bytes) -> bytes: ...
+def session_encrypt(
+    sender_seed: bytes, recipient_x25519_public: bytes, plaintext: bytes
+) -> bytes: ...
+def session_decrypt(
+    recipient_x25519_secret: bytes, recipient_x25519_public: bytes, ciphertext: bytes
+) -> tuple[bytes, bytes, bytes]: ...
+@final
+class HopKey:
+    @staticmethod
+    def for_client(client_x25519_secret: bytes, server_x25519_public: bytes) -> HopKey: ...
+    @staticmethod
+    def for_server(server_x25519_secret: bytes, client_x25519_public: bytes) -> HopKey: ...
+    def encrypt(self, plaintext: bytes) -> bytes: ...
+    def decrypt(self, blob: bytes) -> bytes: ...
+
+@final
+class PeeledLayer:
+    @property
+    def next_hop(self) -> bytes | None: ...
+    @property
+    def payload(self) -> bytes: ...
+    @property
+    def routing(self) -> bytes: ...
+    @property
+    def reply_key(self) -> HopKey | None: ...
+    @property
+    def replay_tag(self) -> bytes: ...
+
+def build_onion(
+    route: Sequence[bytes], payload: bytes, routing: Sequence[bytes] | None = None
+) -> tuple[bytes, HopKey]: ...
+def peel_onion(node_x25519_secret: bytes, onion_bytes: bytes) -> PeeledLayer: ...
+def peel_onion_batch(
+    node_x25519_secret: bytes, onions: Sequence[bytes]
+) -> list[PeeledLayer | DecryptionError]: ...

@@ -1,0 +1,113 @@
+//! Ed25519 (RFC 8032) and the standard Ed25519 → X25519 conversions (libsodium's
+//! `crypto_sign_ed25519_pk_to_curve25519` / `crypto_sign_ed25519_sk_to_curve25519`).
+
+use curve25519_dalek::edwards::CompressedEdwardsY;
+use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
+use sha2::{Digest, Sha512};
+use zeroize::Zeroizing;
+
+use crate::error::{Error, Result};
+
+pub const SEED_LEN: usize = 32;
+pub const PUBLIC_KEY_LEN: usize = 32;
+pub const SIGNATURE_LEN: usize = 64;
+
+/// The Ed25519 public key of a 32-byte seed.
+#[must_use]
+pub fn public_key(seed: &[u8; SEED_LEN]) -> [u8; PUBLIC_KEY_LEN] {
+    SigningKey::from_bytes(seed).verifying_key().to_bytes()
+}
+
+/// Signs `message` with the key pair of `seed` (deterministic, RFC 8032).
+#[must_use]
+pub fn sign(seed: &[u8; SEED_LEN], message: &[u8]) -> [u8; SIGNATURE_LEN] {
+    SigningKey::from_bytes(seed).sign(message).to_bytes()
+}
+
+/// Verifies an Ed25519 signature. Returns `false` for any invalid signature or unusable public key.
+///
+/// Uses `verify_strict`: rejects non-canonical `S`, small-order `R` and small-order public keys, so
+/// that a signature cannot be mauled into another valid one (Wycheproof's expectations).
+#[must_use]
+pub fn verify(
+    public_key: &[u8; PUBLIC_KEY_LEN],
+    message: &[u8],
+    signature: &[u8; SIGNATURE_LEN],
+) -> bool {
+    let Ok(key) = VerifyingKey::from_bytes(public_key) else {
+        return false;
+    };
+    key.verify_strict(message, &Signature::from_bytes(signature))
+        .is_ok()
+}
+
+/// The X25519 public key that corresponds to an Ed25519 public key (birational map `u = (1+y)/(1-y)`).
+///
+/// Rejects, as libsodium does, encodings that are not points, points of small order and points outside
+/// the prime-order subgroup.
+pub fn public_key_to_x25519(public_key: &[u8; PUBLIC_KEY_LEN]) -> Result<[u8; 32]> {
+    let point = CompressedEdwardsY(*public_key)
+        .decompress()
+        .ok_or(Error::InvalidKey("Ed25519 public key"))?;
+    if point.is_small_order() || !point.is_torsion_free() {
+        return Err(Error::InvalidKey("Ed25519 public key"));
+    }
+    Ok(point.to_montgomery().to_bytes())
+}
+
+/// The X25519 secret key of an Ed25519 seed: the clamped first half of SHA-512(seed).
+#[must_use]
+pub fn seed_to_x25519(seed: &[u8; SEED_LEN]) -> Zeroizing<[u8; 32]> {
+    let digest = Zeroizing::new(Sha512::digest(seed));
+    let mut secret = Zeroizing::new([0u8; 32]);
+    secret.copy_from_slice(&digest[..32]);
+    secret[0] &= 0b1111_1000;
+    secret[31] &= 0b0111_1111;
+    secret[31] |= 0b0100_0000;
+    secret
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::x25519;
+
+    #[test]
+    fn rfc8032_test_1_empty_message() {
+        let seed: [u8; 32] =
+            hex("9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60")
+                .try_into()
+                .unwrap();
+        let pk = public_key(&seed);
+        assert_eq!(
+            pk.to_vec(),
+            hex("d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a")
+        );
+        let sig = sign(&seed, b"");
+        assert_eq!(sig.to_vec(), hex("e5564300c360ac729086e2cc806e828a84877f1eb8e5d974d873e065224901555fb8821590a33bacc61e39701cf9b46bd25bf5f0595bbe24655141438e7a100b"));
+        assert!(verify(&pk, b"", &sig));
+        assert!(!verify(&pk, b"x", &sig));
+    }
+
+    #[test]
+    fn converted_secret_and_public_keys_agree() {
+        let seed = [7u8; 32];
+        let x_secret = seed_to_x25519(&seed);
+        let from_public = public_key_to_x25519(&public_key(&seed)).unwrap();
+        assert_eq!(x25519::public_key(&x_secret).unwrap(), from_public);
+    }
+
+    #[test]
+    fn identity_point_does_not_convert() {
+        let mut identity = [0u8; 32];
+        identity[0] = 1;
+        assert!(public_key_to_x25519(&identity).is_err());
+    }
+
+    fn hex(s: &str) -> Vec<u8> {
+        (0..s.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+            .collect()
+    }
+}

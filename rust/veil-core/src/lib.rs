@@ -1,0 +1,19 @@
+//! Veil's cryptographic core: the primitives and formats on the hot path of a Veil service node and
+//! client, in pure Rust with no Python dependency (the `veil-py` crate binds it as `veil._core`).
+//!
+//! - [`x25519`], [`ed25519`]: key agreement, signatures and the Ed25519 → X25519 conversions.
+//! - [`hash`]: BLAKE2b. [`aead`]: XChaCha20-Poly1305. [`sealed_box`]: libsodium sealed boxes.
+//! - [`hop`]: the per-hop key and encryption of onion requests. [`onion`]: Veil's onion layers.
+//! - [`session`]: the Session Protocol for one-to-one messages.
+
+pub mod aead;
+pub mod ed25519;
+pub mod error;
+pub mod hash;
+pub mod hop;
+pub mod onion;
+pub mod sealed_box;
+pub mod session;
+pub mod x25519;
+
+pub use error::{Error, Result};

@@ -1,0 +1,478 @@
+//! `veil._core`: thin PyO3 bindings over `veil-core`.
+//!
+//! Inputs are taken as `&[u8]` and results returned as `bytes`. Errors map onto the exception tree of
+//! `veil.errors` (imported, not defined, here, so that Python owns the hierarchy). Small calls keep the
+//! GIL; `peel_onion_batch` copies its inputs and releases it while rayon peels on every core.
+
+use std::sync::{Arc, Mutex};
+
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+use pyo3::exceptions::PyTypeError;
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyList, PyTuple};
+use veil_core::error::fixed;
+use veil_core::{aead, ed25519, hash, hop, onion, sealed_box, session, x25519};
+use zeroize::Zeroizing;
+
+mod errors {
+    pyo3::import_exception!(veil.errors, InvalidInputError);
+    pyo3::import_exception!(veil.errors, InvalidKeyError);
+    pyo3::import_exception!(veil.errors, DecryptionError);
+    pyo3::import_exception!(veil.errors, InputTooLargeError);
+}
+
+/// Wraps a core error so that it converts into the matching `veil.errors` exception.
+struct CoreError(veil_core::Error);
+
+impl From<veil_core::Error> for CoreError {
+    fn from(error: veil_core::Error) -> Self {
+        Self(error)
+    }
+}
+
+impl From<CoreError> for PyErr {
+    fn from(CoreError(error): CoreError) -> Self {
+        let message = error.to_string();
+        match error {
+            veil_core::Error::Decryption => errors::DecryptionError::new_err(message),
+            veil_core::Error::InvalidKey(_) => errors::InvalidKeyError::new_err(message),
+            veil_core::Error::InvalidLength { what, .. }
+                if what.contains("key") || what == "seed" =>
+            {
+                errors::InvalidKeyError::new_err(message)
+            }
+            veil_core::Error::TooLarge { .. } => errors::InputTooLargeError::new_err(message),
+            veil_core::Error::InvalidLength { .. } | veil_core::Error::InvalidArgument(_) => {
+                errors::InvalidInputError::new_err(message)
+            }
+        }
+    }
+}
+
+type CoreResult<T> = Result<T, CoreError>;
+
+fn bytes<'py>(py: Python<'py>, data: &[u8]) -> Bound<'py, PyBytes> {
+    PyBytes::new(py, data)
+}
+
+// --- X25519 ---------------------------------------------------------------------------------------
+
+/// A new random X25519 secret key (32 bytes).
+#[pyfunction]
+fn x25519_generate_secret(py: Python<'_>) -> Bound<'_, PyBytes> {
+    bytes(py, x25519::generate_secret().as_ref())
+}
+
+/// The X25519 public key of a 32-byte secret key.
+#[pyfunction]
+fn x25519_public_key<'py>(py: Python<'py>, secret: &[u8]) -> CoreResult<Bound<'py, PyBytes>> {
+    let secret = zeroizing(fixed::<32>("X25519 secret key", secret)?);
+    Ok(bytes(py, &x25519::public_key(&secret)?))
+}
+
+/// X25519(secret, public). Raises `InvalidKeyError` when the result is all zeros.
+#[pyfunction(name = "x25519")]
+fn x25519_diffie_hellman<'py>(
+    py: Python<'py>,
+    secret: &[u8],
+    public: &[u8],
+) -> CoreResult<Bound<'py, PyBytes>> {
+    let secret = zeroizing(fixed::<32>("X25519 secret key", secret)?);
+    let public = fixed::<32>("X25519 public key", public)?;
+    Ok(bytes(
+        py,
+        x25519::diffie_hellman(&secret, &public)?.as_ref(),
+    ))
+}
+
+// --- Ed25519 --------------------------------------------------------------------------------------
+
+/// The Ed25519 public key of a 32-byte seed.
+#[pyfunction]
+fn ed25519_public_key<'py>(py: Python<'py>, seed: &[u8]) -> CoreResult<Bound<'py, PyBytes>> {
+    let seed = zeroizing(fixed::<32>("seed", seed)?);
+    Ok(bytes(py, &ed25519::public_key(&seed)))
+}
+
+/// A 64-byte Ed25519 signature of `message` by the key pair of `seed`.
+#[pyfunction]
+fn ed25519_sign<'py>(
+    py: Python<'py>,
+    seed: &[u8],
+    message: &[u8],
+) -> CoreResult<Bound<'py, PyBytes>> {
+    let seed = zeroizing(fixed::<32>("seed", seed)?);
+    Ok(bytes(py, &ed25519::sign(&seed, message)))
+}
+
+/// Whether `signature` is a valid (strict) Ed25519 signature of `message` by `public_key`.
+#[pyfunction]
+fn ed25519_verify(public_key: &[u8], message: &[u8], signature: &[u8]) -> CoreResult<bool> {
+    let public_key = fixed::<32>("Ed25519 public key", public_key)?;
+    let Ok(signature) = fixed::<64>("signature", signature) else {
+        return Ok(false);
+    };
+    Ok(ed25519::verify(&public_key, message, &signature))
+}
+
+/// The X25519 public key of an Ed25519 public key.
+#[pyfunction]
+fn ed25519_public_key_to_x25519<'py>(
+    py: Python<'py>,
+    public_key: &[u8],
+) -> CoreResult<Bound<'py, PyBytes>> {
+    let public_key = fixed::<32>("Ed25519 public key", public_key)?;
+    Ok(bytes(py, &ed25519::public_key_to_x25519(&public_key)?))
+}
+
+/// The X25519 secret key of an Ed25519 seed.
+#[pyfunction]
+fn ed25519_seed_to_x25519<'py>(py: Python<'py>, seed: &[u8]) -> CoreResult<Bound<'py, PyBytes>> {
+    let seed = zeroizing(fixed::<32>("seed", seed)?);
+    Ok(bytes(py, ed25519::seed_to_x25519(&seed).as_ref()))
+}
+
+// --- BLAKE2b, AEAD, sealed boxes ------------------------------------------------------------------
+
+/// BLAKE2b of `data` with a digest of 1 to 64 bytes and an optional key of at most 64 bytes.
+#[pyfunction]
+#[pyo3(signature = (data, digest_size = 32, key = None))]
+fn blake2b<'py>(
+    py: Python<'py>,
+    data: &[u8],
+    digest_size: usize,
+    key: Option<&[u8]>,
+) -> CoreResult<Bound<'py, PyBytes>> {
+    Ok(bytes(py, &hash::blake2b(&[data], digest_size, key)?))
+}
+
+/// XChaCha20-Poly1305 encryption: ciphertext ‖ tag.
+#[pyfunction]
+#[pyo3(signature = (key, nonce, plaintext, aad = b"".as_slice()), text_signature = "(key, nonce, plaintext, aad=b'')")]
+fn xchacha20poly1305_encrypt<'py>(
+    py: Python<'py>,
+    key: &[u8],
+    nonce: &[u8],
+    plaintext: &[u8],
+    aad: &[u8],
+) -> CoreResult<Bound<'py, PyBytes>> {
+    let key = zeroizing(fixed::<32>("XChaCha20-Poly1305 key", key)?);
+    let nonce = fixed::<24>("nonce", nonce)?;
+    Ok(bytes(py, &aead::encrypt(&key, &nonce, plaintext, aad)?))
+}
+
+/// XChaCha20-Poly1305 decryption of ciphertext ‖ tag. Raises `DecryptionError` on any failure.
+#[pyfunction]
+#[pyo3(signature = (key, nonce, ciphertext, aad = b"".as_slice()), text_signature = "(key, nonce, ciphertext, aad=b'')")]
+fn xchacha20poly1305_decrypt<'py>(
+    py: Python<'py>,
+    key: &[u8],
+    nonce: &[u8],
+    ciphertext: &[u8],
+    aad: &[u8],
+) -> CoreResult<Bound<'py, PyBytes>> {
+    let key = zeroizing(fixed::<32>("XChaCha20-Poly1305 key", key)?);
+    let nonce = fixed::<24>("nonce", nonce)?;
+    Ok(bytes(py, &aead::decrypt(&key, &nonce, ciphertext, aad)?))
+}
+
+/// libsodium `crypto_box_seal`.
+#[pyfunction]
+fn sealed_box_seal<'py>(
+    py: Python<'py>,
+    recipient_public: &[u8],
+    plaintext: &[u8],
+) -> CoreResult<Bound<'py, PyBytes>> {
+    let recipient_public = fixed::<32>("X25519 public key", recipient_public)?;
+    Ok(bytes(py, &sealed_box::seal(&recipient_public, plaintext)?))
+}
+
+/// libsodium `crypto_box_seal_open`. Raises `DecryptionError` on any failure.
+#[pyfunction]
+fn sealed_box_open<'py>(
+    py: Python<'py>,
+    recipient_secret: &[u8],
+    ciphertext: &[u8],
+) -> CoreResult<Bound<'py, PyBytes>> {
+    let recipient_secret = zeroizing(fixed::<32>("X25519 secret key", recipient_secret)?);
+    Ok(bytes(py, &sealed_box::open(&recipient_secret, ciphertext)?))
+}
+
+// --- Session Protocol -----------------------------------------------------------------------------
+
+/// Session Protocol encryption from an Ed25519 seed to an X25519 public key.
+#[pyfunction]
+fn session_encrypt<'py>(
+    py: Python<'py>,
+    sender_seed: &[u8],
+    recipient_x25519_public: &[u8],
+    plaintext: &[u8],
+) -> CoreResult<Bound<'py, PyBytes>> {
+    let seed = zeroizing(fixed::<32>("seed", sender_seed)?);
+    let recipient = fixed::<32>("X25519 public key", recipient_x25519_public)?;
+    Ok(bytes(py, &session::encrypt(&seed, &recipient, plaintext)?))
+}
+
+/// Session Protocol decryption: (plaintext, sender's Ed25519 key, sender's X25519 key).
+#[pyfunction]
+fn session_decrypt<'py>(
+    py: Python<'py>,
+    recipient_x25519_secret: &[u8],
+    recipient_x25519_public: &[u8],
+    ciphertext: &[u8],
+) -> CoreResult<Bound<'py, PyTuple>> {
+    let secret = zeroizing(fixed::<32>("X25519 secret key", recipient_x25519_secret)?);
+    let public = fixed::<32>("X25519 public key", recipient_x25519_public)?;
+    let opened = session::decrypt(&secret, &public, ciphertext)?;
+    let items = [
+        bytes(py, &opened.plaintext),
+        bytes(py, &opened.sender_ed25519),
+        bytes(py, &opened.sender_x25519),
+    ];
+    PyTuple::new(py, items).map_err(|_| CoreError(veil_core::Error::Decryption))
+}
+
+// --- Hop keys and onions --------------------------------------------------------------------------
+
+/// The symmetric key a client shares with one hop (libsession's "xchacha20" hop encryption).
+#[pyclass(module = "veil._core", frozen)]
+struct HopKey(hop::HopKey);
+
+#[pymethods]
+impl HopKey {
+    /// The key a client with `client_x25519_secret` shares with the server `server_x25519_public`.
+    #[staticmethod]
+    fn for_client(client_x25519_secret: &[u8], server_x25519_public: &[u8]) -> CoreResult<Self> {
+        let secret = zeroizing(fixed::<32>("X25519 secret key", client_x25519_secret)?);
+        let public = fixed::<32>("X25519 public key", server_x25519_public)?;
+        Ok(Self(hop::HopKey::for_client(&secret, &public)?))
+    }
+
+    /// The key a server with `server_x25519_secret` shares with the client `client_x25519_public`.
+    #[staticmethod]
+    fn for_server(server_x25519_secret: &[u8], client_x25519_public: &[u8]) -> CoreResult<Self> {
+        let secret = zeroizing(fixed::<32>("X25519 secret key", server_x25519_secret)?);
+        let public = fixed::<32>("X25519 public key", client_x25519_public)?;
+        Ok(Self(hop::HopKey::for_server(&secret, &public)?))
+    }
+
+    /// nonce(24) ‖ ciphertext ‖ tag(16), with a fresh random nonce.
+    fn encrypt<'py>(&self, py: Python<'py>, plaintext: &[u8]) -> CoreResult<Bound<'py, PyBytes>> {
+        Ok(bytes(py, &self.0.encrypt(plaintext)?))
+    }
+
+    /// Opens nonce ‖ ciphertext ‖ tag. Raises `DecryptionError` on any failure.
+    fn decrypt<'py>(&self, py: Python<'py>, blob: &[u8]) -> CoreResult<Bound<'py, PyBytes>> {
+        Ok(bytes(py, &self.0.decrypt(blob)?))
+    }
+
+    #[allow(clippy::unused_self)] // a method, because Python calls it on the instance
+    fn __repr__(&self) -> &'static str {
+        "HopKey(..)"
+    }
+}
+
+/// One peeled onion layer.
+#[pyclass(module = "veil._core", frozen, get_all)]
+struct PeeledLayer {
+    /// The next hop's X25519 public key, or None at the destination.
+    next_hop: Option<Py<PyBytes>>,
+    /// The inner onion, or at the destination the request.
+    payload: Py<PyBytes>,
+    /// The routing data the sender left for this node (empty if none).
+    routing: Py<PyBytes>,
+    /// At the destination, the key for the reply; else None.
+    reply_key: Option<Py<HopKey>>,
+    /// 16 bytes unique to this layer, derived from its shared secret (for replay detection).
+    replay_tag: Py<PyBytes>,
+}
+
+#[pymethods]
+impl PeeledLayer {
+    fn __repr__(&self, py: Python<'_>) -> String {
+        format!(
+            "PeeledLayer(destination={}, payload=<{} bytes>)",
+            if self.next_hop.is_none() {
+                "True"
+            } else {
+                "False"
+            },
+            self.payload.bind(py).as_bytes().len()
+        )
+    }
+}
+
+impl PeeledLayer {
+    fn from_core(py: Python<'_>, layer: onion::PeeledLayer) -> PyResult<Self> {
+        Ok(Self {
+            next_hop: layer.next_hop.map(|hop| bytes(py, &hop).unbind()),
+            payload: bytes(py, layer.payload()).unbind(),
+            routing: bytes(py, layer.routing()).unbind(),
+            reply_key: match layer.reply_key {
+                Some(key) => Some(Py::new(py, HopKey(key))?),
+                None => None,
+            },
+            replay_tag: bytes(py, &layer.replay_tag).unbind(),
+        })
+    }
+}
+
+/// Builds an onion; returns it and the key the destination will use for its reply.
+#[pyfunction]
+#[pyo3(signature = (route, payload, routing = None))]
+fn build_onion<'py>(
+    py: Python<'py>,
+    route: &Bound<'py, PyAny>,
+    payload: &[u8],
+    routing: Option<&Bound<'py, PyAny>>,
+) -> PyResult<(Bound<'py, PyBytes>, HopKey)> {
+    let route = owned_byte_strings(route)?;
+    let route = route
+        .iter()
+        .map(|hop| fixed::<32>("X25519 public key", hop))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(CoreError)?;
+    let routing = match routing {
+        Some(routing) => owned_byte_strings(routing)?,
+        None => Vec::new(),
+    };
+    let routing: Vec<&[u8]> = routing.iter().map(Vec::as_slice).collect();
+    let (onion, reply_key) = onion::build(&route, payload, &routing).map_err(CoreError)?;
+    Ok((bytes(py, &onion), HopKey(reply_key)))
+}
+
+/// Peels one layer with the node's X25519 secret key.
+#[pyfunction]
+fn peel_onion(
+    py: Python<'_>,
+    node_x25519_secret: &[u8],
+    onion_bytes: &[u8],
+) -> PyResult<PeeledLayer> {
+    let node = node_key(node_x25519_secret)?;
+    let layer = onion::peel(&node, onion_bytes).map_err(CoreError)?;
+    PeeledLayer::from_core(py, layer)
+}
+
+/// Peels many onions on every core with the GIL released; one result per input, in order: a
+/// `PeeledLayer`, or the exception for that input.
+#[pyfunction]
+fn peel_onion_batch<'py>(
+    py: Python<'py>,
+    node_x25519_secret: &[u8],
+    onions: &Bound<'py, PyAny>,
+) -> PyResult<Bound<'py, PyList>> {
+    let node = node_key(node_x25519_secret)?;
+    // `bytes` objects are immutable and `held` keeps each one alive, so their buffers can be read
+    // without the GIL and without a copy.
+    let held = bytes_objects(onions)?;
+    let views: Vec<&[u8]> = held.iter().map(PyBytesMethods::as_bytes).collect();
+    let peeled = py.detach(|| onion::peel_batch(&node, &views));
+    let results = PyList::empty(py);
+    for result in peeled {
+        match result {
+            Ok(layer) => results.append(Py::new(py, PeeledLayer::from_core(py, layer)?)?)?,
+            Err(error) => results.append(PyErr::from(CoreError(error)).into_value(py))?,
+        }
+    }
+    Ok(results)
+}
+
+/// The `bytes` objects of a sequence (strong references). A lone `bytes` object is refused: it is a
+/// sequence of ints.
+fn bytes_objects<'py>(items: &Bound<'py, PyAny>) -> PyResult<Vec<Bound<'py, PyBytes>>> {
+    if items.is_instance_of::<PyBytes>() {
+        return Err(PyTypeError::new_err(
+            "expected a sequence of bytes, not bytes",
+        ));
+    }
+    let mut held = Vec::with_capacity(items.len().unwrap_or(0));
+    for item in items.try_iter()? {
+        let item = item?;
+        let data = item
+            .cast_into::<PyBytes>()
+            .map_err(|_| PyTypeError::new_err("expected a sequence of bytes"))?;
+        held.push(data);
+    }
+    Ok(held)
+}
+
+/// Copies a sequence of `bytes` into owned buffers (one `memcpy` each), so that the GIL can be
+/// released while they are used. A lone `bytes` object is refused: it is a sequence of ints.
+fn owned_byte_strings(items: &Bound<'_, PyAny>) -> PyResult<Vec<Vec<u8>>> {
+    if items.is_instance_of::<PyBytes>() {
+        return Err(PyTypeError::new_err(
+            "expected a sequence of bytes, not bytes",
+        ));
+    }
+    let mut owned = Vec::with_capacity(items.len().unwrap_or(0));
+    for item in items.try_iter()? {
+        let item = item?;
+        let data = item
+            .cast::<PyBytes>()
+            .map_err(|_| PyTypeError::new_err("expected a sequence of bytes"))?;
+        owned.push(data.as_bytes().to_vec());
+    }
+    Ok(owned)
+}
+
+/// Node keys by a fingerprint of their secret, so that peeling does not recompute the node's public key
+/// on every call. Holds a handful of entries; a node has one key (two while it rotates).
+static NODE_KEYS: Mutex<Vec<([u8; 32], Arc<onion::NodeKey>)>> = Mutex::new(Vec::new());
+const NODE_KEY_CACHE_LEN: usize = 4;
+
+fn node_key(secret: &[u8]) -> CoreResult<Arc<onion::NodeKey>> {
+    let secret = zeroizing(fixed::<32>("X25519 secret key", secret)?);
+    let fingerprint = hash::blake2b_256(&[b"veil/node-key-cache", secret.as_ref()]);
+    let mut cache = NODE_KEYS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some((_, key)) = cache.iter().find(|(f, _)| *f == fingerprint) {
+        return Ok(Arc::clone(key));
+    }
+    let key = Arc::new(onion::NodeKey::new(&secret)?);
+    if cache.len() >= NODE_KEY_CACHE_LEN {
+        cache.remove(0);
+    }
+    cache.push((fingerprint, Arc::clone(&key)));
+    Ok(key)
+}
+
+/// A secret copied out of a Python object, wiped when dropped.
+fn zeroizing(value: [u8; 32]) -> Zeroizing<[u8; 32]> {
+    Zeroizing::new(value)
+}
+
+/// The module `veil._core`.
+#[pymodule]
+fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(x25519_generate_secret, m)?)?;
+    m.add_function(wrap_pyfunction!(x25519_public_key, m)?)?;
+    m.add_function(wrap_pyfunction!(x25519_diffie_hellman, m)?)?;
+    m.add_function(wrap_pyfunction!(ed25519_public_key, m)?)?;
+    m.add_function(wrap_pyfunction!(ed25519_sign, m)?)?;
+    m.add_function(wrap_pyfunction!(ed25519_verify, m)?)?;
+    m.add_function(wrap_pyfunction!(ed25519_public_key_to_x25519, m)?)?;
+    m.add_function(wrap_pyfunction!(ed25519_seed_to_x25519, m)?)?;
+    m.add_function(wrap_pyfunction!(blake2b, m)?)?;
+    m.add_function(wrap_pyfunction!(xchacha20poly1305_encrypt, m)?)?;
+    m.add_function(wrap_pyfunction!(xchacha20poly1305_decrypt, m)?)?;
+    m.add_function(wrap_pyfunction!(sealed_box_seal, m)?)?;
+    m.add_function(wrap_pyfunction!(sealed_box_open, m)?)?;
+    m.add_function(wrap_pyfunction!(session_encrypt, m)?)?;
+    m.add_function(wrap_pyfunction!(session_decrypt, m)?)?;
+    m.add_function(wrap_pyfunction!(build_onion, m)?)?;
+    m.add_function(wrap_pyfunction!(peel_onion, m)?)?;
+    m.add_function(wrap_pyfunction!(peel_onion_batch, m)?)?;
+    m.add_class::<HopKey>()?;
+    m.add_class::<PeeledLayer>()?;
+    m.add("ONION_VERSION", onion::VERSION)?;
+    m.add("MAX_ONION_LEN", onion::MAX_ONION_LEN)?;
+    m.add("MAX_ROUTE_LEN", onion::MAX_ROUTE_LEN)?;
+    m.add("MAX_ROUTING_LEN", onion::MAX_ROUTING_LEN)?;
+    m.add("ONION_LAYER_OVERHEAD", onion::LAYER_OVERHEAD)?;
+    m.add("HOP_OVERHEAD", hop::OVERHEAD)?;
+    m.add("SEALED_BOX_OVERHEAD", sealed_box::OVERHEAD)?;
+    Ok(())
+}

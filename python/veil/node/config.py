@@ -1,0 +1,242 @@
+"""A node's configuration: ``DATA_DIR/node.toml``, every limit explicit and documented.
+
+``veil node init`` writes the file from :func:`render_config`, with a comment on every setting;
+``veil node run`` reads it with :func:`load_config`. Unknown keys and values of the wrong type are
+refused with :class:`ConfigError` naming the key, so a typo never silently falls back to a default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from veil.errors import VeilError
+
+__all__ = ["ConfigError", "Limits", "NodeConfig", "load_config", "render_config"]
+
+CONFIG_FILE = "node.toml"
+KEY_FILE = "node.key"
+STORE_DIR = "store"
+
+
+def setting(default: Any, doc: str) -> Any:
+    """A configuration field with its documentation (written as a comment into node.toml)."""
+    return field(default=default, metadata={"doc": doc})
+
+
+class ConfigError(VeilError):
+    """The node's configuration file is missing, malformed, or has an invalid value."""
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Every limit the node enforces. Defaults follow oxen-storage-server where it has one."""
+
+    max_body_bytes: int = setting(
+        10 * 1024 * 1024,
+        "Largest HTTP request body; refused (413) from its Content-Length, before it is read.",
+    )
+    max_header_bytes: int = setting(
+        16 * 1024,
+        "Largest total size of an HTTP request's start line and headers.",
+    )
+    max_message_bytes: int = setting(76_800, "Largest message data after base64 decoding.")
+    min_ttl_ms: int = setting(10_000, "Shortest message lifetime: 10 s.")
+    max_ttl_ms: int = setting(14 * 24 * 3600 * 1000, "Longest message lifetime: 14 days.")
+    clock_skew_ms: int = setting(
+        60_000,
+        "Most a signed request's or a new message's timestamp may differ from the node's clock.",
+    )
+    retrieve_max_messages: int = setting(
+        256,
+        "Most messages one ``retrieve`` answers (more says whether others wait).",
+    )
+    retrieve_max_bytes: int = setting(
+        7 * 1024 * 1024,
+        "Most message bytes one ``retrieve`` answers (at least one message is always returned).",
+    )
+    batch_max_requests: int = setting(20, "Most subrequests in one ``batch``.")
+    delete_max_hashes: int = setting(
+        1_000,
+        "Most message hashes one ``delete``, ``expire`` or ``get_expiries`` names.",
+    )
+    account_max_messages: int = setting(
+        10_000,
+        "Per-account quota: messages held for one account across its namespaces.",
+    )
+    account_max_bytes: int = setting(
+        100 * 1024 * 1024,
+        "Per-account quota: bytes of message data held for one account.",
+    )
+    storage_max_bytes: int = setting(
+        8 * 1024 * 1024 * 1024,
+        "Global cap on message data bytes held by the node; past it stores get `storage full`.",
+    )
+    max_connections: int = setting(
+        10_000,
+        "Most simultaneous client connections; further ones are closed at once.",
+    )
+    request_timeout_s: float = setting(
+        30.0,
+        "Budget to read and answer one request; idle keep-alive connections close after it.",
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class StoreSettings:
+    """The LMDB environment and its writer."""
+
+    map_size_bytes: int = setting(
+        256 * 1024 * 1024,
+        "Initial LMDB map size; grown (doubled) when full, up to max_map_size_bytes.",
+    )
+    max_map_size_bytes: int = setting(
+        64 * 1024 * 1024 * 1024,
+        "Largest LMDB map size; past it stores get `storage full` and reads keep working.",
+    )
+    commit_max_batch: int = setting(512, "Most stores one group-commit transaction carries.")
+    commit_max_delay_ms: float = setting(
+        0.0,
+        "Extra wait for more stores before a commit (0: commit as soon as the disk is free).",
+    )
+    sweep_interval_s: float = setting(1.0, "How often expired messages are removed.")
+    sweep_max_batch: int = setting(10_000, "Most expired messages one sweep transaction removes.")
+    reader_check_interval_s: float = setting(
+        60.0,
+        "How often stale LMDB reader slots (left by dead processes) are cleared.",
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class NodeConfig:
+    """A node's settings. ``data_dir`` is where node.toml was read from."""
+
+    data_dir: Path
+    listen_host: str = "127.0.0.1"
+    listen_port: int = 22021
+    log_level: str = "info"
+    limits: Limits = field(default_factory=Limits)
+    store: StoreSettings = field(default_factory=StoreSettings)
+
+    @property
+    def key_path(self) -> Path:
+        return self.data_dir / KEY_FILE
+
+    @property
+    def store_path(self) -> Path:
+        return self.data_dir / STORE_DIR
+
+
+def _section_toml(instance: object) -> str:
+    lines = []
+    for f in dataclasses.fields(instance):  # type: ignore[arg-type]
+        doc = f.metadata.get("doc", "")
+        if doc:
+            lines.append(f"# {doc}")
+        lines.append(f"{f.name} = {_toml_value(getattr(instance, f.name))}")
+    return "\n".join(lines)
+
+
+def _toml_value(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return f"{value:_}" if abs(value) >= 10_000 else str(value)
+    if isinstance(value, float):
+        return repr(value)
+    return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def render_config(config: NodeConfig) -> str:
+    """The text of node.toml for ``config``, every setting with its comment."""
+    return (
+        "# Veil service node configuration. Every limit the node enforces is here.\n"
+        "# Sizes are in bytes, times in milliseconds (_ms) or seconds (_s).\n\n"
+        "[node]\n"
+        "# Address to listen on for the client RPC (HTTP/1.1).\n"
+        f"listen = {_toml_value(f'{config.listen_host}:{config.listen_port}')}\n"
+        "# Log level: debug, info, warning, error. Logs never hold client addresses or contents.\n"
+        f"log_level = {_toml_value(config.log_level)}\n\n"
+        "[limits]\n"
+        f"{_section_toml(config.limits)}\n\n"
+        "[store]\n"
+        f"{_section_toml(config.store)}\n"
+    )
+
+
+def parse_listen(text: str) -> tuple[str, int]:
+    """``HOST:PORT`` (``[v6]:PORT`` for IPv6) to a host and a port."""
+    host, sep, port_text = text.rpartition(":")
+    if not sep or not host:
+        raise ConfigError(f"listen must be HOST:PORT, got {text!r}")
+    host = host.removeprefix("[").removesuffix("]")
+    try:
+        port = int(port_text)
+    except ValueError:
+        raise ConfigError(f"listen must be HOST:PORT, got {text!r}") from None
+    if not 0 <= port <= 65535:
+        raise ConfigError(f"listen port must be 0..65535, got {port}")
+    return host, port
+
+
+def _build_section(cls: Any, table: dict[str, Any], name: str) -> Any:
+    known = {f.name: f for f in dataclasses.fields(cls)}
+    values: dict[str, Any] = {}
+    for key, raw in table.items():
+        value = raw
+        if key not in known:
+            raise ConfigError(f"[{name}] has an unknown setting {key!r}")
+        default = getattr(cls(), key)
+        if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if type(value) is not type(default):
+            raise ConfigError(
+                f"[{name}] {key} must be a {type(default).__name__}, got {type(value).__name__}"
+            )
+        if isinstance(value, int | float) and value < 0:
+            raise ConfigError(f"[{name}] {key} must not be negative")
+        values[key] = value
+    return cls(**values)
+
+
+def load_config(data_dir: Path) -> NodeConfig:
+    """Read ``data_dir/node.toml``."""
+    path = data_dir / CONFIG_FILE
+    try:
+        document = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{path} does not exist; run `veil node init` first") from None
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    unknown = set(document) - {"node", "limits", "store"}
+    if unknown:
+        raise ConfigError(f"{path}: unknown section(s) {sorted(unknown)}")
+    node = document.get("node", {})
+    host, port = parse_listen(str(node.get("listen", "127.0.0.1:22021")))
+    log_level = str(node.get("log_level", "info"))
+    if log_level not in {"debug", "info", "warning", "error"}:
+        raise ConfigError(
+            f"[node] log_level must be debug, info, warning or error, not {log_level!r}"
+        )
+    extra = set(node) - {"listen", "log_level"}
+    if extra:
+        raise ConfigError(f"[node] has unknown setting(s) {sorted(extra)}")
+    limits = _build_section(Limits, document.get("limits", {}), "limits")
+    store = _build_section(StoreSettings, document.get("store", {}), "store")
+    if limits.min_ttl_ms > limits.max_ttl_ms:
+        raise ConfigError("[limits] min_ttl_ms must not exceed max_ttl_ms")
+    if store.map_size_bytes > store.max_map_size_bytes:
+        raise ConfigError("[store] map_size_bytes must not exceed max_map_size_bytes")
+    if store.commit_max_batch < 1:
+        raise ConfigError("[store] commit_max_batch must be at least 1")
+    return NodeConfig(
+        data_dir=data_dir,
+        listen_host=host,
+        listen_port=port,
+        log_level=log_level,
+        limits=limits,
+        store=store,
+    )

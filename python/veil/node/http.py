@@ -1,0 +1,259 @@
+"""HTTP/1.1 for the client RPC: llhttp (``httptools``) parses; a thin ``asyncio.Protocol`` drives.
+
+One request at a time per connection: reading pauses while a request is handled and resumes once its
+answer is written, so a client cannot queue unbounded work, and answers keep request order. Bodies
+over ``max_body_bytes`` are refused from their ``Content-Length`` (or, when chunked, as soon as they
+pass the limit) with 413 and the connection closed, never read whole. Oversized headers get 431, a
+malformed request 400, an idle or slow connection is closed after ``request_timeout_s``.
+
+Routes: ``POST /storage_rpc/v1`` (JSON RPC), ``GET /metrics`` (Prometheus text). Nothing here logs a
+peer address.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+import httptools
+
+from veil.node.config import Limits
+
+__all__ = ["HttpApp", "HttpProtocol", "Request", "Response"]
+
+log = logging.getLogger("veil.node.http")
+
+_REASONS = {
+    200: b"OK",
+    400: b"Bad Request",
+    401: b"Unauthorized",
+    404: b"Not Found",
+    405: b"Method Not Allowed",
+    406: b"Not Acceptable",
+    408: b"Request Timeout",
+    413: b"Content Too Large",
+    421: b"Misdirected Request",
+    431: b"Request Header Fields Too Large",
+    500: b"Internal Server Error",
+    503: b"Service Unavailable",
+    507: b"Insufficient Storage",
+}
+
+
+@dataclass(slots=True)
+class Request:
+    method: bytes
+    path: bytes
+    body: bytes
+
+
+@dataclass(slots=True)
+class Response:
+    status: int
+    body: bytes
+    content_type: bytes = b"application/json"
+    extra_headers: list[tuple[bytes, bytes]] = field(default_factory=list)
+
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+def _error(status: int, code: str, message: str) -> Response:
+    body = b'{"error":{"code":"%s","message":"%s"}}' % (code.encode(), message.encode())
+    return Response(status, body)
+
+
+class HttpApp:
+    """Shared state of every connection: the handler, limits, and the set of live connections."""
+
+    def __init__(self, handler: Handler, limits: Limits, on_refused: Callable[[int], None]) -> None:
+        self.handler = handler
+        self.limits = limits
+        self.on_refused = on_refused
+        self.connections: set[HttpProtocol] = set()
+        self.in_flight = 0
+        self.idle = asyncio.Event()
+        self.idle.set()
+
+    def protocol(self) -> HttpProtocol:
+        return HttpProtocol(self)
+
+    def close_idle(self) -> None:
+        """Close every connection not handling a request (for shutdown)."""
+        for connection in list(self.connections):
+            if not connection.busy:
+                connection.close()
+
+
+class HttpProtocol(asyncio.Protocol):
+    def __init__(self, app: HttpApp) -> None:
+        self.app = app
+        self.transport: asyncio.Transport | None = None
+        self.parser = httptools.HttpRequestParser(self)
+        self.busy = False
+        self._url = bytearray()
+        self._body: list[bytes] = []
+        self._body_len = 0
+        self._header_len = 0
+        self._content_length = 0
+        self._refused = False
+        self._timer: asyncio.TimerHandle | None = None
+        self._can_write = asyncio.Event()
+        self._can_write.set()
+
+    # --- asyncio.Protocol --------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]  # uvloop's TCPTransport
+        if len(self.app.connections) >= self.app.limits.max_connections:
+            self.app.on_refused(503)
+            self.transport.abort()  # type: ignore[union-attr]
+            return
+        self.app.connections.add(self)
+        sock = transport.get_extra_info("socket")
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self._arm_timer()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.app.connections.discard(self)
+        if self._timer is not None:
+            self._timer.cancel()
+        self._can_write.set()
+
+    def pause_writing(self) -> None:
+        self._can_write.clear()
+
+    def resume_writing(self) -> None:
+        self._can_write.set()
+
+    def data_received(self, data: bytes) -> None:
+        if self._refused:
+            return
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            self._refuse(_error(400, "bad_request", "protocol upgrades are not supported"))
+        except httptools.HttpParserError:
+            if not self._refused:
+                self._refuse(_error(400, "bad_request", "malformed HTTP request"))
+
+    # --- llhttp callbacks ----------------------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        self._url.clear()
+        self._body = []
+        self._body_len = 0
+        self._header_len = 0
+        self._content_length = 0
+
+    def on_url(self, url: bytes) -> None:
+        self._url += url
+        self._count_header_bytes(len(url))
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._count_header_bytes(len(name) + len(value) + 4)
+        if name.lower() == b"content-length" and value.strip().isdigit():
+            self._content_length = int(value)
+
+    def on_headers_complete(self) -> None:
+        if self._refused:
+            return
+        if self._content_length > self.app.limits.max_body_bytes:
+            self._refuse(_error(413, "too_large", "request body too large"))
+
+    def on_body(self, chunk: bytes) -> None:
+        if self._refused:
+            return
+        self._body_len += len(chunk)
+        if self._body_len > self.app.limits.max_body_bytes:
+            self._refuse(_error(413, "too_large", "request body too large"))
+            return
+        self._body.append(chunk)
+
+    def on_message_complete(self) -> None:
+        if self._refused or self.transport is None:
+            return
+        request = Request(
+            self.parser.get_method(),
+            bytes(self._url).split(b"?", 1)[0],
+            b"".join(self._body),
+        )
+        keep_alive = bool(self.parser.should_keep_alive())
+        self.busy = True
+        self.transport.pause_reading()
+        if self._timer is not None:
+            self._timer.cancel()
+        self.app.in_flight += 1
+        self.app.idle.clear()
+        asyncio.get_running_loop().create_task(self._serve(request, keep_alive))
+
+    # --- internals -----------------------------------------------------------------------------
+
+    def _count_header_bytes(self, n: int) -> None:
+        self._header_len += n
+        if self._header_len > self.app.limits.max_header_bytes and not self._refused:
+            self._refuse(_error(431, "too_large", "request headers too large"))
+            raise httptools.HttpParserError("headers too large")
+
+    async def _serve(self, request: Request, keep_alive: bool) -> None:
+        try:
+            try:
+                response = await asyncio.wait_for(
+                    self.app.handler(request), self.app.limits.request_timeout_s
+                )
+            except TimeoutError:
+                response = _error(503, "timeout", "the request took too long")
+            except Exception:
+                log.exception("request handler failed")
+                response = _error(500, "internal", "internal error")
+            await self._can_write.wait()
+            self._write(response, keep_alive)
+        finally:
+            self.busy = False
+            self.app.in_flight -= 1
+            if self.app.in_flight == 0:
+                self.app.idle.set()
+        if keep_alive and self.transport is not None and not self.transport.is_closing():
+            self._arm_timer()
+            self.transport.resume_reading()
+        else:
+            self.close()
+
+    def _write(self, response: Response, keep_alive: bool) -> None:
+        if self.transport is None or self.transport.is_closing():
+            return
+        head = [
+            b"HTTP/1.1 %d %s\r\n" % (response.status, _REASONS.get(response.status, b"Unknown")),
+            b"Content-Type: %s\r\n" % response.content_type,
+            b"Content-Length: %d\r\n" % len(response.body),
+        ]
+        head.extend(b"%s: %s\r\n" % header for header in response.extra_headers)
+        head.append(
+            b"Connection: keep-alive\r\n\r\n" if keep_alive else b"Connection: close\r\n\r\n"
+        )
+        self.transport.write(b"".join(head) + response.body)
+
+    def _refuse(self, response: Response) -> None:
+        """Answer an error and close without reading the rest of the request."""
+        self._refused = True
+        self.app.on_refused(response.status)
+        self._write(response, keep_alive=False)
+        self.close()
+
+    def _arm_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        loop = asyncio.get_running_loop()
+        self._timer = loop.call_later(self.app.limits.request_timeout_s, self._on_timeout)
+
+    def _on_timeout(self) -> None:
+        if not self.busy:
+            self.close()
+
+    def close(self) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.close()

@@ -1,0 +1,63 @@
+"""The node's Prometheus metrics (prometheus-client), in a registry of its own per node."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+__all__ = ["NodeMetrics"]
+
+
+class _StoreCollector(Collector):
+    def __init__(self, read: Callable[[], tuple[int, int, int, int]]) -> None:
+        self._read = read
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        messages, data_bytes, used, size = self._read()
+        yield GaugeMetricFamily("veil_messages_stored", "Messages held.", value=messages)
+        yield GaugeMetricFamily(
+            "veil_bytes_stored", "Bytes of message data held.", value=data_bytes
+        )
+        yield GaugeMetricFamily("veil_lmdb_used_bytes", "Bytes of the LMDB map in use.", value=used)
+        yield GaugeMetricFamily("veil_lmdb_map_bytes", "Size of the LMDB map.", value=size)
+
+
+class NodeMetrics:
+    """Counters and histograms the node updates, and the text ``GET /metrics`` answers."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.requests = Counter(
+            "veil_rpc_requests",
+            "Client RPC requests, by method and HTTP status.",
+            ["method", "status"],
+            registry=self.registry,
+        )
+        self.store_latency = Histogram(
+            "veil_store_latency_seconds",
+            "Time from a valid store request to its durable commit.",
+            buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+            registry=self.registry,
+        )
+        self.retrieved = Counter(
+            "veil_messages_retrieved", "Messages returned by retrieve.", registry=self.registry
+        )
+        self.http_errors = Counter(
+            "veil_http_errors",
+            "Requests refused before the RPC layer, by HTTP status.",
+            ["status"],
+            registry=self.registry,
+        )
+
+    def watch_store(self, read: Callable[[], tuple[int, int, int, int]]) -> None:
+        """Report (messages, bytes, LMDB bytes used, LMDB map size) from ``read`` on each scrape."""
+        self.registry.register(_StoreCollector(read))
+
+    def count(self, method: str, status: int) -> None:
+        self.requests.labels(method=method, status=str(status)).inc()
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,300 @@
+"""The client storage RPC: ``{"method": ..., "params": {...}}`` → a JSON answer (``docs/rpc.md``).
+
+Method names, parameters and signed strings follow oxen-storage-server's client RPC. Every handler
+validates its parameters first and answers a typed :class:`RpcError` for bad input; nothing is
+written unless the whole request is valid. The same handlers serve ``/storage_rpc/v1`` and (later)
+the destination of onion requests.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import orjson
+
+from veil import __version__
+from veil.errors import InvalidInputError
+from veil.node import keys
+from veil.node.auth import check_timestamp, parse_account, verify_signature
+from veil.node.config import Limits
+from veil.node.errors import RpcError
+from veil.node.metrics import NodeMetrics
+from veil.node.store import Message, MessageStore, StoreOutcome
+from veil.node.writer import StorageFull, StoreWriter
+
+__all__ = ["StorageRpc"]
+
+Params = dict[str, Any]
+Handler = Callable[[Params], Awaitable[dict[str, Any]]]
+
+NAMESPACE_MIN, NAMESPACE_MAX = -32768, 32767
+_VERSION = [int(part) if part.isdigit() else 0 for part in (__version__.split(".") + ["0"] * 3)[:3]]
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def _int_param(params: Params, name: str, *, required: bool = True, default: int = 0) -> int:
+    value = params.get(name)
+    if value is None:
+        if required:
+            raise RpcError.bad_request(f"{name} is required")
+        return default
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise RpcError.bad_request(f"{name} must be an integer")
+    return value
+
+
+def _namespace(params: Params) -> int:
+    namespace = _int_param(params, "namespace", required=False, default=0)
+    if not NAMESPACE_MIN <= namespace <= NAMESPACE_MAX:
+        raise RpcError.bad_request("namespace must be a signed 16-bit integer")
+    return namespace
+
+
+def _ns_text(namespace: int) -> str:
+    return "" if namespace == 0 else str(namespace)
+
+
+def _hash_list(params: Params, limit: int) -> tuple[list[str], list[bytes]]:
+    texts = params.get("messages")
+    if not isinstance(texts, list) or not texts:
+        raise RpcError.bad_request("messages must be a non-empty list of message hashes")
+    if len(texts) > limit:
+        raise RpcError.too_large(f"at most {limit} message hashes per request")
+    try:
+        return texts, [keys.hash_from_b64(text) for text in texts]
+    except InvalidInputError as exc:
+        raise RpcError.bad_request(str(exc)) from None
+
+
+class StorageRpc:
+    """Dispatches parsed requests to their handlers."""
+
+    def __init__(
+        self, store: MessageStore, writer: StoreWriter, limits: Limits, metrics: NodeMetrics
+    ) -> None:
+        self.store = store
+        self.writer = writer
+        self.limits = limits
+        self.metrics = metrics
+        self.handlers: dict[str, Handler] = {
+            "store": self.store_message,
+            "retrieve": self.retrieve,
+            "delete": self.delete,
+            "delete_all": self.delete_all,
+            "expire": self.expire,
+            "get_expiries": self.get_expiries,
+            "info": self.info,
+            "batch": self.batch,
+        }
+
+    async def handle_body(self, body: bytes) -> tuple[int, bytes]:
+        """Parse a request body and answer (status, JSON body). Never raises."""
+        try:
+            request = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            error = RpcError.bad_request("the body is not valid JSON")
+            self.metrics.count("invalid", error.status)
+            return error.status, orjson.dumps(error.body())
+        method = request.get("method") if isinstance(request, dict) else None
+        label = method if isinstance(method, str) and method in self.handlers else "invalid"
+        status, answer = await self.call(request)
+        self.metrics.count(label, status)
+        return status, orjson.dumps(answer)
+
+    async def call(self, request: object) -> tuple[int, dict[str, Any]]:
+        """Answer one request object (also a subrequest of ``batch``)."""
+        try:
+            if not isinstance(request, dict):
+                raise RpcError.bad_request('a request is {"method": ..., "params": {...}}')
+            method = request.get("method")
+            params = request.get("params", {})
+            if not isinstance(method, str):
+                raise RpcError.bad_request("method must be a string")
+            handler = self.handlers.get(method)
+            if handler is None:
+                raise RpcError(400, "unknown_method", "unknown method")
+            if not isinstance(params, dict):
+                raise RpcError.bad_request("params must be an object")
+            return 200, await handler(params)
+        except RpcError as error:
+            return error.status, error.body()
+        except StorageFull:
+            return 507, RpcError.storage_full().body()
+
+    # --- methods --------------------------------------------------------------------------
+
+    async def store_message(self, params: Params) -> dict[str, Any]:
+        limits = self.limits
+        account = parse_account(params.get("pubkey"))
+        namespace = _namespace(params)
+        now = _now_ms()
+        timestamp = _int_param(params, "timestamp")
+        if abs(timestamp - now) > limits.clock_skew_ms:
+            raise RpcError.not_acceptable("timestamp is too far from the node's clock")
+        ttl = _int_param(params, "ttl")
+        if not limits.min_ttl_ms <= ttl <= limits.max_ttl_ms:
+            raise RpcError.bad_request(
+                f"ttl must be between {limits.min_ttl_ms} and {limits.max_ttl_ms} ms"
+            )
+        data_b64 = params.get("data")
+        if not isinstance(data_b64, str):
+            raise RpcError.bad_request("data must be a base64 string")
+        if len(data_b64) > (limits.max_message_bytes + 2) // 3 * 4:
+            raise RpcError.too_large(f"data is larger than {limits.max_message_bytes} bytes")
+        try:
+            data = base64.b64decode(data_b64, validate=True)
+        except (binascii.Error, ValueError):
+            raise RpcError.bad_request("data must be valid base64") from None
+        if len(data) > limits.max_message_bytes:
+            raise RpcError.too_large(f"data is larger than {limits.max_message_bytes} bytes")
+        if namespace != 0:
+            sig_timestamp = check_timestamp(
+                params.get("sig_timestamp", timestamp), now, limits.clock_skew_ms
+            )
+            verify_signature(account, params, f"store{namespace}{sig_timestamp}".encode())
+        digest = keys.message_hash(account, namespace, data)
+        message = Message(account, namespace, timestamp, timestamp + ttl, data, digest)
+        started = time.perf_counter()
+        outcome = await self.writer.submit(
+            lambda txn: self.store.put(txn, message), if_full=StoreOutcome.STORAGE_FULL
+        )
+        self.metrics.store_latency.observe(time.perf_counter() - started)
+        if outcome is StoreOutcome.QUOTA_EXCEEDED:
+            raise RpcError.quota_exceeded()
+        if outcome is StoreOutcome.STORAGE_FULL:
+            raise RpcError.storage_full()
+        return {
+            "hash": keys.hash_b64(digest),
+            "already": outcome is StoreOutcome.ALREADY,
+            "expiry": message.expiry_ms,
+        }
+
+    async def retrieve(self, params: Params) -> dict[str, Any]:
+        limits = self.limits
+        account = parse_account(params.get("pubkey"))
+        namespace = _namespace(params)
+        now = _now_ms()
+        timestamp = check_timestamp(params.get("timestamp"), now, limits.clock_skew_ms)
+        verify_signature(account, params, f"retrieve{_ns_text(namespace)}{timestamp}".encode())
+        after = self._start_cursor(account, namespace, params)
+        max_messages = limits.retrieve_max_messages
+        if "max_count" in params:
+            max_messages = max(1, min(max_messages, _int_param(params, "max_count")))
+        messages, more = self.store.retrieve(
+            account,
+            namespace=namespace,
+            after=after,
+            now_ms=now,
+            max_messages=max_messages,
+            max_bytes=limits.retrieve_max_bytes,
+        )
+        self.metrics.retrieved.inc(len(messages))
+        if messages:
+            cursor = messages[-1].cursor
+        elif after is not None:
+            cursor = base64.urlsafe_b64encode(after).rstrip(b"=").decode("ascii")
+        else:
+            cursor = None
+        return {
+            "messages": [
+                {
+                    "hash": keys.hash_b64(m.hash),
+                    "timestamp": m.timestamp_ms,
+                    "expiration": m.expiry_ms,
+                    "data": base64.b64encode(m.data).decode("ascii"),
+                }
+                for m in messages
+            ],
+            "more": more,
+            "cursor": cursor,
+        }
+
+    def _start_cursor(self, account: bytes, namespace: int, params: Params) -> bytes | None:
+        cursor = params.get("cursor")
+        if cursor not in (None, ""):
+            try:
+                return keys.cursor_decode(cursor)
+            except InvalidInputError as exc:
+                raise RpcError.bad_request(str(exc)) from None
+        last_hash = params.get("last_hash")
+        if last_hash not in (None, ""):
+            try:
+                digest = keys.hash_from_b64(last_hash)
+            except InvalidInputError as exc:
+                raise RpcError.bad_request(str(exc)) from None
+            return self.store.cursor_of_hash(account, namespace, digest)
+        return None
+
+    async def delete(self, params: Params) -> dict[str, Any]:
+        account = parse_account(params.get("pubkey"))
+        texts, hashes = _hash_list(params, self.limits.delete_max_hashes)
+        verify_signature(account, params, ("delete" + "".join(texts)).encode())
+        deleted = await self.writer.submit(
+            lambda txn: self.store.delete_hashes(txn, account, hashes)
+        )
+        return {"deleted": sorted(keys.hash_b64(d) for d in deleted)}
+
+    async def delete_all(self, params: Params) -> dict[str, Any]:
+        account = parse_account(params.get("pubkey"))
+        raw_namespace = params.get("namespace", 0)
+        namespace: int | None
+        if raw_namespace == "all":
+            namespace, ns_text = None, "all"
+        else:
+            namespace = _namespace(params)
+            ns_text = _ns_text(namespace)
+        timestamp = check_timestamp(params.get("timestamp"), _now_ms(), self.limits.clock_skew_ms)
+        verify_signature(account, params, f"delete_all{ns_text}{timestamp}".encode())
+        deleted = await self.writer.submit(
+            lambda txn: self.store.delete_all(txn, account, namespace)
+        )
+        return {"deleted": sorted(keys.hash_b64(d) for d in deleted)}
+
+    async def expire(self, params: Params) -> dict[str, Any]:
+        account = parse_account(params.get("pubkey"))
+        texts, hashes = _hash_list(params, self.limits.delete_max_hashes)
+        expiry = _int_param(params, "expiry")
+        shorten, extend = bool(params.get("shorten")), bool(params.get("extend"))
+        if shorten and extend:
+            raise RpcError.bad_request("shorten and extend cannot both be set")
+        mode = "shorten" if shorten else "extend" if extend else ""
+        if expiry < _now_ms() - self.limits.clock_skew_ms:
+            raise RpcError.bad_request("expiry is in the past")
+        verify_signature(account, params, f"expire{mode}{expiry}{''.join(texts)}".encode())
+        updated = await self.writer.submit(
+            lambda txn: self.store.set_expiry(txn, account, hashes, expiry, mode or "set")
+        )
+        return {"expiries": {keys.hash_b64(d): e for d, e in updated.items()}}
+
+    async def get_expiries(self, params: Params) -> dict[str, Any]:
+        account = parse_account(params.get("pubkey"))
+        texts, hashes = _hash_list(params, self.limits.delete_max_hashes)
+        timestamp = check_timestamp(params.get("timestamp"), _now_ms(), self.limits.clock_skew_ms)
+        verify_signature(account, params, f"get_expiries{timestamp}{''.join(texts)}".encode())
+        found = self.store.expiries(account, hashes)
+        return {"expiries": {keys.hash_b64(d): e for d, e in found.items()}}
+
+    async def info(self, params: Params) -> dict[str, Any]:
+        return {"version": _VERSION, "timestamp": _now_ms()}
+
+    async def batch(self, params: Params) -> dict[str, Any]:
+        requests = params.get("requests")
+        if not isinstance(requests, list) or not requests:
+            raise RpcError.bad_request("requests must be a non-empty list")
+        if len(requests) > self.limits.batch_max_requests:
+            raise RpcError.too_large(f"at most {self.limits.batch_max_requests} subrequests")
+        results = []
+        for request in requests:
+            if isinstance(request, dict) and request.get("method") == "batch":
+                status, body = 400, RpcError.bad_request("batch cannot nest").body()
+            else:
+                status, body = await self.call(request)
+            results.append({"code": status, "body": body})
+        return {"results": results}

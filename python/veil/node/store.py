@@ -1,0 +1,389 @@
+"""The node's message store: one LMDB environment, one writer thread, group commit.
+
+Layout (``docs/storage.md``, encodings in :mod:`veil.node.keys`): four tables in one environment —
+``messages`` (account | namespace | timestamp | hash → expiry | data), ``expiry`` (expiry | message
+key), ``hashes`` (hash → message key) and ``accounts`` (account → count | bytes), plus ``meta``
+(totals).
+
+Writes: every mutation runs in :meth:`MessageStore.write`, called only from the single writer thread
+of :class:`veil.node.writer.StoreWriter`, which takes all waiting operations (up to
+``commit_max_batch``), applies them in one write transaction and commits it durably (``fsync``)
+before any of them is answered. That is group commit: concurrent stores share one disk flush. Reads
+run in short read transactions on the caller's thread.
+
+A full map is grown (doubled, up to ``max_map_size_bytes``) between transactions, with readers held
+off by :class:`_ReaderGate`, because LMDB may only resize while no transaction is open in the
+process; past the maximum, stores answer ``STORAGE_FULL`` and the node keeps serving reads.
+"""
+
+from __future__ import annotations
+
+import enum
+import struct
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import lmdb
+
+from veil.node import keys
+from veil.node.config import Limits, StoreSettings
+
+__all__ = ["Message", "MessageStore", "StoreOutcome", "StoredMessage"]
+
+# py-lmdb's stubs type every value as bytes | memoryview; the store opens every transaction with
+# buffers=False, so values are bytes; transactions are typed loosely rather than cast everywhere.
+Txn = Any
+
+_U64 = struct.Struct(">Q")
+_STATS = struct.Struct(">QQ")
+_TOTALS_KEY = b"totals"
+
+
+class StoreOutcome(enum.Enum):
+    STORED = "stored"
+    ALREADY = "already"
+    QUOTA_EXCEEDED = "quota exceeded"
+    STORAGE_FULL = "storage full"
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """A message to store. ``hash`` is :func:`veil.node.keys.message_hash` of the rest."""
+
+    account: bytes
+    namespace: int
+    timestamp_ms: int
+    expiry_ms: int
+    data: bytes
+    hash: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class StoredMessage:
+    """A message as read back from the store."""
+
+    hash: bytes
+    timestamp_ms: int
+    expiry_ms: int
+    data: bytes
+
+    @property
+    def cursor(self) -> str:
+        return keys.cursor_encode(self.timestamp_ms, self.hash)
+
+
+class StorageFullError(Exception):
+    """The map cannot grow any further (internal; answered as STORAGE_FULL)."""
+
+
+class _ReaderGate:
+    """Lets many readers in at once, or the writer alone while it resizes the map."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._readers = 0
+        self._resizing = False
+
+    @contextmanager
+    def reading(self) -> Iterator[None]:
+        with self._cond:
+            while self._resizing:
+                self._cond.wait()
+            self._readers += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._readers -= 1
+                if self._readers == 0:
+                    self._cond.notify_all()
+
+    @contextmanager
+    def exclusive(self) -> Iterator[None]:
+        with self._cond:
+            self._resizing = True
+            while self._readers:
+                self._cond.wait()
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._resizing = False
+                self._cond.notify_all()
+
+
+class MessageStore:
+    """The LMDB environment and the operations on it. Write methods take the open write txn."""
+
+    def __init__(self, path: Path, settings: StoreSettings, limits: Limits) -> None:
+        path.mkdir(parents=True, exist_ok=True)
+        self.settings = settings
+        self.limits = limits
+        self._gate = _ReaderGate()
+        self.env: Any = lmdb.open(
+            str(path),
+            map_size=settings.map_size_bytes,
+            max_dbs=8,
+            sync=True,
+            metasync=True,
+            readahead=False,
+            max_readers=512,
+        )
+        # A map that earlier grew past the configured initial size keeps its size.
+        self.env.set_mapsize(max(settings.map_size_bytes, self.env.info()["map_size"]))
+        self._messages = self.env.open_db(b"messages")
+        self._expiry = self.env.open_db(b"expiry")
+        self._hashes = self.env.open_db(b"hashes")
+        self._accounts = self.env.open_db(b"accounts")
+        self._meta = self.env.open_db(b"meta")
+        self.env.reader_check()
+
+    def close(self) -> None:
+        self.env.sync(True)
+        self.env.close()
+
+    # --- transactions -----------------------------------------------------------------------
+
+    @contextmanager
+    def read(self) -> Iterator[Txn]:
+        with self._gate.reading(), self.env.begin(buffers=False) as txn:
+            yield txn
+
+    def write(self, ops: Callable[[Txn], Any]) -> Any:
+        """Run ``ops`` in one durable write transaction, growing the map if it fills.
+
+        Raises :class:`StorageFullError` when the map is at its maximum size and still full.
+        """
+        while True:
+            try:
+                with self._gate.reading(), self.env.begin(write=True) as txn:
+                    return ops(txn)
+            except lmdb.MapFullError:
+                self._grow()
+
+    def _grow(self) -> None:
+        current = self.env.info()["map_size"]
+        if current >= self.settings.max_map_size_bytes:
+            raise StorageFullError
+        new_size = min(current * 2, self.settings.max_map_size_bytes)
+        with self._gate.exclusive():
+            self.env.set_mapsize(new_size)
+
+    # --- write operations (run inside `write`) ------------------------------------------------
+
+    def put(self, txn: Txn, message: Message) -> StoreOutcome:
+        if txn.get(message.hash, db=self._hashes) is not None:
+            return StoreOutcome.ALREADY
+        size = len(message.data)
+        count, used = _stats(txn.get(message.account, db=self._accounts))
+        if (
+            count + 1 > self.limits.account_max_messages
+            or used + size > self.limits.account_max_bytes
+        ):
+            return StoreOutcome.QUOTA_EXCEEDED
+        total_count, total_bytes = _stats(txn.get(_TOTALS_KEY, db=self._meta))
+        if total_bytes + size > self.limits.storage_max_bytes:
+            return StoreOutcome.STORAGE_FULL
+        key = keys.message_key(
+            message.account, message.namespace, message.timestamp_ms, message.hash
+        )
+        txn.put(key, _U64.pack(message.expiry_ms) + message.data, db=self._messages)
+        txn.put(keys.expiry_key(message.expiry_ms, key), b"", db=self._expiry)
+        txn.put(message.hash, key, db=self._hashes)
+        txn.put(message.account, _STATS.pack(count + 1, used + size), db=self._accounts)
+        txn.put(_TOTALS_KEY, _STATS.pack(total_count + 1, total_bytes + size), db=self._meta)
+        return StoreOutcome.STORED
+
+    def _remove(self, txn: Txn, key: bytes, value: bytes) -> None:
+        account, _ns, _ts, digest = keys.split_message_key(key)
+        (expiry_ms,) = _U64.unpack_from(value)
+        size = len(value) - 8
+        txn.delete(key, db=self._messages)
+        txn.delete(keys.expiry_key(expiry_ms, key), db=self._expiry)
+        txn.delete(digest, db=self._hashes)
+        count, used = _stats(txn.get(account, db=self._accounts))
+        if count <= 1:
+            txn.delete(account, db=self._accounts)
+        else:
+            txn.put(account, _STATS.pack(count - 1, max(0, used - size)), db=self._accounts)
+        total_count, total_bytes = _stats(txn.get(_TOTALS_KEY, db=self._meta))
+        txn.put(
+            _TOTALS_KEY,
+            _STATS.pack(max(0, total_count - 1), max(0, total_bytes - size)),
+            db=self._meta,
+        )
+
+    def delete_hashes(self, txn: Txn, account: bytes, hashes: list[bytes]) -> list[bytes]:
+        """Delete the account's messages among ``hashes``; return the hashes deleted."""
+        deleted = []
+        for digest in hashes:
+            key = txn.get(digest, db=self._hashes)
+            if key is None or key[: keys.ACCOUNT_LEN] != account:
+                continue
+            value = txn.get(key, db=self._messages)
+            if value is None:
+                continue
+            self._remove(txn, key, value)
+            deleted.append(digest)
+        return deleted
+
+    def delete_all(self, txn: Txn, account: bytes, namespace: int | None) -> list[bytes]:
+        """Delete every message of the account (in one namespace, or all if ``None``)."""
+        prefix = account if namespace is None else keys.namespace_prefix(account, namespace)
+        doomed = []
+        cursor = txn.cursor(db=self._messages)
+        if cursor.set_range(prefix):
+            for key, value in cursor:
+                if not key.startswith(prefix):
+                    break
+                doomed.append((key, value))
+        for key, value in doomed:
+            self._remove(txn, key, value)
+        return [keys.split_message_key(key)[3] for key, _ in doomed]
+
+    def set_expiry(
+        self,
+        txn: Txn,
+        account: bytes,
+        hashes: list[bytes],
+        expiry_ms: int,
+        mode: str,
+    ) -> dict[bytes, int]:
+        """Change the expiry of the account's messages; ``mode`` is "set", "shorten" or "extend".
+
+        Returns the new expiry of every message found. Expiry never passes timestamp + max TTL.
+        """
+        result: dict[bytes, int] = {}
+        for digest in hashes:
+            key = txn.get(digest, db=self._hashes)
+            if key is None or key[: keys.ACCOUNT_LEN] != account:
+                continue
+            value = txn.get(key, db=self._messages)
+            if value is None:
+                continue
+            (old,) = _U64.unpack_from(value)
+            _account, _ns, timestamp_ms, _digest = keys.split_message_key(key)
+            new = min(expiry_ms, timestamp_ms + self.limits.max_ttl_ms)
+            if (mode == "shorten" and new > old) or (mode == "extend" and new < old):
+                new = old
+            if new != old:
+                txn.delete(keys.expiry_key(old, key), db=self._expiry)
+                txn.put(keys.expiry_key(new, key), b"", db=self._expiry)
+                txn.put(key, _U64.pack(new) + value[8:], db=self._messages)
+            result[digest] = new
+        return result
+
+    def sweep(self, txn: Txn, now_ms: int, limit: int) -> int:
+        """Remove up to ``limit`` messages whose expiry is at or before ``now_ms``."""
+        doomed: list[bytes] = []
+        cursor = txn.cursor(db=self._expiry)
+        if cursor.first():
+            for ekey in cursor.iternext(values=False):
+                (expiry_ms,) = _U64.unpack_from(ekey)
+                if expiry_ms > now_ms or len(doomed) >= limit:
+                    break
+                doomed.append(ekey[8:])
+        for key in doomed:
+            value = txn.get(key, db=self._messages)
+            if value is not None:
+                self._remove(txn, key, value)
+        return len(doomed)
+
+    # --- reads --------------------------------------------------------------------------------
+
+    def retrieve(
+        self,
+        account: bytes,
+        *,
+        namespace: int,
+        after: bytes | None,
+        now_ms: int,
+        max_messages: int,
+        max_bytes: int,
+    ) -> tuple[list[StoredMessage], bool]:
+        """Messages of one namespace after the cursor ``after`` (40 raw bytes), in cursor order.
+
+        Expired messages are skipped even before the sweeper removes them. Returns the messages and
+        whether more wait. At least one message is returned if any waits, whatever its size.
+        """
+        prefix = keys.namespace_prefix(account, namespace)
+        start = prefix + after if after is not None else prefix
+        out: list[StoredMessage] = []
+        used = 0
+        with self.read() as txn:
+            cursor = txn.cursor(db=self._messages)
+            if not cursor.set_range(start):
+                return out, False
+            for key, value in cursor:
+                if not key.startswith(prefix):
+                    return out, False
+                if key == start:
+                    continue
+                (expiry_ms,) = _U64.unpack_from(value)
+                if expiry_ms <= now_ms:
+                    continue
+                size = len(value) - 8
+                if out and (len(out) >= max_messages or used + size > max_bytes):
+                    return out, True
+                (timestamp_ms,) = _U64.unpack_from(key, keys.NAMESPACE_PREFIX_LEN)
+                out.append(
+                    StoredMessage(
+                        hash=key[keys.NAMESPACE_PREFIX_LEN + 8 :],
+                        timestamp_ms=timestamp_ms,
+                        expiry_ms=expiry_ms,
+                        data=value[8:],
+                    )
+                )
+                used += size
+        return out, False
+
+    def cursor_of_hash(self, account: bytes, namespace: int, digest: bytes) -> bytes | None:
+        """The raw cursor of a message this node holds, for clients that send ``last_hash``."""
+        with self.read() as txn:
+            key = txn.get(digest, db=self._hashes)
+        if key is None or not key.startswith(keys.namespace_prefix(account, namespace)):
+            return None
+        return bytes(key[keys.NAMESPACE_PREFIX_LEN :])
+
+    def expiries(self, account: bytes, hashes: list[bytes]) -> dict[bytes, int]:
+        """The expiry of each of the account's messages among ``hashes`` that the node holds."""
+        result = {}
+        with self.read() as txn:
+            for digest in hashes:
+                key = txn.get(digest, db=self._hashes)
+                if key is None or key[: keys.ACCOUNT_LEN] != account:
+                    continue
+                value = txn.get(key, db=self._messages)
+                if value is not None:
+                    result[digest] = _U64.unpack_from(value)[0]
+        return result
+
+    def totals(self) -> tuple[int, int]:
+        """(messages, bytes of message data) held."""
+        with self.read() as txn:
+            return _stats(txn.get(_TOTALS_KEY, db=self._meta))
+
+    def map_bytes(self) -> tuple[int, int]:
+        """(bytes of the map in use, map size)."""
+        info = self.env.info()
+        stat = self.env.stat()
+        return (info["last_pgno"] + 1) * stat["psize"], info["map_size"]
+
+    def clear_stale_readers(self) -> int:
+        return int(self.env.reader_check())
+
+
+def _stats(raw: bytes | None) -> tuple[int, int]:
+    if raw is None:
+        return 0, 0
+    count, used = _STATS.unpack(raw)
+    return int(count), int(used)
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000

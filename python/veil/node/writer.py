@@ -1,0 +1,127 @@
+"""The store's single writer: a thread that group-commits every mutation, and its asyncio face.
+
+Coroutines call :meth:`StoreWriter.submit` with a function of the write transaction. The writer
+thread takes every job waiting (up to ``commit_max_batch``), runs them in order in one transaction,
+commits it durably, and only then resolves their futures on the event loop. While one commit waits
+for the disk, new jobs queue up and share the next one: under load, stores cost a fraction of an
+``fsync`` each.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from veil.node.store import MessageStore, StorageFullError, Txn
+
+__all__ = ["StorageFull", "StoreWriter"]
+
+T = TypeVar("T")
+log = logging.getLogger("veil.node.store")
+
+
+class StorageFull(Exception):
+    """The store's map is at its maximum size; the write was not applied."""
+
+
+@dataclass(slots=True)
+class _Job:
+    op: Callable[[Txn], Any]
+    future: asyncio.Future[Any]
+    if_full: Any = field(default=None)
+
+
+_STOP = None
+
+
+class StoreWriter:
+    """Owns the writer thread. Start with :meth:`start`; stop with :meth:`close`."""
+
+    def __init__(self, store: MessageStore) -> None:
+        self.store = store
+        self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name="veil-store-writer", daemon=True)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.commits = 0
+        self.jobs = 0
+
+    def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._thread.start()
+
+    async def submit(self, op: Callable[[Txn], T], *, if_full: Any = None) -> T:
+        """Run ``op(txn)`` in the next group commit; return its result once durable.
+
+        ``if_full`` is the result to answer when the map cannot grow; ``None`` raises
+        :class:`StorageFull` instead.
+        """
+        if self._loop is None:
+            raise RuntimeError("StoreWriter.start() was not called")
+        future: asyncio.Future[T] = self._loop.create_future()
+        self._queue.put(_Job(op, future, if_full))
+        return await future
+
+    async def close(self) -> None:
+        """Finish every queued job, stop the thread, and return once it has stopped."""
+        self._queue.put(_STOP)
+        await asyncio.get_running_loop().run_in_executor(None, self._thread.join)
+
+    # --- the writer thread --------------------------------------------------------------------
+
+    def _run(self) -> None:
+        settings = self.store.settings
+        stopping = False
+        while not stopping:
+            job = self._queue.get()
+            if job is _STOP:
+                break
+            batch = [job]
+            if settings.commit_max_delay_ms > 0:
+                time.sleep(settings.commit_max_delay_ms / 1000)
+            while len(batch) < settings.commit_max_batch:
+                try:
+                    more = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if more is _STOP:
+                    stopping = True
+                    break
+                batch.append(more)
+            self._commit(batch)
+
+    def _commit(self, batch: list[_Job]) -> None:
+        def apply(txn: Txn) -> list[tuple[bool, Any]]:
+            return [(True, job.op(txn)) for job in batch]
+
+        outcomes: list[tuple[bool, Any]]
+        try:
+            outcomes = self.store.write(apply)
+            self.commits += 1
+            self.jobs += len(batch)
+        except StorageFullError:
+            outcomes = [
+                (True, job.if_full) if job.if_full is not None else (False, StorageFull())
+                for job in batch
+            ]
+        except Exception:  # the thread must survive anything; no job in the batch was applied
+            log.exception("store transaction failed; %d writes not applied", len(batch))
+            outcomes = [(False, RuntimeError("store transaction failed"))] * len(batch)
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(_deliver, batch, outcomes)
+
+
+def _deliver(batch: list[_Job], outcomes: list[tuple[bool, Any]]) -> None:
+    for job, (ok, value) in zip(batch, outcomes, strict=True):
+        if job.future.done():
+            continue
+        if ok:
+            job.future.set_result(value)
+        else:
+            job.future.set_exception(value)

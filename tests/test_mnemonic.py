@@ -190,8 +190,10 @@ def test_a_phrase_decodes_however_it_is_cased_spaced_or_abbreviated(
     seed: bytes, rnd: random.Random
 ) -> None:
     mangled = []
-    for word in mnemonic_encode(seed).split():
-        word = rnd.choice([word, word[:3], word[:3] + "xyz", word.upper(), word.title()])
+    for original in mnemonic_encode(seed).split():
+        word = rnd.choice(
+            [original, original[:3], original[:3] + "xyz", original.upper(), original.title()]
+        )
         mangled.append(word + rnd.choice([" ", "  ", "\t", "\n", " \r\n "]))
     assert mnemonic_decode(" \n" + "".join(mangled)) == seed
 

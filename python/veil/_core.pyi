@@ -1,14 +1,15 @@
 """Type stub of ``veil._core``, the Rust core (rust/veil-py over rust/veil-core).
 
 Every function takes ``bytes`` and returns ``bytes``. Errors are those of :mod:`veil.errors`:
-``InvalidKeyError`` / ``InvalidInputError`` for wrong lengths and unusable keys, ``InputTooLargeError``
-past a limit, and the one opaque ``DecryptionError`` for every decryption or authentication failure.
+``InvalidKeyError`` / ``InvalidInputError`` for wrong lengths and unusable keys,
+``InputTooLargeError`` past a limit, and the one opaque ``DecryptionError`` for every decryption or
+authentication failure.
 """
 
 from collections.abc import Sequence
 from typing import final
 
-from veil.errors import DecryptionError
+from veil.errors import InvalidInputError
 
 __all__ = [
     "HOP_OVERHEAD",
@@ -71,6 +72,7 @@ def session_encrypt(
 def session_decrypt(
     recipient_x25519_secret: bytes, recipient_x25519_public: bytes, ciphertext: bytes
 ) -> tuple[bytes, bytes, bytes]: ...
+
 @final
 class HopKey:
     @staticmethod
@@ -99,4 +101,4 @@ def build_onion(
 def peel_onion(node_x25519_secret: bytes, onion_bytes: bytes) -> PeeledLayer: ...
 def peel_onion_batch(
     node_x25519_secret: bytes, onions: Sequence[bytes]
-) -> list[PeeledLayer | DecryptionError]: ...
+) -> list[PeeledLayer | InvalidInputError]: ...

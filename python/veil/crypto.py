@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from veil import _core
-from veil.errors import DecryptionError
+from veil.errors import InvalidInputError
 from veil.identity import Identity
 from veil.session_id import format_session_id, parse_session_id
 
@@ -71,9 +71,11 @@ def peel_onion(node_x25519_secret: bytes, onion: bytes) -> PeeledLayer:
 
 def peel_onion_batch(
     node_x25519_secret: bytes, onions: Sequence[bytes]
-) -> list[PeeledLayer | DecryptionError]:
+) -> list[PeeledLayer | InvalidInputError]:
     """Peel many onions on all cores with the GIL released.
 
-    Returns one result per input, in order: a :class:`PeeledLayer`, or the exception for that input.
+    Returns one result per input, in order: a :class:`PeeledLayer`, or the exception for that
+    input (:class:`~veil.errors.DecryptionError`, or :class:`~veil.errors.InputTooLargeError` for a
+    layer over ``MAX_ONION_LEN``).
     """
     return _core.peel_onion_batch(node_x25519_secret, onions)

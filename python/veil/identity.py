@@ -1,8 +1,8 @@
 """Accounts: an Ed25519 key pair, its X25519 twin, its Session ID and its recovery phrase.
 
-Byte-compatible with Session: a new account's 32-byte Ed25519 seed is 16 random bytes followed by 16
-zero bytes (so that its recovery phrase has 13 words); the X25519 key pair is the standard conversion
-of the Ed25519 one; the Session ID is ``"05"`` + hex(X25519 public key).
+Byte-compatible with Session: a new account's 32-byte Ed25519 seed is 16 random bytes followed by
+16 zero bytes (so that its recovery phrase has 13 words); the X25519 key pair is the standard
+conversion of the Ed25519 one; the Session ID is ``"05"`` + hex(X25519 public key).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ _ZERO_HALF = bytes(16)
 
 
 class Identity:
-    """One account's keys. Construct with :meth:`generate`, :meth:`from_seed` or :meth:`from_mnemonic`.
+    """One account's keys: use :meth:`generate`, :meth:`from_seed` or :meth:`from_mnemonic`.
 
     The repr names the Session ID only; the seed and secret keys never appear in a repr or an error.
     """

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from pathlib import Path
 
@@ -15,6 +14,7 @@ from veil.node.config import (
     parse_listen,
     render_config,
 )
+from veil.node.logs import configure_logging
 
 __all__ = ["add_node_commands"]
 
@@ -73,11 +73,7 @@ def _run(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"veil node run: {exc}", file=sys.stderr)
         return 1
-    logging.basicConfig(
-        level=config.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    configure_logging(config.log_level)
     try:
         run_node(config)
     except ConfigError as exc:

@@ -65,10 +65,13 @@ class Node:
             asyncio.create_task(self._check_readers_forever(), name="reader-check"),
         ]
         log.info(
-            "node %s listening on %s:%d",
-            self.identity.ed25519_public_key.hex()[:16],
-            self.config.listen_host,
-            self.port,
+            "node listening",
+            extra={
+                "fields": {
+                    "node": self.identity.ed25519_public_key.hex(),
+                    "listen": f"{self.config.listen_host}:{self.port}",
+                }
+            },
         )
 
     async def stop(self) -> None:
@@ -121,14 +124,14 @@ class Node:
             while removed >= settings.sweep_max_batch:
                 removed = await self.writer.submit(sweep, if_full=0)
             if removed:
-                log.debug("swept %d expired messages", removed)
+                log.debug("swept expired messages", extra={"fields": {"removed": removed}})
 
     async def _check_readers_forever(self) -> None:
         while True:
             await asyncio.sleep(self.config.store.reader_check_interval_s)
             cleared = self.store.clear_stale_readers()
             if cleared:
-                log.info("cleared %d stale LMDB reader slots", cleared)
+                log.info("cleared stale LMDB readers", extra={"fields": {"cleared": cleared}})
 
 
 async def _serve_until_signalled(config: NodeConfig) -> None:

@@ -1,0 +1,1 @@
+"""Veil's own wire formats, one module each (``docs/protocol.md``)."""

@@ -1,0 +1,122 @@
+"""Node-link frames, version 1: what two service nodes exchange over one persistent TCP connection.
+
+A link carries many requests at once; each frame names the stream it belongs to, so answers may come
+back in any order. Sans-IO: :class:`FrameDecoder` turns received bytes into :class:`Frame` objects
+and :func:`encode_frame` turns a frame into bytes; the asyncio code around them owns the sockets.
+
+```
+frame     = length (4, big-endian: the bytes that follow) ‖ kind (1) ‖ stream (4, big-endian) ‖ body
+kind      = 0x01 REQUEST   body: an onion layer for the receiving node
+            0x02 RESPONSE  body: the answer, relayed unchanged
+            0x03 FAILURE   body: one byte, a FailureCode
+            0x04 PING      body: empty          0x05 PONG  body: empty
+```
+
+Example: a REQUEST on stream 7 carrying the three bytes ``ab c`` … is
+``00 00 00 08 | 01 | 00 00 00 07 | 61 62 63`` (length 8 = kind 1 + stream 4 + body 3).
+
+A frame whose length is below 5, above the decoder's ``max_frame`` or whose kind is unknown is a
+:class:`LinkProtocolError`; the link is then closed (the peer is broken or hostile). The length is
+checked as soon as its 4 bytes arrive, so an oversized frame is refused before it is buffered.
+"""
+
+from __future__ import annotations
+
+import enum
+import struct
+from dataclasses import dataclass
+
+from veil.errors import VeilError
+
+__all__ = [
+    "FailureCode",
+    "Frame",
+    "FrameDecoder",
+    "FrameKind",
+    "LinkProtocolError",
+    "encode_frame",
+]
+
+_HEADER = struct.Struct(">IBI")  # length, kind, stream
+HEADER_LEN = _HEADER.size  # 9
+MIN_LENGTH = 5
+DEFAULT_MAX_FRAME = 16 * 1024 * 1024
+
+
+class LinkProtocolError(VeilError):
+    """The peer sent bytes that are not a valid version-1 frame."""
+
+
+class FrameKind(enum.IntEnum):
+    REQUEST = 0x01
+    RESPONSE = 0x02
+    FAILURE = 0x03
+    PING = 0x04
+    PONG = 0x05
+
+
+class FailureCode(enum.IntEnum):
+    """Why a request failed, as much as the previous hop may know: nothing about where or why."""
+
+    PATH_FAILED = 0x01
+    """The request could not be delivered or answered; the client should try another path."""
+    OVERLOADED = 0x02
+    """The node is shedding load; try again later or elsewhere."""
+
+
+@dataclass(frozen=True, slots=True)
+class Frame:
+    kind: FrameKind
+    stream: int
+    body: bytes
+
+
+def encode_frame(kind: FrameKind, stream: int, body: bytes = b"") -> bytes:
+    """The bytes of one frame."""
+    if not 0 <= stream <= 0xFFFF_FFFF:
+        raise ValueError("stream id must fit in 32 bits")
+    return _HEADER.pack(MIN_LENGTH + len(body), kind, stream) + body
+
+
+class FrameDecoder:
+    """Accumulates received bytes and yields complete frames, in order."""
+
+    def __init__(self, max_frame: int = DEFAULT_MAX_FRAME) -> None:
+        self.max_frame = max_frame
+        self._buffer = bytearray()
+
+    @property
+    def buffered(self) -> int:
+        """Bytes received and not yet returned as frames (for backpressure)."""
+        return len(self._buffer)
+
+    def feed(self, data: bytes) -> list[Frame]:
+        """Add ``data``; return every frame now complete. Raises :class:`LinkProtocolError`."""
+        self._buffer += data
+        frames: list[Frame] = []
+        view = memoryview(self._buffer)
+        offset = 0
+        try:
+            while len(view) - offset >= 4:
+                (length,) = struct.unpack_from(">I", view, offset)
+                if length < MIN_LENGTH or length > self.max_frame:
+                    raise LinkProtocolError(f"frame length {length} is out of range")
+                if len(view) - offset >= HEADER_LEN:
+                    kind = view[offset + 4]
+                    if kind not in _KINDS:
+                        raise LinkProtocolError(f"unknown frame kind {kind}")
+                end = offset + 4 + length
+                if end > len(view):
+                    break
+                _, kind, stream = _HEADER.unpack_from(view, offset)
+                frames.append(
+                    Frame(FrameKind(kind), stream, bytes(view[offset + HEADER_LEN : end]))
+                )
+                offset = end
+        finally:
+            view.release()
+        del self._buffer[:offset]
+        return frames
+
+
+_KINDS = frozenset(int(k) for k in FrameKind)

@@ -19,18 +19,16 @@ from veil.node.errors import RpcError
 
 __all__ = ["parse_account", "verify_signature"]
 
+_HEX = frozenset("0123456789abcdefABCDEF")
 SESSION_PREFIX = 0x05
 ED25519_PREFIX = 0x03
 
 
 def parse_account(pubkey: object) -> bytes:
     """The 33-byte account of a ``pubkey`` parameter (66 hex digits, ``05`` or ``03`` first)."""
-    if not isinstance(pubkey, str) or len(pubkey) != 66:
+    if not isinstance(pubkey, str) or len(pubkey) != 66 or not _HEX.issuperset(pubkey):
         raise RpcError.bad_request("pubkey must be 66 hexadecimal digits")
-    try:
-        account = bytes.fromhex(pubkey)
-    except ValueError:
-        raise RpcError.bad_request("pubkey must be 66 hexadecimal digits") from None
+    account = bytes.fromhex(pubkey)
     if account[0] not in {SESSION_PREFIX, ED25519_PREFIX}:
         raise RpcError.bad_request("pubkey must start with 05 (Session ID) or 03 (Ed25519 key)")
     return account
@@ -39,7 +37,11 @@ def parse_account(pubkey: object) -> bytes:
 def _signing_key(account: bytes, pubkey_ed25519: object) -> bytes:
     if account[0] == ED25519_PREFIX:
         return account[1:]
-    if not isinstance(pubkey_ed25519, str) or len(pubkey_ed25519) != 64:
+    if (
+        not isinstance(pubkey_ed25519, str)
+        or len(pubkey_ed25519) != 64
+        or not _HEX.issuperset(pubkey_ed25519)
+    ):
         raise RpcError.unauthorized("pubkey_ed25519 (64 hexadecimal digits) is required")
     try:
         ed_key = bytes.fromhex(pubkey_ed25519)

@@ -1,10 +1,12 @@
 """HTTP/1.1 for the client RPC: llhttp (``httptools``) parses; a thin ``asyncio.Protocol`` drives.
 
-One request at a time per connection: reading pauses while a request is handled and resumes once its
-answer is written, so a client cannot queue unbounded work, and answers keep request order. Bodies
-over ``max_body_bytes`` are refused from their ``Content-Length`` (or, when chunked, as soon as they
-pass the limit) with 413 and the connection closed, never read whole. Oversized headers get 431, a
-malformed request 400, an idle or slow connection is closed after ``request_timeout_s``.
+One request at a time per connection: reading pauses while a request is handled and resumes once
+its answer is written (requests pipelined into one read are queued and answered in order), so a
+client cannot queue unbounded work. Bodies over ``max_body_bytes`` are refused from their
+``Content-Length`` (or, when chunked, as soon as they pass the limit) with 413 and the connection
+closed, never read whole. A header section over ``max_header_bytes`` gets 431 (also while a header
+is still unfinished), a malformed request 400; an idle or slow connection is closed after
+``request_timeout_s``.
 
 Routes: ``POST /storage_rpc/v1`` (JSON RPC), ``GET /metrics`` (Prometheus text). Nothing here logs a
 peer address.
@@ -13,6 +15,7 @@ peer address.
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import socket
 from collections.abc import Awaitable, Callable
@@ -94,12 +97,15 @@ class HttpProtocol(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpRequestParser(self)
         self.busy = False
+        self._pending: collections.deque[tuple[Request, bool]] = collections.deque()
         self._url = bytearray()
         self._body: list[bytes] = []
         self._body_len = 0
         self._header_len = 0
         self._content_length = 0
         self._refused = False
+        self._in_headers = True
+        self._pending_header_bytes = 0
         self._timer: asyncio.TimerHandle | None = None
         self._can_write = asyncio.Event()
         self._can_write.set()
@@ -133,6 +139,8 @@ class HttpProtocol(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self._refused:
             return
+        if self._in_headers:
+            self._pending_header_bytes += len(data)
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -140,6 +148,12 @@ class HttpProtocol(asyncio.Protocol):
         except httptools.HttpParserError:
             if not self._refused:
                 self._refuse(_error(400, "bad_request", "malformed HTTP request"))
+            return
+        # llhttp reports a header only once it is complete: bytes of an unfinished header section
+        # are counted here, so one endless header cannot grow the buffer past the limit.
+        limit = self.app.limits.max_header_bytes
+        if self._in_headers and self._pending_header_bytes > limit and not self._refused:
+            self._refuse(_error(431, "too_large", "request headers too large"))
 
     # --- llhttp callbacks ----------------------------------------------------------------------
 
@@ -160,6 +174,8 @@ class HttpProtocol(asyncio.Protocol):
             self._content_length = int(value)
 
     def on_headers_complete(self) -> None:
+        self._in_headers = False
+        self._pending_header_bytes = 0
         if self._refused:
             return
         if self._content_length > self.app.limits.max_body_bytes:
@@ -175,6 +191,7 @@ class HttpProtocol(asyncio.Protocol):
         self._body.append(chunk)
 
     def on_message_complete(self) -> None:
+        self._in_headers = True
         if self._refused or self.transport is None:
             return
         request = Request(
@@ -183,13 +200,16 @@ class HttpProtocol(asyncio.Protocol):
             b"".join(self._body),
         )
         keep_alive = bool(self.parser.should_keep_alive())
-        self.busy = True
+        # Pipelined requests that arrived in the same read wait their turn: answers keep order.
+        self._pending.append((request, keep_alive))
         self.transport.pause_reading()
         if self._timer is not None:
             self._timer.cancel()
-        self.app.in_flight += 1
-        self.app.idle.clear()
-        asyncio.get_running_loop().create_task(self._serve(request, keep_alive))
+        if not self.busy:
+            self.busy = True
+            self.app.in_flight += 1
+            self.app.idle.clear()
+            asyncio.get_running_loop().create_task(self._serve_pending())
 
     # --- internals -----------------------------------------------------------------------------
 
@@ -199,20 +219,16 @@ class HttpProtocol(asyncio.Protocol):
             self._refuse(_error(431, "too_large", "request headers too large"))
             raise httptools.HttpParserError("headers too large")
 
-    async def _serve(self, request: Request, keep_alive: bool) -> None:
+    async def _serve_pending(self) -> None:
+        keep_alive = True
         try:
-            try:
-                response = await asyncio.wait_for(
-                    self.app.handler(request), self.app.limits.request_timeout_s
-                )
-            except TimeoutError:
-                response = _error(503, "timeout", "the request took too long")
-            except Exception:
-                log.exception("request handler failed")
-                response = _error(500, "internal", "internal error")
-            await self._can_write.wait()
-            self._write(response, keep_alive)
+            while self._pending and keep_alive:
+                request, keep_alive = self._pending.popleft()
+                response = await self._answer(request)
+                await self._can_write.wait()
+                self._write(response, keep_alive)
         finally:
+            self._pending.clear()
             self.busy = False
             self.app.in_flight -= 1
             if self.app.in_flight == 0:
@@ -222,6 +238,17 @@ class HttpProtocol(asyncio.Protocol):
             self.transport.resume_reading()
         else:
             self.close()
+
+    async def _answer(self, request: Request) -> Response:
+        try:
+            return await asyncio.wait_for(
+                self.app.handler(request), self.app.limits.request_timeout_s
+            )
+        except TimeoutError:
+            return _error(503, "timeout", "the request took too long")
+        except Exception:
+            log.exception("request handler failed")
+            return _error(500, "internal", "internal error")
 
     def _write(self, response: Response, keep_alive: bool) -> None:
         if self.transport is None or self.transport.is_closing():

@@ -134,7 +134,7 @@ class MessageStore:
             readahead=False,
             max_readers=512,
         )
-        # A map that earlier grew past the configured initial size keeps its size.
+        # LMDB reopens a map at least as large as its data; growth then resumes from there.
         self.env.set_mapsize(max(settings.map_size_bytes, self.env.info()["map_size"]))
         self._messages = self.env.open_db(b"messages")
         self._expiry = self.env.open_db(b"expiry")

@@ -1,0 +1,308 @@
+"""Shared helpers for the service node tests: configs, signed requests, a raw HTTP/1.1 client.
+
+The client speaks HTTP/1.1 over asyncio streams by hand (keep-alive, Content-Length), so tests can
+also send what no well-behaved client would: garbage, oversized headers, half a request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import threading
+import time
+from collections.abc import AsyncIterator, Coroutine
+from contextlib import asynccontextmanager, suppress
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import orjson
+import uvloop
+
+from veil.identity import Identity
+from veil.node import keys
+from veil.node.config import Limits, NodeConfig, StoreSettings
+from veil.node.identity import create_node_key
+from veil.node.server import Node
+from veil.node.store import Message
+
+T = TypeVar("T")
+
+RPC_PATH = "/storage_rpc/v1"
+TTL_MS = 3_600_000
+SMALL_MAP = 8 * 1024 * 1024
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def run(coro: Coroutine[Any, Any, T]) -> T:
+    """Run a coroutine to completion on a fresh uvloop event loop."""
+    return uvloop.run(coro)
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+# --- configs and nodes ---------------------------------------------------------------------------
+
+
+def make_config(
+    data_dir: Path, *, limits: Limits | None = None, store: StoreSettings | None = None
+) -> NodeConfig:
+    """A node config in ``data_dir`` (created, with a fresh node key) listening on a free port."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    config = NodeConfig(
+        data_dir=data_dir,
+        listen_port=0,
+        limits=limits if limits is not None else Limits(),
+        store=store if store is not None else StoreSettings(map_size_bytes=SMALL_MAP),
+    )
+    create_node_key(config.key_path)
+    return config
+
+
+@asynccontextmanager
+async def running_node(config: NodeConfig) -> AsyncIterator[Node]:
+    node = Node(config)
+    await node.start()
+    try:
+        yield node
+    finally:
+        await node.stop()
+
+
+class NodeThread:
+    """A node on its own uvloop loop in a background thread, shared by many tests."""
+
+    def __init__(self, config: NodeConfig) -> None:
+        self.config = config
+        self.loop = uvloop.new_event_loop()
+        self.node: Node | None = None
+        self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+
+    @property
+    def port(self) -> int:
+        assert self.node is not None
+        return self.node.port
+
+    def start(self) -> None:
+        self._thread.start()
+        self.node = Node(self.config)
+        asyncio.run_coroutine_threadsafe(self.node.start(), self.loop).result(10)
+
+    def stop(self) -> None:
+        assert self.node is not None
+        asyncio.run_coroutine_threadsafe(self.node.stop(), self.loop).result(30)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(10)
+        self.loop.close()
+
+
+# --- accounts and signed requests ----------------------------------------------------------------
+
+
+class Account:
+    """A client account (a Session ID, ``05`` + X25519 key) that signs its requests."""
+
+    def __init__(self, identity: Identity | None = None) -> None:
+        self.identity = identity if identity is not None else Identity.generate()
+
+    @property
+    def pubkey(self) -> str:
+        return self.identity.session_id
+
+    @property
+    def account_bytes(self) -> bytes:
+        return bytes.fromhex(self.pubkey)
+
+    @property
+    def ed_hex(self) -> str:
+        return self.identity.ed25519_public_key.hex()
+
+    def sign(self, text: str) -> str:
+        return b64(self.identity.sign(text.encode()))
+
+    def signed(self, text: str, **params: Any) -> dict[str, Any]:
+        return {
+            "pubkey": self.pubkey,
+            "pubkey_ed25519": self.ed_hex,
+            "signature": self.sign(text),
+            **params,
+        }
+
+    def store(
+        self,
+        data: bytes,
+        *,
+        namespace: int = 0,
+        ttl: int = TTL_MS,
+        timestamp: int | None = None,
+        sign: bool | None = None,
+    ) -> dict[str, Any]:
+        ts = now_ms() if timestamp is None else timestamp
+        params: dict[str, Any] = {"pubkey": self.pubkey, "timestamp": ts, "ttl": ttl}
+        params["data"] = b64(data)
+        if namespace != 0:
+            params["namespace"] = namespace
+        if sign if sign is not None else namespace != 0:
+            params = self.signed(f"store{namespace}{ts}", **params)
+        return params
+
+    def retrieve(
+        self, *, namespace: int = 0, timestamp: int | None = None, **extra: Any
+    ) -> dict[str, Any]:
+        ts = now_ms() if timestamp is None else timestamp
+        ns_text = "" if namespace == 0 else str(namespace)
+        params = self.signed(f"retrieve{ns_text}{ts}", timestamp=ts, **extra)
+        if namespace != 0:
+            params["namespace"] = namespace
+        return params
+
+    def delete(self, hashes: list[str]) -> dict[str, Any]:
+        return self.signed("delete" + "".join(hashes), messages=hashes)
+
+    def delete_all(self, namespace: int | str = 0) -> dict[str, Any]:
+        ts = now_ms()
+        ns_text = (
+            namespace if isinstance(namespace, str) else ("" if namespace == 0 else str(namespace))
+        )
+        return self.signed(f"delete_all{ns_text}{ts}", namespace=namespace, timestamp=ts)
+
+    def expire(self, hashes: list[str], expiry: int, mode: str = "") -> dict[str, Any]:
+        params = self.signed(f"expire{mode}{expiry}{''.join(hashes)}", messages=hashes)
+        params["expiry"] = expiry
+        if mode:
+            params[mode] = True
+        return params
+
+    def get_expiries(self, hashes: list[str]) -> dict[str, Any]:
+        ts = now_ms()
+        return self.signed(f"get_expiries{ts}{''.join(hashes)}", messages=hashes, timestamp=ts)
+
+
+def make_message(
+    account: bytes,
+    data: bytes,
+    *,
+    namespace: int = 0,
+    timestamp_ms: int | None = None,
+    ttl_ms: int = TTL_MS,
+    expiry_ms: int | None = None,
+) -> Message:
+    """A store-level message, hashed as the node hashes it."""
+    ts = now_ms() if timestamp_ms is None else timestamp_ms
+    expiry = ts + ttl_ms if expiry_ms is None else expiry_ms
+    return Message(
+        account, namespace, ts, expiry, data, keys.message_hash(account, namespace, data)
+    )
+
+
+# --- a raw HTTP/1.1 client -----------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class HttpResponse:
+    status: int
+    reason: str
+    headers: dict[str, str] = field(default_factory=dict)
+    body: bytes = b""
+
+    def json(self) -> Any:
+        return orjson.loads(self.body)
+
+
+class HttpClient:
+    """One keep-alive connection to a node."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+
+    @classmethod
+    async def connect(cls, port: int, host: str = "127.0.0.1") -> HttpClient:
+        reader, writer = await asyncio.open_connection(host, port, limit=1 << 24)
+        return cls(reader, writer)
+
+    async def close(self) -> None:
+        self.writer.close()
+        with suppress(ConnectionError, OSError):
+            await self.writer.wait_closed()
+
+    async def __aenter__(self) -> HttpClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def send_raw(self, data: bytes) -> None:
+        self.writer.write(data)
+        await self.writer.drain()
+
+    async def read_response(self, timeout: float = 10.0) -> HttpResponse:
+        """Read one response: status line, headers, and a Content-Length body."""
+        head = await asyncio.wait_for(self.reader.readuntil(b"\r\n\r\n"), timeout)
+        lines = head.decode("latin-1").split("\r\n")
+        version, status, *reason = lines[0].split(" ", 2)
+        assert version == "HTTP/1.1", lines[0]
+        headers = {}
+        for line in lines[1:]:
+            if line:
+                name, _, value = line.partition(":")
+                headers[name.strip().lower()] = value.strip()
+        length = int(headers.get("content-length", "0"))
+        body = await asyncio.wait_for(self.reader.readexactly(length), timeout)
+        return HttpResponse(int(status), reason[0] if reason else "", headers, body)
+
+    async def at_eof(self, timeout: float = 5.0) -> bool:
+        """Whether the server closed the connection (nothing more to read) within ``timeout``."""
+        try:
+            rest = await asyncio.wait_for(self.reader.read(1), timeout)
+        except TimeoutError:
+            return False
+        except ConnectionError:
+            return True
+        return rest == b""
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        body: bytes = b"",
+        headers: dict[str, str] | None = None,
+    ) -> HttpResponse:
+        lines = [f"{method} {path} HTTP/1.1", "Host: node", f"Content-Length: {len(body)}"]
+        lines += [f"{name}: {value}" for name, value in (headers or {}).items()]
+        await self.send_raw(("\r\n".join(lines) + "\r\n\r\n").encode() + body)
+        return await self.read_response()
+
+    async def post_json(self, payload: Any) -> HttpResponse:
+        return await self.request(
+            "POST", RPC_PATH, orjson.dumps(payload), {"Content-Type": "application/json"}
+        )
+
+    async def rpc(self, method: str, params: Any) -> tuple[int, Any]:
+        response = await self.post_json({"method": method, "params": params})
+        return response.status, response.json()
+
+
+async def rpc_once(port: int, method: str, params: Any) -> tuple[int, Any]:
+    async with await HttpClient.connect(port) as client:
+        return await client.rpc(method, params)
+
+
+async def retrieve_all(client: HttpClient, account: Account, namespace: int = 0) -> list[Any]:
+    """Every message of one namespace, following the cursor."""
+    messages: list[Any] = []
+    cursor: str | None = None
+    for _ in range(10_000):
+        extra: dict[str, Any] = {"cursor": cursor} if cursor else {}
+        status, body = await client.rpc("retrieve", account.retrieve(namespace=namespace, **extra))
+        assert status == 200, body
+        messages += body["messages"]
+        cursor = body["cursor"]
+        if not body["more"]:
+            return messages
+    raise AssertionError("retrieve never finished")

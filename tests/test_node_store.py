@@ -1,0 +1,433 @@
+"""The node's message store (LMDB) and its group-commit writer, used directly, without HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from node_helpers import SMALL_MAP, make_message, now_ms, run
+from veil.node import keys
+from veil.node.config import Limits, StoreSettings
+from veil.node.store import (
+    Message,
+    MessageStore,
+    StorageFullError,
+    StoredMessage,
+    StoreOutcome,
+    Txn,
+)
+from veil.node.writer import StorageFull, StoreWriter
+
+ALICE = b"\x05" + bytes(range(32))
+BOB = b"\x05" + bytes(range(1, 33))
+KIB = 1024
+BIG = 1 << 40  # "now" for reads that should see every message regardless of expiry tricks
+
+
+def open_store(
+    path: Path, *, limits: Limits | None = None, settings: StoreSettings | None = None
+) -> MessageStore:
+    return MessageStore(
+        path,
+        settings if settings is not None else StoreSettings(map_size_bytes=SMALL_MAP),
+        limits if limits is not None else Limits(),
+    )
+
+
+def put(store: MessageStore, message: Message) -> StoreOutcome:
+    outcome: StoreOutcome = store.write(lambda txn: store.put(txn, message))
+    return outcome
+
+
+def put_op(store: MessageStore, message: Message) -> Callable[[Txn], StoreOutcome]:
+    return lambda txn: store.put(txn, message)
+
+
+def read_all(
+    store: MessageStore, account: bytes, namespace: int = 0, now: int | None = None
+) -> list[StoredMessage]:
+    messages, more = store.retrieve(
+        account,
+        namespace=namespace,
+        after=None,
+        now_ms=now_ms() if now is None else now,
+        max_messages=1_000_000,
+        max_bytes=1 << 40,
+    )
+    assert not more
+    return messages
+
+
+def order_key(message: Message | StoredMessage) -> tuple[int, bytes]:
+    return message.timestamp_ms, message.hash
+
+
+def test_put_then_retrieve_in_timestamp_then_hash_order(tmp_path: Path) -> None:
+    store = open_store(tmp_path)
+    base = now_ms()
+    rng = random.Random(1)
+    # Several messages share a timestamp, so the hash decides their order.
+    messages = [
+        make_message(ALICE, f"m{i}".encode(), timestamp_ms=base + rng.randrange(5))
+        for i in range(40)
+    ]
+    for message in rng.sample(messages, len(messages)):
+        assert put(store, message) is StoreOutcome.STORED
+    got = read_all(store, ALICE)
+    expected = sorted(messages, key=order_key)
+    assert [(m.timestamp_ms, m.hash, m.data, m.expiry_ms) for m in got] == [
+        (m.timestamp_ms, m.hash, m.data, m.expiry_ms) for m in expected
+    ]
+    assert read_all(store, BOB) == []
+    assert read_all(store, ALICE, namespace=1) == []
+    store.close()
+
+
+def test_storing_the_same_message_twice_is_already_and_stored_once(tmp_path: Path) -> None:
+    store = open_store(tmp_path)
+    message = make_message(ALICE, b"hello")
+    assert put(store, message) is StoreOutcome.STORED
+    assert put(store, message) is StoreOutcome.ALREADY
+    # The hash names the message by account, namespace and data; a later copy is the same one.
+    later = make_message(ALICE, b"hello", timestamp_ms=message.timestamp_ms + 5)
+    assert put(store, later) is StoreOutcome.ALREADY
+    assert len(read_all(store, ALICE)) == 1
+    assert store.totals() == (1, 5)
+    store.close()
+
+
+def test_account_message_quota(tmp_path: Path) -> None:
+    store = open_store(tmp_path, limits=Limits(account_max_messages=3))
+    for i in range(3):
+        assert put(store, make_message(ALICE, b"a%d" % i)) is StoreOutcome.STORED
+    assert put(store, make_message(ALICE, b"a3")) is StoreOutcome.QUOTA_EXCEEDED
+    assert put(store, make_message(ALICE, b"x", namespace=7)) is StoreOutcome.QUOTA_EXCEEDED
+    for i in range(3):
+        assert put(store, make_message(BOB, b"b%d" % i)) is StoreOutcome.STORED
+    assert len(read_all(store, ALICE)) == 3
+    assert len(read_all(store, BOB)) == 3
+    assert store.totals() == (6, 12)
+    store.close()
+
+
+def test_account_bytes_quota(tmp_path: Path) -> None:
+    store = open_store(tmp_path, limits=Limits(account_max_bytes=1000))
+    assert put(store, make_message(ALICE, b"a" * 600)) is StoreOutcome.STORED
+    assert put(store, make_message(ALICE, b"b" * 401)) is StoreOutcome.QUOTA_EXCEEDED
+    assert put(store, make_message(ALICE, b"c" * 400)) is StoreOutcome.STORED
+    assert put(store, make_message(BOB, b"d" * 1000)) is StoreOutcome.STORED
+    assert [len(m.data) for m in read_all(store, ALICE)] == [600, 400]
+    assert store.totals() == (3, 2000)
+    store.close()
+
+
+def test_global_storage_cap_answers_storage_full_and_reads_work(tmp_path: Path) -> None:
+    store = open_store(tmp_path, limits=Limits(storage_max_bytes=1500))
+    kept = make_message(ALICE, b"a" * 1000)
+    assert put(store, kept) is StoreOutcome.STORED
+    assert put(store, make_message(BOB, b"b" * 1000)) is StoreOutcome.STORAGE_FULL
+    assert put(store, make_message(BOB, b"b" * 500)) is StoreOutcome.STORED
+    assert put(store, make_message(BOB, b"c")) is StoreOutcome.STORAGE_FULL
+    assert [m.hash for m in read_all(store, ALICE)] == [kept.hash]
+    assert store.totals() == (2, 1500)
+    store.close()
+
+
+def test_map_grows_from_tiny_and_keeps_every_message(tmp_path: Path) -> None:
+    settings = StoreSettings(map_size_bytes=64 * KIB, max_map_size_bytes=16 * 1024 * KIB)
+    store = open_store(tmp_path / "s", settings=settings)
+    messages = [make_message(ALICE, i.to_bytes(4, "big") * 256) for i in range(400)]  # 1 KiB each
+    stop = threading.Event()
+    reads: list[int] = []
+
+    def reader() -> None:  # reads go on while the writer grows the map
+        while not stop.is_set():
+            reads.append(len(read_all(store, ALICE)))
+
+    async def main() -> list[StoreOutcome]:
+        writer = StoreWriter(store)
+        writer.start()
+        outcomes = []
+        for start in range(0, len(messages), 50):
+            chunk = messages[start : start + 50]
+            outcomes += await asyncio.gather(*(writer.submit(put_op(store, m)) for m in chunk))
+        await writer.close()
+        return outcomes
+
+    thread = threading.Thread(target=reader)
+    thread.start()
+    try:
+        outcomes = run(main())
+    finally:
+        stop.set()
+        thread.join()
+    assert outcomes == [StoreOutcome.STORED] * len(messages)
+    assert reads == sorted(reads)  # a reader never saw messages disappear
+    _used, size = store.map_bytes()
+    assert size > 64 * KIB
+    got = read_all(store, ALICE)
+    assert sorted(m.hash for m in got) == sorted(m.hash for m in messages)
+    store.close()
+    # Reopened with the small initial setting, the map still holds every message, and grows on.
+    reopened = open_store(tmp_path / "s", settings=settings)
+    used, size = reopened.map_bytes()
+    assert size >= used > 64 * KIB
+    assert len(read_all(reopened, ALICE)) == len(messages)
+    more = [make_message(ALICE, b"after reopen %d" % i + b"x" * KIB) for i in range(200)]
+    for message in more:
+        assert put(reopened, message) is StoreOutcome.STORED
+    assert len(read_all(reopened, ALICE)) == len(messages) + len(more)
+    reopened.close()
+
+
+def test_map_at_its_maximum_answers_storage_full_and_reads_work(tmp_path: Path) -> None:
+    settings = StoreSettings(map_size_bytes=128 * KIB, max_map_size_bytes=128 * KIB)
+    store = open_store(tmp_path, settings=settings)
+
+    async def main() -> tuple[list[Message], StoreOutcome, bool]:
+        writer = StoreWriter(store)
+        writer.start()
+        stored = []
+        outcome = StoreOutcome.STORED
+        for i in range(1000):
+            message = make_message(ALICE, bytes([i % 256]) * 2 * KIB + i.to_bytes(4, "big"))
+            outcome = await writer.submit(put_op(store, message), if_full=StoreOutcome.STORAGE_FULL)
+            if outcome is not StoreOutcome.STORED:
+                break
+            stored.append(message)
+        raised = False
+        try:
+            await writer.submit(lambda txn: store.put(txn, make_message(BOB, b"z" * 4 * KIB)))
+        except StorageFull:
+            raised = True
+        # The writer survives: a small read-only job still commits.
+        assert await writer.submit(lambda txn: 42) == 42
+        await writer.close()
+        return stored, outcome, raised
+
+    stored, outcome, raised = run(main())
+    assert outcome is StoreOutcome.STORAGE_FULL
+    assert raised
+    assert 0 < len(stored) < 1000
+    assert sorted(m.hash for m in read_all(store, ALICE)) == sorted(m.hash for m in stored)
+    assert store.totals()[0] == len(stored)
+    with pytest.raises(StorageFullError):
+        put(store, make_message(BOB, b"y" * 8 * KIB))
+    store.close()
+
+
+def test_sweep_removes_expired_messages_and_updates_totals(tmp_path: Path) -> None:
+    store = open_store(tmp_path, limits=Limits(account_max_messages=4))
+    t = now_ms()
+    expired = [
+        make_message(ALICE, b"old%d" % i, timestamp_ms=t, expiry_ms=t + 10 + i) for i in range(3)
+    ]
+    live = make_message(ALICE, b"live", timestamp_ms=t, expiry_ms=t + 100_000)
+    for message in [*expired, live]:
+        assert put(store, message) is StoreOutcome.STORED
+    assert store.totals() == (4, 4 * 3 + 4)
+    later = t + 1000
+    # Retrieve hides expired messages even before any sweep.
+    assert [m.hash for m in read_all(store, ALICE, now=later)] == [live.hash]
+    assert len(read_all(store, ALICE, now=t)) == 4
+    assert store.expiries(ALICE, [m.hash for m in expired]) != {}
+    # A limited sweep removes the earliest expiries first, then the rest.
+    assert store.write(lambda txn: store.sweep(txn, later, 2)) == 2
+    assert store.totals() == (2, 4 + 4)
+    assert store.write(lambda txn: store.sweep(txn, later, 100)) == 1
+    assert store.write(lambda txn: store.sweep(txn, later, 100)) == 0
+    assert store.totals() == (1, 4)
+    assert [m.hash for m in read_all(store, ALICE, now=t)] == [live.hash]
+    assert store.expiries(ALICE, [m.hash for m in expired]) == {}
+    # The account's quota was released: three more messages fit again.
+    for i in range(2):
+        assert put(store, make_message(ALICE, b"new%d" % i)) is StoreOutcome.STORED
+    # A swept message can be stored again (its hash index entry is gone too).
+    assert put(store, expired[0]) is StoreOutcome.STORED
+    assert put(store, make_message(ALICE, b"one too many")) is StoreOutcome.QUOTA_EXCEEDED
+    store.close()
+
+
+def test_delete_hashes_deletes_only_the_owners_messages(tmp_path: Path) -> None:
+    store = open_store(tmp_path)
+    mine = [make_message(ALICE, b"a%d" % i) for i in range(3)]
+    theirs = make_message(BOB, b"b")
+    for message in [*mine, theirs]:
+        put(store, message)
+    unknown = keys.message_hash(ALICE, 0, b"never stored")
+    hashes = [mine[0].hash, theirs.hash, unknown, mine[2].hash]
+    deleted = store.write(lambda txn: store.delete_hashes(txn, ALICE, hashes))
+    assert sorted(deleted) == sorted([mine[0].hash, mine[2].hash])
+    assert [m.hash for m in read_all(store, ALICE)] == [mine[1].hash]
+    assert [m.hash for m in read_all(store, BOB)] == [theirs.hash]
+    assert store.totals() == (2, 3)
+    # Deleting again is a no-op; the same message can then be stored afresh.
+    assert store.write(lambda txn: store.delete_hashes(txn, ALICE, [mine[0].hash])) == []
+    assert put(store, mine[0]) is StoreOutcome.STORED
+    store.close()
+
+
+def test_delete_all_per_namespace_and_all(tmp_path: Path) -> None:
+    store = open_store(tmp_path)
+    by_ns = {
+        ns: [make_message(ALICE, b"%d-%d" % (ns, i), namespace=ns) for i in range(3)]
+        for ns in (-32768, 0, 5, 32767)
+    }
+    other = make_message(BOB, b"bob", namespace=5)
+    for messages in by_ns.values():
+        for message in messages:
+            put(store, message)
+    put(store, other)
+    deleted = store.write(lambda txn: store.delete_all(txn, ALICE, 5))
+    assert sorted(deleted) == sorted(m.hash for m in by_ns[5])
+    assert read_all(store, ALICE, 5) == []
+    assert len(read_all(store, ALICE, 0)) == 3
+    assert len(read_all(store, ALICE, -32768)) == 3
+    assert [m.hash for m in read_all(store, BOB, 5)] == [other.hash]
+    deleted = store.write(lambda txn: store.delete_all(txn, ALICE, None))
+    assert sorted(deleted) == sorted(m.hash for ns in (-32768, 0, 32767) for m in by_ns[ns])
+    for ns in by_ns:
+        assert read_all(store, ALICE, ns) == []
+    assert [m.hash for m in read_all(store, BOB, 5)] == [other.hash]
+    assert store.totals() == (1, 3)
+    store.close()
+
+
+def test_set_expiry_shorten_extend_and_set(tmp_path: Path) -> None:
+    limits = Limits()
+    store = open_store(tmp_path, limits=limits)
+    t = now_ms()
+    message = make_message(ALICE, b"m", timestamp_ms=t, expiry_ms=t + 50_000)
+    foreign = make_message(BOB, b"b", timestamp_ms=t, expiry_ms=t + 50_000)
+    put(store, message)
+    put(store, foreign)
+    h = message.hash
+
+    def set_expiry(expiry: int, mode: str, account: bytes = ALICE) -> dict[bytes, int]:
+        result: dict[bytes, int] = store.write(
+            lambda txn: store.set_expiry(txn, account, [h, foreign.hash], expiry, mode)
+        )
+        return result
+
+    assert set_expiry(t + 80_000, "shorten") == {h: t + 50_000}  # shorten never lengthens
+    assert set_expiry(t + 30_000, "shorten") == {h: t + 30_000}
+    assert set_expiry(t + 20_000, "extend") == {h: t + 30_000}  # extend never shortens
+    assert set_expiry(t + 60_000, "extend") == {h: t + 60_000}
+    assert set_expiry(t + 40_000, "set") == {h: t + 40_000}
+    # Never past timestamp + max TTL.
+    assert set_expiry(t + limits.max_ttl_ms * 2, "extend") == {h: t + limits.max_ttl_ms}
+    assert set_expiry(t + 40_000, "set") == {h: t + 40_000}
+    assert store.expiries(ALICE, [h, foreign.hash]) == {h: t + 40_000}
+    assert store.expiries(BOB, [foreign.hash]) == {foreign.hash: t + 50_000}
+    # The expiry index follows: a sweep at the new expiry removes it, not before.
+    assert store.write(lambda txn: store.sweep(txn, t + 39_999, 100)) == 0
+    assert store.write(lambda txn: store.sweep(txn, t + 40_000, 100)) == 1
+    assert read_all(store, ALICE, now=t) == []
+    assert [m.hash for m in read_all(store, BOB, now=t)] == [foreign.hash]
+    store.close()
+
+
+def page_through(
+    store: MessageStore, account: bytes, page: int, after: bytes | None = None
+) -> list[StoredMessage]:
+    out: list[StoredMessage] = []
+    for _ in range(10_000):
+        messages, more = store.retrieve(
+            account, namespace=0, after=after, now_ms=now_ms(), max_messages=page, max_bytes=1 << 30
+        )
+        out += messages
+        if messages:
+            after = keys.cursor_decode(messages[-1].cursor)
+        if not more:
+            return out
+        assert len(messages) == page
+    raise AssertionError("paging never ended")
+
+
+def test_cursor_pages_of_two_yield_every_message_once(tmp_path: Path) -> None:
+    store = open_store(tmp_path)
+    base = now_ms()
+    messages = [make_message(ALICE, b"p%d" % i, timestamp_ms=base + i // 3) for i in range(11)]
+    for message in messages:
+        put(store, message)
+    got = page_through(store, ALICE, 2)
+    assert [m.hash for m in got] == [m.hash for m in sorted(messages, key=order_key)]
+    # max_bytes: at least one message per page, whatever its size.
+    first, more = store.retrieve(
+        ALICE, namespace=0, after=None, now_ms=now_ms(), max_messages=100, max_bytes=1
+    )
+    assert len(first) == 1
+    assert more
+    store.close()
+
+
+def test_cursor_is_the_same_on_two_stores_and_a_client_can_switch(tmp_path: Path) -> None:
+    base = now_ms()
+    messages = [make_message(ALICE, b"s%d" % i, timestamp_ms=base + i % 4) for i in range(13)]
+    one = open_store(tmp_path / "one")
+    two = open_store(tmp_path / "two")
+    for message in messages:
+        put(one, message)
+    for message in random.Random(7).sample(messages, len(messages)):
+        put(two, message)
+    all_one = read_all(one, ALICE)
+    all_two = read_all(two, ALICE)
+    assert [m.cursor for m in all_one] == [m.cursor for m in all_two]
+    # Read 6 from the first store, switch to the second with its cursor: the rest, exactly once.
+    head, more = one.retrieve(
+        ALICE, namespace=0, after=None, now_ms=now_ms(), max_messages=6, max_bytes=1 << 30
+    )
+    assert more
+    tail = page_through(two, ALICE, 2, after=keys.cursor_decode(head[-1].cursor))
+    seen = [m.hash for m in head + tail]
+    assert seen == [m.hash for m in sorted(messages, key=order_key)]
+    assert len(set(seen)) == len(messages)
+    one.close()
+    two.close()
+
+
+def test_group_commit_batches_concurrent_stores_and_survives_reopen(tmp_path: Path) -> None:
+    store = open_store(tmp_path)
+    messages = [make_message(ALICE if i % 2 else BOB, b"g%d" % i) for i in range(200)]
+
+    async def main() -> tuple[list[StoreOutcome], int, int]:
+        writer = StoreWriter(store)
+        writer.start()
+        outcomes = await asyncio.gather(*(writer.submit(put_op(store, m)) for m in messages))
+        await writer.close()
+        return list(outcomes), writer.commits, writer.jobs
+
+    outcomes, commits, jobs = run(main())
+    assert outcomes == [StoreOutcome.STORED] * 200
+    assert jobs == 200
+    assert 1 <= commits < jobs
+    store.close()
+    reopened = open_store(tmp_path)
+    got = read_all(reopened, ALICE) + read_all(reopened, BOB)
+    assert sorted(m.hash for m in got) == sorted(m.hash for m in messages)
+    assert reopened.totals() == (200, sum(len(m.data) for m in messages))
+    reopened.close()
+
+
+def test_reopen_after_close_keeps_messages_expiries_and_quotas(tmp_path: Path) -> None:
+    limits = Limits(account_max_messages=5)
+    store = open_store(tmp_path, limits=limits)
+    messages = [make_message(ALICE, b"r%d" % i, namespace=i % 2) for i in range(5)]
+    for message in messages:
+        put(store, message)
+    store.write(lambda txn: store.delete_hashes(txn, ALICE, [messages[0].hash]))
+    store.close()
+    reopened = open_store(tmp_path, limits=limits)
+    got = read_all(reopened, ALICE, 0) + read_all(reopened, ALICE, 1)
+    assert sorted(m.hash for m in got) == sorted(m.hash for m in messages[1:])
+    assert {m.hash: m.expiry_ms for m in got} == {m.hash: m.expiry_ms for m in messages[1:]}
+    assert reopened.totals() == (4, sum(len(m.data) for m in messages[1:]))
+    assert put(reopened, make_message(ALICE, b"fifth")) is StoreOutcome.STORED
+    assert put(reopened, make_message(ALICE, b"sixth")) is StoreOutcome.QUOTA_EXCEEDED
+    assert put(reopened, messages[1]) is StoreOutcome.ALREADY
+    reopened.close()

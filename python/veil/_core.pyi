@@ -6,8 +6,8 @@ Every function takes ``bytes`` and returns ``bytes``. Errors are those of :mod:`
 authentication failure.
 """
 
-from collections.abc import Sequence
-from typing import final
+from collections.abc import Iterable, Sequence
+from typing import Protocol, final
 
 from veil.errors import InvalidInputError
 
@@ -30,10 +30,13 @@ __all__ = [
     "ed25519_verify",
     "peel_onion",
     "peel_onion_batch",
+    "retrieve_messages_json",
     "sealed_box_open",
     "sealed_box_seal",
     "session_decrypt",
     "session_encrypt",
+    "store_message_hash",
+    "store_message_key",
     "x25519",
     "x25519_generate_secret",
     "x25519_public_key",
@@ -102,3 +105,19 @@ def peel_onion(node_x25519_secret: bytes, onion_bytes: bytes) -> PeeledLayer: ..
 def peel_onion_batch(
     node_x25519_secret: bytes, onions: Sequence[bytes]
 ) -> list[PeeledLayer | InvalidInputError]: ...
+
+class _RetrievedMessage(Protocol):
+    @property
+    def hash(self) -> bytes: ...
+    @property
+    def timestamp_ms(self) -> int: ...
+    @property
+    def expiry_ms(self) -> int: ...
+    @property
+    def data(self) -> bytes: ...
+
+def store_message_key(
+    account: bytes, namespace: int, timestamp_ms: int, digest: bytes
+) -> bytes: ...
+def store_message_hash(account: bytes, namespace: int, data: bytes) -> bytes: ...
+def retrieve_messages_json(messages: Iterable[_RetrievedMessage]) -> bytes: ...

@@ -22,9 +22,9 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
 import struct
 
+from veil import _core
 from veil.errors import InvalidInputError
 
 __all__ = [
@@ -49,17 +49,17 @@ NAMESPACE_PREFIX_LEN = ACCOUNT_LEN + 2
 MESSAGE_KEY_LEN = NAMESPACE_PREFIX_LEN + CURSOR_LEN
 
 _NS = struct.Struct(">H")
-_NS_SIGNED = struct.Struct(">h")
 _U64 = struct.Struct(">Q")
 _KEY_TAIL = struct.Struct(">HQ")
 
 
 def message_hash(account: bytes, namespace: int, data: bytes) -> bytes:
-    """BLAKE2b-256(account ‖ namespace (2 bytes, signed big-endian) ‖ data)."""
-    h = hashlib.blake2b(account, digest_size=32)
-    h.update(_NS_SIGNED.pack(namespace))
-    h.update(data)
-    return h.digest()
+    """BLAKE2b-256(account ‖ namespace (2 bytes, signed big-endian) ‖ data).
+
+    In Rust (``veil._core.store_message_hash``): measured 1.9x faster than ``hashlib.blake2b`` for
+    1 KiB of data (docs/performance.md, "Storage"). ``account`` must be 33 bytes.
+    """
+    return _core.store_message_hash(account, namespace, data)
 
 
 def hash_b64(digest: bytes) -> str:
@@ -86,8 +86,12 @@ def namespace_prefix(account: bytes, namespace: int) -> bytes:
 
 
 def message_key(account: bytes, namespace: int, timestamp_ms: int, digest: bytes) -> bytes:
-    """The 75-byte key of a message in the messages table."""
-    return account + _KEY_TAIL.pack(namespace + 0x8000, timestamp_ms) + digest
+    """The 75-byte key of a message in the messages table.
+
+    In Rust (``veil._core.store_message_key``): measured 2x faster than the ``struct`` version
+    (docs/performance.md, "Storage"). ``account`` must be 33 bytes and ``digest`` 32.
+    """
+    return _core.store_message_key(account, namespace, timestamp_ms, digest)
 
 
 def expiry_key(expiry_ms: int, key: bytes) -> bytes:

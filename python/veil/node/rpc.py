@@ -16,7 +16,7 @@ from typing import Any
 
 import orjson
 
-from veil import __version__
+from veil import __version__, _core
 from veil.errors import InvalidInputError
 from veil.node import keys
 from veil.node.auth import check_timestamp, parse_account, verify_signature
@@ -202,16 +202,11 @@ class StorageRpc:
             cursor = base64.urlsafe_b64encode(after).rstrip(b"=").decode("ascii")
         else:
             cursor = None
+        # The messages array is encoded in Rust, ~3x faster than a list of dicts through orjson
+        # (docs/performance.md, "Storage"): [{"hash", "timestamp", "expiration", "data"}, ...],
+        # byte for byte what orjson gave. orjson embeds the Fragment as is.
         return {
-            "messages": [
-                {
-                    "hash": keys.hash_b64(m.hash),
-                    "timestamp": m.timestamp_ms,
-                    "expiration": m.expiry_ms,
-                    "data": base64.b64encode(m.data).decode("ascii"),
-                }
-                for m in messages
-            ],
+            "messages": orjson.Fragment(_core.retrieve_messages_json(messages)),
             "more": more,
             "cursor": cursor,
         }

@@ -14,6 +14,7 @@ pub mod hop;
 pub mod onion;
 pub mod sealed_box;
 pub mod session;
+pub mod store_index;
 pub mod x25519;
 
 pub use error::{Error, Result};

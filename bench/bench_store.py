@@ -1,0 +1,614 @@
+"""pytest-benchmark suite of the node's store (``docs/performance.md``, section "Storage").
+
+Part A — store encodings, the Python of ``veil.node.keys`` / ``rpc.py`` against the Rust of
+``veil._core`` (``rust/veil-core/src/store_index.rs``), side by side in one run:
+
+- ``store-key``: the 75-byte message key.
+- ``message-hash``: BLAKE2b-256(account ‖ namespace ‖ data) of 1 KiB of data.
+- ``retrieve-encode-256x1KiB``, ``retrieve-encode-256x100B``: the ``messages`` JSON array of one
+  retrieve page (the list of dicts + ``orjson.dumps`` of ``rpc.py`` against
+  ``_core.retrieve_messages_json``).
+
+Part B — throughput, on a fresh LMDB store in a temporary directory (ext4, durable commits: the
+store opens LMDB with ``sync=True``), 1 KiB messages:
+
+- ``store-throughput``: ``group-commit`` (N stores from 64 coroutines through ``StoreWriter``),
+  ``txn-per-store`` (the same N stores, each in its own durable transaction, one after the
+  other) and ``http`` (an in-process ``Node`` on uvloop in a background thread, loaded over 64
+  keep-alive HTTP/1.1 connections by ``store_load.py`` in a separate process). One round = N
+  stores; its ``extra_info`` has stores per second at the median.
+- ``retrieve-256x1KiB``: one retrieve page of 256 messages, in process
+  (``StorageRpc.handle_body`` of a signed request: parse, verify, read, encode) and over HTTP (8
+  connections); ``extra_info`` has messages per second.
+
+Benchmarks are disabled by default (``--benchmark-disable`` in ``pyproject.toml``): each then runs
+once, with a small N, as a correctness check. Every benchmark checks its results (every store
+acknowledged and retrievable, every page complete). ``--benchmark-enable`` times them; a summary of
+the ratios is printed at the end of the module.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import os
+import struct
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, Protocol, TypeVar
+
+import orjson
+import pytest
+import uvloop
+
+from veil import _core
+from veil.node import keys
+from veil.node.config import Limits, NodeConfig, StoreSettings
+from veil.node.identity import create_node_key
+from veil.node.metrics import NodeMetrics
+from veil.node.rpc import StorageRpc
+from veil.node.server import Node
+from veil.node.store import Message, MessageStore, StoredMessage, StoreOutcome
+from veil.node.writer import StoreWriter
+
+_T = TypeVar("_T")
+
+LOADER = Path(__file__).with_name("store_load.py")
+SIZE = 1024
+TTL_MS = 24 * 3600 * 1000
+CONCURRENCY = 64
+PAGE = 256
+# Enabled / disabled (a quick correctness run).
+N_STORES = (2000, 48)
+ROUNDS_GROUP = (7, 1)
+ROUNDS_TXN = (3, 1)  # 2000 durable commits of ~10 ms each: ~20 s per round
+ROUNDS_HTTP = (7, 1)
+RETRIEVE_STORED = (1024, 300)
+HTTP_RETRIEVES = (400, 8)
+HTTP_RETRIEVE_CONNECTIONS = 8
+TIME_LIMIT_S = 60.0
+
+# Figures of this run, for the summary printed at the end of the module.
+FIGURES: dict[str, float] = {}
+
+
+class Benchmark(Protocol):
+    """The part of pytest-benchmark's ``benchmark`` fixture used here (it is not annotated)."""
+
+    group: str | None
+    extra_info: dict[str, Any]
+    stats: Any
+    disabled: bool
+
+    def __call__(self, function: Callable[..., _T], /, *args: Any, **kwargs: Any) -> _T: ...
+
+    def pedantic(
+        self,
+        target: Callable[..., _T],
+        *,
+        setup: Callable[[], Any] | None = None,
+        rounds: int = 1,
+        iterations: int = 1,
+        warmup_rounds: int = 0,
+    ) -> _T: ...
+
+
+def pick(benchmark: Benchmark, choice: tuple[int, int]) -> int:
+    return choice[1] if benchmark.disabled else choice[0]
+
+
+def median_s(benchmark: Benchmark) -> float | None:
+    stats = getattr(benchmark, "stats", None)
+    if benchmark.disabled or stats is None:
+        return None
+    return float(stats.stats.median)
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+@pytest.fixture(scope="module", autouse=True)
+def summary(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Prints the ratios of this run once every benchmark of the module has run."""
+    yield
+    reporter = request.config.pluginmanager.getplugin("terminalreporter")
+    if reporter is None or not FIGURES:
+        return
+    f = FIGURES
+    lines = ["", "store benchmarks, this run (medians):"]
+    encodings = (
+        "store-key",
+        "message-hash",
+        "retrieve-encode-256x1KiB",
+        "retrieve-encode-256x100B",
+    )
+    for group in encodings:
+        py, rs = f.get(f"{group}/python"), f.get(f"{group}/rust")
+        if py and rs:
+            lines.append(
+                f"  {group:26} python {py * 1e6:9.3f} us  rust {rs * 1e6:9.3f} us"
+                f"  python/rust {py / rs:5.2f}x"
+            )
+    grouped, txn, http = (f.get(k) for k in ("group-commit", "txn-per-store", "http-store"))
+    if grouped:
+        lines.append(f"  group commit        {grouped:9.0f} stores/s")
+    if txn:
+        lines.append(f"  txn per store       {txn:9.0f} stores/s")
+    if grouped and txn:
+        lines.append(f"  group / per-txn     {grouped / txn:9.1f}x   (target >= 5x)")
+    if http:
+        lines.append(f"  HTTP store path     {http:9.0f} stores/s")
+    if grouped and http:
+        lines.append(f"  HTTP / group commit {http / grouped:9.1%}    (target >= 40%)")
+    for key in ("retrieve-rpc", "retrieve-http"):
+        if key in f:
+            lines.append(f"  {key:19} {f[key]:9.0f} messages/s")
+    capture = request.config.pluginmanager.getplugin("capturemanager")
+    with capture.global_and_fixture_disabled():
+        for line in lines:
+            reporter.write_line(line)
+
+
+# --------------------------------------------------------------------------------------------------
+# Part A: encodings. The Python candidates are the code of keys.py / rpc.py before any Rust went in.
+
+_KEY_TAIL = struct.Struct(">HQ")
+_NS_SIGNED = struct.Struct(">h")
+
+
+def python_message_key(account: bytes, namespace: int, timestamp_ms: int, digest: bytes) -> bytes:
+    return account + _KEY_TAIL.pack(namespace + 0x8000, timestamp_ms) + digest
+
+
+def python_message_hash(account: bytes, namespace: int, data: bytes) -> bytes:
+    h = hashlib.blake2b(account, digest_size=32)
+    h.update(_NS_SIGNED.pack(namespace))
+    h.update(data)
+    return h.digest()
+
+
+def python_retrieve_json(messages: list[StoredMessage]) -> bytes:
+    return orjson.dumps(
+        [
+            {
+                "hash": keys.hash_b64(m.hash),
+                "timestamp": m.timestamp_ms,
+                "expiration": m.expiry_ms,
+                "data": base64.b64encode(m.data).decode("ascii"),
+            }
+            for m in messages
+        ]
+    )
+
+
+KEY_CANDIDATES: dict[str, Callable[[bytes, int, int, bytes], bytes]] = {
+    "python": python_message_key,
+    "rust": _core.store_message_key,
+}
+HASH_CANDIDATES: dict[str, Callable[[bytes, int, bytes], bytes]] = {
+    "python": python_message_hash,
+    "rust": _core.store_message_hash,
+}
+ENCODE_CANDIDATES: dict[str, Callable[[list[StoredMessage]], bytes]] = {
+    "python": python_retrieve_json,
+    "rust": _core.retrieve_messages_json,
+}
+ENCODE_SIZES = {"256x1KiB": 1024, "256x100B": 100}
+
+ACCOUNT = b"\x05" + bytes(range(32))
+DIGEST = bytes(range(100, 132))
+
+
+@pytest.mark.parametrize("candidate", list(KEY_CANDIDATES))
+def test_store_key(benchmark: Benchmark, candidate: str) -> None:
+    benchmark.group = "store-key"
+    function = KEY_CANDIDATES[candidate]
+    for namespace in (-32768, -1, 0, 1, 32767):
+        assert function(ACCOUNT, namespace, 1_700_000_000_000, DIGEST) == python_message_key(
+            ACCOUNT, namespace, 1_700_000_000_000, DIGEST
+        )
+    key = benchmark(function, ACCOUNT, -3, 1_700_000_000_000, DIGEST)
+    assert key == python_message_key(ACCOUNT, -3, 1_700_000_000_000, DIGEST)
+    assert keys.split_message_key(key) == (ACCOUNT, -3, 1_700_000_000_000, DIGEST)
+    _record(benchmark, f"store-key/{candidate}")
+
+
+@pytest.mark.parametrize("candidate", list(HASH_CANDIDATES))
+def test_message_hash(benchmark: Benchmark, candidate: str) -> None:
+    benchmark.group = "message-hash"
+    function = HASH_CANDIDATES[candidate]
+    data = os.urandom(SIZE)
+    for namespace in (-32768, -1, 0, 1, 32767):
+        assert function(ACCOUNT, namespace, data) == python_message_hash(ACCOUNT, namespace, data)
+    digest = benchmark(function, ACCOUNT, 5, data)
+    assert digest == python_message_hash(ACCOUNT, 5, data)
+    _record(benchmark, f"message-hash/{candidate}")
+
+
+def stored_messages(count: int, size: int) -> list[StoredMessage]:
+    now = now_ms()
+    return [
+        StoredMessage(os.urandom(32), now - count + i, now + TTL_MS + i, os.urandom(size))
+        for i in range(count)
+    ]
+
+
+@pytest.mark.parametrize("candidate", list(ENCODE_CANDIDATES))
+@pytest.mark.parametrize("label", list(ENCODE_SIZES))
+def test_retrieve_encode(benchmark: Benchmark, label: str, candidate: str) -> None:
+    benchmark.group = f"retrieve-encode-{label}"
+    function = ENCODE_CANDIDATES[candidate]
+    messages = stored_messages(PAGE, ENCODE_SIZES[label])
+    assert function([]) == b"[]"
+    encoded = benchmark(function, messages)
+    assert encoded == python_retrieve_json(messages)
+    decoded = orjson.loads(encoded)
+    assert [base64.b64decode(m["data"]) for m in decoded] == [m.data for m in messages]
+    _record(benchmark, f"retrieve-encode-{label}/{candidate}")
+
+
+def _record(benchmark: Benchmark, key: str) -> None:
+    median = median_s(benchmark)
+    if median is not None:
+        FIGURES[key] = median
+
+
+# --------------------------------------------------------------------------------------------------
+# Part B: throughput
+
+
+def make_messages(n: int, accounts: int = CONCURRENCY) -> list[Message]:
+    owners = [b"\x05" + os.urandom(32) for _ in range(accounts)]
+    now = now_ms()
+    blob = os.urandom(n * SIZE)
+    out = []
+    for i in range(n):
+        account = owners[i % accounts]
+        data = blob[i * SIZE : (i + 1) * SIZE]
+        out.append(
+            Message(account, 0, now, now + TTL_MS, data, keys.message_hash(account, 0, data))
+        )
+    return out
+
+
+def open_store(path: Path) -> MessageStore:
+    return MessageStore(path, StoreSettings(), Limits())
+
+
+def count_retrievable(store: MessageStore, accounts: set[bytes]) -> int:
+    """Every message of the accounts' namespace 0, read back page by page; returns the count."""
+    total = 0
+    now = now_ms()
+    for account in accounts:
+        after = None
+        for _ in range(100_000):
+            page, more = store.retrieve(
+                account,
+                namespace=0,
+                after=after,
+                now_ms=now,
+                max_messages=PAGE,
+                max_bytes=7 << 20,
+            )
+            total += len(page)
+            if not more:
+                break
+            after = keys.cursor_decode(page[-1].cursor)
+    return total
+
+
+def check_stored(store: MessageStore, messages: list[Message]) -> None:
+    assert store.totals() == (len(messages), len(messages) * SIZE)
+    assert count_retrievable(store, {m.account for m in messages}) == len(messages)
+    sample = messages[:: max(1, len(messages) // 50)]
+    for m in sample:
+        assert store.expiries(m.account, [m.hash]) == {m.hash: m.expiry_ms}
+
+
+def put_op(store: MessageStore, message: Message) -> Callable[[Any], StoreOutcome]:
+    """The write operation of one store (as ``rpc.py`` submits it)."""
+    return lambda txn: store.put(txn, message)
+
+
+async def group_commit(store: MessageStore, messages: list[Message]) -> list[StoreOutcome]:
+    """Every message stored through the writer by CONCURRENCY coroutines; the outcomes in order."""
+    writer = StoreWriter(store)
+    writer.start()
+    outcomes: list[StoreOutcome | None] = [None] * len(messages)
+
+    async def client(first: int) -> None:
+        for i in range(first, len(messages), CONCURRENCY):
+            outcomes[i] = await writer.submit(put_op(store, messages[i]))
+
+    try:
+        await asyncio.gather(*(client(k) for k in range(CONCURRENCY)))
+    finally:
+        await writer.close()
+    assert all(o is not None for o in outcomes)
+    return [o for o in outcomes if o is not None]
+
+
+def txn_per_store(store: MessageStore, messages: list[Message]) -> list[StoreOutcome]:
+    """What a naive node does: one durable write transaction per store, one after the other."""
+    outcomes: list[StoreOutcome] = [store.write(put_op(store, m)) for m in messages]
+    return outcomes
+
+
+class Rounds:
+    """A fresh store and fresh messages per round (the setup of a pedantic round, untimed)."""
+
+    def __init__(self, base: Path, n: int) -> None:
+        self.base = base
+        self.n = n
+        self.stores: list[tuple[MessageStore, list[Message]]] = []
+
+    def setup(self) -> tuple[tuple[MessageStore, list[Message]], dict[str, Any]]:
+        store = open_store(self.base / f"round{len(self.stores)}")
+        messages = make_messages(self.n)
+        self.stores.append((store, messages))
+        return (store, messages), {}
+
+    def close(self) -> None:
+        for store, _ in self.stores:
+            store.close()
+
+
+def test_group_commit(benchmark: Benchmark, tmp_path: Path) -> None:
+    benchmark.group = "store-throughput"
+    n = pick(benchmark, N_STORES)
+    rounds = Rounds(tmp_path, n)
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+
+        def one_round(store: MessageStore, messages: list[Message]) -> list[StoreOutcome]:
+            return runner.run(group_commit(store, messages))
+
+        try:
+            outcomes = benchmark.pedantic(
+                one_round,
+                setup=rounds.setup,
+                rounds=pick(benchmark, ROUNDS_GROUP),
+            )
+            assert outcomes == [StoreOutcome.STORED] * n
+            for store, messages in rounds.stores:
+                check_stored(store, messages)
+        finally:
+            rounds.close()
+    _record_rate(benchmark, "group-commit", n, "stores_per_s")
+
+
+@pytest.mark.timeout(600)
+def test_txn_per_store(benchmark: Benchmark, tmp_path: Path) -> None:
+    benchmark.group = "store-throughput"
+    n = pick(benchmark, N_STORES)
+    rounds = Rounds(tmp_path, n)
+    try:
+        outcomes = benchmark.pedantic(
+            txn_per_store, setup=rounds.setup, rounds=pick(benchmark, ROUNDS_TXN)
+        )
+        assert outcomes == [StoreOutcome.STORED] * n
+        for store, messages in rounds.stores:
+            check_stored(store, messages)
+    finally:
+        rounds.close()
+    _record_rate(benchmark, "txn-per-store", n, "stores_per_s")
+
+
+def _record_rate(benchmark: Benchmark, key: str, per_round: int, unit: str) -> None:
+    median = median_s(benchmark)
+    if median is not None:
+        FIGURES[key] = per_round / median
+        benchmark.extra_info[unit] = round(per_round / median, 1)
+        benchmark.extra_info["per_round"] = per_round
+
+
+# --- the HTTP path: an in-process node, a load generator in another process -----------------------
+
+
+class NodeThread:
+    """A node on its own uvloop event loop in a background thread of this process."""
+
+    def __init__(self, data_dir: Path) -> None:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        self.config = NodeConfig(data_dir=data_dir, listen_host="127.0.0.1", listen_port=0)
+        create_node_key(self.config.key_path)
+        self.loop = uvloop.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.node: Node | None = None
+
+    def __enter__(self) -> Node:
+        self._thread.start()
+        self.node = Node(self.config)
+        asyncio.run_coroutine_threadsafe(self.node.start(), self.loop).result(10)
+        return self.node
+
+    def __exit__(self, *exc: object) -> None:
+        if self.node is not None:
+            asyncio.run_coroutine_threadsafe(self.node.stop(), self.loop).result(30)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(10)
+        self.loop.close()
+
+
+class LoadProcess:
+    """``store_load.py`` in a child process, driven one JSON line at a time."""
+
+    def __init__(self) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, str(LOADER)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            bufsize=1,
+        )
+
+    def ask(self, **command: Any) -> dict[str, Any]:
+        assert self.proc.stdin is not None
+        assert self.proc.stdout is not None
+        self.proc.stdin.write(orjson.dumps(command).decode() + "\n")
+        self.proc.stdin.flush()
+        line = self.proc.stdout.readline()
+        assert line, "the load generator exited"
+        answer: dict[str, Any] = orjson.loads(line)
+        assert "failed" not in answer, answer
+        return answer
+
+    def __enter__(self) -> LoadProcess:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            if self.proc.poll() is None:
+                self.ask_quit()
+                self.proc.wait(10)
+        finally:
+            if self.proc.poll() is None:
+                self.proc.kill()
+                self.proc.wait()
+            for pipe in (self.proc.stdin, self.proc.stdout):
+                if pipe is not None and not pipe.closed:
+                    pipe.close()
+
+    def ask_quit(self) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write('{"op":"quit"}\n')
+        self.proc.stdin.close()
+
+
+@pytest.mark.timeout(300)
+def test_http_store(benchmark: Benchmark, tmp_path: Path) -> None:
+    benchmark.group = "store-throughput"
+    n = pick(benchmark, N_STORES)
+    accounts: set[bytes] = set()
+    results: list[dict[str, Any]] = []
+
+    def setup() -> tuple[tuple[()], dict[str, Any]]:
+        prepared = loader.ask(op="prep_store", n=n, accounts=CONCURRENCY, size=SIZE)
+        accounts.update(bytes.fromhex(a) for a in prepared["accounts"])
+        return (), {}
+
+    def go() -> dict[str, Any]:
+        result = loader.ask(op="go", time_limit=TIME_LIMIT_S)
+        results.append(result)
+        return result
+
+    with NodeThread(tmp_path / "node") as node, LoadProcess() as loader:
+        loader.ask(op="connect", port=node.port, connections=CONCURRENCY)
+        benchmark.pedantic(go, setup=setup, rounds=pick(benchmark, ROUNDS_HTTP))
+        for result in results:
+            assert (result["ok"], result["bad"]) == (n, 0), result
+        total = n * len(results)
+        assert node.store.totals() == (total, total * SIZE)
+        assert count_retrievable(node.store, accounts) == total
+        assert node.writer.jobs >= total
+    _record_rate(benchmark, "http-store", n, "stores_per_s")
+    if results and not benchmark.disabled:
+        benchmark.extra_info["loader_median_stores_per_s"] = round(
+            sorted(n / r["elapsed"] for r in results)[len(results) // 2], 1
+        )
+        benchmark.extra_info["commits"] = node.writer.commits
+
+
+# --- retrieve -------------------------------------------------------------------------------------
+
+
+def populate(store: MessageStore, account: bytes, count: int) -> list[Message]:
+    now = now_ms()
+    messages = []
+    for i in range(count):
+        data = os.urandom(SIZE)
+        digest = keys.message_hash(account, 0, data)
+        messages.append(Message(account, 0, now - count + i, now + TTL_MS, data, digest))
+
+    def put_all(txn: Any) -> None:
+        for m in messages:
+            assert store.put(txn, m) is StoreOutcome.STORED
+
+    store.write(put_all)
+    return messages
+
+
+def retrieve_body(seed: bytes) -> bytes:
+    """A signed retrieve of the first page of namespace 0 of the account ``03`` ‖ Ed25519 key."""
+    timestamp = now_ms()
+    signature = _core.ed25519_sign(seed, f"retrieve{timestamp}".encode())
+    params = {
+        "pubkey": "03" + _core.ed25519_public_key(seed).hex(),
+        "timestamp": timestamp,
+        "signature": base64.b64encode(signature).decode("ascii"),
+    }
+    return orjson.dumps({"method": "retrieve", "params": params})
+
+
+def check_page(body: bytes, messages: list[Message]) -> None:
+    answer = orjson.loads(body)
+    assert answer["more"] is (len(messages) > PAGE)
+    page = answer["messages"]
+    assert [m["hash"] for m in page] == [keys.hash_b64(m.hash) for m in messages[:PAGE]]
+    assert [base64.b64decode(m["data"]) for m in page] == [m.data for m in messages[:PAGE]]
+    assert [m["expiration"] for m in page] == [m.expiry_ms for m in messages[:PAGE]]
+
+
+def test_retrieve_rpc(benchmark: Benchmark, tmp_path: Path) -> None:
+    benchmark.group = "retrieve-256x1KiB"
+    seed = os.urandom(32)
+    account = b"\x03" + _core.ed25519_public_key(seed)
+    store = open_store(tmp_path / "store")
+    try:
+        messages = populate(store, account, pick(benchmark, RETRIEVE_STORED))
+        rpc = StorageRpc(store, StoreWriter(store), Limits(), NodeMetrics())
+        body = retrieve_body(seed)
+        loop = uvloop.new_event_loop()
+        try:
+
+            def call() -> tuple[int, bytes]:
+                return loop.run_until_complete(rpc.handle_body(body))
+
+            status, answer = benchmark(call)
+        finally:
+            loop.close()
+        assert status == 200, answer
+        check_page(answer, messages)
+    finally:
+        store.close()
+    _record_rate(benchmark, "retrieve-rpc", PAGE, "messages_per_s")
+
+
+@pytest.mark.timeout(300)
+def test_retrieve_http(benchmark: Benchmark, tmp_path: Path) -> None:
+    benchmark.group = "retrieve-256x1KiB"
+    seed = os.urandom(32)
+    account = b"\x03" + _core.ed25519_public_key(seed)
+    data_dir = tmp_path / "node"
+    store = open_store(NodeConfig(data_dir=data_dir).store_path)
+    try:
+        messages = populate(store, account, pick(benchmark, RETRIEVE_STORED))
+    finally:
+        store.close()
+    requests = pick(benchmark, HTTP_RETRIEVES)
+    results: list[dict[str, Any]] = []
+
+    def setup() -> tuple[tuple[()], dict[str, Any]]:
+        loader.ask(op="prep_retrieve", n=requests, body=retrieve_body(seed).hex(), expect=PAGE)
+        return (), {}
+
+    def go() -> dict[str, Any]:
+        result = loader.ask(op="go", time_limit=TIME_LIMIT_S)
+        results.append(result)
+        return result
+
+    with NodeThread(data_dir) as node, LoadProcess() as loader:
+        loader.ask(op="connect", port=node.port, connections=HTTP_RETRIEVE_CONNECTIONS)
+        benchmark.pedantic(go, setup=setup, rounds=pick(benchmark, ROUNDS_HTTP))
+        for result in results:
+            assert (result["ok"], result["bad"]) == (requests, 0), result
+        page, _more = node.store.retrieve(
+            account, namespace=0, after=None, now_ms=now_ms(), max_messages=PAGE, max_bytes=7 << 20
+        )
+        assert [m.data for m in page] == [m.data for m in messages[:PAGE]]
+    _record_rate(benchmark, "retrieve-http", requests * PAGE, "messages_per_s")

@@ -241,9 +241,8 @@ class HttpProtocol(asyncio.Protocol):
 
     async def _answer(self, request: Request) -> Response:
         try:
-            return await asyncio.wait_for(
-                self.app.handler(request), self.app.limits.request_timeout_s
-            )
+            async with asyncio.timeout(self.app.limits.request_timeout_s):
+                return await self.app.handler(request)
         except TimeoutError:
             return _error(503, "timeout", "the request took too long")
         except Exception:

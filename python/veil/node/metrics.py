@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
@@ -42,6 +43,7 @@ class NodeMetrics:
             buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
             registry=self.registry,
         )
+        self._children: dict[tuple[str, int], Any] = {}
         self.retrieved = Counter(
             "veil_messages_retrieved", "Messages returned by retrieve.", registry=self.registry
         )
@@ -57,7 +59,13 @@ class NodeMetrics:
         self.registry.register(_StoreCollector(read))
 
     def count(self, method: str, status: int) -> None:
-        self.requests.labels(method=method, status=str(status)).inc()
+        # Looking a labelled child up costs more than incrementing it; keep them.
+        child = self._children.get((method, status))
+        if child is None:
+            child = self._children[(method, status)] = self.requests.labels(
+                method=method, status=str(status)
+            )
+        child.inc()
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

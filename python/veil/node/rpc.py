@@ -149,7 +149,7 @@ class StorageRpc:
         if len(data_b64) > (limits.max_message_bytes + 2) // 3 * 4:
             raise RpcError.too_large(f"data is larger than {limits.max_message_bytes} bytes")
         try:
-            data = base64.b64decode(data_b64, validate=True)
+            data = binascii.a2b_base64(data_b64, strict_mode=True)
         except (binascii.Error, ValueError):
             raise RpcError.bad_request("data must be valid base64") from None
         if len(data) > limits.max_message_bytes:

@@ -222,15 +222,19 @@ class MessageStore:
         """Delete the account's messages among ``hashes``; return the hashes deleted."""
         deleted = []
         for digest in hashes:
-            key = txn.get(digest, db=self._hashes)
-            if key is None or key[: keys.ACCOUNT_LEN] != account:
-                continue
-            value = txn.get(key, db=self._messages)
-            if value is None:
-                continue
-            self._remove(txn, key, value)
-            deleted.append(digest)
+            found = self._owned(txn, account, digest)
+            if found is not None:
+                self._remove(txn, *found)
+                deleted.append(digest)
         return deleted
+
+    def _owned(self, txn: Txn, account: bytes, digest: bytes) -> tuple[bytes, bytes] | None:
+        """(message key, value) of the message ``digest`` if it belongs to ``account``."""
+        key = txn.get(digest, db=self._hashes)
+        if key is None or key[: keys.ACCOUNT_LEN] != account:
+            return None
+        value = txn.get(key, db=self._messages)
+        return None if value is None else (key, value)
 
     def delete_all(self, txn: Txn, account: bytes, namespace: int | None) -> list[bytes]:
         """Delete every message of the account (in one namespace, or all if ``None``)."""
@@ -260,12 +264,10 @@ class MessageStore:
         """
         result: dict[bytes, int] = {}
         for digest in hashes:
-            key = txn.get(digest, db=self._hashes)
-            if key is None or key[: keys.ACCOUNT_LEN] != account:
+            found = self._owned(txn, account, digest)
+            if found is None:
                 continue
-            value = txn.get(key, db=self._messages)
-            if value is None:
-                continue
+            key, value = found
             (old,) = _U64.unpack_from(value)
             _account, _ns, timestamp_ms, _digest = keys.split_message_key(key)
             new = min(expiry_ms, timestamp_ms + self.limits.max_ttl_ms)
@@ -355,12 +357,9 @@ class MessageStore:
         result = {}
         with self.read() as txn:
             for digest in hashes:
-                key = txn.get(digest, db=self._hashes)
-                if key is None or key[: keys.ACCOUNT_LEN] != account:
-                    continue
-                value = txn.get(key, db=self._messages)
-                if value is not None:
-                    result[digest] = _U64.unpack_from(value)[0]
+                found = self._owned(txn, account, digest)
+                if found is not None:
+                    result[digest] = _U64.unpack_from(found[1])[0]
         return result
 
     def totals(self) -> tuple[int, int]:

@@ -31,6 +31,10 @@ def add_node_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentPa
         default="127.0.0.1:22021",
         help="HOST:PORT for the client RPC (default %(default)s)",
     )
+    init.add_argument(
+        "--link-listen",
+        help="HOST:PORT for node links (default: the --listen host, port + 1)",
+    )
     init.set_defaults(handler=_init)
 
     run = commands.add_parser("run", help="run the node in the foreground (SIGTERM/SIGINT stop it)")
@@ -44,11 +48,21 @@ def _init(args: argparse.Namespace) -> int:
     data_dir: Path = args.data_dir
     try:
         host, port = parse_listen(args.listen)
+        if args.link_listen:
+            link_host, link_port = parse_listen(args.link_listen)
+        else:
+            link_host, link_port = host, (port + 1 if port else 0)
     except ConfigError as exc:
         print(f"veil node init: {exc}", file=sys.stderr)
         return 2
     config_path = data_dir / CONFIG_FILE
-    config = NodeConfig(data_dir=data_dir, listen_host=host, listen_port=port)
+    config = NodeConfig(
+        data_dir=data_dir,
+        listen_host=host,
+        listen_port=port,
+        link_host=link_host,
+        link_port=link_port,
+    )
     if config_path.exists() or config.key_path.exists():
         print(f"veil node init: {data_dir} already holds a node; not overwriting", file=sys.stderr)
         return 1

@@ -15,7 +15,15 @@ from typing import Any
 
 from veil.errors import VeilError
 
-__all__ = ["ConfigError", "Limits", "NodeConfig", "load_config", "render_config"]
+__all__ = [
+    "ConfigError",
+    "Limits",
+    "NodeConfig",
+    "OnionSettings",
+    "StoreSettings",
+    "load_config",
+    "render_config",
+]
 
 CONFIG_FILE = "node.toml"
 KEY_FILE = "node.key"
@@ -111,6 +119,33 @@ class StoreSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class OnionSettings:
+    """Onion requests and the node links that carry them between nodes."""
+
+    hop_timeout_s: float = setting(10.0, "How long a node waits for the next hop's answer.")
+    request_budget_s: float = setting(
+        30.0, "How long the first hop waits for a whole onion request's answer."
+    )
+    replay_window_s: float = setting(
+        120.0,
+        "A layer issued further than this from the node's clock is refused; replay tags are kept "
+        "for twice this.",
+    )
+    replay_max_entries: int = setting(
+        1_000_000, "Most replay tags remembered per half-window; past it new layers are refused."
+    )
+    max_onion_bytes: int = setting(
+        11 * 1024 * 1024, "Largest onion a node accepts from a client or a peer."
+    )
+    link_max_streams: int = setting(
+        4096, "Most requests in flight on one node link; past it the link answers OVERLOADED."
+    )
+    link_connect_timeout_s: float = setting(3.0, "Time to open a TCP connection to a peer.")
+    link_backoff_max_s: float = setting(10.0, "Longest wait between reconnection attempts.")
+    peel_batch_max: int = setting(64, "Most waiting layers peeled in one parallel batch.")
+
+
+@dataclass(frozen=True, slots=True)
 class NodeConfig:
     """A node's settings. ``data_dir`` is where node.toml was read from."""
 
@@ -118,8 +153,17 @@ class NodeConfig:
     listen_host: str = "127.0.0.1"
     listen_port: int = 22021
     log_level: str = "info"
+    link_host: str = "127.0.0.1"
+    link_port: int = 0
+    peers_file: str = "peers.json"
+    external_services: tuple[str, ...] = ()
     limits: Limits = field(default_factory=Limits)
     store: StoreSettings = field(default_factory=StoreSettings)
+    onion: OnionSettings = field(default_factory=OnionSettings)
+
+    @property
+    def peers_path(self) -> Path:
+        return self.data_dir / self.peers_file
 
     @property
     def key_path(self) -> Path:
@@ -159,11 +203,19 @@ def render_config(config: NodeConfig) -> str:
         "# Address to listen on for the client RPC (HTTP/1.1).\n"
         f"listen = {_toml_value(f'{config.listen_host}:{config.listen_port}')}\n"
         "# Log level: debug, info, warning, error. Logs never hold client addresses or contents.\n"
-        f"log_level = {_toml_value(config.log_level)}\n\n"
+        f"log_level = {_toml_value(config.log_level)}\n"
+        "# Address for node links (other nodes forward onion requests here).\n"
+        f"link_listen = {_toml_value(f'{config.link_host}:{config.link_port}')}\n"
+        "# The other nodes this node may forward to (JSON list, relative to this directory).\n"
+        f"peers_file = {_toml_value(config.peers_file)}\n"
+        "# URL prefixes of external HTTP services an onion request may end at (none by default).\n"
+        f"external_services = [{', '.join(_toml_value(u) for u in config.external_services)}]\n\n"
         "[limits]\n"
         f"{_section_toml(config.limits)}\n\n"
         "[store]\n"
-        f"{_section_toml(config.store)}\n"
+        f"{_section_toml(config.store)}\n\n"
+        "[onion]\n"
+        f"{_section_toml(config.onion)}\n"
     )
 
 
@@ -211,7 +263,7 @@ def load_config(data_dir: Path) -> NodeConfig:
         raise ConfigError(f"{path} does not exist; run `veil node init` first") from None
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise ConfigError(f"{path}: {exc}") from None
-    unknown = set(document) - {"node", "limits", "store"}
+    unknown = set(document) - {"node", "limits", "store", "onion"}
     if unknown:
         raise ConfigError(f"{path}: unknown section(s) {sorted(unknown)}")
     node = document.get("node", {})
@@ -221,11 +273,21 @@ def load_config(data_dir: Path) -> NodeConfig:
         raise ConfigError(
             f"[node] log_level must be debug, info, warning or error, not {log_level!r}"
         )
-    extra = set(node) - {"listen", "log_level"}
+    link_host, link_port = parse_listen(str(node.get("link_listen", "127.0.0.1:0")))
+    peers_file = node.get("peers_file", "peers.json")
+    if not isinstance(peers_file, str) or not peers_file:
+        raise ConfigError("[node] peers_file must be a file name")
+    services = node.get("external_services", [])
+    if not isinstance(services, list) or not all(
+        isinstance(u, str) and u.startswith(("http://", "https://")) for u in services
+    ):
+        raise ConfigError("[node] external_services must be a list of http(s):// URL prefixes")
+    extra = set(node) - {"listen", "log_level", "link_listen", "peers_file", "external_services"}
     if extra:
         raise ConfigError(f"[node] has unknown setting(s) {sorted(extra)}")
     limits = _build_section(Limits, document.get("limits", {}), "limits")
     store = _build_section(StoreSettings, document.get("store", {}), "store")
+    onion = _build_section(OnionSettings, document.get("onion", {}), "onion")
     if limits.min_ttl_ms > limits.max_ttl_ms:
         raise ConfigError("[limits] min_ttl_ms must not exceed max_ttl_ms")
     if store.map_size_bytes > store.max_map_size_bytes:
@@ -237,6 +299,11 @@ def load_config(data_dir: Path) -> NodeConfig:
         listen_host=host,
         listen_port=port,
         log_level=log_level,
+        link_host=link_host,
+        link_port=link_port,
+        peers_file=peers_file,
+        external_services=tuple(services),
         limits=limits,
         store=store,
+        onion=onion,
     )

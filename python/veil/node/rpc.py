@@ -83,6 +83,8 @@ class StorageRpc:
         self.writer = writer
         self.limits = limits
         self.metrics = metrics
+        self.node_info: dict[str, Any] = {}
+        """Fields ``info`` answers besides version and time (the node's public keys)."""
         self.handlers: dict[str, Handler] = {
             "store": self.store_message,
             "retrieve": self.retrieve,
@@ -277,7 +279,7 @@ class StorageRpc:
         return {"expiries": {keys.hash_b64(d): e for d, e in found.items()}}
 
     async def info(self, params: Params) -> dict[str, Any]:
-        return {"version": _VERSION, "timestamp": _now_ms()}
+        return {"version": _VERSION, "timestamp": _now_ms(), **self.node_info}
 
     async def batch(self, params: Params) -> dict[str, Any]:
         requests = params.get("requests")

@@ -13,16 +13,21 @@ import contextlib
 import logging
 import signal
 import time
+from collections.abc import Awaitable, Callable
 
 import uvloop
 
 from veil.node.config import NodeConfig
 from veil.node.http import HttpApp, Request, Response
 from veil.node.identity import load_node_key
+from veil.node.links import HopFailed, Link, LinkPool
 from veil.node.metrics import NodeMetrics
+from veil.node.onion import OnionRouter
+from veil.node.peers import PeerInfo, load_peers
 from veil.node.rpc import StorageRpc
 from veil.node.store import MessageStore, Txn
 from veil.node.writer import StoreWriter
+from veil.protocol.link import FailureCode
 
 __all__ = ["Node", "run_node"]
 
@@ -30,6 +35,13 @@ log = logging.getLogger("veil.node")
 
 _NOT_FOUND = b'{"error":{"code":"not_found","message":"no such endpoint"}}'
 _NOT_ALLOWED = b'{"error":{"code":"method_not_allowed","message":"method not allowed"}}'
+_PATH_FAILED = (
+    b'{"error":{"code":"path_failed",'
+    b'"message":"the request did not get through; try another path"}}'
+)
+_OVERLOADED = (
+    b'{"error":{"code":"overloaded","message":"the path is overloaded; try another path"}}'
+)
 
 
 class Node:
@@ -43,6 +55,31 @@ class Node:
         self.store = MessageStore(config.store_path, config.store, config.limits)
         self.writer = StoreWriter(self.store)
         self.rpc = StorageRpc(self.store, self.writer, config.limits, self.metrics)
+        self.rpc.node_info = {
+            "ed25519": self.identity.ed25519_public_key.hex(),
+            "x25519": self.identity.x25519_public_key.hex(),
+        }
+        onion = config.onion
+        self.router = OnionRouter(
+            x25519_secret=self.identity.x25519_secret_key,
+            settings=onion,
+            pool=LinkPool(
+                max_frame=onion.max_onion_bytes + 64,
+                max_streams=onion.link_max_streams,
+                connect_timeout_s=onion.link_connect_timeout_s,
+                backoff_max_s=onion.link_backoff_max_s,
+            ),
+            rpc=self.rpc,
+            external_services=config.external_services,
+        )
+        self.router.set_peers(load_peers(config.peers_path))
+        self._link_server: asyncio.Server | None = None
+        self.link_port = config.link_port
+        self._routes: dict[bytes, tuple[bytes, Callable[[Request], Awaitable[Response]]]] = {
+            b"/storage_rpc/v1": (b"POST", self._storage_rpc),
+            b"/onion_req": (b"POST", self._onion_req),
+            b"/metrics": (b"GET", self._metrics),
+        }
         self.app = HttpApp(self._route, config.limits, self._refused)
         self.metrics.watch_store(self._store_figures)
         self._server: asyncio.Server | None = None
@@ -60,6 +97,19 @@ class Node:
             backlog=1024,
         )
         self.port = self._server.sockets[0].getsockname()[1]
+        onion = self.config.onion
+        self._link_server = await loop.create_server(
+            lambda: Link(
+                self.router.handle_from_peer,
+                max_frame=onion.max_onion_bytes + 64,
+                max_streams=onion.link_max_streams,
+            ),
+            self.config.link_host,
+            self.config.link_port,
+            reuse_address=True,
+            backlog=1024,
+        )
+        self.link_port = self._link_server.sockets[0].getsockname()[1]
         self._tasks = [
             asyncio.create_task(self._sweep_forever(), name="sweeper"),
             asyncio.create_task(self._check_readers_forever(), name="reader-check"),
@@ -70,13 +120,30 @@ class Node:
                 "fields": {
                     "node": self.identity.ed25519_public_key.hex(),
                     "listen": f"{self.config.listen_host}:{self.port}",
+                    "link": f"{self.config.link_host}:{self.link_port}",
                 }
             },
+        )
+
+    def set_peers(self, peers: list[PeerInfo]) -> None:
+        """Replace the nodes this node may forward onion layers to."""
+        self.router.set_peers(peers)
+
+    @property
+    def peer_info(self) -> PeerInfo:
+        """This node as other nodes and clients list it."""
+        return PeerInfo(
+            ed25519=self.identity.ed25519_public_key,
+            x25519=self.identity.x25519_public_key,
+            http=(self.config.listen_host, self.port),
+            link=(self.config.link_host, self.link_port),
         )
 
     async def stop(self) -> None:
         if self._server is not None:
             self._server.close()
+        if self._link_server is not None:
+            self._link_server.close()
         self.app.close_idle()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.app.idle.wait(), self.drain_timeout_s)
@@ -87,21 +154,35 @@ class Node:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        await self.router.close()
         await self.writer.close()
         self.store.close()
         log.info("node stopped")
 
     async def _route(self, request: Request) -> Response:
-        if request.path == b"/storage_rpc/v1":
-            if request.method != b"POST":
-                return Response(405, _NOT_ALLOWED)
-            status, body = await self.rpc.handle_body(request.body)
-            return Response(status, body)
-        if request.path == b"/metrics":
-            if request.method != b"GET":
-                return Response(405, _NOT_ALLOWED)
-            return Response(200, self.metrics.render(), b"text/plain; version=0.0.4; charset=utf-8")
-        return Response(404, _NOT_FOUND)
+        route = self._routes.get(request.path)
+        if route is None:
+            return Response(404, _NOT_FOUND)
+        method, handler = route
+        if request.method != method:
+            return Response(405, _NOT_ALLOWED)
+        return await handler(request)
+
+    async def _storage_rpc(self, request: Request) -> Response:
+        status, body = await self.rpc.handle_body(request.body)
+        return Response(status, body)
+
+    async def _onion_req(self, request: Request) -> Response:
+        try:
+            answer = await self.router.handle(request.body, self.config.onion.request_budget_s)
+        except HopFailed as failure:
+            if failure.code is FailureCode.OVERLOADED:
+                return Response(503, _OVERLOADED)
+            return Response(502, _PATH_FAILED)
+        return Response(200, answer, b"application/octet-stream")
+
+    async def _metrics(self, request: Request) -> Response:
+        return Response(200, self.metrics.render(), b"text/plain; version=0.0.4; charset=utf-8")
 
     def _refused(self, status: int) -> None:
         self.metrics.http_errors.labels(status=str(status)).inc()

@@ -1,0 +1,224 @@
+"""Onion requests at a node: peel a layer, then forward it to the next hop or execute it.
+
+A node learns from a layer only the next hop's key (or that it is the destination), so no node sees
+both the client's connection and the request: the first hop sees the client and the second hop's
+key; the destination sees the hop before it and the request. Every failure — a layer that does not
+decrypt, a replay, an unknown or unreachable next hop, a timeout — is the one :class:`HopFailed`,
+which the previous hop relays as "path failed": the client learns to try another path, and nothing
+about where or why.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import collections
+import logging
+import time
+from typing import Any
+
+import orjson
+
+from veil import _core
+from veil.crypto import PeeledLayer
+from veil.errors import InvalidInputError
+from veil.node.config import OnionSettings
+from veil.node.links import HopFailed, LinkPool
+from veil.node.peers import PeerInfo
+from veil.node.rpc import StorageRpc
+from veil.protocol.link import FailureCode
+from veil.protocol.onion_request import decode_routing
+
+__all__ = ["LayerPeeler", "OnionRouter", "ReplayCache"]
+
+log = logging.getLogger("veil.node.onion")
+
+
+class ReplayCache:
+    """Replay tags of recently accepted layers, in three generations of ``window_s`` each.
+
+    A layer is accepted only within ``window_s`` of its issue time, so a tag needs keeping for at
+    most twice that; the oldest generation is dropped every ``window_s``. At most ``max_entries``
+    tags per generation: past that, new layers are refused as OVERLOADED rather than forgotten.
+    """
+
+    def __init__(self, window_s: float, max_entries: int) -> None:
+        self.window_s = window_s
+        self.max_entries = max_entries
+        self._generations: collections.deque[set[bytes]] = collections.deque([set()], maxlen=3)
+        self._rotated = time.monotonic()
+
+    def check_and_add(self, tag: bytes) -> None:
+        """Remember ``tag``; raise :class:`HopFailed` if it was seen (a replay) or if full."""
+        now = time.monotonic()
+        if now - self._rotated >= self.window_s:
+            self._generations.append(set())
+            self._rotated = now
+        if any(tag in generation for generation in self._generations):
+            raise HopFailed()
+        current = self._generations[-1]
+        if len(current) >= self.max_entries:
+            raise HopFailed(FailureCode.OVERLOADED)
+        current.add(tag)
+
+    def __len__(self) -> int:
+        return sum(len(generation) for generation in self._generations)
+
+
+class LayerPeeler:
+    """Peels layers with the node's key; layers that arrive together are peeled as one batch.
+
+    The first waiting layer schedules a flush for the next turn of the event loop; everything that
+    arrives until then (up to ``batch_max``) goes to :func:`veil.crypto.peel_onion_batch`, which
+    peels on every core with the GIL released.
+    """
+
+    def __init__(self, x25519_secret: bytes, batch_max: int) -> None:
+        self._secret = x25519_secret
+        self._batch_max = batch_max
+        self._pending: list[tuple[bytes, asyncio.Future[PeeledLayer]]] = []
+        self.batches = 0
+        self.layers = 0
+
+    async def peel(self, onion: bytes) -> PeeledLayer:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[PeeledLayer] = loop.create_future()
+        self._pending.append((onion, future))
+        if len(self._pending) == 1:
+            loop.call_soon(self._flush)
+        return await future
+
+    def _flush(self) -> None:
+        batch = self._pending[: self._batch_max]
+        del self._pending[: self._batch_max]
+        if self._pending:
+            asyncio.get_running_loop().call_soon(self._flush)
+        self.batches += 1
+        self.layers += len(batch)
+        if len(batch) == 1:
+            onion, future = batch[0]
+            try:
+                result: PeeledLayer | InvalidInputError = _core.peel_onion(self._secret, onion)
+            except InvalidInputError as exc:
+                result = exc
+            _settle(future, result)
+            return
+        results = _core.peel_onion_batch(self._secret, [onion for onion, _ in batch])
+        for (_, future), result in zip(batch, results, strict=True):
+            _settle(future, result)
+
+
+def _settle(future: asyncio.Future[PeeledLayer], result: PeeledLayer | InvalidInputError) -> None:
+    if future.done():
+        return
+    if isinstance(result, InvalidInputError):
+        future.set_exception(HopFailed())
+    else:
+        future.set_result(result)
+
+
+class OnionRouter:
+    """Handles one onion layer addressed to this node, from a client or from a peer."""
+
+    def __init__(
+        self,
+        *,
+        x25519_secret: bytes,
+        settings: OnionSettings,
+        pool: LinkPool,
+        rpc: StorageRpc,
+        external_services: tuple[str, ...] = (),
+    ) -> None:
+        self.settings = settings
+        self.pool = pool
+        self.rpc = rpc
+        self.external_services = external_services
+        self.peeler = LayerPeeler(x25519_secret, settings.peel_batch_max)
+        self.replays = ReplayCache(settings.replay_window_s, settings.replay_max_entries)
+        self.peers: dict[bytes, PeerInfo] = {}
+        self.counts: collections.Counter[str] = collections.Counter()
+        self._http: Any = None
+
+    def set_peers(self, peers: list[PeerInfo]) -> None:
+        self.peers = {peer.x25519: peer for peer in peers}
+
+    async def handle(self, onion: bytes, budget_s: float) -> bytes:
+        """The answer to relay back (encrypted by the destination), or :class:`HopFailed`."""
+        try:
+            async with asyncio.timeout(budget_s):
+                return await self._handle(onion, budget_s)
+        except TimeoutError:
+            self.counts["timeout"] += 1
+            raise HopFailed() from None
+
+    async def handle_from_peer(self, onion: bytes) -> bytes:
+        return await self.handle(onion, self.settings.hop_timeout_s)
+
+    async def _handle(self, onion: bytes, budget_s: float) -> bytes:
+        if len(onion) > self.settings.max_onion_bytes:
+            self.counts["refused"] += 1
+            raise HopFailed()
+        try:
+            layer = await self.peeler.peel(onion)
+            issued_ms, target = decode_routing(layer.routing)
+        except (HopFailed, InvalidInputError):
+            self.counts["undecryptable"] += 1
+            raise HopFailed() from None
+        now_ms = time.time_ns() // 1_000_000
+        if abs(now_ms - issued_ms) > self.settings.replay_window_s * 1000:
+            self.counts["stale"] += 1
+            raise HopFailed()
+        try:
+            self.replays.check_and_add(layer.replay_tag)
+        except HopFailed:
+            self.counts["replayed"] += 1
+            raise
+        if layer.next_hop is not None:
+            peer = self.peers.get(layer.next_hop)
+            if peer is None:
+                self.counts["unknown_next_hop"] += 1
+                raise HopFailed()
+            self.counts["forwarded"] += 1
+            timeout = min(self.settings.hop_timeout_s, budget_s)
+            return await self.pool.request(peer.link, layer.payload, timeout)
+        assert layer.reply_key is not None
+        self.counts["delivered"] += 1
+        if not target:
+            answer = await self._storage_rpc(layer.payload)
+        else:
+            answer = await self._external(target, layer.payload)
+        return layer.reply_key.encrypt(answer)
+
+    async def _storage_rpc(self, request: bytes) -> bytes:
+        try:
+            parsed = orjson.loads(request)
+        except orjson.JSONDecodeError:
+            parsed = None
+        status, body = await self.rpc.call(parsed)
+        self.rpc.metrics.count("onion", status)
+        return orjson.dumps({"status": status, "body": body})
+
+    async def _external(self, url: str, body: bytes) -> bytes:
+        if not any(url.startswith(prefix) for prefix in self.external_services):
+            return orjson.dumps({"status": 403, "body_b64": "", "content_type": ""})
+        import aiohttp  # noqa: PLC0415  (only nodes that allow external services need it)
+
+        if self._http is None:
+            self._http = aiohttp.ClientSession()
+        try:
+            async with self._http.post(url, data=body) as answer:
+                content = await answer.content.read(self.settings.max_onion_bytes)
+                return orjson.dumps(
+                    {
+                        "status": answer.status,
+                        "body_b64": base64.b64encode(content).decode("ascii"),
+                        "content_type": answer.headers.get("Content-Type", ""),
+                    }
+                )
+        except (aiohttp.ClientError, OSError):
+            raise HopFailed() from None
+
+    async def close(self) -> None:
+        await self.pool.close()
+        if self._http is not None:
+            await self._http.close()

@@ -140,7 +140,10 @@ class NetworkClient:
             except (aiohttp.ClientError, TimeoutError, OSError):
                 self._path_failed(guard)
                 continue
-            if status != 200:
+            if status == 503:  # overloaded somewhere on the path: another path, nobody blamed
+                self.paths_failed += 1
+                continue
+            if status != 200:  # the guard answered, so the failure was further along
                 self._path_failed(relay)
                 continue
             try:

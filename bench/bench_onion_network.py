@@ -1,0 +1,445 @@
+"""pytest-benchmark suite of onion routing through real node processes (``docs/performance.md``,
+"Onion routing"). Every process is ``onion_load.py`` in one of its roles; only 127.0.0.1 is used.
+
+Part A — the forwarding rate of one node against the single-core Rust peel rate (target: ≥ 50 %):
+
+- ``peel-single-core``: ``veil._core.peel_onion`` in a loop, on this process's one thread, over
+  distinct first layers of two-hop onions around 1 KiB (the layers the node under test gets).
+- ``onion-forwarding``: the node under test in its own process; a sink process as the next hop
+  (answers every request at once, no crypto); a load process connected to the node's link port
+  as a peer, keeping ``WINDOW`` REQUEST frames in flight, each a distinct pre-built onion
+  [node, sink]. One round = N layers; forwarded hops per second = N / median round. The peel rate
+  is measured again between rounds, in the same run, and the ratio is printed at the end.
+
+Part B — a three-hop onion request against the same request sent directly (``rpc-info``,
+``rpc-store``, ``rpc-info-sequential``): four node processes that all know each other; a client
+process sends ``info`` or 1 KiB ``store`` requests to node 0 from ``CONCURRENCY`` coroutines,
+through ``NetworkClient`` (guard → relay → node 0) or directly (``POST /storage_rpc/v1``, aiohttp
+keep-alive). The ``sequential`` group sends one request at a time: its latency difference gives the
+unloaded cost of a hop.
+
+Benchmarks are disabled by default (``--benchmark-disable``): each then runs once, small, as a
+correctness check. Every answer is checked (forwarded layers: the sink's answer, and sampled bodies
+peel with the sink's key to the original request; ``info`` must come from node 0; ``store`` must
+carry the expected hash). ``--benchmark-enable`` times them; a summary is printed at the end.
+``VEIL_BENCH_PROFILE=node.prof`` writes a cProfile of the forwarding node's event-loop thread.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import IO, Any, Protocol, TypeVar
+
+import orjson
+import pytest
+
+from veil import _core
+from veil.node.config import NodeConfig, StoreSettings, render_config
+from veil.node.identity import create_node_key, load_node_key
+from veil.node.peers import PeerInfo, peer_from_json, peer_to_json
+from veil.protocol.onion_request import encode_routing
+
+_T = TypeVar("_T")
+
+HELPER = Path(__file__).with_name("onion_load.py")
+SIZE = 1024
+WINDOW = 128
+CONCURRENCY = 32
+TIME_LIMIT_S = 60.0
+PEEL_LOOP = (4000, 200)  # layers per peel timing (enabled, disabled)
+N_FORWARD = (20000, 300)
+ROUNDS_FORWARD = (5, 1)
+N_RPC = (2000, 64)
+N_RPC_SEQUENTIAL = (300, 16)
+ROUNDS_RPC = (5, 1)
+SMALL_MAP = 256 * 1024 * 1024
+# If set, the node under test of the forwarding benchmark is profiled (cProfile of its event-loop
+# thread, during the rounds) and the stats are written to this path.
+PROFILE_VARIABLE = "VEIL_BENCH_PROFILE"
+
+FIGURES: dict[str, Any] = {}
+
+
+class Benchmark(Protocol):
+    """The part of pytest-benchmark's ``benchmark`` fixture used here (it is not annotated)."""
+
+    group: str | None
+    extra_info: dict[str, Any]
+    stats: Any
+    disabled: bool
+
+    def __call__(self, function: Callable[..., _T], /, *args: Any, **kwargs: Any) -> _T: ...
+
+    def pedantic(
+        self,
+        target: Callable[..., _T],
+        *,
+        setup: Callable[[], Any] | None = None,
+        rounds: int = 1,
+        iterations: int = 1,
+        warmup_rounds: int = 0,
+    ) -> _T: ...
+
+
+def pick(benchmark: Benchmark, choice: tuple[int, int]) -> int:
+    return choice[1] if benchmark.disabled else choice[0]
+
+
+def median_s(benchmark: Benchmark) -> float | None:
+    stats = getattr(benchmark, "stats", None)
+    if benchmark.disabled or stats is None:
+        return None
+    return float(stats.stats.median)
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+# --- processes ------------------------------------------------------------------------------------
+
+
+class Helper:
+    """``onion_load.py ROLE`` in a child process, driven one JSON line at a time."""
+
+    def __init__(self, log: Path, *args: str) -> None:
+        self.role = " ".join(args)
+        self._log = log.open("wb")
+        self.proc = subprocess.Popen(
+            [sys.executable, str(HELPER), *args],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self._log,
+            text=True,
+            bufsize=1,
+        )
+
+    def read(self) -> dict[str, Any]:
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        assert line, f"{self.role} exited; see {self._log.name}"
+        answer: dict[str, Any] = orjson.loads(line)
+        assert "failed" not in answer, answer
+        return answer
+
+    def ask(self, **command: Any) -> dict[str, Any]:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(orjson.dumps(command).decode() + "\n")
+        self.proc.stdin.flush()
+        return self.read()
+
+    def stop(self) -> None:
+        try:
+            if self.proc.poll() is None and self.proc.stdin is not None:
+                self.proc.stdin.write('{"op":"quit"}\n')
+                self.proc.stdin.close()
+                self.proc.wait(15)
+        except (OSError, subprocess.TimeoutExpired):
+            pass
+        finally:
+            if self.proc.poll() is None:
+                self.proc.kill()
+                self.proc.wait()
+            pipes: list[IO[str] | None] = [self.proc.stdin, self.proc.stdout]
+            for pipe in pipes:
+                if pipe is not None and not pipe.closed:
+                    pipe.close()
+            self._log.close()
+
+
+class Processes:
+    """Every helper process of one test; all stopped (killed if need be) on exit."""
+
+    def __init__(self, base: Path) -> None:
+        self.base = base
+        self.helpers: list[Helper] = []
+
+    def start(self, name: str, *args: str) -> Helper:
+        helper = Helper(self.base / f"{name}.log", *args)
+        self.helpers.append(helper)
+        return helper
+
+    def node_dir(self, name: str, peers: list[PeerInfo]) -> tuple[Path, bytes]:
+        """A node's data dir (node.toml, node key, peers.json); returns it and its X25519 secret."""
+        data_dir = self.base / name
+        data_dir.mkdir(parents=True)
+        config = NodeConfig(
+            data_dir=data_dir,
+            listen_port=0,
+            link_port=0,
+            log_level="warning",
+            store=StoreSettings(map_size_bytes=SMALL_MAP),
+        )
+        create_node_key(config.key_path)
+        (data_dir / "node.toml").write_text(render_config(config), encoding="utf-8")
+        config.peers_path.write_bytes(orjson.dumps([peer_to_json(p) for p in peers]))
+        return data_dir, load_node_key(config.key_path).x25519_secret_key
+
+    def __enter__(self) -> Processes:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for helper in reversed(self.helpers):
+            helper.stop()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def summary(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Prints this run's figures and ratios once every benchmark of the module has run."""
+    yield
+    reporter = request.config.pluginmanager.getplugin("terminalreporter")
+    if reporter is None or not FIGURES:
+        return
+    f = FIGURES
+    lines = ["", "onion routing benchmarks, this run (medians):"]
+    if "peel" in f:
+        lines.append(f"  single-core Rust peel       {f['peel']:9.0f} layers/s")
+    if "forward" in f:
+        fw = f["forward"]
+        lines.append(
+            f"  node forwarding             {fw['rate']:9.0f} hops/s"
+            f"   (peel in the same test {fw['peel']:.0f}/s)"
+        )
+        lines.append(
+            f"  forwarding / peel           {fw['ratio']:9.1%}    (target >= 50%: "
+            f"{'met' if fw['ratio'] >= 0.5 else 'MISSED'})"
+        )
+        lines.append(
+            f"  CPU per hop: node {fw['node_cpu_us']:.1f} us, sink {fw['sink_cpu_us']:.1f} us,"
+            f" peer {fw['load_cpu_us']:.1f} us; {fw['layers_per_batch']:.1f} layers/peel batch"
+        )
+    for group in ("rpc-info", "rpc-store", "rpc-info-sequential"):
+        direct, onion = f.get(f"{group}/direct"), f.get(f"{group}/onion")
+        if not direct or not onion:
+            continue
+        for name, r in (("direct", direct), ("onion", onion)):
+            lines.append(
+                f"  {group:20} {name:6} {r['rate']:8.0f} req/s  p50 {r['p50_ms']:7.2f} ms"
+                f"  p99 {r['p99_ms']:7.2f} ms  client CPU {r['client_cpu_us']:5.0f} us/req"
+            )
+        hop_ms = (onion["p50_ms"] - direct["p50_ms"]) / 3
+        hop_cost_us = (1 / onion["rate"] - 1 / direct["rate"]) / 3 * 1e6
+        lines.append(
+            f"  {group:20} direct/onion rate {direct['rate'] / onion['rate']:.2f}x;"
+            f" per hop: +{hop_ms:.2f} ms p50 latency, +{hop_cost_us:.0f} us of throughput time"
+        )
+    capture = request.config.pluginmanager.getplugin("capturemanager")
+    with capture.global_and_fixture_disabled():
+        for line in lines:
+            reporter.write_line(line)
+
+
+# --- Part A: forwarding against peeling ----------------------------------------------------------
+
+
+def forward_layers(node_public: bytes, sink_public: bytes, n: int) -> list[bytes]:
+    routing = [encode_routing(now_ms())] * 2
+    blob = os.urandom(SIZE + n)
+    return [
+        _core.build_onion([node_public, sink_public], blob[i : i + SIZE], routing)[0]
+        for i in range(n)
+    ]
+
+
+def peel_rate(secret: bytes, layers: list[bytes], count: int) -> float:
+    """Layers per second of ``_core.peel_onion`` on this thread (median of 3 timings of count)."""
+    peel = _core.peel_onion
+    rates = []
+    for _ in range(3):
+        started = time.perf_counter()
+        done = 0
+        while done < count:
+            for layer in layers:
+                peel(secret, layer)
+            done += len(layers)
+        rates.append(done / (time.perf_counter() - started))
+    return statistics.median(rates)
+
+
+def test_peel_single_core(benchmark: Benchmark) -> None:
+    benchmark.group = "onion-forwarding"
+    secret = _core.x25519_generate_secret()
+    sink_public = _core.x25519_public_key(_core.x25519_generate_secret())
+    layers = forward_layers(_core.x25519_public_key(secret), sink_public, 256)
+    loop = pick(benchmark, PEEL_LOOP)
+
+    def peel_all() -> list[Any]:
+        return [_core.peel_onion(secret, layer) for layer in layers]
+
+    peeled = benchmark(peel_all)
+    assert all(p.next_hop == sink_public and p.reply_key is None for p in peeled)
+    assert len({p.replay_tag for p in peeled}) == len(layers)
+    assert peel_rate(secret, layers, loop) > 0
+    median = median_s(benchmark)
+    if median is not None:
+        FIGURES["peel"] = len(layers) / median
+        benchmark.extra_info["layers_per_s"] = round(len(layers) / median, 1)
+
+
+@pytest.mark.timeout(600)
+def test_node_forwarding(benchmark: Benchmark, tmp_path: Path) -> None:
+    benchmark.group = "onion-forwarding"
+    n = pick(benchmark, N_FORWARD)
+    peel_count = pick(benchmark, PEEL_LOOP)
+    sink_secret = _core.x25519_generate_secret()
+    sink_public = _core.x25519_public_key(sink_secret)
+    results: list[dict[str, Any]] = []
+    peel_rates: list[float] = []
+    with Processes(tmp_path) as procs:
+        sink = procs.start("sink", "sink")
+        load = procs.start("load", "load")
+        sink_link = int(sink.read()["link"])
+        sink_peer = PeerInfo(
+            ed25519=os.urandom(32),  # never checked on the forwarding path
+            x25519=sink_public,
+            http=("127.0.0.1", 1),  # never used: the node reaches the sink over its link
+            link=("127.0.0.1", sink_link),
+        )
+        data_dir, node_secret = procs.node_dir("node", [sink_peer])
+        node = procs.start("node", "node", str(data_dir))
+        node_peer = peer_from_json(node.read()["peer"])
+        load.ask(op="connect_link", port=node_peer.link[1])
+        peel_layers = forward_layers(node_peer.x25519, sink_public, 256)
+        route = [node_peer.x25519.hex(), sink_public.hex()]
+
+        def setup() -> tuple[tuple[()], dict[str, Any]]:
+            load.ask(op="prep_forward", n=n, route=route, size=SIZE)
+            peel_rates.append(peel_rate(node_secret, peel_layers, peel_count))
+            return (), {}
+
+        def go() -> dict[str, Any]:
+            result = load.ask(op="go_forward", window=WINDOW, time_limit=TIME_LIMIT_S)
+            results.append(result)
+            return result
+
+        profile = os.environ.get(PROFILE_VARIABLE)
+        if profile:
+            node.ask(op="profile_start")
+        before = (node.ask(op="stats"), sink.ask(op="stats"))
+        benchmark.pedantic(go, setup=setup, rounds=pick(benchmark, ROUNDS_FORWARD))
+        node_stats, sink_stats = node.ask(op="stats"), sink.ask(op="stats")
+        if profile:
+            node.ask(op="profile_stop", path=str(Path(profile).resolve()))
+
+    for result in results:
+        assert (result["ok"], result["bad"], result["sent"]) == (n, 0, n), result
+    total = n * len(results)
+    assert node_stats["counts"] == {"forwarded": total}, node_stats
+    assert node_stats["layers"] == total
+    assert sink_stats["requests"] == total
+    for sample in sink_stats["samples"]:  # what the sink got is the layer built for it
+        inner = _core.peel_onion(sink_secret, bytes.fromhex(sample))
+        assert inner.next_hop is None
+        assert inner.reply_key is not None
+        assert len(inner.payload) == SIZE
+    median = median_s(benchmark)
+    if median is None:
+        return
+    rate = n / median
+    peel = statistics.median(peel_rates)
+    node_cpu = node_stats["cpu_s"] - before[0]["cpu_s"]
+    sink_cpu = sink_stats["cpu_s"] - before[1]["cpu_s"]
+    load_cpu = sum(r["cpu_s"] for r in results)
+    figures = {
+        "rate": rate,
+        "peel": peel,
+        "ratio": rate / peel,
+        "loader_rates": [round(n / r["elapsed"], 1) for r in results],
+        "peel_rates": [round(p, 1) for p in peel_rates],
+        "node_cpu_us": node_cpu / total * 1e6,
+        "sink_cpu_us": sink_cpu / total * 1e6,
+        "load_cpu_us": load_cpu / total * 1e6,
+        "layers_per_batch": node_stats["layers"] / max(1, node_stats["batches"]),
+    }
+    FIGURES["forward"] = figures
+    benchmark.extra_info.update(
+        {k: round(v, 3) if isinstance(v, float) else v for k, v in figures.items()}
+    )
+
+
+# --- Part B: three-hop onion requests against direct RPC ------------------------------------------
+
+
+class Network:
+    def __init__(self, procs: Processes, client: Helper, nodes: list[Helper]) -> None:
+        self.procs = procs
+        self.client = client
+        self.nodes = nodes
+
+
+@pytest.fixture(scope="module")
+def network(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Network]:
+    base = tmp_path_factory.mktemp("onion-network")
+    with Processes(base) as procs:
+        client = procs.start("client", "load")
+        nodes = [
+            procs.start(f"node{i}", "node", str(procs.node_dir(f"node{i}", [])[0]))
+            for i in range(4)
+        ]
+        peers = [node.read()["peer"] for node in nodes]
+        for node in nodes:
+            node.ask(op="peers", peers=peers)
+        client.ask(op="network", nodes=peers, destination=0)
+        yield Network(procs, client, nodes)
+
+
+def _rpc_benchmark(
+    benchmark: Benchmark, network: Network, method: str, mode: str, concurrency: int, n: int
+) -> None:
+    client = network.client
+    results: list[dict[str, Any]] = []
+
+    def setup() -> tuple[tuple[()], dict[str, Any]]:
+        client.ask(op="prep_rpc", method=method, n=n)
+        return (), {}
+
+    def go() -> dict[str, Any]:
+        result = client.ask(
+            op="go_rpc", mode=mode, concurrency=concurrency, time_limit=TIME_LIMIT_S
+        )
+        results.append(result)
+        return result
+
+    benchmark.pedantic(go, setup=setup, rounds=pick(benchmark, ROUNDS_RPC))
+    for result in results:
+        assert (result["ok"], result["bad"], result["sent"]) == (n, 0, n), result
+        assert result["paths_failed"] == 0, result
+    median = median_s(benchmark)
+    if median is None:
+        return
+    figures = {
+        "rate": n / median,
+        "p50_ms": statistics.median(r["p50_ms"] for r in results),
+        "p99_ms": statistics.median(r["p99_ms"] for r in results),
+        "client_cpu_us": sum(r["cpu_s"] for r in results) / (n * len(results)) * 1e6,
+    }
+    FIGURES[f"{benchmark.group}/{mode}"] = figures
+    benchmark.extra_info.update({k: round(v, 3) for k, v in figures.items()})
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("mode", ["direct", "onion"])
+@pytest.mark.parametrize("method", ["info", "store"])
+def test_rpc(benchmark: Benchmark, network: Network, method: str, mode: str) -> None:
+    benchmark.group = f"rpc-{method}"
+    _rpc_benchmark(benchmark, network, method, mode, CONCURRENCY, pick(benchmark, N_RPC))
+    if mode == "onion":  # every onion request went through three distinct nodes
+        counts = [node.ask(op="stats")["counts"] for node in network.nodes]
+        assert counts[0].get("delivered", 0) > 0
+        assert sum(c.get("forwarded", 0) for c in counts) == 2 * sum(
+            c.get("delivered", 0) for c in counts
+        )
+        assert all(set(c) <= {"forwarded", "delivered"} for c in counts), counts
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("mode", ["direct", "onion"])
+def test_rpc_sequential(benchmark: Benchmark, network: Network, mode: str) -> None:
+    benchmark.group = "rpc-info-sequential"
+    _rpc_benchmark(benchmark, network, "info", mode, 1, pick(benchmark, N_RPC_SEQUENTIAL))

@@ -1,0 +1,452 @@
+"""The processes of ``bench_onion_network.py``: a node, a sink, and a load generator / client.
+
+Run as ``python bench/onion_load.py ROLE``. Every role reads one JSON command per line on stdin and
+answers one JSON line on stdout, so the benchmark times rounds without paying for process start-up;
+``node`` and ``sink`` first print one line saying where they listen. Only 127.0.0.1 is used.
+
+- ``node DIR``: the service node of ``DIR/node.toml`` (a real :class:`veil.node.server.Node` on
+  uvloop, as ``veil node run`` starts it). Commands: ``peers`` (replace its peer list), ``stats``
+  (onion counters, peel batches, the process's CPU seconds), ``profile_start`` / ``profile_stop``
+  (cProfile of the event-loop thread, written to ``path``), ``quit``.
+- ``sink``: the next hop of the forwarding benchmark. It accepts node links and answers every
+  ``REQUEST`` frame at once with :data:`SINK_ANSWER`, straight from ``data_received`` (no task, no
+  crypto), so that it costs as little CPU as possible. It keeps the first few request bodies, which
+  the benchmark peels with the sink's key to check that the node forwarded the right layer.
+  Commands: ``stats``, ``quit``.
+- ``load``: connects to a node's link port as a peer would, or to nodes' HTTP ports as a client:
+
+  - ``{"op": "connect_link", "port": P}``: one node-link connection to 127.0.0.1:P.
+  - ``{"op": "prep_forward", "n": N, "route": [hex, hex], "size": S}``: build N distinct two-hop
+    onions of S random bytes (untimed) and encode each as a REQUEST frame.
+  - ``{"op": "go_forward", "window": W, "time_limit": T}``: keep W requests in flight until all are
+    answered or T seconds pass; ``{"ok", "bad", "elapsed", "error"}``.
+  - ``{"op": "network", "nodes": [peer json...], "destination": i}``: a ``NetworkClient`` over the
+    nodes, and a keep-alive aiohttp session for direct requests to node ``i``.
+  - ``{"op": "prep_rpc", "method": "info" | "store", "n": N}``: N requests' params (untimed).
+  - ``{"op": "go_rpc", "mode": "onion" | "direct", "concurrency": C, "time_limit": T}``: send the
+    prepared requests from C coroutines; every answer is checked (``info`` must carry the
+    destination's key, ``store`` the expected hash). Answers counts, elapsed, latency percentiles
+    and this process's CPU seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import cProfile
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import orjson
+import uvloop
+
+from veil import _core
+from veil.client.network import NetworkClient
+from veil.node import keys
+from veil.node.peers import PeerInfo, peer_from_json, peer_to_json
+from veil.protocol.link import FrameDecoder, FrameKind, encode_frame
+from veil.protocol.onion_request import encode_routing
+
+HOST = "127.0.0.1"
+SINK_ANSWER = b"sink-ok"
+SINK_SAMPLES = 8
+MAX_FRAME = 1 << 24
+TTL_MS = 24 * 3600 * 1000
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def write_line(answer: dict[str, Any]) -> None:
+    sys.stdout.write(orjson.dumps(answer).decode() + "\n")
+    sys.stdout.flush()
+
+
+async def read_line() -> str:
+    return await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
+
+
+# --- node -----------------------------------------------------------------------------------------
+
+
+async def run_node(data_dir: Path) -> None:
+    from veil.node.config import load_config  # noqa: PLC0415
+    from veil.node.server import Node  # noqa: PLC0415
+
+    node = Node(load_config(data_dir))
+    await node.start()
+    profile: cProfile.Profile | None = None
+    write_line({"peer": peer_to_json(node.peer_info)})
+    try:
+        while line := await read_line():
+            command = orjson.loads(line)
+            op = command["op"]
+            answer: dict[str, Any] = {}
+            if op == "peers":
+                node.set_peers([peer_from_json(p) for p in command["peers"]])
+                answer = {"peers": len(command["peers"])}
+            elif op == "stats":
+                router = node.router
+                answer = {
+                    "counts": dict(router.counts),
+                    "batches": router.peeler.batches,
+                    "layers": router.peeler.layers,
+                    "replay_tags": len(router.replays),
+                    "cpu_s": time.process_time(),
+                }
+            elif op == "profile_start":
+                profile = cProfile.Profile()
+                profile.enable()
+            elif op == "profile_stop":
+                if profile is not None:
+                    profile.disable()
+                    profile.dump_stats(command["path"])
+                    profile = None
+            elif op == "quit":
+                break
+            else:
+                answer = {"failed": f"unknown op {op!r}"}
+            write_line(answer)
+    finally:
+        await node.stop()
+
+
+# --- sink -----------------------------------------------------------------------------------------
+
+
+class SinkProtocol(asyncio.Protocol):
+    requests = 0
+    samples: list[bytes] = []  # noqa: RUF012  (shared by every connection on purpose)
+
+    def __init__(self) -> None:
+        self.decoder = FrameDecoder(MAX_FRAME)
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        out = []
+        for frame in self.decoder.feed(data):
+            if frame.kind is FrameKind.REQUEST:
+                SinkProtocol.requests += 1
+                if len(SinkProtocol.samples) < SINK_SAMPLES:
+                    SinkProtocol.samples.append(frame.body)
+                out.append(encode_frame(FrameKind.RESPONSE, frame.stream, SINK_ANSWER))
+            elif frame.kind is FrameKind.PING:
+                out.append(encode_frame(FrameKind.PONG, frame.stream))
+        if out and self.transport is not None:
+            self.transport.write(b"".join(out))
+
+
+async def run_sink() -> None:
+    server = await asyncio.get_running_loop().create_server(SinkProtocol, HOST, 0)
+    try:
+        write_line({"link": server.sockets[0].getsockname()[1]})
+        while line := await read_line():
+            op = orjson.loads(line)["op"]
+            if op == "quit":
+                break
+            write_line(
+                {
+                    "requests": SinkProtocol.requests,
+                    "samples": [s.hex() for s in SinkProtocol.samples],
+                    "cpu_s": time.process_time(),
+                }
+            )
+    finally:
+        server.close()
+
+
+# --- load: node-link peer -------------------------------------------------------------------------
+
+
+class PeerProtocol(asyncio.Protocol):
+    """The connecting end of a node link, sending pre-encoded frames with a window in flight."""
+
+    def __init__(self) -> None:
+        self.decoder = FrameDecoder(MAX_FRAME)
+        self.transport: asyncio.Transport | None = None
+        self.frames: list[bytes] = []
+        self.sent = self.ok = self.bad = 0
+        self.error: str | None = None
+        self.deadline = 0.0
+        self.done: asyncio.Future[None] | None = None
+        self.lost = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = True
+        if self.done is not None and not self.done.done():
+            self.done.set_exception(ConnectionError("the node closed the link"))
+
+    def start(self, frames: list[bytes], window: int, time_limit: float) -> asyncio.Future[None]:
+        assert self.transport is not None
+        self.frames = frames
+        self.sent = self.ok = self.bad = 0
+        self.error = None
+        self.deadline = time.monotonic() + time_limit
+        self.done = asyncio.get_running_loop().create_future()
+        first = frames[:window]
+        self.sent = len(first)
+        self.transport.write(b"".join(first))
+        return self.done
+
+    def data_received(self, data: bytes) -> None:
+        answered = 0
+        for frame in self.decoder.feed(data):
+            if frame.kind is FrameKind.PONG:
+                continue
+            answered += 1
+            if frame.kind is FrameKind.RESPONSE and frame.body == SINK_ANSWER:
+                self.ok += 1
+            else:
+                self.bad += 1
+                if self.error is None:
+                    self.error = f"{frame.kind.name} {frame.body[:64]!r}"
+        if self.done is None or self.done.done():
+            return
+        more = 0
+        if time.monotonic() < self.deadline:
+            more = min(answered, len(self.frames) - self.sent)
+        if more and self.transport is not None:
+            self.transport.write(b"".join(self.frames[self.sent : self.sent + more]))
+            self.sent += more
+        if self.ok + self.bad >= self.sent and (
+            self.sent == len(self.frames) or time.monotonic() >= self.deadline
+        ):
+            self.done.set_result(None)
+
+
+# --- load: network client -------------------------------------------------------------------------
+
+
+class Loader:
+    def __init__(self) -> None:
+        self.peer: PeerProtocol | None = None
+        self.frames: list[bytes] = []
+        self.nodes: list[PeerInfo] = []
+        self.destination: PeerInfo | None = None
+        self.client: NetworkClient | None = None
+        self.session: aiohttp.ClientSession | None = None
+        self.method = "info"
+        self.params: list[dict[str, Any]] = []
+        self.expect: list[str] = []
+
+    async def connect_link(self, port: int) -> dict[str, Any]:
+        _, self.peer = await asyncio.get_running_loop().create_connection(PeerProtocol, HOST, port)
+        return {"connected": True}
+
+    def prep_forward(self, n: int, route: list[str], size: int) -> dict[str, Any]:
+        keys_ = [bytes.fromhex(k) for k in route]
+        routing = [encode_routing(now_ms())] * len(keys_)
+        blob = os.urandom(size + n)
+        frames = []
+        for i in range(n):
+            onion, _reply = _core.build_onion(keys_, blob[i : i + size], routing)
+            frames.append(encode_frame(FrameKind.REQUEST, i + 1, onion))
+        self.frames = frames
+        return {"prepared": n, "onion_bytes": len(frames[0]) - 9 if frames else 0}
+
+    async def go_forward(self, window: int, time_limit: float) -> dict[str, Any]:
+        assert self.peer is not None
+        cpu = time.process_time()
+        started = time.perf_counter()
+        done = self.peer.start(self.frames, window, time_limit)
+        await asyncio.wait_for(done, time_limit + 15)
+        elapsed = time.perf_counter() - started
+        peer = self.peer
+        return {
+            "ok": peer.ok,
+            "bad": peer.bad,
+            "sent": peer.sent,
+            "elapsed": elapsed,
+            "error": peer.error,
+            "cpu_s": time.process_time() - cpu,
+        }
+
+    async def network(self, nodes: list[Any], destination: int) -> dict[str, Any]:
+        self.nodes = [peer_from_json(p) for p in nodes]
+        self.destination = self.nodes[destination]
+        self.client = NetworkClient(self.nodes, attempts=1)
+        await self.client.__aenter__()
+        self.session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=30)
+        )
+        return {"nodes": len(self.nodes)}
+
+    def prep_rpc(self, method: str, n: int) -> dict[str, Any]:
+        self.method = method
+        if method == "info":
+            self.params = [{}] * n
+            self.expect = []
+            return {"prepared": n}
+        account = b"\x05" + os.urandom(32)
+        now = now_ms()
+        blob = os.urandom(n * 1024)
+        self.params, self.expect = [], []
+        for i in range(n):
+            data = blob[i * 1024 : (i + 1) * 1024]
+            self.params.append(
+                {
+                    "pubkey": account.hex(),
+                    "timestamp": now,
+                    "ttl": TTL_MS,
+                    "data": base64.b64encode(data).decode("ascii"),
+                }
+            )
+            self.expect.append(keys.hash_b64(keys.message_hash(account, 0, data)))
+        return {"prepared": n}
+
+    def check(self, i: int, status: int, body: Any) -> str | None:
+        """Why answer ``i`` is wrong, or None."""
+        if status != 200 or not isinstance(body, dict):
+            return f"{status} {str(body)[:200]}"
+        assert self.destination is not None
+        if self.method == "info":
+            if body.get("x25519") != self.destination.x25519.hex():
+                return f"info from the wrong node: {body}"
+        elif body.get("hash") != self.expect[i] or body.get("already") is not False:
+            return f"store answer {body} does not match {self.expect[i]}"
+        return None
+
+    async def go_rpc(self, mode: str, concurrency: int, time_limit: float) -> dict[str, Any]:
+        assert self.client is not None
+        assert self.session is not None
+        assert self.destination is not None
+        client, session, destination = self.client, self.session, self.destination
+        url = f"http://{destination.http[0]}:{destination.http[1]}/storage_rpc/v1"
+        n = len(self.params)
+        latencies: list[float] = []
+        ok = bad = 0
+        error: str | None = None
+        next_index = 0
+        deadline = time.monotonic() + time_limit
+        failed_before = client.paths_failed
+
+        async def one(i: int) -> tuple[int, Any]:
+            if mode == "onion":
+                return await client.request(destination, self.method, self.params[i])
+            payload = orjson.dumps({"method": self.method, "params": self.params[i]})
+            async with session.post(
+                url, data=payload, headers={"Content-Type": "application/json"}
+            ) as answer:
+                return answer.status, orjson.loads(await answer.read())
+
+        async def worker() -> None:
+            nonlocal next_index, ok, bad, error
+            while next_index < n and time.monotonic() < deadline:
+                i = next_index
+                next_index += 1
+                t0 = time.perf_counter()
+                try:
+                    status, body = await one(i)
+                    why = self.check(i, status, body)
+                except Exception as exc:  # counted and reported: the benchmark fails on it
+                    why = repr(exc)
+                latencies.append(time.perf_counter() - t0)
+                if why is None:
+                    ok += 1
+                else:
+                    bad += 1
+                    error = error or why
+
+        cpu = time.process_time()
+        started = time.perf_counter()
+        await asyncio.wait_for(
+            asyncio.gather(*(worker() for _ in range(concurrency))), time_limit + 30
+        )
+        elapsed = time.perf_counter() - started
+        return {
+            "ok": ok,
+            "bad": bad,
+            "sent": next_index,
+            "elapsed": elapsed,
+            "error": error,
+            "p50_ms": percentile(latencies, 0.50) * 1000,
+            "p99_ms": percentile(latencies, 0.99) * 1000,
+            "mean_ms": sum(latencies) / len(latencies) * 1000 if latencies else 0.0,
+            "paths_failed": client.paths_failed - failed_before,
+            "cpu_s": time.process_time() - cpu,
+        }
+
+    async def close(self) -> None:
+        if self.peer is not None and self.peer.transport is not None:
+            self.peer.transport.close()
+        if self.client is not None:
+            await self.client.close()
+        if self.session is not None:
+            await self.session.close()
+
+
+async def run_load() -> None:
+    loader = Loader()
+    try:
+        while line := await read_line():
+            command = orjson.loads(line)
+            op = command["op"]
+            answer: dict[str, Any]
+            try:
+                if op == "connect_link":
+                    answer = await loader.connect_link(int(command["port"]))
+                elif op == "prep_forward":
+                    answer = loader.prep_forward(
+                        int(command["n"]), list(command["route"]), int(command["size"])
+                    )
+                elif op == "go_forward":
+                    answer = await loader.go_forward(
+                        int(command["window"]), float(command["time_limit"])
+                    )
+                elif op == "network":
+                    answer = await loader.network(
+                        list(command["nodes"]), int(command["destination"])
+                    )
+                elif op == "prep_rpc":
+                    answer = loader.prep_rpc(str(command["method"]), int(command["n"]))
+                elif op == "go_rpc":
+                    answer = await loader.go_rpc(
+                        str(command["mode"]),
+                        int(command["concurrency"]),
+                        float(command["time_limit"]),
+                    )
+                elif op == "quit":
+                    break
+                else:
+                    answer = {"failed": f"unknown op {op!r}"}
+            except Exception as exc:  # reported to the benchmark, which fails the test
+                answer = {"failed": repr(exc)}
+            write_line(answer)
+    finally:
+        with contextlib.suppress(Exception):
+            await loader.close()
+
+
+def main() -> None:
+    role = sys.argv[1]
+    if role == "node":
+        uvloop.run(run_node(Path(sys.argv[2])))
+    elif role == "sink":
+        uvloop.run(run_sink())
+    elif role == "load":
+        uvloop.run(run_load())
+    else:
+        raise SystemExit(f"unknown role {role!r}")
+
+
+if __name__ == "__main__":
+    main()

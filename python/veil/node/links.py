@@ -59,6 +59,7 @@ class Link(asyncio.Protocol):
         self._stream_ids = itertools.count(1)
         self._can_write = asyncio.Event()
         self._can_write.set()
+        self._outbox: list[bytes] = []
 
     # --- asyncio.Protocol --------------------------------------------------------------------
 
@@ -121,8 +122,17 @@ class Link(asyncio.Protocol):
         return len(self._waiting) + len(self._serving)
 
     def _send(self, kind: FrameKind, stream: int, body: bytes) -> None:
+        """Queue a frame; the frames queued in one turn of the event loop go out in one write."""
+        if self.transport is None or self.transport.is_closing():
+            return
+        self._outbox.append(encode_frame(kind, stream, body))
+        if len(self._outbox) == 1:
+            asyncio.get_running_loop().call_soon(self._flush)
+
+    def _flush(self) -> None:
+        frames, self._outbox = self._outbox, []
         if self.transport is not None and not self.transport.is_closing():
-            self.transport.write(encode_frame(kind, stream, body))
+            self.transport.write(b"".join(frames))
 
     # --- the accepting end --------------------------------------------------------------------
 
@@ -145,7 +155,8 @@ class Link(asyncio.Protocol):
             log.exception("node-link request handler failed")
             self._send(FrameKind.FAILURE, stream, bytes([FailureCode.PATH_FAILED]))
             return
-        await self._can_write.wait()
+        if not self._can_write.is_set():
+            await self._can_write.wait()
         self._send(FrameKind.RESPONSE, stream, answer)
 
     # --- the connecting end -------------------------------------------------------------------
@@ -157,17 +168,24 @@ class Link(asyncio.Protocol):
         if len(self._waiting) >= self.max_streams:
             raise HopFailed(FailureCode.OVERLOADED)
         stream = next(self._stream_ids) & 0xFFFF_FFFF
-        future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[bytes] = loop.create_future()
         self._waiting[stream] = future
+        # A plain timer rather than asyncio.timeout(): this is the per-hop hot path.
+        timer = loop.call_later(timeout, _expire, future)
         try:
-            async with asyncio.timeout(timeout):
+            if not self._can_write.is_set():
                 await self._can_write.wait()
-                self._send(FrameKind.REQUEST, stream, body)
-                return await future
-        except TimeoutError:
-            raise HopFailed() from None
+            self._send(FrameKind.REQUEST, stream, body)
+            return await future
         finally:
+            timer.cancel()
             self._waiting.pop(stream, None)
+
+
+def _expire(future: asyncio.Future[bytes]) -> None:
+    if not future.done():
+        future.set_exception(HopFailed())
 
 
 class LinkPool:

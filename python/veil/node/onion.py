@@ -152,7 +152,9 @@ class OnionRouter:
             raise HopFailed() from None
 
     async def handle_from_peer(self, onion: bytes) -> bytes:
-        return await self.handle(onion, self.settings.hop_timeout_s)
+        """A layer from the previous hop, which keeps its own deadline for the answer; at most
+        ``link_max_streams`` of these run per link."""
+        return await self._handle(onion, self.settings.hop_timeout_s)
 
     async def _handle(self, onion: bytes, budget_s: float) -> bytes:
         if len(onion) > self.settings.max_onion_bytes:

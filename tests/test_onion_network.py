@@ -5,12 +5,16 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import dataclasses
+import logging
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+import pytest
+from aiohttp import web
 
 from node_helpers import Account, make_config, run
 from veil.client.network import NetworkClient
@@ -198,3 +202,69 @@ def test_a_layer_naming_an_unknown_next_hop_fails_the_path(tmp_path: Path) -> No
             assert nodes[0].router.counts["unknown_next_hop"] == 1
 
     run(main())
+
+
+def test_an_external_service_is_reached_only_when_the_operator_lists_it(tmp_path: Path) -> None:
+    async def echo(request: web.Request) -> web.Response:
+        return web.Response(body=b"seen: " + await request.read(), content_type="text/plain")
+
+    async def main() -> None:
+        app = web.Application()
+        app.router.add_post("/files/upload", echo)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = runner.addresses[0][1]
+        allowed = f"http://127.0.0.1:{port}/files/"
+        try:
+            configs = [make_config(tmp_path / f"node{i}") for i in range(4)]
+            configs[3] = dataclasses.replace(configs[3], external_services=(allowed,))
+            nodes = [Node(config) for config in configs]
+            for node in nodes:
+                await node.start()
+            peers = [node.peer_info for node in nodes]
+            for node in nodes:
+                node.set_peers(peers)
+            try:
+                async with NetworkClient(peers) as client:
+                    status, body, kind = await client.request_external(
+                        peers[3], allowed + "upload", b"attachment"
+                    )
+                    assert (status, body) == (200, b"seen: attachment")
+                    assert kind.startswith("text/plain")
+                    status, body, _ = await client.request_external(
+                        peers[2], allowed + "upload", b"attachment"
+                    )
+                    assert status == 403
+                    assert body == b""
+            finally:
+                for node in nodes:
+                    await node.stop()
+        finally:
+            await runner.cleanup()
+
+    run(main())
+
+
+def test_node_logs_never_hold_the_clients_address(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    dave = Account()
+
+    async def main() -> None:
+        async with _network(tmp_path, 4) as (nodes, _):
+            peers = [node.peer_info for node in nodes]
+            async with NetworkClient(peers, local_address=CLIENT_ADDRESS) as client:
+                for i in range(8):
+                    await client.request(peers[i % 4], "store", _store(dave, b"d%d" % i))
+            await _post_onion(nodes[0], b"garbage" * 30)
+
+    with caplog.at_level(logging.DEBUG, logger="veil"):
+        run(main())
+    assert caplog.records, "the nodes logged nothing at all; the check would be empty"
+    for record in caplog.records:
+        text = record.getMessage() + repr(getattr(record, "fields", ""))
+        assert CLIENT_ADDRESS not in text
+        for i in range(8):
+            assert base64.b64encode(b"d%d" % i).decode() not in text

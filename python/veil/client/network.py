@@ -10,6 +10,7 @@ builds another path. :meth:`NetworkClient.request` is the only way client code r
 
 from __future__ import annotations
 
+import base64
 import random
 import time
 from types import TracebackType
@@ -113,6 +114,18 @@ class NetworkClient:
         payload = orjson.dumps({"method": method, "params": params})
         return await self._send(destination, payload, target="")
 
+    async def request_external(
+        self, destination: PeerInfo, url: str, body: bytes
+    ) -> tuple[int, bytes, str]:
+        """POST ``body`` to an external HTTP service at ``url`` through ``destination``.
+
+        The destination node must list the URL's prefix among its ``external_services``; it answers
+        403 otherwise. Returns (status, response body, content type).
+        """
+        status, _ = reply = await self._send(destination, body, target=url)
+        answer: dict[str, Any] = reply[1] if isinstance(reply[1], dict) else {}
+        return status, base64.b64decode(answer.get("body_b64", "")), answer.get("content_type", "")
+
     async def _send(self, destination: PeerInfo, payload: bytes, target: str) -> tuple[int, Any]:
         if self._session is None:
             raise RuntimeError("use NetworkClient as an async context manager")
@@ -148,6 +161,8 @@ class NetworkClient:
                 continue
             try:
                 reply = orjson.loads(reply_key.decrypt(body))
+                if target:
+                    return int(reply["status"]), reply
                 return int(reply["status"]), reply.get("body")
             except (DecryptionError, orjson.JSONDecodeError, KeyError, TypeError, ValueError):
                 self._path_failed(guard, relay)

@@ -334,7 +334,9 @@ def test_node_forwarding(benchmark: Benchmark, tmp_path: Path) -> None:
     assert node_stats["layers"] == total
     assert sink_stats["requests"] == total
     for sample in sink_stats["samples"]:  # what the sink got is the layer built for it
-        inner = _core.peel_onion(sink_secret, bytes.fromhex(sample))
+        hops, layer = bytes.fromhex(sample)[0], bytes.fromhex(sample)[1:]
+        assert hops == 2  # the load was hop 1, the node under test hop 2
+        inner = _core.peel_onion(sink_secret, layer)
         assert inner.next_hop is None
         assert inner.reply_key is not None
         assert len(inner.payload) == SIZE

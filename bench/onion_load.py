@@ -259,7 +259,8 @@ class Loader:
         frames = []
         for i in range(n):
             onion, _reply = _core.build_onion(keys_, blob[i : i + size], routing)
-            frames.append(encode_frame(FrameKind.REQUEST, i + 1, onion))
+            # hops = 1: the load stands for the hop before the node under test
+            frames.append(encode_frame(FrameKind.REQUEST, i + 1, b"\x01" + onion))
         self.frames = frames
         return {"prepared": n, "onion_bytes": len(frames[0]) - 9 if frames else 0}
 

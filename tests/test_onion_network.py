@@ -268,3 +268,33 @@ def test_node_logs_never_hold_the_clients_address(
         assert CLIENT_ADDRESS not in text
         for i in range(8):
             assert base64.b64encode(b"d%d" % i).decode() not in text
+
+
+def test_a_route_longer_than_the_hop_limit_is_cut_off(tmp_path: Path) -> None:
+    async def main() -> None:
+        configs = [make_config(tmp_path / f"node{i}") for i in range(2)]
+        configs = [
+            dataclasses.replace(c, onion=dataclasses.replace(c.onion, max_hops=3)) for c in configs
+        ]
+        nodes = [Node(config) for config in configs]
+        for node in nodes:
+            await node.start()
+        peers = [node.peer_info for node in nodes]
+        for node in nodes:
+            node.set_peers(peers)
+        try:
+            issued = time.time_ns() // 1_000_000
+            a, b = peers[0].x25519, peers[1].x25519
+            info = b'{"method":"info","params":{}}'
+            three, _ = build_onion([a, b, a], info, routing=[encode_routing(issued)] * 3)
+            assert (await _post_onion(nodes[0], three))[0] == 200
+            looping, _ = build_onion([a, b, a, b, a], info, routing=[encode_routing(issued)] * 5)
+            status, body = await _post_onion(nodes[0], looping)
+            assert status == 502
+            assert b"path_failed" in body
+            assert sum(node.router.counts["too_many_hops"] for node in nodes) == 1
+        finally:
+            for node in nodes:
+                await node.stop()
+
+    run(main())

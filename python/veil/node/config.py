@@ -143,6 +143,9 @@ class OnionSettings:
     link_connect_timeout_s: float = setting(3.0, "Time to open a TCP connection to a peer.")
     link_backoff_max_s: float = setting(10.0, "Longest wait between reconnection attempts.")
     peel_batch_max: int = setting(64, "Most waiting layers peeled in one parallel batch.")
+    max_hops: int = setting(
+        8, "Most nodes a request may pass through; a layer arriving after more is refused."
+    )
 
 
 @dataclass(frozen=True, slots=True)

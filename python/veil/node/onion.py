@@ -143,20 +143,24 @@ class OnionRouter:
         self.peers = {peer.x25519: peer for peer in peers}
 
     async def handle(self, onion: bytes, budget_s: float) -> bytes:
-        """The answer to relay back (encrypted by the destination), or :class:`HopFailed`."""
+        """A layer from a client (this node is the first hop): the answer to relay back (encrypted
+        by the destination), or :class:`HopFailed`."""
         try:
             async with asyncio.timeout(budget_s):
-                return await self._handle(onion, budget_s)
+                return await self._handle(onion, budget_s, hops=0)
         except TimeoutError:
             self.counts["timeout"] += 1
             raise HopFailed() from None
 
-    async def handle_from_peer(self, onion: bytes) -> bytes:
-        """A layer from the previous hop, which keeps its own deadline for the answer; at most
-        ``link_max_streams`` of these run per link."""
-        return await self._handle(onion, self.settings.hop_timeout_s)
+    async def handle_from_peer(self, body: bytes) -> bytes:
+        """A REQUEST frame's body (hops ‖ layer) from the previous hop, which keeps its own deadline
+        for the answer; at most ``link_max_streams`` of these run per link."""
+        if not body or body[0] >= self.settings.max_hops:
+            self.counts["too_many_hops"] += 1
+            raise HopFailed()
+        return await self._handle(body[1:], self.settings.hop_timeout_s, hops=body[0])
 
-    async def _handle(self, onion: bytes, budget_s: float) -> bytes:
+    async def _handle(self, onion: bytes, budget_s: float, hops: int) -> bytes:
         if len(onion) > self.settings.max_onion_bytes:
             self.counts["refused"] += 1
             raise HopFailed()
@@ -182,7 +186,7 @@ class OnionRouter:
                 raise HopFailed()
             self.counts["forwarded"] += 1
             timeout = min(self.settings.hop_timeout_s, budget_s)
-            return await self.pool.request(peer.link, layer.payload, timeout)
+            return await self.pool.request(peer.link, bytes([hops + 1]) + layer.payload, timeout)
         assert layer.reply_key is not None
         self.counts["delivered"] += 1
         if not target:

@@ -6,7 +6,7 @@ and :func:`encode_frame` turns a frame into bytes; the asyncio code around them 
 
 ```
 frame     = length (4, big-endian: the bytes that follow) ‖ kind (1) ‖ stream (4, big-endian) ‖ body
-kind      = 0x01 REQUEST   body: an onion layer for the receiving node
+kind      = 0x01 REQUEST   body: hops (1) ‖ an onion layer for the receiving node
             0x02 RESPONSE  body: the answer, relayed unchanged
             0x03 FAILURE   body: one byte, a FailureCode
             0x04 PING      body: empty          0x05 PONG  body: empty
@@ -14,6 +14,10 @@ kind      = 0x01 REQUEST   body: an onion layer for the receiving node
 
 Example: a REQUEST on stream 7 carrying the three bytes ``ab c`` … is
 ``00 00 00 08 | 01 | 00 00 00 07 | 61 62 63`` (length 8 = kind 1 + stream 4 + body 3).
+
+``hops`` counts the nodes the request has passed through before the receiver (1 when the sender is
+the first hop); a node refuses a layer whose count exceeds its ``max_hops``, so a crafted onion that
+loops between nodes stops after a few hops.
 
 A frame whose length is below 5, above the decoder's ``max_frame`` or whose kind is unknown is a
 :class:`LinkProtocolError`; the link is then closed (the peer is broken or hostile). The length is

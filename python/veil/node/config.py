@@ -18,6 +18,7 @@ from veil.errors import VeilError
 __all__ = [
     "ConfigError",
     "Limits",
+    "NetworkSettings",
     "NodeConfig",
     "OnionSettings",
     "StoreSettings",
@@ -149,6 +150,31 @@ class OnionSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class NetworkSettings:
+    """Membership, swarms and replication."""
+
+    swarm_size: int = setting(5, "Nodes that hold each account's messages (R).")
+    min_swarm_size: int = setting(
+        3, "Fewest nodes a swarm may have; with a smaller view stores are refused (503)."
+    )
+    write_quorum: int = setting(
+        3, "Swarm members that must hold a store durably before it is answered (W)."
+    )
+    node_timeout_s: float = setting(
+        60.0, "A node not re-announced for this long is dropped from the view."
+    )
+    announce_interval_s: float = setting(15.0, "How often a node re-signs its announcement.")
+    gossip_interval_s: float = setting(1.0, "How often a node exchanges views with another.")
+    replication_timeout_s: float = setting(
+        5.0, "How long a store waits for the write quorum before answering 503."
+    )
+    sync_interval_s: float = setting(
+        5.0, "How often a node compares its accounts with another swarm member (anti-entropy)."
+    )
+    sync_max_messages: int = setting(2000, "Most messages one anti-entropy exchange transfers.")
+
+
+@dataclass(frozen=True, slots=True)
 class NodeConfig:
     """A node's settings. ``data_dir`` is where node.toml was read from."""
 
@@ -160,9 +186,11 @@ class NodeConfig:
     link_port: int = 0
     peers_file: str = "peers.json"
     external_services: tuple[str, ...] = ()
+    seeds: tuple[str, ...] = ()
     limits: Limits = field(default_factory=Limits)
     store: StoreSettings = field(default_factory=StoreSettings)
     onion: OnionSettings = field(default_factory=OnionSettings)
+    network: NetworkSettings = field(default_factory=NetworkSettings)
 
     @property
     def peers_path(self) -> Path:
@@ -212,13 +240,17 @@ def render_config(config: NodeConfig) -> str:
         "# The other nodes this node may forward to (JSON list, relative to this directory).\n"
         f"peers_file = {_toml_value(config.peers_file)}\n"
         "# URL prefixes of external HTTP services an onion request may end at (none by default).\n"
-        f"external_services = [{', '.join(_toml_value(u) for u in config.external_services)}]\n\n"
+        f"external_services = [{', '.join(_toml_value(u) for u in config.external_services)}]\n"
+        "# Client addresses (HOST:PORT) of nodes to learn the network from at start.\n"
+        f"seeds = [{', '.join(_toml_value(u) for u in config.seeds)}]\n\n"
         "[limits]\n"
         f"{_section_toml(config.limits)}\n\n"
         "[store]\n"
         f"{_section_toml(config.store)}\n\n"
         "[onion]\n"
-        f"{_section_toml(config.onion)}\n"
+        f"{_section_toml(config.onion)}\n\n"
+        "[network]\n"
+        f"{_section_toml(config.network)}\n"
     )
 
 
@@ -257,19 +289,24 @@ def _build_section(cls: Any, table: dict[str, Any], name: str) -> Any:
     return cls(**values)
 
 
-def load_config(data_dir: Path) -> NodeConfig:
-    """Read ``data_dir/node.toml``."""
-    path = data_dir / CONFIG_FILE
-    try:
-        document = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"{path} does not exist; run `veil node init` first") from None
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-        raise ConfigError(f"{path}: {exc}") from None
-    unknown = set(document) - {"node", "limits", "store", "onion"}
-    if unknown:
-        raise ConfigError(f"{path}: unknown section(s) {sorted(unknown)}")
-    node = document.get("node", {})
+def _string_list(node: dict[str, Any], key: str, what: str) -> list[str]:
+    values = node.get(key, [])
+    if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
+        raise ConfigError(f"[node] {key} must be a list of {what}")
+    return values
+
+
+def _node_section(node: dict[str, Any]) -> dict[str, Any]:
+    extra = set(node) - {
+        "listen",
+        "log_level",
+        "link_listen",
+        "peers_file",
+        "external_services",
+        "seeds",
+    }
+    if extra:
+        raise ConfigError(f"[node] has unknown setting(s) {sorted(extra)}")
     host, port = parse_listen(str(node.get("listen", "127.0.0.1:22021")))
     log_level = str(node.get("log_level", "info"))
     if log_level not in {"debug", "info", "warning", "error"}:
@@ -280,33 +317,55 @@ def load_config(data_dir: Path) -> NodeConfig:
     peers_file = node.get("peers_file", "peers.json")
     if not isinstance(peers_file, str) or not peers_file:
         raise ConfigError("[node] peers_file must be a file name")
-    services = node.get("external_services", [])
-    if not isinstance(services, list) or not all(
-        isinstance(u, str) and u.startswith(("http://", "https://")) for u in services
-    ):
+    services = _string_list(node, "external_services", "http(s):// URL prefixes")
+    if not all(u.startswith(("http://", "https://")) for u in services):
         raise ConfigError("[node] external_services must be a list of http(s):// URL prefixes")
-    extra = set(node) - {"listen", "log_level", "link_listen", "peers_file", "external_services"}
-    if extra:
-        raise ConfigError(f"[node] has unknown setting(s) {sorted(extra)}")
-    limits = _build_section(Limits, document.get("limits", {}), "limits")
-    store = _build_section(StoreSettings, document.get("store", {}), "store")
-    onion = _build_section(OnionSettings, document.get("onion", {}), "onion")
+    seeds = _string_list(node, "seeds", "HOST:PORT strings")
+    for seed in seeds:
+        parse_listen(seed)
+    return {
+        "listen_host": host,
+        "listen_port": port,
+        "log_level": log_level,
+        "link_host": link_host,
+        "link_port": link_port,
+        "peers_file": peers_file,
+        "external_services": tuple(services),
+        "seeds": tuple(seeds),
+    }
+
+
+def _check_consistency(limits: Limits, store: StoreSettings, network: NetworkSettings) -> None:
+    if not 1 <= network.write_quorum <= network.swarm_size:
+        raise ConfigError("[network] write_quorum must be between 1 and swarm_size")
+    if not 1 <= network.min_swarm_size <= network.swarm_size:
+        raise ConfigError("[network] min_swarm_size must be between 1 and swarm_size")
     if limits.min_ttl_ms > limits.max_ttl_ms:
         raise ConfigError("[limits] min_ttl_ms must not exceed max_ttl_ms")
     if store.map_size_bytes > store.max_map_size_bytes:
         raise ConfigError("[store] map_size_bytes must not exceed max_map_size_bytes")
     if store.commit_max_batch < 1:
         raise ConfigError("[store] commit_max_batch must be at least 1")
+
+
+def load_config(data_dir: Path) -> NodeConfig:
+    """Read ``data_dir/node.toml``."""
+    path = data_dir / CONFIG_FILE
+    try:
+        document = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{path} does not exist; run `veil node init` first") from None
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    unknown = set(document) - {"node", "limits", "store", "onion", "network"}
+    if unknown:
+        raise ConfigError(f"{path}: unknown section(s) {sorted(unknown)}")
+    node = _node_section(document.get("node", {}))
+    limits = _build_section(Limits, document.get("limits", {}), "limits")
+    store = _build_section(StoreSettings, document.get("store", {}), "store")
+    onion = _build_section(OnionSettings, document.get("onion", {}), "onion")
+    network = _build_section(NetworkSettings, document.get("network", {}), "network")
+    _check_consistency(limits, store, network)
     return NodeConfig(
-        data_dir=data_dir,
-        listen_host=host,
-        listen_port=port,
-        log_level=log_level,
-        link_host=link_host,
-        link_port=link_port,
-        peers_file=peers_file,
-        external_services=tuple(services),
-        limits=limits,
-        store=store,
-        onion=onion,
+        data_dir=data_dir, limits=limits, store=store, onion=onion, network=network, **node
     )

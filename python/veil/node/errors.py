@@ -10,14 +10,17 @@ __all__ = ["RpcError"]
 class RpcError(VeilError):
     """An error answered to the client as ``{"error": {"code": ..., "message": ...}}``."""
 
-    def __init__(self, status: int, code: str, message: str) -> None:
+    def __init__(
+        self, status: int, code: str, message: str, extra: dict[str, object] | None = None
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
         self.message = message
+        self.extra = extra or {}
 
     def body(self) -> dict[str, object]:
-        return {"error": {"code": self.code, "message": self.message}}
+        return {"error": {"code": self.code, "message": self.message, **self.extra}}
 
     @classmethod
     def bad_request(cls, message: str) -> RpcError:
@@ -38,6 +41,14 @@ class RpcError(VeilError):
     @classmethod
     def quota_exceeded(cls) -> RpcError:
         return cls(507, "quota_exceeded", "the account's storage quota is exceeded")
+
+    @classmethod
+    def wrong_swarm(cls, swarm: list[dict[str, object]]) -> RpcError:
+        return cls(421, "wrong_swarm", "this node does not serve the account", {"swarm": swarm})
+
+    @classmethod
+    def unavailable(cls, message: str) -> RpcError:
+        return cls(503, "unavailable", message)
 
     @classmethod
     def storage_full(cls) -> RpcError:

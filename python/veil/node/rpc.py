@@ -12,7 +12,7 @@ import base64
 import binascii
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 
@@ -29,6 +29,16 @@ from veil.node.writer import StorageFull, StoreWriter
 __all__ = ["StorageRpc"]
 
 Params = dict[str, Any]
+
+
+class NetworkView(Protocol):
+    """What the RPC needs to know of the network (implemented by the node)."""
+
+    def serves(self, account: bytes) -> bool: ...
+    def swarm_json(self, account: bytes) -> list[dict[str, Any]]: ...
+    def nodes_json(self) -> list[dict[str, Any]]: ...
+
+
 Handler = Callable[[Params], Awaitable[dict[str, Any]]]
 
 NAMESPACE_MIN, NAMESPACE_MAX = -32768, 32767
@@ -85,6 +95,8 @@ class StorageRpc:
         self.metrics = metrics
         self.node_info: dict[str, Any] = {}
         """Fields ``info`` answers besides version and time (the node's public keys)."""
+        self.network: NetworkView | None = None
+        """The node's view of the network, for swarm checks; None serves every account."""
         self.handlers: dict[str, Handler] = {
             "store": self.store_message,
             "retrieve": self.retrieve,
@@ -94,6 +106,8 @@ class StorageRpc:
             "get_expiries": self.get_expiries,
             "info": self.info,
             "batch": self.batch,
+            "get_swarm": self.get_swarm,
+            "get_nodes": self.get_nodes,
         }
 
     async def handle_body(self, body: bytes) -> tuple[int, bytes]:
@@ -132,9 +146,16 @@ class StorageRpc:
 
     # --- methods --------------------------------------------------------------------------
 
+    def _account(self, params: Params) -> bytes:
+        """The request's account, if this node is in its swarm (else 421 with the right swarm)."""
+        account = parse_account(params.get("pubkey"))
+        if self.network is not None and not self.network.serves(account):
+            raise RpcError.wrong_swarm(self.network.swarm_json(account))
+        return account
+
     async def store_message(self, params: Params) -> dict[str, Any]:
         limits = self.limits
-        account = parse_account(params.get("pubkey"))
+        account = self._account(params)
         namespace = _namespace(params)
         now = _now_ms()
         timestamp = _int_param(params, "timestamp")
@@ -180,7 +201,7 @@ class StorageRpc:
 
     async def retrieve(self, params: Params) -> dict[str, Any]:
         limits = self.limits
-        account = parse_account(params.get("pubkey"))
+        account = self._account(params)
         namespace = _namespace(params)
         now = _now_ms()
         timestamp = check_timestamp(params.get("timestamp"), now, limits.clock_skew_ms)
@@ -230,7 +251,7 @@ class StorageRpc:
         return None
 
     async def delete(self, params: Params) -> dict[str, Any]:
-        account = parse_account(params.get("pubkey"))
+        account = self._account(params)
         texts, hashes = _hash_list(params, self.limits.delete_max_hashes)
         verify_signature(account, params, ("delete" + "".join(texts)).encode())
         deleted = await self.writer.submit(
@@ -239,7 +260,7 @@ class StorageRpc:
         return {"deleted": sorted(keys.hash_b64(d) for d in deleted)}
 
     async def delete_all(self, params: Params) -> dict[str, Any]:
-        account = parse_account(params.get("pubkey"))
+        account = self._account(params)
         raw_namespace = params.get("namespace", 0)
         namespace: int | None
         if raw_namespace == "all":
@@ -255,7 +276,7 @@ class StorageRpc:
         return {"deleted": sorted(keys.hash_b64(d) for d in deleted)}
 
     async def expire(self, params: Params) -> dict[str, Any]:
-        account = parse_account(params.get("pubkey"))
+        account = self._account(params)
         texts, hashes = _hash_list(params, self.limits.delete_max_hashes)
         expiry = _int_param(params, "expiry")
         shorten, extend = bool(params.get("shorten")), bool(params.get("extend"))
@@ -271,7 +292,7 @@ class StorageRpc:
         return {"expiries": {keys.hash_b64(d): e for d, e in updated.items()}}
 
     async def get_expiries(self, params: Params) -> dict[str, Any]:
-        account = parse_account(params.get("pubkey"))
+        account = self._account(params)
         texts, hashes = _hash_list(params, self.limits.delete_max_hashes)
         timestamp = check_timestamp(params.get("timestamp"), _now_ms(), self.limits.clock_skew_ms)
         verify_signature(account, params, f"get_expiries{timestamp}{''.join(texts)}".encode())
@@ -280,6 +301,17 @@ class StorageRpc:
 
     async def info(self, params: Params) -> dict[str, Any]:
         return {"version": _VERSION, "timestamp": _now_ms(), **self.node_info}
+
+    async def get_swarm(self, params: Params) -> dict[str, Any]:
+        account = parse_account(params.get("pubkey"))
+        if self.network is None:
+            return {"swarm": []}
+        return {"swarm": self.network.swarm_json(account)}
+
+    async def get_nodes(self, params: Params) -> dict[str, Any]:
+        if self.network is None:
+            return {"nodes": []}
+        return {"nodes": self.network.nodes_json()}
 
     async def batch(self, params: Params) -> dict[str, Any]:
         requests = params.get("requests")

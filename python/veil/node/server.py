@@ -15,17 +15,21 @@ import signal
 import time
 from collections.abc import Awaitable, Callable
 
+import orjson
 import uvloop
 
+from veil import __version__
 from veil.node.config import NodeConfig
 from veil.node.http import HttpApp, Request, Response
 from veil.node.identity import load_node_key
 from veil.node.links import HopFailed, Link, LinkPool
+from veil.node.membership import Membership
 from veil.node.metrics import NodeMetrics
 from veil.node.onion import OnionRouter
 from veil.node.peers import PeerInfo, load_peers
 from veil.node.rpc import StorageRpc
 from veil.node.store import MessageStore, Txn
+from veil.node.view import NetworkState
 from veil.node.writer import StoreWriter
 from veil.protocol.link import FailureCode
 
@@ -39,6 +43,7 @@ _PATH_FAILED = (
     b'{"error":{"code":"path_failed",'
     b'"message":"the request did not get through; try another path"}}'
 )
+_BAD_GOSSIP = b'{"error":{"code":"bad_request","message":"gossip is a JSON object"}}'
 _OVERLOADED = (
     b'{"error":{"code":"overloaded","message":"the path is overloaded; try another path"}}'
 )
@@ -72,13 +77,28 @@ class Node:
             rpc=self.rpc,
             external_services=config.external_services,
         )
-        self.router.set_peers(load_peers(config.peers_path))
+        self._static_peers = load_peers(config.peers_path)
+        net = config.network
+        self.membership = Membership(
+            self.identity,
+            version=__version__,
+            seeds=config.seeds,
+            node_timeout_s=net.node_timeout_s,
+            announce_interval_s=net.announce_interval_s,
+            gossip_interval_s=net.gossip_interval_s,
+            clock_skew_ms=config.limits.clock_skew_ms,
+        )
+        self.network = NetworkState(self.membership, net.swarm_size)
+        self.rpc.network = self.network
+        self.membership.on_change.append(self._view_changed)
+        self._view_changed()
         self._link_server: asyncio.Server | None = None
         self.link_port = config.link_port
         self._routes: dict[bytes, tuple[bytes, Callable[[Request], Awaitable[Response]]]] = {
             b"/storage_rpc/v1": (b"POST", self._storage_rpc),
             b"/onion_req": (b"POST", self._onion_req),
             b"/metrics": (b"GET", self._metrics),
+            b"/gossip": (b"POST", self._gossip),
         }
         self.app = HttpApp(self._route, config.limits, self._refused)
         self.metrics.watch_store(self._store_figures)
@@ -110,7 +130,11 @@ class Node:
             backlog=1024,
         )
         self.link_port = self._link_server.sockets[0].getsockname()[1]
+        self.membership.announce(
+            f"{self.config.listen_host}:{self.port}", f"{self.config.link_host}:{self.link_port}"
+        )
         self._tasks = [
+            asyncio.create_task(self.membership.run(), name="gossip"),
             asyncio.create_task(self._sweep_forever(), name="sweeper"),
             asyncio.create_task(self._check_readers_forever(), name="reader-check"),
         ]
@@ -126,8 +150,13 @@ class Node:
         )
 
     def set_peers(self, peers: list[PeerInfo]) -> None:
-        """Replace the nodes this node may forward onion layers to."""
-        self.router.set_peers(peers)
+        """Replace the statically configured nodes this node may forward onion layers to."""
+        self._static_peers = list(peers)
+        self._view_changed()
+
+    def _view_changed(self) -> None:
+        self.router.set_peers([*self._static_peers, *self.membership.peers()])
+        self.network.rebuild()
 
     @property
     def peer_info(self) -> PeerInfo:
@@ -155,6 +184,7 @@ class Node:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await self.router.close()
+        await self.membership.close()
         await self.writer.close()
         self.store.close()
         log.info("node stopped")
@@ -180,6 +210,15 @@ class Node:
                 return Response(503, _OVERLOADED)
             return Response(502, _PATH_FAILED)
         return Response(200, answer, b"application/octet-stream")
+
+    async def _gossip(self, request: Request) -> Response:
+        try:
+            body = orjson.loads(request.body)
+        except orjson.JSONDecodeError:
+            return Response(400, _BAD_GOSSIP)
+        if isinstance(body, dict):
+            self.membership.merge(body.get("announcements"))
+        return Response(200, orjson.dumps({"announcements": self.membership.announcements()}))
 
     async def _metrics(self, request: Request) -> Response:
         return Response(200, self.metrics.render(), b"text/plain; version=0.0.4; charset=utf-8")

@@ -1,0 +1,38 @@
+"""The node's view of the network: membership plus the swarm mapping derived from it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from veil.node.membership import Membership
+from veil.node.swarms import SwarmMap
+from veil.protocol.announcement import Announcement
+
+__all__ = ["NetworkState"]
+
+
+class NetworkState:
+    """Answers "which nodes hold this account" from the current membership view."""
+
+    def __init__(self, membership: Membership, swarm_size: int) -> None:
+        self.membership = membership
+        self.swarm_size = swarm_size
+        self.own_id = membership.identity.ed25519_public_key
+        self.swarms = SwarmMap(membership.node_ids() or [self.own_id], swarm_size)
+
+    def rebuild(self) -> None:
+        """Recompute the swarm mapping after the view changed."""
+        self.swarms = SwarmMap(self.membership.node_ids() or [self.own_id], self.swarm_size)
+
+    def swarm(self, account: bytes) -> list[Announcement]:
+        nodes = self.membership.nodes
+        return [nodes[node_id] for node_id in self.swarms.swarm(account) if node_id in nodes]
+
+    def serves(self, account: bytes) -> bool:
+        return self.swarms.holds(self.own_id, account)
+
+    def swarm_json(self, account: bytes) -> list[dict[str, Any]]:
+        return [announcement.to_json() for announcement in self.swarm(account)]
+
+    def nodes_json(self) -> list[dict[str, Any]]:
+        return self.membership.announcements()

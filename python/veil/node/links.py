@@ -48,8 +48,16 @@ class HopFailed(Exception):
 class Link(asyncio.Protocol):
     """One node-link connection (either end)."""
 
-    def __init__(self, handler: RequestHandler | None, *, max_frame: int, max_streams: int) -> None:
+    def __init__(
+        self,
+        handler: RequestHandler | None,
+        *,
+        max_frame: int,
+        max_streams: int,
+        rpc_handler: RequestHandler | None = None,
+    ) -> None:
         self.handler = handler
+        self.rpc_handler = rpc_handler
         self.max_streams = max_streams
         self.decoder = FrameDecoder(max_frame)
         self.transport: asyncio.Transport | None = None
@@ -94,7 +102,9 @@ class Link(asyncio.Protocol):
             return
         for frame in frames:
             if frame.kind is FrameKind.REQUEST:
-                self._serve(frame.stream, frame.body)
+                self._serve(self.handler, frame.stream, frame.body)
+            elif frame.kind is FrameKind.RPC:
+                self._serve(self.rpc_handler, frame.stream, frame.body)
             elif frame.kind in (FrameKind.RESPONSE, FrameKind.FAILURE):
                 future = self._waiting.pop(frame.stream, None)
                 if future is None or future.done():
@@ -136,18 +146,17 @@ class Link(asyncio.Protocol):
 
     # --- the accepting end --------------------------------------------------------------------
 
-    def _serve(self, stream: int, body: bytes) -> None:
-        if self.handler is None or len(self._serving) >= self.max_streams:
+    def _serve(self, handler: RequestHandler | None, stream: int, body: bytes) -> None:
+        if handler is None or len(self._serving) >= self.max_streams:
             self._send(FrameKind.FAILURE, stream, bytes([FailureCode.OVERLOADED]))
             return
-        task = asyncio.get_running_loop().create_task(self._answer(stream, body))
+        task = asyncio.get_running_loop().create_task(self._answer(handler, stream, body))
         self._serving.add(task)
         task.add_done_callback(self._serving.discard)
 
-    async def _answer(self, stream: int, body: bytes) -> None:
-        assert self.handler is not None
+    async def _answer(self, handler: RequestHandler, stream: int, body: bytes) -> None:
         try:
-            answer = await self.handler(body)
+            answer = await handler(body)
         except HopFailed as failure:
             self._send(FrameKind.FAILURE, stream, bytes([failure.code]))
             return
@@ -161,8 +170,10 @@ class Link(asyncio.Protocol):
 
     # --- the connecting end -------------------------------------------------------------------
 
-    async def request(self, body: bytes, timeout: float) -> bytes:
-        """Send ``body`` as a REQUEST and return the RESPONSE; raise :class:`HopFailed`."""
+    async def request(
+        self, body: bytes, timeout: float, kind: FrameKind = FrameKind.REQUEST
+    ) -> bytes:
+        """Send ``body`` as a REQUEST (or RPC) and return the RESPONSE; raise :class:`HopFailed`."""
         if self.closed.is_set() or self.transport is None:
             raise HopFailed()
         if len(self._waiting) >= self.max_streams:
@@ -176,7 +187,7 @@ class Link(asyncio.Protocol):
         try:
             if not self._can_write.is_set():
                 await self._can_write.wait()
-            self._send(FrameKind.REQUEST, stream, body)
+            self._send(kind, stream, body)
             return await future
         finally:
             timer.cancel()
@@ -234,9 +245,15 @@ class LinkPool:
             self._links[address] = link
             return link
 
-    async def request(self, address: tuple[str, int], body: bytes, timeout: float) -> bytes:
+    async def request(
+        self,
+        address: tuple[str, int],
+        body: bytes,
+        timeout: float,
+        kind: FrameKind = FrameKind.REQUEST,
+    ) -> bytes:
         link = await self.get(address)
-        return await link.request(body, timeout)
+        return await link.request(body, timeout, kind)
 
     async def close(self) -> None:
         links = list(self._links.values())

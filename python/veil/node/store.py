@@ -41,6 +41,8 @@ Txn = Any
 
 _U64 = struct.Struct(">Q")
 _STATS = struct.Struct(">QQ")
+_ACCOUNT = struct.Struct(">QQ32s")  # count, bytes, XOR of the account's message hashes
+_NO_HASH = bytes(32)
 _TOTALS_KEY = b"totals"
 
 
@@ -141,6 +143,8 @@ class MessageStore:
         self._hashes = self.env.open_db(b"hashes")
         self._accounts = self.env.open_db(b"accounts")
         self._meta = self.env.open_db(b"meta")
+        self._tombstones = self.env.open_db(b"tombstones")
+        self._tombstone_expiry = self.env.open_db(b"tombstone_expiry")
         self.env.reader_check()
 
     def close(self) -> None:
@@ -179,8 +183,10 @@ class MessageStore:
     def put(self, txn: Txn, message: Message) -> StoreOutcome:
         if txn.get(message.hash, db=self._hashes) is not None:
             return StoreOutcome.ALREADY
+        if txn.get(message.hash, db=self._tombstones) is not None:
+            return StoreOutcome.ALREADY  # deleted by its owner: never brought back
         size = len(message.data)
-        count, used = _stats(txn.get(message.account, db=self._accounts))
+        count, used, digest = _account_stats(txn.get(message.account, db=self._accounts))
         if (
             count + 1 > self.limits.account_max_messages
             or used + size > self.limits.account_max_bytes
@@ -195,22 +201,35 @@ class MessageStore:
         txn.put(key, _U64.pack(message.expiry_ms) + message.data, db=self._messages)
         txn.put(keys.expiry_key(message.expiry_ms, key), b"", db=self._expiry)
         txn.put(message.hash, key, db=self._hashes)
-        txn.put(message.account, _STATS.pack(count + 1, used + size), db=self._accounts)
+        txn.put(
+            message.account,
+            _ACCOUNT.pack(count + 1, used + size, _xor(digest, message.hash)),
+            db=self._accounts,
+        )
         txn.put(_TOTALS_KEY, _STATS.pack(total_count + 1, total_bytes + size), db=self._meta)
         return StoreOutcome.STORED
 
-    def _remove(self, txn: Txn, key: bytes, value: bytes) -> None:
+    def _remove(self, txn: Txn, key: bytes, value: bytes, *, tombstone: bool = False) -> None:
+        """Remove a message; a ``tombstone`` keeps its hash until its expiry so that no copy
+        from another node brings it back."""
         account, _ns, _ts, digest = keys.split_message_key(key)
         (expiry_ms,) = _U64.unpack_from(value)
         size = len(value) - 8
         txn.delete(key, db=self._messages)
         txn.delete(keys.expiry_key(expiry_ms, key), db=self._expiry)
         txn.delete(digest, db=self._hashes)
-        count, used = _stats(txn.get(account, db=self._accounts))
+        if tombstone:
+            txn.put(digest, _U64.pack(expiry_ms), db=self._tombstones)
+            txn.put(_U64.pack(expiry_ms) + digest, b"", db=self._tombstone_expiry)
+        count, used, xor = _account_stats(txn.get(account, db=self._accounts))
         if count <= 1:
             txn.delete(account, db=self._accounts)
         else:
-            txn.put(account, _STATS.pack(count - 1, max(0, used - size)), db=self._accounts)
+            txn.put(
+                account,
+                _ACCOUNT.pack(count - 1, max(0, used - size), _xor(xor, digest)),
+                db=self._accounts,
+            )
         total_count, total_bytes = _stats(txn.get(_TOTALS_KEY, db=self._meta))
         txn.put(
             _TOTALS_KEY,
@@ -224,7 +243,7 @@ class MessageStore:
         for digest in hashes:
             found = self._owned(txn, account, digest)
             if found is not None:
-                self._remove(txn, *found)
+                self._remove(txn, *found, tombstone=True)
                 deleted.append(digest)
         return deleted
 
@@ -247,7 +266,7 @@ class MessageStore:
                     break
                 doomed.append((key, value))
         for key, value in doomed:
-            self._remove(txn, key, value)
+            self._remove(txn, key, value, tombstone=True)
         return [keys.split_message_key(key)[3] for key, _ in doomed]
 
     def set_expiry(
@@ -294,6 +313,29 @@ class MessageStore:
             value = txn.get(key, db=self._messages)
             if value is not None:
                 self._remove(txn, key, value)
+        tombstones: list[bytes] = []
+        cursor = txn.cursor(db=self._tombstone_expiry)
+        if cursor.first():
+            for tkey in cursor.iternext(values=False):
+                if _U64.unpack_from(tkey)[0] > now_ms or len(tombstones) >= limit:
+                    break
+                tombstones.append(tkey)
+        for tkey in tombstones:
+            txn.delete(tkey, db=self._tombstone_expiry)
+            txn.delete(tkey[8:], db=self._tombstones)
+        return len(doomed)
+
+    def drop_account(self, txn: Txn, account: bytes) -> int:
+        """Remove every message of an account this node no longer serves (no tombstones)."""
+        doomed = []
+        cursor = txn.cursor(db=self._messages)
+        if cursor.set_range(account):
+            for key, value in cursor:
+                if not key.startswith(account):
+                    break
+                doomed.append((key, value))
+        for key, value in doomed:
+            self._remove(txn, key, value)
         return len(doomed)
 
     # --- reads --------------------------------------------------------------------------------
@@ -362,6 +404,51 @@ class MessageStore:
                     result[digest] = _U64.unpack_from(found[1])[0]
         return result
 
+    # --- reads for replication and anti-entropy ------------------------------------------------
+
+    def held_accounts(self) -> list[bytes]:
+        with self.read() as txn:
+            return [bytes(key) for key in txn.cursor(db=self._accounts).iternext(values=False)]
+
+    def summaries(self, accounts: list[bytes]) -> dict[bytes, tuple[int, bytes]]:
+        """(message count, XOR of message hashes) of each account held, for comparison."""
+        result = {}
+        with self.read() as txn:
+            for account in accounts:
+                raw = txn.get(account, db=self._accounts)
+                if raw is not None:
+                    count, _used, digest = _account_stats(raw)
+                    result[account] = (count, digest)
+        return result
+
+    def hashes_of(self, account: bytes) -> list[bytes]:
+        """The hashes of every message of an account, all namespaces."""
+        out = []
+        with self.read() as txn:
+            cursor = txn.cursor(db=self._messages)
+            if cursor.set_range(account):
+                for key in cursor.iternext(values=False):
+                    if not key.startswith(account):
+                        break
+                    out.append(bytes(key[keys.NAMESPACE_PREFIX_LEN + 8 :]))
+        return out
+
+    def messages_of(self, hashes: list[bytes]) -> list[Message]:
+        """The messages held among ``hashes``, whole."""
+        out = []
+        with self.read() as txn:
+            for digest in hashes:
+                key = txn.get(digest, db=self._hashes)
+                if key is None:
+                    continue
+                value = txn.get(key, db=self._messages)
+                if value is None:
+                    continue
+                account, namespace, timestamp_ms, _ = keys.split_message_key(key)
+                (expiry_ms,) = _U64.unpack_from(value)
+                out.append(Message(account, namespace, timestamp_ms, expiry_ms, value[8:], digest))
+        return out
+
     def totals(self) -> tuple[int, int]:
         """(messages, bytes of message data) held."""
         with self.read() as txn:
@@ -375,6 +462,17 @@ class MessageStore:
 
     def clear_stale_readers(self) -> int:
         return int(self.env.reader_check())
+
+
+def _xor(a: bytes, b: bytes) -> bytes:
+    return (int.from_bytes(a, "big") ^ int.from_bytes(b, "big")).to_bytes(32, "big")
+
+
+def _account_stats(raw: bytes | None) -> tuple[int, int, bytes]:
+    if raw is None:
+        return 0, 0, _NO_HASH
+    count, used, digest = _ACCOUNT.unpack(raw)
+    return int(count), int(used), bytes(digest)
 
 
 def _stats(raw: bytes | None) -> tuple[int, int]:

@@ -10,6 +10,7 @@ kind      = 0x01 REQUEST   body: hops (1) ‖ an onion layer for the receiving n
             0x02 RESPONSE  body: the answer, relayed unchanged
             0x03 FAILURE   body: one byte, a FailureCode
             0x04 PING      body: empty          0x05 PONG  body: empty
+            0x06 RPC       body: a node-to-node request (JSON), answered by RESPONSE or FAILURE
 ```
 
 Example: a REQUEST on stream 7 carrying the three bytes ``ab c`` … is
@@ -57,6 +58,7 @@ class FrameKind(enum.IntEnum):
     FAILURE = 0x03
     PING = 0x04
     PONG = 0x05
+    RPC = 0x06
 
 
 class FailureCode(enum.IntEnum):

@@ -73,8 +73,17 @@ def test_a_signal_stops_the_node_gracefully_within_five_seconds(
     tmp_path: Path, sig: signal.Signals
 ) -> None:
     data_dir = tmp_path / "node"
-    port = _free_port()
-    assert _veil("node", "init", "--data-dir", str(data_dir), "--listen", f"127.0.0.1:{port}")
+    port, link_port = _free_port(), _free_port()
+    assert _veil(
+        "node",
+        "init",
+        "--data-dir",
+        str(data_dir),
+        "--listen",
+        f"127.0.0.1:{port}",
+        "--link-listen",
+        f"127.0.0.1:{link_port}",
+    )
     log = (tmp_path / "node.log").open("w")
     proc = subprocess.Popen(
         [sys.executable, "-m", "veil", "node", "run", "--data-dir", str(data_dir)],

@@ -155,7 +155,9 @@ class NetworkSettings:
 
     swarm_size: int = setting(5, "Nodes that hold each account's messages (R).")
     min_swarm_size: int = setting(
-        3, "Fewest nodes a swarm may have; with a smaller view stores are refused (503)."
+        1,
+        "Fewest nodes a swarm may have; with a smaller view stores are refused (503). "
+        "1 lets a lone node serve; a network sets it to its write quorum.",
     )
     write_quorum: int = setting(
         3, "Swarm members that must hold a store durably before it is answered (W)."

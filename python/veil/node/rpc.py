@@ -12,7 +12,7 @@ import base64
 import binascii
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import orjson
 
@@ -23,8 +23,12 @@ from veil.node.auth import check_timestamp, parse_account, verify_signature
 from veil.node.config import Limits
 from veil.node.errors import RpcError
 from veil.node.metrics import NodeMetrics
+from veil.node.replication_context import FORWARDED
 from veil.node.store import Message, MessageStore, StoreOutcome
 from veil.node.writer import StorageFull, StoreWriter
+
+if TYPE_CHECKING:
+    from veil.node.replication import Replicator
 
 __all__ = ["StorageRpc"]
 
@@ -97,6 +101,9 @@ class StorageRpc:
         """Fields ``info`` answers besides version and time (the node's public keys)."""
         self.network: NetworkView | None = None
         """The node's view of the network, for swarm checks; None serves every account."""
+        self.replicator: Replicator | None = None
+        """Replication to the other swarm members; None for a node on its own."""
+        self.min_swarm_size = 1
         self.handlers: dict[str, Handler] = {
             "store": self.store_message,
             "retrieve": self.retrieve,
@@ -149,8 +156,11 @@ class StorageRpc:
     def _account(self, params: Params) -> bytes:
         """The request's account, if this node is in its swarm (else 421 with the right swarm)."""
         account = parse_account(params.get("pubkey"))
-        if self.network is not None and not self.network.serves(account):
-            raise RpcError.wrong_swarm(self.network.swarm_json(account))
+        if self.network is not None and not FORWARDED.get():
+            if not self.network.serves(account):
+                raise RpcError.wrong_swarm(self.network.swarm_json(account))
+            if len(self.network.swarm_json(account)) < self.min_swarm_size:
+                raise RpcError.unavailable("the network is too small to hold messages yet")
         return account
 
     async def store_message(self, params: Params) -> dict[str, Any]:
@@ -188,16 +198,26 @@ class StorageRpc:
         outcome = await self.writer.submit(
             lambda txn: self.store.put(txn, message), if_full=StoreOutcome.STORAGE_FULL
         )
-        self.metrics.store_latency.observe(time.perf_counter() - started)
         if outcome is StoreOutcome.QUOTA_EXCEEDED:
             raise RpcError.quota_exceeded()
         if outcome is StoreOutcome.STORAGE_FULL:
             raise RpcError.storage_full()
-        return {
+        answer: dict[str, Any] = {
             "hash": keys.hash_b64(digest),
             "already": outcome is StoreOutcome.ALREADY,
             "expiry": message.expiry_ms,
         }
+        if self.replicator is not None and not FORWARDED.get():
+            receipts = [self.replicator.receipt(message)]
+            receipts += await self.replicator.replicate(message)
+            needed = self.replicator.quorum(account)
+            if len(receipts) < needed:
+                raise RpcError.unavailable(
+                    f"held by {len(receipts)} of the {needed} swarm members needed; retry"
+                )
+            answer["receipts"] = receipts
+        self.metrics.store_latency.observe(time.perf_counter() - started)
+        return answer
 
     async def retrieve(self, params: Params) -> dict[str, Any]:
         limits = self.limits
@@ -289,7 +309,12 @@ class StorageRpc:
         updated = await self.writer.submit(
             lambda txn: self.store.set_expiry(txn, account, hashes, expiry, mode or "set")
         )
+        self._forward("expire", params, account)
         return {"expiries": {keys.hash_b64(d): e for d, e in updated.items()}}
+
+    def _forward(self, method: str, params: Params, account: bytes) -> None:
+        if self.replicator is not None:
+            self.replicator.forward({"method": method, "params": params}, account)
 
     async def get_expiries(self, params: Params) -> dict[str, Any]:
         account = self._account(params)

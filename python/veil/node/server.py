@@ -27,6 +27,7 @@ from veil.node.membership import Membership
 from veil.node.metrics import NodeMetrics
 from veil.node.onion import OnionRouter
 from veil.node.peers import PeerInfo, load_peers
+from veil.node.replication import Replicator
 from veil.node.rpc import StorageRpc
 from veil.node.store import MessageStore, Txn
 from veil.node.view import NetworkState
@@ -90,6 +91,20 @@ class Node:
         )
         self.network = NetworkState(self.membership, net.swarm_size)
         self.rpc.network = self.network
+        self.rpc.min_swarm_size = net.min_swarm_size
+        self.replicator = Replicator(
+            identity=self.identity,
+            network=self.network,
+            pool=self.router.pool,
+            store=self.store,
+            writer=self.writer,
+            settings=net,
+            hop_timeout_s=config.onion.hop_timeout_s,
+        )
+        self.replicator.client_rpc = self.rpc
+        self.rpc.replicator = self.replicator
+        self._known: set[bytes] = set()
+        self._started = False
         self.membership.on_change.append(self._view_changed)
         self._view_changed()
         self._link_server: asyncio.Server | None = None
@@ -123,6 +138,7 @@ class Node:
                 self.router.handle_from_peer,
                 max_frame=onion.max_onion_bytes + 64,
                 max_streams=onion.link_max_streams,
+                rpc_handler=self.replicator.handle_rpc,
             ),
             self.config.link_host,
             self.config.link_port,
@@ -133,8 +149,10 @@ class Node:
         self.membership.announce(
             f"{self.config.listen_host}:{self.port}", f"{self.config.link_host}:{self.link_port}"
         )
+        self._started = True
         self._tasks = [
             asyncio.create_task(self.membership.run(), name="gossip"),
+            asyncio.create_task(self.replicator.run(), name="anti-entropy"),
             asyncio.create_task(self._sweep_forever(), name="sweeper"),
             asyncio.create_task(self._check_readers_forever(), name="reader-check"),
         ]
@@ -157,6 +175,11 @@ class Node:
     def _view_changed(self) -> None:
         self.router.set_peers([*self._static_peers, *self.membership.peers()])
         self.network.rebuild()
+        if self._started:  # a node that joins gets its share now, not at the next sync round
+            for node_id, announcement in self.membership.nodes.items():
+                if node_id not in self._known and node_id != self.identity.ed25519_public_key:
+                    self.replicator.sync_soon(announcement)
+        self._known = set(self.membership.nodes)
 
     @property
     def peer_info(self) -> PeerInfo:
@@ -183,6 +206,7 @@ class Node:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        await self.replicator.close()
         await self.router.close()
         await self.membership.close()
         await self.writer.close()

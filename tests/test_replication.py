@@ -1,0 +1,139 @@
+"""Replication across a swarm: write quorum with receipts, background copies, repair and joins."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import time
+from pathlib import Path
+
+from node_helpers import Account, HttpClient, make_config, run
+from veil.node.config import NetworkSettings, NodeConfig
+from veil.node.replication import verify_receipt
+from veil.node.server import Node
+
+FAST = NetworkSettings(
+    gossip_interval_s=0.05,
+    announce_interval_s=1.0,
+    node_timeout_s=3.0,
+    sync_interval_s=0.3,
+    replication_timeout_s=2.0,
+)
+
+
+def _config(path: Path, seeds: tuple[str, ...] = ()) -> NodeConfig:
+    return dataclasses.replace(make_config(path), network=FAST, seeds=seeds)
+
+
+async def _until(predicate: object, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():  # type: ignore[operator]
+        assert time.monotonic() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.05)
+
+
+async def _network(tmp_path: Path, size: int) -> list[Node]:
+    seed = Node(_config(tmp_path / "node0"))
+    await seed.start()
+    address = f"127.0.0.1:{seed.port}"
+    nodes = [seed] + [Node(_config(tmp_path / f"node{i}", (address,))) for i in range(1, size)]
+    for node in nodes[1:]:
+        await node.start()
+    await _until(lambda: all(len(n.membership.nodes) == size for n in nodes))
+    return nodes
+
+
+def _holders(nodes: list[Node], digest: bytes) -> list[Node]:
+    return [n for n in nodes if n.store.messages_of([digest])]
+
+
+def test_a_store_is_answered_with_quorum_receipts_and_reaches_the_whole_swarm(
+    tmp_path: Path,
+) -> None:
+    alice = Account()
+
+    async def main() -> None:
+        nodes = await _network(tmp_path, 7)
+        try:
+            swarm = {a.ed25519 for a in nodes[0].network.swarm(alice.account_bytes)}
+            entry = next(n for n in nodes if n.identity.ed25519_public_key in swarm)
+            async with await HttpClient.connect(entry.port) as client:
+                status, body = await client.rpc("store", alice.store(b"replicate me"))
+            assert status == 200, body
+            digest = __import__("base64").b64decode(body["hash"] + "=")
+            signers = {verify_receipt(r, digest, body["expiry"]) for r in body["receipts"]}
+            assert None not in signers
+            assert len(signers) >= 3
+            assert signers <= swarm
+            await _until(
+                lambda: {n.identity.ed25519_public_key for n in _holders(nodes, digest)} == swarm
+            )
+        finally:
+            for node in nodes:
+                if node._server is not None and node._server.is_serving():
+                    await node.stop()
+
+    run(main())
+
+
+def test_a_member_that_was_down_catches_up_by_anti_entropy(tmp_path: Path) -> None:
+    bob = Account()
+
+    async def main() -> None:
+        nodes = await _network(tmp_path, 6)
+        try:
+            swarm = [a.ed25519 for a in nodes[0].network.swarm(bob.account_bytes)]
+            members = [n for n in nodes if n.identity.ed25519_public_key in swarm]
+            lagging = members[-1]
+            await lagging.stop()
+            async with await HttpClient.connect(members[0].port) as client:
+                for i in range(5):
+                    status, body = await client.rpc("store", bob.store(b"while down %d" % i))
+                    assert status == 200, body
+            back = Node(dataclasses.replace(lagging.config, seeds=(f"127.0.0.1:{nodes[0].port}",)))
+            nodes[nodes.index(lagging)] = back
+            assert back.store.hashes_of(bob.account_bytes) == []
+            await back.start()
+            await _until(lambda: len(back.store.hashes_of(bob.account_bytes)) == 5, 30)
+        finally:
+            for node in nodes:
+                if node._started and node._server is not None and node._server.is_serving():
+                    await node.stop()
+
+    run(main())
+
+
+def test_a_joining_node_receives_its_share(tmp_path: Path) -> None:
+    async def main() -> None:
+        nodes = await _network(tmp_path, 5)
+        accounts = [Account() for _ in range(30)]
+        try:
+            for account in accounts:
+                swarm = {a.ed25519 for a in nodes[0].network.swarm(account.account_bytes)}
+                entry = next(n for n in nodes if n.identity.ed25519_public_key in swarm)
+                async with await HttpClient.connect(entry.port) as client:
+                    status, body = await client.rpc("store", account.store(b"before the join"))
+                    assert status == 200, body
+            newcomer = Node(_config(tmp_path / "newcomer", (f"127.0.0.1:{nodes[0].port}",)))
+            await newcomer.start()
+            nodes.append(newcomer)
+            await _until(lambda: all(len(n.membership.nodes) == 6 for n in nodes))
+            share = [a for a in accounts if newcomer.network.serves(a.account_bytes)]
+            assert share, "the newcomer serves none of 30 accounts: the test would be empty"
+            await _until(lambda: all(newcomer.store.hashes_of(a.account_bytes) for a in share), 60)
+            # and the nodes it displaced hand their copies over and drop them
+            await _until(
+                lambda: all(
+                    not n.store.hashes_of(a.account_bytes)
+                    for a in accounts
+                    for n in nodes
+                    if not n.network.serves(a.account_bytes)
+                ),
+                60,
+            )
+        finally:
+            for node in nodes:
+                if node._server is not None and node._server.is_serving():
+                    await node.stop()
+
+    run(main())

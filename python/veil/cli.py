@@ -6,6 +6,9 @@ and returns the exit code::
     veil bench onion [--json PATH] [--png PATH] [--repeat N] [--batch N] [--sizes N,N] [--quick]
     veil node init --data-dir DIR [--listen HOST:PORT]
     veil node run --data-dir DIR
+    veil devnet up [--nodes N] [--dir DIR] [--detach]
+    veil devnet status [--dir DIR] [--json]
+    veil devnet down [--dir DIR]
 
 A new command group (``veil node ...``, ``veil devnet ...``) is a function
 ``_add_<group>(commands)`` called from :func:`build_parser`. Handlers import what they need when
@@ -63,6 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands.required = True
     _add_bench(commands)
     _add_node(commands)
+    _add_devnet(commands)
     return parser
 
 
@@ -70,6 +74,12 @@ def _add_node(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     from veil.node.cli import add_node_commands  # noqa: PLC0415  (argparse wiring only)
 
     add_node_commands(commands)
+
+
+def _add_devnet(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from veil.devnet import add_devnet_commands  # noqa: PLC0415  (argparse wiring only)
+
+    add_devnet_commands(commands)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -1,0 +1,288 @@
+"""The client process of ``bench_network.py``: stores and fetches messages on a running devnet.
+
+Run as ``python bench/network_load.py``. It reads one JSON command per line on stdin and answers
+one JSON line on stdout, so the benchmark times rounds without paying for process start-up, and the
+client never shares an interpreter with the node processes (nor with pytest). Only 127.0.0.1 is
+used: the devnet's nodes listen there.
+
+- ``{"op": "devnet", "dir": D, "recipients": K}``: read ``D/devnet.json``, open a
+  :class:`~veil.client.network.NetworkClient` over its nodes and a
+  :class:`~veil.client.swarm.SwarmClient` on it, fetch the node list (``refresh_nodes``, every
+  announcement verified), and make K recipient identities. Answers the number of nodes in view.
+- ``{"op": "prep", "n": N, "size": S}``: N messages of S random bytes, each for a recipient drawn at
+  random (untimed).
+- ``{"op": "go", "concurrency": C, "time_limit": T}``: store the prepared messages from C coroutines
+  with ``SwarmClient.store`` (so through onion paths: guard → relay → a member of the recipient's
+  swarm), until all are sent or T seconds pass. Every answer is checked: the message's hash,
+  ``already: false``, the expiry, and at least ``write_quorum`` (3) receipts that verify
+  (``verify_receipt``) from distinct members of the recipient's swarm. Answers counts, elapsed
+  seconds, latency percentiles, the client's onion requests by status, paths that failed and this
+  process's CPU seconds. Acknowledged hashes are remembered per recipient.
+- ``{"op": "check", "sample": K}``: for K recipients that were sent messages (chosen at
+  random), ``SwarmClient.retrieve`` (3 members polled, merged by hash); every acknowledged hash
+  must be there, nothing else, and every message's data must hash to its hash.
+- ``{"op": "quit"}``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import os
+import random
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import orjson
+import uvloop
+
+from veil.client.network import NetworkClient
+from veil.client.swarm import SwarmClient
+from veil.devnet.state import load_state
+from veil.identity import Identity
+from veil.node import keys
+from veil.node.peers import PeerInfo
+from veil.node.replication import verify_receipt
+
+TTL_MS = 3600 * 1000
+QUORUM = 3
+
+
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def write_line(answer: dict[str, Any]) -> None:
+    sys.stdout.write(orjson.dumps(answer).decode() + "\n")
+    sys.stdout.flush()
+
+
+async def read_line() -> str:
+    return await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
+
+
+def _address(text: str) -> tuple[str, int]:
+    host, port = text.rsplit(":", 1)
+    return host, int(port)
+
+
+class CountingNetworkClient(NetworkClient):
+    """A ``NetworkClient`` that counts the onion requests it sends, by the destination's status."""
+
+    def __init__(self, nodes: list[PeerInfo]) -> None:
+        super().__init__(nodes)
+        self.statuses: Counter[str] = Counter()
+
+    async def request(
+        self, destination: PeerInfo, method: str, params: dict[str, Any]
+    ) -> tuple[int, Any]:
+        try:
+            status, body = await super().request(destination, method, params)
+        except Exception as exc:
+            self.statuses[f"{method} {type(exc).__name__}"] += 1
+            raise
+        self.statuses[f"{method} {status}"] += 1
+        return status, body
+
+
+class Loader:
+    def __init__(self) -> None:
+        self.network: CountingNetworkClient | None = None
+        self.swarm: SwarmClient | None = None
+        self.recipients: list[Identity] = []
+        self.prepared: list[tuple[Identity, bytes]] = []
+        self.acked: dict[str, set[str]] = {}
+        self.rng = random.Random(int.from_bytes(os.urandom(8), "big"))
+
+    async def devnet(self, directory: str, recipients: int) -> dict[str, Any]:
+        state = load_state(Path(directory).resolve())
+        if state is None:
+            raise RuntimeError(f"no devnet in {directory}")
+        peers = [
+            PeerInfo(
+                bytes.fromhex(node.ed25519),
+                bytes.fromhex(node.x25519),
+                _address(node.http),
+                _address(node.link),
+            )
+            for node in state.nodes
+        ]
+        self.network = CountingNetworkClient(peers)
+        await self.network.__aenter__()
+        self.swarm = SwarmClient(self.network)
+        view = await self.swarm.refresh_nodes()
+        self.recipients = [Identity.generate() for _ in range(recipients)]
+        return {"nodes": len(peers), "view": view}
+
+    def prep(self, n: int, size: int) -> dict[str, Any]:
+        blob = os.urandom(n + size)
+        self.prepared = [(self.rng.choice(self.recipients), blob[i : i + size]) for i in range(n)]
+        return {"prepared": n}
+
+    def check_store(
+        self, recipient: Identity, data: bytes, answer: Any, sent_ms: int
+    ) -> str | None:
+        """Why a store answer is wrong, or None."""
+        assert self.swarm is not None
+        if not isinstance(answer, dict):
+            return f"not an object: {str(answer)[:200]}"
+        account = bytes.fromhex(recipient.session_id)
+        digest = keys.message_hash(account, 0, data)
+        if answer.get("hash") != keys.hash_b64(digest) or answer.get("already") is not False:
+            return f"store answer {str(answer)[:200]} is not for this message"
+        expiry = answer.get("expiry")
+        if not isinstance(expiry, int) or not sent_ms + TTL_MS <= expiry <= now_ms() + TTL_MS:
+            return f"expiry {expiry} does not match the ttl"
+        swarm = {p.ed25519 for p in self.swarm.swarm(account)}
+        receipts = answer.get("receipts")
+        if not isinstance(receipts, list):
+            return "no receipts"
+        signers = [verify_receipt(r, digest, expiry) for r in receipts]
+        valid = {s for s in signers if s is not None and s in swarm}
+        if len(valid) < QUORUM or len(valid) != len(signers):
+            return (
+                f"receipts: {len(receipts)}, valid from distinct swarm members: {len(valid)} "
+                f"(need {QUORUM}, all valid)"
+            )
+        return None
+
+    async def go(self, concurrency: int, time_limit: float) -> dict[str, Any]:
+        assert self.swarm is not None
+        assert self.network is not None
+        swarm, network, messages = self.swarm, self.network, self.prepared
+        n = len(messages)
+        latencies: list[float] = []
+        ok = bad = 0
+        error: str | None = None
+        next_index = 0
+        deadline = time.monotonic() + time_limit
+        failed_before = network.paths_failed
+        statuses_before = Counter(network.statuses)
+
+        async def worker() -> None:
+            nonlocal next_index, ok, bad, error
+            while next_index < n and time.monotonic() < deadline:
+                recipient, data = messages[next_index]
+                next_index += 1
+                sent_ms = now_ms()
+                t0 = time.perf_counter()
+                try:
+                    answer = await swarm.store(recipient.session_id, data, ttl_ms=TTL_MS)
+                    latencies.append(time.perf_counter() - t0)
+                    why = self.check_store(recipient, data, answer, sent_ms)
+                except Exception as exc:  # counted and reported: the benchmark fails on it
+                    latencies.append(time.perf_counter() - t0)
+                    why = repr(exc)
+                    answer = None
+                if why is None:
+                    ok += 1
+                    assert isinstance(answer, dict)
+                    self.acked.setdefault(recipient.session_id, set()).add(answer["hash"])
+                else:
+                    bad += 1
+                    error = error or why
+
+        cpu = time.process_time()
+        started = time.perf_counter()
+        await asyncio.wait_for(
+            asyncio.gather(*(worker() for _ in range(concurrency))), time_limit + 60
+        )
+        elapsed = time.perf_counter() - started
+        statuses = Counter(network.statuses)
+        statuses.subtract(statuses_before)
+        return {
+            "ok": ok,
+            "bad": bad,
+            "sent": next_index,
+            "elapsed": elapsed,
+            "error": error,
+            "p50_ms": percentile(latencies, 0.50) * 1000,
+            "p99_ms": percentile(latencies, 0.99) * 1000,
+            "max_ms": max(latencies, default=0.0) * 1000,
+            "mean_ms": sum(latencies) / len(latencies) * 1000 if latencies else 0.0,
+            "requests": {k: v for k, v in statuses.items() if v},
+            "paths_failed": network.paths_failed - failed_before,
+            "cpu_s": time.process_time() - cpu,
+        }
+
+    async def check(self, sample: int) -> dict[str, Any]:
+        assert self.swarm is not None
+        swarm = self.swarm
+        by_id = {r.session_id: r for r in self.recipients}
+        chosen = self.rng.sample(sorted(self.acked), min(sample, len(self.acked)))
+        expected = found = unexpected = corrupt = 0
+        missing: list[str] = []
+        started = time.perf_counter()
+        for session_id in chosen:
+            recipient = by_id[session_id]
+            got = await swarm.retrieve(recipient)
+            account = bytes.fromhex(session_id)
+            hashes = set()
+            for message in got:
+                data = base64.b64decode(message["data"])
+                if keys.hash_b64(keys.message_hash(account, 0, data)) != message["hash"]:
+                    corrupt += 1
+                hashes.add(message["hash"])
+            acked = self.acked[session_id]
+            expected += len(acked)
+            found += len(acked & hashes)
+            unexpected += len(hashes - acked)
+            missing.extend(sorted(acked - hashes)[:4])
+        return {
+            "recipients": len(chosen),
+            "expected": expected,
+            "found": found,
+            "unexpected": unexpected,
+            "corrupt": corrupt,
+            "missing": missing[:16],
+            "elapsed": time.perf_counter() - started,
+        }
+
+    async def close(self) -> None:
+        if self.network is not None:
+            await self.network.close()
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+async def run() -> None:
+    loader = Loader()
+    try:
+        while line := await read_line():
+            command = orjson.loads(line)
+            op = command["op"]
+            answer: dict[str, Any]
+            try:
+                if op == "devnet":
+                    answer = await loader.devnet(str(command["dir"]), int(command["recipients"]))
+                elif op == "prep":
+                    answer = loader.prep(int(command["n"]), int(command["size"]))
+                elif op == "go":
+                    answer = await loader.go(
+                        int(command["concurrency"]), float(command["time_limit"])
+                    )
+                elif op == "check":
+                    answer = await loader.check(int(command["sample"]))
+                elif op == "quit":
+                    break
+                else:
+                    answer = {"failed": f"unknown op {op!r}"}
+            except Exception as exc:  # reported to the benchmark, which fails the test
+                answer = {"failed": repr(exc)}
+            write_line(answer)
+    finally:
+        with contextlib.suppress(Exception):
+            await loader.close()
+
+
+if __name__ == "__main__":
+    uvloop.run(run())

@@ -26,16 +26,15 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any, Protocol, TypeVar
+from typing import IO, Any
 
 import orjson
 import pytest
 
+from benchkit import Benchmark, pick
 from veil.devnet.state import load_state, process_start
-
-_T = TypeVar("_T")
 
 HELPER = Path(__file__).with_name("network_load.py")
 NODES = (6, 12, 24)
@@ -52,29 +51,6 @@ UP_TIMEOUT_S = 120.0
 DOWN_TIMEOUT_S = 60.0
 
 FIGURES: dict[int, dict[str, Any]] = {}
-
-
-class Benchmark(Protocol):
-    """The part of pytest-benchmark's ``benchmark`` fixture used here (it is not annotated)."""
-
-    group: str | None
-    extra_info: dict[str, Any]
-    stats: Any
-    disabled: bool
-
-    def pedantic(
-        self,
-        target: Callable[..., _T],
-        *,
-        setup: Callable[[], Any] | None = None,
-        rounds: int = 1,
-        iterations: int = 1,
-        warmup_rounds: int = 0,
-    ) -> _T: ...
-
-
-def pick(benchmark: Benchmark, choice: tuple[int, int]) -> int:
-    return choice[1] if benchmark.disabled else choice[0]
 
 
 # --- processes ------------------------------------------------------------------------------------

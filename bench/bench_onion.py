@@ -20,33 +20,20 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
 
 import nacl.bindings
 import pytest
 
+from benchkit import Benchmark
 from veil import _core, crypto
 from veil.benchmarks import onion
 from veil.cli import main
 
-_T = TypeVar("_T")
-
 SIZES = {"1KiB": 1024, "10KiB": 10240}
 BATCH = onion.DEFAULT_BATCH
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-
-
-class Benchmark(Protocol):
-    """The part of pytest-benchmark's ``benchmark`` fixture used here (it is not annotated)."""
-
-    group: str | None
-    extra_info: dict[str, Any]
-    stats: Any
-
-    def __call__(self, function: Callable[..., _T], /, *args: Any, **kwargs: Any) -> _T: ...
 
 
 @dataclass(frozen=True)

@@ -32,20 +32,19 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any, Protocol, TypeVar
+from typing import IO, Any
 
 import orjson
 import pytest
 
+from benchkit import Benchmark, median_s, now_ms, pick
 from veil import _core
 from veil.node.config import NodeConfig, StoreSettings, render_config
 from veil.node.identity import create_node_key, load_node_key
 from veil.node.peers import PeerInfo, peer_from_json, peer_to_json
 from veil.protocol.onion_request import encode_routing
-
-_T = TypeVar("_T")
 
 HELPER = Path(__file__).with_name("onion_load.py")
 SIZE = 1024
@@ -64,42 +63,6 @@ SMALL_MAP = 256 * 1024 * 1024
 PROFILE_VARIABLE = "VEIL_BENCH_PROFILE"
 
 FIGURES: dict[str, Any] = {}
-
-
-class Benchmark(Protocol):
-    """The part of pytest-benchmark's ``benchmark`` fixture used here (it is not annotated)."""
-
-    group: str | None
-    extra_info: dict[str, Any]
-    stats: Any
-    disabled: bool
-
-    def __call__(self, function: Callable[..., _T], /, *args: Any, **kwargs: Any) -> _T: ...
-
-    def pedantic(
-        self,
-        target: Callable[..., _T],
-        *,
-        setup: Callable[[], Any] | None = None,
-        rounds: int = 1,
-        iterations: int = 1,
-        warmup_rounds: int = 0,
-    ) -> _T: ...
-
-
-def pick(benchmark: Benchmark, choice: tuple[int, int]) -> int:
-    return choice[1] if benchmark.disabled else choice[0]
-
-
-def median_s(benchmark: Benchmark) -> float | None:
-    stats = getattr(benchmark, "stats", None)
-    if benchmark.disabled or stats is None:
-        return None
-    return float(stats.stats.median)
-
-
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 # --- processes ------------------------------------------------------------------------------------

@@ -37,15 +37,15 @@ import struct
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Any
 
 import orjson
 import pytest
 import uvloop
 
+from benchkit import Benchmark, median_s, now_ms, pick
 from veil import _core
 from veil.node import keys
 from veil.node.config import Limits, NodeConfig, StoreSettings
@@ -55,8 +55,6 @@ from veil.node.rpc import StorageRpc
 from veil.node.server import Node
 from veil.node.store import Message, MessageStore, StoredMessage, StoreOutcome
 from veil.node.writer import StoreWriter
-
-_T = TypeVar("_T")
 
 LOADER = Path(__file__).with_name("store_load.py")
 SIZE = 1024
@@ -75,42 +73,6 @@ TIME_LIMIT_S = 60.0
 
 # Figures of this run, for the summary printed at the end of the module.
 FIGURES: dict[str, float] = {}
-
-
-class Benchmark(Protocol):
-    """The part of pytest-benchmark's ``benchmark`` fixture used here (it is not annotated)."""
-
-    group: str | None
-    extra_info: dict[str, Any]
-    stats: Any
-    disabled: bool
-
-    def __call__(self, function: Callable[..., _T], /, *args: Any, **kwargs: Any) -> _T: ...
-
-    def pedantic(
-        self,
-        target: Callable[..., _T],
-        *,
-        setup: Callable[[], Any] | None = None,
-        rounds: int = 1,
-        iterations: int = 1,
-        warmup_rounds: int = 0,
-    ) -> _T: ...
-
-
-def pick(benchmark: Benchmark, choice: tuple[int, int]) -> int:
-    return choice[1] if benchmark.disabled else choice[0]
-
-
-def median_s(benchmark: Benchmark) -> float | None:
-    stats = getattr(benchmark, "stats", None)
-    if benchmark.disabled or stats is None:
-        return None
-    return float(stats.stats.median)
-
-
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -28,12 +28,11 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
-import orjson
 import pytest
 
-from benchkit import Benchmark, pick
+from benchkit import Benchmark, ChildProcess, pick
 from veil.devnet.state import load_state, process_start
 
 HELPER = Path(__file__).with_name("network_load.py")
@@ -56,48 +55,11 @@ FIGURES: dict[int, dict[str, Any]] = {}
 # --- processes ------------------------------------------------------------------------------------
 
 
-class Client:
+class Client(ChildProcess):
     """``network_load.py`` in a child process, driven one JSON line at a time."""
 
     def __init__(self, log: Path) -> None:
-        self._log = log.open("wb")
-        self.proc = subprocess.Popen(
-            [sys.executable, str(HELPER)],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=self._log,
-            text=True,
-            bufsize=1,
-        )
-
-    def ask(self, **command: Any) -> dict[str, Any]:
-        assert self.proc.stdin is not None
-        assert self.proc.stdout is not None
-        self.proc.stdin.write(orjson.dumps(command).decode() + "\n")
-        self.proc.stdin.flush()
-        line = self.proc.stdout.readline()
-        assert line, f"the client exited; see {self._log.name}"
-        answer: dict[str, Any] = orjson.loads(line)
-        assert "failed" not in answer, answer
-        return answer
-
-    def stop(self) -> None:
-        try:
-            if self.proc.poll() is None and self.proc.stdin is not None:
-                self.proc.stdin.write('{"op":"quit"}\n')
-                self.proc.stdin.close()
-                self.proc.wait(15)
-        except (OSError, subprocess.TimeoutExpired):
-            pass
-        finally:
-            if self.proc.poll() is None:
-                self.proc.kill()
-                self.proc.wait()
-            pipes: list[IO[str] | None] = [self.proc.stdin, self.proc.stdout]
-            for pipe in pipes:
-                if pipe is not None and not pipe.closed:
-                    pipe.close()
-            self._log.close()
+        super().__init__(HELPER, log=log)
 
 
 def veil_devnet(log: Path, timeout: float, *args: str) -> subprocess.CompletedProcess[bytes]:

@@ -29,17 +29,15 @@ from __future__ import annotations
 
 import os
 import statistics
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import orjson
 import pytest
 
-from benchkit import Benchmark, median_s, now_ms, pick
+from benchkit import Benchmark, ChildProcess, median_s, now_ms, pick
 from veil import _core
 from veil.node.config import NodeConfig, StoreSettings, render_config
 from veil.node.identity import create_node_key, load_node_key
@@ -68,52 +66,11 @@ FIGURES: dict[str, Any] = {}
 # --- processes ------------------------------------------------------------------------------------
 
 
-class Helper:
+class Helper(ChildProcess):
     """``onion_load.py ROLE`` in a child process, driven one JSON line at a time."""
 
     def __init__(self, log: Path, *args: str) -> None:
-        self.role = " ".join(args)
-        self._log = log.open("wb")
-        self.proc = subprocess.Popen(
-            [sys.executable, str(HELPER), *args],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=self._log,
-            text=True,
-            bufsize=1,
-        )
-
-    def read(self) -> dict[str, Any]:
-        assert self.proc.stdout is not None
-        line = self.proc.stdout.readline()
-        assert line, f"{self.role} exited; see {self._log.name}"
-        answer: dict[str, Any] = orjson.loads(line)
-        assert "failed" not in answer, answer
-        return answer
-
-    def ask(self, **command: Any) -> dict[str, Any]:
-        assert self.proc.stdin is not None
-        self.proc.stdin.write(orjson.dumps(command).decode() + "\n")
-        self.proc.stdin.flush()
-        return self.read()
-
-    def stop(self) -> None:
-        try:
-            if self.proc.poll() is None and self.proc.stdin is not None:
-                self.proc.stdin.write('{"op":"quit"}\n')
-                self.proc.stdin.close()
-                self.proc.wait(15)
-        except (OSError, subprocess.TimeoutExpired):
-            pass
-        finally:
-            if self.proc.poll() is None:
-                self.proc.kill()
-                self.proc.wait()
-            pipes: list[IO[str] | None] = [self.proc.stdin, self.proc.stdout]
-            for pipe in pipes:
-                if pipe is not None and not pipe.closed:
-                    pipe.close()
-            self._log.close()
+        super().__init__(HELPER, *args, log=log)
 
 
 class Processes:

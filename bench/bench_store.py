@@ -34,8 +34,6 @@ import base64
 import hashlib
 import os
 import struct
-import subprocess
-import sys
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -45,7 +43,7 @@ import orjson
 import pytest
 import uvloop
 
-from benchkit import Benchmark, median_s, now_ms, pick
+from benchkit import Benchmark, ChildProcess, median_s, now_ms, pick
 from veil import _core
 from veil.node import keys
 from veil.node.config import Limits, NodeConfig, StoreSettings
@@ -397,49 +395,11 @@ class NodeThread:
         self.loop.close()
 
 
-class LoadProcess:
+class LoadProcess(ChildProcess):
     """``store_load.py`` in a child process, driven one JSON line at a time."""
 
     def __init__(self) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, str(LOADER)],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-            bufsize=1,
-        )
-
-    def ask(self, **command: Any) -> dict[str, Any]:
-        assert self.proc.stdin is not None
-        assert self.proc.stdout is not None
-        self.proc.stdin.write(orjson.dumps(command).decode() + "\n")
-        self.proc.stdin.flush()
-        line = self.proc.stdout.readline()
-        assert line, "the load generator exited"
-        answer: dict[str, Any] = orjson.loads(line)
-        assert "failed" not in answer, answer
-        return answer
-
-    def __enter__(self) -> LoadProcess:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        try:
-            if self.proc.poll() is None:
-                self.ask_quit()
-                self.proc.wait(10)
-        finally:
-            if self.proc.poll() is None:
-                self.proc.kill()
-                self.proc.wait()
-            for pipe in (self.proc.stdin, self.proc.stdout):
-                if pipe is not None and not pipe.closed:
-                    pipe.close()
-
-    def ask_quit(self) -> None:
-        assert self.proc.stdin is not None
-        self.proc.stdin.write('{"op":"quit"}\n')
-        self.proc.stdin.close()
+        super().__init__(LOADER)
 
 
 @pytest.mark.timeout(300)

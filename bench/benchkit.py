@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 from collections.abc import Callable
-from typing import Any, Protocol, TypeVar
+from pathlib import Path
+from typing import IO, Any, Protocol, TypeVar
 
-__all__ = ["Benchmark", "median_s", "now_ms", "pick"]
+import orjson
+
+__all__ = ["Benchmark", "ChildProcess", "median_s", "now_ms", "pick"]
 
 _T = TypeVar("_T")
 
@@ -46,3 +51,61 @@ def median_s(benchmark: Benchmark) -> float | None:
 
 def now_ms() -> int:
     return time.time_ns() // 1_000_000
+
+
+class ChildProcess:
+    """A benchmark helper script in a child process, driven one JSON line at a time: each command
+    is a JSON object on its stdin, each answer one on its stdout (``{"failed": ...}`` on error).
+    Stopped with ``{"op": "quit"}``, killed if it does not exit in time."""
+
+    def __init__(self, script: Path, *args: str, log: Path | None = None) -> None:
+        self.role = " ".join([script.name, *args])
+        self._log: IO[bytes] | None = log.open("wb") if log is not None else None
+        self.proc = subprocess.Popen(
+            [sys.executable, str(script), *args],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self._log,
+            text=True,
+            bufsize=1,
+        )
+
+    def read(self) -> dict[str, Any]:
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        where = f"; see {self._log.name}" if self._log is not None else ""
+        assert line, f"{self.role} exited{where}"
+        answer: dict[str, Any] = orjson.loads(line)
+        assert "failed" not in answer, answer
+        return answer
+
+    def ask(self, **command: Any) -> dict[str, Any]:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(orjson.dumps(command).decode() + "\n")
+        self.proc.stdin.flush()
+        return self.read()
+
+    def stop(self, timeout: float = 15.0) -> None:
+        try:
+            if self.proc.poll() is None and self.proc.stdin is not None:
+                self.proc.stdin.write('{"op":"quit"}\n')
+                self.proc.stdin.close()
+                self.proc.wait(timeout)
+        except (OSError, subprocess.TimeoutExpired):
+            pass
+        finally:
+            if self.proc.poll() is None:
+                self.proc.kill()
+                self.proc.wait()
+            pipes: list[IO[str] | None] = [self.proc.stdin, self.proc.stdout]
+            for pipe in pipes:
+                if pipe is not None and not pipe.closed:
+                    pipe.close()
+            if self._log is not None:
+                self._log.close()
+
+    def __enter__(self) -> ChildProcess:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

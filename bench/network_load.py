@@ -31,7 +31,6 @@ import base64
 import contextlib
 import os
 import random
-import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -40,6 +39,7 @@ from typing import Any
 import orjson
 import uvloop
 
+from loadkit import percentile, read_line, write_line
 from veil.client.network import NetworkClient
 from veil.client.swarm import SwarmClient
 from veil.devnet.state import load_state
@@ -50,22 +50,6 @@ from veil.node.replication import verify_receipt
 
 TTL_MS = 3600 * 1000
 QUORUM = 3
-
-
-def percentile(values: list[float], q: float) -> float:
-    if not values:
-        return 0.0
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-
-def write_line(answer: dict[str, Any]) -> None:
-    sys.stdout.write(orjson.dumps(answer).decode() + "\n")
-    sys.stdout.flush()
-
-
-async def read_line() -> str:
-    return await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
 
 
 def _address(text: str) -> tuple[str, int]:

@@ -45,6 +45,7 @@ import aiohttp
 import orjson
 import uvloop
 
+from loadkit import percentile, read_line, write_line
 from veil import _core
 from veil.client.network import NetworkClient
 from veil.node import keys
@@ -61,22 +62,6 @@ TTL_MS = 24 * 3600 * 1000
 
 def now_ms() -> int:
     return time.time_ns() // 1_000_000
-
-
-def percentile(values: list[float], q: float) -> float:
-    if not values:
-        return 0.0
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-
-def write_line(answer: dict[str, Any]) -> None:
-    sys.stdout.write(orjson.dumps(answer).decode() + "\n")
-    sys.stdout.flush()
-
-
-async def read_line() -> str:
-    return await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
 
 
 # --- node -----------------------------------------------------------------------------------------

@@ -111,7 +111,7 @@ def _init_node(data_dir: Path, port: int) -> None:
     """``veil node init`` (``python -m veil``, the interpreter running the tests)."""
     command = [sys.executable, "-m", "veil", "node", "init", "--data-dir", str(data_dir)]
     done = subprocess.run(
-        [*command, "--listen", f"127.0.0.1:{port}"],
+        [*command, "--listen", f"127.0.0.1:{port}", "--link-listen", f"127.0.0.1:{_free_port()}"],
         stdin=subprocess.DEVNULL,
         capture_output=True,
         text=True,

@@ -51,6 +51,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("veil: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader of our output went away (`veil ... | head`)
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -66,8 +69,15 @@ def build_parser() -> argparse.ArgumentParser:
     commands.required = True
     _add_bench(commands)
     _add_node(commands)
+    _add_client(commands)
     _add_devnet(commands)
     return parser
+
+
+def _add_client(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from veil.client.cli import add_client_commands  # noqa: PLC0415  (argparse wiring only)
+
+    add_client_commands(commands)
 
 
 def _add_node(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -44,8 +44,20 @@ class Messenger:
         self.identity = identity
         self.swarm = swarm
         self.name = name
-        self._seen: set[bytes] = set()
+        self._seen: dict[bytes, None] = {}  # insertion-ordered set
         self.undecryptable = 0
+
+    def export_seen(self, keep: int = 10_000) -> list[str]:
+        """The ids of messages already shown (the most recent ``keep``), for the saved state."""
+        return [i.hex() for i in list(self._seen)[-keep:]]
+
+    def import_seen(self, saved: object) -> None:
+        if isinstance(saved, list):
+            for item in saved:
+                try:
+                    self._seen[bytes.fromhex(str(item))] = None
+                except ValueError:
+                    continue
 
     async def send_text(
         self, recipient_session_id: str, text: str, *, ttl_ms: int = DEFAULT_TTL_MS
@@ -70,7 +82,7 @@ class Messenger:
                 continue
             if content.id in self._seen:
                 continue
-            self._seen.add(content.id)
+            self._seen[content.id] = None
             received.append(
                 Received(
                     sender=sender,

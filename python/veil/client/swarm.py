@@ -108,6 +108,22 @@ class SwarmClient:
         self._corrections[account] = members
         return True
 
+    def export_cursors(self) -> dict[str, str]:
+        """The retrieve cursors, for the client's saved state."""
+        return {f"{a.hex()}:{m.hex()}:{ns}": c for (a, m, ns), c in self._cursors.items()}
+
+    def import_cursors(self, saved: object) -> None:
+        if not isinstance(saved, dict):
+            return
+        for key, cursor in saved.items():
+            try:
+                account, member, ns = str(key).split(":")
+                self._cursors[(bytes.fromhex(account), bytes.fromhex(member), int(ns))] = str(
+                    cursor
+                )
+            except ValueError:
+                continue
+
     # --- requests -----------------------------------------------------------------------------
 
     async def _swarm_request(

@@ -73,6 +73,13 @@ def add_client_commands(commands: argparse._SubParsersAction[argparse.ArgumentPa
     send.add_argument("text", nargs="?", metavar="TEXT")
     send.set_defaults(handler=_guard(_send))
 
+    safety = commands.add_parser(
+        "safety-number", help="the number (and QR code) to compare with a contact in person"
+    )
+    home_option(safety)
+    safety.add_argument("session_id", metavar="SESSION_ID")
+    safety.set_defaults(handler=_guard(_safety_number))
+
     inbox = commands.add_parser("inbox", help="fetch and show new messages")
     network_options(inbox)
     inbox.set_defaults(handler=_guard(_inbox))
@@ -131,6 +138,21 @@ def _whoami(args: argparse.Namespace) -> int:
     identity = home.identity()
     name = home.state().get("name")
     print(identity.session_id + (f"  ({name})" if name else ""))
+    return 0
+
+
+def _safety_number(args: argparse.Namespace) -> int:
+    from veil.client.safety import safety_number  # noqa: PLC0415
+
+    mine = _home(args).identity().session_id
+    try:
+        number = safety_number(mine, args.session_id)
+    except InvalidSessionIdError as exc:
+        raise CommandFailed(f"{args.session_id!r} is not a Session ID: {exc}") from None
+    groups = number.split()
+    print("\n".join(" ".join(groups[i : i + 4]) for i in range(0, 12, 4)))
+    print()
+    print(_qr(number.replace(" ", "")))
     return 0
 
 

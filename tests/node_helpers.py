@@ -37,9 +37,13 @@ def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
+RUN_TIMEOUT_S = 100.0
+
+
 def run(coro: Coroutine[Any, Any, T]) -> T:
-    """Run a coroutine to completion on a fresh uvloop event loop."""
-    return uvloop.run(coro)
+    """Run a coroutine to completion on a fresh uvloop event loop, failing (not hanging) after
+    ``RUN_TIMEOUT_S``: pytest-timeout's alarm does not reach a loop blocked in uvloop."""
+    return uvloop.run(asyncio.wait_for(coro, RUN_TIMEOUT_S))
 
 
 def b64(data: bytes) -> str:

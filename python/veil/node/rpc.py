@@ -25,7 +25,7 @@ from veil.node.errors import RpcError
 from veil.node.metrics import NodeMetrics
 from veil.node.replication_context import FORWARDED
 from veil.node.store import Message, MessageStore, StoreOutcome
-from veil.node.writer import StorageFull, StoreWriter
+from veil.node.writer import StorageFull, StoreClosed, StoreWriter
 
 if TYPE_CHECKING:
     from veil.node.replication import Replicator
@@ -150,6 +150,8 @@ class StorageRpc:
             return error.status, error.body()
         except StorageFull:
             return 507, RpcError.storage_full().body()
+        except StoreClosed:
+            return 503, RpcError.unavailable("the node is shutting down").body()
 
     # --- methods --------------------------------------------------------------------------
 

@@ -13,6 +13,7 @@ import contextlib
 import logging
 import signal
 import time
+import weakref
 from collections.abc import Awaitable, Callable
 
 import orjson
@@ -108,6 +109,7 @@ class Node:
         self.membership.on_change.append(self._view_changed)
         self._view_changed()
         self._link_server: asyncio.Server | None = None
+        self._accepted_links: weakref.WeakSet[Link] = weakref.WeakSet()
         self.link_port = config.link_port
         self._routes: dict[bytes, tuple[bytes, Callable[[Request], Awaitable[Response]]]] = {
             b"/storage_rpc/v1": (b"POST", self._storage_rpc),
@@ -133,13 +135,19 @@ class Node:
         )
         self.port = self._server.sockets[0].getsockname()[1]
         onion = self.config.onion
-        self._link_server = await loop.create_server(
-            lambda: Link(
+
+        def accept_link() -> Link:
+            link = Link(
                 self.router.handle_from_peer,
                 max_frame=onion.max_onion_bytes + 64,
                 max_streams=onion.link_max_streams,
                 rpc_handler=self.replicator.handle_rpc,
-            ),
+            )
+            self._accepted_links.add(link)
+            return link
+
+        self._link_server = await loop.create_server(
+            accept_link,
             self.config.link_host,
             self.config.link_port,
             reuse_address=True,
@@ -201,6 +209,8 @@ class Node:
             await asyncio.wait_for(self.app.idle.wait(), self.drain_timeout_s)
         for connection in list(self.app.connections):
             connection.close()
+        for link in list(self._accepted_links):  # peers must see this node go, not wait on it
+            link.close()
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:

@@ -20,10 +20,14 @@ from typing import Any, TypeVar
 
 from veil.node.store import MessageStore, StorageFullError, Txn
 
-__all__ = ["StorageFull", "StoreWriter"]
+__all__ = ["StorageFull", "StoreClosed", "StoreWriter"]
 
 T = TypeVar("T")
 log = logging.getLogger("veil.node.store")
+
+
+class StoreClosed(Exception):
+    """The store is shutting down; the write was not applied."""
 
 
 class StorageFull(Exception):
@@ -50,6 +54,7 @@ class StoreWriter:
         self._loop: asyncio.AbstractEventLoop | None = None
         self.commits = 0
         self.jobs = 0
+        self._closing = False
 
     def start(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -63,12 +68,15 @@ class StoreWriter:
         """
         if self._loop is None:
             raise RuntimeError("StoreWriter.start() was not called")
+        if self._closing:
+            raise StoreClosed
         future: asyncio.Future[T] = self._loop.create_future()
         self._queue.put(_Job(op, future, if_full))
         return await future
 
     async def close(self) -> None:
         """Finish every queued job, stop the thread, and return once it has stopped."""
+        self._closing = True
         self._queue.put(_STOP)
         await asyncio.get_running_loop().run_in_executor(None, self._thread.join)
 

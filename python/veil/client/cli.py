@@ -186,7 +186,7 @@ async def _discover(seeds: list[str]) -> list[PeerInfo]:
                     a = Announcement.from_json(entry)
                 except InvalidInputError:
                     continue
-                peers.append(PeerInfo(a.ed25519, a.x25519, a.http_address, a.link_address))
+                peers.append(PeerInfo.of(a))
             if len(peers) >= 3:
                 return peers
     raise CommandFailed(f"cannot reach the network (tried {len(seeds)} seed(s))")

@@ -19,7 +19,6 @@ from veil.crypto import decrypt_incoming, encrypt_for_recipient
 from veil.errors import DecryptionError
 from veil.identity import Identity
 from veil.protocol.content import Content, ContentError, decode_content, encode_content
-from veil.session_id import parse_session_id
 
 __all__ = ["Messenger", "Received"]
 
@@ -63,7 +62,6 @@ class Messenger:
         self, recipient_session_id: str, text: str, *, ttl_ms: int = DEFAULT_TTL_MS
     ) -> bytes:
         """Send ``text``; returns the message's content id. Raises on a malformed Session ID."""
-        parse_session_id(recipient_session_id)
         content = Content.text(text, time.time_ns() // 1_000_000, name=self.name)
         sealed = encrypt_for_recipient(self.identity, recipient_session_id, encode_content(content))
         await self.swarm.store(recipient_session_id, sealed, ttl_ms=ttl_ms)

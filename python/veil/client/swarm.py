@@ -36,15 +36,6 @@ class StoreError(VeilError):
         self.code = code
 
 
-def _peer(announcement: Announcement) -> PeerInfo:
-    return PeerInfo(
-        announcement.ed25519,
-        announcement.x25519,
-        announcement.http_address,
-        announcement.link_address,
-    )
-
-
 def _now_ms() -> int:
     return time.time_ns() // 1_000_000
 
@@ -77,7 +68,7 @@ class SwarmClient:
         peers = []
         for entry in body.get("nodes", []):
             try:
-                peers.append(_peer(Announcement.from_json(entry)))
+                peers.append(PeerInfo.of(Announcement.from_json(entry)))
             except InvalidInputError:
                 continue
         if len(peers) >= 3:
@@ -100,7 +91,7 @@ class SwarmClient:
         members = []
         for entry in error.get("error", {}).get("swarm", []):
             try:
-                members.append(_peer(Announcement.from_json(entry)))
+                members.append(PeerInfo.of(Announcement.from_json(entry)))
             except InvalidInputError:
                 continue
         if not members:
@@ -140,8 +131,7 @@ class SwarmClient:
         self, recipient_session_id: str, data: bytes, *, ttl_ms: int, namespace: int = 0
     ) -> dict[str, Any]:
         """Deposit a message for an account (namespace 0: no signature needed)."""
-        account = bytes.fromhex(recipient_session_id)
-        parse_session_id(recipient_session_id)
+        account = b"\x05" + parse_session_id(recipient_session_id)
         params = {
             "pubkey": recipient_session_id,
             "timestamp": _now_ms(),

@@ -134,10 +134,7 @@ class Membership:
         return [self.nodes[key].to_json() for key in sorted(self.nodes)]
 
     def peers(self) -> list[PeerInfo]:
-        return [
-            PeerInfo(a.ed25519, a.x25519, a.http_address, a.link_address)
-            for _, a in sorted(self.nodes.items())
-        ]
+        return [PeerInfo.of(a) for _, a in sorted(self.nodes.items())]
 
     def node_ids(self) -> list[bytes]:
         return sorted(self.nodes)

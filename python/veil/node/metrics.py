@@ -39,7 +39,8 @@ class NodeMetrics:
         )
         self.store_latency = Histogram(
             "veil_store_latency_seconds",
-            "Time from a valid store request to its durable commit.",
+            "Time from a valid store request to its answer: the durable commit, and on a network "
+            "the write quorum's.",
             buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
             registry=self.registry,
         )

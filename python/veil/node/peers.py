@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from veil.node.config import ConfigError, parse_listen
+from veil.protocol.announcement import Announcement
 
 __all__ = ["PeerInfo", "load_peers", "peer_from_json", "peer_to_json"]
 
@@ -27,6 +28,16 @@ class PeerInfo:
     x25519: bytes
     http: tuple[str, int]
     link: tuple[str, int]
+
+    @classmethod
+    def of(cls, announcement: Announcement) -> PeerInfo:
+        """The node a (verified) announcement describes."""
+        return cls(
+            announcement.ed25519,
+            announcement.x25519,
+            announcement.http_address,
+            announcement.link_address,
+        )
 
 
 def peer_from_json(entry: object) -> PeerInfo:

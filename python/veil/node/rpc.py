@@ -39,6 +39,7 @@ class NetworkView(Protocol):
     """What the RPC needs to know of the network (implemented by the node)."""
 
     def serves(self, account: bytes) -> bool: ...
+    def swarm_size(self, account: bytes) -> int: ...
     def swarm_json(self, account: bytes) -> list[dict[str, Any]]: ...
     def nodes_json(self) -> list[dict[str, Any]]: ...
 
@@ -161,7 +162,7 @@ class StorageRpc:
         if self.network is not None and not FORWARDED.get():
             if not self.network.serves(account):
                 raise RpcError.wrong_swarm(self.network.swarm_json(account))
-            if len(self.network.swarm_json(account)) < self.min_swarm_size:
+            if self.network.swarm_size(account) < self.min_swarm_size:
                 raise RpcError.unavailable("the network is too small to hold messages yet")
         return account
 

@@ -258,6 +258,11 @@ class MessageStore:
     def delete_all(self, txn: Txn, account: bytes, namespace: int | None) -> list[bytes]:
         """Delete every message of the account (in one namespace, or all if ``None``)."""
         prefix = account if namespace is None else keys.namespace_prefix(account, namespace)
+        removed = self._remove_prefix(txn, prefix, tombstone=True)
+        return [keys.split_message_key(key)[3] for key in removed]
+
+    def _remove_prefix(self, txn: Txn, prefix: bytes, *, tombstone: bool) -> list[bytes]:
+        """Remove every message whose key starts with ``prefix``; return their keys."""
         doomed = []
         cursor = txn.cursor(db=self._messages)
         if cursor.set_range(prefix):
@@ -266,8 +271,8 @@ class MessageStore:
                     break
                 doomed.append((key, value))
         for key, value in doomed:
-            self._remove(txn, key, value, tombstone=True)
-        return [keys.split_message_key(key)[3] for key, _ in doomed]
+            self._remove(txn, key, value, tombstone=tombstone)
+        return [key for key, _ in doomed]
 
     def set_expiry(
         self,
@@ -327,16 +332,7 @@ class MessageStore:
 
     def drop_account(self, txn: Txn, account: bytes) -> int:
         """Remove every message of an account this node no longer serves (no tombstones)."""
-        doomed = []
-        cursor = txn.cursor(db=self._messages)
-        if cursor.set_range(account):
-            for key, value in cursor:
-                if not key.startswith(account):
-                    break
-                doomed.append((key, value))
-        for key, value in doomed:
-            self._remove(txn, key, value)
-        return len(doomed)
+        return len(self._remove_prefix(txn, account, tombstone=False))
 
     # --- reads --------------------------------------------------------------------------------
 

@@ -16,17 +16,23 @@ class NetworkState:
 
     def __init__(self, membership: Membership, swarm_size: int) -> None:
         self.membership = membership
-        self.swarm_size = swarm_size
+        self.size = swarm_size
         self.own_id = membership.identity.ed25519_public_key
         self.swarms = SwarmMap(membership.node_ids() or [self.own_id], swarm_size)
 
     def rebuild(self) -> None:
-        """Recompute the swarm mapping after the view changed."""
-        self.swarms = SwarmMap(self.membership.node_ids() or [self.own_id], self.swarm_size)
+        """Recompute the swarm mapping after the view changed. A re-signed announcement changes
+        the view but not its nodes: then the mapping, and its cache, stay."""
+        ids = self.membership.node_ids() or [self.own_id]
+        if tuple(ids) != self.swarms.node_ids:
+            self.swarms = SwarmMap(ids, self.size)
 
     def swarm(self, account: bytes) -> list[Announcement]:
         nodes = self.membership.nodes
         return [nodes[node_id] for node_id in self.swarms.swarm(account) if node_id in nodes]
+
+    def swarm_size(self, account: bytes) -> int:
+        return len(self.swarm(account))
 
     def serves(self, account: bytes) -> bool:
         return self.swarms.holds(self.own_id, account)

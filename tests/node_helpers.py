@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import socket
 import threading
 import time
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,6 +45,21 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
     """Run a coroutine to completion on a fresh uvloop event loop, failing (not hanging) after
     ``RUN_TIMEOUT_S``: pytest-timeout's alarm does not reach a loop blocked in uvloop."""
     return uvloop.run(asyncio.wait_for(coro, RUN_TIMEOUT_S))
+
+
+def free_port() -> int:
+    """A loopback port free at the moment of asking."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def until(predicate: Callable[[], bool], timeout: float) -> None:
+    """Wait, polling every 50 ms, until ``predicate()`` holds; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.05)
 
 
 def b64(data: bytes) -> str:

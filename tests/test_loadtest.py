@@ -12,7 +12,6 @@ import importlib.util
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
 import time
@@ -22,6 +21,7 @@ from typing import Any
 
 import pytest
 
+from node_helpers import free_port
 from veil.node.config import NetworkSettings, NodeConfig, StoreSettings, render_config
 from veil.node.identity import create_node_key
 
@@ -33,12 +33,6 @@ if importlib.util.find_spec("locust") is None:
 
 LOCUSTFILE = Path(__file__).resolve().parent.parent / "loadtest" / "locustfile.py"
 NODES = 4
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _rpc(port: int, method: str) -> Any:
@@ -57,7 +51,7 @@ def _init_node(data_dir: Path, port: int, seeds: tuple[str, ...]) -> None:
     config = NodeConfig(
         data_dir=data_dir,
         listen_port=port,
-        link_port=_free_port(),
+        link_port=free_port(),
         seeds=seeds,
         store=StoreSettings(map_size_bytes=16 * 1024 * 1024),
         network=NetworkSettings(gossip_interval_s=0.2),
@@ -81,7 +75,7 @@ def _wait_for_full_views(ports: list[int], procs: list[subprocess.Popen[bytes]])
 
 
 def test_a_short_headless_run_against_four_nodes_has_no_failures(tmp_path: Path) -> None:
-    ports = [_free_port() for _ in range(NODES)]
+    ports = [free_port() for _ in range(NODES)]
     seed = f"127.0.0.1:{ports[0]}"
     procs: list[subprocess.Popen[bytes]] = []
     logs = []

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import time
 from pathlib import Path
 
 import pytest
 
-from node_helpers import Account, HttpClient, make_config, run
+from node_helpers import Account, HttpClient, make_config, run, until
 from veil.errors import InvalidInputError
 from veil.identity import Identity
 from veil.node.config import NetworkSettings, NodeConfig
@@ -22,13 +21,6 @@ FAST = NetworkSettings(gossip_interval_s=0.05, announce_interval_s=0.5, node_tim
 
 def _config(path: Path, seeds: tuple[str, ...] = ()) -> NodeConfig:
     return dataclasses.replace(make_config(path), network=FAST, seeds=seeds)
-
-
-async def _until(predicate: object, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():  # type: ignore[operator]
-        assert time.monotonic() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.05)
 
 
 def test_an_announcement_round_trips_and_any_change_breaks_its_signature() -> None:
@@ -80,11 +72,11 @@ def test_nodes_find_each_other_from_one_seed_and_drop_a_silent_one(tmp_path: Pat
             await node.start()
         nodes = [seed, *others]
         try:
-            await _until(lambda: all(len(n.membership.nodes) == 5 for n in nodes))
+            await until(lambda: all(len(n.membership.nodes) == 5 for n in nodes), 10)
             views = {tuple(n.membership.node_ids()) for n in nodes}
             assert len(views) == 1
             await others[-1].stop()
-            await _until(lambda: all(len(n.membership.nodes) == 4 for n in nodes[:-1]), 15)
+            await until(lambda: all(len(n.membership.nodes) == 4 for n in nodes[:-1]), 15)
         finally:
             for node in nodes[:-1]:
                 await node.stop()
@@ -103,7 +95,7 @@ def test_a_node_outside_the_swarm_answers_421_with_the_right_swarm(tmp_path: Pat
         for node in nodes[1:]:
             await node.start()
         try:
-            await _until(lambda: all(len(n.membership.nodes) == 7 for n in nodes))
+            await until(lambda: all(len(n.membership.nodes) == 7 for n in nodes), 10)
             swarm = nodes[0].network.swarm(alice.account_bytes)
             assert len(swarm) == 5
             members = {a.ed25519 for a in swarm}

@@ -10,14 +10,13 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-from node_helpers import Account, HttpClient, run
+from node_helpers import Account, HttpClient, free_port, run
 from veil.node.swarms import SwarmMap
 
 NODES = 10
@@ -133,12 +132,6 @@ def test_sigkill_of_a_swarm_member_loses_and_duplicates_nothing(tmp_path: Path) 
         assert down.returncode == 0, down.stderr
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def test_a_node_joining_ten_holds_its_share_within_sixty_seconds(tmp_path: Path) -> None:
     root = tmp_path / "devnet"
     up = _devnet("up", "--detach", "--nodes", str(NODES), "--dir", str(root))
@@ -160,7 +153,7 @@ def test_a_node_joining_ten_holds_its_share_within_sixty_seconds(tmp_path: Path)
                     assert status == 200, body
 
         run(deposit())
-        port, link = _free_port(), _free_port()
+        port, link = free_port(), free_port()
         data_dir = tmp_path / "newcomer"
         init = subprocess.run(
             [sys.executable, "-m", "veil", "node", "init", "--data-dir", str(data_dir),

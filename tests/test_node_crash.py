@@ -14,7 +14,6 @@ import base64
 import contextlib
 import random
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -25,6 +24,7 @@ from typing import Any, TextIO
 
 import orjson
 
+from node_helpers import free_port
 from veil.identity import Identity
 
 SEED = 0x5EED_C0DE
@@ -101,17 +101,11 @@ _CONNECTION_ERRORS = (OSError, asyncio.IncompleteReadError, TimeoutError)
 # The node process
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _init_node(data_dir: Path, port: int) -> None:
     """``veil node init`` (``python -m veil``, the interpreter running the tests)."""
     command = [sys.executable, "-m", "veil", "node", "init", "--data-dir", str(data_dir)]
     done = subprocess.run(
-        [*command, "--listen", f"127.0.0.1:{port}", "--link-listen", f"127.0.0.1:{_free_port()}"],
+        [*command, "--listen", f"127.0.0.1:{port}", "--link-listen", f"127.0.0.1:{free_port()}"],
         stdin=subprocess.DEVNULL,
         capture_output=True,
         text=True,
@@ -384,7 +378,7 @@ async def _scenario(nodes: NodeProcesses, accounts: list[Identity]) -> None:
 
 
 def test_every_acknowledged_store_survives_sigkill_exactly_once(tmp_path: Path) -> None:
-    nodes = NodeProcesses(data_dir=tmp_path / "node", port=_free_port(), logs_dir=tmp_path)
+    nodes = NodeProcesses(data_dir=tmp_path / "node", port=free_port(), logs_dir=tmp_path)
     _init_node(nodes.data_dir, nodes.port)
     accounts = [Identity.generate() for _ in range(ACCOUNTS)]
     try:

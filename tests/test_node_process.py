@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import signal
-import socket
 import stat
 import subprocess
 import sys
@@ -14,13 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from node_helpers import free_port
 from veil.node.config import load_config
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _veil(*args: str) -> subprocess.CompletedProcess[str]:
@@ -73,7 +67,7 @@ def test_a_signal_stops_the_node_gracefully_within_five_seconds(
     tmp_path: Path, sig: signal.Signals
 ) -> None:
     data_dir = tmp_path / "node"
-    port, link_port = _free_port(), _free_port()
+    port, link_port = free_port(), free_port()
     assert _veil(
         "node",
         "init",

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
-import time
 from pathlib import Path
 
-from node_helpers import Account, HttpClient, make_config, run
+from node_helpers import Account, HttpClient, make_config, run, until
 from veil.node.config import NetworkSettings, NodeConfig
 from veil.node.replication import verify_receipt
 from veil.node.server import Node
@@ -25,13 +23,6 @@ def _config(path: Path, seeds: tuple[str, ...] = ()) -> NodeConfig:
     return dataclasses.replace(make_config(path), network=FAST, seeds=seeds)
 
 
-async def _until(predicate: object, timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():  # type: ignore[operator]
-        assert time.monotonic() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.05)
-
-
 async def _network(tmp_path: Path, size: int) -> list[Node]:
     seed = Node(_config(tmp_path / "node0"))
     await seed.start()
@@ -39,7 +30,7 @@ async def _network(tmp_path: Path, size: int) -> list[Node]:
     nodes = [seed] + [Node(_config(tmp_path / f"node{i}", (address,))) for i in range(1, size)]
     for node in nodes[1:]:
         await node.start()
-    await _until(lambda: all(len(n.membership.nodes) == size for n in nodes))
+    await until(lambda: all(len(n.membership.nodes) == size for n in nodes), 15)
     return nodes
 
 
@@ -65,8 +56,9 @@ def test_a_store_is_answered_with_quorum_receipts_and_reaches_the_whole_swarm(
             assert None not in signers
             assert len(signers) >= 3
             assert signers <= swarm
-            await _until(
-                lambda: {n.identity.ed25519_public_key for n in _holders(nodes, digest)} == swarm
+            await until(
+                lambda: {n.identity.ed25519_public_key for n in _holders(nodes, digest)} == swarm,
+                15,
             )
         finally:
             for node in nodes:
@@ -94,7 +86,7 @@ def test_a_member_that_was_down_catches_up_by_anti_entropy(tmp_path: Path) -> No
             nodes[nodes.index(lagging)] = back
             assert back.store.hashes_of(bob.account_bytes) == []
             await back.start()
-            await _until(lambda: len(back.store.hashes_of(bob.account_bytes)) == 5, 30)
+            await until(lambda: len(back.store.hashes_of(bob.account_bytes)) == 5, 30)
         finally:
             for node in nodes:
                 if node._started and node._server is not None and node._server.is_serving():
@@ -117,12 +109,12 @@ def test_a_joining_node_receives_its_share(tmp_path: Path) -> None:
             newcomer = Node(_config(tmp_path / "newcomer", (f"127.0.0.1:{nodes[0].port}",)))
             await newcomer.start()
             nodes.append(newcomer)
-            await _until(lambda: all(len(n.membership.nodes) == 6 for n in nodes))
+            await until(lambda: all(len(n.membership.nodes) == 6 for n in nodes), 15)
             share = [a for a in accounts if newcomer.network.serves(a.account_bytes)]
             assert share, "the newcomer serves none of 30 accounts: the test would be empty"
-            await _until(lambda: all(newcomer.store.hashes_of(a.account_bytes) for a in share), 60)
+            await until(lambda: all(newcomer.store.hashes_of(a.account_bytes) for a in share), 60)
             # and the nodes it displaced hand their copies over and drop them
-            await _until(
+            await until(
                 lambda: all(
                     not n.store.hashes_of(a.account_bytes)
                     for a in accounts

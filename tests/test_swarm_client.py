@@ -7,7 +7,7 @@ import dataclasses
 import time
 from pathlib import Path
 
-from node_helpers import make_config, run
+from node_helpers import make_config, run, until
 from veil.client.network import NetworkClient
 from veil.client.swarm import SwarmClient
 from veil.identity import Identity
@@ -25,13 +25,6 @@ FAST = NetworkSettings(
 
 def _config(path: Path, seeds: tuple[str, ...] = ()) -> NodeConfig:
     return dataclasses.replace(make_config(path), network=FAST, seeds=seeds)
-
-
-async def _until(predicate: object, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():  # type: ignore[operator]
-        assert time.monotonic() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.05)
 
 
 async def _group(tmp_path: Path, names: list[str], seed: str | None = None) -> list[Node]:
@@ -56,7 +49,7 @@ def test_messages_survive_a_stopped_member_and_reads_merge_three_members(tmp_pat
     async def main() -> None:
         nodes = await _group(tmp_path, [f"n{i}" for i in range(10)])
         try:
-            await _until(lambda: all(len(n.membership.nodes) == 10 for n in nodes))
+            await until(lambda: all(len(n.membership.nodes) == 10 for n in nodes), 20)
             async with NetworkClient([n.peer_info for n in nodes]) as network:
                 client = SwarmClient(network)
                 assert await client.refresh_nodes() == 10
@@ -87,7 +80,7 @@ def test_two_halves_that_did_not_know_each_other_still_deliver_every_message(
         right = await _group(tmp_path, [f"r{i}" for i in range(5)])
         nodes = left + right
         try:
-            await _until(lambda: all(len(n.membership.nodes) == 5 for n in nodes))
+            await until(lambda: all(len(n.membership.nodes) == 5 for n in nodes), 20)
             sent = set()
             async with NetworkClient([n.peer_info for n in left]) as network:
                 client = SwarmClient(network)
@@ -96,7 +89,7 @@ def test_two_halves_that_did_not_know_each_other_still_deliver_every_message(
                     sent.add(answer["hash"])
             # the halves meet: their views disagree until gossip and anti-entropy settle
             await right[0].membership.exchange(f"127.0.0.1:{left[0].port}")
-            await _until(lambda: all(len(n.membership.nodes) == 10 for n in nodes))
+            await until(lambda: all(len(n.membership.nodes) == 10 for n in nodes), 20)
             async with NetworkClient([n.peer_info for n in nodes]) as network:
                 client = SwarmClient(network)
                 await client.refresh_nodes()

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 from pathlib import Path
 
-from node_helpers import Account, HttpClient, make_config, run, until
+from node_helpers import Account, HttpClient, make_config, retrieve_all, run, until
 from veil.node.config import NetworkSettings, NodeConfig
 from veil.node.replication import verify_receipt
 from veil.node.server import Node
@@ -123,6 +124,65 @@ def test_a_joining_node_receives_its_share(tmp_path: Path) -> None:
                 ),
                 60,
             )
+        finally:
+            for node in nodes:
+                if node._server is not None and node._server.is_serving():
+                    await node.stop()
+
+    run(main())
+
+
+def test_a_delete_or_delete_all_at_one_member_reaches_the_whole_swarm(tmp_path: Path) -> None:
+    carol = Account()
+
+    async def main() -> None:
+        nodes = await _network(tmp_path, 5)
+        try:
+            swarm = {a.ed25519 for a in nodes[0].network.swarm(carol.account_bytes)}
+            members = [n for n in nodes if n.identity.ed25519_public_key in swarm]
+            assert len(members) >= 3
+            hashes = []
+            async with await HttpClient.connect(members[0].port) as client:
+                for text in (b"delete me", b"delete me with the rest"):
+                    status, body = await client.rpc("store", carol.store(text))
+                    assert status == 200, body
+                    hashes.append(body["hash"])
+            digests = {base64.b64decode(h + "=") for h in hashes}
+            await until(
+                lambda: all(
+                    set(m.store.hashes_of(carol.account_bytes)) == digests for m in members
+                ),
+                15,
+            )
+
+            async def retrieved() -> list[set[str]]:
+                found = []
+                for member in members:
+                    async with await HttpClient.connect(member.port) as client:
+                        found.append({m["hash"] for m in await retrieve_all(client, carol)})
+                return found
+
+            assert await retrieved() == [set(hashes)] * len(members)
+
+            # a delete sent to one member only
+            async with await HttpClient.connect(members[1].port) as client:
+                status, body = await client.rpc("delete", carol.delete([hashes[0]]))
+            assert status == 200, body
+            assert body["deleted"] == [hashes[0]]
+            await until(
+                lambda: all(len(m.store.hashes_of(carol.account_bytes)) == 1 for m in members), 10
+            )
+            assert await retrieved() == [{hashes[1]}] * len(members)
+
+            # a delete_all sent to another member only
+            async with await HttpClient.connect(members[2].port) as client:
+                status, body = await client.rpc("delete_all", carol.delete_all(0))
+            assert status == 200, body
+            assert body["deleted"] == [hashes[1]]
+            await until(
+                lambda: all(not m.store.hashes_of(carol.account_bytes) for m in members), 10
+            )
+            assert await retrieved() == [set()] * len(members)
         finally:
             for node in nodes:
                 if node._server is not None and node._server.is_serving():

@@ -280,6 +280,7 @@ class StorageRpc:
         deleted = await self.writer.submit(
             lambda txn: self.store.delete_hashes(txn, account, hashes)
         )
+        self._forward("delete", params, account)
         return {"deleted": sorted(keys.hash_b64(d) for d in deleted)}
 
     async def delete_all(self, params: Params) -> dict[str, Any]:
@@ -296,6 +297,7 @@ class StorageRpc:
         deleted = await self.writer.submit(
             lambda txn: self.store.delete_all(txn, account, namespace)
         )
+        self._forward("delete_all", params, account)
         return {"deleted": sorted(keys.hash_b64(d) for d in deleted)}
 
     async def expire(self, params: Params) -> dict[str, Any]:

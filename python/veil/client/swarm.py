@@ -20,6 +20,7 @@ from typing import Any
 from veil.client.network import NetworkClient, NetworkError
 from veil.errors import InvalidInputError, VeilError
 from veil.identity import Identity
+from veil.node import keys
 from veil.node.peers import PeerInfo
 from veil.node.swarms import SwarmMap
 from veil.protocol.announcement import Announcement
@@ -47,6 +48,7 @@ class SwarmClient:
         *,
         swarm_size: int = 5,
         read_members: int = 3,
+        look_back_ms: int = 60_000,
         rng: random.Random | None = None,
     ) -> None:
         self.network = network
@@ -56,6 +58,12 @@ class SwarmClient:
         self._map = SwarmMap([p.ed25519 for p in network.nodes], swarm_size)
         self._corrections: dict[bytes, list[PeerInfo]] = {}
         self._cursors: dict[tuple[bytes, bytes, int], str] = {}
+        # A message may reach a member up to the nodes' clock window (60 s) after messages with
+        # later timestamps, that is, behind a cursor already passed (docs/storage.md). Reads
+        # therefore start ``look_back_ms`` before the cursor, and the hashes returned inside that
+        # window are kept so that a message is returned once.
+        self.look_back_ms = look_back_ms
+        self._recent: dict[tuple[bytes, int], dict[str, int]] = {}
 
     # --- the view -----------------------------------------------------------------------------
 
@@ -99,20 +107,41 @@ class SwarmClient:
         self._corrections[account] = members
         return True
 
-    def export_cursors(self) -> dict[str, str]:
-        """The retrieve cursors, for the client's saved state."""
-        return {f"{a.hex()}:{m.hex()}:{ns}": c for (a, m, ns), c in self._cursors.items()}
+    def export_cursors(self) -> dict[str, Any]:
+        """The retrieve cursors and the hashes inside their look-back window, for saved state."""
+        saved: dict[str, Any] = {
+            f"{a.hex()}:{m.hex()}:{ns}": c for (a, m, ns), c in self._cursors.items()
+        }
+        saved["recent"] = {
+            f"{a.hex()}:{ns}": dict(seen) for (a, ns), seen in self._recent.items() if seen
+        }
+        return saved
 
     def import_cursors(self, saved: object) -> None:
         if not isinstance(saved, dict):
             return
         for key, cursor in saved.items():
+            if key == "recent":
+                self._import_recent(cursor)
+                continue
             try:
                 account, member, ns = str(key).split(":")
+                keys.cursor_decode(str(cursor))
                 self._cursors[(bytes.fromhex(account), bytes.fromhex(member), int(ns))] = str(
                     cursor
                 )
-            except ValueError:
+            except (ValueError, InvalidInputError):
+                continue
+
+    def _import_recent(self, saved: object) -> None:
+        if not isinstance(saved, dict):
+            return
+        for key, seen in saved.items():
+            try:
+                account, ns = str(key).split(":")
+                entries = {str(h): int(t) for h, t in dict(seen).items()}
+                self._recent[(bytes.fromhex(account), int(ns))] = entries
+            except (ValueError, TypeError):
                 continue
 
     # --- requests -----------------------------------------------------------------------------
@@ -128,17 +157,29 @@ class SwarmClient:
         return members[0], status, body
 
     async def store(
-        self, recipient_session_id: str, data: bytes, *, ttl_ms: int, namespace: int = 0
+        self,
+        recipient_session_id: str,
+        data: bytes,
+        *,
+        ttl_ms: int,
+        namespace: int = 0,
+        identity: Identity | None = None,
     ) -> dict[str, Any]:
-        """Deposit a message for an account (namespace 0: no signature needed)."""
+        """Deposit a message for an account. Namespace 0 takes anyone's messages; the others only
+        the account's own, signed by ``identity``."""
         account = b"\x05" + parse_session_id(recipient_session_id)
-        params = {
+        timestamp = _now_ms()
+        params: dict[str, Any] = {
             "pubkey": recipient_session_id,
-            "timestamp": _now_ms(),
+            "timestamp": timestamp,
             "ttl": ttl_ms,
             "data": base64.b64encode(data).decode("ascii"),
             "namespace": namespace,
         }
+        if namespace != 0:
+            if identity is None or identity.session_id != recipient_session_id:
+                raise ValueError("only the account itself stores outside namespace 0")
+            params.update(self._signature(identity, f"store{namespace}{timestamp}".encode()))
         last = ("unreachable", "no swarm member answered")
         members = self.swarm(account)
         self._rng.shuffle(members)
@@ -155,55 +196,141 @@ class SwarmClient:
                 break  # the message itself is refused: another member would say the same
         raise StoreError(*last)
 
+    @staticmethod
+    def _signature(identity: Identity, signed: bytes) -> dict[str, str]:
+        return {
+            "pubkey_ed25519": identity.ed25519_public_key.hex(),
+            "signature": base64.b64encode(identity.sign(signed)).decode("ascii"),
+        }
+
     def _retrieve_params(
         self, identity: Identity, namespace: int, cursor: str | None
     ) -> dict[str, Any]:
         timestamp = _now_ms()
         ns = "" if namespace == 0 else str(namespace)
-        signature = identity.sign(f"retrieve{ns}{timestamp}".encode())
         params: dict[str, Any] = {
             "pubkey": identity.session_id,
-            "pubkey_ed25519": identity.ed25519_public_key.hex(),
             "timestamp": timestamp,
-            "signature": base64.b64encode(signature).decode("ascii"),
             "namespace": namespace,
+            **self._signature(identity, f"retrieve{ns}{timestamp}".encode()),
         }
         if cursor:
-            params["cursor"] = cursor
+            # Step back by the look-back window (a cursor on a timestamp and the zero hash).
+            cursor_ts = int.from_bytes(keys.cursor_decode(cursor)[:8], "big")
+            params["cursor"] = keys.cursor_encode(max(0, cursor_ts - self.look_back_ms), bytes(32))
         return params
 
     async def _drain(
-        self, identity: Identity, member: PeerInfo, namespace: int
+        self, identity: Identity, member: PeerInfo, namespace: int, *, from_start: bool
     ) -> list[dict[str, Any]]:
         account = bytes.fromhex(identity.session_id)
         key = (account, member.ed25519, namespace)
         messages: list[dict[str, Any]] = []
+        cursor = None if from_start else self._cursors.get(key)
         for _ in range(64):  # pages, bounded
-            params = self._retrieve_params(identity, namespace, self._cursors.get(key))
+            params = self._retrieve_params(identity, namespace, cursor)
+            if cursor is not None and messages:
+                params["cursor"] = cursor  # later pages continue exactly where the last ended
             try:
                 _, status, body = await self._swarm_request(account, "retrieve", params, [member])
             except NetworkError:
                 break
             if status != 200 or not isinstance(body, dict):
                 break
-            messages.extend(body.get("messages", []))
-            if body.get("cursor"):
-                self._cursors[key] = body["cursor"]
+            page = body.get("messages", [])
+            messages.extend(page)
+            if isinstance(body.get("cursor"), str) and page:
+                cursor = body["cursor"]
+                if not from_start:
+                    self._cursors[key] = cursor
             if not body.get("more"):
                 break
         return messages
 
-    async def retrieve(self, identity: Identity, *, namespace: int = 0) -> list[dict[str, Any]]:
+    async def retrieve(
+        self, identity: Identity, *, namespace: int = 0, from_start: bool = False
+    ) -> list[dict[str, Any]]:
         """New messages of the account from ``read_members`` swarm members, merged, de-duplicated
-        by hash, in cursor order (timestamp, then hash)."""
+        by hash, in cursor order (timestamp, then hash). ``from_start``: every message held, with
+        no cursor used or kept (for small namespaces read whole, such as the account's config)."""
         account = bytes.fromhex(identity.session_id)
         members = self.swarm(account)
         self._rng.shuffle(members)
         pages = await asyncio.gather(
-            *(self._drain(identity, m, namespace) for m in members[: self.read_members])
+            *(
+                self._drain(identity, m, namespace, from_start=from_start)
+                for m in members[: self.read_members]
+            )
         )
         merged: dict[str, dict[str, Any]] = {}
         for page in pages:
             for message in page:
-                merged.setdefault(message["hash"], message)
-        return sorted(merged.values(), key=lambda m: (m["timestamp"], m["hash"]))
+                if isinstance(message, dict) and isinstance(message.get("hash"), str):
+                    merged.setdefault(message["hash"], message)
+        ordered = sorted(merged.values(), key=lambda m: (m.get("timestamp", 0), m["hash"]))
+        if from_start:
+            return ordered
+        recent = self._recent.setdefault((account, namespace), {})
+        fresh = [m for m in ordered if m["hash"] not in recent]
+        for message in ordered:
+            recent[message["hash"]] = int(message.get("timestamp", 0))
+        self._prune_recent(account, namespace)
+        return fresh
+
+    def _prune_recent(self, account: bytes, namespace: int) -> None:
+        """Forget hashes that no read can return again: older than every member's window."""
+        starts = [
+            int.from_bytes(keys.cursor_decode(c)[:8], "big") - self.look_back_ms
+            for (a, _m, ns), c in self._cursors.items()
+            if a == account and ns == namespace
+        ]
+        if not starts:
+            return
+        floor = min(starts)
+        recent = self._recent[(account, namespace)]
+        for digest in [h for h, t in recent.items() if t <= floor]:
+            del recent[digest]
+
+    async def _signed_write(
+        self, identity: Identity, method: str, params: dict[str, Any]
+    ) -> dict[str, Any]:
+        """A signed delete or expiry change at one swarm member (which forwards it to the rest)."""
+        account = bytes.fromhex(identity.session_id)
+        members = self.swarm(account)
+        self._rng.shuffle(members)
+        last = ("unreachable", "no swarm member answered")
+        for member in members[:3]:
+            try:
+                _, status, body = await self._swarm_request(account, method, params, [member])
+            except NetworkError:
+                continue
+            if status == 200 and isinstance(body, dict):
+                return body
+            error = body.get("error", {}) if isinstance(body, dict) else {}
+            last = (str(error.get("code", status)), str(error.get("message", "")))
+        raise StoreError(*last)
+
+    async def delete(self, identity: Identity, hashes: list[str]) -> list[str]:
+        """Delete the account's messages ``hashes`` from its swarm; the hashes deleted."""
+        if not hashes:
+            return []
+        params = {
+            "pubkey": identity.session_id,
+            "messages": hashes,
+            **self._signature(identity, ("delete" + "".join(hashes)).encode()),
+        }
+        body = await self._signed_write(identity, "delete", params)
+        return [str(h) for h in body.get("deleted", [])]
+
+    async def shorten_expiry(self, identity: Identity, hashes: list[str], expiry_ms: int) -> None:
+        """Bring the expiry of the account's messages ``hashes`` forward to ``expiry_ms``."""
+        if not hashes:
+            return
+        params = {
+            "pubkey": identity.session_id,
+            "messages": hashes,
+            "expiry": expiry_ms,
+            "shorten": True,
+            **self._signature(identity, f"expireshorten{expiry_ms}{''.join(hashes)}".encode()),
+        }
+        await self._signed_write(identity, "expire", params)

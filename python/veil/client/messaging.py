@@ -2,93 +2,498 @@
 
 A message is :mod:`veil.protocol.content` (versioned, padded), encrypted with the Session Protocol
 to the recipient's Session ID (:func:`veil.crypto.encrypt_for_recipient`), and stored in the
-recipient's swarm through onion paths (:class:`~veil.client.swarm.SwarmClient`). Fetching reads
-several swarm members, opens each message, checks the signature (which names the sender), and
-drops what was already seen (by content id, so copies from different members show once).
+recipient's swarm (namespace 0) through onion paths (:class:`~veil.client.swarm.SwarmClient`).
+Fetching reads several swarm members, opens each message, checks the signature (which names the
+sender), and drops what was already seen (by content id, so copies from different members show
+once).
+
+Around that, what a messenger needs (all of it in :class:`Messenger`):
+
+- **Message requests.** A message from a Session ID that is not a contact is kept as a request until
+  :meth:`Messenger.accept` (the sender is told with an ``accept`` message) or
+  :meth:`Messenger.block` (its messages are dropped from then on). Writing to someone makes them a
+  contact: the first message is the request.
+- **Several devices.** The devices of an account share its config (:mod:`veil.client.account`:
+  name, contacts, devices), stored encrypted to the account itself in its own swarm, namespace 2,
+  and merged entry by entry. Each message sent is also sent, as a ``sent`` transcript, to the
+  account's own swarm, so that its other devices show it.
+- **Pickup deletion.** A device deletes what it picked up from the swarm once every device of the
+  account has picked it up: each device publishes, in the config, the time up to which it has
+  fetched everything (``picked_ms``; the fetch's start less ``pickup_window_ms``, which covers the
+  nodes' clock window). With one device, a message is deleted as soon as it is fetched. A device
+  that never comes back holds messages back until they expire (the TTL), never longer.
+- **Disappearing messages** (``after_send``: gone ``ttl`` after it was sent, on the nodes too;
+  ``after_read``: gone ``ttl`` after the recipient first showed it) and **unsend** (the recipient's
+  devices and the sender's other devices drop the message).
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
+import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
-from veil.client.swarm import SwarmClient
+from veil.client.account import AccountConfig, Book, Device, Entry
+from veil.client.network import NetworkError
+from veil.client.swarm import StoreError, SwarmClient
 from veil.crypto import decrypt_incoming, encrypt_for_recipient
-from veil.errors import DecryptionError
+from veil.errors import DecryptionError, InvalidInputError
 from veil.identity import Identity
 from veil.protocol.content import Content, ContentError, decode_content, encode_content
+from veil.session_id import parse_session_id
 
-__all__ = ["Messenger", "Received"]
+__all__ = ["CONFIG_NAMESPACE", "BlockedContactError", "Messenger", "Received"]
+
+log = logging.getLogger("veil.client")
 
 DEFAULT_TTL_MS = 14 * 24 * 3600 * 1000
+MIN_TTL_MS = 10_000  # the nodes' shortest message lifetime (their min_ttl_ms)
+CONFIG_NAMESPACE = 2
+DELETE_CHUNK = 100  # hashes per signed delete (a node takes up to delete_max_hashes)
+SEEN_KEPT = 10_000
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class BlockedContactError(InvalidInputError):
+    """A message to a Session ID this account has blocked."""
 
 
 @dataclass(frozen=True, slots=True)
 class Received:
+    """Something new in a conversation, from a fetch."""
+
+    kind: str
+    """``text``, ``accept`` (the peer accepted our request) or ``unsend`` (``ref`` taken back)."""
+    peer: str
+    """The other side of the conversation."""
     sender: str
-    """The sender's Session ID, proven by the message's signature."""
+    """Who wrote it, proven by the message's signature (our own Session ID if ``outgoing``)."""
     body: str
     sent_ms: int
     name: str | None
     hash: str
     id: bytes
+    outgoing: bool = False
+    """Sent by another device of this account (a transcript)."""
+    request: bool = False
+    """From someone who is not a contact yet: held as a message request."""
+    disappear: tuple[str, int] | None = None
+    ref: bytes | None = None
 
 
 class Messenger:
-    """Sends and fetches one account's messages."""
+    """Sends and fetches one account's messages on one device.
 
-    def __init__(self, identity: Identity, swarm: SwarmClient, *, name: str | None = None) -> None:
+    ``persist`` (if given) is called with the book after a fetch has taken new messages and before
+    any of them is deleted from the swarm, so that a message picked up is always saved first."""
+
+    def __init__(
+        self,
+        identity: Identity,
+        swarm: SwarmClient,
+        *,
+        book: Book | None = None,
+        name: str | None = None,
+        pickup_window_ms: int = 120_000,
+        ttl_ms: int = DEFAULT_TTL_MS,
+        min_ttl_ms: int = MIN_TTL_MS,
+        persist: Callable[[Book], None] | None = None,
+    ) -> None:
         self.identity = identity
         self.swarm = swarm
-        self.name = name
-        self._seen: dict[bytes, None] = {}  # insertion-ordered set
+        self.book = book or Book()
+        self.pickup_window_ms = pickup_window_ms
+        self.ttl_ms = ttl_ms
+        self.min_ttl_ms = min_ttl_ms
+        self.persist = persist
         self.undecryptable = 0
+        self.config_dirty = False
+        self._seen = dict.fromkeys(self.book.seen)  # insertion-ordered set of content ids (hex)
+        swarm.import_cursors(self.book.cursors)
+        if name is not None and self.book.config.name != name:
+            self.book.config.set_name(name, _now_ms())
+            self.config_dirty = True
 
-    def export_seen(self, keep: int = 10_000) -> list[str]:
-        """The ids of messages already shown (the most recent ``keep``), for the saved state."""
-        return [i.hex() for i in list(self._seen)[-keep:]]
+    # --- what the device holds ----------------------------------------------------------------
 
-    def import_seen(self, saved: object) -> None:
-        if isinstance(saved, list):
-            for item in saved:
-                try:
-                    self._seen[bytes.fromhex(str(item))] = None
-                except ValueError:
-                    continue
+    @property
+    def me(self) -> str:
+        return self.identity.session_id
+
+    @property
+    def name(self) -> str | None:
+        return self.book.config.name
+
+    @property
+    def config(self) -> AccountConfig:
+        return self.book.config
+
+    def save(self) -> Book:
+        """The book with the swarm cursors and seen ids brought up to date, ready to be saved."""
+        self.book.cursors = self.swarm.export_cursors()
+        self.book.seen = list(self._seen)[-SEEN_KEPT:]
+        return self.book
+
+    def conversation(self, peer: str) -> list[Entry]:
+        self._purge_expired()
+        return list(self.book.conversations.get(peer, []))
+
+    def contacts(self) -> dict[str, str]:
+        """Session ID -> ``accepted`` or ``blocked``."""
+        return {sid: state for sid, (state, _) in sorted(self.config.contacts.items())}
+
+    def requests(self) -> dict[str, list[Entry]]:
+        """Conversations started by someone who is not a contact: their held messages."""
+        self._purge_expired()
+        return {
+            sid: entries
+            for sid, entries in self.book.conversations.items()
+            if self.config.contact(sid) is None and any(not e.outgoing for e in entries)
+        }
+
+    def peer_name(self, peer: str) -> str | None:
+        for entry in reversed(self.book.conversations.get(peer, [])):
+            if not entry.outgoing and entry.name:
+                return entry.name
+        return None
+
+    def mark_read(self, peer: str) -> list[Entry]:
+        """Mark the peer's unread messages read (starting ``after_read`` timers); returns them."""
+        now = _now_ms()
+        marked = []
+        for entry in self.book.conversations.get(peer, []):
+            if entry.outgoing or entry.read_ms is not None:
+                continue
+            entry.read_ms = now
+            if entry.disappear and entry.disappear[0] == "after_read":
+                entry.expires_ms = now + entry.disappear[1]
+            marked.append(entry)
+        return marked
+
+    def _purge_expired(self) -> None:
+        now = _now_ms()
+        for sid, entries in list(self.book.conversations.items()):
+            kept = [e for e in entries if e.expires_ms is None or e.expires_ms > now]
+            if kept:
+                self.book.conversations[sid] = kept
+            else:
+                del self.book.conversations[sid]
+
+    def _add(self, peer: str, entry: Entry) -> None:
+        entries = self.book.conversations.setdefault(peer, [])
+        if any(e.id == entry.id for e in entries):
+            return
+        entries.append(entry)
+        entries.sort(key=lambda e: e.sent_ms)
+
+    def _drop(self, peer: str, message_id: str, *, outgoing: bool) -> bool:
+        entries = self.book.conversations.get(peer, [])
+        kept = [e for e in entries if not (e.id == message_id and e.outgoing == outgoing)]
+        self.book.conversations[peer] = kept
+        return len(kept) != len(entries)
+
+    # --- changing the account's config --------------------------------------------------------
+
+    async def set_name(self, name: str | None) -> None:
+        self.config.set_name(name, _now_ms())
+        self.config_dirty = True
+        await self.sync()
+
+    async def accept(self, peer: str) -> list[Entry]:
+        """Accept ``peer``'s message request (or unblock them); returns the messages held."""
+        parse_session_id(peer)
+        self.config.set_contact(peer, "accepted", _now_ms())
+        self.config_dirty = True
+        await self._send_content(peer, Content.control("accept", _now_ms()), ttl_ms=self.ttl_ms)
+        await self.sync()
+        return self.conversation(peer)
+
+    async def block(self, peer: str) -> None:
+        """Block ``peer``: their messages are dropped, here and on the account's other devices."""
+        parse_session_id(peer)
+        self.config.set_contact(peer, "blocked", _now_ms())
+        self.config_dirty = True
+        self.book.conversations.pop(peer, None)
+        await self.sync()
+
+    # --- sending ------------------------------------------------------------------------------
+
+    async def _send_content(self, recipient: str, content: Content, *, ttl_ms: int) -> str:
+        sealed = encrypt_for_recipient(self.identity, recipient, encode_content(content))
+        answer = await self.swarm.store(recipient, sealed, ttl_ms=ttl_ms)
+        return str(answer.get("hash", ""))
+
+    def _transcript(self, peer: str, content: Content) -> Content:
+        return Content(
+            body=content.body,
+            sent_ms=content.sent_ms,
+            id=content.id,
+            kind="sent" if content.kind == "text" else content.kind,
+            name=content.name,
+            to=peer,
+            ref=content.ref,
+            disappear=content.disappear,
+        )
 
     async def send_text(
-        self, recipient_session_id: str, text: str, *, ttl_ms: int = DEFAULT_TTL_MS
+        self, recipient_session_id: str, text: str, *, disappear: tuple[str, int] | None = None
     ) -> bytes:
-        """Send ``text``; returns the message's content id. Raises on a malformed Session ID."""
-        content = Content.text(text, time.time_ns() // 1_000_000, name=self.name)
-        sealed = encrypt_for_recipient(self.identity, recipient_session_id, encode_content(content))
-        await self.swarm.store(recipient_session_id, sealed, ttl_ms=ttl_ms)
+        """Send ``text``; returns the message's content id.
+
+        Raises :class:`~veil.errors.InvalidSessionIdError` for a malformed Session ID,
+        :class:`BlockedContactError` for a blocked one, and the network's errors if the message
+        was not stored (then nothing was recorded as sent)."""
+        parse_session_id(recipient_session_id)
+        if self.config.contact(recipient_session_id) == "blocked":
+            raise BlockedContactError(
+                f"{recipient_session_id} is blocked; `veil accept` it to write again"
+            )
+        ttl = self.ttl_ms
+        if disappear is not None:
+            if disappear[1] < self.min_ttl_ms:
+                raise InvalidInputError(
+                    f"a disappearing message lives at least {self.min_ttl_ms // 1000} seconds"
+                )
+            if disappear[0] == "after_send":
+                ttl = min(ttl, disappear[1])
+        now = _now_ms()
+        content = Content.text(text, now, name=self.name, disappear=disappear)
+        await self._send_content(recipient_session_id, content, ttl_ms=ttl)
+        self._seen[content.id.hex()] = None
+        self._add(
+            recipient_session_id,
+            Entry(
+                id=content.id.hex(),
+                outgoing=True,
+                body=text,
+                sent_ms=now,
+                name=self.name,
+                disappear=disappear,
+                read_ms=now,
+                expires_ms=now + disappear[1] if disappear else None,
+            ),
+        )
+        if self.config.contact(recipient_session_id) is None:
+            self.config.set_contact(recipient_session_id, "accepted", now)
+            self.config_dirty = True
+        await self._to_own_devices(self._transcript(recipient_session_id, content), ttl)
+        if self.config_dirty:
+            await self.sync()
         return content.id
 
+    async def unsend(self, peer: str, message_id: bytes) -> None:
+        """Take back a message sent to ``peer``: its devices and ours drop it."""
+        parse_session_id(peer)
+        content = Content.control("unsend", _now_ms(), ref=message_id)
+        await self._send_content(peer, content, ttl_ms=self.ttl_ms)
+        self._drop(peer, message_id.hex(), outgoing=True)
+        await self._to_own_devices(self._transcript(peer, content), self.ttl_ms)
+
+    async def _to_own_devices(self, content: Content, ttl_ms: int) -> None:
+        """A transcript for the account's other devices. Failing to store it does not unsend
+        what was sent; it is logged, and the other devices miss the transcript."""
+        self._seen[content.id.hex()] = None  # our own copy is not news to this device
+        try:
+            await self._send_content(self.me, content, ttl_ms=ttl_ms)
+        except (NetworkError, StoreError) as exc:
+            log.warning("transcript for own devices not stored: %s", type(exc).__name__)
+
+    # --- fetching -----------------------------------------------------------------------------
+
+    def _open(self, message: dict[str, object]) -> tuple[Content, str] | None:
+        try:
+            sealed = base64.b64decode(str(message["data"]), validate=True)
+            plaintext, sender = decrypt_incoming(self.identity, sealed)
+            return decode_content(plaintext), sender
+        except (binascii.Error, ValueError, KeyError, DecryptionError, ContentError):
+            self.undecryptable += 1
+            return None
+
     async def fetch(self) -> list[Received]:
-        """New messages, oldest first. Messages that do not open are counted, not raised."""
+        """What is new, oldest first: messages (requests flagged), transcripts of what the
+        account's other devices sent, accepts and unsends. Messages that do not open are
+        counted in ``undecryptable``, not raised. Then publishes this device's pickup mark and
+        config if needed and deletes from the swarm what every device has picked up."""
+        started = _now_ms()
+        await self._pull_config()
         received = []
         for message in await self.swarm.retrieve(self.identity):
-            try:
-                sealed = base64.b64decode(message["data"], validate=True)
-                plaintext, sender = decrypt_incoming(self.identity, sealed)
-                content = decode_content(plaintext)
-            except (binascii.Error, ValueError, KeyError, DecryptionError, ContentError):
-                self.undecryptable += 1
+            digest, timestamp = str(message["hash"]), int(message.get("timestamp", 0))
+            self.book.pending[digest] = timestamp
+            self.book.received_to_ms = max(self.book.received_to_ms, timestamp)
+            opened = self._open(message)
+            if opened is None:
                 continue
-            if content.id in self._seen:
+            content, sender = opened
+            if content.id.hex() in self._seen:
                 continue
-            self._seen[content.id] = None
-            received.append(
-                Received(
-                    sender=sender,
+            self._seen[content.id.hex()] = None
+            event = self._take(content, sender, digest)
+            if event is not None:
+                received.append(event)
+        # A message taken back in the same fetch is not shown at all.
+        unsent = {e.ref for e in received if e.kind == "unsend"}
+        shown = {e.id for e in received}
+        received = [
+            e
+            for e in received
+            if e.id not in unsent and not (e.kind == "unsend" and e.ref in shown)
+        ]
+        self._advance_mark(started)
+        if self.persist is not None:
+            self.persist(self.save())  # kept on this device before anything leaves the swarm
+        await self.sync()
+        await self._delete_picked_up()
+        self._purge_expired()
+        return received
+
+    def _take(self, content: Content, sender: str, digest: str) -> Received | None:
+        """Apply one opened message to the book; the event to show, if any."""
+        if sender == self.me:
+            if content.to is None:
+                return None  # a config in namespace 0, or a transcript without a peer
+            peer, outgoing = content.to, True
+        else:
+            if content.kind in ("sent", "config"):
+                return None  # only the account itself speaks for its own devices
+            peer, outgoing = sender, False
+        state = self.config.contact(peer)
+        if state == "blocked" and not outgoing:
+            return None
+        if content.kind == "unsend":
+            assert content.ref is not None  # decode_content guarantees it
+            if not self._drop(peer, content.ref.hex(), outgoing=outgoing):
+                return None
+        elif content.kind in ("text", "sent"):
+            dis = content.disappear
+            expires = (
+                content.sent_ms + dis[1] if dis and (outgoing or dis[0] == "after_send") else None
+            )
+            self._add(
+                peer,
+                Entry(
+                    id=content.id.hex(),
+                    outgoing=outgoing,
                     body=content.body,
                     sent_ms=content.sent_ms,
                     name=content.name,
-                    hash=message["hash"],
-                    id=content.id,
-                )
+                    disappear=dis,
+                    read_ms=content.sent_ms if outgoing else None,
+                    expires_ms=expires,
+                ),
             )
-        return received
+        return Received(
+            kind="text" if content.kind == "sent" else content.kind,
+            peer=peer,
+            sender=sender,
+            body=content.body,
+            sent_ms=content.sent_ms,
+            name=content.name,
+            hash=digest,
+            id=content.id,
+            outgoing=outgoing,
+            request=not outgoing and state is None,
+            disappear=content.disappear,
+            ref=content.ref,
+        )
+
+    # --- the account's config and pickup deletion ---------------------------------------------
+
+    def _register_device(self) -> None:
+        """Put this device in the config (again, if another device removed it)."""
+        mine = self.config.devices.get(self.book.device_id)
+        if mine is None or mine.removed or mine.name != self.book.device_name:
+            now = _now_ms()
+            self.config.set_device(
+                self.book.device_id,
+                Device(
+                    name=self.book.device_name,
+                    linked_ms=mine.linked_ms if mine and not mine.removed else now,
+                    picked_ms=mine.picked_ms if mine else 0,
+                    changed_ms=now,
+                ),
+            )
+            self.config_dirty = True
+
+    def _advance_mark(self, fetch_started_ms: int) -> None:
+        """Publish how far this device has fetched, when another device waits for it: only if
+        something was picked up that the published mark does not cover yet."""
+        others = [i for i in self.config.live_devices() if i != self.book.device_id]
+        mark = fetch_started_ms - self.pickup_window_ms
+        if not others or self.book.published_mark_ms >= self.book.received_to_ms:
+            return
+        if mark <= self.book.published_mark_ms:
+            return
+        mine = self.config.devices[self.book.device_id]
+        mine.picked_ms = mark
+        mine.changed_ms = max(_now_ms(), mine.changed_ms + 1)
+        self.book.published_mark_ms = mark
+        self.config_dirty = True
+
+    async def _pull_config(self) -> None:
+        messages = await self.swarm.retrieve(
+            self.identity, namespace=CONFIG_NAMESPACE, from_start=True
+        )
+        hashes = {}
+        newest = 0
+        for message in messages:
+            opened = self._open(message)
+            hashes[str(message["hash"])] = int(message.get("timestamp", 0))
+            if opened is None or opened[1] != self.me or opened[0].kind != "config":
+                continue
+            assert opened[0].config is not None  # decode_content guarantees it
+            self.config.merge(AccountConfig.from_wire(opened[0].config))
+            newest = max(newest, int(message.get("timestamp", 0)))
+        if messages:
+            self.book.config_hashes = hashes
+        self._register_device()
+        # One config in the swarm, refreshed before it expires.
+        if len(hashes) > 1 or (hashes and newest < _now_ms() - self.ttl_ms // 2):
+            self.config_dirty = True
+
+    async def sync(self) -> None:
+        """Store the config if it changed, then delete the configs it replaces. A failure leaves
+        it to the next call (``config_dirty`` stays set)."""
+        self._register_device()
+        if not self.config_dirty:
+            return
+        now = _now_ms()
+        content = Content.control("config", now, config=self.config.wire())
+        sealed = encrypt_for_recipient(self.identity, self.me, encode_content(content))
+        try:
+            answer = await self.swarm.store(
+                self.me,
+                sealed,
+                ttl_ms=self.ttl_ms,
+                namespace=CONFIG_NAMESPACE,
+                identity=self.identity,
+            )
+        except (NetworkError, StoreError) as exc:
+            log.warning("config not stored: %s", type(exc).__name__)
+            return
+        self.config_dirty = False
+        replaced = [h for h in self.book.config_hashes if h != answer.get("hash")]
+        self.book.config_hashes = {str(answer.get("hash")): now}
+        # If this fails, the next pull finds more than one config and stores a merged one again.
+        with contextlib.suppress(NetworkError, StoreError):
+            await self.swarm.delete(self.identity, replaced)
+
+    async def _delete_picked_up(self) -> None:
+        others = [d for i, d in self.config.live_devices().items() if i != self.book.device_id]
+        floor = min((d.picked_ms for d in others), default=None)
+        ready = [h for h, ts in self.book.pending.items() if floor is None or ts <= floor]
+        for start in range(0, len(ready), DELETE_CHUNK):
+            chunk = ready[start : start + DELETE_CHUNK]
+            try:
+                await self.swarm.delete(self.identity, chunk)
+            except (NetworkError, StoreError):
+                return  # kept pending: the next fetch tries again
+            for digest in chunk:
+                del self.book.pending[digest]

@@ -4,34 +4,55 @@
 content = msgpack map {
     "v": 1,                       format version
     "id": bytes (16),             random; the same message received twice is shown once
-    "kind": "text",               (more kinds — requests, receipts, sync — come with the messenger)
+    "kind": str,                  see below ("text" when absent)
     "sent_ms": int,               the sender's clock
-    "body": str,                  the text
+    "body": str,                  the text ("" for kinds without one)
     "name": str,                  optional: the sender's display name
+    "to": str,                    "sent", "unsend" between own devices: the other Session ID
+    "ref": bytes (16),            "unsend": the id of the message taken back
+    "dis": [mode, ttl_ms],        optional: disappearing ("after_send" | "after_read")
+    "config": map,                "config": the account's settings (veil.client.account)
 }
 padded  = content ‖ 0x80 ‖ 0x00 … 0x00     (ISO/IEC 7816-4), to the next size bucket
 buckets = 256, 512, 1024, 2048, 4096, 8192, 16384, 32768, 65536 bytes (then multiples of 64 KiB)
 ```
 
+Kinds: ``text`` (a message), ``accept`` (the sender accepted the recipient's message request),
+``unsend`` (take back message ``ref``), and, only between the devices of one account (the sender is
+the recipient), ``sent`` (a transcript of a message this account sent to ``to``) and ``config``.
+
 Padding to a few sizes means a message's length tells an observer (a node holding it) little
 about what it says. Unknown fields are ignored, so later versions can add some; a newer ``v`` is
-refused with :class:`ContentError`.
+refused with :class:`ContentError`, and so is a kind this version does not know.
 """
 
 from __future__ import annotations
 
 import secrets
 from dataclasses import dataclass
+from typing import Any
 
 import msgpack
 
 from veil.errors import InvalidInputError
 
-__all__ = ["BUCKETS", "Content", "ContentError", "decode_content", "encode_content", "pad", "unpad"]
+__all__ = [
+    "BUCKETS",
+    "DISAPPEAR_MODES",
+    "KINDS",
+    "Content",
+    "ContentError",
+    "decode_content",
+    "encode_content",
+    "pad",
+    "unpad",
+]
 
 VERSION = 1
 BUCKETS = (256, 512, 1024, 2048, 4096, 8192, 16384, 32768, 65536)
 MAX_CONTENT = 60 * 1024  # leaves room for the Session Protocol's 144 bytes in a 76,800-byte store
+KINDS = frozenset({"text", "accept", "unsend", "sent", "config"})
+DISAPPEAR_MODES = frozenset({"after_send", "after_read"})
 
 
 class ContentError(InvalidInputError):
@@ -45,10 +66,27 @@ class Content:
     id: bytes
     kind: str = "text"
     name: str | None = None
+    to: str | None = None
+    ref: bytes | None = None
+    disappear: tuple[str, int] | None = None
+    config: dict[str, Any] | None = None
 
     @classmethod
-    def text(cls, body: str, sent_ms: int, name: str | None = None) -> Content:
-        return cls(body=body, sent_ms=sent_ms, id=secrets.token_bytes(16), name=name)
+    def text(
+        cls,
+        body: str,
+        sent_ms: int,
+        name: str | None = None,
+        disappear: tuple[str, int] | None = None,
+    ) -> Content:
+        return cls(
+            body=body, sent_ms=sent_ms, id=secrets.token_bytes(16), name=name, disappear=disappear
+        )
+
+    @classmethod
+    def control(cls, kind: str, sent_ms: int, **fields: Any) -> Content:
+        """A message without text: ``accept``, ``unsend``, ``config``."""
+        return cls(body="", sent_ms=sent_ms, id=secrets.token_bytes(16), kind=kind, **fields)
 
 
 def pad(data: bytes) -> bytes:
@@ -73,12 +111,40 @@ def encode_content(content: Content) -> bytes:
         "sent_ms": content.sent_ms,
         "body": content.body,
     }
-    if content.name is not None:
-        fields["name"] = content.name
+    optional = {
+        "name": content.name,
+        "to": content.to,
+        "ref": content.ref,
+        "dis": list(content.disappear) if content.disappear else None,
+        "config": content.config,
+    }
+    fields.update((k, v) for k, v in optional.items() if v is not None)
     packed = msgpack.packb(fields, use_bin_type=True)
     if len(packed) > MAX_CONTENT:
         raise ContentError(f"message content is larger than {MAX_CONTENT} bytes")
     return pad(packed)
+
+
+def _optional(fields: dict[str, Any], key: str, kind: type) -> Any:
+    value = fields.get(key)
+    if value is not None and not isinstance(value, kind):
+        raise ContentError(f"message content field {key!r} is mistyped")
+    return value
+
+
+def _disappear(value: object) -> tuple[str, int] | None:
+    if value is None:
+        return None
+    if (
+        isinstance(value, list)
+        and len(value) == 2
+        and value[0] in DISAPPEAR_MODES
+        and isinstance(value[1], int)
+        and not isinstance(value[1], bool)
+        and value[1] > 0
+    ):
+        return (value[0], value[1])
+    raise ContentError("message content field 'dis' is malformed")
 
 
 def decode_content(padded: bytes) -> Content:
@@ -89,14 +155,36 @@ def decode_content(padded: bytes) -> Content:
     if not isinstance(fields, dict) or fields.get("v") != VERSION:
         raise ContentError("unsupported message content version")
     body, sent_ms, ident = fields.get("body"), fields.get("sent_ms"), fields.get("id")
-    kind, name = fields.get("kind", "text"), fields.get("name")
+    kind = fields.get("kind", "text")
     if (
         not isinstance(body, str)
         or not isinstance(sent_ms, int)
         or not isinstance(ident, bytes)
         or len(ident) != 16
         or not isinstance(kind, str)
-        or (name is not None and not isinstance(name, str))
     ):
         raise ContentError("message content has a missing or mistyped field")
-    return Content(body=body, sent_ms=sent_ms, id=ident, kind=kind, name=name)
+    if kind not in KINDS:
+        raise ContentError("unknown message content kind")
+    ref = _optional(fields, "ref", bytes)
+    if ref is not None and len(ref) != 16:
+        raise ContentError("message content field 'ref' is malformed")
+    if kind == "unsend" and ref is None:
+        raise ContentError("an unsend names no message")
+    to = _optional(fields, "to", str)
+    if kind == "sent" and to is None:
+        raise ContentError("a sent transcript names no recipient")
+    config = _optional(fields, "config", dict)
+    if kind == "config" and config is None:
+        raise ContentError("a config message holds no settings")
+    return Content(
+        body=body,
+        sent_ms=sent_ms,
+        id=ident,
+        kind=kind,
+        name=_optional(fields, "name", str),
+        to=to,
+        ref=ref,
+        disappear=_disappear(fields.get("dis")),
+        config=config,
+    )

@@ -1,0 +1,263 @@
+"""What an account keeps: its settings shared by every device, and one device's own book.
+
+**AccountConfig** is what the devices of one account agree on — the display name, contacts (accepted
+or blocked Session IDs) and the list of devices with each one's pickup mark. It travels as a
+``config`` message (:mod:`veil.protocol.content`) that the account encrypts to itself and stores in
+its own swarm, namespace 2, where only the account can store (signed). Every entry carries the time
+it was last changed, and two configs merge entry by entry, the later change winning (ties broken by
+value, so every device ends with the same result whatever order it merges in): a device may merge
+configs written concurrently by others and keep both sides' changes.
+
+```
+config = {
+    "name":     [name or nil, changed_ms],
+    "contacts": {session_id: ["accepted" | "blocked", changed_ms], ...},
+    "devices":  {device_id (hex): [device name, linked_ms, picked_ms, changed_ms, removed], ...},
+}
+```
+
+``picked_ms``: the device has fetched every message of namespace 0 with a timestamp up to it. A
+message is deleted from the swarm (pickup deletion) only once every device's mark has passed it, so
+a device that is away does not lose what the others already read.
+
+**Book** is one device's local state (saved by :class:`veil.client.home.ClientHome`): its device id,
+the merged config, the conversations, the retrieve cursors, seen content ids and the hashes picked
+up but not yet deletable.
+"""
+
+from __future__ import annotations
+
+import secrets
+import socket
+from dataclasses import dataclass, field
+from typing import Any
+
+from veil.errors import InvalidSessionIdError
+from veil.session_id import parse_session_id
+
+__all__ = ["CONTACT_STATES", "AccountConfig", "Book", "Device", "Entry"]
+
+CONTACT_STATES = ("accepted", "blocked")
+
+
+@dataclass(slots=True)
+class Device:
+    name: str
+    linked_ms: int
+    picked_ms: int
+    changed_ms: int
+    removed: bool = False
+
+    def wire(self) -> list[Any]:
+        return [self.name, self.linked_ms, self.picked_ms, self.changed_ms, self.removed]
+
+    @classmethod
+    def from_wire(cls, value: object) -> Device | None:
+        if not isinstance(value, list) or len(value) != 5:
+            return None
+        name, linked, picked, changed, removed = value
+        if (
+            not isinstance(name, str)
+            or not all(isinstance(v, int) and not isinstance(v, bool) for v in (linked, picked))
+            or not isinstance(changed, int)
+            or not isinstance(removed, bool)
+        ):
+            return None
+        return cls(name[:64], linked, picked, changed, removed)
+
+
+@dataclass(slots=True)
+class AccountConfig:
+    name: str | None = None
+    name_ms: int = 0
+    contacts: dict[str, tuple[str, int]] = field(default_factory=dict)
+    devices: dict[str, Device] = field(default_factory=dict)
+
+    # --- reading ------------------------------------------------------------------------------
+
+    def contact(self, session_id: str) -> str | None:
+        entry = self.contacts.get(session_id)
+        return entry[0] if entry else None
+
+    def live_devices(self) -> dict[str, Device]:
+        return {i: d for i, d in self.devices.items() if not d.removed}
+
+    # --- changing -----------------------------------------------------------------------------
+
+    def set_name(self, name: str | None, now_ms: int) -> None:
+        self.name, self.name_ms = name, max(now_ms, self.name_ms + 1)
+
+    def set_contact(self, session_id: str, state: str, now_ms: int) -> None:
+        if state not in CONTACT_STATES:
+            raise ValueError(f"unknown contact state {state!r}")
+        previous = self.contacts.get(session_id, ("", 0))[1]
+        self.contacts[session_id] = (state, max(now_ms, previous + 1))
+
+    def set_device(self, device_id: str, device: Device) -> None:
+        previous = self.devices.get(device_id)
+        if previous is not None:
+            device.changed_ms = max(device.changed_ms, previous.changed_ms + 1)
+        self.devices[device_id] = device
+
+    # --- merging ------------------------------------------------------------------------------
+
+    def merge(self, other: AccountConfig) -> bool:
+        """Take every entry of ``other`` changed later than ours; True if anything changed."""
+        changed = False
+        # A change wins if it is later; equal times are broken by the value, the same everywhere.
+        if (other.name_ms, str(other.name)) > (self.name_ms, str(self.name)):
+            self.name, self.name_ms = other.name, other.name_ms
+            changed = True
+        for sid, (state, ms) in other.contacts.items():
+            mine = self.contacts.get(sid)
+            if mine is None or (ms, state) > (mine[1], mine[0]):
+                self.contacts[sid] = (state, ms)
+                changed = True
+        for device_id, device in other.devices.items():
+            current = self.devices.get(device_id)
+            if current is None or (device.changed_ms, repr(device.wire())) > (
+                current.changed_ms,
+                repr(current.wire()),
+            ):
+                self.devices[device_id] = Device(*device.wire())
+                changed = True
+        return changed
+
+    def same_as(self, other: AccountConfig) -> bool:
+        return self.wire() == other.wire()
+
+    # --- the wire -----------------------------------------------------------------------------
+
+    def wire(self) -> dict[str, Any]:
+        return {
+            "name": [self.name, self.name_ms],
+            "contacts": {sid: [state, ms] for sid, (state, ms) in sorted(self.contacts.items())},
+            "devices": {i: d.wire() for i, d in sorted(self.devices.items())},
+        }
+
+    @classmethod
+    def from_wire(cls, value: object) -> AccountConfig:
+        """A config from its wire form; malformed entries are skipped, never raised."""
+        config = cls()
+        if not isinstance(value, dict):
+            return config
+        name = value.get("name")
+        if (
+            isinstance(name, list)
+            and len(name) == 2
+            and (name[0] is None or isinstance(name[0], str))
+            and isinstance(name[1], int)
+        ):
+            config.name, config.name_ms = (name[0][:64] if name[0] else None), name[1]
+        contacts = value.get("contacts")
+        for sid, entry in contacts.items() if isinstance(contacts, dict) else ():
+            try:
+                parse_session_id(sid)
+            except (InvalidSessionIdError, TypeError):
+                continue
+            if (
+                isinstance(entry, list)
+                and len(entry) == 2
+                and entry[0] in CONTACT_STATES
+                and isinstance(entry[1], int)
+            ):
+                config.contacts[sid] = (entry[0], entry[1])
+        devices = value.get("devices")
+        for device_id, entry in devices.items() if isinstance(devices, dict) else ():
+            device = Device.from_wire(entry)
+            if isinstance(device_id, str) and len(device_id) == 16 and device is not None:
+                config.devices[device_id] = device
+        return config
+
+
+@dataclass(slots=True)
+class Entry:
+    """One message of a conversation, as a device keeps it."""
+
+    id: str
+    outgoing: bool
+    body: str
+    sent_ms: int
+    name: str | None = None
+    disappear: tuple[str, int] | None = None
+    read_ms: int | None = None
+    expires_ms: int | None = None
+
+    def wire(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "out": self.outgoing,
+            "body": self.body,
+            "sent_ms": self.sent_ms,
+            "name": self.name,
+            "dis": list(self.disappear) if self.disappear else None,
+            "read_ms": self.read_ms,
+            "expires_ms": self.expires_ms,
+        }
+
+    @classmethod
+    def from_wire(cls, value: dict[str, Any]) -> Entry:
+        dis = value.get("dis")
+        return cls(
+            id=str(value["id"]),
+            outgoing=bool(value["out"]),
+            body=str(value["body"]),
+            sent_ms=int(value["sent_ms"]),
+            name=value.get("name"),
+            disappear=(str(dis[0]), int(dis[1])) if dis else None,
+            read_ms=value.get("read_ms"),
+            expires_ms=value.get("expires_ms"),
+        )
+
+
+@dataclass(slots=True)
+class Book:
+    """One device's state. ``from_json(to_json())`` gives it back whole."""
+
+    device_id: str = field(default_factory=lambda: secrets.token_hex(8))
+    device_name: str = field(default_factory=lambda: socket.gethostname()[:64] or "device")
+    config: AccountConfig = field(default_factory=AccountConfig)
+    config_hashes: dict[str, int] = field(default_factory=dict)  # namespace-2 hash -> timestamp
+    published_mark_ms: int = 0
+    received_to_ms: int = 0  # newest timestamp picked up from namespace 0
+    conversations: dict[str, list[Entry]] = field(default_factory=dict)
+    pending: dict[str, int] = field(default_factory=dict)  # picked up, not yet deleted: hash -> ts
+    cursors: dict[str, Any] = field(default_factory=dict)
+    seen: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "device": {"id": self.device_id, "name": self.device_name},
+            "config": self.config.wire(),
+            "config_hashes": self.config_hashes,
+            "published_mark_ms": self.published_mark_ms,
+            "received_to_ms": self.received_to_ms,
+            "conversations": {
+                sid: [e.wire() for e in entries] for sid, entries in self.conversations.items()
+            },
+            "pending": self.pending,
+            "cursors": self.cursors,
+            "seen": self.seen,
+        }
+
+    @classmethod
+    def from_json(cls, state: dict[str, Any]) -> Book:
+        book = cls()
+        device = state.get("device")
+        if isinstance(device, dict) and isinstance(device.get("id"), str):
+            book.device_id = device["id"]
+            book.device_name = str(device.get("name") or book.device_name)
+        book.config = AccountConfig.from_wire(state.get("config"))
+        if state.get("name") and book.config.name is None:  # state written before config existed
+            book.config.name = str(state["name"])
+        book.config_hashes = dict(state.get("config_hashes") or {})
+        book.published_mark_ms = int(state.get("published_mark_ms") or 0)
+        book.received_to_ms = int(state.get("received_to_ms") or 0)
+        conversations = state.get("conversations") or {}
+        book.conversations = {
+            sid: [Entry.from_wire(e) for e in entries] for sid, entries in conversations.items()
+        }
+        book.pending = {str(h): int(t) for h, t in (state.get("pending") or {}).items()}
+        book.cursors = dict(state.get("cursors") or {})
+        book.seen = [str(s) for s in state.get("seen") or []]
+        return book

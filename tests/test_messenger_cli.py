@@ -3,20 +3,29 @@
 from __future__ import annotations
 
 import json
+import os
+import queue
 import stat
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
+import png
 import pytest
+import qrcode
+
+from veil.identity import Identity
 
 
 def _veil(
-    *args: str, stdin: str | None = None, timeout: float = 90
+    *args: str, stdin: str | None = None, timeout: float = 90, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "veil", *args],
         input=stdin,
+        env=env,
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -65,22 +74,185 @@ def test_init_shows_an_id_a_qr_code_and_the_phrase_and_keeps_the_key_private(
     assert wrong.stderr.count("\n") == 1
 
 
-def test_alice_sends_and_bob_reads_each_message_once(tmp_path: Path, seeds: list[str]) -> None:
+def _network(seeds: list[str]) -> list[str]:
+    return [arg for seed in seeds for arg in ("--seed", seed)]
+
+
+def _ok(*args: str, stdin: str | None = None, env: dict[str, str] | None = None) -> str:
+    done = _veil(*args, stdin=stdin, env=env)
+    assert done.returncode == 0, (args, done.stdout, done.stderr)
+    return done.stdout
+
+
+def test_a_first_message_is_a_request_then_flows_after_accept(
+    tmp_path: Path, seeds: list[str]
+) -> None:
     alice, bob = tmp_path / "alice", tmp_path / "bob"
-    assert _veil("init", "--home", str(alice), "--name", "Alice").returncode == 0
-    assert _veil("init", "--home", str(bob)).returncode == 0
-    network = [arg for seed in seeds for arg in ("--seed", seed)]
-    sent = _veil("send", _session_id(bob), "hello Bob", "--home", str(alice), *network)
-    assert sent.returncode == 0, sent.stderr
-    piped = _veil("send", _session_id(bob), "--home", str(alice), *network, stdin="from stdin\n")
-    assert piped.returncode == 0, piped.stderr
-    inbox = _veil("inbox", "--home", str(bob), *network)
-    assert inbox.returncode == 0, inbox.stderr
-    assert f"{_session_id(alice)} (Alice)" in inbox.stdout
-    assert inbox.stdout.index("hello Bob") < inbox.stdout.index("from stdin")
-    again = _veil("inbox", "--home", str(bob), *network)
-    assert again.returncode == 0, again.stderr
-    assert "no new messages" in again.stdout
+    _ok("init", "--home", str(alice), "--name", "Alice")
+    _ok("init", "--home", str(bob), "--name", "Bob")
+    a_id, b_id = _session_id(alice), _session_id(bob)
+    net = _network(seeds)
+    assert _ok("send", b_id, "hello Bob", "--home", str(alice), *net) == "sent\n"
+    _ok("send", b_id, "--home", str(alice), *net, stdin="from stdin\n")
+    inbox = _ok("inbox", "--home", str(bob), *net)
+    assert "1 message request(s)" in inbox
+    assert "hello Bob" not in inbox  # held until accepted
+    requests = _ok("requests", "--home", str(bob), *net)
+    assert f"{a_id} (Alice): 2 message(s)" in requests
+    assert requests.index("hello Bob") < requests.index("from stdin")
+    accepted = _ok("accept", a_id, "--home", str(bob), *net)
+    assert "hello Bob" in accepted
+    assert "no message requests" in _ok("requests", "--home", str(bob), *net)
+    assert "accepted your message request" in _ok("inbox", "--home", str(alice), *net)
+    # Bob is away while Alice writes three more; back, he reads them once, in order.
+    for text in ("one", "two", "three"):
+        _ok("send", b_id, text, "--home", str(alice), *net)
+    inbox = _ok("inbox", "--home", str(bob), *net)
+    assert inbox.index("one") < inbox.index("two") < inbox.index("three")
+    assert f"{a_id} (Alice)" in inbox
+    assert "no new messages" in _ok("inbox", "--home", str(bob), *net)
+    _ok("send", a_id, "hi Alice", "--home", str(bob), *net)
+    assert "hi Alice" in _ok("inbox", "--home", str(alice), *net)
+    assert f"{b_id} (Bob)" in _ok("contacts", "--home", str(alice), *net)
+    # Both sides show the same safety number.
+    assert _ok("safety-number", b_id, "--home", str(alice)) == _ok(
+        "safety-number", a_id, "--home", str(bob)
+    )
+
+
+def test_a_second_device_sees_what_the_first_sent(tmp_path: Path, seeds: list[str]) -> None:
+    phone, laptop, bob = tmp_path / "phone", tmp_path / "laptop", tmp_path / "bob"
+    created = _ok("init", "--home", str(phone), "--name", "Alice")
+    phrase = created.split("Recovery phrase:")[1].split("\n\n")[1].strip()
+    _ok("init", "--home", str(bob))
+    net = _network(seeds)
+    _ok("inbox", "--home", str(phone), *net)  # the phone has been online: the account is known
+    linked = _ok(
+        "link", "--home", str(laptop), "--device-name", "laptop", *net, stdin=phrase + "\n"
+    )
+    assert "2 device(s)" in linked
+    assert _session_id(laptop) == _session_id(phone)
+    assert "(Alice)" in _ok("whoami", "--home", str(laptop))  # the name came with the config
+    b_id = _session_id(bob)
+    _ok("send", b_id, "sent from the phone", "--home", str(phone), *net)
+    history = _ok("history", b_id, "--home", str(laptop), *net)
+    assert "you: sent from the phone" in history
+    assert b_id in _ok("contacts", "--home", str(laptop), *net)
+    devices = _ok("devices", "--home", str(laptop), *net)
+    assert len(devices.splitlines()) == 2
+    assert "laptop" in devices
+    assert "(this device)" in devices
+    _ok("name", "Alice L.", "--home", str(laptop), *net)
+    _ok("inbox", "--home", str(phone), *net)
+    assert "(Alice L.)" in _ok("whoami", "--home", str(phone))
+    # Bob hears from both devices as one account.
+    _ok("send", b_id, "and from the laptop", "--home", str(laptop), *net)
+    requests = _ok("requests", "--home", str(bob), *net)
+    assert "2 message(s)" in requests
+    assert "(Alice L.)" in requests
+
+
+def test_chat_shows_incoming_messages_as_they_come(tmp_path: Path, seeds: list[str]) -> None:
+    alice, bob = tmp_path / "alice", tmp_path / "bob"
+    _ok("init", "--home", str(alice), "--name", "Alice")
+    _ok("init", "--home", str(bob), "--name", "Bob")
+    a_id, b_id = _session_id(alice), _session_id(bob)
+    net = _network(seeds)
+    _ok("send", b_id, "are you there?", "--home", str(alice), *net)
+    _ok("accept", a_id, "--home", str(bob), *net)
+    chat = subprocess.Popen(
+        [sys.executable, "-m", "veil", "chat", a_id, "--poll", "0.3", "--home", str(bob), *net],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    lines: queue.Queue[str] = queue.Queue()
+    stdout, stdin = chat.stdout, chat.stdin
+    assert stdout is not None
+    assert stdin is not None
+
+    def read() -> None:
+        for line in stdout:
+            lines.put(line)
+
+    threading.Thread(target=read, daemon=True).start()
+
+    def wait_for(text: str) -> None:
+        deadline = time.monotonic() + 60
+        seen = []
+        while time.monotonic() < deadline:
+            try:
+                line = lines.get(timeout=1)
+            except queue.Empty:
+                continue
+            seen.append(line)
+            if text in line:
+                return
+        raise AssertionError(f"{text!r} not shown; chat printed {seen}")
+
+    try:
+        wait_for("Alice: are you there?")  # the conversation so far
+        stdin.write("yes, here\n")
+        stdin.flush()
+        deadline = time.monotonic() + 60
+        while "yes, here" not in (inbox := _ok("inbox", "--home", str(alice), *net)):
+            assert time.monotonic() < deadline, inbox
+        _ok("send", b_id, "live reply", "--home", str(alice), *net)
+        wait_for("Alice: live reply")
+        stdin.write("/quit\n")
+        stdin.flush()
+        assert chat.wait(timeout=30) == 0
+        assert chat.stderr is not None
+        assert "Traceback" not in chat.stderr.read()
+    finally:
+        if chat.poll() is None:
+            chat.kill()
+            chat.wait()
+        for pipe in (chat.stdin, chat.stdout, chat.stderr):
+            if pipe is not None:
+                pipe.close()
+
+
+def test_a_sealed_key_needs_its_passphrase(tmp_path: Path) -> None:
+    home = tmp_path / "sealed"
+    secret = {**os.environ, "VEIL_PASSPHRASE": "correct horse"}
+    created = _ok("init", "--home", str(home), "--passphrase", env=secret)
+    phrase = created.split("Recovery phrase:")[1].split("\n\n")[1].strip()
+    session_id = created.split("Your Session ID: ")[1].split()[0]
+    assert Identity.from_mnemonic(phrase).seed not in (home / "identity.key").read_bytes()
+    locked = _veil(
+        "whoami",
+        "--home",
+        str(home),
+        env={k: v for k, v in secret.items() if k != "VEIL_PASSPHRASE"},
+    )
+    assert locked.returncode == 1
+    assert "VEIL_PASSPHRASE" in locked.stderr
+    wrong = _veil("whoami", "--home", str(home), env={**secret, "VEIL_PASSPHRASE": "wrong"})
+    assert wrong.returncode == 1
+    assert "passphrase is wrong" in wrong.stderr
+    assert "wrong" not in wrong.stderr.replace("passphrase is wrong", "")
+    assert _ok("whoami", "--home", str(home), env=secret).split()[0] == session_id
+    _ok("passphrase", "--remove", "--home", str(home), env=secret)
+    assert (home / "identity.key").read_bytes() == Identity.from_mnemonic(phrase).seed
+    assert _ok("whoami", "--home", str(home)).split()[0] == session_id
+
+
+def test_the_qr_code_png_holds_the_session_id(tmp_path: Path) -> None:
+    png_path = tmp_path / "id.png"
+    out = _ok("init", "--home", str(tmp_path / "q"), "--qr-png", str(png_path))
+    session_id = out.split("Your Session ID: ")[1].split()[0]
+    width, height, rows, _info = png.Reader(bytes=png_path.read_bytes()).read()
+    pixels = [list(row) for row in rows]
+    code = qrcode.QRCode(box_size=8, border=4)
+    code.add_data(session_id)
+    code.make(fit=True)
+    matrix = code.get_matrix()  # includes the border
+    assert width == height == len(matrix) * 8
+    for y, line in enumerate(matrix):
+        for x, dark in enumerate(line):
+            assert (pixels[y * 8 + 4][x * 8 + 4] == 0) == dark
 
 
 def test_bad_input_gives_a_clear_message_and_a_non_zero_exit(tmp_path: Path) -> None:
@@ -96,6 +268,22 @@ def test_bad_input_gives_a_clear_message_and_a_non_zero_exit(tmp_path: Path) -> 
     assert "cannot reach the network" in unreachable.stderr
     assert "Traceback" not in malformed.stderr + unreachable.stderr
     assert _veil("frobnicate").returncode == 2
+    nothing = _veil("unsend", "05" + "ab" * 32, "--home", str(home), "--seed", "127.0.0.1:9")
+    assert nothing.returncode == 1
+    assert "Traceback" not in nothing.stderr
+    bad_timer = _veil(
+        "send",
+        "05" + "ab" * 32,
+        "x",
+        "--disappear",
+        "after-lunch:5m",
+        "--home",
+        str(home),
+        "--seed",
+        "127.0.0.1:9",
+    )
+    assert bad_timer.returncode == 1
+    assert "--disappear" in bad_timer.stderr
     no_account = _veil("whoami", "--home", str(tmp_path / "nobody"))
     assert no_account.returncode == 1
     assert "veil init" in no_account.stderr

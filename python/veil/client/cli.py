@@ -1,9 +1,12 @@
-"""The ``veil`` messenger commands: ``init``, ``restore``, ``whoami``, ``send``, ``inbox``.
+"""The ``veil`` messenger commands; each wraps :class:`veil.client.messaging.Messenger`.
 
 State lives in ``~/.veil`` or ``--home DIR`` (:mod:`veil.client.home`). The network is found from
 ``--seed HOST:PORT`` (repeatable), else ``VEIL_SEEDS`` (comma-separated), else the local devnet
 (``.devnet/devnet.json`` in the current directory); the node list is fetched from the first seed
 that answers and every announcement is verified. All messages then travel through onion paths.
+
+A key sealed with a passphrase is opened with ``VEIL_PASSPHRASE`` if set, else a prompt on the
+terminal. Every failure is one line on stderr and exit code 1; argparse's usage errors exit 2.
 """
 
 from __future__ import annotations
@@ -14,20 +17,27 @@ import getpass
 import io
 import json
 import os
+import re
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import aiohttp
 import orjson
 
 from veil.client.home import ClientHome
+from veil.client.keystore import KeyFileError, PassphraseRequired
 from veil.errors import InvalidInputError, InvalidSessionIdError, MnemonicError, VeilError
 from veil.identity import Identity
 from veil.node.peers import PeerInfo
 from veil.protocol.announcement import Announcement
 from veil.session_id import parse_session_id
+
+if TYPE_CHECKING:
+    from veil.client.account import Entry
+    from veil.client.messaging import Messenger, Received
 
 __all__ = ["add_client_commands"]
 
@@ -35,6 +45,8 @@ WARNING = (
     "Write these words down and keep them safe: they are your account. Anyone who has them\n"
     "can read your messages and speak as you; without them a lost device is a lost account."
 )
+DURATION = re.compile(r"^(\d+)(s|m|h|d|w)$")
+UNITS = {"s": 1_000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 604_800_000}
 
 
 class CommandFailed(VeilError):
@@ -42,47 +54,104 @@ class CommandFailed(VeilError):
 
 
 def add_client_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    def home_option(parser: argparse.ArgumentParser) -> None:
+    def command(
+        name: str, summary: str, handler: Callable[[argparse.Namespace], int], *, network: bool
+    ) -> argparse.ArgumentParser:
+        parser = commands.add_parser(name, help=summary, description=summary)
         parser.add_argument(
             "--home", type=Path, default=Path.home() / ".veil", help="state directory (~/.veil)"
         )
+        if network:
+            parser.add_argument(
+                "--seed",
+                action="append",
+                default=[],
+                metavar="HOST:PORT",
+                help="a node to start from (repeatable; else VEIL_SEEDS, else the local devnet)",
+            )
+        parser.set_defaults(handler=_guard(handler))
+        return parser
 
-    def network_options(parser: argparse.ArgumentParser) -> None:
-        home_option(parser)
-        parser.add_argument(
-            "--seed", action="append", default=[], metavar="HOST:PORT", help="a node to start from"
-        )
+    def peer(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("session_id", metavar="SESSION_ID")
 
-    init = commands.add_parser("init", help="create an account: Session ID and recovery phrase")
-    home_option(init)
-    init.add_argument("--name", help="your display name")
-    init.set_defaults(handler=_guard(_init))
-
-    restore = commands.add_parser("restore", help="restore an account from its recovery phrase")
-    home_option(restore)
-    restore.add_argument("--name", help="your display name")
-    restore.set_defaults(handler=_guard(_restore))
-
-    whoami = commands.add_parser("whoami", help="show your Session ID")
-    home_option(whoami)
-    whoami.set_defaults(handler=_guard(_whoami))
-
-    send = commands.add_parser("send", help="send a message (text from the argument or stdin)")
-    network_options(send)
-    send.add_argument("session_id", metavar="SESSION_ID")
-    send.add_argument("text", nargs="?", metavar="TEXT")
-    send.set_defaults(handler=_guard(_send))
-
-    safety = commands.add_parser(
-        "safety-number", help="the number (and QR code) to compare with a contact in person"
+    init = command(
+        "init", "create an account: Session ID and recovery phrase", _init, network=False
     )
-    home_option(safety)
-    safety.add_argument("session_id", metavar="SESSION_ID")
-    safety.set_defaults(handler=_guard(_safety_number))
+    init.add_argument("--name", help="your display name")
+    init.add_argument("--qr-png", type=Path, metavar="FILE", help="also write the QR code as PNG")
+    init.add_argument(
+        "--passphrase", action="store_true", help="seal the key with a passphrase (Argon2id)"
+    )
 
-    inbox = commands.add_parser("inbox", help="fetch and show new messages")
-    network_options(inbox)
-    inbox.set_defaults(handler=_guard(_inbox))
+    restore = command(
+        "restore", "restore an account from its recovery phrase (stdin)", _restore, network=False
+    )
+    restore.add_argument("--name", help="your display name")
+    restore.add_argument("--passphrase", action="store_true", help="seal the key with a passphrase")
+
+    link = command(
+        "link", "add this device to an account (recovery phrase from stdin)", _link, network=True
+    )
+    link.add_argument("--device-name", help="how the account's devices list this one")
+    link.add_argument("--passphrase", action="store_true", help="seal the key with a passphrase")
+
+    whoami = command("whoami", "show your Session ID", _whoami, network=False)
+    whoami.add_argument("--qr-png", type=Path, metavar="FILE", help="write the QR code as PNG")
+
+    passphrase = command(
+        "passphrase", "set, change or remove the key's passphrase", _passphrase, network=False
+    )
+    passphrase.add_argument("--remove", action="store_true", help="store the key unsealed")
+
+    send = command(
+        "send", "send a message (the text from the argument or stdin)", _send, network=True
+    )
+    peer(send)
+    send.add_argument("text", nargs="?", metavar="TEXT")
+    send.add_argument(
+        "--disappear",
+        metavar="MODE:TIME",
+        help="after-send:TIME or after-read:TIME, TIME like 30s, 5m, 1h, 1d",
+    )
+
+    unsend = command("unsend", "take back a message you sent", _unsend, network=True)
+    peer(unsend)
+    unsend.add_argument(
+        "--id",
+        metavar="ID",
+        help="the message (as `veil history` shows it); the last one sent if left out",
+    )
+
+    inbox = command("inbox", "fetch and show new messages", _inbox, network=True)
+    del inbox
+
+    chat = command(
+        "chat", "talk with someone; new messages appear as they come", _chat, network=True
+    )
+    peer(chat)
+    chat.add_argument("--poll", type=float, default=2.0, metavar="SECONDS", help="fetch interval")
+
+    history = command("history", "show a conversation", _history, network=True)
+    peer(history)
+
+    command("requests", "messages from people who are not contacts yet", _requests, network=True)
+    accept = command("accept", "accept a message request (or unblock)", _accept, network=True)
+    peer(accept)
+    block = command("block", "block a Session ID: its messages are dropped", _block, network=True)
+    peer(block)
+    command("contacts", "list contacts", _contacts, network=True)
+    name = command("name", "set the display name sent with your messages", _name, network=True)
+    name.add_argument("name", metavar="NAME")
+    command("devices", "list the account's devices", _devices, network=True)
+
+    safety = command(
+        "safety-number",
+        "the number (and QR code) to compare with a contact in person",
+        _safety_number,
+        network=False,
+    )
+    peer(safety)
 
 
 def _guard(handler: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
@@ -92,12 +161,13 @@ def _guard(handler: Callable[[argparse.Namespace], int]) -> Callable[[argparse.N
         except (CommandFailed, VeilError) as exc:
             print(f"veil {args.command}: {exc}", file=sys.stderr)
             return 1
+        except KeyboardInterrupt:
+            return 130
 
     return run
 
 
-def _home(args: argparse.Namespace) -> ClientHome:
-    return ClientHome(args.home)
+# --- local commands ---------------------------------------------------------------------------
 
 
 def _qr(text: str) -> str:
@@ -110,50 +180,124 @@ def _qr(text: str) -> str:
     return out.getvalue()
 
 
+def _qr_png(text: str, path: Path) -> None:
+    import qrcode  # noqa: PLC0415
+    from qrcode.image.pure import PyPNGImage  # noqa: PLC0415
+
+    image = qrcode.make(text, image_factory=PyPNGImage, box_size=8, border=4)
+    try:
+        with path.open("wb") as handle:
+            image.save(handle)
+    except OSError as exc:
+        raise CommandFailed(f"cannot write {path}: {exc.strerror}") from None
+
+
+def _new_passphrase(args: argparse.Namespace) -> str | None:
+    if not getattr(args, "passphrase", False) and args.command != "passphrase":
+        return None
+    if os.environ.get("VEIL_PASSPHRASE"):
+        return os.environ["VEIL_PASSPHRASE"]
+    if not sys.stdin.isatty():
+        raise CommandFailed("a passphrase needs a terminal or VEIL_PASSPHRASE")
+    first = getpass.getpass("New passphrase: ")
+    if first != getpass.getpass("Again: "):
+        raise CommandFailed("the passphrases differ")
+    if not first:
+        raise CommandFailed("an empty passphrase protects nothing")
+    return first
+
+
+def _identity(home: ClientHome) -> Identity:
+    try:
+        return home.identity()
+    except PassphraseRequired:
+        pass
+    if os.environ.get("VEIL_PASSPHRASE"):
+        passphrase = os.environ["VEIL_PASSPHRASE"]
+    elif sys.stdin.isatty():
+        passphrase = getpass.getpass("Passphrase: ")
+    else:
+        raise CommandFailed("the key is sealed: give the passphrase in VEIL_PASSPHRASE") from None
+    try:
+        return home.identity(passphrase)
+    except (KeyFileError, InvalidInputError) as exc:
+        raise CommandFailed(str(exc)) from None
+
+
+def _read_phrase() -> Identity:
+    phrase = getpass.getpass("Recovery phrase: ") if sys.stdin.isatty() else sys.stdin.readline()
+    try:
+        return Identity.from_mnemonic(phrase)
+    except MnemonicError as exc:
+        raise CommandFailed(str(exc)) from None
+
+
 def _init(args: argparse.Namespace) -> int:
-    home = _home(args)
+    home = ClientHome(args.home)
+    if home.exists():
+        raise CommandFailed(f"{home.root} already holds an account (veil whoami shows it)")
+    passphrase = _new_passphrase(args)
     identity = Identity.generate()
-    home.create(identity, args.name)
+    home.create(identity, args.name, passphrase)
     print(f"Your Session ID: {identity.session_id}\n")
     print(_qr(identity.session_id))
+    if args.qr_png:
+        _qr_png(identity.session_id, args.qr_png)
+        print(f"QR code written to {args.qr_png}\n")
     print(f"Recovery phrase:\n\n    {identity.mnemonic}\n")
     print(WARNING)
     return 0
 
 
 def _restore(args: argparse.Namespace) -> int:
-    home = _home(args)
-    phrase = getpass.getpass("Recovery phrase: ") if sys.stdin.isatty() else sys.stdin.readline()
-    try:
-        identity = Identity.from_mnemonic(phrase)
-    except MnemonicError as exc:
-        raise CommandFailed(str(exc)) from None
-    home.create(identity, args.name)
+    home = ClientHome(args.home)
+    if home.exists():
+        raise CommandFailed(f"{home.root} already holds an account (veil whoami shows it)")
+    identity = _read_phrase()
+    home.create(identity, args.name, _new_passphrase(args))
     print(f"Restored: {identity.session_id}")
     return 0
 
 
 def _whoami(args: argparse.Namespace) -> int:
-    home = _home(args)
-    identity = home.identity()
-    name = home.state().get("name")
+    home = ClientHome(args.home)
+    identity = _identity(home)
+    name = home.book().config.name
     print(identity.session_id + (f"  ({name})" if name else ""))
+    if args.qr_png:
+        _qr_png(identity.session_id, args.qr_png)
     return 0
+
+
+def _passphrase(args: argparse.Namespace) -> int:
+    home = ClientHome(args.home)
+    identity = _identity(home)
+    home.set_passphrase(identity, None if args.remove else _new_passphrase(args))
+    print("the key is now stored " + ("unsealed" if args.remove else "sealed with the passphrase"))
+    return 0
+
+
+def _parse_peer(session_id: str) -> str:
+    try:
+        parse_session_id(session_id)
+    except InvalidSessionIdError as exc:
+        raise CommandFailed(f"{session_id!r} is not a Session ID: {exc}") from None
+    return session_id
 
 
 def _safety_number(args: argparse.Namespace) -> int:
     from veil.client.safety import safety_number  # noqa: PLC0415
 
-    mine = _home(args).identity().session_id
-    try:
-        number = safety_number(mine, args.session_id)
-    except InvalidSessionIdError as exc:
-        raise CommandFailed(f"{args.session_id!r} is not a Session ID: {exc}") from None
+    mine = _identity(ClientHome(args.home)).session_id
+    number = safety_number(mine, _parse_peer(args.session_id))
     groups = number.split()
     print("\n".join(" ".join(groups[i : i + 4]) for i in range(0, 12, 4)))
     print()
     print(_qr(number.replace(" ", "")))
     return 0
+
+
+# --- the network ------------------------------------------------------------------------------
 
 
 def _seeds(args: argparse.Namespace) -> list[str]:
@@ -183,73 +327,262 @@ async def _discover(seeds: list[str]) -> list[PeerInfo]:
             peers = []
             for entry in listing.get("nodes", []) if isinstance(listing, dict) else []:
                 try:
-                    a = Announcement.from_json(entry)
+                    peers.append(PeerInfo.of(Announcement.from_json(entry)))
                 except InvalidInputError:
                     continue
-                peers.append(PeerInfo.of(a))
             if len(peers) >= 3:
                 return peers
     raise CommandFailed(f"cannot reach the network (tried {len(seeds)} seed(s))")
 
 
+def _online(
+    args: argparse.Namespace,
+    action: Callable[[Messenger], Awaitable[int]],
+    *,
+    home: ClientHome | None = None,
+    identity: Identity | None = None,
+) -> int:
+    """Open the account, reach the network, run ``action`` and save the book whatever happens."""
+    home = home or ClientHome(args.home)
+    identity = identity or _identity(home)
+    book = home.book()
+    seeds = _seeds(args)
+
+    async def main() -> int:
+        from veil.client.messaging import Messenger  # noqa: PLC0415
+        from veil.client.network import NetworkClient, NetworkError  # noqa: PLC0415
+        from veil.client.swarm import StoreError, SwarmClient  # noqa: PLC0415
+
+        peers = await _discover(seeds)
+        async with NetworkClient(peers) as network:
+            messenger = Messenger(identity, SwarmClient(network), book=book, persist=home.save_book)
+            try:
+                return await action(messenger)
+            except (NetworkError, StoreError) as exc:
+                raise CommandFailed(f"the network did not take it: {exc}") from None
+            finally:
+                home.save_book(messenger.save())
+
+    return asyncio.run(main())
+
+
+def _when(ms: int) -> str:
+    return time.strftime("%Y-%m-%d %H:%M", time.localtime(ms / 1000))
+
+
+def _who(messenger: Messenger, session_id: str) -> str:
+    name = messenger.peer_name(session_id)
+    return session_id + (f" ({name})" if name else "")
+
+
+def _show(messenger: Messenger, event: Received) -> str:
+    if event.kind == "accept":
+        return (
+            f"{_when(event.sent_ms)}  {_who(messenger, event.peer)} accepted your message request"
+        )
+    if event.kind == "unsend":
+        return f"{_when(event.sent_ms)}  {_who(messenger, event.peer)} took a message back"
+    if event.outgoing:
+        return f"{_when(event.sent_ms)}  you → {_who(messenger, event.peer)}\n    {event.body}"
+    return f"{_when(event.sent_ms)}  {_who(messenger, event.peer)}\n    {event.body}"
+
+
+def _disappear(text: str | None) -> tuple[str, int] | None:
+    if text is None:
+        return None
+    mode, _, duration = text.partition(":")
+    match = DURATION.match(duration)
+    if mode not in ("after-send", "after-read") or match is None:
+        raise CommandFailed(
+            "--disappear takes after-send:TIME or after-read:TIME (TIME: 30s, 5m …)"
+        )
+    return mode.replace("-", "_"), int(match[1]) * UNITS[match[2]]
+
+
 def _send(args: argparse.Namespace) -> int:
-    try:
-        parse_session_id(args.session_id)
-    except InvalidSessionIdError as exc:
-        raise CommandFailed(f"{args.session_id!r} is not a Session ID: {exc}") from None
+    peer = _parse_peer(args.session_id)
+    disappear = _disappear(args.disappear)
     text = args.text if args.text is not None else sys.stdin.read()
     if not text.strip():
         raise CommandFailed("nothing to send")
-    home = _home(args)
-    identity = home.identity()
-    name = home.state().get("name")
-    return asyncio.run(_send_async(_seeds(args), identity, name, args.session_id, text))
+
+    async def action(messenger: Messenger) -> int:
+        await messenger.send_text(peer, text.rstrip("\n"), disappear=disappear)
+        print("sent")
+        return 0
+
+    return _online(args, action)
 
 
-async def _send_async(
-    seeds: list[str], identity: Identity, name: str | None, recipient: str, text: str
-) -> int:
-    from veil.client.messaging import Messenger  # noqa: PLC0415
-    from veil.client.network import NetworkClient, NetworkError  # noqa: PLC0415
-    from veil.client.swarm import StoreError, SwarmClient  # noqa: PLC0415
+def _unsend(args: argparse.Namespace) -> int:
+    peer = _parse_peer(args.session_id)
 
-    peers = await _discover(seeds)
-    async with NetworkClient(peers) as network:
-        messenger = Messenger(identity, SwarmClient(network), name=name)
-        try:
-            await messenger.send_text(recipient, text)
-        except (NetworkError, StoreError) as exc:
-            raise CommandFailed(f"not sent: {exc}") from None
-    print("sent")
-    return 0
+    async def action(messenger: Messenger) -> int:
+        mine = [e for e in messenger.conversation(peer) if e.outgoing]
+        if args.id:
+            mine = [e for e in mine if e.id.startswith(args.id.lower())]
+        if not mine:
+            raise CommandFailed("no such message sent to that Session ID on this device")
+        await messenger.unsend(peer, bytes.fromhex(mine[-1].id))
+        print("taken back")
+        return 0
+
+    return _online(args, action)
 
 
 def _inbox(args: argparse.Namespace) -> int:
-    home = _home(args)
-    identity = home.identity()
-    return asyncio.run(_inbox_async(_seeds(args), identity, home))
+    async def action(messenger: Messenger) -> int:
+        events = await messenger.fetch()
+        shown = [e for e in events if not e.request]
+        for event in shown:
+            print(_show(messenger, event))
+        for peer in {e.peer for e in shown if not e.outgoing}:
+            messenger.mark_read(peer)
+        requests = messenger.requests()
+        if requests:
+            print(f"{len(requests)} message request(s): `veil requests` shows them")
+        elif not shown:
+            print("no new messages")
+        return 0
+
+    return _online(args, action)
 
 
-async def _inbox_async(seeds: list[str], identity: Identity, home: ClientHome) -> int:
-    from veil.client.messaging import Messenger  # noqa: PLC0415
-    from veil.client.network import NetworkClient  # noqa: PLC0415
-    from veil.client.swarm import SwarmClient  # noqa: PLC0415
+def _print_entries(messenger: Messenger, peer: str, entries: list[Entry]) -> None:
+    for entry in entries:
+        who = "you" if entry.outgoing else (entry.name or peer[:10])
+        timer = "  ⏱" if entry.disappear else ""
+        print(f"{_when(entry.sent_ms)}  [{entry.id[:8]}] {who}: {entry.body}{timer}")
+    messenger.mark_read(peer)
 
-    state = home.state()
-    peers = await _discover(seeds)
-    async with NetworkClient(peers) as network:
-        swarm = SwarmClient(network)
-        swarm.import_cursors(state.get("cursors"))
-        messenger = Messenger(identity, swarm)
-        messenger.import_seen(state.get("seen"))
-        received = await messenger.fetch()
-        state["cursors"] = swarm.export_cursors()
-        state["seen"] = messenger.export_seen()
-    home.save_state(state)
-    for message in received:
-        when = time.strftime("%Y-%m-%d %H:%M", time.localtime(message.sent_ms / 1000))
-        sender = message.sender + (f" ({message.name})" if message.name else "")
-        print(f"{when}  {sender}\n    {message.body}")
-    if not received:
-        print("no new messages")
-    return 0
+
+def _history(args: argparse.Namespace) -> int:
+    peer = _parse_peer(args.session_id)
+
+    async def action(messenger: Messenger) -> int:
+        await messenger.fetch()
+        entries = messenger.conversation(peer)
+        _print_entries(messenger, peer, entries)
+        if not entries:
+            print("no messages")
+        return 0
+
+    return _online(args, action)
+
+
+def _requests(args: argparse.Namespace) -> int:
+    async def action(messenger: Messenger) -> int:
+        await messenger.fetch()
+        requests = messenger.requests()
+        for peer, entries in requests.items():
+            print(f"{_who(messenger, peer)}: {len(entries)} message(s)")
+            for entry in entries:
+                print(f"    {entry.body}")
+        if not requests:
+            print("no message requests")
+        else:
+            print("`veil accept SESSION_ID` to talk, `veil block SESSION_ID` to drop them")
+        return 0
+
+    return _online(args, action)
+
+
+def _accept(args: argparse.Namespace) -> int:
+    peer = _parse_peer(args.session_id)
+
+    async def action(messenger: Messenger) -> int:
+        await messenger.fetch()
+        entries = await messenger.accept(peer)
+        print(f"accepted {_who(messenger, peer)}")
+        _print_entries(messenger, peer, entries)
+        return 0
+
+    return _online(args, action)
+
+
+def _block(args: argparse.Namespace) -> int:
+    peer = _parse_peer(args.session_id)
+
+    async def action(messenger: Messenger) -> int:
+        await messenger.fetch()
+        await messenger.block(peer)
+        print(f"blocked {peer}")
+        return 0
+
+    return _online(args, action)
+
+
+def _contacts(args: argparse.Namespace) -> int:
+    async def action(messenger: Messenger) -> int:
+        await messenger.fetch()
+        contacts = messenger.contacts()
+        for peer, state in contacts.items():
+            print(_who(messenger, peer) + ("  (blocked)" if state == "blocked" else ""))
+        if not contacts:
+            print("no contacts yet")
+        return 0
+
+    return _online(args, action)
+
+
+def _name(args: argparse.Namespace) -> int:
+    name = args.name.strip()
+    if not name or len(name) > 64:
+        raise CommandFailed("a display name is 1 to 64 characters")
+
+    async def action(messenger: Messenger) -> int:
+        await messenger.fetch()
+        await messenger.set_name(name)
+        print(f"your messages now carry the name {name!r}")
+        return 0
+
+    return _online(args, action)
+
+
+def _devices(args: argparse.Namespace) -> int:
+    async def action(messenger: Messenger) -> int:
+        await messenger.fetch()
+        for device_id, device in sorted(
+            messenger.config.live_devices().items(), key=lambda d: d[1].linked_ms
+        ):
+            here = "  (this device)" if device_id == messenger.book.device_id else ""
+            print(f"{device_id}  {device.name}  linked {_when(device.linked_ms)}{here}")
+        return 0
+
+    return _online(args, action)
+
+
+def _link(args: argparse.Namespace) -> int:
+    home = ClientHome(args.home)
+    if home.exists():
+        raise CommandFailed(f"{home.root} already holds an account (veil whoami shows it)")
+    identity = _read_phrase()
+    asyncio.run(_discover(_seeds(args)))  # reachable before anything is written
+    home.create(identity, None, _new_passphrase(args))
+    if args.device_name:
+        book = home.book()
+        book.device_name = args.device_name[:64]
+        home.save_book(book)
+
+    async def action(messenger: Messenger) -> int:
+        await messenger.fetch()
+        count = len(messenger.config.live_devices())
+        print(f"linked to {identity.session_id}: {count} device(s) now")
+        return 0
+
+    return _online(args, action, home=home, identity=identity)
+
+
+# --- chat -------------------------------------------------------------------------------------
+
+
+def _chat(args: argparse.Namespace) -> int:
+    peer = _parse_peer(args.session_id)
+    poll = max(0.2, args.poll)
+
+    async def action(messenger: Messenger) -> int:
+        from veil.client.chat import Chat  # noqa: PLC0415
+
+        return await Chat(messenger, peer, poll_s=poll).run()
+
+    return _online(args, action)

@@ -1,21 +1,25 @@
 """The client's local state: ``~/.veil`` or ``--home DIR``.
 
 ```
-HOME/identity.key   the account's 32-byte Ed25519 seed            mode 0600
-HOME/state.json     display name, retrieve cursors, seen ids     mode 0600
+HOME/identity.key   the account's Ed25519 seed, plain or sealed    mode 0600  (veil.client.keystore)
+HOME/state.json     this device's book (veil.client.account.Book)  mode 0600
 ```
 
-Files are written atomically (temporary file, then rename) with mode 0600; the directory is 0700.
-(Passphrase protection of the key with Argon2id comes with the rest of the messenger.)
+With a passphrase the seed is sealed under an Argon2id-derived key; the book (contacts, the
+conversations kept on this device) is protected by the file mode only. Files are written
+atomically (temporary file, then rename) with mode 0600; the directory is 0700.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 from typing import Any
 
+from veil.client.account import Book
+from veil.client.keystore import decode_key_file, encode_key_file, is_encrypted
 from veil.errors import VeilError
 from veil.identity import Identity
 
@@ -45,37 +49,57 @@ class ClientHome:
     def exists(self) -> bool:
         return self.key_path.exists()
 
-    def create(self, identity: Identity, name: str | None) -> None:
+    def create(self, identity: Identity, name: str | None, passphrase: str | None = None) -> Book:
         if self.exists():
             raise HomeError(f"{self.root} already holds an account (veil whoami shows it)")
         self.root.mkdir(parents=True, exist_ok=True)
         self.root.chmod(0o700)
-        _write_private(self.key_path, identity.seed)
-        self.save_state({"name": name, "cursors": {}, "seen": []})
+        _write_private(self.key_path, encode_key_file(identity.seed, passphrase))
+        book = Book()
+        if name:
+            book.config.set_name(name, time.time_ns() // 1_000_000)
+        self.save_book(book)
+        return book
 
-    def identity(self) -> Identity:
+    def _key_file(self) -> bytes:
         try:
-            seed = self.key_path.read_bytes()
+            return self.key_path.read_bytes()
         except FileNotFoundError:
             raise HomeError(
                 f"no account in {self.root}; run `veil init` or `veil restore`"
             ) from None
         except OSError as exc:
             raise HomeError(f"cannot read {self.key_path}: {exc.strerror}") from None
-        if len(seed) != 32:
-            raise HomeError(f"{self.key_path} is not a 32-byte seed")
-        return Identity.from_seed(seed)
+
+    def is_encrypted(self) -> bool:
+        return is_encrypted(self._key_file())
+
+    def identity(self, passphrase: str | None = None) -> Identity:
+        """The account's identity; raises PassphraseRequired / KeyFileError for a sealed key
+        without the right passphrase."""
+        return Identity.from_seed(decode_key_file(self._key_file(), passphrase))
+
+    def set_passphrase(self, identity: Identity, passphrase: str | None) -> None:
+        """Seal the key with a new passphrase (``None``: store it plain)."""
+        _write_private(self.key_path, encode_key_file(identity.seed, passphrase))
 
     def state(self) -> dict[str, Any]:
         try:
             state = json.loads(self.state_path.read_text(encoding="utf-8"))
         except FileNotFoundError:
-            return {"name": None, "cursors": {}, "seen": []}
+            return {}
         except (OSError, json.JSONDecodeError) as exc:
             raise HomeError(f"cannot read {self.state_path}: {exc}") from None
         if not isinstance(state, dict):
             raise HomeError(f"{self.state_path} is not a JSON object")
         return state
 
-    def save_state(self, state: dict[str, Any]) -> None:
-        _write_private(self.state_path, json.dumps(state, sort_keys=True).encode("utf-8"))
+    def book(self) -> Book:
+        try:
+            return Book.from_json(self.state())
+        except (TypeError, ValueError, KeyError, AttributeError) as exc:
+            raise HomeError(f"{self.state_path} is damaged: {exc}") from None
+
+    def save_book(self, book: Book) -> None:
+        data = json.dumps(book.to_json(), sort_keys=True).encode("utf-8")
+        _write_private(self.state_path, data)

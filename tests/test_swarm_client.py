@@ -7,6 +7,9 @@ import dataclasses
 import time
 from pathlib import Path
 
+import pytest
+
+import veil.client.swarm as swarm_module
 from node_helpers import make_config, run, until
 from veil.client.network import NetworkClient
 from veil.client.swarm import SwarmClient
@@ -104,6 +107,41 @@ def test_two_halves_that_did_not_know_each_other_still_deliver_every_message(
                 while not await delivered():
                     assert time.monotonic() < deadline, "messages not delivered after merge"
                     await asyncio.sleep(0.5)
+        finally:
+            await _stop(nodes)
+
+    run(main())
+
+
+def test_a_message_landing_behind_a_cursor_is_still_read_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Nodes take timestamps up to 60 s off their clock, so a message can arrive after a reader
+    passed its timestamp: the look-back window still returns it, and only once."""
+    dave = Identity.generate()
+
+    async def main() -> None:
+        nodes = await _group(tmp_path, [f"n{i}" for i in range(5)])
+        try:
+            await until(lambda: all(len(n.membership.nodes) == 5 for n in nodes), 20)
+            async with NetworkClient([n.peer_info for n in nodes]) as network:
+                writer = SwarmClient(network)
+                reader = SwarmClient(network)
+                blind = SwarmClient(network, look_back_ms=0)  # a cursor taken as is
+                await writer.store(dave.session_id, b"on time", ttl_ms=600_000)
+                assert [m["data"] for m in await reader.retrieve(dave)] == ["b24gdGltZQ=="]
+                assert len(await blind.retrieve(dave)) == 1
+                real_now = swarm_module._now_ms
+                monkeypatch.setattr(swarm_module, "_now_ms", lambda: real_now() - 30_000)
+                late = await writer.store(dave.session_id, b"late", ttl_ms=600_000)
+                monkeypatch.setattr(swarm_module, "_now_ms", real_now)
+                assert [m["hash"] for m in await reader.retrieve(dave)] == [late["hash"]]
+                assert await reader.retrieve(dave) == []  # once
+                assert await blind.retrieve(dave) == []  # passed for good without the window
+                saved = reader.export_cursors()
+                again = SwarmClient(network)
+                again.import_cursors(saved)  # the window's hashes travel with the cursors
+                assert await again.retrieve(dave) == []
         finally:
             await _stop(nodes)
 

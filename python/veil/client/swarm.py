@@ -226,7 +226,7 @@ class SwarmClient:
         account = bytes.fromhex(identity.session_id)
         key = (account, member.ed25519, namespace)
         messages: list[dict[str, Any]] = []
-        cursor = None if from_start else self._cursors.get(key)
+        cursor = None if from_start else self._cursors.get(key) or self._best(account, namespace)
         for _ in range(64):  # pages, bounded
             params = self._retrieve_params(identity, namespace, cursor)
             if cursor is not None and messages:
@@ -277,6 +277,14 @@ class SwarmClient:
         self._prune_recent(account, namespace)
         return fresh
 
+    def _best(self, account: bytes, namespace: int) -> str | None:
+        """The furthest cursor any member gave for the account: a member read for the first time
+        starts there (cursors are the same on every member: timestamp, then hash)."""
+        cursors = [
+            c for (a, _m, ns), c in self._cursors.items() if a == account and ns == namespace
+        ]
+        return max(cursors, key=keys.cursor_decode, default=None)
+
     def _prune_recent(self, account: bytes, namespace: int) -> None:
         """Forget hashes that no read can return again: older than every member's window."""
         starts = [
@@ -288,7 +296,7 @@ class SwarmClient:
             return
         floor = min(starts)
         recent = self._recent[(account, namespace)]
-        for digest in [h for h, t in recent.items() if t <= floor]:
+        for digest in [h for h, t in recent.items() if t < floor]:
             del recent[digest]
 
     async def _signed_write(

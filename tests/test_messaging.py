@@ -176,6 +176,10 @@ def test_a_second_device_sees_sent_messages_contacts_name_and_devices(tmp_path: 
             await laptop.fetch()
             assert laptop.contacts()[carol.session_id] == "accepted"
             assert laptop.requests() == {}
+            await laptop.block(carol.session_id)  # blocked on one device: gone on both
+            await phone.fetch()
+            assert phone.conversation(carol.session_id) == []
+            assert phone.contacts()[carol.session_id] == "blocked"
             # The phone's own fetch does not show its own transcript back.
             assert [e.body for e in phone.conversation(bob.session_id)] == ["from my phone"]
             await phone.send_text(bob.session_id, "second")
@@ -216,6 +220,13 @@ def test_pickup_deletes_from_the_swarm_only_once_every_device_has_the_message(
             await lone.fetch()
             assert lone.book.pending == {} == other.book.pending
             assert await _held(lone, namespace=2) == 1  # one config, the replaced ones deleted
+            # A lost device is taken off the list: pickup deletion stops waiting for it.
+            with pytest.raises(InvalidInputError):
+                await lone.remove_device(lone.book.device_id)
+            await lone.remove_device(other.book.device_id)
+            await a.send_text(bob.session_id, "three")
+            assert [m.body for m in await lone.fetch()] == ["three"]
+            assert await _held(lone) == 0
 
     run(main())
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import pty
 import queue
 import stat
 import subprocess
@@ -234,6 +236,10 @@ def test_a_sealed_key_needs_its_passphrase(tmp_path: Path) -> None:
     assert "passphrase is wrong" in wrong.stderr
     assert "wrong" not in wrong.stderr.replace("passphrase is wrong", "")
     assert _ok("whoami", "--home", str(home), env=secret).split()[0] == session_id
+    changed = {**secret, "VEIL_NEW_PASSPHRASE": "battery staple"}
+    _ok("passphrase", "--home", str(home), env=changed)
+    assert _veil("whoami", "--home", str(home), env=secret).returncode == 1
+    secret["VEIL_PASSPHRASE"] = "battery staple"
     _ok("passphrase", "--remove", "--home", str(home), env=secret)
     assert (home / "identity.key").read_bytes() == Identity.from_mnemonic(phrase).seed
     assert _ok("whoami", "--home", str(home)).split()[0] == session_id
@@ -287,3 +293,61 @@ def test_bad_input_gives_a_clear_message_and_a_non_zero_exit(tmp_path: Path) -> 
     no_account = _veil("whoami", "--home", str(tmp_path / "nobody"))
     assert no_account.returncode == 1
     assert "veil init" in no_account.stderr
+
+
+def test_chat_on_a_terminal_prints_incoming_messages_above_the_prompt(
+    tmp_path: Path, seeds: list[str]
+) -> None:
+    alice, bob = tmp_path / "alice", tmp_path / "bob"
+    _ok("init", "--home", str(alice), "--name", "Alice")
+    _ok("init", "--home", str(bob), "--name", "Bob")
+    a_id, b_id = _session_id(alice), _session_id(bob)
+    net = _network(seeds)
+    _ok("send", b_id, "ping", "--home", str(alice), *net)
+    _ok("accept", a_id, "--home", str(bob), *net)
+    controller, terminal = pty.openpty()
+    chat = subprocess.Popen(
+        [sys.executable, "-m", "veil", "chat", a_id, "--poll", "0.3", "--home", str(bob), *net],
+        stdin=terminal,
+        stdout=terminal,
+        stderr=terminal,
+        env={**os.environ, "TERM": "xterm", "COLUMNS": "120", "LINES": "40"},
+    )
+    os.close(terminal)
+    screen = bytearray()
+
+    def read() -> None:
+        with contextlib.suppress(OSError):
+            while chunk := os.read(controller, 4096):
+                screen.extend(chunk)
+                if b"\x1b[6n" in chunk:  # answer the cursor position request as a terminal does
+                    os.write(controller, b"\x1b[1;1R")
+
+    threading.Thread(target=read, daemon=True).start()
+
+    def shown(text: str) -> None:
+        deadline = time.monotonic() + 60
+        while text.encode() not in screen:
+            assert time.monotonic() < deadline, f"{text!r} not on screen: {bytes(screen)!r}"
+            time.sleep(0.1)
+
+    try:
+        shown("to Alice>")
+        os.write(controller, b"typed at a terminal\r")
+        deadline = time.monotonic() + 60
+        while "typed at a terminal" not in (inbox := _ok("inbox", "--home", str(alice), *net)):
+            assert time.monotonic() < deadline, inbox
+        os.write(controller, b"half a li")  # Bob is typing when Alice's message arrives
+        _ok("send", b_id, "while you type", "--home", str(alice), *net)
+        shown("Alice: while you type")
+        tail = bytes(screen).rsplit(b"Alice: while you type", 1)[1]
+        assert b"to Alice>" in tail  # the prompt is drawn again below the message …
+        assert b"half a li" in tail  # … with what was being typed
+        os.write(controller, b"\x15/quit\r")  # Ctrl-U clears the line first
+        assert chat.wait(timeout=30) == 0
+        assert b"Traceback" not in screen
+    finally:
+        if chat.poll() is None:
+            chat.kill()
+            chat.wait()
+        os.close(controller)

@@ -218,6 +218,7 @@ class Book:
     device_name: str = field(default_factory=lambda: socket.gethostname()[:64] or "device")
     config: AccountConfig = field(default_factory=AccountConfig)
     config_hashes: dict[str, int] = field(default_factory=dict)  # namespace-2 hash -> timestamp
+    config_dirty: bool = False  # changed here, not stored in the swarm yet
     published_mark_ms: int = 0
     received_to_ms: int = 0  # newest timestamp picked up from namespace 0
     conversations: dict[str, list[Entry]] = field(default_factory=dict)
@@ -230,6 +231,7 @@ class Book:
             "device": {"id": self.device_id, "name": self.device_name},
             "config": self.config.wire(),
             "config_hashes": self.config_hashes,
+            "config_dirty": self.config_dirty,
             "published_mark_ms": self.published_mark_ms,
             "received_to_ms": self.received_to_ms,
             "conversations": {
@@ -251,6 +253,7 @@ class Book:
         if state.get("name") and book.config.name is None:  # state written before config existed
             book.config.name = str(state["name"])
         book.config_hashes = dict(state.get("config_hashes") or {})
+        book.config_dirty = bool(state.get("config_dirty"))
         book.published_mark_ms = int(state.get("published_mark_ms") or 0)
         book.received_to_ms = int(state.get("received_to_ms") or 0)
         conversations = state.get("conversations") or {}

@@ -3,9 +3,9 @@
 On a terminal, prompt_toolkit keeps the input line at the bottom and prints what arrives above it
 (``patch_stdout``), so a message never lands in the middle of what is being typed. With stdin not
 a terminal (a pipe, a script, a test), every line read is sent and what arrives is printed as it
-comes. Lines starting with ``/``: ``/quit`` (or end of input) leaves, ``/unsend`` takes back the
-last message sent. The conversation's messages are marked read as they are shown, so
-``after_read`` timers start then.
+comes. Lines starting with ``/`` are commands: ``/quit`` (or end of input) leaves, ``/unsend``
+takes back the last message sent; ``//`` at the start sends one ``/``. The conversation's
+messages are marked read as they are shown, so ``after_read`` timers start then.
 """
 
 from __future__ import annotations
@@ -84,7 +84,14 @@ class Chat:
                     if mine:
                         await self.messenger.unsend(self.peer, bytes.fromhex(mine[-1].id))
                         self._out("(taken back)")
+                elif text.startswith("/") and not text.startswith("//"):
+                    self._out(
+                        "(/unsend takes back your last message, /quit leaves; "
+                        "start a line with // to send a slash)"
+                    )
                 elif text.strip():
+                    if text.startswith("//"):
+                        text = text[1:]
                     await self.messenger.send_text(self.peer, text)
             except (NetworkError, StoreError, VeilError) as exc:
                 self._out(f"(not sent: {exc})")

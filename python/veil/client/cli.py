@@ -6,7 +6,8 @@ State lives in ``~/.veil`` or ``--home DIR`` (:mod:`veil.client.home`). The netw
 that answers and every announcement is verified. All messages then travel through onion paths.
 
 A key sealed with a passphrase is opened with ``VEIL_PASSPHRASE`` if set, else a prompt on the
-terminal. Every failure is one line on stderr and exit code 1; argparse's usage errors exit 2.
+terminal; ``veil passphrase`` takes the new one from ``VEIL_NEW_PASSPHRASE`` or a prompt. Every
+failure is one line on stderr and exit code 1; argparse's usage errors exit 2.
 """
 
 from __future__ import annotations
@@ -143,7 +144,8 @@ def add_client_commands(commands: argparse._SubParsersAction[argparse.ArgumentPa
     command("contacts", "list contacts", _contacts, network=True)
     name = command("name", "set the display name sent with your messages", _name, network=True)
     name.add_argument("name", metavar="NAME")
-    command("devices", "list the account's devices", _devices, network=True)
+    devices = command("devices", "list the account's devices", _devices, network=True)
+    devices.add_argument("--remove", metavar="DEVICE_ID", help="take a lost device off the list")
 
     safety = command(
         "safety-number",
@@ -195,10 +197,11 @@ def _qr_png(text: str, path: Path) -> None:
 def _new_passphrase(args: argparse.Namespace) -> str | None:
     if not getattr(args, "passphrase", False) and args.command != "passphrase":
         return None
-    if os.environ.get("VEIL_PASSPHRASE"):
-        return os.environ["VEIL_PASSPHRASE"]
+    variable = "VEIL_NEW_PASSPHRASE" if args.command == "passphrase" else "VEIL_PASSPHRASE"
+    if os.environ.get(variable):
+        return os.environ[variable]
     if not sys.stdin.isatty():
-        raise CommandFailed("a passphrase needs a terminal or VEIL_PASSPHRASE")
+        raise CommandFailed(f"a new passphrase needs a terminal or {variable}")
     first = getpass.getpass("New passphrase: ")
     if first != getpass.getpass("Again: "):
         raise CommandFailed("the passphrases differ")
@@ -381,10 +384,13 @@ def _show(messenger: Messenger, event: Received) -> str:
             f"{_when(event.sent_ms)}  {_who(messenger, event.peer)} accepted your message request"
         )
     if event.kind == "unsend":
-        return f"{_when(event.sent_ms)}  {_who(messenger, event.peer)} took a message back"
-    if event.outgoing:
-        return f"{_when(event.sent_ms)}  you → {_who(messenger, event.peer)}\n    {event.body}"
-    return f"{_when(event.sent_ms)}  {_who(messenger, event.peer)}\n    {event.body}"
+        who = "you" if event.outgoing else _who(messenger, event.peer)
+        return f"{_when(event.sent_ms)}  {who} took a message back"
+    return f"{_when(event.sent_ms)}  you → {_who(messenger, event.peer)}\n    {event.body}"
+
+
+def _show_entry(messenger: Messenger, peer: str, entry: Entry) -> str:
+    return f"{_when(entry.sent_ms)}  {_who(messenger, peer)}\n    {entry.body}"
 
 
 def _disappear(text: str | None) -> tuple[str, int] | None:
@@ -407,6 +413,7 @@ def _send(args: argparse.Namespace) -> int:
         raise CommandFailed("nothing to send")
 
     async def action(messenger: Messenger) -> int:
+        await messenger.refresh_config()  # blocked or accepted on another device?
         await messenger.send_text(peer, text.rstrip("\n"), disappear=disappear)
         print("sent")
         return 0
@@ -431,17 +438,26 @@ def _unsend(args: argparse.Namespace) -> int:
 
 
 def _inbox(args: argparse.Namespace) -> int:
+    """New here means unread: messages other commands fetched but did not show are shown too."""
+
     async def action(messenger: Messenger) -> int:
         events = await messenger.fetch()
-        shown = [e for e in events if not e.request]
-        for event in shown:
-            print(_show(messenger, event))
-        for peer in {e.peer for e in shown if not e.outgoing}:
-            messenger.mark_read(peer)
+        lines = [
+            (e.sent_ms, _show(messenger, e))
+            for e in events
+            if e.outgoing or e.kind in ("accept", "unsend")
+        ]
+        for peer, state in messenger.contacts().items():
+            if state != "accepted":
+                continue
+            for entry in messenger.mark_read(peer):
+                lines.append((entry.sent_ms, _show_entry(messenger, peer, entry)))
+        for _, line in sorted(lines, key=lambda item: item[0]):
+            print(line)
         requests = messenger.requests()
         if requests:
             print(f"{len(requests)} message request(s): `veil requests` shows them")
-        elif not shown:
+        elif not lines:
             print("no new messages")
         return 0
 
@@ -542,6 +558,8 @@ def _name(args: argparse.Namespace) -> int:
 def _devices(args: argparse.Namespace) -> int:
     async def action(messenger: Messenger) -> int:
         await messenger.fetch()
+        if args.remove:
+            await messenger.remove_device(args.remove)
         for device_id, device in sorted(
             messenger.config.live_devices().items(), key=lambda d: d[1].linked_ms
         ):

@@ -114,7 +114,6 @@ class Messenger:
         self.min_ttl_ms = min_ttl_ms
         self.persist = persist
         self.undecryptable = 0
-        self.config_dirty = False
         self._seen = dict.fromkeys(self.book.seen)  # insertion-ordered set of content ids (hex)
         swarm.import_cursors(self.book.cursors)
         if name is not None and self.book.config.name != name:
@@ -134,6 +133,16 @@ class Messenger:
     @property
     def config(self) -> AccountConfig:
         return self.book.config
+
+    @property
+    def config_dirty(self) -> bool:
+        """The config changed here and is not in the swarm yet (kept in the book: a failed
+        store is retried by the next run)."""
+        return self.book.config_dirty
+
+    @config_dirty.setter
+    def config_dirty(self, value: bool) -> None:
+        self.book.config_dirty = value
 
     def save(self) -> Book:
         """The book with the swarm cursors and seen ids brought up to date, ready to be saved."""
@@ -214,6 +223,19 @@ class Messenger:
         await self._send_content(peer, Content.control("accept", _now_ms()), ttl_ms=self.ttl_ms)
         await self.sync()
         return self.conversation(peer)
+
+    async def remove_device(self, device_id: str) -> None:
+        """Take a device (a lost one, say) off the account's list: pickup deletion stops
+        waiting for it. A removed device that comes back online adds itself again."""
+        device = self.config.devices.get(device_id)
+        if device is None or device.removed:
+            raise InvalidInputError(f"no device {device_id!r} on this account")
+        if device_id == self.book.device_id:
+            raise InvalidInputError("this is the device in use; remove it from another one")
+        device.removed = True
+        device.changed_ms = max(_now_ms(), device.changed_ms + 1)
+        self.config_dirty = True
+        await self.sync()
 
     async def block(self, peer: str) -> None:
         """Block ``peer``: their messages are dropped, here and on the account's other devices."""
@@ -369,6 +391,7 @@ class Messenger:
             return None
         if content.kind == "unsend":
             assert content.ref is not None  # decode_content guarantees it
+            self._seen[content.ref.hex()] = None  # should the message itself come later
             if not self._drop(peer, content.ref.hex(), outgoing=outgoing):
                 return None
         elif content.kind in ("text", "sent"):
@@ -451,12 +474,19 @@ class Messenger:
             assert opened[0].config is not None  # decode_content guarantees it
             self.config.merge(AccountConfig.from_wire(opened[0].config))
             newest = max(newest, int(message.get("timestamp", 0)))
-        if messages:
-            self.book.config_hashes = hashes
+        self.book.config_hashes = hashes
         self._register_device()
-        # One config in the swarm, refreshed before it expires.
-        if len(hashes) > 1 or (hashes and newest < _now_ms() - self.ttl_ms // 2):
+        # One config in the swarm, refreshed before it expires (or stored again if it has).
+        if len(hashes) != 1 or newest < _now_ms() - self.ttl_ms // 2:
             self.config_dirty = True
+        for peer, (state, _) in self.config.contacts.items():
+            if state == "blocked":  # perhaps on another device
+                self.book.conversations.pop(peer, None)
+
+    async def refresh_config(self) -> None:
+        """Read the account's config from the swarm (contacts, name, devices) without fetching
+        messages: what a device does before it sends."""
+        await self._pull_config()
 
     async def sync(self) -> None:
         """Store the config if it changed, then delete the configs it replaces. A failure leaves
@@ -466,7 +496,12 @@ class Messenger:
             return
         now = _now_ms()
         content = Content.control("config", now, config=self.config.wire())
-        sealed = encrypt_for_recipient(self.identity, self.me, encode_content(content))
+        try:
+            encoded = encode_content(content)
+        except ContentError:
+            log.warning("config too large to store (%d contacts)", len(self.config.contacts))
+            return
+        sealed = encrypt_for_recipient(self.identity, self.me, encoded)
         try:
             answer = await self.swarm.store(
                 self.me,
@@ -486,6 +521,9 @@ class Messenger:
             await self.swarm.delete(self.identity, replaced)
 
     async def _delete_picked_up(self) -> None:
+        expired = _now_ms() - self.ttl_ms  # the nodes dropped these already
+        for digest in [h for h, ts in self.book.pending.items() if ts < expired]:
+            del self.book.pending[digest]
         others = [d for i, d in self.config.live_devices().items() if i != self.book.device_id]
         floor = min((d.picked_ms for d in others), default=None)
         ready = [h for h, ts in self.book.pending.items() if floor is None or ts <= floor]

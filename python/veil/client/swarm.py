@@ -302,7 +302,7 @@ class SwarmClient:
     async def _signed_write(
         self, identity: Identity, method: str, params: dict[str, Any]
     ) -> dict[str, Any]:
-        """A signed delete or expiry change at one swarm member (which forwards it to the rest)."""
+        """A signed delete at one swarm member (which forwards it to the rest)."""
         account = bytes.fromhex(identity.session_id)
         members = self.swarm(account)
         self._rng.shuffle(members)
@@ -329,16 +329,3 @@ class SwarmClient:
         }
         body = await self._signed_write(identity, "delete", params)
         return [str(h) for h in body.get("deleted", [])]
-
-    async def shorten_expiry(self, identity: Identity, hashes: list[str], expiry_ms: int) -> None:
-        """Bring the expiry of the account's messages ``hashes`` forward to ``expiry_ms``."""
-        if not hashes:
-            return
-        params = {
-            "pubkey": identity.session_id,
-            "messages": hashes,
-            "expiry": expiry_ms,
-            "shorten": True,
-            **self._signature(identity, f"expireshorten{expiry_ms}{''.join(hashes)}".encode()),
-        }
-        await self._signed_write(identity, "expire", params)

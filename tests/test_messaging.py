@@ -263,3 +263,24 @@ def test_unsend_and_disappearing_messages(tmp_path: Path) -> None:
                 await a.send_text(bob.session_id, "x", disappear=("after_send", 10))
 
     run(main())
+
+
+def test_what_others_send_cannot_drive_the_terminal(tmp_path: Path) -> None:
+    alice, bob = Identity.generate(), Identity.generate()
+    hostile = "\x1b]0;pwned\x07\x1b[2Jhi\u202eevil\r\nnext line\tok"
+
+    async def main() -> None:
+        async with _people(tmp_path) as device:
+            a = await device(alice, name="A\x1b[31mlice\nX" + "y" * 100)
+            b = await device(bob)
+            await a.send_text(bob.session_id, hostile)
+            [got] = await b.fetch()
+            assert got.body == "\ufffd]0;pwned\ufffd\ufffd[2Jhi\ufffdevil\ufffd\nnext line\tok"
+            assert got.name is not None
+            assert "\x1b" not in got.name
+            assert "\n" not in got.name
+            assert len(got.name) == 64
+            [entry] = b.conversation(alice.session_id)
+            assert entry.body == got.body
+
+    run(main())

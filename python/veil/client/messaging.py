@@ -32,6 +32,7 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
+import dataclasses
 import logging
 import time
 from collections.abc import Callable
@@ -46,7 +47,7 @@ from veil.identity import Identity
 from veil.protocol.content import Content, ContentError, decode_content, encode_content
 from veil.session_id import parse_session_id
 
-__all__ = ["CONFIG_NAMESPACE", "BlockedContactError", "Messenger", "Received"]
+__all__ = ["CONFIG_NAMESPACE", "BlockedContactError", "Messenger", "Received", "printable"]
 
 log = logging.getLogger("veil.client")
 
@@ -59,6 +60,23 @@ SEEN_KEPT = 10_000
 
 def _now_ms() -> int:
     return time.time_ns() // 1_000_000
+
+
+# Characters a terminal would act on rather than show: C0 and C1 controls (ESC starts escape
+# sequences that can rewrite the screen or set the window title) and the Unicode bidirectional
+# overrides and isolates (which can make text read as something else).
+_UNSAFE = {c: 0xFFFD for c in [*range(0x20), 0x7F, *range(0x80, 0xA0)] if c not in (0x09, 0x0A)}
+_UNSAFE.update(dict.fromkeys([*range(0x202A, 0x202F), *range(0x2066, 0x206A)], 0xFFFD))
+
+
+def printable(text: str, *, one_line: bool = False) -> str:
+    """``text`` with every character a terminal would act on replaced by U+FFFD (and, for a
+    ``one_line`` label such as a display name, newlines and tabs too, cut to 64 characters).
+    Applied to what others send as it arrives, so no command can print it raw."""
+    cleaned = text.translate(_UNSAFE)
+    if one_line:
+        cleaned = cleaned.replace("\n", "\ufffd").replace("\t", " ")[:64]
+    return cleaned
 
 
 class BlockedContactError(InvalidInputError):
@@ -389,6 +407,11 @@ class Messenger:
         state = self.config.contact(peer)
         if state == "blocked" and not outgoing:
             return None
+        content = dataclasses.replace(
+            content,
+            body=printable(content.body),
+            name=printable(content.name, one_line=True) if content.name else None,
+        )
         if content.kind == "unsend":
             assert content.ref is not None  # decode_content guarantees it
             self._seen[content.ref.hex()] = None  # should the message itself come later

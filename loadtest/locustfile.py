@@ -4,10 +4,13 @@ Every simulated user creates an account (``Identity.generate()``), learns the ne
 (``get_nodes``, every announcement verified), registers its Session ID in this process's user list,
 and then, until the run ends:
 
-- **sends** (weight 3) 200-2000 random bytes (a namespace-0 store, TTL 10 min) to another user of
-  this process, as an onion request guard → relay → a member of the recipient's swarm;
+- **sends** (weight 3) a text of 100-1,500 characters to another user of this process, as the
+  messenger sends it (``veil.client.messaging.seal``: content v1, padded, Session Protocol; a
+  namespace-0 store, TTL 10 min), through an onion request guard → relay → a member of the
+  recipient's swarm;
 - **polls** (weight 2) its own swarm: a signed retrieve from two different swarm members, each with
-  its own cursor, the messages deduplicated by hash.
+  its own cursor, the messages deduplicated by hash and opened by the messenger's own code
+  (``Messenger.ingest``); a message that does not open, or names another sender, is a failure.
 
 A request counts as a success only if the guard answers 200, the answer decrypts with the reply
 key and the destination's inner status is 200. A "wrong swarm" (421) answer teaches the user the
@@ -34,13 +37,17 @@ from locust.env import Environment
 from locust.exception import StopUser
 from locust.runners import MasterRunner, WorkerRunner
 
+from veil.client.account import Book
+from veil.client.messaging import Messenger, seal
 from veil.identity import Identity
 from veil.protocol.announcement import Announcement
+from veil.protocol.content import Content
 
 log = logging.getLogger("veil.loadtest")
 
 TTL_MS = 10 * 60 * 1000
-MESSAGE_BYTES = (200, 2000)
+MESSAGE_CHARS = (100, 1500)
+WORDS = ("onion", "swarm", "node", "veil", "hello", "message", "route", "key", "relay", "guard")
 POLL_MEMBERS = 2
 MAX_PAGES = 3
 """Most retrieve pages a poll reads from one swarm member (each page is one request)."""
@@ -52,7 +59,9 @@ JSON_HEADERS = {"Content-Type": "application/json"}
 
 _users: list[str] = []
 """Session IDs of this process's running users: who can be sent a message."""
-_totals = {"stored": 0, "delivered": 0}
+_known: set[str] = set()
+"""Every Session ID a user of this process ever had (senders of messages still in flight)."""
+_totals = {"stored": 0, "delivered": 0, "opened": 0}
 _delivery_ms: list[int] = []
 """Store timestamp to first sight in a recipient's poll, per delivered message (capped)."""
 MAX_LATENCIES = 1_000_000
@@ -86,6 +95,8 @@ class VeilUser(FastHttpUser):
     def on_start(self) -> None:
         self.rng = random.SystemRandom()
         self.identity = Identity.generate()
+        # The messenger's own code, without its asyncio transport: seal() and ingest() only.
+        self.mailbox = Messenger(self.identity, None, book=Book())
         self.account = bytes.fromhex(self.identity.session_id)
         # VEIL_SEEDS, else --host (which Locust writes over the class's default), else the devnet
         host = None if self.host == _DEFAULT_HOST else self.host
@@ -98,6 +109,7 @@ class VeilUser(FastHttpUser):
         if not self._fetch_nodes():
             raise StopUser()
         _users.append(self.identity.session_id)
+        _known.add(self.identity.session_id)
 
     def on_stop(self) -> None:
         if hasattr(self, "identity") and self.identity.session_id in _users:
@@ -110,7 +122,9 @@ class VeilUser(FastHttpUser):
         self._refresh_nodes()
         others = [u for u in _users if u != self.identity.session_id]
         recipient = self.rng.choice(others) if others else self.identity.session_id
-        data = self.rng.randbytes(self.rng.randint(*MESSAGE_BYTES))
+        length = self.rng.randint(*MESSAGE_CHARS)
+        text = " ".join(self.rng.choice(WORDS) for _ in range(length // 5))[:length]
+        data = seal(self.identity, recipient, Content.text(text, vl.now_ms()))
         done = self._onion_rpc(
             "onion store",
             bytes.fromhex(recipient),
@@ -242,14 +256,24 @@ class VeilUser(FastHttpUser):
 
     def _received(self, messages: list[dict[str, Any]]) -> None:
         now = vl.now_ms()
+        fresh = []
         for message in messages:
             digest = message["hash"]
             if digest in self.seen:
                 continue
+            fresh.append(message)
             self.seen[digest] = int(message["expiration"])
             _totals["delivered"] += 1
             if len(_delivery_ms) < MAX_LATENCIES:
                 _delivery_ms.append(max(0, now - int(message["timestamp"])))
+        before = self.mailbox.undecryptable
+        opened = self.mailbox.ingest(fresh)
+        _totals["opened"] += len(opened)
+        if self.mailbox.undecryptable > before:
+            self._report_failure("open message", "a message did not open")
+        if any(e.sender not in _known for e in opened):
+            self._report_failure("open message", "a message names a sender no user has")
+        self.mailbox.book.conversations.clear()  # the load test keeps no history
         if len(self.seen) > 10_000:  # forget what has expired; nothing can bring it back
             self.seen = {h: e for h, e in self.seen.items() if e > now}
 
@@ -310,7 +334,10 @@ def _summary(environment: Environment, **_kwargs: Any) -> None:
 
 def delivery_summary() -> str:
     """Messages stored and delivered by this process's users, with delivery-time percentiles."""
-    text = f"{_totals['stored']} messages stored, {_totals['delivered']} seen by their recipients"
+    text = (
+        f"{_totals['stored']} messages stored, {_totals['delivered']} seen by their recipients, "
+        f"{_totals['opened']} opened"
+    )
     if _delivery_ms:
         ranked = sorted(_delivery_ms)
         at = {q: ranked[min(len(ranked) - 1, int(q * len(ranked)))] for q in (0.5, 0.95)}

@@ -133,10 +133,14 @@ def test_a_short_headless_run_against_four_nodes_has_no_failures(tmp_path: Path)
         assert requests > 20, report
         assert failures == 0, report
         assert {"get_nodes", "onion store", "onion retrieve"} <= names, report
-        summary = re.search(r"veil: (\d+) messages stored, (\d+) seen", done.stderr)
+        summary = re.search(
+            r"veil: (\d+) messages stored, (\d+) seen by their recipients, (\d+) opened",
+            done.stderr,
+        )
         assert summary, report
         assert int(summary[1]) > 0, report
         assert int(summary[2]) > 0, report  # the recipients' polls found messages sent to them
+        assert int(summary[3]) == int(summary[2]), report  # and the messenger opened each one
     finally:
         for proc in procs:
             proc.kill()

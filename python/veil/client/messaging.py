@@ -37,6 +37,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from veil.client.account import AccountConfig, Book, Device, Entry
 from veil.client.network import NetworkError
@@ -47,7 +48,14 @@ from veil.identity import Identity
 from veil.protocol.content import Content, ContentError, decode_content, encode_content
 from veil.session_id import parse_session_id
 
-__all__ = ["CONFIG_NAMESPACE", "BlockedContactError", "Messenger", "Received", "printable"]
+__all__ = [
+    "CONFIG_NAMESPACE",
+    "BlockedContactError",
+    "Messenger",
+    "Received",
+    "printable",
+    "seal",
+]
 
 log = logging.getLogger("veil.client")
 
@@ -77,6 +85,12 @@ def printable(text: str, *, one_line: bool = False) -> str:
     if one_line:
         cleaned = cleaned.replace("\n", "\ufffd").replace("\t", " ")[:64]
     return cleaned
+
+
+def seal(identity: Identity, recipient: str, content: Content) -> bytes:
+    """A message as stored in the recipient's swarm: the padded content, encrypted with the
+    Session Protocol from ``identity`` to ``recipient``."""
+    return encrypt_for_recipient(identity, recipient, encode_content(content))
 
 
 class BlockedContactError(InvalidInputError):
@@ -115,7 +129,7 @@ class Messenger:
     def __init__(
         self,
         identity: Identity,
-        swarm: SwarmClient,
+        swarm: SwarmClient | None,
         *,
         book: Book | None = None,
         name: str | None = None,
@@ -125,7 +139,7 @@ class Messenger:
         persist: Callable[[Book], None] | None = None,
     ) -> None:
         self.identity = identity
-        self.swarm = swarm
+        self._swarm = swarm
         self.book = book or Book()
         self.pickup_window_ms = pickup_window_ms
         self.ttl_ms = ttl_ms
@@ -133,12 +147,19 @@ class Messenger:
         self.persist = persist
         self.undecryptable = 0
         self._seen = dict.fromkeys(self.book.seen)  # insertion-ordered set of content ids (hex)
-        swarm.import_cursors(self.book.cursors)
+        if swarm is not None:
+            swarm.import_cursors(self.book.cursors)
         if name is not None and self.book.config.name != name:
             self.book.config.set_name(name, _now_ms())
             self.config_dirty = True
 
     # --- what the device holds ----------------------------------------------------------------
+
+    @property
+    def swarm(self) -> SwarmClient:
+        if self._swarm is None:
+            raise RuntimeError("this Messenger has no network: only ingest() and reading work")
+        return self._swarm
 
     @property
     def me(self) -> str:
@@ -164,7 +185,8 @@ class Messenger:
 
     def save(self) -> Book:
         """The book with the swarm cursors and seen ids brought up to date, ready to be saved."""
-        self.book.cursors = self.swarm.export_cursors()
+        if self._swarm is not None:
+            self.book.cursors = self._swarm.export_cursors()
         self.book.seen = list(self._seen)[-SEEN_KEPT:]
         return self.book
 
@@ -266,8 +288,9 @@ class Messenger:
     # --- sending ------------------------------------------------------------------------------
 
     async def _send_content(self, recipient: str, content: Content, *, ttl_ms: int) -> str:
-        sealed = encrypt_for_recipient(self.identity, recipient, encode_content(content))
-        answer = await self.swarm.store(recipient, sealed, ttl_ms=ttl_ms)
+        answer = await self.swarm.store(
+            recipient, seal(self.identity, recipient, content), ttl_ms=ttl_ms
+        )
         return str(answer.get("hash", ""))
 
     def _transcript(self, peer: str, content: Content) -> Content:
@@ -347,7 +370,7 @@ class Messenger:
 
     # --- fetching -----------------------------------------------------------------------------
 
-    def _open(self, message: dict[str, object]) -> tuple[Content, str] | None:
+    def _open(self, message: dict[str, Any]) -> tuple[Content, str] | None:
         try:
             sealed = base64.b64decode(str(message["data"]), validate=True)
             plaintext, sender = decrypt_incoming(self.identity, sealed)
@@ -363,11 +386,26 @@ class Messenger:
         config if needed and deletes from the swarm what every device has picked up."""
         started = _now_ms()
         await self._pull_config()
-        received = []
-        for message in await self.swarm.retrieve(self.identity):
-            digest, timestamp = str(message["hash"]), int(message.get("timestamp", 0))
-            self.book.pending[digest] = timestamp
+        messages = await self.swarm.retrieve(self.identity)
+        for message in messages:
+            timestamp = int(message.get("timestamp", 0))
+            self.book.pending[str(message["hash"])] = timestamp
             self.book.received_to_ms = max(self.book.received_to_ms, timestamp)
+        received = self.ingest(messages)
+        self._advance_mark(started)
+        if self.persist is not None:
+            self.persist(self.save())  # kept on this device before anything leaves the swarm
+        await self.sync()
+        await self._delete_picked_up()
+        self._purge_expired()
+        return received
+
+    def ingest(self, messages: list[dict[str, Any]]) -> list[Received]:
+        """Open retrieved messages (``retrieve``'s dicts, in order) and apply them to the book:
+        the network-free half of :meth:`fetch`, for callers with their own transport."""
+        received = []
+        for message in messages:
+            digest = str(message["hash"])
             opened = self._open(message)
             if opened is None:
                 continue
@@ -381,18 +419,11 @@ class Messenger:
         # A message taken back in the same fetch is not shown at all.
         unsent = {e.ref for e in received if e.kind == "unsend"}
         shown = {e.id for e in received}
-        received = [
+        return [
             e
             for e in received
             if e.id not in unsent and not (e.kind == "unsend" and e.ref in shown)
         ]
-        self._advance_mark(started)
-        if self.persist is not None:
-            self.persist(self.save())  # kept on this device before anything leaves the swarm
-        await self.sync()
-        await self._delete_picked_up()
-        self._purge_expired()
-        return received
 
     def _take(self, content: Content, sender: str, digest: str) -> Received | None:
         """Apply one opened message to the book; the event to show, if any."""

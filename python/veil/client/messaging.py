@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import bisect
 import contextlib
 import dataclasses
 import logging
@@ -236,11 +237,11 @@ class Messenger:
                 del self.book.conversations[sid]
 
     def _add(self, peer: str, entry: Entry) -> None:
-        entries = self.book.conversations.setdefault(peer, [])
-        if any(e.id == entry.id for e in entries):
-            return
-        entries.append(entry)
-        entries.sort(key=lambda e: e.sent_ms)
+        """Insert in sent order. Every caller has just checked the id against the seen set, so
+        the conversation holds no copy of it; new messages mostly land at the end."""
+        bisect.insort_right(
+            self.book.conversations.setdefault(peer, []), entry, key=lambda e: e.sent_ms
+        )
 
     def _drop(self, peer: str, message_id: str, *, outgoing: bool) -> bool:
         entries = self.book.conversations.get(peer, [])

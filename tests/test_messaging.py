@@ -182,6 +182,11 @@ def test_a_second_device_sees_sent_messages_contacts_name_and_devices(tmp_path: 
             assert phone.contacts()[carol.session_id] == "blocked"
             # The phone's own fetch does not show its own transcript back.
             assert [e.body for e in phone.conversation(bob.session_id)] == ["from my phone"]
+            # A note to self reaches the other device once (its copy and its transcript share
+            # one id).
+            await phone.send_text(alice.session_id, "note to self")
+            notes = [m for m in await laptop.fetch() if m.peer == alice.session_id]
+            assert [(m.body, m.outgoing) for m in notes] == [("note to self", True)]
             await phone.send_text(bob.session_id, "second")
             assert [m.body for m in await phone.fetch()] == []
             assert [m.body for m in await b.fetch()] == ["from my phone", "second"]

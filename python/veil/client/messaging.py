@@ -429,9 +429,12 @@ class Messenger:
     def _take(self, content: Content, sender: str, digest: str) -> Received | None:
         """Apply one opened message to the book; the event to show, if any."""
         if sender == self.me:
-            if content.to is None:
-                return None  # a config in namespace 0, or a transcript without a peer
-            peer, outgoing = content.to, True
+            if content.kind == "text":
+                peer, outgoing = self.me, True  # a note to self: sent to our own Session ID
+            elif content.to is None:
+                return None  # a config in namespace 0, or a control without a peer
+            else:
+                peer, outgoing = content.to, True
         else:
             if content.kind in ("sent", "config"):
                 return None  # only the account itself speaks for its own devices

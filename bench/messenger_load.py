@@ -56,10 +56,9 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-import orjson
 import uvloop
 
-from loadkit import percentile, read_line, write_line
+from loadkit import percentile, serve
 from network_load import CountingNetworkClient
 from veil.client.account import Book
 from veil.client.messaging import Messenger, Received, seal
@@ -590,19 +589,7 @@ async def handle(loader: Loader, command: dict[str, Any]) -> dict[str, Any]:
 
 async def run() -> None:
     loader = Loader()
-    try:
-        while line := await read_line():
-            command = orjson.loads(line)
-            if command.get("op") == "quit":
-                break
-            try:
-                answer = await handle(loader, command)
-            except Exception as exc:  # reported to the benchmark, which fails the test
-                answer = {"failed": repr(exc)}
-            write_line(answer)
-    finally:
-        with contextlib.suppress(Exception):
-            await loader.close()
+    await serve(lambda command: handle(loader, command), loader.close)
 
 
 if __name__ == "__main__":

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import os
 import random
 import time
@@ -36,10 +35,9 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-import orjson
 import uvloop
 
-from loadkit import percentile, read_line, write_line
+from loadkit import percentile, serve
 from veil.client.network import NetworkClient
 from veil.client.swarm import SwarmClient
 from veil.devnet.state import load_state
@@ -238,34 +236,22 @@ def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
+async def handle(loader: Loader, command: dict[str, Any]) -> dict[str, Any]:
+    op = command["op"]
+    if op == "devnet":
+        return await loader.devnet(str(command["dir"]), int(command["recipients"]))
+    if op == "prep":
+        return loader.prep(int(command["n"]), int(command["size"]))
+    if op == "go":
+        return await loader.go(int(command["concurrency"]), float(command["time_limit"]))
+    if op == "check":
+        return await loader.check(int(command["sample"]))
+    return {"failed": f"unknown op {op!r}"}
+
+
 async def run() -> None:
     loader = Loader()
-    try:
-        while line := await read_line():
-            command = orjson.loads(line)
-            op = command["op"]
-            answer: dict[str, Any]
-            try:
-                if op == "devnet":
-                    answer = await loader.devnet(str(command["dir"]), int(command["recipients"]))
-                elif op == "prep":
-                    answer = loader.prep(int(command["n"]), int(command["size"]))
-                elif op == "go":
-                    answer = await loader.go(
-                        int(command["concurrency"]), float(command["time_limit"])
-                    )
-                elif op == "check":
-                    answer = await loader.check(int(command["sample"]))
-                elif op == "quit":
-                    break
-                else:
-                    answer = {"failed": f"unknown op {op!r}"}
-            except Exception as exc:  # reported to the benchmark, which fails the test
-                answer = {"failed": repr(exc)}
-            write_line(answer)
-    finally:
-        with contextlib.suppress(Exception):
-            await loader.close()
+    await serve(lambda command: handle(loader, command), loader.close)
 
 
 if __name__ == "__main__":

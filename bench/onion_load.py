@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import cProfile
 import os
 import sys
@@ -45,7 +44,7 @@ import aiohttp
 import orjson
 import uvloop
 
-from loadkit import percentile, read_line, write_line
+from loadkit import percentile, read_line, serve, write_line
 from veil import _core
 from veil.client.network import NetworkClient
 from veil.node import keys
@@ -380,46 +379,28 @@ class Loader:
             await self.session.close()
 
 
+async def handle_load(loader: Loader, command: dict[str, Any]) -> dict[str, Any]:
+    op = command["op"]
+    if op == "connect_link":
+        return await loader.connect_link(int(command["port"]))
+    if op == "prep_forward":
+        return loader.prep_forward(int(command["n"]), list(command["route"]), int(command["size"]))
+    if op == "go_forward":
+        return await loader.go_forward(int(command["window"]), float(command["time_limit"]))
+    if op == "network":
+        return await loader.network(list(command["nodes"]), int(command["destination"]))
+    if op == "prep_rpc":
+        return loader.prep_rpc(str(command["method"]), int(command["n"]))
+    if op == "go_rpc":
+        return await loader.go_rpc(
+            str(command["mode"]), int(command["concurrency"]), float(command["time_limit"])
+        )
+    return {"failed": f"unknown op {op!r}"}
+
+
 async def run_load() -> None:
     loader = Loader()
-    try:
-        while line := await read_line():
-            command = orjson.loads(line)
-            op = command["op"]
-            answer: dict[str, Any]
-            try:
-                if op == "connect_link":
-                    answer = await loader.connect_link(int(command["port"]))
-                elif op == "prep_forward":
-                    answer = loader.prep_forward(
-                        int(command["n"]), list(command["route"]), int(command["size"])
-                    )
-                elif op == "go_forward":
-                    answer = await loader.go_forward(
-                        int(command["window"]), float(command["time_limit"])
-                    )
-                elif op == "network":
-                    answer = await loader.network(
-                        list(command["nodes"]), int(command["destination"])
-                    )
-                elif op == "prep_rpc":
-                    answer = loader.prep_rpc(str(command["method"]), int(command["n"]))
-                elif op == "go_rpc":
-                    answer = await loader.go_rpc(
-                        str(command["mode"]),
-                        int(command["concurrency"]),
-                        float(command["time_limit"]),
-                    )
-                elif op == "quit":
-                    break
-                else:
-                    answer = {"failed": f"unknown op {op!r}"}
-            except Exception as exc:  # reported to the benchmark, which fails the test
-                answer = {"failed": repr(exc)}
-            write_line(answer)
-    finally:
-        with contextlib.suppress(Exception):
-            await loader.close()
+    await serve(lambda command: handle_load(loader, command), loader.close)
 
 
 def main() -> None:

@@ -180,21 +180,8 @@ class SwarmClient:
             if identity is None or identity.session_id != recipient_session_id:
                 raise ValueError("only the account itself stores outside namespace 0")
             params.update(self._signature(identity, f"store{namespace}{timestamp}".encode()))
-        last = ("unreachable", "no swarm member answered")
-        members = self.swarm(account)
-        self._rng.shuffle(members)
-        for member in members[:3]:
-            try:
-                _, status, body = await self._swarm_request(account, "store", params, [member])
-            except NetworkError:
-                continue
-            if status == 200 and isinstance(body, dict):
-                return body
-            error = body.get("error", {}) if isinstance(body, dict) else {}
-            last = (str(error.get("code", status)), str(error.get("message", "")))
-            if status in (400, 401, 406, 413, 507):
-                break  # the message itself is refused: another member would say the same
-        raise StoreError(*last)
+        # A message refused for what it is: another member would say the same.
+        return await self._write(account, "store", params, final=(400, 401, 406, 413, 507))
 
     @staticmethod
     def _signature(identity: Identity, signed: bytes) -> dict[str, str]:
@@ -299,11 +286,16 @@ class SwarmClient:
         for digest in [h for h, t in recent.items() if t < floor]:
             del recent[digest]
 
-    async def _signed_write(
-        self, identity: Identity, method: str, params: dict[str, Any]
+    async def _write(
+        self,
+        account: bytes,
+        method: str,
+        params: dict[str, Any],
+        *,
+        final: tuple[int, ...] = (),
     ) -> dict[str, Any]:
-        """A signed delete at one swarm member (which forwards it to the rest)."""
-        account = bytes.fromhex(identity.session_id)
+        """A write at one swarm member (which replicates or forwards it to the rest), tried at up
+        to three members in random order; a status in ``final`` is not tried elsewhere."""
         members = self.swarm(account)
         self._rng.shuffle(members)
         last = ("unreachable", "no swarm member answered")
@@ -316,6 +308,8 @@ class SwarmClient:
                 return body
             error = body.get("error", {}) if isinstance(body, dict) else {}
             last = (str(error.get("code", status)), str(error.get("message", "")))
+            if status in final:
+                break
         raise StoreError(*last)
 
     async def delete(self, identity: Identity, hashes: list[str]) -> list[str]:
@@ -327,5 +321,5 @@ class SwarmClient:
             "messages": hashes,
             **self._signature(identity, ("delete" + "".join(hashes)).encode()),
         }
-        body = await self._signed_write(identity, "delete", params)
+        body = await self._write(bytes.fromhex(identity.session_id), "delete", params)
         return [str(h) for h in body.get("deleted", [])]

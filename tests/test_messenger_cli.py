@@ -86,14 +86,18 @@ def _ok(*args: str, stdin: str | None = None, env: dict[str, str] | None = None)
     return done.stdout
 
 
-def test_a_first_message_is_a_request_then_flows_after_accept(
-    tmp_path: Path, seeds: list[str]
-) -> None:
+def _alice_and_bob(tmp_path: Path, seeds: list[str]) -> tuple[Path, Path, str, str, list[str]]:
+    """Two new accounts named Alice and Bob: their homes, Session IDs, and the --seed options."""
     alice, bob = tmp_path / "alice", tmp_path / "bob"
     _ok("init", "--home", str(alice), "--name", "Alice")
     _ok("init", "--home", str(bob), "--name", "Bob")
-    a_id, b_id = _session_id(alice), _session_id(bob)
-    net = _network(seeds)
+    return alice, bob, _session_id(alice), _session_id(bob), _network(seeds)
+
+
+def test_a_first_message_is_a_request_then_flows_after_accept(
+    tmp_path: Path, seeds: list[str]
+) -> None:
+    alice, bob, a_id, b_id, net = _alice_and_bob(tmp_path, seeds)
     assert _ok("send", b_id, "hello Bob", "--home", str(alice), *net) == "sent\n"
     _ok("send", b_id, "--home", str(alice), *net, stdin="from stdin\n")
     inbox = _ok("inbox", "--home", str(bob), *net)
@@ -155,11 +159,7 @@ def test_a_second_device_sees_what_the_first_sent(tmp_path: Path, seeds: list[st
 
 
 def test_chat_shows_incoming_messages_as_they_come(tmp_path: Path, seeds: list[str]) -> None:
-    alice, bob = tmp_path / "alice", tmp_path / "bob"
-    _ok("init", "--home", str(alice), "--name", "Alice")
-    _ok("init", "--home", str(bob), "--name", "Bob")
-    a_id, b_id = _session_id(alice), _session_id(bob)
-    net = _network(seeds)
+    alice, bob, a_id, b_id, net = _alice_and_bob(tmp_path, seeds)
     _ok("send", b_id, "are you there?", "--home", str(alice), *net)
     _ok("accept", a_id, "--home", str(bob), *net)
     chat = subprocess.Popen(
@@ -298,11 +298,7 @@ def test_bad_input_gives_a_clear_message_and_a_non_zero_exit(tmp_path: Path) -> 
 def test_chat_on_a_terminal_prints_incoming_messages_above_the_prompt(
     tmp_path: Path, seeds: list[str]
 ) -> None:
-    alice, bob = tmp_path / "alice", tmp_path / "bob"
-    _ok("init", "--home", str(alice), "--name", "Alice")
-    _ok("init", "--home", str(bob), "--name", "Bob")
-    a_id, b_id = _session_id(alice), _session_id(bob)
-    net = _network(seeds)
+    alice, bob, a_id, b_id, net = _alice_and_bob(tmp_path, seeds)
     _ok("send", b_id, "ping", "--home", str(alice), *net)
     _ok("accept", a_id, "--home", str(bob), *net)
     controller, terminal = pty.openpty()

@@ -123,9 +123,6 @@ class AccountConfig:
                 changed = True
         return changed
 
-    def same_as(self, other: AccountConfig) -> bool:
-        return self.wire() == other.wire()
-
     # --- the wire -----------------------------------------------------------------------------
 
     def wire(self) -> dict[str, Any]:
@@ -219,7 +216,6 @@ class Book:
     config: AccountConfig = field(default_factory=AccountConfig)
     config_hashes: dict[str, int] = field(default_factory=dict)  # namespace-2 hash -> timestamp
     config_dirty: bool = False  # changed here, not stored in the swarm yet
-    published_mark_ms: int = 0
     received_to_ms: int = 0  # newest timestamp picked up from namespace 0
     conversations: dict[str, list[Entry]] = field(default_factory=dict)
     pending: dict[str, int] = field(default_factory=dict)  # picked up, not yet deleted: hash -> ts
@@ -232,7 +228,6 @@ class Book:
             "config": self.config.wire(),
             "config_hashes": self.config_hashes,
             "config_dirty": self.config_dirty,
-            "published_mark_ms": self.published_mark_ms,
             "received_to_ms": self.received_to_ms,
             "conversations": {
                 sid: [e.wire() for e in entries] for sid, entries in self.conversations.items()
@@ -254,7 +249,6 @@ class Book:
             book.config.name = str(state["name"])
         book.config_hashes = dict(state.get("config_hashes") or {})
         book.config_dirty = bool(state.get("config_dirty"))
-        book.published_mark_ms = int(state.get("published_mark_ms") or 0)
         book.received_to_ms = int(state.get("received_to_ms") or 0)
         conversations = state.get("conversations") or {}
         book.conversations = {

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from veil.client.account import Book
-from veil.client.keystore import decode_key_file, encode_key_file, is_encrypted
+from veil.client.keystore import decode_key_file, encode_key_file
 from veil.errors import VeilError
 from veil.identity import Identity
 
@@ -70,9 +70,6 @@ class ClientHome:
             ) from None
         except OSError as exc:
             raise HomeError(f"cannot read {self.key_path}: {exc.strerror}") from None
-
-    def is_encrypted(self) -> bool:
-        return is_encrypted(self._key_file())
 
     def identity(self, passphrase: str | None = None) -> Identity:
         """The account's identity; raises PassphraseRequired / KeyFileError for a sealed key

@@ -508,14 +508,11 @@ class Messenger:
         something was picked up that the published mark does not cover yet."""
         others = [i for i in self.config.live_devices() if i != self.book.device_id]
         mark = fetch_started_ms - self.pickup_window_ms
-        if not others or self.book.published_mark_ms >= self.book.received_to_ms:
+        mine = self.config.devices[self.book.device_id]  # registered by the fetch's config pull
+        if not others or mine.picked_ms >= self.book.received_to_ms or mark <= mine.picked_ms:
             return
-        if mark <= self.book.published_mark_ms:
-            return
-        mine = self.config.devices[self.book.device_id]
         mine.picked_ms = mark
         mine.changed_ms = max(_now_ms(), mine.changed_ms + 1)
-        self.book.published_mark_ms = mark
         self.config_dirty = True
 
     async def _pull_config(self) -> None:

@@ -41,8 +41,8 @@ from benchkit import Benchmark, ChildProcess, median_s, now_ms, pick
 from veil import _core
 from veil.node.config import NodeConfig, StoreSettings, render_config
 from veil.node.identity import create_node_key, load_node_key
-from veil.node.peers import PeerInfo, peer_from_json, peer_to_json
 from veil.protocol.onion_request import encode_routing
+from veil.protocol.peers import PeerInfo, peer_from_json, peer_to_json
 
 HELPER = Path(__file__).with_name("onion_load.py")
 SIZE = 1024

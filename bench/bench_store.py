@@ -1,7 +1,7 @@
 """pytest-benchmark suite of the node's store (``docs/performance.md``, section "Storage").
 
-Part A — store encodings, the Python of ``veil.node.keys`` / ``rpc.py`` against the Rust of
-``veil._core`` (``rust/veil-core/src/store_index.rs``), side by side in one run:
+Part A — store encodings, the Python of ``veil.node.keys``, ``veil.protocol.hashes`` and ``rpc.py``
+against the Rust of ``veil._core`` (``rust/veil-core/src/store_index.rs``), side by side in one run:
 
 - ``store-key``: the 75-byte message key.
 - ``message-hash``: BLAKE2b-256(account ‖ namespace ‖ data) of 1 KiB of data.
@@ -53,6 +53,7 @@ from veil.node.rpc import StorageRpc
 from veil.node.server import Node
 from veil.node.store import Message, MessageStore, StoredMessage, StoreOutcome
 from veil.node.writer import StoreWriter
+from veil.protocol.hashes import cursor_decode, hash_b64, message_hash
 
 LOADER = Path(__file__).with_name("store_load.py")
 SIZE = 1024
@@ -137,7 +138,7 @@ def python_retrieve_json(messages: list[StoredMessage]) -> bytes:
     return orjson.dumps(
         [
             {
-                "hash": keys.hash_b64(m.hash),
+                "hash": hash_b64(m.hash),
                 "timestamp": m.timestamp_ms,
                 "expiration": m.expiry_ms,
                 "data": base64.b64encode(m.data).decode("ascii"),
@@ -231,9 +232,7 @@ def make_messages(n: int, accounts: int = CONCURRENCY) -> list[Message]:
     for i in range(n):
         account = owners[i % accounts]
         data = blob[i * SIZE : (i + 1) * SIZE]
-        out.append(
-            Message(account, 0, now, now + TTL_MS, data, keys.message_hash(account, 0, data))
-        )
+        out.append(Message(account, 0, now, now + TTL_MS, data, message_hash(account, 0, data)))
     return out
 
 
@@ -259,7 +258,7 @@ def count_retrievable(store: MessageStore, accounts: set[bytes]) -> int:
             total += len(page)
             if not more:
                 break
-            after = keys.cursor_decode(page[-1].cursor)
+            after = cursor_decode(page[-1].cursor)
     return total
 
 
@@ -444,7 +443,7 @@ def populate(store: MessageStore, account: bytes, count: int) -> list[Message]:
     messages = []
     for i in range(count):
         data = os.urandom(SIZE)
-        digest = keys.message_hash(account, 0, data)
+        digest = message_hash(account, 0, data)
         messages.append(Message(account, 0, now - count + i, now + TTL_MS, data, digest))
 
     def put_all(txn: Any) -> None:
@@ -471,7 +470,7 @@ def check_page(body: bytes, messages: list[Message]) -> None:
     answer = orjson.loads(body)
     assert answer["more"] is (len(messages) > PAGE)
     page = answer["messages"]
-    assert [m["hash"] for m in page] == [keys.hash_b64(m.hash) for m in messages[:PAGE]]
+    assert [m["hash"] for m in page] == [hash_b64(m.hash) for m in messages[:PAGE]]
     assert [base64.b64decode(m["data"]) for m in page] == [m.data for m in messages[:PAGE]]
     assert [m["expiration"] for m in page] == [m.expiry_ms for m in messages[:PAGE]]
 

@@ -66,8 +66,8 @@ from veil.client.swarm import SwarmClient
 from veil.crypto import decrypt_incoming
 from veil.devnet.state import load_state
 from veil.identity import Identity
-from veil.node.peers import PeerInfo
 from veil.protocol.content import Content, decode_content
+from veil.protocol.peers import PeerInfo
 
 TTL_MS = 3600 * 1000
 SEALED_SIZE = 256 + 144  # the 256-byte bucket, sealed (Session Protocol)

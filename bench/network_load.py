@@ -42,9 +42,9 @@ from veil.client.network import NetworkClient
 from veil.client.swarm import SwarmClient
 from veil.devnet.state import load_state
 from veil.identity import Identity
-from veil.node import keys
-from veil.node.peers import PeerInfo
 from veil.node.replication import verify_receipt
+from veil.protocol.hashes import hash_b64, message_hash
+from veil.protocol.peers import PeerInfo
 
 TTL_MS = 3600 * 1000
 QUORUM = 3
@@ -116,8 +116,8 @@ class Loader:
         if not isinstance(answer, dict):
             return f"not an object: {str(answer)[:200]}"
         account = bytes.fromhex(recipient.session_id)
-        digest = keys.message_hash(account, 0, data)
-        if answer.get("hash") != keys.hash_b64(digest) or answer.get("already") is not False:
+        digest = message_hash(account, 0, data)
+        if answer.get("hash") != hash_b64(digest) or answer.get("already") is not False:
             return f"store answer {str(answer)[:200]} is not for this message"
         expiry = answer.get("expiry")
         if not isinstance(expiry, int) or not sent_ms + TTL_MS <= expiry <= now_ms() + TTL_MS:
@@ -209,7 +209,7 @@ class Loader:
             hashes = set()
             for message in got:
                 data = base64.b64decode(message["data"])
-                if keys.hash_b64(keys.message_hash(account, 0, data)) != message["hash"]:
+                if hash_b64(message_hash(account, 0, data)) != message["hash"]:
                     corrupt += 1
                 hashes.add(message["hash"])
             acked = self.acked[session_id]

@@ -47,10 +47,10 @@ import uvloop
 from loadkit import percentile, read_line, serve, write_line
 from veil import _core
 from veil.client.network import NetworkClient
-from veil.node import keys
-from veil.node.peers import PeerInfo, peer_from_json, peer_to_json
+from veil.protocol.hashes import hash_b64, message_hash
 from veil.protocol.link import FrameDecoder, FrameKind, encode_frame
 from veil.protocol.onion_request import encode_routing
+from veil.protocol.peers import PeerInfo, peer_from_json, peer_to_json
 
 HOST = "127.0.0.1"
 SINK_ANSWER = b"sink-ok"
@@ -295,7 +295,7 @@ class Loader:
                     "data": base64.b64encode(data).decode("ascii"),
                 }
             )
-            self.expect.append(keys.hash_b64(keys.message_hash(account, 0, data)))
+            self.expect.append(hash_b64(message_hash(account, 0, data)))
         return {"prepared": n}
 
     def check(self, i: int, status: int, body: Any) -> str | None:

@@ -33,7 +33,7 @@ from typing import Any
 import orjson
 import uvloop
 
-from veil.node import keys
+from veil.protocol.hashes import hash_b64, message_hash
 
 HOST = "127.0.0.1"
 TTL_MS = 24 * 3600 * 1000
@@ -97,7 +97,7 @@ class Loader:
         for i in range(n):
             account = owners[i % len(owners)]
             data = blob[i * size : (i + 1) * size]
-            digest = keys.hash_b64(keys.message_hash(account, 0, data))
+            digest = hash_b64(message_hash(account, 0, data))
             work.requests.append(http_request(store_body(account, now, data)))
             work.expect_text.append(b'"hash":"%s","already":false' % digest.encode())
         self.work = work

@@ -26,9 +26,9 @@ import orjson
 from veil.crypto import HopKey, build_onion
 from veil.errors import DecryptionError, InvalidInputError
 from veil.identity import Identity
-from veil.node.swarms import SwarmMap
 from veil.protocol.announcement import Announcement, parse_address
 from veil.protocol.onion_request import encode_routing
+from veil.protocol.swarms import SwarmMap
 
 __all__ = [
     "DEVNET_FILE",

@@ -21,11 +21,11 @@ import orjson
 import uvloop
 
 from veil.identity import Identity
-from veil.node import keys
 from veil.node.config import Limits, NodeConfig, StoreSettings
 from veil.node.identity import create_node_key
 from veil.node.server import Node
 from veil.node.store import Message
+from veil.protocol.hashes import message_hash
 
 T = TypeVar("T")
 
@@ -215,9 +215,7 @@ def make_message(
     """A store-level message, hashed as the node hashes it."""
     ts = now_ms() if timestamp_ms is None else timestamp_ms
     expiry = ts + ttl_ms if expiry_ms is None else expiry_ms
-    return Message(
-        account, namespace, ts, expiry, data, keys.message_hash(account, namespace, data)
-    )
+    return Message(account, namespace, ts, expiry, data, message_hash(account, namespace, data))
 
 
 # --- a raw HTTP/1.1 client -----------------------------------------------------------------------

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from node_helpers import Account, HttpClient, free_port, run
-from veil.node.swarms import SwarmMap
+from veil.protocol.swarms import SwarmMap
 
 NODES = 10
 LOAD_SECONDS = 4.0

@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 
 from node_helpers import SMALL_MAP, make_message, now_ms, run
-from veil.node import keys
 from veil.node.config import Limits, StoreSettings
 from veil.node.store import (
     Message,
@@ -22,6 +21,7 @@ from veil.node.store import (
     Txn,
 )
 from veil.node.writer import StorageFull, StoreWriter
+from veil.protocol.hashes import cursor_decode, message_hash
 
 ALICE = b"\x05" + bytes(range(32))
 BOB = b"\x05" + bytes(range(1, 33))
@@ -259,7 +259,7 @@ def test_delete_hashes_deletes_only_the_owners_messages(tmp_path: Path) -> None:
     theirs = make_message(BOB, b"b")
     for message in [*mine, theirs]:
         put(store, message)
-    unknown = keys.message_hash(ALICE, 0, b"never stored")
+    unknown = message_hash(ALICE, 0, b"never stored")
     hashes = [mine[0].hash, theirs.hash, unknown, mine[2].hash]
     deleted = store.write(lambda txn: store.delete_hashes(txn, ALICE, hashes))
     assert sorted(deleted) == sorted([mine[0].hash, mine[2].hash])
@@ -344,7 +344,7 @@ def page_through(
         )
         out += messages
         if messages:
-            after = keys.cursor_decode(messages[-1].cursor)
+            after = cursor_decode(messages[-1].cursor)
         if not more:
             return out
         assert len(messages) == page
@@ -385,7 +385,7 @@ def test_cursor_is_the_same_on_two_stores_and_a_client_can_switch(tmp_path: Path
         ALICE, namespace=0, after=None, now_ms=now_ms(), max_messages=6, max_bytes=1 << 30
     )
     assert more
-    tail = page_through(two, ALICE, 2, after=keys.cursor_decode(head[-1].cursor))
+    tail = page_through(two, ALICE, 2, after=cursor_decode(head[-1].cursor))
     seen = [m.hash for m in head + tail]
     assert seen == [m.hash for m in sorted(messages, key=order_key)]
     assert len(set(seen)) == len(messages)

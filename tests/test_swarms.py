@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from veil.node.swarms import SwarmMap
+from veil.protocol.swarms import SwarmMap
 
 
 def _ids(n: int, salt: str = "node") -> list[bytes]:

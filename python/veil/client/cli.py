@@ -32,8 +32,8 @@ from veil.client.home import ClientHome
 from veil.client.keystore import KeyFileError, PassphraseRequired
 from veil.errors import InvalidInputError, InvalidSessionIdError, MnemonicError, VeilError
 from veil.identity import Identity
-from veil.node.peers import PeerInfo
 from veil.protocol.announcement import Announcement
+from veil.protocol.peers import PeerInfo
 from veil.session_id import parse_session_id
 
 if TYPE_CHECKING:

@@ -21,8 +21,8 @@ import orjson
 
 from veil.crypto import build_onion
 from veil.errors import DecryptionError, VeilError
-from veil.node.peers import PeerInfo
 from veil.protocol.onion_request import encode_routing
+from veil.protocol.peers import PeerInfo
 
 __all__ = ["NetworkClient", "NetworkError"]
 

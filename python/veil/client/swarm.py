@@ -20,10 +20,10 @@ from typing import Any
 from veil.client.network import NetworkClient, NetworkError
 from veil.errors import InvalidInputError, VeilError
 from veil.identity import Identity
-from veil.node import keys
-from veil.node.peers import PeerInfo
-from veil.node.swarms import SwarmMap
 from veil.protocol.announcement import Announcement
+from veil.protocol.hashes import cursor_decode, cursor_encode
+from veil.protocol.peers import PeerInfo
+from veil.protocol.swarms import SwarmMap
 from veil.session_id import parse_session_id
 
 __all__ = ["StoreError", "SwarmClient"]
@@ -126,7 +126,7 @@ class SwarmClient:
                 continue
             try:
                 account, member, ns = str(key).split(":")
-                keys.cursor_decode(str(cursor))
+                cursor_decode(str(cursor))
                 self._cursors[(bytes.fromhex(account), bytes.fromhex(member), int(ns))] = str(
                     cursor
                 )
@@ -203,8 +203,8 @@ class SwarmClient:
         }
         if cursor:
             # Step back by the look-back window (a cursor on a timestamp and the zero hash).
-            cursor_ts = int.from_bytes(keys.cursor_decode(cursor)[:8], "big")
-            params["cursor"] = keys.cursor_encode(max(0, cursor_ts - self.look_back_ms), bytes(32))
+            cursor_ts = int.from_bytes(cursor_decode(cursor)[:8], "big")
+            params["cursor"] = cursor_encode(max(0, cursor_ts - self.look_back_ms), bytes(32))
         return params
 
     async def _drain(
@@ -270,12 +270,12 @@ class SwarmClient:
         cursors = [
             c for (a, _m, ns), c in self._cursors.items() if a == account and ns == namespace
         ]
-        return max(cursors, key=keys.cursor_decode, default=None)
+        return max(cursors, key=cursor_decode, default=None)
 
     def _prune_recent(self, account: bytes, namespace: int) -> None:
         """Forget hashes that no read can return again: older than every member's window."""
         starts = [
-            int.from_bytes(keys.cursor_decode(c)[:8], "big") - self.look_back_ms
+            int.from_bytes(cursor_decode(c)[:8], "big") - self.look_back_ms
             for (a, _m, ns), c in self._cursors.items()
             if a == account and ns == namespace
         ]

@@ -23,8 +23,8 @@ import orjson
 
 from veil.errors import InvalidInputError
 from veil.identity import Identity
-from veil.node.peers import PeerInfo
 from veil.protocol.announcement import Announcement, parse_address, sign_announcement
+from veil.protocol.peers import PeerInfo
 
 __all__ = ["Membership"]
 

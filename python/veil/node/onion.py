@@ -24,10 +24,10 @@ from veil.crypto import PeeledLayer
 from veil.errors import InvalidInputError
 from veil.node.config import OnionSettings
 from veil.node.links import HopFailed, LinkPool
-from veil.node.peers import PeerInfo
 from veil.node.rpc import StorageRpc
 from veil.protocol.link import FailureCode
 from veil.protocol.onion_request import decode_routing
+from veil.protocol.peers import PeerInfo
 
 __all__ = ["LayerPeeler", "OnionRouter", "ReplayCache"]
 

@@ -31,13 +31,13 @@ import orjson
 from veil import _core
 from veil.errors import InvalidInputError
 from veil.identity import Identity
-from veil.node import keys
 from veil.node.config import NetworkSettings
 from veil.node.links import HopFailed, LinkPool
 from veil.node.replication_context import FORWARDED
 from veil.node.store import Message, MessageStore, StoreOutcome, Txn
 from veil.node.view import NetworkState
 from veil.node.writer import StoreWriter
+from veil.protocol import hashes as keys
 from veil.protocol.announcement import Announcement
 from veil.protocol.link import FrameKind
 

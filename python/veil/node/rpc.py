@@ -18,7 +18,6 @@ import orjson
 
 from veil import __version__, _core
 from veil.errors import InvalidInputError
-from veil.node import keys
 from veil.node.auth import check_timestamp, parse_account, verify_signature
 from veil.node.config import Limits
 from veil.node.errors import RpcError
@@ -26,6 +25,7 @@ from veil.node.metrics import NodeMetrics
 from veil.node.replication_context import FORWARDED
 from veil.node.store import Message, MessageStore, StoreOutcome
 from veil.node.writer import StorageFull, StoreClosed, StoreWriter
+from veil.protocol.hashes import cursor_decode, hash_b64, hash_from_b64, message_hash
 
 if TYPE_CHECKING:
     from veil.node.replication import Replicator
@@ -83,7 +83,7 @@ def _hash_list(params: Params, limit: int) -> tuple[list[str], list[bytes]]:
     if len(texts) > limit:
         raise RpcError.too_large(f"at most {limit} message hashes per request")
     try:
-        return texts, [keys.hash_from_b64(text) for text in texts]
+        return texts, [hash_from_b64(text) for text in texts]
     except InvalidInputError as exc:
         raise RpcError.bad_request(str(exc)) from None
 
@@ -195,7 +195,7 @@ class StorageRpc:
                 params.get("sig_timestamp", timestamp), now, limits.clock_skew_ms
             )
             verify_signature(account, params, f"store{namespace}{sig_timestamp}".encode())
-        digest = keys.message_hash(account, namespace, data)
+        digest = message_hash(account, namespace, data)
         message = Message(account, namespace, timestamp, timestamp + ttl, data, digest)
         started = time.perf_counter()
         outcome = await self.writer.submit(
@@ -206,7 +206,7 @@ class StorageRpc:
         if outcome is StoreOutcome.STORAGE_FULL:
             raise RpcError.storage_full()
         answer: dict[str, Any] = {
-            "hash": keys.hash_b64(digest),
+            "hash": hash_b64(digest),
             "already": outcome is StoreOutcome.ALREADY,
             "expiry": message.expiry_ms,
         }
@@ -261,13 +261,13 @@ class StorageRpc:
         cursor = params.get("cursor")
         if cursor not in (None, ""):
             try:
-                return keys.cursor_decode(cursor)
+                return cursor_decode(cursor)
             except InvalidInputError as exc:
                 raise RpcError.bad_request(str(exc)) from None
         last_hash = params.get("last_hash")
         if last_hash not in (None, ""):
             try:
-                digest = keys.hash_from_b64(last_hash)
+                digest = hash_from_b64(last_hash)
             except InvalidInputError as exc:
                 raise RpcError.bad_request(str(exc)) from None
             return self.store.cursor_of_hash(account, namespace, digest)
@@ -281,7 +281,7 @@ class StorageRpc:
             lambda txn: self.store.delete_hashes(txn, account, hashes)
         )
         self._forward("delete", params, account)
-        return {"deleted": sorted(keys.hash_b64(d) for d in deleted)}
+        return {"deleted": sorted(hash_b64(d) for d in deleted)}
 
     async def delete_all(self, params: Params) -> dict[str, Any]:
         account = self._account(params)
@@ -298,7 +298,7 @@ class StorageRpc:
             lambda txn: self.store.delete_all(txn, account, namespace)
         )
         self._forward("delete_all", params, account)
-        return {"deleted": sorted(keys.hash_b64(d) for d in deleted)}
+        return {"deleted": sorted(hash_b64(d) for d in deleted)}
 
     async def expire(self, params: Params) -> dict[str, Any]:
         account = self._account(params)
@@ -315,7 +315,7 @@ class StorageRpc:
             lambda txn: self.store.set_expiry(txn, account, hashes, expiry, mode or "set")
         )
         self._forward("expire", params, account)
-        return {"expiries": {keys.hash_b64(d): e for d, e in updated.items()}}
+        return {"expiries": {hash_b64(d): e for d, e in updated.items()}}
 
     def _forward(self, method: str, params: Params, account: bytes) -> None:
         if self.replicator is not None:
@@ -327,7 +327,7 @@ class StorageRpc:
         timestamp = check_timestamp(params.get("timestamp"), _now_ms(), self.limits.clock_skew_ms)
         verify_signature(account, params, f"get_expiries{timestamp}{''.join(texts)}".encode())
         found = self.store.expiries(account, hashes)
-        return {"expiries": {keys.hash_b64(d): e for d, e in found.items()}}
+        return {"expiries": {hash_b64(d): e for d, e in found.items()}}
 
     async def info(self, params: Params) -> dict[str, Any]:
         return {"version": _VERSION, "timestamp": _now_ms(), **self.node_info}

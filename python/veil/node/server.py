@@ -27,13 +27,14 @@ from veil.node.links import HopFailed, Link, LinkPool
 from veil.node.membership import Membership
 from veil.node.metrics import NodeMetrics
 from veil.node.onion import OnionRouter
-from veil.node.peers import PeerInfo, load_peers
+from veil.node.peers import load_peers
 from veil.node.replication import Replicator
 from veil.node.rpc import StorageRpc
 from veil.node.store import MessageStore, Txn
 from veil.node.view import NetworkState
 from veil.node.writer import StoreWriter
 from veil.protocol.link import FailureCode
+from veil.protocol.peers import PeerInfo
 
 __all__ = ["Node", "run_node"]
 

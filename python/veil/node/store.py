@@ -1,9 +1,9 @@
 """The node's message store: one LMDB environment, one writer thread, group commit.
 
-Layout (``docs/storage.md``, encodings in :mod:`veil.node.keys`): four tables in one environment —
-``messages`` (account | namespace | timestamp | hash → expiry | data), ``expiry`` (expiry | message
-key), ``hashes`` (hash → message key) and ``accounts`` (account → count | bytes), plus ``meta``
-(totals).
+Layout (``docs/storage.md``, encodings in :mod:`veil.node.keys` and :mod:`veil.protocol.hashes`):
+four tables in one environment — ``messages`` (account | namespace | timestamp | hash → expiry |
+data), ``expiry`` (expiry | message key), ``hashes`` (hash → message key) and ``accounts`` (account
+→ count | bytes), plus ``meta`` (totals).
 
 Writes: every mutation runs in :meth:`MessageStore.write`, called only from the single writer thread
 of :class:`veil.node.writer.StoreWriter`, which takes all waiting operations (up to
@@ -32,6 +32,7 @@ import lmdb
 
 from veil.node import keys
 from veil.node.config import Limits, StoreSettings
+from veil.protocol.hashes import ACCOUNT_LEN, cursor_encode
 
 __all__ = ["Message", "MessageStore", "StoreOutcome", "StoredMessage"]
 
@@ -55,7 +56,7 @@ class StoreOutcome(enum.Enum):
 
 @dataclass(frozen=True, slots=True)
 class Message:
-    """A message to store. ``hash`` is :func:`veil.node.keys.message_hash` of the rest."""
+    """A message to store. ``hash`` is :func:`veil.protocol.hashes.message_hash` of the rest."""
 
     account: bytes
     namespace: int
@@ -76,7 +77,7 @@ class StoredMessage:
 
     @property
     def cursor(self) -> str:
-        return keys.cursor_encode(self.timestamp_ms, self.hash)
+        return cursor_encode(self.timestamp_ms, self.hash)
 
 
 class StorageFullError(Exception):
@@ -250,7 +251,7 @@ class MessageStore:
     def _owned(self, txn: Txn, account: bytes, digest: bytes) -> tuple[bytes, bytes] | None:
         """(message key, value) of the message ``digest`` if it belongs to ``account``."""
         key = txn.get(digest, db=self._hashes)
-        if key is None or key[: keys.ACCOUNT_LEN] != account:
+        if key is None or key[:ACCOUNT_LEN] != account:
             return None
         value = txn.get(key, db=self._messages)
         return None if value is None else (key, value)

@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from veil.node.membership import Membership
-from veil.node.swarms import SwarmMap
 from veil.protocol.announcement import Announcement
+from veil.protocol.swarms import SwarmMap
 
 __all__ = ["NetworkState"]
 

@@ -5,6 +5,8 @@ among the nodes of the view (all of them if there are fewer). It is a pure funct
 two nodes with the same view agree; and when one node joins or leaves, only the accounts whose top
 ``size`` it enters or leaves change — each losing or gaining one member — so about ``size / N`` of
 all stored messages move, the least any placement can move (``tests/test_swarms.py`` measures it).
+Nodes and clients compute it alike: a node to know which accounts it holds, a client to know which
+nodes to ask.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ class SwarmMap:
         return self._swarm(account)
 
     def holds(self, node_id: bytes, account: bytes) -> bool:
+        """Whether ``node_id`` is a member of the account's swarm."""
         return node_id in self.swarm(account)
 
     def _compute(self, account: bytes) -> tuple[bytes, ...]:

@@ -1,6 +1,7 @@
 """Type stub of ``veil._core``, the Rust core (rust/veil-py over rust/veil-core).
 
-Every function takes ``bytes`` and returns ``bytes``. Errors are those of :mod:`veil.errors`:
+Every function takes ``bytes`` and returns ``bytes``; keys live in Rust objects (``NodeKey``,
+``HopKey``, ``LinkCipher``), parsed once. Errors are those of :mod:`veil.errors`:
 ``InvalidKeyError`` / ``InvalidInputError`` for wrong lengths and unusable keys,
 ``InputTooLargeError`` past a limit, and the one opaque ``DecryptionError`` for every decryption or
 authentication failure.
@@ -13,6 +14,8 @@ from veil.errors import InvalidInputError
 
 __all__ = [
     "HOP_OVERHEAD",
+    "LINK_MAX_RECORD_DATA",
+    "LINK_NOISE_PROTOCOL",
     "MAX_ONION_LEN",
     "MAX_ROUTE_LEN",
     "MAX_ROUTING_LEN",
@@ -20,6 +23,9 @@ __all__ = [
     "ONION_VERSION",
     "SEALED_BOX_OVERHEAD",
     "HopKey",
+    "LinkCipher",
+    "LinkInitiator",
+    "NodeKey",
     "PeeledLayer",
     "blake2b",
     "build_onion",
@@ -28,8 +34,6 @@ __all__ = [
     "ed25519_seed_to_x25519",
     "ed25519_sign",
     "ed25519_verify",
-    "peel_onion",
-    "peel_onion_batch",
     "retrieve_messages_json",
     "sealed_box_open",
     "sealed_box_seal",
@@ -37,6 +41,7 @@ __all__ = [
     "session_encrypt",
     "store_message_hash",
     "store_message_key",
+    "verify_identity_batch",
     "x25519",
     "x25519_generate_secret",
     "x25519_public_key",
@@ -51,6 +56,8 @@ MAX_ROUTING_LEN: int
 ONION_LAYER_OVERHEAD: int
 HOP_OVERHEAD: int
 SEALED_BOX_OVERHEAD: int
+LINK_NOISE_PROTOCOL: str
+LINK_MAX_RECORD_DATA: int
 
 def x25519_generate_secret() -> bytes: ...
 def x25519_public_key(secret: bytes) -> bytes: ...
@@ -101,10 +108,35 @@ class PeeledLayer:
 def build_onion(
     route: Sequence[bytes], payload: bytes, routing: Sequence[bytes] | None = None
 ) -> tuple[bytes, HopKey]: ...
-def peel_onion(node_x25519_secret: bytes, onion_bytes: bytes) -> PeeledLayer: ...
-def peel_onion_batch(
-    node_x25519_secret: bytes, onions: Sequence[bytes]
-) -> list[PeeledLayer | InvalidInputError]: ...
+
+@final
+class NodeKey:
+    def __new__(cls, x25519_secret: bytes) -> NodeKey: ...
+    @property
+    def public(self) -> bytes: ...
+    def peel(self, onion_bytes: bytes) -> PeeledLayer: ...
+    def peel_batch(self, onions: Sequence[bytes]) -> list[PeeledLayer | InvalidInputError]: ...
+    def link_initiate(self, remote_public: bytes) -> LinkInitiator: ...
+    def link_respond(self, message: bytes) -> tuple[bytes, bytes, LinkCipher]: ...
+
+@final
+class LinkInitiator:
+    @property
+    def message(self) -> bytes: ...
+    def finish(self, answer: bytes) -> LinkCipher: ...
+
+@final
+class LinkCipher:
+    @property
+    def remote_static(self) -> bytes: ...
+    @property
+    def pending(self) -> int: ...
+    def seal(self, data: bytes, rekey: bool = False) -> bytes: ...
+    def open(self, received: bytes) -> bytes: ...
+
+def verify_identity_batch(
+    items: Sequence[tuple[bytes, bytes, bytes, bytes]],
+) -> list[bool]: ...
 
 class _RetrievedMessage(Protocol):
     @property

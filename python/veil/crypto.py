@@ -3,8 +3,9 @@
 - The Session Protocol for one-to-one messages: :func:`encrypt_for_recipient`,
   :func:`decrypt_incoming`.
 - Hop encryption (libsession-util's "xchacha20"): :class:`HopKey`.
-- Onion layers (``docs/protocol.md``): :func:`build_onion`, :func:`peel_onion`,
-  :func:`peel_onion_batch`, :class:`PeeledLayer`.
+- Onion layers (``docs/protocol.md``): :func:`build_onion`, :class:`NodeKey` (a node's key, held in
+  Rust: it peels layers one at a time or in batches, and keys node links), :class:`PeeledLayer`;
+  :func:`peel_onion` and :func:`peel_onion_batch` for one-off use.
 
 Every decryption or authentication failure raises the same :class:`veil.errors.DecryptionError`.
 """
@@ -20,6 +21,7 @@ from veil.session_id import format_session_id, parse_session_id
 
 __all__ = [
     "HopKey",
+    "NodeKey",
     "PeeledLayer",
     "build_onion",
     "decrypt_incoming",
@@ -29,6 +31,7 @@ __all__ = [
 ]
 
 HopKey = _core.HopKey
+NodeKey = _core.NodeKey
 PeeledLayer = _core.PeeledLayer
 
 
@@ -65,17 +68,18 @@ def build_onion(
 
 
 def peel_onion(node_x25519_secret: bytes, onion: bytes) -> PeeledLayer:
-    """Peel one layer with the node's X25519 secret key."""
-    return _core.peel_onion(node_x25519_secret, onion)
+    """Peel one layer with the node's X25519 secret key (parsing the key each time: a node keeps a
+    :class:`NodeKey` and calls its ``peel``)."""
+    return _core.NodeKey(node_x25519_secret).peel(onion)
 
 
 def peel_onion_batch(
     node_x25519_secret: bytes, onions: Sequence[bytes]
 ) -> list[PeeledLayer | InvalidInputError]:
-    """Peel many onions on all cores with the GIL released.
+    """Peel many onions on all cores with the GIL released (``NodeKey.peel_batch``).
 
     Returns one result per input, in order: a :class:`PeeledLayer`, or the exception for that
     input (:class:`~veil.errors.DecryptionError`, or :class:`~veil.errors.InputTooLargeError` for a
     layer over ``MAX_ONION_LEN``).
     """
-    return _core.peel_onion_batch(node_x25519_secret, onions)
+    return _core.NodeKey(node_x25519_secret).peel_batch(onions)

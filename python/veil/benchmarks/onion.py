@@ -14,9 +14,9 @@ Candidates:
     :func:`peel_python`: the layer peeled in plain Python over PyNaCl, as a Python developer would
     write it, returning a small dataclass (same fields as the Rust ``PeeledLayer``).
 ``rust``
-    :func:`veil.crypto.peel_onion`.
+    ``NodeKey.peel`` (:class:`veil.crypto.NodeKey`, the node's key parsed once, as a node holds it).
 ``rust-batch``
-    :func:`veil.crypto.peel_onion_batch` over ``batch`` copies of the onion (on every core with the
+    ``NodeKey.peel_batch`` over ``batch`` copies of the onion (on every core with the
     GIL released); reported per onion.
 
 Method: each candidate's loop count is calibrated to about ``target_seconds``; then each of
@@ -244,7 +244,7 @@ def check_results(prepared: Prepared, batch: int = 4) -> None:
         if not condition:
             raise ResultMismatchError(f"payload {prepared.payload_size} B: {what}")
 
-    rust = crypto.peel_onion(prepared.node_secret, prepared.onion)
+    rust = crypto.NodeKey(prepared.node_secret).peel(prepared.onion)
     expect(rust.next_hop == prepared.next_public, "rust: wrong next hop")
     expect(rust.routing == prepared.routing, "rust: wrong routing data")
     expect(rust.reply_key is None, "rust: a forward layer has no reply key")
@@ -273,7 +273,7 @@ def check_results(prepared: Prepared, batch: int = 4) -> None:
     )
     expect(floor == expected_plaintext, "floor: wrong plaintext")
 
-    results = crypto.peel_onion_batch(prepared.node_secret, prepared.batch(batch))
+    results = crypto.NodeKey(prepared.node_secret).peel_batch(prepared.batch(batch))
     expect(len(results) == batch, "rust-batch: wrong number of results")
     for result in results:
         expect(not isinstance(result, Exception), "rust-batch: a peel failed")
@@ -325,11 +325,12 @@ class _Timed:
 
 def _candidates(prepared: Prepared, batch: int) -> list[_Timed]:
     secret, public, onion = prepared.node_secret, prepared.node_public, prepared.onion
+    node = crypto.NodeKey(secret)
     return [
         _Timed("floor", peel_floor, prepared.floor_args, 1),
         _Timed("python", peel_python, (secret, public, onion), 1),
-        _Timed("rust", crypto.peel_onion, (secret, onion), 1),
-        _Timed("rust-batch", crypto.peel_onion_batch, (secret, prepared.batch(batch)), batch),
+        _Timed("rust", node.peel, (onion,), 1),
+        _Timed("rust-batch", node.peel_batch, (prepared.batch(batch),), batch),
     ]
 
 

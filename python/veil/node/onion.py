@@ -69,12 +69,12 @@ class LayerPeeler:
     """Peels layers with the node's key; layers that arrive together are peeled as one batch.
 
     The first waiting layer schedules a flush for the next turn of the event loop; everything that
-    arrives until then (up to ``batch_max``) goes to :func:`veil.crypto.peel_onion_batch`, which
-    peels on every core with the GIL released.
+    arrives until then (up to ``batch_max``) goes to ``NodeKey.peel_batch``, which peels on every
+    core with the GIL released.
     """
 
-    def __init__(self, x25519_secret: bytes, batch_max: int) -> None:
-        self._secret = x25519_secret
+    def __init__(self, key: _core.NodeKey, batch_max: int) -> None:
+        self._key = key
         self._batch_max = batch_max
         self._pending: list[tuple[bytes, asyncio.Future[PeeledLayer]]] = []
         self.batches = 0
@@ -98,12 +98,12 @@ class LayerPeeler:
         if len(batch) == 1:
             onion, future = batch[0]
             try:
-                result: PeeledLayer | InvalidInputError = _core.peel_onion(self._secret, onion)
+                result: PeeledLayer | InvalidInputError = self._key.peel(onion)
             except InvalidInputError as exc:
                 result = exc
             _settle(future, result)
             return
-        results = _core.peel_onion_batch(self._secret, [onion for onion, _ in batch])
+        results = self._key.peel_batch([onion for onion, _ in batch])
         for (_, future), result in zip(batch, results, strict=True):
             _settle(future, result)
 
@@ -123,7 +123,7 @@ class OnionRouter:
     def __init__(
         self,
         *,
-        x25519_secret: bytes,
+        key: _core.NodeKey,
         settings: OnionSettings,
         pool: LinkPool,
         rpc: StorageRpc,
@@ -133,7 +133,7 @@ class OnionRouter:
         self.pool = pool
         self.rpc = rpc
         self.external_services = external_services
-        self.peeler = LayerPeeler(x25519_secret, settings.peel_batch_max)
+        self.peeler = LayerPeeler(key, settings.peel_batch_max)
         self.replays = ReplayCache(settings.replay_window_s, settings.replay_max_entries)
         self.peers: dict[bytes, PeerInfo] = {}
         self.counts: collections.Counter[str] = collections.Counter()

@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable
 import orjson
 import uvloop
 
-from veil import __version__
+from veil import __version__, _core
 from veil.node.config import NodeConfig
 from veil.node.http import HttpApp, Request, Response
 from veil.node.identity import load_node_key
@@ -69,7 +69,7 @@ class Node:
         }
         onion = config.onion
         self.router = OnionRouter(
-            x25519_secret=self.identity.x25519_secret_key,
+            key=_core.NodeKey(self.identity.x25519_secret_key),
             settings=onion,
             pool=LinkPool(
                 max_frame=onion.max_onion_bytes + 64,

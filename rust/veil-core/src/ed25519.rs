@@ -55,6 +55,50 @@ pub fn public_key_to_x25519(public_key: &[u8; PUBLIC_KEY_LEN]) -> Result<[u8; 32
     Ok(point.to_montgomery().to_bytes())
 }
 
+/// Whether `x25519` is the X25519 form of `ed25519` (see [`public_key_to_x25519`]) and `signature`
+/// is a valid (strict) signature of `message` by `ed25519`: one check of a signed identity, as a
+/// node announcement carries it. Compared in constant time.
+#[must_use]
+pub fn verify_identity(
+    ed25519: &[u8; PUBLIC_KEY_LEN],
+    x25519: &[u8; 32],
+    message: &[u8],
+    signature: &[u8; SIGNATURE_LEN],
+) -> bool {
+    use subtle::ConstantTimeEq;
+    let Ok(derived) = public_key_to_x25519(ed25519) else {
+        return false;
+    };
+    bool::from(derived.ct_eq(x25519)) && verify(ed25519, message, signature)
+}
+
+/// One input of [`verify_identity_batch`], as received (lengths not yet checked).
+pub struct IdentityCheck<'a> {
+    pub ed25519: &'a [u8],
+    pub x25519: &'a [u8],
+    pub message: &'a [u8],
+    pub signature: &'a [u8],
+}
+
+/// [`verify_identity`] of each input, on every core; an input of the wrong lengths is `false`.
+#[must_use]
+pub fn verify_identity_batch(items: &[IdentityCheck<'_>]) -> Vec<bool> {
+    use rayon::prelude::*;
+    items
+        .par_iter()
+        .map(|item| {
+            let (Ok(ed), Ok(x), Ok(signature)) = (
+                <&[u8; PUBLIC_KEY_LEN]>::try_from(item.ed25519),
+                <&[u8; 32]>::try_from(item.x25519),
+                <&[u8; SIGNATURE_LEN]>::try_from(item.signature),
+            ) else {
+                return false;
+            };
+            verify_identity(ed, x, item.message, signature)
+        })
+        .collect()
+}
+
 /// The X25519 secret key of an Ed25519 seed: the clamped first half of SHA-512(seed).
 #[must_use]
 pub fn seed_to_x25519(seed: &[u8; SEED_LEN]) -> Zeroizing<[u8; 32]> {

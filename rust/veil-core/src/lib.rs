@@ -4,6 +4,7 @@
 //! - [`x25519`], [`ed25519`]: key agreement, signatures and the Ed25519 → X25519 conversions.
 //! - [`hash`]: BLAKE2b. [`aead`]: XChaCha20-Poly1305. [`sealed_box`]: libsodium sealed boxes.
 //! - [`hop`]: the per-hop key and encryption of onion requests. [`onion`]: Veil's onion layers.
+//! - [`link`]: node links (a Noise handshake bound to the nodes' keys, then encrypted records).
 //! - [`session`]: the Session Protocol for one-to-one messages.
 
 pub mod aead;
@@ -11,6 +12,7 @@ pub mod ed25519;
 pub mod error;
 pub mod hash;
 pub mod hop;
+pub mod link;
 pub mod onion;
 pub mod sealed_box;
 pub mod session;

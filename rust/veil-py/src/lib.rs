@@ -2,9 +2,8 @@
 //!
 //! Inputs are taken as `&[u8]` and results returned as `bytes`. Errors map onto the exception tree of
 //! `veil.errors` (imported, not defined, here, so that Python owns the hierarchy). Small calls keep the
-//! GIL; `peel_onion_batch` copies its inputs and releases it while rayon peels on every core.
-
-use std::sync::{Arc, Mutex};
+//! GIL; `NodeKey.peel_batch` and `verify_identity_batch` release it while rayon works on every core.
+//! Keys live in Rust objects (`NodeKey`, `HopKey`, `LinkCipher`), parsed once.
 
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -13,7 +12,7 @@ use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList, PyTuple};
 use veil_core::error::fixed;
-use veil_core::{aead, ed25519, hash, hop, onion, sealed_box, session, store_index, x25519};
+use veil_core::{aead, ed25519, hash, hop, link, onion, sealed_box, session, store_index, x25519};
 use zeroize::Zeroizing;
 
 mod errors {
@@ -343,42 +342,6 @@ fn build_onion<'py>(
     Ok((bytes(py, &onion), HopKey(reply_key)))
 }
 
-/// Peels one layer with the node's X25519 secret key.
-#[pyfunction]
-fn peel_onion(
-    py: Python<'_>,
-    node_x25519_secret: &[u8],
-    onion_bytes: &[u8],
-) -> PyResult<PeeledLayer> {
-    let node = node_key(node_x25519_secret)?;
-    let layer = onion::peel(&node, onion_bytes).map_err(CoreError)?;
-    PeeledLayer::from_core(py, layer)
-}
-
-/// Peels many onions on every core with the GIL released; one result per input, in order: a
-/// `PeeledLayer`, or the exception for that input.
-#[pyfunction]
-fn peel_onion_batch<'py>(
-    py: Python<'py>,
-    node_x25519_secret: &[u8],
-    onions: &Bound<'py, PyAny>,
-) -> PyResult<Bound<'py, PyList>> {
-    let node = node_key(node_x25519_secret)?;
-    // `bytes` objects are immutable and `held` keeps each one alive, so their buffers can be read
-    // without the GIL and without a copy.
-    let held = bytes_objects(onions)?;
-    let views: Vec<&[u8]> = held.iter().map(PyBytesMethods::as_bytes).collect();
-    let peeled = py.detach(|| onion::peel_batch(&node, &views));
-    let results = PyList::empty(py);
-    for result in peeled {
-        match result {
-            Ok(layer) => results.append(Py::new(py, PeeledLayer::from_core(py, layer)?)?)?,
-            Err(error) => results.append(PyErr::from(CoreError(error)).into_value(py))?,
-        }
-    }
-    Ok(results)
-}
-
 /// The `bytes` objects of a sequence (strong references). A lone `bytes` object is refused: it is a
 /// sequence of ints.
 fn bytes_objects<'py>(items: &Bound<'py, PyAny>) -> PyResult<Vec<Bound<'py, PyBytes>>> {
@@ -417,26 +380,177 @@ fn owned_byte_strings(items: &Bound<'_, PyAny>) -> PyResult<Vec<Vec<u8>>> {
     Ok(owned)
 }
 
-/// Node keys by a fingerprint of their secret, so that peeling does not recompute the node's public key
-/// on every call. Holds a handful of entries; a node has one key (two while it rotates).
-static NODE_KEYS: Mutex<Vec<([u8; 32], Arc<onion::NodeKey>)>> = Mutex::new(Vec::new());
-const NODE_KEY_CACHE_LEN: usize = 4;
+/// A node's X25519 key, parsed once and held in Rust: it peels the onion layers addressed to the
+/// node and keys the node's links. The secret never returns to Python.
+#[pyclass(module = "veil._core", frozen)]
+struct NodeKey {
+    onion: onion::NodeKey,
+    secret: Zeroizing<[u8; 32]>,
+}
 
-fn node_key(secret: &[u8]) -> CoreResult<Arc<onion::NodeKey>> {
-    let secret = zeroizing(fixed::<32>("X25519 secret key", secret)?);
-    let fingerprint = hash::blake2b_256(&[b"veil/node-key-cache", secret.as_ref()]);
-    let mut cache = NODE_KEYS
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    if let Some((_, key)) = cache.iter().find(|(f, _)| *f == fingerprint) {
-        return Ok(Arc::clone(key));
+#[pymethods]
+impl NodeKey {
+    #[new]
+    fn new(x25519_secret: &[u8]) -> CoreResult<Self> {
+        let secret = zeroizing(fixed::<32>("X25519 secret key", x25519_secret)?);
+        Ok(Self {
+            onion: onion::NodeKey::new(&secret)?,
+            secret,
+        })
     }
-    let key = Arc::new(onion::NodeKey::new(&secret)?);
-    if cache.len() >= NODE_KEY_CACHE_LEN {
-        cache.remove(0);
+
+    /// The node's X25519 public key.
+    #[getter]
+    fn public<'py>(&self, py: Python<'py>) -> Bound<'py, PyBytes> {
+        bytes(py, self.onion.public())
     }
-    cache.push((fingerprint, Arc::clone(&key)));
-    Ok(key)
+
+    /// Peels one onion layer addressed to this node.
+    fn peel(&self, py: Python<'_>, onion_bytes: &[u8]) -> PyResult<PeeledLayer> {
+        let layer = onion::peel(&self.onion, onion_bytes).map_err(CoreError)?;
+        PeeledLayer::from_core(py, layer)
+    }
+
+    /// Peels many onions on every core with the GIL released; one result per input, in order: a
+    /// `PeeledLayer`, or the exception for that input.
+    fn peel_batch<'py>(
+        &self,
+        py: Python<'py>,
+        onions: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyList>> {
+        // `bytes` objects are immutable and `held` keeps each one alive, so their buffers can be
+        // read without the GIL and without a copy.
+        let held = bytes_objects(onions)?;
+        let views: Vec<&[u8]> = held.iter().map(PyBytesMethods::as_bytes).collect();
+        let peeled = py.detach(|| onion::peel_batch(&self.onion, &views));
+        let results = PyList::empty(py);
+        for result in peeled {
+            match result {
+                Ok(layer) => results.append(Py::new(py, PeeledLayer::from_core(py, layer)?)?)?,
+                Err(error) => results.append(PyErr::from(CoreError(error)).into_value(py))?,
+            }
+        }
+        Ok(results)
+    }
+
+    /// Starts a node-link handshake to the node whose announced X25519 key is `remote_public`.
+    fn link_initiate(&self, remote_public: &[u8]) -> CoreResult<LinkInitiator> {
+        let remote = fixed::<32>("X25519 public key", remote_public)?;
+        Ok(LinkInitiator(Some(link::Initiator::new(
+            &self.secret,
+            &remote,
+        )?)))
+    }
+
+    /// Answers a node-link handshake's first message (length prefix included): returns the
+    /// initiator's static X25519 key, the answer to send once that key is admitted, and the link's
+    /// cipher. Raises `DecryptionError` for anything but a valid first message.
+    fn link_respond<'py>(
+        &self,
+        py: Python<'py>,
+        message: &[u8],
+    ) -> CoreResult<(Bound<'py, PyBytes>, Bound<'py, PyBytes>, LinkCipher)> {
+        let (remote, answer, cipher) = link::respond(&self.secret, message)?;
+        Ok((bytes(py, &remote), bytes(py, &answer), LinkCipher(cipher)))
+    }
+}
+
+/// The initiating end of a node-link handshake (`NodeKey.link_initiate`).
+#[pyclass(module = "veil._core")]
+struct LinkInitiator(Option<link::Initiator>);
+
+#[pymethods]
+impl LinkInitiator {
+    /// The first handshake message (length prefix included).
+    #[getter]
+    fn message<'py>(&self, py: Python<'py>) -> CoreResult<Bound<'py, PyBytes>> {
+        let initiator = self.0.as_ref().ok_or(veil_core::Error::Decryption)?;
+        Ok(bytes(py, initiator.message()))
+    }
+
+    /// Reads the responder's answer (length prefix included) and returns the link's cipher. Raises
+    /// `DecryptionError` for anything but the answer of the node this handshake was meant for.
+    fn finish(&mut self, answer: &[u8]) -> CoreResult<LinkCipher> {
+        let initiator = self.0.take().ok_or(veil_core::Error::Decryption)?;
+        Ok(LinkCipher(initiator.finish(answer)?))
+    }
+}
+
+/// Inputs at least this large are sealed or opened with the GIL released.
+const LINK_DETACH_BYTES: usize = 256 * 1024;
+
+/// The record layer of an established node link.
+#[pyclass(module = "veil._core")]
+struct LinkCipher(link::LinkCipher);
+
+#[pymethods]
+impl LinkCipher {
+    /// The other end's static X25519 key, as the handshake authenticated it.
+    #[getter]
+    fn remote_static<'py>(&self, py: Python<'py>) -> Bound<'py, PyBytes> {
+        bytes(py, self.0.remote_static())
+    }
+
+    /// Received bytes that do not yet make a whole record.
+    #[getter]
+    fn pending(&self) -> usize {
+        self.0.pending()
+    }
+
+    /// Encrypts `data` as records; with `rekey`, the sending key changes after the last one.
+    #[pyo3(signature = (data, rekey = false))]
+    fn seal<'py>(
+        &mut self,
+        py: Python<'py>,
+        data: &[u8],
+        rekey: bool,
+    ) -> CoreResult<Bound<'py, PyBytes>> {
+        let sealed = if data.len() >= LINK_DETACH_BYTES {
+            let cipher = &mut self.0;
+            py.detach(|| cipher.seal(data, rekey))?
+        } else {
+            self.0.seal(data, rekey)?
+        };
+        Ok(bytes(py, &sealed))
+    }
+
+    /// Adds received bytes; returns the data of the records now complete. Raises
+    /// `DecryptionError` (and refuses everything after) on any bad record.
+    fn open<'py>(&mut self, py: Python<'py>, received: &[u8]) -> CoreResult<Bound<'py, PyBytes>> {
+        let opened = if received.len() >= LINK_DETACH_BYTES {
+            let cipher = &mut self.0;
+            py.detach(|| cipher.open(received))?
+        } else {
+            self.0.open(received)?
+        };
+        Ok(bytes(py, &opened))
+    }
+}
+
+/// `(ed25519, x25519, message, signature)`, copied out of Python.
+type IdentityItem = (Vec<u8>, Vec<u8>, Vec<u8>, Vec<u8>);
+
+/// For each `(ed25519, x25519, message, signature)`: whether `x25519` is `ed25519`'s X25519 form
+/// and `signature` is its valid signature of `message`. Copies the inputs, then checks them on
+/// every core with the GIL released (a node verifies announcements off its event loop).
+#[pyfunction]
+#[allow(clippy::needless_pass_by_value)] // PyO3 extracts owned values; they are moved off the GIL
+fn verify_identity_batch(py: Python<'_>, items: Vec<IdentityItem>) -> Bound<'_, PyList> {
+    let results = py.detach(|| {
+        let views: Vec<ed25519::IdentityCheck<'_>> = items
+            .iter()
+            .map(
+                |(ed25519, x25519, message, signature)| ed25519::IdentityCheck {
+                    ed25519,
+                    x25519,
+                    message,
+                    signature,
+                },
+            )
+            .collect();
+        ed25519::verify_identity_batch(&views)
+    });
+    PyList::new(py, results).unwrap_or_else(|_| PyList::empty(py))
 }
 
 /// A secret copied out of a Python object, wiped when dropped.
@@ -534,13 +648,15 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(session_encrypt, m)?)?;
     m.add_function(wrap_pyfunction!(session_decrypt, m)?)?;
     m.add_function(wrap_pyfunction!(build_onion, m)?)?;
-    m.add_function(wrap_pyfunction!(peel_onion, m)?)?;
-    m.add_function(wrap_pyfunction!(peel_onion_batch, m)?)?;
     m.add_function(wrap_pyfunction!(store_message_key, m)?)?;
     m.add_function(wrap_pyfunction!(store_message_hash, m)?)?;
     m.add_function(wrap_pyfunction!(retrieve_messages_json, m)?)?;
+    m.add_function(wrap_pyfunction!(verify_identity_batch, m)?)?;
     m.add_class::<HopKey>()?;
     m.add_class::<PeeledLayer>()?;
+    m.add_class::<NodeKey>()?;
+    m.add_class::<LinkInitiator>()?;
+    m.add_class::<LinkCipher>()?;
     m.add("ONION_VERSION", onion::VERSION)?;
     m.add("MAX_ONION_LEN", onion::MAX_ONION_LEN)?;
     m.add("MAX_ROUTE_LEN", onion::MAX_ROUTE_LEN)?;
@@ -548,5 +664,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("ONION_LAYER_OVERHEAD", onion::LAYER_OVERHEAD)?;
     m.add("HOP_OVERHEAD", hop::OVERHEAD)?;
     m.add("SEALED_BOX_OVERHEAD", sealed_box::OVERHEAD)?;
+    m.add("LINK_NOISE_PROTOCOL", link::NOISE_PROTOCOL)?;
+    m.add("LINK_MAX_RECORD_DATA", link::MAX_RECORD_DATA)?;
     Ok(())
 }

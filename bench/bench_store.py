@@ -54,6 +54,7 @@ from veil.node.server import Node
 from veil.node.store import Message, MessageStore, StoredMessage, StoreOutcome
 from veil.node.writer import StoreWriter
 from veil.protocol.hashes import cursor_decode, hash_b64, message_hash
+from veil.protocol.storage_rpc import retrieve_string
 
 LOADER = Path(__file__).with_name("store_load.py")
 SIZE = 1024
@@ -457,7 +458,7 @@ def populate(store: MessageStore, account: bytes, count: int) -> list[Message]:
 def retrieve_body(seed: bytes) -> bytes:
     """A signed retrieve of the first page of namespace 0 of the account ``03`` ‖ Ed25519 key."""
     timestamp = now_ms()
-    signature = _core.ed25519_sign(seed, f"retrieve{timestamp}".encode())
+    signature = _core.ed25519_sign(seed, retrieve_string(0, timestamp))
     params = {
         "pubkey": "03" + _core.ed25519_public_key(seed).hex(),
         "timestamp": timestamp,

@@ -32,7 +32,6 @@ answers one JSON line on stdout, so the benchmark times rounds without paying fo
 from __future__ import annotations
 
 import asyncio
-import base64
 import cProfile
 import os
 import sys
@@ -51,6 +50,7 @@ from veil.protocol.hashes import hash_b64, message_hash
 from veil.protocol.link import FrameDecoder, FrameKind, encode_frame
 from veil.protocol.onion_request import encode_routing
 from veil.protocol.peers import PeerInfo, peer_from_json, peer_to_json
+from veil.protocol.storage_rpc import store_params
 
 HOST = "127.0.0.1"
 SINK_ANSWER = b"sink-ok"
@@ -287,14 +287,7 @@ class Loader:
         self.params, self.expect = [], []
         for i in range(n):
             data = blob[i * 1024 : (i + 1) * 1024]
-            self.params.append(
-                {
-                    "pubkey": account.hex(),
-                    "timestamp": now,
-                    "ttl": TTL_MS,
-                    "data": base64.b64encode(data).decode("ascii"),
-                }
-            )
+            self.params.append(store_params(account.hex(), data, TTL_MS, timestamp_ms=now))
             self.expect.append(hash_b64(message_hash(account, 0, data)))
         return {"prepared": n}
 

@@ -22,7 +22,6 @@ Only 127.0.0.1 is ever connected to.
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import os
 import sys
@@ -34,6 +33,7 @@ import orjson
 import uvloop
 
 from veil.protocol.hashes import hash_b64, message_hash
+from veil.protocol.storage_rpc import store_params
 
 HOST = "127.0.0.1"
 TTL_MS = 24 * 3600 * 1000
@@ -48,12 +48,7 @@ def http_request(body: bytes) -> bytes:
 
 
 def store_body(account: bytes, timestamp_ms: int, data: bytes) -> bytes:
-    params = {
-        "pubkey": account.hex(),
-        "timestamp": timestamp_ms,
-        "ttl": TTL_MS,
-        "data": base64.b64encode(data).decode("ascii"),
-    }
+    params = store_params(account.hex(), data, TTL_MS, timestamp_ms=timestamp_ms)
     return orjson.dumps({"method": "store", "params": params})
 
 

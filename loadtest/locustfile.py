@@ -40,6 +40,7 @@ from locust.runners import MasterRunner, WorkerRunner
 from veil.client.account import Book
 from veil.client.messaging import Messenger, seal
 from veil.identity import Identity
+from veil.protocol import storage_rpc
 from veil.protocol.announcement import Announcement
 from veil.protocol.content import Content
 
@@ -129,7 +130,7 @@ class VeilUser(FastHttpUser):
             "onion store",
             bytes.fromhex(recipient),
             "store",
-            lambda _dest: vl.store_params(recipient, data, TTL_MS),
+            lambda _dest: storage_rpc.store_params(recipient, data, TTL_MS),
             expect="hash",
         )
         if done is not None:
@@ -145,7 +146,9 @@ class VeilUser(FastHttpUser):
                     "onion retrieve",
                     self.account,
                     "retrieve",
-                    lambda dest: vl.retrieve_params(self.identity, self.cursors.get(dest.ed25519)),
+                    lambda dest: storage_rpc.retrieve_params(
+                        self.identity, cursor=self.cursors.get(dest.ed25519)
+                    ),
                     destination=member,
                     expect="messages",
                 )

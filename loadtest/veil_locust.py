@@ -6,12 +6,13 @@
   account computed from them (rendezvous hashing, as the nodes do), and onion paths.
 - :func:`build_request` / :func:`open_reply`: one storage RPC request as a three-hop onion, and the
   destination's answer decrypted with the reply key.
-- :func:`store_params` / :func:`retrieve_params`: the RPC parameters, signed where needed.
+
+The RPC parameters are built, and signed where needed, by :mod:`veil.protocol.storage_rpc`, as the
+client builds them.
 """
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import random
@@ -25,7 +26,6 @@ import orjson
 
 from veil.crypto import HopKey, build_onion
 from veil.errors import DecryptionError, InvalidInputError
-from veil.identity import Identity
 from veil.protocol.announcement import Announcement, parse_address
 from veil.protocol.onion_request import encode_routing
 from veil.protocol.swarms import SwarmMap
@@ -42,8 +42,6 @@ __all__ = [
     "now_ms",
     "open_reply",
     "resolve_seeds",
-    "retrieve_params",
-    "store_params",
     "swarm_size",
     "verify_announcements",
     "wait_range",
@@ -239,27 +237,3 @@ def error_code(body: object) -> str:
     if isinstance(body, dict) and isinstance(body.get("error"), dict):
         return str(body["error"].get("code", ""))
     return ""
-
-
-def store_params(recipient: str, data: bytes, ttl_ms: int) -> dict[str, Any]:
-    """A namespace-0 store to ``recipient`` (a Session ID): no signature needed."""
-    return {
-        "pubkey": recipient,
-        "timestamp": now_ms(),
-        "ttl": ttl_ms,
-        "data": base64.b64encode(data).decode("ascii"),
-    }
-
-
-def retrieve_params(identity: Identity, cursor: str | None) -> dict[str, Any]:
-    """A signed namespace-0 retrieve of ``identity``'s messages after ``cursor``."""
-    timestamp = now_ms()
-    params: dict[str, Any] = {
-        "pubkey": identity.session_id,
-        "pubkey_ed25519": identity.ed25519_public_key.hex(),
-        "timestamp": timestamp,
-        "signature": base64.b64encode(identity.sign(f"retrieve{timestamp}".encode())).decode(),
-    }
-    if cursor:
-        params["cursor"] = cursor
-    return params

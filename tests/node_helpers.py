@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import orjson
 import uvloop
@@ -25,6 +25,7 @@ from veil.node.config import Limits, NodeConfig, StoreSettings
 from veil.node.identity import create_node_key
 from veil.node.server import Node
 from veil.node.store import Message
+from veil.protocol import storage_rpc
 from veil.protocol.hashes import message_hash
 
 T = TypeVar("T")
@@ -125,7 +126,9 @@ class NodeThread:
 
 
 class Account:
-    """A client account (a Session ID, ``05`` + X25519 key) that signs its requests."""
+    """A client account (a Session ID, ``05`` + X25519 key) whose requests are built as a client
+    builds them (:mod:`veil.protocol.storage_rpc`). :meth:`sign` and :meth:`signed` are for tests
+    that forge what no client would send."""
 
     def __init__(self, identity: Identity | None = None) -> None:
         self.identity = identity if identity is not None else Identity.generate()
@@ -160,47 +163,41 @@ class Account:
         namespace: int = 0,
         ttl: int = TTL_MS,
         timestamp: int | None = None,
-        sign: bool | None = None,
+        sign: bool = True,
     ) -> dict[str, Any]:
-        ts = now_ms() if timestamp is None else timestamp
-        params: dict[str, Any] = {"pubkey": self.pubkey, "timestamp": ts, "ttl": ttl}
-        params["data"] = b64(data)
-        if namespace != 0:
-            params["namespace"] = namespace
-        if sign if sign is not None else namespace != 0:
-            params = self.signed(f"store{namespace}{ts}", **params)
-        return params
+        """A store to this account; ``sign=False`` leaves a namespaced store unsigned."""
+        if sign or namespace == 0:
+            return storage_rpc.store_params(
+                self.pubkey,
+                data,
+                ttl,
+                namespace=namespace,
+                identity=self.identity,
+                timestamp_ms=timestamp,
+            )
+        return storage_rpc.store_params(self.pubkey, data, ttl, timestamp_ms=timestamp) | {
+            "namespace": namespace
+        }
 
     def retrieve(
         self, *, namespace: int = 0, timestamp: int | None = None, **extra: Any
     ) -> dict[str, Any]:
-        ts = now_ms() if timestamp is None else timestamp
-        ns_text = "" if namespace == 0 else str(namespace)
-        params = self.signed(f"retrieve{ns_text}{ts}", timestamp=ts, **extra)
-        if namespace != 0:
-            params["namespace"] = namespace
-        return params
+        params = storage_rpc.retrieve_params(
+            self.identity, namespace=namespace, timestamp_ms=timestamp
+        )
+        return params | extra
 
     def delete(self, hashes: list[str]) -> dict[str, Any]:
-        return self.signed("delete" + "".join(hashes), messages=hashes)
+        return storage_rpc.delete_params(self.identity, hashes)
 
-    def delete_all(self, namespace: int | str = 0) -> dict[str, Any]:
-        ts = now_ms()
-        ns_text = (
-            namespace if isinstance(namespace, str) else ("" if namespace == 0 else str(namespace))
-        )
-        return self.signed(f"delete_all{ns_text}{ts}", namespace=namespace, timestamp=ts)
+    def delete_all(self, namespace: int | Literal["all"] = 0) -> dict[str, Any]:
+        return storage_rpc.delete_all_params(self.identity, namespace)
 
     def expire(self, hashes: list[str], expiry: int, mode: str = "") -> dict[str, Any]:
-        params = self.signed(f"expire{mode}{expiry}{''.join(hashes)}", messages=hashes)
-        params["expiry"] = expiry
-        if mode:
-            params[mode] = True
-        return params
+        return storage_rpc.expire_params(self.identity, hashes, expiry, mode=mode)
 
     def get_expiries(self, hashes: list[str]) -> dict[str, Any]:
-        ts = now_ms()
-        return self.signed(f"get_expiries{ts}{''.join(hashes)}", messages=hashes, timestamp=ts)
+        return storage_rpc.get_expiries_params(self.identity, hashes)
 
 
 def make_message(

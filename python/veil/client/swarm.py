@@ -12,7 +12,6 @@ hash, so one slow or lagging node cannot hide a message. Every request goes thro
 from __future__ import annotations
 
 import asyncio
-import base64
 import random
 import time
 from typing import Any
@@ -20,6 +19,7 @@ from typing import Any
 from veil.client.network import NetworkClient, NetworkError
 from veil.errors import InvalidInputError, VeilError
 from veil.identity import Identity
+from veil.protocol import storage_rpc
 from veil.protocol.announcement import Announcement
 from veil.protocol.hashes import cursor_decode, cursor_encode
 from veil.protocol.peers import PeerInfo
@@ -166,46 +166,29 @@ class SwarmClient:
         identity: Identity | None = None,
     ) -> dict[str, Any]:
         """Deposit a message for an account. Namespace 0 takes anyone's messages; the others only
-        the account's own, signed by ``identity``."""
+        the account's own, signed by ``identity`` (else :class:`InvalidInputError`)."""
         account = b"\x05" + parse_session_id(recipient_session_id)
-        timestamp = _now_ms()
-        params: dict[str, Any] = {
-            "pubkey": recipient_session_id,
-            "timestamp": timestamp,
-            "ttl": ttl_ms,
-            "data": base64.b64encode(data).decode("ascii"),
-            "namespace": namespace,
-        }
-        if namespace != 0:
-            if identity is None or identity.session_id != recipient_session_id:
-                raise ValueError("only the account itself stores outside namespace 0")
-            params.update(self._signature(identity, f"store{namespace}{timestamp}".encode()))
+        params = storage_rpc.store_params(
+            recipient_session_id,
+            data,
+            ttl_ms,
+            namespace=namespace,
+            identity=identity,
+            timestamp_ms=_now_ms(),
+        )
         # A message refused for what it is: another member would say the same.
         return await self._write(account, "store", params, final=(400, 401, 406, 413, 507))
-
-    @staticmethod
-    def _signature(identity: Identity, signed: bytes) -> dict[str, str]:
-        return {
-            "pubkey_ed25519": identity.ed25519_public_key.hex(),
-            "signature": base64.b64encode(identity.sign(signed)).decode("ascii"),
-        }
 
     def _retrieve_params(
         self, identity: Identity, namespace: int, cursor: str | None
     ) -> dict[str, Any]:
-        timestamp = _now_ms()
-        ns = "" if namespace == 0 else str(namespace)
-        params: dict[str, Any] = {
-            "pubkey": identity.session_id,
-            "timestamp": timestamp,
-            "namespace": namespace,
-            **self._signature(identity, f"retrieve{ns}{timestamp}".encode()),
-        }
         if cursor:
             # Step back by the look-back window (a cursor on a timestamp and the zero hash).
             cursor_ts = int.from_bytes(cursor_decode(cursor)[:8], "big")
-            params["cursor"] = cursor_encode(max(0, cursor_ts - self.look_back_ms), bytes(32))
-        return params
+            cursor = cursor_encode(max(0, cursor_ts - self.look_back_ms), bytes(32))
+        return storage_rpc.retrieve_params(
+            identity, namespace=namespace, cursor=cursor, timestamp_ms=_now_ms()
+        )
 
     async def _drain(
         self, identity: Identity, member: PeerInfo, namespace: int, *, from_start: bool
@@ -313,13 +296,13 @@ class SwarmClient:
         raise StoreError(*last)
 
     async def delete(self, identity: Identity, hashes: list[str]) -> list[str]:
-        """Delete the account's messages ``hashes`` from its swarm; the hashes deleted."""
+        """Delete the account's messages ``hashes`` from its swarm; the hashes deleted. A malformed
+        hash is refused here, unsigned, as a node would refuse it (:class:`StoreError`)."""
         if not hashes:
             return []
-        params = {
-            "pubkey": identity.session_id,
-            "messages": hashes,
-            **self._signature(identity, ("delete" + "".join(hashes)).encode()),
-        }
+        try:
+            params = storage_rpc.delete_params(identity, hashes)
+        except InvalidInputError as exc:
+            raise StoreError("bad_request", str(exc)) from None
         body = await self._write(bytes.fromhex(identity.session_id), "delete", params)
         return [str(h) for h in body.get("deleted", [])]

@@ -1,6 +1,7 @@
 """The client storage RPC: ``{"method": ..., "params": {...}}`` → a JSON answer (``docs/rpc.md``).
 
-Method names, parameters and signed strings follow oxen-storage-server's client RPC. Every handler
+Method names, parameters and signed strings follow oxen-storage-server's client RPC; the signed
+strings are made in :mod:`veil.protocol.storage_rpc`, where clients make them too. Every handler
 validates its parameters first and answers a typed :class:`RpcError` for bad input; nothing is
 written unless the whole request is valid. The same handlers serve ``/storage_rpc/v1`` and (later)
 the destination of onion requests.
@@ -26,6 +27,16 @@ from veil.node.replication_context import FORWARDED
 from veil.node.store import Message, MessageStore, StoreOutcome
 from veil.node.writer import StorageFull, StoreClosed, StoreWriter
 from veil.protocol.hashes import cursor_decode, hash_b64, hash_from_b64, message_hash
+from veil.protocol.storage_rpc import (
+    NAMESPACE_MAX,
+    NAMESPACE_MIN,
+    delete_all_string,
+    delete_string,
+    expire_string,
+    get_expiries_string,
+    retrieve_string,
+    store_string,
+)
 
 if TYPE_CHECKING:
     from veil.node.replication import Replicator
@@ -46,7 +57,6 @@ class NetworkView(Protocol):
 
 Handler = Callable[[Params], Awaitable[dict[str, Any]]]
 
-NAMESPACE_MIN, NAMESPACE_MAX = -32768, 32767
 _VERSION = [int(part) if part.isdigit() else 0 for part in (__version__.split(".") + ["0"] * 3)[:3]]
 
 
@@ -70,10 +80,6 @@ def _namespace(params: Params) -> int:
     if not NAMESPACE_MIN <= namespace <= NAMESPACE_MAX:
         raise RpcError.bad_request("namespace must be a signed 16-bit integer")
     return namespace
-
-
-def _ns_text(namespace: int) -> str:
-    return "" if namespace == 0 else str(namespace)
 
 
 def _hash_list(params: Params, limit: int) -> tuple[list[str], list[bytes]]:
@@ -194,7 +200,7 @@ class StorageRpc:
             sig_timestamp = check_timestamp(
                 params.get("sig_timestamp", timestamp), now, limits.clock_skew_ms
             )
-            verify_signature(account, params, f"store{namespace}{sig_timestamp}".encode())
+            verify_signature(account, params, store_string(namespace, sig_timestamp))
         digest = message_hash(account, namespace, data)
         message = Message(account, namespace, timestamp, timestamp + ttl, data, digest)
         started = time.perf_counter()
@@ -228,7 +234,7 @@ class StorageRpc:
         namespace = _namespace(params)
         now = _now_ms()
         timestamp = check_timestamp(params.get("timestamp"), now, limits.clock_skew_ms)
-        verify_signature(account, params, f"retrieve{_ns_text(namespace)}{timestamp}".encode())
+        verify_signature(account, params, retrieve_string(namespace, timestamp))
         after = self._start_cursor(account, namespace, params)
         max_messages = limits.retrieve_max_messages
         if "max_count" in params:
@@ -276,7 +282,7 @@ class StorageRpc:
     async def delete(self, params: Params) -> dict[str, Any]:
         account = self._account(params)
         texts, hashes = _hash_list(params, self.limits.delete_max_hashes)
-        verify_signature(account, params, ("delete" + "".join(texts)).encode())
+        verify_signature(account, params, delete_string(texts))
         deleted = await self.writer.submit(
             lambda txn: self.store.delete_hashes(txn, account, hashes)
         )
@@ -285,15 +291,10 @@ class StorageRpc:
 
     async def delete_all(self, params: Params) -> dict[str, Any]:
         account = self._account(params)
-        raw_namespace = params.get("namespace", 0)
-        namespace: int | None
-        if raw_namespace == "all":
-            namespace, ns_text = None, "all"
-        else:
-            namespace = _namespace(params)
-            ns_text = _ns_text(namespace)
+        namespace = None if params.get("namespace", 0) == "all" else _namespace(params)
         timestamp = check_timestamp(params.get("timestamp"), _now_ms(), self.limits.clock_skew_ms)
-        verify_signature(account, params, f"delete_all{ns_text}{timestamp}".encode())
+        signed = delete_all_string("all" if namespace is None else namespace, timestamp)
+        verify_signature(account, params, signed)
         deleted = await self.writer.submit(
             lambda txn: self.store.delete_all(txn, account, namespace)
         )
@@ -310,7 +311,7 @@ class StorageRpc:
         mode = "shorten" if shorten else "extend" if extend else ""
         if expiry < _now_ms() - self.limits.clock_skew_ms:
             raise RpcError.bad_request("expiry is in the past")
-        verify_signature(account, params, f"expire{mode}{expiry}{''.join(texts)}".encode())
+        verify_signature(account, params, expire_string(mode, expiry, texts))
         updated = await self.writer.submit(
             lambda txn: self.store.set_expiry(txn, account, hashes, expiry, mode or "set")
         )
@@ -325,7 +326,7 @@ class StorageRpc:
         account = self._account(params)
         texts, hashes = _hash_list(params, self.limits.delete_max_hashes)
         timestamp = check_timestamp(params.get("timestamp"), _now_ms(), self.limits.clock_skew_ms)
-        verify_signature(account, params, f"get_expiries{timestamp}{''.join(texts)}".encode())
+        verify_signature(account, params, get_expiries_string(timestamp, texts))
         found = self.store.expiries(account, hashes)
         return {"expiries": {hash_b64(d): e for d, e in found.items()}}
 

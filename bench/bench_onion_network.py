@@ -41,7 +41,7 @@ from benchkit import Benchmark, ChildProcess, median_s, now_ms, pick
 from veil import _core
 from veil.node.config import NodeConfig, StoreSettings, render_config
 from veil.node.identity import create_node_key, load_node_key
-from veil.protocol.onion_request import encode_routing
+from veil.protocol.onion_request import build_request
 from veil.protocol.peers import PeerInfo, peer_from_json, peer_to_json
 
 HELPER = Path(__file__).with_name("onion_load.py")
@@ -159,12 +159,10 @@ def summary(request: pytest.FixtureRequest) -> Iterator[None]:
 
 
 def forward_layers(node_public: bytes, sink_public: bytes, n: int) -> list[bytes]:
-    routing = [encode_routing(now_ms())] * 2
+    issued = now_ms()
     blob = os.urandom(SIZE + n)
-    return [
-        _core.build_onion([node_public, sink_public], blob[i : i + SIZE], routing)[0]
-        for i in range(n)
-    ]
+    route = [node_public, sink_public]
+    return [build_request(route, blob[i : i + SIZE], issued_ms=issued)[0] for i in range(n)]
 
 
 def peel_rate(secret: bytes, layers: list[bytes], count: int) -> float:

@@ -44,11 +44,10 @@ import orjson
 import uvloop
 
 from loadkit import percentile, read_line, serve, write_line
-from veil import _core
 from veil.client.network import NetworkClient
 from veil.protocol.hashes import hash_b64, message_hash
 from veil.protocol.link import FrameDecoder, FrameKind, encode_frame
-from veil.protocol.onion_request import encode_routing
+from veil.protocol.onion_request import build_request
 from veil.protocol.peers import PeerInfo, peer_from_json, peer_to_json
 from veil.protocol.storage_rpc import store_params
 
@@ -238,11 +237,11 @@ class Loader:
 
     def prep_forward(self, n: int, route: list[str], size: int) -> dict[str, Any]:
         keys_ = [bytes.fromhex(k) for k in route]
-        routing = [encode_routing(now_ms())] * len(keys_)
+        issued = now_ms()
         blob = os.urandom(size + n)
         frames = []
         for i in range(n):
-            onion, _reply = _core.build_onion(keys_, blob[i : i + size], routing)
+            onion, _reply = build_request(keys_, blob[i : i + size], issued_ms=issued)
             # hops = 1: the load stands for the hop before the node under test
             frames.append(encode_frame(FrameKind.REQUEST, i + 1, b"\x01" + onion))
         self.frames = frames

@@ -5,7 +5,8 @@
 - :class:`Directory`: the verified node announcements a simulated user knows, the swarm of an
   account computed from them (rendezvous hashing, as the nodes do), and onion paths.
 - :func:`build_request` / :func:`open_reply`: one storage RPC request as a three-hop onion, and the
-  destination's answer decrypted with the reply key.
+  destination's answer decrypted with the reply key (over :mod:`veil.protocol.onion_request`, as
+  the client's).
 
 The RPC parameters are built, and signed where needed, by :mod:`veil.protocol.storage_rpc`, as the
 client builds them.
@@ -24,10 +25,10 @@ from typing import Any
 
 import orjson
 
-from veil.crypto import HopKey, build_onion
+from veil.crypto import HopKey
 from veil.errors import DecryptionError, InvalidInputError
+from veil.protocol import onion_request
 from veil.protocol.announcement import Announcement, parse_address
-from veil.protocol.onion_request import encode_routing
 from veil.protocol.swarms import SwarmMap
 
 __all__ = [
@@ -212,11 +213,9 @@ def build_request(
     params: Mapping[str, Any],
 ) -> OnionRequest:
     """``{"method", "params"}`` for ``destination``'s storage RPC, through guard → relay."""
-    issued = now_ms()
-    onion, reply_key = build_onion(
+    onion, reply_key = onion_request.build_request(
         [guard.x25519, relay.x25519, destination.x25519],
         orjson.dumps({"method": method, "params": params}),
-        routing=[encode_routing(issued)] * 3,
     )
     return OnionRequest(f"http://{guard.http}/onion_req", onion, reply_key, destination)
 
@@ -224,11 +223,10 @@ def build_request(
 def open_reply(reply_key: HopKey, body: bytes) -> tuple[int, Any]:
     """The destination's (status, RPC answer); raise :class:`BadReply`."""
     try:
-        reply = orjson.loads(reply_key.decrypt(body))
-        return int(reply["status"]), reply.get("body")
+        return onion_request.open_reply(reply_key, body, external=False)
     except DecryptionError:
         raise BadReply("the answer does not decrypt with the reply key") from None
-    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError):
+    except InvalidInputError:
         raise BadReply('the decrypted answer is not {"status", "body"}') from None
 
 

@@ -2,15 +2,16 @@
 
 :class:`NetworkClient` knows a list of nodes (a seed list or config, for now), keeps a few guard
 nodes, and builds each path as guard → relay → destination: three distinct nodes, the destination
-never on its own path. It posts the onion to the guard over keep-alive HTTP (aiohttp), decrypts the
-answer with the reply key, and when a path fails — the guard answers "path failed" or "overloaded",
-the guard cannot be reached, or the answer does not decrypt — it avoids those nodes for a while and
-builds another path. :meth:`NetworkClient.request` is the only way client code reaches a node.
+never on its own path. It builds each onion with :func:`veil.protocol.onion_request.build_request`,
+posts it to the guard over keep-alive HTTP (aiohttp), opens the answer with the reply key
+(:func:`~veil.protocol.onion_request.open_reply`), and when a path fails — the guard answers "path
+failed" or "overloaded", the guard cannot be reached, or the answer does not open — it avoids those
+nodes for a while and builds another path. :meth:`NetworkClient.request` is the only way client
+code reaches a node.
 """
 
 from __future__ import annotations
 
-import base64
 import random
 import time
 from types import TracebackType
@@ -19,9 +20,8 @@ from typing import Any
 import aiohttp
 import orjson
 
-from veil.crypto import build_onion
-from veil.errors import DecryptionError, VeilError
-from veil.protocol.onion_request import encode_routing
+from veil.errors import InvalidInputError, VeilError
+from veil.protocol.onion_request import build_request, open_reply
 from veil.protocol.peers import PeerInfo
 
 __all__ = ["NetworkClient", "NetworkError"]
@@ -122,23 +122,16 @@ class NetworkClient:
         The destination node must list the URL's prefix among its ``external_services``; it answers
         403 otherwise. Returns (status, response body, content type).
         """
-        status, _ = reply = await self._send(destination, body, target=url)
-        answer: dict[str, Any] = reply[1] if isinstance(reply[1], dict) else {}
-        return status, base64.b64decode(answer.get("body_b64", "")), answer.get("content_type", "")
+        status, (content, content_type) = await self._send(destination, body, target=url)
+        return status, content, content_type
 
     async def _send(self, destination: PeerInfo, payload: bytes, target: str) -> tuple[int, Any]:
         if self._session is None:
             raise RuntimeError("use NetworkClient as an async context manager")
         for _ in range(self.attempts):
             guard, relay = self.choose_path(destination)
-            issued = time.time_ns() // 1_000_000
-            routing = [
-                encode_routing(issued),
-                encode_routing(issued),
-                encode_routing(issued, target),
-            ]
-            onion, reply_key = build_onion(
-                [guard.x25519, relay.x25519, destination.x25519], payload, routing=routing
+            onion, reply_key = build_request(
+                [guard.x25519, relay.x25519, destination.x25519], payload, target=target
             )
             url = f"http://{guard.http[0]}:{guard.http[1]}/onion_req"
             try:
@@ -160,11 +153,8 @@ class NetworkClient:
                 self._path_failed(relay)
                 continue
             try:
-                reply = orjson.loads(reply_key.decrypt(body))
-                if target:
-                    return int(reply["status"]), reply
-                return int(reply["status"]), reply.get("body")
-            except (DecryptionError, orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+                return open_reply(reply_key, body, external=bool(target))
+            except InvalidInputError:  # DecryptionError included
                 self._path_failed(guard, relay)
         raise NetworkError(f"no path delivered the request in {self.attempts} attempts")
 

@@ -8,7 +8,7 @@ cursor        = timestamp_ms (8, big-endian) ‖ message hash (32)              
 
 The hash depends on the message alone, so every node that holds a message names it alike, and
 storing it twice is a no-op. The cursor is the tail of the message's key in a node's store
-(``veil.node.keys``), the same on every node, so a client may carry a cursor from one swarm member
+(``docs/storage.md``), the same on every node, so a client may carry a cursor from one swarm member
 to another.
 
 On the wire a hash is standard base64 without padding (43 characters) and a cursor base64url

@@ -3,7 +3,7 @@
 
 Part A — the forwarding rate of one node against the single-core Rust peel rate (target: ≥ 50 %):
 
-- ``peel-single-core``: ``veil._core.peel_onion`` in a loop, on this process's one thread, over
+- ``peel-single-core``: ``veil._core.NodeKey.peel`` in a loop, on this process's one thread, over
   distinct first layers of two-hop onions around 1 KiB (the layers the node under test gets).
 - ``onion-forwarding``: the node under test in its own process; a sink process as the next hop
   (answers every request at once, no crypto); a load process connected to the node's link port
@@ -166,15 +166,15 @@ def forward_layers(node_public: bytes, sink_public: bytes, n: int) -> list[bytes
 
 
 def peel_rate(secret: bytes, layers: list[bytes], count: int) -> float:
-    """Layers per second of ``_core.peel_onion`` on this thread (median of 3 timings of count)."""
-    peel = _core.peel_onion
+    """Layers per second of ``NodeKey.peel`` on this thread (median of 3 timings of count)."""
+    peel = _core.NodeKey(secret).peel
     rates = []
     for _ in range(3):
         started = time.perf_counter()
         done = 0
         while done < count:
             for layer in layers:
-                peel(secret, layer)
+                peel(layer)
             done += len(layers)
         rates.append(done / (time.perf_counter() - started))
     return statistics.median(rates)
@@ -186,9 +186,10 @@ def test_peel_single_core(benchmark: Benchmark) -> None:
     sink_public = _core.x25519_public_key(_core.x25519_generate_secret())
     layers = forward_layers(_core.x25519_public_key(secret), sink_public, 256)
     loop = pick(benchmark, PEEL_LOOP)
+    key = _core.NodeKey(secret)
 
     def peel_all() -> list[Any]:
-        return [_core.peel_onion(secret, layer) for layer in layers]
+        return [key.peel(layer) for layer in layers]
 
     peeled = benchmark(peel_all)
     assert all(p.next_hop == sink_public and p.reply_key is None for p in peeled)
@@ -254,7 +255,7 @@ def test_node_forwarding(benchmark: Benchmark, tmp_path: Path) -> None:
     for sample in sink_stats["samples"]:  # what the sink got is the layer built for it
         hops, layer = bytes.fromhex(sample)[0], bytes.fromhex(sample)[1:]
         assert hops == 2  # the load was hop 1, the node under test hop 2
-        inner = _core.peel_onion(sink_secret, layer)
+        inner = _core.NodeKey(sink_secret).peel(layer)
         assert inner.next_hop is None
         assert inner.reply_key is not None
         assert len(inner.payload) == SIZE

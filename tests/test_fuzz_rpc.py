@@ -1,0 +1,471 @@
+"""Fuzzing the storage RPC (``veil.node.rpc.StorageRpc.handle_body``) with hostile bodies.
+
+One RPC over a real LMDB store and its writer serves the whole module, on one uvloop loop. Every
+answer is checked the same way (:meth:`Served.answer`): ``handle_body`` returns, the status is one
+the RPC can give, the body is JSON, every error (also inside a batch) is
+``{"error": {"code": str, "message": str}}``, and the number of messages held changes by exactly
+what the answer reports (a new store adds one, a delete removes those it names, nothing else
+changes anything), so nothing is stored unless the request was valid.
+
+Valid requests are forged here from the signed strings of ``docs/rpc.md``, so that any field can be
+given any value and still carry a correct signature.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+import uvloop
+from hypothesis import assume, given
+from hypothesis import strategies as st
+
+from node_helpers import SMALL_MAP, TTL_MS, Account, b64, now_ms
+from veil.identity import Identity
+from veil.node.config import Limits, StoreSettings
+from veil.node.metrics import NodeMetrics
+from veil.node.rpc import StorageRpc
+from veil.node.store import MessageStore
+from veil.node.writer import StoreWriter
+
+# The account quota is out of reach: the module stores a few thousand messages in the slow profile.
+LIMITS = Limits(
+    max_message_bytes=512,
+    batch_max_requests=5,
+    delete_max_hashes=8,
+    account_max_messages=1_000_000,
+)
+# 421 (wrong swarm) needs a network view; without one the RPC serves every account.
+ANSWERED = frozenset({200, 400, 401, 406, 413, 503, 507})
+SIGNED_METHODS = ("store", "retrieve", "delete", "delete_all", "expire", "get_expiries")
+METHODS = (*SIGNED_METHODS, "info", "batch", "get_swarm", "get_nodes")
+PARAM_NAMES = (
+    *("pubkey", "pubkey_ed25519", "signature", "timestamp", "sig_timestamp", "ttl", "data"),
+    *("namespace", "messages", "expiry", "shorten", "extend", "cursor", "last_hash"),
+    *("max_count", "requests", "method", "params"),
+)
+EXTREME_INTS = (
+    *(0, -1, 1, 2**15, -(2**15) - 1, 2**31, 2**53 + 1, 2**63 - 1, 2**63, 2**64 - 1, 2**64),
+    *(-(2**63), -(2**63) - 1, 10**30, -(10**30)),
+)
+
+
+class Served:
+    """The RPC under test, its store, and the loop it runs on."""
+
+    def __init__(self, path: Path) -> None:
+        self.loop = uvloop.new_event_loop()
+        self.store = MessageStore(path, StoreSettings(map_size_bytes=SMALL_MAP), LIMITS)
+        self.writer = StoreWriter(self.store)
+        self.loop.run_until_complete(self._start())
+        self.rpc = StorageRpc(self.store, self.writer, LIMITS, NodeMetrics())
+        self.account = Account()
+
+    async def _start(self) -> None:
+        self.writer.start()
+
+    def close(self) -> None:
+        self.loop.run_until_complete(self.writer.close())
+        self.store.close()
+        self.loop.close()
+
+    def answer(self, body: bytes) -> tuple[int, Any]:
+        """``handle_body``'s answer, checked as the module docstring says."""
+        before, _ = self.store.totals()
+        status, raw = self.loop.run_until_complete(asyncio.wait_for(self.rpc.handle_body(body), 10))
+        after, _ = self.store.totals()
+        assert b"Traceback" not in raw
+        answer = orjson.loads(raw)
+        request = _loads_or_none(body)
+        check_answer(request, status, answer)
+        assert after - before == held_change(request, status, answer), (status, answer)
+        return status, answer
+
+    def call(self, method: str, params: Any) -> tuple[int, Any]:
+        return self.answer(encode({"method": method, "params": params}))
+
+    def stored_hashes(self, count: int) -> list[str]:
+        """Store ``count`` fresh messages for the account; their hashes."""
+        hashes = []
+        for _ in range(count):
+            status, body = self.call("store", store_params(self.account, os.urandom(12)))
+            assert status == 200, body
+            hashes.append(body["hash"])
+        return hashes
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    served = Served(tmp_path_factory.mktemp("fuzz-rpc") / "store")
+    yield served
+    served.close()
+
+
+def encode(value: Any) -> bytes:
+    """JSON text for any value of the strategies below (the stdlib encodes ints of any size)."""
+    return json.dumps(value).encode()
+
+
+def _loads_or_none(body: bytes) -> Any:
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None
+
+
+def check_error(body: Any) -> None:
+    assert isinstance(body, dict)
+    assert set(body) == {"error"}, body
+    assert isinstance(body["error"]["code"], str)
+    assert isinstance(body["error"]["message"], str)
+
+
+def check_answer(request: Any, status: int, answer: Any) -> None:
+    assert status in ANSWERED, (status, answer)
+    assert isinstance(answer, dict)
+    if status != 200:
+        check_error(answer)
+    elif isinstance(request, dict) and request.get("method") == "batch":
+        for result in answer["results"]:
+            assert result["code"] in ANSWERED
+            if result["code"] != 200:
+                check_error(result["body"])
+
+
+def held_change(request: Any, status: int, answer: Any) -> int:
+    """How many messages the store gained (or lost) by what the answer reports."""
+    if status != 200 or not isinstance(request, dict):
+        return 0
+    method = request.get("method")
+    if method == "store":
+        return 0 if answer["already"] else 1
+    if method in {"delete", "delete_all"}:
+        return -len(answer["deleted"])
+    if method == "batch":
+        subrequests = request["params"]["requests"]
+        results = answer["results"]
+        return sum(
+            held_change(sub, r["code"], r["body"])
+            for sub, r in zip(subrequests, results, strict=True)
+        )
+    return 0
+
+
+# --- valid requests, forged from the signed strings of docs/rpc.md -------------------------------
+
+
+def ns_text(namespace: object) -> str:
+    return "" if namespace == 0 else str(namespace)
+
+
+def store_params(
+    account: Account, data: bytes, *, namespace: int = 0, timestamp: int | None = None
+) -> dict[str, Any]:
+    ts = now_ms() if timestamp is None else timestamp
+    params: dict[str, Any] = {"pubkey": account.pubkey, "timestamp": ts, "ttl": TTL_MS}
+    params["data"] = b64(data)
+    if namespace == 0:
+        return params
+    return account.signed(f"store{namespace}{ts}", namespace=namespace, **params)
+
+
+def retrieve_params(account: Account, namespace: Any, timestamp: Any, **extra: Any) -> Any:
+    text = f"retrieve{ns_text(namespace)}{timestamp}"
+    return account.signed(text, namespace=namespace, timestamp=timestamp, **extra)
+
+
+def delete_params(account: Account, hashes: list[Any]) -> Any:
+    return account.signed("delete" + "".join(map(str, hashes)), messages=hashes)
+
+
+def delete_all_params(account: Account, namespace: Any, timestamp: Any) -> Any:
+    text = f"delete_all{ns_text(namespace)}{timestamp}"
+    return account.signed(text, namespace=namespace, timestamp=timestamp)
+
+
+def expire_params(account: Account, hashes: list[Any], expiry: Any, mode: str = "") -> Any:
+    text = f"expire{mode}{expiry}" + "".join(map(str, hashes))
+    params = account.signed(text, messages=hashes, expiry=expiry)
+    if mode:
+        params[mode] = True
+    return params
+
+
+def get_expiries_params(account: Account, hashes: list[Any], timestamp: Any) -> Any:
+    text = f"get_expiries{timestamp}" + "".join(map(str, hashes))
+    return account.signed(text, messages=hashes, timestamp=timestamp)
+
+
+def valid_request(served: Served, method: str) -> dict[str, Any]:
+    """A request of ``method`` that the RPC answers 200 (namespaces are non-zero, so signed)."""
+    account, now = served.account, now_ms()
+    if method == "store":
+        params = store_params(account, os.urandom(16), namespace=7)
+    elif method == "retrieve":
+        params = retrieve_params(account, 7, now, max_count=3)
+    elif method == "delete":
+        params = delete_params(account, served.stored_hashes(2))
+    elif method == "delete_all":
+        served.stored_hashes(1)
+        params = delete_all_params(account, "all", now)
+    elif method == "expire":
+        params = expire_params(account, served.stored_hashes(2), now + 60_000, "shorten")
+    elif method == "get_expiries":
+        params = get_expiries_params(account, served.stored_hashes(1), now)
+    else:
+        subrequests = [valid_request(served, m) for m in ("store", "retrieve", "get_expiries")]
+        return {"method": "batch", "params": {"requests": subrequests}}
+    return {"method": method, "params": params}
+
+
+@pytest.mark.parametrize("method", [*SIGNED_METHODS, "batch"])
+def test_every_valid_request_to_mutate_is_answered_200(served: Served, method: str) -> None:
+    request = valid_request(served, method)
+    status, answer = served.answer(encode(request))
+    assert status == 200, answer
+    if method == "batch":
+        assert [r["code"] for r in answer["results"]] == [200, 200, 200]
+
+
+# --- hostile JSON -------------------------------------------------------------------------------
+
+ints = st.integers() | st.sampled_from(EXTREME_INTS)
+json_scalars = (
+    st.none()
+    | st.booleans()
+    | ints
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=30)
+    | st.sampled_from([*METHODS, "all", "", "05" + "00" * 32, "03" + "ff" * 32, "A" * 43])
+)
+json_values = st.recursive(
+    json_scalars,
+    lambda children: (
+        st.lists(children, max_size=5)
+        | st.dictionaries(st.sampled_from(PARAM_NAMES) | st.text(max_size=8), children, max_size=6)
+    ),
+    max_leaves=20,
+)
+requests = st.fixed_dictionaries(
+    {
+        "method": st.sampled_from(METHODS) | json_values,
+        "params": st.dictionaries(st.sampled_from(PARAM_NAMES), json_values, max_size=8)
+        | json_values,
+    }
+)
+
+
+@st.composite
+def deeply_nested(draw: st.DrawFn) -> bytes:
+    """A request whose params hold a value nested hundreds or thousands of levels deep."""
+    depth = draw(st.integers(1, 3000))
+    opening, closing = draw(st.sampled_from([(b"[", b"]"), (b'{"a":', b"}")]))
+    name = draw(st.sampled_from(["requests", "messages", "namespace", "cursor"]))
+    method = draw(st.sampled_from(METHODS))
+    inner = opening * depth + b"1" + closing * depth
+    return b'{"method":"%s","params":{"%s":%s}}' % (method.encode(), name.encode(), inner)
+
+
+@given(body=st.binary(max_size=400))
+def test_any_bytes_get_a_json_answer(served: Served, body: bytes) -> None:
+    served.answer(body)
+
+
+@given(value=json_values)
+def test_any_json_value_gets_a_json_answer(served: Served, value: Any) -> None:
+    served.answer(encode(value))
+
+
+@given(request=requests)
+def test_any_request_shaped_json_gets_a_json_answer(served: Served, request: Any) -> None:
+    served.answer(encode(request))
+
+
+@given(body=deeply_nested())
+def test_deeply_nested_json_gets_a_json_answer(served: Served, body: bytes) -> None:
+    served.answer(body)
+
+
+@given(subrequests=st.lists(requests | json_scalars, min_size=1, max_size=6))
+def test_a_batch_of_anything_answers_each_subrequest(served: Served, subrequests: Any) -> None:
+    status, answer = served.call("batch", {"requests": subrequests})
+    if len(subrequests) > LIMITS.batch_max_requests:
+        assert status == 413
+    else:
+        assert status == 200
+        assert len(answer["results"]) == len(subrequests)
+
+
+# --- mutations of valid requests ----------------------------------------------------------------
+
+
+def mutations(request: dict[str, Any]) -> st.SearchStrategy[Any]:
+    """A valid request with one thing changed: a parameter's value or type, a parameter removed,
+    the method, the shape of the request, or (for a batch) one of its subrequests."""
+    params = request["params"]
+    keys = st.sampled_from(sorted(set(params) | set(PARAM_NAMES)))
+    changed: list[st.SearchStrategy[Any]] = [
+        st.tuples(keys, json_values).map(lambda kv: _with(request, kv[0], kv[1])),
+        st.sampled_from(sorted(params)).map(lambda key: _without(request, key)),
+        st.sampled_from(METHODS).map(lambda method: {**request, "method": method}),
+        st.sampled_from(
+            [[request], params, {"params": params}, {**request, "params": [params]}, {}]
+        ),
+    ]
+    if request["method"] == "batch":
+        subrequests = params["requests"]
+        changed.append(
+            st.integers(0, len(subrequests) - 1).flatmap(
+                lambda i: mutations(subrequests[i]).map(
+                    lambda sub: {
+                        "method": "batch",
+                        "params": {"requests": [*subrequests[:i], sub, *subrequests[i + 1 :]]},
+                    }
+                )
+            )
+        )
+    return st.one_of(changed)
+
+
+def _with(request: dict[str, Any], key: str, value: Any) -> dict[str, Any]:
+    return {**request, "params": {**request["params"], key: value}}
+
+
+def _without(request: dict[str, Any], key: str) -> dict[str, Any]:
+    return {**request, "params": {k: v for k, v in request["params"].items() if k != key}}
+
+
+@given(method=st.sampled_from([*SIGNED_METHODS, "batch"]), data=st.data())
+def test_a_valid_request_with_one_field_changed_gets_a_json_answer(
+    served: Served, method: str, data: st.DataObject
+) -> None:
+    served.answer(encode(data.draw(mutations(valid_request(served, method)))))
+
+
+# Fields whose value the signature covers (the namespace is non-zero in every valid request).
+SIGNED_FIELDS = {
+    "store": ("namespace", "timestamp", "signature", "pubkey", "pubkey_ed25519"),
+    "retrieve": ("namespace", "timestamp", "signature", "pubkey", "pubkey_ed25519"),
+    "delete": ("messages", "signature", "pubkey", "pubkey_ed25519"),
+    "delete_all": ("namespace", "timestamp", "signature", "pubkey", "pubkey_ed25519"),
+    "expire": ("messages", "expiry", "signature", "pubkey", "pubkey_ed25519"),
+    "get_expiries": ("messages", "timestamp", "signature", "pubkey", "pubkey_ed25519"),
+}
+OTHER = Account(Identity.from_seed(bytes(range(32))))
+
+
+def other_values(value: Any) -> st.SearchStrategy[Any]:
+    """Values that are not ``value``: another value of its kind, or a value of another type."""
+    other_types = st.sampled_from([None, True, 0.5, [value], {"v": value}])
+    if isinstance(value, int):
+        nearby = st.integers(-(2**40), 2**40).filter(bool).map(lambda d: value + d)
+        return nearby | st.sampled_from([float(value), str(value)]) | other_types
+    if isinstance(value, list):
+        extra = base64.b64encode(bytes(range(32))).rstrip(b"=").decode()  # a hash never stored
+        lists = [value[1:], [*value, extra], [extra, *value[1:]], value + value[:1]]
+        if len(value) > 1:
+            lists.append(value[::-1])
+        return st.sampled_from([*lists, "".join(value)]) | other_types
+    if isinstance(value, str) and len(value) == 88:  # a signature: flip one of its 512 bits
+        raw = base64.b64decode(value)
+        return st.integers(0, 511).map(lambda bit: b64(_flip(raw, bit))) | other_types
+    return st.sampled_from([OTHER.pubkey if len(value) == 66 else OTHER.ed_hex]) | other_types
+
+
+def _flip(raw: bytes, bit: int) -> bytes:
+    flipped = bytearray(raw)
+    flipped[bit // 8] ^= 1 << (bit % 8)
+    return bytes(flipped)
+
+
+@given(method=st.sampled_from(SIGNED_METHODS), data=st.data())
+def test_a_valid_request_with_a_signed_field_changed_is_refused(
+    served: Served, method: str, data: st.DataObject
+) -> None:
+    request = valid_request(served, method)
+    field = data.draw(st.sampled_from(SIGNED_FIELDS[method]))
+    value = data.draw(other_values(request["params"][field]))
+    # An unsigned store to namespace 0 is valid: anyone may leave a message there.
+    assume(not (method == "store" and field == "namespace" and value in (None, 0)))
+    mutated = _without(request, field) if value is None else _with(request, field, value)
+    status, answer = served.answer(encode(mutated))
+    assert status in {400, 401, 406, 413}, answer
+
+
+# --- hostile values behind a correct signature ----------------------------------------------------
+
+near_now = st.integers(-120_000, 120_000) | ints
+hash_texts = st.sampled_from(["A" * 43, "", "A" * 44, "A" * 42 + "B"]) | st.text(max_size=50)
+namespaces = st.integers(-40_000, 40_000) | ints | st.sampled_from(["all", "0", "", None])
+
+
+@st.composite
+def signed_hostile(draw: st.DrawFn, served: Served) -> dict[str, Any]:
+    """A correctly signed request with hostile values in every field it has."""
+    account, now = served.account, now_ms()
+    method = draw(st.sampled_from(SIGNED_METHODS))
+    hashes = draw(
+        st.lists(st.sampled_from(served.stored_hashes(2)) | hash_texts, min_size=0, max_size=12)
+    )
+    timestamp = now + draw(near_now)
+    namespace = draw(namespaces)
+    if method == "store":
+        limit = LIMITS.max_message_bytes
+        data = draw(st.binary(max_size=64) | st.binary(min_size=limit - 2, max_size=limit + 8))
+        ns = draw(st.integers(-(2**15), 2**15 - 1) | ints)
+        params = store_params(account, data, namespace=ns, timestamp=timestamp)
+        params["ttl"] = draw(st.sampled_from([TTL_MS, LIMITS.min_ttl_ms - 1]) | ints)
+        if draw(st.booleans()):
+            params["data"] = draw(st.text(max_size=40))
+    elif method == "retrieve":
+        extra = draw(
+            st.dictionaries(
+                st.sampled_from(["cursor", "last_hash", "max_count"]),
+                hash_texts | json_values | st.just("A" * 54),
+                max_size=3,
+            )
+        )
+        params = retrieve_params(account, namespace, timestamp, **extra)
+    elif method == "delete":
+        params = delete_params(account, hashes)
+    elif method == "delete_all":
+        params = delete_all_params(account, namespace, timestamp)
+    elif method == "expire":
+        mode = draw(st.sampled_from(["", "shorten", "extend"]))
+        params = expire_params(account, hashes, now + draw(near_now), mode)
+        if draw(st.booleans()):
+            params[draw(st.sampled_from(["shorten", "extend"]))] = draw(json_scalars)
+    else:
+        params = get_expiries_params(account, hashes, timestamp)
+    return {"method": method, "params": params}
+
+
+@given(data=st.data())
+def test_hostile_values_behind_a_correct_signature_get_a_json_answer(
+    served: Served, data: st.DataObject
+) -> None:
+    served.answer(encode(data.draw(signed_hostile(served))))
+
+
+def test_the_checks_fail_when_a_message_is_held_that_no_answer_reported(
+    served: Served, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The accounting in :meth:`Served.answer` is not vacuous: a store behind its back fails it."""
+    original = served.rpc.handle_body
+
+    async def handle_and_store_behind(body: bytes) -> tuple[int, bytes]:
+        answer = await original(body)
+        sneaked = {"method": "store", "params": store_params(served.account, os.urandom(8))}
+        assert (await original(encode(sneaked)))[0] == 200
+        return answer
+
+    monkeypatch.setattr(served.rpc, "handle_body", handle_and_store_behind)
+    with pytest.raises(AssertionError, match=r"held_change\(None, 400"):
+        served.answer(b"not json")

@@ -240,13 +240,12 @@ def test_bytes_the_capture_missed_are_counted_as_a_gap(
     assert (connection.to_client.gaps, connection.to_client.data) == (0, down)
 
 
-def test_a_capture_that_lost_packets_is_refused_on_leaving() -> None:
-    capture = Capture(ports=[9])
+def test_a_capture_that_lost_packets_is_refused_on_leaving(tmp_path: Path) -> None:
+    capture = Capture(ports=[9], path=tmp_path / "never-started.pcap")
     capture._stderr.append("12 packets captured\n3 packets dropped by kernel\n")
     assert capture.dropped == 3
     with pytest.raises(CaptureError, match="dropped 3 packets"):
         capture.__exit__(None, None, None)
-    capture.path.unlink()
 
 
 def test_a_new_handshake_on_the_same_ports_starts_a_new_connection(tmp_path: Path) -> None:
@@ -487,12 +486,13 @@ def test_tcpdump_is_installed_once_fetching_package_lists_only_when_they_are_mis
 
 
 @pytest.fixture(scope="module")
-def tcpdump() -> str:
+def tcpdump(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """tcpdump's path, once it has shown it can capture here (else the test is skipped)."""
     path = ensure_tcpdump()
     if path is None:
         pytest.skip(tcpdump_missing_reason())
     try:
-        with Capture(ports=[9]):
+        with Capture(ports=[9], path=tmp_path_factory.mktemp("probe") / "probe.pcap"):
             pass
     except CaptureError as exc:
         if "permitted" in str(exc) or "ermission" in str(exc):

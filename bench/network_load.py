@@ -42,9 +42,9 @@ from veil.client.network import NetworkClient
 from veil.client.swarm import SwarmClient
 from veil.devnet.state import load_state
 from veil.identity import Identity
-from veil.node.replication import verify_receipt
 from veil.protocol.hashes import hash_b64, message_hash
 from veil.protocol.peers import PeerInfo
+from veil.protocol.replication import verify_receipt
 
 TTL_MS = 3600 * 1000
 QUORUM = 3

@@ -9,9 +9,11 @@ from pathlib import Path
 import pytest
 
 from node_helpers import Account, HttpClient, make_config, run, until
+from veil import _core
 from veil.errors import InvalidInputError
 from veil.identity import Identity
-from veil.node.config import NetworkSettings, NodeConfig
+from veil.node.config import LinkSettings, NetworkSettings, NodeConfig
+from veil.node.links import LinkPool
 from veil.node.membership import Membership
 from veil.node.server import Node
 from veil.protocol.announcement import Announcement, sign_announcement
@@ -21,6 +23,22 @@ FAST = NetworkSettings(gossip_interval_s=0.05, announce_interval_s=0.5, node_tim
 
 def _config(path: Path, seeds: tuple[str, ...] = ()) -> NodeConfig:
     return dataclasses.replace(make_config(path), network=FAST, seeds=seeds)
+
+
+def _membership(identity: Identity, settings: NetworkSettings | None = None) -> Membership:
+    links = LinkSettings()
+    pool = LinkPool(
+        key=_core.NodeKey(identity.x25519_secret_key), settings=links, count=lambda event: None
+    )
+    return Membership(
+        identity,
+        version="0",
+        seeds=(),
+        settings=settings or NetworkSettings(node_timeout_s=60),
+        clock_skew_ms=60_000,
+        pool=pool,
+        hop_timeout_s=1.0,
+    )
 
 
 def test_an_announcement_round_trips_and_any_change_breaks_its_signature() -> None:
@@ -41,25 +59,24 @@ def test_an_announcement_round_trips_and_any_change_breaks_its_signature() -> No
 
 def test_a_node_never_takes_another_nodes_word_for_itself_and_keeps_the_newest() -> None:
     me, them = Identity.generate(), Identity.generate()
-    view = Membership(
-        me,
-        version="0",
-        seeds=(),
-        node_timeout_s=60,
-        announce_interval_s=10,
-        gossip_interval_s=1,
-        clock_skew_ms=60_000,
-    )
-    view.announce("127.0.0.1:1", "127.0.0.1:2")
-    now = time.time_ns() // 1_000_000
-    old = sign_announcement(them, http="h:1", link="h:2", version="0", issued_ms=now - 1000)
-    new = sign_announcement(them, http="h:3", link="h:4", version="0", issued_ms=now)
-    fake_me = sign_announcement(me, http="evil:1", link="evil:2", version="0", issued_ms=now + 1)
-    future = sign_announcement(them, http="h:5", link="h:6", version="0", issued_ms=now + 3_600_000)
-    assert view.merge([new.to_json(), old.to_json(), fake_me.to_json(), future.to_json()]) == 1
-    assert view.nodes[them.ed25519_public_key].http == "h:3"
-    assert view.nodes[me.ed25519_public_key].http == "127.0.0.1:1"
-    assert view.merge(["junk", {"ed25519": "00"}, None]) == 0
+
+    async def main() -> None:
+        view = _membership(me)
+        view.announce("127.0.0.1:1", "127.0.0.1:2")
+        now = time.time_ns() // 1_000_000
+        old = sign_announcement(them, http="h:1", link="h:2", version="0", issued_ms=now - 1000)
+        new = sign_announcement(them, http="h:3", link="h:4", version="0", issued_ms=now)
+        fake_me = sign_announcement(me, http="evil:1", link="e:2", version="0", issued_ms=now + 1)
+        future = sign_announcement(
+            them, http="h:5", link="h:6", version="0", issued_ms=now + 3_600_000
+        )
+        entries = [new.to_json(), old.to_json(), fake_me.to_json(), future.to_json()]
+        assert await view.merge(entries) == 1
+        assert view.nodes[them.ed25519_public_key].http == "h:3"
+        assert view.nodes[me.ed25519_public_key].http == "127.0.0.1:1"
+        assert await view.merge(["junk", {"ed25519": "00"}, None]) == 0
+
+    run(main())
 
 
 def test_nodes_find_each_other_from_one_seed_and_drop_a_silent_one(tmp_path: Path) -> None:

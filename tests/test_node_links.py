@@ -1,68 +1,317 @@
-"""Node links: multiplexing, bounded in-flight work, timeouts, bad frames, and reconnection."""
+"""Node links, version 2: the handshake admits only known nodes, records hide everything, and the
+link keeps multiplexing, bounding in-flight work, timing out and reconnecting as before."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, replace
 
 import pytest
 
 from node_helpers import run
-from veil.node.links import HopFailed, Link, LinkPool, RequestHandler
-from veil.protocol.link import FailureCode, FrameDecoder, FrameKind, encode_frame
+from veil import _core
+from veil.node.links import (
+    HopFailed,
+    Link,
+    LinkGate,
+    LinkHandlers,
+    LinkPool,
+    LinkSettings,
+)
+from veil.node.source import address_key
+from veil.protocol.link import (
+    FailureCode,
+    FrameDecoder,
+    FrameKind,
+    encode_frame,
+)
+
+SETTINGS = LinkSettings(
+    max_frame=1 << 20,
+    max_streams=8,
+    connect_timeout_s=1.0,
+    backoff_max_s=0.5,
+    handshake_timeout_s=1.0,
+    partial_frame_timeout_s=1.0,
+)
+
+Handler = Callable[[bytes, bytes], Awaitable[bytes]]
+
+
+@dataclass
+class Keys:
+    secret: bytes
+
+    @property
+    def node(self) -> _core.NodeKey:
+        return _core.NodeKey(self.secret)
+
+    @property
+    def x25519(self) -> bytes:
+        return _core.x25519_public_key(self.secret)
+
+    @property
+    def node_id(self) -> bytes:
+        return b"id:" + self.x25519[:8]
+
+
+def _keys() -> Keys:
+    return Keys(_core.x25519_generate_secret())
+
+
+@dataclass
+class Server:
+    address: tuple[str, int]
+    keys: Keys
+    gate: LinkGate
+    events: Counter[str]
+    seen: list[bytes]
 
 
 @contextlib.asynccontextmanager
-async def _server(handler: RequestHandler, max_streams: int = 8) -> AsyncIterator[tuple[str, int]]:
+async def _server(
+    handler: Handler,
+    admitted: list[Keys],
+    settings: LinkSettings = SETTINGS,
+) -> AsyncIterator[Server]:
+    keys = _keys()
+    events: Counter[str] = Counter()
+    by_key = {k.x25519: k.node_id for k in admitted}
+    gate = LinkGate(settings, by_key.get, _counter(events))
+    seen: list[bytes] = []
+
+    async def request(peer: bytes, body: bytes) -> bytes:
+        seen.append(peer)
+        return await handler(peer, body)
+
+    node = keys.node
     loop = asyncio.get_running_loop()
     server = await loop.create_server(
-        lambda: Link(handler, max_frame=1 << 20, max_streams=max_streams), "127.0.0.1", 0
+        lambda: Link.accepting(
+            key=node,
+            settings=settings,
+            count=_counter(events),
+            gate=gate,
+            handlers=LinkHandlers(request=request, rpc=request),
+        ),
+        "127.0.0.1",
+        0,
     )
     try:
-        yield "127.0.0.1", server.sockets[0].getsockname()[1]
+        yield Server(("127.0.0.1", server.sockets[0].getsockname()[1]), keys, gate, events, seen)
     finally:
         server.close()
+        for link in gate.links():
+            link.abort()
 
 
-def _pool() -> LinkPool:
-    return LinkPool(max_frame=1 << 20, max_streams=64, connect_timeout_s=1.0, backoff_max_s=0.5)
+def _counter(events: Counter[str]) -> Callable[[str], None]:
+    return lambda event: events.update((event,))
 
 
-async def _echo(body: bytes) -> bytes:
+def _pool(keys: Keys, settings: LinkSettings = SETTINGS) -> LinkPool:
+    return LinkPool(key=keys.node, settings=settings, count=_counter(Counter()))
+
+
+async def _echo(peer: bytes, body: bytes) -> bytes:
     await asyncio.sleep(0.001 * (body[0] % 5))  # answers come back out of order
     return body[::-1]
 
 
-def test_many_requests_share_one_connection_and_get_their_own_answers() -> None:
+async def _closed_by_peer(reader: asyncio.StreamReader, timeout: float = 3.0) -> bool:
+    """True once the server closed the connection (EOF or reset), having sent nothing."""
+    try:
+        data = await asyncio.wait_for(reader.read(), timeout)
+    except ConnectionResetError:
+        return True
+    return data == b""
+
+
+def test_a_member_and_the_node_it_calls_authenticate_each_other_and_multiplex_requests() -> None:
+    client = _keys()
+    settings = replace(SETTINGS, max_streams=64)
+
     async def main() -> None:
-        async with _server(_echo, max_streams=64) as address:
-            pool = _pool()
+        async with _server(_echo, [client], settings) as server:
+            pool = _pool(client, settings)
             try:
                 bodies = [bytes([i]) + b"payload" for i in range(50)]
-                answers = await asyncio.gather(*(pool.request(address, b, 5.0) for b in bodies))
+                answers = await asyncio.gather(
+                    *(
+                        pool.request(server.address, server.keys.x25519, b, 5.0, FrameKind.RPC)
+                        for b in bodies
+                    )
+                )
                 assert answers == [b[::-1] for b in bodies]
                 assert len(pool._links) == 1
+                # The accepting side's handler was told which node asked.
+                assert set(server.seen) == {client.node_id}
+                assert server.events["opened_accepting"] == 1
             finally:
                 await pool.close()
 
     run(main())
 
 
+def test_a_node_whose_key_is_not_admitted_is_closed_after_the_handshake_message() -> None:
+    stranger = _keys()
+
+    async def main() -> None:
+        async with _server(_echo, [_keys()]) as server:
+            pool = _pool(stranger)
+            with pytest.raises(HopFailed):
+                await pool.request(server.address, server.keys.x25519, b"x", 2.0)
+            await pool.close()
+            assert server.seen == []
+            assert server.events["refused_not_admitted"] == 1
+            assert server.events["opened_accepting"] == 0
+
+    run(main())
+
+
+def test_a_caller_with_the_wrong_key_for_the_node_cannot_complete_the_handshake() -> None:
+    client = _keys()
+
+    async def main() -> None:
+        async with _server(_echo, [client]) as server:
+            pool = _pool(client)
+            with pytest.raises(HopFailed):  # addressed to another node's key
+                await pool.request(server.address, _keys().x25519, b"x", 2.0)
+            await pool.close()
+            assert server.events["closed_bad_handshake"] == 1
+            assert server.seen == []
+
+    run(main())
+
+
+def test_raw_version_1_frames_and_garbage_get_the_connection_closed_and_nothing_else() -> None:
+    async def main() -> None:
+        async with _server(_echo, [_keys()]) as server:
+            for payload in (
+                encode_frame(FrameKind.RPC, 1, b'{"method":"fetch","hashes":[]}'),
+                encode_frame(FrameKind.PING, 9),
+                b"\x00\x60" + bytes(96),  # the right length, not a handshake
+                b"GET / HTTP/1.1\r\n\r\n",
+            ):
+                reader, writer = await asyncio.open_connection(*server.address)
+                writer.write(payload)
+                await writer.drain()
+                assert await _closed_by_peer(reader)
+                writer.close()
+            assert server.seen == []
+            assert server.events["closed_bad_handshake"] == 4
+
+    run(main())
+
+
+def test_a_valid_handshake_followed_by_bytes_before_the_answer_is_refused() -> None:
+    client = _keys()
+
+    async def main() -> None:
+        async with _server(_echo, [client]) as server:
+            initiator = client.node.link_initiate(server.keys.x25519)
+            reader, writer = await asyncio.open_connection(*server.address)
+            writer.write(initiator.message + b"early")
+            await writer.drain()
+            assert await _closed_by_peer(reader)
+            writer.close()
+            assert server.seen == []
+
+    run(main())
+
+
+def test_a_connection_that_never_finishes_its_handshake_is_closed_in_time() -> None:
+    async def main() -> None:
+        async with _server(_echo, [_keys()]) as server:
+            reader, writer = await asyncio.open_connection(*server.address)
+            writer.write(b"\x00\x60" + bytes(10))  # a third of a handshake, then silence
+            await writer.drain()
+            started = time.monotonic()
+            assert await _closed_by_peer(reader, timeout=5.0)
+            assert time.monotonic() - started < 3.0
+            writer.close()
+            assert server.events["closed_handshake_timeout"] == 1
+
+    run(main())
+
+
+def test_unauthenticated_connections_are_capped_per_source_address() -> None:
+    settings = replace(SETTINGS, max_handshakes_per_address=4, handshake_timeout_s=5.0)
+
+    async def main() -> None:
+        async with _server(_echo, [_keys()], settings) as server:
+            held = [await asyncio.open_connection(*server.address) for _ in range(4)]
+            reader, writer = await asyncio.open_connection(*server.address)
+            assert await _closed_by_peer(reader, timeout=2.0)
+            writer.close()
+            assert server.events["refused_handshakes_per_address"] >= 1
+            assert server.gate.handshaking == 4
+            for _, held_writer in held:
+                held_writer.close()
+            await asyncio.sleep(0.1)
+            assert server.gate.handshaking == 0
+
+    run(main())
+
+
+def test_a_peer_keeps_at_most_the_configured_number_of_links_and_the_oldest_goes() -> None:
+    client = _keys()
+    settings = replace(SETTINGS, max_links_per_peer=2)
+
+    async def main() -> None:
+        async with _server(_echo, [client], settings) as server:
+            pools = [_pool(client) for _ in range(3)]
+            for pool in pools:
+                await pool.request(server.address, server.keys.x25519, b"\x01x", 2.0)
+            await asyncio.sleep(0.1)
+            assert len(server.gate.links()) == 2
+            assert server.events["closed_beyond_links_per_peer"] == 1
+            assert not pools[0]._links[(server.address, server.keys.x25519)].is_open
+            assert await pools[2].request(server.address, server.keys.x25519, b"\x01y", 2.0)
+            for pool in pools:
+                await pool.close()
+
+    run(main())
+
+
+def test_a_half_sent_frame_is_closed_after_the_partial_frame_timeout() -> None:
+    client = _keys()
+
+    async def main() -> None:
+        async with _server(_echo, [client]) as server:
+            pool = _pool(client)
+            link = await pool.get(server.address, server.keys.x25519)
+            assert link.transport is not None
+            assert link._cipher is not None
+            frame = encode_frame(FrameKind.REQUEST, 1, b"\x01" + bytes(1000))
+            link.transport.write(link._cipher.seal(frame[:500]))  # half a frame, then nothing
+            await asyncio.wait_for(link.closed.wait(), 4.0)
+            assert server.events["closed_partial_frame_timeout"] == 1
+            await pool.close()
+
+    run(main())
+
+
 def test_requests_past_the_in_flight_limit_are_answered_overloaded() -> None:
+    client = _keys()
     release = asyncio.Event()
 
-    async def stuck(body: bytes) -> bytes:
+    async def stuck(peer: bytes, body: bytes) -> bytes:
         await release.wait()
         return b"late"
 
     async def main() -> None:
-        async with _server(stuck, max_streams=4) as address:
-            pool = _pool()
-            waiting = [asyncio.create_task(pool.request(address, b"x", 5.0)) for _ in range(4)]
-            await asyncio.sleep(0.05)
+        async with _server(stuck, [client], replace(SETTINGS, max_streams=4)) as server:
+            pool = _pool(client)
+            target = (server.address, server.keys.x25519)
+            waiting = [asyncio.create_task(pool.request(*target, b"x", 5.0)) for _ in range(4)]
+            await asyncio.sleep(0.1)
             with pytest.raises(HopFailed) as refused:
-                await pool.request(address, b"y", 5.0)
+                await pool.request(*target, b"y", 5.0)
             assert refused.value.code is FailureCode.OVERLOADED
             release.set()
             assert await asyncio.gather(*waiting) == [b"late"] * 4
@@ -72,15 +321,17 @@ def test_requests_past_the_in_flight_limit_are_answered_overloaded() -> None:
 
 
 def test_a_next_hop_that_never_answers_times_out_as_path_failed() -> None:
-    async def silent(body: bytes) -> bytes:
+    client = _keys()
+
+    async def silent(peer: bytes, body: bytes) -> bytes:
         await asyncio.sleep(60)
         return b""
 
     async def main() -> None:
-        async with _server(silent) as address:
-            pool = _pool()
+        async with _server(silent, [client]) as server:
+            pool = _pool(client)
             with pytest.raises(HopFailed) as failed:
-                await pool.request(address, b"x", 0.2)
+                await pool.request(server.address, server.keys.x25519, b"x", 0.2)
             assert failed.value.code is FailureCode.PATH_FAILED
             await pool.close()
 
@@ -88,53 +339,94 @@ def test_a_next_hop_that_never_answers_times_out_as_path_failed() -> None:
 
 
 def test_a_failing_handler_becomes_path_failed_for_the_caller() -> None:
-    async def broken(body: bytes) -> bytes:
+    client = _keys()
+
+    async def broken(peer: bytes, body: bytes) -> bytes:
         raise HopFailed
 
     async def main() -> None:
-        async with _server(broken) as address:
-            pool = _pool()
+        async with _server(broken, [client]) as server:
+            pool = _pool(client)
             with pytest.raises(HopFailed):
-                await pool.request(address, b"x", 2.0)
+                await pool.request(server.address, server.keys.x25519, b"x", 2.0)
             await pool.close()
 
     run(main())
 
 
-def test_a_malformed_frame_closes_the_link() -> None:
+def test_ping_is_answered_with_pong_inside_the_encrypted_link() -> None:
+    client = _keys()
+
     async def main() -> None:
-        async with _server(_echo) as (host, port):
-            reader, writer = await asyncio.open_connection(host, port)
-            writer.write((3).to_bytes(4, "big") + b"junk")
+        async with _server(_echo, [client]) as server:
+            initiator = client.node.link_initiate(server.keys.x25519)
+            reader, writer = await asyncio.open_connection(*server.address)
+            writer.write(initiator.message)
+            cipher = initiator.finish(await asyncio.wait_for(reader.readexactly(50), 2.0))
+            writer.write(cipher.seal(encode_frame(FrameKind.PING, 9)))
             await writer.drain()
-            assert await asyncio.wait_for(reader.read(), 2.0) == b""
-            writer.close()
-
-    run(main())
-
-
-def test_ping_is_answered_with_pong() -> None:
-    async def main() -> None:
-        async with _server(_echo) as (host, port):
-            reader, writer = await asyncio.open_connection(host, port)
-            writer.write(encode_frame(FrameKind.PING, 9))
-            await writer.drain()
-            frames = FrameDecoder().feed(await asyncio.wait_for(reader.readexactly(9), 2.0))
+            record = await asyncio.wait_for(reader.readexactly(2 + 1 + 9 + 16), 2.0)
+            frames = FrameDecoder().feed(cipher.open(record))
             assert [(f.kind, f.stream) for f in frames] == [(FrameKind.PONG, 9)]
             writer.close()
 
     run(main())
 
 
-def test_an_unreachable_peer_fails_fast_then_is_retried_after_the_backoff() -> None:
+def test_links_of_a_peer_that_left_the_view_are_closed() -> None:
+    client = _keys()
+
     async def main() -> None:
-        pool = _pool()
-        async with _server(_echo) as address:
-            pass  # the port is free again: nothing listens there now
+        async with _server(_echo, [client]) as server:
+            pool = _pool(client)
+            link = await pool.get(server.address, server.keys.x25519)
+            assert server.gate.retain([]) == 1
+            await asyncio.wait_for(link.closed.wait(), 2.0)
+            await pool.close()
+
+    run(main())
+
+
+def test_an_unreachable_peer_fails_fast_then_is_retried_after_the_backoff() -> None:
+    client = _keys()
+
+    async def main() -> None:
+        pool = _pool(client)
+        async with _server(_echo, [client]) as server:
+            address, key = server.address, server.keys.x25519
         with pytest.raises(HopFailed):
-            await pool.request(address, b"x", 1.0)
+            await pool.request(address, key, b"x", 1.0)
+        started = time.monotonic()
         with pytest.raises(HopFailed):  # within the backoff: refused without trying
-            await pool.request(address, b"x", 1.0)
+            await pool.request(address, key, b"x", 1.0)
+        assert time.monotonic() - started < 0.05
         await pool.close()
 
     run(main())
+
+
+def test_a_link_older_than_its_maximum_age_is_replaced_by_a_fresh_handshake() -> None:
+    client = _keys()
+    settings = replace(SETTINGS, max_age_s=0.2)
+
+    async def main() -> None:
+        async with _server(_echo, [client], settings) as server:
+            pool = _pool(client, settings)
+            target = (server.address, server.keys.x25519)
+            first = await pool.get(*target)
+            await asyncio.sleep(0.3)
+            assert await pool.request(*target, b"\x01ab", 2.0) == b"ba\x01"
+            second = await pool.get(*target)
+            assert second is not first
+            await asyncio.wait_for(first.closed.wait(), 2.0)
+            assert server.events["opened_accepting"] == 2
+            await pool.close()
+
+    run(main())
+
+
+def test_address_keys_group_ipv6_by_64_and_keep_ipv4_whole() -> None:
+    assert address_key(("192.0.2.7", 5000)) == "192.0.2.7"
+    assert address_key(("2001:db8::1", 5000, 0, 0)) == address_key(("2001:db8::ffff", 1, 0, 0))
+    assert address_key(("2001:db8:0:1::1", 5000, 0, 0)) != address_key(("2001:db8::1", 1, 0, 0))
+    assert address_key(("::ffff:192.0.2.7", 5000, 0, 0)) == "192.0.2.7"

@@ -46,9 +46,9 @@ class _Recorder:
             proto.connection_made = connection_made  # type: ignore[method-assign]
             return proto
 
-        async def call(request: object) -> tuple[int, dict[str, Any]]:
+        async def call(request: object, *, forwarded: bool = False) -> tuple[int, dict[str, Any]]:
             self.requests.append(request)
-            return await original_call(request)
+            return await original_call(request, forwarded=forwarded)
 
         node.app.protocol = protocol  # type: ignore[method-assign]
         node.rpc.call = call  # type: ignore[method-assign]

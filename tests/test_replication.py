@@ -8,8 +8,8 @@ from pathlib import Path
 
 from node_helpers import Account, HttpClient, make_config, retrieve_all, run, until
 from veil.node.config import NetworkSettings, NodeConfig
-from veil.node.replication import verify_receipt
 from veil.node.server import Node
+from veil.protocol.replication import verify_receipt
 
 FAST = NetworkSettings(
     gossip_interval_s=0.05,

@@ -91,7 +91,7 @@ def test_two_halves_that_did_not_know_each_other_still_deliver_every_message(
                     answer = await client.store(carol.session_id, b"left %d" % i, ttl_ms=600_000)
                     sent.add(answer["hash"])
             # the halves meet: their views disagree until gossip and anti-entropy settle
-            await right[0].membership.exchange(f"127.0.0.1:{left[0].port}")
+            await right[0].membership.exchange_http(f"127.0.0.1:{left[0].port}")
             await until(lambda: all(len(n.membership.nodes) == 10 for n in nodes), 20)
             async with NetworkClient([n.peer_info for n in nodes]) as network:
                 client = SwarmClient(network)

@@ -62,8 +62,11 @@ def check_timestamp(timestamp: object, now_ms: int, skew_ms: int) -> int:
     return timestamp
 
 
-def verify_signature(account: bytes, params: dict[str, object], signed: bytes) -> None:
-    """Check ``params["signature"]`` over ``signed`` for ``account``; raise 401 if it fails."""
+def verify_signature(
+    account: bytes, params: dict[str, object], signed: bytes
+) -> tuple[bytes, bytes]:
+    """Check ``params["signature"]`` over ``signed`` for ``account``; raise 401 if it fails.
+    Returns (the Ed25519 key that signed, the signature)."""
     signature_b64 = params.get("signature")
     if not isinstance(signature_b64, str):
         raise RpcError.unauthorized("this request must be signed (signature is missing)")
@@ -74,3 +77,4 @@ def verify_signature(account: bytes, params: dict[str, object], signed: bytes) -
     key = _signing_key(account, params.get("pubkey_ed25519"))
     if len(signature) != 64 or not _core.ed25519_verify(key, signed, signature):
         raise RpcError.unauthorized("signature verification failed")
+    return key, signature

@@ -18,6 +18,7 @@ from veil.errors import VeilError
 __all__ = [
     "ConfigError",
     "Limits",
+    "LinkSettings",
     "NetworkSettings",
     "NodeConfig",
     "OnionSettings",
@@ -92,6 +93,11 @@ class Limits:
         30.0,
         "Budget to read and answer one request; idle keep-alive connections close after it.",
     )
+    max_connections_per_address: int = setting(
+        256,
+        "Most simultaneous client connections from one IPv4 address or IPv6 /64; further ones "
+        "are closed at once (the address is counted in memory only, never logged).",
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,17 +141,58 @@ class OnionSettings:
     replay_max_entries: int = setting(
         1_000_000, "Most replay tags remembered per half-window; past it new layers are refused."
     )
+    replay_max_entries_per_source: int = setting(
+        100_000,
+        "Most replay tags one source (a client address, or a peer node) may hold per half-window; "
+        "past it that source's new layers are refused, so that one sender cannot fill the cache.",
+    )
     max_onion_bytes: int = setting(
         11 * 1024 * 1024, "Largest onion a node accepts from a client or a peer."
     )
-    link_max_streams: int = setting(
-        4096, "Most requests in flight on one node link; past it the link answers OVERLOADED."
-    )
-    link_connect_timeout_s: float = setting(3.0, "Time to open a TCP connection to a peer.")
-    link_backoff_max_s: float = setting(10.0, "Longest wait between reconnection attempts.")
     peel_batch_max: int = setting(64, "Most waiting layers peeled in one parallel batch.")
     max_hops: int = setting(
         8, "Most nodes a request may pass through; a layer arriving after more is refused."
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class LinkSettings:
+    """Node links: the authenticated, encrypted connections between nodes (docs/protocol.md)."""
+
+    max_frame: int = setting(
+        11 * 1024 * 1024 + 1024,
+        "Largest frame on a node link (at least max_onion_bytes + 64); node RPC answers and "
+        "replication batches are built at most half this size.",
+    )
+    max_streams: int = setting(
+        4096, "Most requests in flight on one node link; past it the link answers OVERLOADED."
+    )
+    connect_timeout_s: float = setting(3.0, "Time to open a TCP connection to a peer.")
+    backoff_max_s: float = setting(10.0, "Longest wait between reconnection attempts.")
+    handshake_timeout_s: float = setting(
+        5.0, "A connection whose handshake is not done by then is closed."
+    )
+    max_handshakes: int = setting(
+        256, "Most connections in handshake at once (not yet authenticated); more are closed."
+    )
+    max_handshakes_per_address: int = setting(
+        16, "Most connections in handshake at once from one IPv4 address or IPv6 /64."
+    )
+    max_links_per_peer: int = setting(
+        2, "Most accepted links one admitted node may hold; a newer one closes the oldest."
+    )
+    idle_timeout_s: float = setting(300.0, "A link with no traffic for this long is closed.")
+    partial_frame_timeout_s: float = setting(
+        30.0, "A link that holds part of a frame for this long without completing one is closed."
+    )
+    max_write_buffer_bytes: int = setting(
+        32 * 1024 * 1024,
+        "Most bytes waiting to be sent on one link; a peer that does not read is disconnected.",
+    )
+    rekey_interval_s: float = setting(600.0, "How often a link's sending key is rekeyed.")
+    rekey_bytes: int = setting(1 << 30, "Bytes a link sends before its sending key is rekeyed.")
+    max_age_s: float = setting(
+        3600.0, "An outgoing link older than this is replaced by a new handshake (fresh keys)."
     )
 
 
@@ -173,7 +220,29 @@ class NetworkSettings:
     sync_interval_s: float = setting(
         5.0, "How often a node compares its accounts with another swarm member (anti-entropy)."
     )
-    sync_max_messages: int = setting(2000, "Most messages one anti-entropy exchange transfers.")
+    sync_max_messages: int = setting(
+        2000, "Most messages one anti-entropy exchange transfers each way."
+    )
+    sync_max_accounts: int = setting(
+        1000, "Most accounts compared in one anti-entropy summary request."
+    )
+    sync_batch_messages: int = setting(
+        500, "Most messages read, pushed or fetched at once (then cut by size into frames)."
+    )
+    handover_window_s: float = setting(
+        120.0,
+        "A node that left an account's swarm less than this long ago may still replicate and "
+        "sync that account here (hand-over).",
+    )
+    rpc_max_items: int = setting(
+        20_000, "Most entries in any list or map of a node-RPC body from a peer."
+    )
+    max_nodes: int = setting(10_000, "Most nodes a view holds; announcements of more are ignored.")
+    gossip_max_entries: int = setting(
+        256,
+        "Most announcements one gossip exchange carries; a POST /gossip with more is refused "
+        "(413), from its size when it is larger than this many announcements can be.",
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,6 +261,7 @@ class NodeConfig:
     limits: Limits = field(default_factory=Limits)
     store: StoreSettings = field(default_factory=StoreSettings)
     onion: OnionSettings = field(default_factory=OnionSettings)
+    links: LinkSettings = field(default_factory=LinkSettings)
     network: NetworkSettings = field(default_factory=NetworkSettings)
 
     @property
@@ -251,6 +321,8 @@ def render_config(config: NodeConfig) -> str:
         f"{_section_toml(config.store)}\n\n"
         "[onion]\n"
         f"{_section_toml(config.onion)}\n\n"
+        "[links]\n"
+        f"{_section_toml(config.links)}\n\n"
         "[network]\n"
         f"{_section_toml(config.network)}\n"
     )
@@ -337,7 +409,15 @@ def _node_section(node: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _check_consistency(limits: Limits, store: StoreSettings, network: NetworkSettings) -> None:
+def _check_consistency(
+    limits: Limits,
+    store: StoreSettings,
+    onion: OnionSettings,
+    links: LinkSettings,
+    network: NetworkSettings,
+) -> None:
+    if links.max_frame < onion.max_onion_bytes + 64:
+        raise ConfigError("[links] max_frame must be at least [onion] max_onion_bytes + 64")
     if not 1 <= network.write_quorum <= network.swarm_size:
         raise ConfigError("[network] write_quorum must be between 1 and swarm_size")
     if not 1 <= network.min_swarm_size <= network.swarm_size:
@@ -359,15 +439,22 @@ def load_config(data_dir: Path) -> NodeConfig:
         raise ConfigError(f"{path} does not exist; run `veil node init` first") from None
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise ConfigError(f"{path}: {exc}") from None
-    unknown = set(document) - {"node", "limits", "store", "onion", "network"}
+    unknown = set(document) - {"node", "limits", "store", "onion", "links", "network"}
     if unknown:
         raise ConfigError(f"{path}: unknown section(s) {sorted(unknown)}")
     node = _node_section(document.get("node", {}))
     limits = _build_section(Limits, document.get("limits", {}), "limits")
     store = _build_section(StoreSettings, document.get("store", {}), "store")
     onion = _build_section(OnionSettings, document.get("onion", {}), "onion")
+    links = _build_section(LinkSettings, document.get("links", {}), "links")
     network = _build_section(NetworkSettings, document.get("network", {}), "network")
-    _check_consistency(limits, store, network)
+    _check_consistency(limits, store, onion, links, network)
     return NodeConfig(
-        data_dir=data_dir, limits=limits, store=store, onion=onion, network=network, **node
+        data_dir=data_dir,
+        limits=limits,
+        store=store,
+        onion=onion,
+        links=links,
+        network=network,
+        **node,
     )

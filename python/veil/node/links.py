@@ -1,40 +1,71 @@
-"""Node links: persistent, multiplexed TCP connections between service nodes.
+"""Node links, version 2: authenticated, encrypted, multiplexed connections between service nodes.
 
-One :class:`Link` per connection, in both directions: the side that connected sends ``REQUEST``
-frames and waits for a ``RESPONSE`` or ``FAILURE`` with the same stream id; the side that accepted
-answers them with its handler. Many requests share one connection, so forwarding an onion layer
-costs no TCP or HTTP set-up. :class:`LinkPool` keeps one outgoing link per peer, opens it on first
-use, and after a failure waits (exponential backoff, capped) before trying that peer again —
-failing fast meanwhile, so the client can take another path. Frames: :mod:`veil.protocol.link`.
+A link opens with a Noise_IK handshake keyed by both nodes' identity keys (``veil._core.NodeKey``;
+``docs/protocol.md``, "Node links, version 2"). The connecting node already knows, from its
+announcement, the key of the node it calls; the accepting node learns the caller's key from the
+first message and asks :class:`LinkGate` whether that key belongs to a node it admits *before* it
+answers: a stranger gets the connection closed, having had no frame parsed, no onion peeled and no
+JSON read. After the handshake every byte is an encrypted record (``LinkCipher``); inside the
+records run the frames of :mod:`veil.protocol.link`.
 
-Backpressure: a link accepts at most ``max_streams`` requests in flight (more are answered
-``OVERLOADED`` at once); writes wait while the transport's buffer is over its high-water mark; the
-frame decoder refuses frames over ``max_frame`` before buffering them.
+One :class:`Link` per connection, in both directions: the side that connected sends ``REQUEST`` and
+``RPC`` frames and waits for a ``RESPONSE`` or ``FAILURE`` with the same stream id; the side that
+accepted answers them with its handlers, which are told which node asked. :class:`LinkPool` keeps
+one outgoing link per peer, opens it on first use (handshake included), replaces it when it grows
+old, and after a failure waits (exponential backoff, capped) before trying that peer again.
+
+Bounds (``[links]`` in node.toml), each counted in ``veil_link_events_total`` when it triggers:
+unauthenticated connections in handshake, overall and per source address; links per admitted peer
+(the oldest goes); a handshake that does not finish in time; a frame left half-received; an idle
+link; a peer that does not read what it is sent (write buffer cap); at most ``max_streams`` requests
+in flight per link (more are answered ``OVERLOADED``); frames larger than the limit. Writes of
+answers and requests wait while the transport is over its high-water mark; the small control
+answers (``PONG`` is dropped then, ``FAILURE`` is queued) are bounded by the write-buffer cap.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
 import itertools
 import logging
 import socket
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
 
+from veil import _core
+from veil.errors import DecryptionError, VeilError
+from veil.node.config import LinkSettings
+from veil.node.source import address_key
 from veil.protocol.link import (
+    HANDSHAKE_INIT_LEN,
+    HANDSHAKE_RESPONSE_LEN,
     FailureCode,
+    Frame,
     FrameDecoder,
     FrameKind,
     LinkProtocolError,
     encode_frame,
 )
 
-__all__ = ["HopFailed", "Link", "LinkPool"]
+__all__ = [
+    "HopFailed",
+    "Link",
+    "LinkGate",
+    "LinkHandlers",
+    "LinkPool",
+    "LinkSettings",
+    "PeerHandler",
+]
 
 log = logging.getLogger("veil.node.links")
 
-RequestHandler = Callable[[bytes], Awaitable[bytes]]
+PeerHandler = Callable[[bytes, bytes], Awaitable[bytes]]
+"""An accepting link's handler: ``(peer node id, frame body) -> answer body``."""
+
+Count = Callable[[str], None]
 
 
 class HopFailed(Exception):
@@ -45,21 +76,126 @@ class HopFailed(Exception):
         self.code = code
 
 
+@dataclass(frozen=True, slots=True)
+class LinkHandlers:
+    """What an accepting link does with the requests of an admitted peer."""
+
+    request: PeerHandler
+    """``REQUEST`` frames: an onion layer (hops ‖ layer)."""
+    rpc: PeerHandler
+    """``RPC`` frames: node-to-node requests (``veil.protocol.node_rpc``)."""
+
+
+class _State(enum.Enum):
+    HANDSHAKE = 1
+    OPEN = 2
+    CLOSED = 3
+
+
+class LinkGate:
+    """The accepting side's admission: who may open a link, and how many may be open at once.
+
+    ``admit(x25519)`` answers the node id (Ed25519 key) of an admitted node with that static key,
+    or ``None``; it is the node's current view (plus its configured peers). :meth:`retain` closes
+    the links of nodes that left it.
+    """
+
+    def __init__(
+        self, settings: LinkSettings, admit: Callable[[bytes], bytes | None], count: Count
+    ) -> None:
+        self.settings = settings
+        self.admit = admit
+        self.count = count
+        self.handshaking = 0
+        self._handshakes_by_address: dict[str, int] = {}
+        self._links_by_peer: dict[bytes, list[Link]] = {}
+
+    def start_handshake(self, source: str) -> bool:
+        """Room for one more unauthenticated connection from ``source``? (Counts it if so.)"""
+        if self.handshaking >= self.settings.max_handshakes:
+            self.count("refused_handshakes_full")
+            return False
+        if self._handshakes_by_address.get(source, 0) >= self.settings.max_handshakes_per_address:
+            self.count("refused_handshakes_per_address")
+            return False
+        self.handshaking += 1
+        self._handshakes_by_address[source] = self._handshakes_by_address.get(source, 0) + 1
+        return True
+
+    def end_handshake(self, source: str) -> None:
+        self.handshaking -= 1
+        left = self._handshakes_by_address.get(source, 0) - 1
+        if left > 0:
+            self._handshakes_by_address[source] = left
+        else:
+            self._handshakes_by_address.pop(source, None)
+
+    def open(self, link: Link, remote_x25519: bytes) -> bytes | None:
+        """The peer's node id if it is admitted; its oldest links beyond the cap are closed."""
+        peer = self.admit(remote_x25519)
+        if peer is None:
+            self.count("refused_not_admitted")
+            return None
+        links = self._links_by_peer.setdefault(peer, [])
+        links.append(link)
+        while len(links) > self.settings.max_links_per_peer:
+            self.count("closed_beyond_links_per_peer")
+            links.pop(0).close()
+        return peer
+
+    def closed(self, link: Link) -> None:
+        if link.peer is None:
+            return
+        links = self._links_by_peer.get(link.peer)
+        if links is not None and link in links:
+            links.remove(link)
+            if not links:
+                del self._links_by_peer[link.peer]
+
+    def retain(self, admitted: Iterable[bytes]) -> int:
+        """Close the links of every peer not in ``admitted`` (node ids); return how many."""
+        keep = set(admitted)
+        closed = 0
+        for peer in [p for p in self._links_by_peer if p not in keep]:
+            for link in list(self._links_by_peer.get(peer, [])):
+                link.close()
+                closed += 1
+        if closed:
+            self.count("closed_peer_left_view")
+        return closed
+
+    def links(self) -> list[Link]:
+        return [link for links in self._links_by_peer.values() for link in links]
+
+
 class Link(asyncio.Protocol):
-    """One node-link connection (either end)."""
+    """One node-link connection (either end). Build it with :meth:`accepting` or :meth:`calling`."""
 
     def __init__(
         self,
-        handler: RequestHandler | None,
         *,
-        max_frame: int,
-        max_streams: int,
-        rpc_handler: RequestHandler | None = None,
+        key: _core.NodeKey,
+        settings: LinkSettings,
+        count: Count,
+        remote_x25519: bytes | None,
+        peer: bytes | None,
+        gate: LinkGate | None,
+        handlers: LinkHandlers | None,
     ) -> None:
-        self.handler = handler
-        self.rpc_handler = rpc_handler
-        self.max_streams = max_streams
-        self.decoder = FrameDecoder(max_frame)
+        self.settings = settings
+        self.count = count
+        self.peer = peer
+        """The node id (Ed25519 key) at the other end, known once the handshake is done."""
+        self._key = key
+        self._gate = gate
+        self._handlers = handlers
+        self._initiator = key.link_initiate(remote_x25519) if remote_x25519 is not None else None
+        self._cipher: _core.LinkCipher | None = None
+        self._state = _State.HANDSHAKE
+        self._handshake_buffer = bytearray()
+        self._source = ""
+        self.ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.decoder = FrameDecoder(settings.max_frame)
         self.transport: asyncio.Transport | None = None
         self.closed = asyncio.Event()
         self._waiting: dict[int, asyncio.Future[bytes]] = {}
@@ -68,6 +204,50 @@ class Link(asyncio.Protocol):
         self._can_write = asyncio.Event()
         self._can_write.set()
         self._outbox: list[bytes] = []
+        now = time.monotonic()
+        self.opened_at = now
+        self._last_activity = now
+        self._progress_at = now
+        self._rekeyed_at = now
+        self._sealed_since_rekey = 0
+        self._watchdog: asyncio.TimerHandle | None = None
+        self.retired = False
+
+    @classmethod
+    def accepting(
+        cls,
+        *,
+        key: _core.NodeKey,
+        settings: LinkSettings,
+        count: Count,
+        gate: LinkGate,
+        handlers: LinkHandlers,
+    ) -> Link:
+        """The accepting end: answers only nodes ``gate`` admits."""
+        return cls(
+            key=key,
+            settings=settings,
+            count=count,
+            remote_x25519=None,
+            peer=None,
+            gate=gate,
+            handlers=handlers,
+        )
+
+    @classmethod
+    def calling(
+        cls, *, key: _core.NodeKey, settings: LinkSettings, count: Count, remote_x25519: bytes
+    ) -> Link:
+        """The connecting end, to the node whose announced X25519 key is ``remote_x25519``."""
+        return cls(
+            key=key,
+            settings=settings,
+            count=count,
+            remote_x25519=remote_x25519,
+            peer=None,
+            gate=None,
+            handlers=None,
+        )
 
     # --- asyncio.Protocol --------------------------------------------------------------------
 
@@ -76,8 +256,26 @@ class Link(asyncio.Protocol):
         sock = transport.get_extra_info("socket")
         if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if self._gate is not None:
+            self._source = address_key(transport.get_extra_info("peername"))
+            if not self._gate.start_handshake(self._source):
+                self._source = ""
+                self.abort()
+                return
+        elif self._initiator is not None:
+            transport.write(self._initiator.message)  # type: ignore[attr-defined]
+        self._arm_watchdog()
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self._end_handshake()
+        self._state = _State.CLOSED
+        if self._gate is not None:
+            self._gate.closed(self)
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+        if not self.ready.done():
+            self.ready.set_exception(HopFailed())
+            self.ready.exception()  # retrieved: a failed dial is reported by the pool
         self.closed.set()
         self._can_write.set()
         for future in self._waiting.values():
@@ -94,32 +292,98 @@ class Link(asyncio.Protocol):
         self._can_write.set()
 
     def data_received(self, data: bytes) -> None:
-        try:
-            frames = self.decoder.feed(data)
-        except LinkProtocolError:
-            log.warning("closing a node link that sent a malformed frame")
-            self.close()
+        if self._state is _State.HANDSHAKE:
+            data = self._handshake(data)
+            if not data:
+                return
+        if self._cipher is None:
             return
+        self._last_activity = time.monotonic()
+        try:
+            plaintext = self._cipher.open(data)
+            frames = self.decoder.feed(plaintext) if plaintext else []
+        except DecryptionError:
+            self.count("closed_bad_record")
+            self.abort()
+            return
+        except LinkProtocolError:
+            self.count("closed_bad_frame")
+            self.abort()
+            return
+        if frames or (not self.decoder.buffered and not self._cipher.pending):
+            self._progress_at = self._last_activity
         for frame in frames:
             if frame.kind is FrameKind.REQUEST:
-                self._serve(self.handler, frame.stream, frame.body)
+                self._serve(self._handlers.request if self._handlers else None, frame)
             elif frame.kind is FrameKind.RPC:
-                self._serve(self.rpc_handler, frame.stream, frame.body)
+                self._serve(self._handlers.rpc if self._handlers else None, frame)
             elif frame.kind in (FrameKind.RESPONSE, FrameKind.FAILURE):
-                future = self._waiting.pop(frame.stream, None)
-                if future is None or future.done():
-                    continue
-                if frame.kind is FrameKind.RESPONSE:
-                    future.set_result(frame.body)
-                else:
-                    code = frame.body[0] if frame.body else FailureCode.PATH_FAILED
-                    try:
-                        failure = FailureCode(code)
-                    except ValueError:
-                        failure = FailureCode.PATH_FAILED
-                    future.set_exception(HopFailed(failure))
-            elif frame.kind is FrameKind.PING:
+                self._settle(frame.kind, frame.stream, frame.body)
+            elif frame.kind is FrameKind.PING and self._can_write.is_set():
                 self._send(FrameKind.PONG, frame.stream, b"")
+
+    # --- the handshake ------------------------------------------------------------------------
+
+    def _handshake(self, data: bytes) -> bytes:
+        """Take handshake bytes; return what follows the handshake (records), if anything."""
+        self._handshake_buffer += data
+        buffered = self._handshake_buffer
+        want = HANDSHAKE_RESPONSE_LEN if self._initiator is not None else HANDSHAKE_INIT_LEN
+        if len(buffered) >= 2 and int.from_bytes(buffered[:2], "big") != want - 2:
+            return self._refuse("closed_bad_handshake")
+        if len(buffered) < want:
+            return b""
+        message, rest = bytes(buffered[:want]), bytes(buffered[want:])
+        self._handshake_buffer = bytearray()
+        if self._initiator is not None:
+            return self._finish_calling(message, rest)
+        return self._finish_accepting(message, rest)
+
+    def _finish_calling(self, message: bytes, rest: bytes) -> bytes:
+        assert self._initiator is not None
+        try:
+            self._cipher = self._initiator.finish(message)
+        except DecryptionError:
+            return self._refuse("closed_bad_handshake")
+        self._initiator = None
+        self._state = _State.OPEN
+        self.count("opened_calling")
+        if not self.ready.done():
+            self.ready.set_result(None)
+        return rest
+
+    def _finish_accepting(self, message: bytes, rest: bytes) -> bytes:
+        assert self._gate is not None
+        if rest:  # the caller may send records only once it has the answer
+            return self._refuse("closed_bad_handshake")
+        try:
+            remote, answer, cipher = self._key.link_respond(message)
+        except DecryptionError:
+            return self._refuse("closed_bad_handshake")
+        self._end_handshake()
+        peer = self._gate.open(self, remote)
+        if peer is None:
+            self.abort()
+            return b""
+        self.peer = peer
+        self._cipher = cipher
+        self._state = _State.OPEN
+        self.count("opened_accepting")
+        if not self.ready.done():
+            self.ready.set_result(None)
+        if self.transport is not None:
+            self.transport.write(answer)
+        return b""
+
+    def _refuse(self, event: str) -> bytes:
+        self.count(event)
+        self.abort()
+        return b""
+
+    def _end_handshake(self) -> None:
+        if self._gate is not None and self._source:
+            self._gate.end_handshake(self._source)
+            self._source = ""
 
     # --- both ends ----------------------------------------------------------------------------
 
@@ -127,13 +391,23 @@ class Link(asyncio.Protocol):
         if self.transport is not None and not self.transport.is_closing():
             self.transport.close()
 
+    def abort(self) -> None:
+        """Close at once, dropping anything not yet written (a hostile or broken peer)."""
+        self._state = _State.CLOSED
+        if self.transport is not None:
+            self.transport.abort()
+
+    @property
+    def is_open(self) -> bool:
+        return self._state is _State.OPEN and not self.closed.is_set()
+
     @property
     def in_flight(self) -> int:
         return len(self._waiting) + len(self._serving)
 
     def _send(self, kind: FrameKind, stream: int, body: bytes) -> None:
         """Queue a frame; the frames queued in one turn of the event loop go out in one write."""
-        if self.transport is None or self.transport.is_closing():
+        if self.transport is None or self.transport.is_closing() or self._cipher is None:
             return
         self._outbox.append(encode_frame(kind, stream, body))
         if len(self._outbox) == 1:
@@ -141,22 +415,93 @@ class Link(asyncio.Protocol):
 
     def _flush(self) -> None:
         frames, self._outbox = self._outbox, []
-        if self.transport is not None and not self.transport.is_closing():
-            self.transport.write(b"".join(frames))
+        transport, cipher = self.transport, self._cipher
+        if transport is None or transport.is_closing() or cipher is None or not frames:
+            return
+        data = b"".join(frames)
+        now = time.monotonic()
+        self._sealed_since_rekey += len(data)
+        rekey = (
+            self._sealed_since_rekey >= self.settings.rekey_bytes
+            or now - self._rekeyed_at >= self.settings.rekey_interval_s
+        )
+        if rekey:
+            self._sealed_since_rekey = 0
+            self._rekeyed_at = now
+            self.count("rekeyed")
+        transport.write(cipher.seal(data, rekey))
+        self._last_activity = now
+        if transport.get_write_buffer_size() > self.settings.max_write_buffer_bytes:
+            self.count("closed_write_buffer_full")
+            self.abort()
+
+    def _settle(self, kind: FrameKind, stream: int, body: bytes) -> None:
+        future = self._waiting.pop(stream, None)
+        if future is None or future.done():
+            return
+        if kind is FrameKind.RESPONSE:
+            future.set_result(body)
+            return
+        try:
+            failure = FailureCode(body[0]) if body else FailureCode.PATH_FAILED
+        except ValueError:
+            failure = FailureCode.PATH_FAILED
+        future.set_exception(HopFailed(failure))
+
+    def _arm_watchdog(self) -> None:
+        settings = self.settings
+        period = min(
+            settings.handshake_timeout_s,
+            settings.partial_frame_timeout_s,
+            settings.idle_timeout_s,
+            settings.rekey_interval_s,
+        )
+        self._watchdog = asyncio.get_running_loop().call_later(max(0.05, period / 4), self._watch)
+
+    def _watch(self) -> None:
+        """Enforce the handshake, partial-frame and idle timeouts; rekey an idle link when due."""
+        if self.closed.is_set():
+            return
+        now, settings = time.monotonic(), self.settings
+        if self._state is _State.HANDSHAKE:
+            if now - self.opened_at > settings.handshake_timeout_s:
+                self.count("closed_handshake_timeout")
+                self.abort()
+                return
+        elif self._cipher is not None:
+            partial = self.decoder.buffered or self._cipher.pending
+            if partial and now - self._progress_at > settings.partial_frame_timeout_s:
+                self.count("closed_partial_frame_timeout")
+                self.abort()
+                return
+            if not self.in_flight and now - self._last_activity > settings.idle_timeout_s:
+                self.count("closed_idle")
+                self.close()
+                return
+            if now - self._rekeyed_at >= settings.rekey_interval_s and not self._outbox:
+                self._rekeyed_at = now
+                self._sealed_since_rekey = 0
+                self.count("rekeyed")
+                if self.transport is not None and not self.transport.is_closing():
+                    self.transport.write(self._cipher.seal(b"", True))
+        self._arm_watchdog()
 
     # --- the accepting end --------------------------------------------------------------------
 
-    def _serve(self, handler: RequestHandler | None, stream: int, body: bytes) -> None:
-        if handler is None or len(self._serving) >= self.max_streams:
-            self._send(FrameKind.FAILURE, stream, bytes([FailureCode.OVERLOADED]))
+    def _serve(self, handler: PeerHandler | None, frame: Frame) -> None:
+        if handler is None or self.peer is None or len(self._serving) >= self.settings.max_streams:
+            self.count("refused_streams_full" if handler is not None else "refused_no_handler")
+            self._send(FrameKind.FAILURE, frame.stream, bytes([FailureCode.OVERLOADED]))
             return
-        task = asyncio.get_running_loop().create_task(self._answer(handler, stream, body))
+        task = asyncio.get_running_loop().create_task(
+            self._answer(handler, self.peer, frame.stream, frame.body)
+        )
         self._serving.add(task)
         task.add_done_callback(self._serving.discard)
 
-    async def _answer(self, handler: RequestHandler, stream: int, body: bytes) -> None:
+    async def _answer(self, handler: PeerHandler, peer: bytes, stream: int, body: bytes) -> None:
         try:
-            answer = await handler(body)
+            answer = await handler(peer, body)
         except HopFailed as failure:
             self._send(FrameKind.FAILURE, stream, bytes([failure.code]))
             return
@@ -174,9 +519,9 @@ class Link(asyncio.Protocol):
         self, body: bytes, timeout: float, kind: FrameKind = FrameKind.REQUEST
     ) -> bytes:
         """Send ``body`` as a REQUEST (or RPC) and return the RESPONSE; raise :class:`HopFailed`."""
-        if self.closed.is_set() or self.transport is None:
+        if not self.is_open or self.transport is None:
             raise HopFailed()
-        if len(self._waiting) >= self.max_streams:
+        if len(self._waiting) >= self.settings.max_streams:
             raise HopFailed(FailureCode.OVERLOADED)
         stream = next(self._stream_ids) & 0xFFFF_FFFF
         loop = asyncio.get_running_loop()
@@ -192,6 +537,8 @@ class Link(asyncio.Protocol):
         finally:
             timer.cancel()
             self._waiting.pop(stream, None)
+            if self.retired and not self.in_flight:
+                self.close()
 
 
 def _expire(future: asyncio.Future[bytes]) -> None:
@@ -200,60 +547,88 @@ def _expire(future: asyncio.Future[bytes]) -> None:
 
 
 class LinkPool:
-    """One outgoing link per peer address, opened on demand, with capped exponential backoff."""
+    """One outgoing link per peer (address and key), opened and authenticated on demand, replaced
+    after ``max_age_s``, with capped exponential backoff after a failure."""
 
-    def __init__(
-        self,
-        *,
-        max_frame: int,
-        max_streams: int,
-        connect_timeout_s: float,
-        backoff_max_s: float,
-    ) -> None:
-        self.max_frame = max_frame
-        self.max_streams = max_streams
-        self.connect_timeout_s = connect_timeout_s
-        self.backoff_max_s = backoff_max_s
-        self._links: dict[tuple[str, int], Link] = {}
-        self._locks: dict[tuple[str, int], asyncio.Lock] = {}
-        self._backoff: dict[tuple[str, int], tuple[float, float]] = {}  # address: (until, delay)
+    def __init__(self, *, key: _core.NodeKey, settings: LinkSettings, count: Count) -> None:
+        self.key = key
+        self.settings = settings
+        self.count = count
+        self._links: dict[tuple[tuple[str, int], bytes], Link] = {}
+        self._locks: dict[tuple[tuple[str, int], bytes], asyncio.Lock] = {}
+        self._backoff: dict[tuple[tuple[str, int], bytes], tuple[float, float]] = {}
 
-    async def get(self, address: tuple[str, int]) -> Link:
-        link = self._links.get(address)
-        if link is not None and not link.closed.is_set():
+    def _usable(self, link: Link | None) -> Link | None:
+        if link is None or not link.is_open:
+            return None
+        if time.monotonic() - link.opened_at > self.settings.max_age_s:
+            link.retired = True  # new requests go to a fresh link; this one closes when drained
+            if not link.in_flight:
+                link.close()
+            return None
+        return link
+
+    async def get(self, address: tuple[str, int], x25519: bytes) -> Link:
+        """The open link to the node at ``address`` whose key is ``x25519`` (opened if need be)."""
+        slot = (address, x25519)
+        link = self._usable(self._links.get(slot))
+        if link is not None:
             return link
-        lock = self._locks.setdefault(address, asyncio.Lock())
+        lock = self._locks.setdefault(slot, asyncio.Lock())
         async with lock:
-            link = self._links.get(address)
-            if link is not None and not link.closed.is_set():
+            link = self._usable(self._links.get(slot))
+            if link is not None:
                 return link
-            until, delay = self._backoff.get(address, (0.0, 0.0))
+            until, delay = self._backoff.get(slot, (0.0, 0.0))
             if time.monotonic() < until:
                 raise HopFailed()
             try:
-                async with asyncio.timeout(self.connect_timeout_s):
-                    _, link = await asyncio.get_running_loop().create_connection(
-                        lambda: Link(None, max_frame=self.max_frame, max_streams=self.max_streams),
-                        address[0],
-                        address[1],
-                    )
-            except (OSError, TimeoutError):
-                delay = min(self.backoff_max_s, max(0.1, delay * 2))
-                self._backoff[address] = (time.monotonic() + delay, delay)
+                link = await self._dial(address, x25519)
+            except (OSError, TimeoutError, HopFailed, VeilError):
+                self.count("dial_failed")
+                delay = min(self.settings.backoff_max_s, max(0.1, delay * 2))
+                self._backoff[slot] = (time.monotonic() + delay, delay)
                 raise HopFailed() from None
-            self._backoff.pop(address, None)
-            self._links[address] = link
+            self._backoff.pop(slot, None)
+            self._links[slot] = link
             return link
+
+    async def _dial(self, address: tuple[str, int], x25519: bytes) -> Link:
+        loop = asyncio.get_running_loop()
+        settings = self.settings
+        async with asyncio.timeout(settings.connect_timeout_s + settings.handshake_timeout_s):
+            _, link = await loop.create_connection(
+                lambda: Link.calling(
+                    key=self.key, settings=settings, count=self.count, remote_x25519=x25519
+                ),
+                address[0],
+                address[1],
+            )
+            try:
+                await link.ready
+            except BaseException:
+                link.abort()
+                raise
+        return link
 
     async def request(
         self,
         address: tuple[str, int],
+        x25519: bytes,
         body: bytes,
         timeout: float,
         kind: FrameKind = FrameKind.REQUEST,
     ) -> bytes:
-        link = await self.get(address)
+        link = await self.get(address, x25519)
         return await link.request(body, timeout, kind)
+
+    def retain(self, admitted: Iterable[bytes]) -> None:
+        """Close the outgoing links to keys no longer admitted (X25519 keys)."""
+        keep = set(admitted)
+        for slot in [s for s in self._links if s[1] not in keep]:
+            self._links.pop(slot).close()
+            self._backoff.pop(slot, None)
+            self._locks.pop(slot, None)
 
     async def close(self) -> None:
         links = list(self._links.values())

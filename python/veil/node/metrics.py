@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 __all__ = ["NodeMetrics"]
@@ -24,6 +24,21 @@ class _StoreCollector(Collector):
         )
         yield GaugeMetricFamily("veil_lmdb_used_bytes", "Bytes of the LMDB map in use.", value=used)
         yield GaugeMetricFamily("veil_lmdb_map_bytes", "Size of the LMDB map.", value=size)
+
+
+class _CountsCollector(Collector):
+    """A counter family read, at each scrape, from a mapping a component keeps (event → count)."""
+
+    def __init__(
+        self, name: str, documentation: str, label: str, read: Callable[[], Mapping[str, int]]
+    ) -> None:
+        self._name, self._documentation, self._label, self._read = name, documentation, label, read
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        family = CounterMetricFamily(self._name, self._documentation, labels=[self._label])
+        for key, value in sorted(self._read().items()):
+            family.add_metric([key], value)
+        yield family
 
 
 class NodeMetrics:
@@ -54,10 +69,22 @@ class NodeMetrics:
             ["status"],
             registry=self.registry,
         )
+        self.limits = Counter(
+            "veil_limit_refusals",
+            "Connections or requests refused by a configured limit, by the limit's name.",
+            ["limit"],
+            registry=self.registry,
+        )
 
     def watch_store(self, read: Callable[[], tuple[int, int, int, int]]) -> None:
         """Report (messages, bytes, LMDB bytes used, LMDB map size) from ``read`` on each scrape."""
         self.registry.register(_StoreCollector(read))
+
+    def watch_counts(
+        self, name: str, documentation: str, label: str, read: Callable[[], Mapping[str, int]]
+    ) -> None:
+        """Export the counts a component keeps in a mapping as the counter family ``name``."""
+        self.registry.register(_CountsCollector(name, documentation, label, read))
 
     def count(self, method: str, status: int) -> None:
         # Looking a labelled child up costs more than incrementing it; keep them.

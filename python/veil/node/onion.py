@@ -39,27 +39,33 @@ class ReplayCache:
 
     A layer is accepted only within ``window_s`` of its issue time, so a tag needs keeping for at
     most twice that; the oldest generation is dropped every ``window_s``. At most ``max_entries``
-    tags per generation: past that, new layers are refused as OVERLOADED rather than forgotten.
+    tags per generation, and at most ``max_per_source`` from one source (a client address, or a
+    peer node), so that one sender cannot fill the cache for everyone: past either, new layers are
+    refused as OVERLOADED rather than forgotten.
     """
 
-    def __init__(self, window_s: float, max_entries: int) -> None:
+    def __init__(self, window_s: float, max_entries: int, max_per_source: int) -> None:
         self.window_s = window_s
         self.max_entries = max_entries
+        self.max_per_source = max_per_source
         self._generations: collections.deque[set[bytes]] = collections.deque([set()], maxlen=3)
+        self._sources: collections.Counter[str | bytes] = collections.Counter()
         self._rotated = time.monotonic()
 
-    def check_and_add(self, tag: bytes) -> None:
+    def check_and_add(self, tag: bytes, source: str | bytes) -> None:
         """Remember ``tag``; raise :class:`HopFailed` if it was seen (a replay) or if full."""
         now = time.monotonic()
         if now - self._rotated >= self.window_s:
             self._generations.append(set())
+            self._sources = collections.Counter()
             self._rotated = now
         if any(tag in generation for generation in self._generations):
             raise HopFailed()
         current = self._generations[-1]
-        if len(current) >= self.max_entries:
+        if len(current) >= self.max_entries or self._sources[source] >= self.max_per_source:
             raise HopFailed(FailureCode.OVERLOADED)
         current.add(tag)
+        self._sources[source] += 1
 
     def __len__(self) -> int:
         return sum(len(generation) for generation in self._generations)
@@ -134,7 +140,11 @@ class OnionRouter:
         self.rpc = rpc
         self.external_services = external_services
         self.peeler = LayerPeeler(key, settings.peel_batch_max)
-        self.replays = ReplayCache(settings.replay_window_s, settings.replay_max_entries)
+        self.replays = ReplayCache(
+            settings.replay_window_s,
+            settings.replay_max_entries,
+            settings.replay_max_entries_per_source,
+        )
         self.peers: dict[bytes, PeerInfo] = {}
         self.counts: collections.Counter[str] = collections.Counter()
         self._http: Any = None
@@ -142,25 +152,27 @@ class OnionRouter:
     def set_peers(self, peers: list[PeerInfo]) -> None:
         self.peers = {peer.x25519: peer for peer in peers}
 
-    async def handle(self, onion: bytes, budget_s: float) -> bytes:
-        """A layer from a client (this node is the first hop): the answer to relay back (encrypted
-        by the destination), or :class:`HopFailed`."""
+    async def handle(self, onion: bytes, budget_s: float, source: str) -> bytes:
+        """A layer from a client (this node is the first hop; ``source`` is the client's address
+        key, held in memory for the replay cache's share only): the answer to relay back
+        (encrypted by the destination), or :class:`HopFailed`."""
         try:
             async with asyncio.timeout(budget_s):
-                return await self._handle(onion, budget_s, hops=0)
+                return await self._handle(onion, budget_s, hops=0, source=source)
         except TimeoutError:
             self.counts["timeout"] += 1
             raise HopFailed() from None
 
-    async def handle_from_peer(self, body: bytes) -> bytes:
-        """A REQUEST frame's body (hops ‖ layer) from the previous hop, which keeps its own deadline
-        for the answer; at most ``link_max_streams`` of these run per link."""
+    async def handle_from_peer(self, peer: bytes, body: bytes) -> bytes:
+        """A REQUEST frame's body (hops ‖ layer) from the previous hop ``peer`` (an admitted
+        node), which keeps its own deadline for the answer; at most ``[links] max_streams`` of
+        these run per link."""
         if not body or body[0] >= self.settings.max_hops:
             self.counts["too_many_hops"] += 1
             raise HopFailed()
-        return await self._handle(body[1:], self.settings.hop_timeout_s, hops=body[0])
+        return await self._handle(body[1:], self.settings.hop_timeout_s, hops=body[0], source=peer)
 
-    async def _handle(self, onion: bytes, budget_s: float, hops: int) -> bytes:
+    async def _handle(self, onion: bytes, budget_s: float, hops: int, source: str | bytes) -> bytes:
         if len(onion) > self.settings.max_onion_bytes:
             self.counts["refused"] += 1
             raise HopFailed()
@@ -175,7 +187,7 @@ class OnionRouter:
             self.counts["stale"] += 1
             raise HopFailed()
         try:
-            self.replays.check_and_add(layer.replay_tag)
+            self.replays.check_and_add(layer.replay_tag, source)
         except HopFailed:
             self.counts["replayed"] += 1
             raise
@@ -186,7 +198,9 @@ class OnionRouter:
                 raise HopFailed()
             self.counts["forwarded"] += 1
             timeout = min(self.settings.hop_timeout_s, budget_s)
-            return await self.pool.request(peer.link, bytes([hops + 1]) + layer.payload, timeout)
+            return await self.pool.request(
+                peer.link, peer.x25519, bytes([hops + 1]) + layer.payload, timeout
+            )
         assert layer.reply_key is not None
         self.counts["delivered"] += 1
         if not target:

@@ -1,101 +1,61 @@
-"""Replication between the members of an account's swarm.
+"""Replication between the members of an account's swarm: the sending side.
 
 - **Writes**: the member a client stores at keeps the message durably, sends it to the other
-  members over node links (RPC frame ``replicate``), and answers once ``write_quorum`` members in
-  all hold it, with each one's signed receipt; the rest get it in the background.
-- **Deletes and expiry changes** are forwarded to the other members with the client's own signed
-  request, which each member verifies itself; a deleted message leaves a tombstone (``store.py``).
+  members over node links (``replicate``), and answers once ``write_quorum`` members in all hold
+  it, with each one's signed receipt; the rest get it in the background.
+- **Deletes and expiry changes** are forwarded to the other members (``apply``) with the client's
+  own signed request, which each member verifies itself; a deleted message leaves a tombstone.
 - **Anti-entropy**: every ``sync_interval_s`` a node compares, with one other node, the accounts
-  both serve — by (message count, XOR of hashes) — and exchanges only the messages of accounts that
-  differ: it pushes what the other lacks and fetches what it lacks. A node that joins gets its share
-  this way (others sync with it as soon as they see it), and one that was down catches up.
+  both serve — by (message count, XOR of hashes) — and exchanges only the messages of accounts
+  that differ: it pushes what the other lacks and fetches what it lacks. A node that joins gets its
+  share this way (others sync with it as soon as they see it), and one that was down catches up.
 - **Hand-over**: an account this node no longer serves (the view changed) is pushed to its current
   swarm, and deleted here only once enough members acknowledged it.
 
-Receipt: Ed25519 by the member over ``"veil-receipt-v1" ‖ hash (32) ‖ expiry_ms (8, big-endian)``.
+No frame this side builds is larger than half the largest frame: summaries go in chunks of
+``sync_max_accounts`` accounts, messages in chunks by size, fetches until the peer says no more.
+What the other side answers, and for which accounts, is :mod:`veil.node.peer_rpc`'s; the bodies
+are :mod:`veil.protocol.node_rpc`'s.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
+import collections
 import contextlib
 import logging
 import random
-import struct
+from collections.abc import Coroutine, Iterator
 from typing import Any
 
-import orjson
-
 from veil import _core
-from veil.errors import InvalidInputError
 from veil.identity import Identity
-from veil.node.config import NetworkSettings
+from veil.node.config import Limits, NetworkSettings
 from veil.node.links import HopFailed, LinkPool
-from veil.node.replication_context import FORWARDED
-from veil.node.store import Message, MessageStore, StoreOutcome, Txn
+from veil.node.message_rules import acceptable
+from veil.node.store import MessageStore, StoreOutcome, Txn, now_ms
 from veil.node.view import NetworkState
 from veil.node.writer import StoreWriter
-from veil.protocol import hashes as keys
 from veil.protocol.announcement import Announcement
 from veil.protocol.link import FrameKind
+from veil.protocol.node_rpc import (
+    Apply,
+    Fetch,
+    NodeRpcError,
+    Replicate,
+    Request,
+    Summary,
+    decode_differ,
+    decode_messages,
+    decode_receipts,
+    encode_request,
+    message_entry_size,
+)
+from veil.protocol.replication import Message, receipt_bytes, receipt_json
 
-__all__ = ["FORWARDED", "Replicator", "message_from_json", "message_to_json", "verify_receipt"]
+__all__ = ["Replicator"]
 
 log = logging.getLogger("veil.node.replication")
-
-RECEIPT_CONTEXT = b"veil-receipt-v1"
-
-
-def message_to_json(message: Message) -> dict[str, Any]:
-    return {
-        "account": message.account.hex(),
-        "namespace": message.namespace,
-        "timestamp": message.timestamp_ms,
-        "expiry": message.expiry_ms,
-        "data": base64.b64encode(message.data).decode("ascii"),
-    }
-
-
-def message_from_json(entry: object) -> Message:
-    """A replicated message; its hash is recomputed, so a peer cannot mislabel one."""
-    if not isinstance(entry, dict):
-        raise InvalidInputError("a message is an object")
-    try:
-        account = bytes.fromhex(entry["account"])
-        namespace, timestamp, expiry = entry["namespace"], entry["timestamp"], entry["expiry"]
-        data = base64.b64decode(entry["data"], validate=True)
-    except (KeyError, TypeError, ValueError, binascii.Error):
-        raise InvalidInputError("a replicated message is malformed") from None
-    if len(account) != keys.ACCOUNT_LEN or not all(
-        isinstance(v, int) and not isinstance(v, bool) for v in (namespace, timestamp, expiry)
-    ):
-        raise InvalidInputError("a replicated message is malformed")
-    if not -32768 <= namespace <= 32767 or not 0 <= timestamp <= expiry < 1 << 63:
-        raise InvalidInputError("a replicated message is malformed")
-    digest = keys.message_hash(account, namespace, data)
-    return Message(account, namespace, timestamp, expiry, data, digest)
-
-
-def _receipt_bytes(digest: bytes, expiry_ms: int) -> bytes:
-    return RECEIPT_CONTEXT + digest + struct.pack(">Q", expiry_ms)
-
-
-def verify_receipt(receipt: object, digest: bytes, expiry_ms: int) -> bytes | None:
-    """The signing node's Ed25519 key if ``receipt`` is valid for the message, else None."""
-    if not isinstance(receipt, dict):
-        return None
-    try:
-        node = bytes.fromhex(receipt["node"])
-        signature = base64.b64decode(receipt["signature"], validate=True)
-    except (KeyError, TypeError, ValueError, binascii.Error):
-        return None
-    if len(node) != 32 or len(signature) != 64:
-        return None
-    if not _core.ed25519_verify(node, _receipt_bytes(digest, expiry_ms), signature):
-        return None
-    return node
 
 
 class Replicator:
@@ -108,7 +68,9 @@ class Replicator:
         store: MessageStore,
         writer: StoreWriter,
         settings: NetworkSettings,
+        limits: Limits,
         hop_timeout_s: float,
+        max_frame: int,
     ) -> None:
         self.identity = identity
         self.network = network
@@ -116,21 +78,21 @@ class Replicator:
         self.store = store
         self.writer = writer
         self.settings = settings
+        self.limits = limits
         self.timeout_s = hop_timeout_s
+        self.budget = max_frame // 2
+        """No frame this side sends is larger than half the largest frame."""
         self.own_id = identity.ed25519_public_key
         self._background: set[asyncio.Task[Any]] = set()
         self._rng = random.SystemRandom()
-        self.counts: dict[str, int] = {}
-        self.client_rpc: Any = None  # StorageRpc, for forwarded deletes
+        self.counts: collections.Counter[str] = collections.Counter()
 
     # --- receipts and writes ------------------------------------------------------------------
 
     def receipt(self, message: Message) -> dict[str, str]:
-        signature = self.identity.sign(_receipt_bytes(message.hash, message.expiry_ms))
-        return {
-            "node": self.own_id.hex(),
-            "signature": base64.b64encode(signature).decode("ascii"),
-        }
+        """This node's receipt for a message it holds durably, as the client sees it."""
+        signature = self.identity.sign(receipt_bytes(message.hash, message.expiry_ms))
+        return receipt_json(self.own_id, signature)
 
     def quorum(self, account: bytes) -> int:
         """Members that must hold a store before it is answered (W, or the whole swarm if less)."""
@@ -157,180 +119,170 @@ class Replicator:
                 if len(receipts) >= need:
                     break
         except TimeoutError:
-            self._count("quorum_timeout")
+            self.counts["quorum_timeout"] += 1
         return receipts
 
     async def _push(self, member: Announcement, messages: list[Message]) -> list[dict[str, str]]:
-        """Replicate ``messages`` to ``member``; return its valid receipts, in order."""
-        body = orjson.dumps(
-            {"method": "replicate", "messages": [message_to_json(m) for m in messages]}
-        )
-        answer = await self.pool.request(member.link_address, body, self.timeout_s, FrameKind.RPC)
+        """Replicate ``messages`` (one frame's worth) to ``member``; its valid receipts."""
+        answer = await self._rpc(member, Replicate(messages))
         try:
-            receipts = orjson.loads(answer).get("receipts", [])
-        except (orjson.JSONDecodeError, AttributeError):
+            signatures = decode_receipts(answer, expected=len(messages))
+        except NodeRpcError:
+            self.counts["bad_answer"] += 1
             raise HopFailed() from None
         valid = []
-        for message, receipt in zip(messages, receipts, strict=False):
-            if verify_receipt(receipt, message.hash, message.expiry_ms) == member.ed25519:
-                valid.append(receipt)
-        self._count("pushed", len(valid))
+        for message, signature in zip(messages, signatures, strict=True):
+            if signature is not None and _core.ed25519_verify(
+                member.ed25519, receipt_bytes(message.hash, message.expiry_ms), signature
+            ):
+                valid.append(receipt_json(member.ed25519, signature))
+        self.counts["pushed"] += len(valid)
         return valid
 
-    def forward(self, request: dict[str, Any], account: bytes) -> None:
-        """Send a client's signed request (delete, expire) to the account's other members."""
-        if FORWARDED.get():
-            return
-        body = orjson.dumps({"method": "apply", "request": request})
+    async def _push_all(self, member: Announcement, hashes: list[bytes]) -> int:
+        """Replicate the messages ``hashes`` to ``member`` in frames of bounded size; how many
+        it took."""
+        taken = 0
+        for batch in _chunks(hashes, self.settings.sync_batch_messages):
+            messages = await self._read(batch)
+            for chunk in self._by_size(messages):
+                taken += len(await self._push(member, chunk))
+        return taken
+
+    def _by_size(self, messages: list[Message]) -> Iterator[list[Message]]:
+        chunk: list[Message] = []
+        used = 0
+        for message in messages:
+            size = message_entry_size(message)
+            if chunk and used + size > self.budget:
+                yield chunk
+                chunk, used = [], 0
+            chunk.append(message)
+            used += size
+        if chunk:
+            yield chunk
+
+    async def _read(self, hashes: list[bytes]) -> list[Message]:
+        """The messages ``hashes`` that this node holds, read on a reader thread."""
+        return await asyncio.get_running_loop().run_in_executor(
+            None, self.store.messages_of, hashes
+        )
+
+    async def _rpc(self, member: Announcement, request: Request) -> bytes:
+        return await self.pool.request(
+            member.link_address,
+            member.x25519,
+            encode_request(request),
+            self.timeout_s,
+            FrameKind.RPC,
+        )
+
+    def forward(self, method: str, params: dict[str, Any], account: bytes) -> None:
+        """Send a client's signed request (delete, delete_all, expire) to the account's other
+        members, in the background."""
+        request = Apply(method, params)
         for member in self.network.swarm(account):
             if member.ed25519 != self.own_id:
-                self._spawn(self._rpc(member, body))
+                self._spawn(self._forward_to(member, request))
 
-    async def _rpc(self, member: Announcement, body: bytes) -> bytes | None:
+    async def _forward_to(self, member: Announcement, request: Apply) -> None:
         try:
-            return await self.pool.request(member.link_address, body, self.timeout_s, FrameKind.RPC)
+            await self._rpc(member, request)
         except HopFailed:
-            self._count("rpc_failed")
-            return None
+            self.counts["forward_failed"] += 1
 
-    # --- the other end ------------------------------------------------------------------------
-
-    async def handle_rpc(self, body: bytes) -> bytes:
-        """A node-to-node request (RPC frame)."""
-        try:
-            request = orjson.loads(body)
-        except orjson.JSONDecodeError:
-            raise HopFailed() from None
-        if not isinstance(request, dict):
-            raise HopFailed()
-        method = request.get("method")
-        if method == "replicate":
-            return orjson.dumps({"receipts": await self._take(request.get("messages"))})
-        if method == "summary":
-            return orjson.dumps({"differ": self._differ(request.get("accounts"))})
-        if method == "fetch":
-            return orjson.dumps({"messages": self._fetch(request.get("hashes"))})
-        if method == "apply" and self.client_rpc is not None:
-            token = FORWARDED.set(True)
-            try:
-                status, _answer = await self.client_rpc.call(request.get("request"))
-            finally:
-                FORWARDED.reset(token)
-            return orjson.dumps({"status": status})
-        raise HopFailed()
-
-    async def _take(self, entries: object) -> list[dict[str, str] | None]:
-        if not isinstance(entries, list):
-            return []
-        messages: list[Message | None] = []
-        for entry in entries[: self.settings.sync_max_messages]:
-            try:
-                messages.append(message_from_json(entry))
-            except InvalidInputError:
-                messages.append(None)
-        good = [m for m in messages if m is not None]
-
-        def put_all(txn: Txn) -> list[StoreOutcome]:
-            return [self.store.put(txn, m) for m in good]
-
-        outcomes = iter(
-            await self.writer.submit(put_all, if_full=[StoreOutcome.STORAGE_FULL] * len(good))
-        )
-        receipts: list[dict[str, str] | None] = []
-        for message in messages:
-            if message is None:
-                receipts.append(None)
-                continue
-            outcome = next(outcomes)
-            held = outcome in (StoreOutcome.STORED, StoreOutcome.ALREADY)
-            receipts.append(self.receipt(message) if held else None)
-        self._count("taken", sum(r is not None for r in receipts))
-        return receipts
+    # --- anti-entropy and hand-over -----------------------------------------------------------
 
     def _shared_accounts(self, peer: bytes) -> list[bytes]:
         return [
             account
             for account in self.store.held_accounts()
-            if peer in self.network.swarms.swarm(account)
+            if self.network.serves(account) and peer in self.network.swarms.swarm(account)
         ]
-
-    def _differ(self, accounts: object) -> dict[str, list[str]]:
-        """For each account whose summary differs from ours, our hashes (the caller diffs)."""
-        if not isinstance(accounts, dict):
-            return {}
-        theirs: dict[bytes, tuple[int, str]] = {}
-        for account_hex, summary in list(accounts.items())[:100_000]:
-            try:
-                theirs[bytes.fromhex(account_hex)] = (int(summary[0]), str(summary[1]))
-            except (ValueError, TypeError, IndexError):
-                continue
-        ours = self.store.summaries(list(theirs))
-        differ: dict[str, list[str]] = {}
-        for account, (count, digest_hex) in theirs.items():
-            mine = ours.get(account)
-            if mine is None or mine[0] != count or mine[1].hex() != digest_hex:
-                differ[account.hex()] = [keys.hash_b64(h) for h in self.store.hashes_of(account)]
-        return differ
-
-    def _fetch(self, hashes: object) -> list[dict[str, Any]]:
-        if not isinstance(hashes, list):
-            return []
-        wanted = []
-        for text in hashes[: self.settings.sync_max_messages]:
-            try:
-                wanted.append(keys.hash_from_b64(text))
-            except InvalidInputError:
-                continue
-        return [message_to_json(m) for m in self.store.messages_of(wanted)]
-
-    # --- anti-entropy and hand-over -----------------------------------------------------------
 
     async def sync_with(self, peer: Announcement) -> tuple[int, int]:
         """Compare shared accounts with ``peer``; return (messages pushed, messages fetched)."""
-        accounts = self._shared_accounts(peer.ed25519)
-        summaries = self.store.summaries(accounts)
-        body = orjson.dumps(
-            {
-                "method": "summary",
-                "accounts": {a.hex(): [c, d.hex()] for a, (c, d) in summaries.items()},
-            }
-        )
-        answer = await self._rpc(peer, body)
-        if answer is None:
-            return 0, 0
+        pushed = fetched = 0
+        limit = self.settings.sync_max_messages
         try:
-            differ = orjson.loads(answer).get("differ", {})
-        except (orjson.JSONDecodeError, AttributeError):
-            return 0, 0
+            for accounts in _chunks(
+                self._shared_accounts(peer.ed25519), self.settings.sync_max_accounts
+            ):
+                push, pull = await self._compare(peer, accounts)
+                pushed += await self._push_all(peer, push[: max(0, limit - pushed)])
+                fetched += await self._fetch_all(peer, pull[: max(0, limit - fetched)])
+                if pushed >= limit and fetched >= limit:
+                    break
+        except HopFailed:
+            self.counts["sync_failed"] += 1
+        self.counts["synced_pushed"] += pushed
+        self.counts["synced_fetched"] += fetched
+        return pushed, fetched
+
+    async def _compare(
+        self, peer: Announcement, accounts: list[bytes]
+    ) -> tuple[list[bytes], list[bytes]]:
+        """(hashes to push, hashes to fetch) for the accounts whose summaries differ."""
+        summaries = self.store.summaries(accounts)
+        request = Summary([(a, count, digest) for a, (count, digest) in summaries.items()])
+        try:
+            differ, _more = decode_differ(
+                await self._rpc(peer, request), max_items=self.settings.rpc_max_items
+            )
+        except NodeRpcError:
+            self.counts["bad_answer"] += 1
+            return [], []
+        asked = set(accounts)
         push: list[bytes] = []
-        pull: list[str] = []
-        for account_hex, their_hashes in differ.items():
-            try:
-                account = bytes.fromhex(account_hex)
-                theirs = {keys.hash_from_b64(h) for h in their_hashes}
-            except (ValueError, TypeError, InvalidInputError):
+        pull: list[bytes] = []
+        for account, their_hashes in differ:
+            if account not in asked:
                 continue
             mine = set(self.store.hashes_of(account))
+            theirs = set(their_hashes)
             push.extend(mine - theirs)
-            pull.extend(keys.hash_b64(h) for h in theirs - mine)
-        limit = self.settings.sync_max_messages
-        pushed = fetched = 0
-        if push:
-            with contextlib.suppress(HopFailed):
-                pushed = len(await self._push(peer, self.store.messages_of(push[:limit])))
-        if pull:
-            answer = await self._rpc(
-                peer, orjson.dumps({"method": "fetch", "hashes": pull[:limit]})
-            )
-            if answer is not None:
+            pull.extend(theirs - mine)
+        return push, pull
+
+    async def _fetch_all(self, peer: Announcement, hashes: list[bytes]) -> int:
+        """Fetch ``hashes`` from ``peer``, a batch at a time; within a batch, ask again while the
+        peer says its answer stopped at its size budget."""
+        fetched = 0
+        for batch in _chunks(hashes, self.settings.sync_batch_messages):
+            wanted = set(batch)
+            while wanted:
                 try:
-                    entries = orjson.loads(answer).get("messages", [])
-                except (orjson.JSONDecodeError, AttributeError):
-                    entries = []
-                fetched = sum(r is not None for r in await self._take(entries))
-        self._count("synced_pushed", pushed)
-        self._count("synced_fetched", fetched)
-        return pushed, fetched
+                    messages, more = decode_messages(
+                        await self._rpc(peer, Fetch(sorted(wanted))), max_items=len(wanted)
+                    )
+                except NodeRpcError:
+                    self.counts["bad_answer"] += 1
+                    return fetched
+                got = [m for m in messages if m.hash in wanted]
+                fetched += await self._take(got)
+                wanted -= {m.hash for m in got}
+                if not more or not got:
+                    break
+        return fetched
+
+    async def _take(self, messages: list[Message]) -> int:
+        """Store messages fetched from a swarm member, checked as a replicated message is."""
+        now = now_ms()
+        good = [
+            m
+            for m in messages
+            if self.network.serves(m.account) and acceptable(m, self.limits, now)
+        ]
+        if not good:
+            return 0
+
+        def put_all(txn: Txn) -> list[StoreOutcome]:
+            return [self.store.put(txn, m) for m in good]
+
+        outcomes = await self.writer.submit(
+            put_all, if_full=[StoreOutcome.STORAGE_FULL] * len(good)
+        )
+        return sum(o is StoreOutcome.STORED for o in outcomes)
 
     async def hand_over(self) -> int:
         """Push the accounts this node no longer serves to their swarms; drop them once held."""
@@ -341,14 +293,14 @@ class Replicator:
             members = self.network.swarm(account)
             if not members:
                 continue
-            messages = self.store.messages_of(self.store.hashes_of(account))
+            hashes = self.store.hashes_of(account)
             held_by = 0
             for member in members:
                 try:
-                    receipts = await self._push(member, messages)
+                    taken = await self._push_all(member, hashes)
                 except HopFailed:
                     continue
-                if len(receipts) == len(messages):
+                if taken == len(hashes):
                     held_by += 1
             if held_by >= self.quorum(account):
 
@@ -356,7 +308,7 @@ class Replicator:
                     return self.store.drop_account(txn, account)
 
                 dropped += await self.writer.submit(drop, if_full=0)
-        self._count("handed_over", dropped)
+        self.counts["handed_over"] += dropped
         return dropped
 
     async def run(self) -> None:
@@ -374,14 +326,11 @@ class Replicator:
 
     # --- bookkeeping ------------------------------------------------------------------------------
 
-    def _spawn(self, coroutine: Any) -> asyncio.Task[Any]:
+    def _spawn(self, coroutine: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
         task = asyncio.get_running_loop().create_task(coroutine)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
         return task
-
-    def _count(self, what: str, n: int = 1) -> None:
-        self.counts[what] = self.counts.get(what, 0) + n
 
     async def close(self) -> None:
         for task in list(self._background):
@@ -389,3 +338,8 @@ class Replicator:
         for task in list(self._background):
             with contextlib.suppress(asyncio.CancelledError, HopFailed):
                 await task
+
+
+def _chunks(items: list[Any], size: int) -> Iterator[list[Any]]:
+    for start in range(0, len(items), max(1, size)):
+        yield items[start : start + size]

@@ -23,10 +23,10 @@ from veil.node.auth import check_timestamp, parse_account, verify_signature
 from veil.node.config import Limits
 from veil.node.errors import RpcError
 from veil.node.metrics import NodeMetrics
-from veil.node.replication_context import FORWARDED
-from veil.node.store import Message, MessageStore, StoreOutcome
+from veil.node.store import MessageStore, StoreOutcome, now_ms
 from veil.node.writer import StorageFull, StoreClosed, StoreWriter
 from veil.protocol.hashes import cursor_decode, hash_b64, hash_from_b64, message_hash
+from veil.protocol.replication import Message, StoreAuth
 from veil.protocol.storage_rpc import (
     NAMESPACE_MAX,
     NAMESPACE_MIN,
@@ -55,13 +55,11 @@ class NetworkView(Protocol):
     def nodes_json(self) -> list[dict[str, Any]]: ...
 
 
-Handler = Callable[[Params], Awaitable[dict[str, Any]]]
+Handler = Callable[[Params, bool], Awaitable[dict[str, Any]]]
+"""A method: ``(params, forwarded) -> answer``; ``forwarded`` is True for a request another
+member of the account's swarm forwarded here (it is not forwarded again)."""
 
 _VERSION = [int(part) if part.isdigit() else 0 for part in (__version__.split(".") + ["0"] * 3)[:3]]
-
-
-def _now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 def _int_param(params: Params, name: str, *, required: bool = True, default: int = 0) -> int:
@@ -98,19 +96,28 @@ class StorageRpc:
     """Dispatches parsed requests to their handlers."""
 
     def __init__(
-        self, store: MessageStore, writer: StoreWriter, limits: Limits, metrics: NodeMetrics
+        self,
+        store: MessageStore,
+        writer: StoreWriter,
+        limits: Limits,
+        metrics: NodeMetrics,
+        *,
+        network: NetworkView | None = None,
+        replicator: Replicator | None = None,
+        min_swarm_size: int = 1,
+        node_info: dict[str, Any] | None = None,
     ) -> None:
         self.store = store
         self.writer = writer
         self.limits = limits
         self.metrics = metrics
-        self.node_info: dict[str, Any] = {}
+        self.node_info = node_info or {}
         """Fields ``info`` answers besides version and time (the node's public keys)."""
-        self.network: NetworkView | None = None
+        self.network = network
         """The node's view of the network, for swarm checks; None serves every account."""
-        self.replicator: Replicator | None = None
+        self.replicator = replicator
         """Replication to the other swarm members; None for a node on its own."""
-        self.min_swarm_size = 1
+        self.min_swarm_size = min_swarm_size
         self.handlers: dict[str, Handler] = {
             "store": self.store_message,
             "retrieve": self.retrieve,
@@ -138,8 +145,10 @@ class StorageRpc:
         self.metrics.count(label, status)
         return status, orjson.dumps(answer)
 
-    async def call(self, request: object) -> tuple[int, dict[str, Any]]:
-        """Answer one request object (also a subrequest of ``batch``)."""
+    async def call(self, request: object, *, forwarded: bool = False) -> tuple[int, dict[str, Any]]:
+        """Answer one request object (also a subrequest of ``batch``). ``forwarded``: another
+        member of the account's swarm forwarded it (``veil.node.peer_rpc``); it is not forwarded
+        again."""
         try:
             if not isinstance(request, dict):
                 raise RpcError.bad_request('a request is {"method": ..., "params": {...}}')
@@ -152,7 +161,7 @@ class StorageRpc:
                 raise RpcError(400, "unknown_method", "unknown method")
             if not isinstance(params, dict):
                 raise RpcError.bad_request("params must be an object")
-            return 200, await handler(params)
+            return 200, await handler(params, forwarded)
         except RpcError as error:
             return error.status, error.body()
         except StorageFull:
@@ -165,18 +174,18 @@ class StorageRpc:
     def _account(self, params: Params) -> bytes:
         """The request's account, if this node is in its swarm (else 421 with the right swarm)."""
         account = parse_account(params.get("pubkey"))
-        if self.network is not None and not FORWARDED.get():
+        if self.network is not None:
             if not self.network.serves(account):
                 raise RpcError.wrong_swarm(self.network.swarm_json(account))
             if self.network.swarm_size(account) < self.min_swarm_size:
                 raise RpcError.unavailable("the network is too small to hold messages yet")
         return account
 
-    async def store_message(self, params: Params) -> dict[str, Any]:
+    async def store_message(self, params: Params, forwarded: bool) -> dict[str, Any]:
         limits = self.limits
         account = self._account(params)
         namespace = _namespace(params)
-        now = _now_ms()
+        now = now_ms()
         timestamp = _int_param(params, "timestamp")
         if abs(timestamp - now) > limits.clock_skew_ms:
             raise RpcError.not_acceptable("timestamp is too far from the node's clock")
@@ -200,9 +209,14 @@ class StorageRpc:
             sig_timestamp = check_timestamp(
                 params.get("sig_timestamp", timestamp), now, limits.clock_skew_ms
             )
-            verify_signature(account, params, store_string(namespace, sig_timestamp))
+            signer, signature = verify_signature(
+                account, params, store_string(namespace, sig_timestamp)
+            )
+            auth = StoreAuth(sig_timestamp, signer, signature)
+        else:
+            auth = None
         digest = message_hash(account, namespace, data)
-        message = Message(account, namespace, timestamp, timestamp + ttl, data, digest)
+        message = Message(account, namespace, timestamp, timestamp + ttl, data, digest, auth)
         started = time.perf_counter()
         outcome = await self.writer.submit(
             lambda txn: self.store.put(txn, message), if_full=StoreOutcome.STORAGE_FULL
@@ -216,7 +230,7 @@ class StorageRpc:
             "already": outcome is StoreOutcome.ALREADY,
             "expiry": message.expiry_ms,
         }
-        if self.replicator is not None and not FORWARDED.get():
+        if self.replicator is not None:
             receipts = [self.replicator.receipt(message)]
             receipts += await self.replicator.replicate(message)
             needed = self.replicator.quorum(account)
@@ -228,11 +242,11 @@ class StorageRpc:
         self.metrics.store_latency.observe(time.perf_counter() - started)
         return answer
 
-    async def retrieve(self, params: Params) -> dict[str, Any]:
+    async def retrieve(self, params: Params, forwarded: bool) -> dict[str, Any]:
         limits = self.limits
         account = self._account(params)
         namespace = _namespace(params)
-        now = _now_ms()
+        now = now_ms()
         timestamp = check_timestamp(params.get("timestamp"), now, limits.clock_skew_ms)
         verify_signature(account, params, retrieve_string(namespace, timestamp))
         after = self._start_cursor(account, namespace, params)
@@ -279,29 +293,31 @@ class StorageRpc:
             return self.store.cursor_of_hash(account, namespace, digest)
         return None
 
-    async def delete(self, params: Params) -> dict[str, Any]:
+    async def delete(self, params: Params, forwarded: bool) -> dict[str, Any]:
         account = self._account(params)
         texts, hashes = _hash_list(params, self.limits.delete_max_hashes)
         verify_signature(account, params, delete_string(texts))
         deleted = await self.writer.submit(
             lambda txn: self.store.delete_hashes(txn, account, hashes)
         )
-        self._forward("delete", params, account)
+        if not forwarded:
+            self._forward("delete", params, account)
         return {"deleted": sorted(hash_b64(d) for d in deleted)}
 
-    async def delete_all(self, params: Params) -> dict[str, Any]:
+    async def delete_all(self, params: Params, forwarded: bool) -> dict[str, Any]:
         account = self._account(params)
         namespace = None if params.get("namespace", 0) == "all" else _namespace(params)
-        timestamp = check_timestamp(params.get("timestamp"), _now_ms(), self.limits.clock_skew_ms)
+        timestamp = check_timestamp(params.get("timestamp"), now_ms(), self.limits.clock_skew_ms)
         signed = delete_all_string("all" if namespace is None else namespace, timestamp)
         verify_signature(account, params, signed)
         deleted = await self.writer.submit(
             lambda txn: self.store.delete_all(txn, account, namespace)
         )
-        self._forward("delete_all", params, account)
+        if not forwarded:
+            self._forward("delete_all", params, account)
         return {"deleted": sorted(hash_b64(d) for d in deleted)}
 
-    async def expire(self, params: Params) -> dict[str, Any]:
+    async def expire(self, params: Params, forwarded: bool) -> dict[str, Any]:
         account = self._account(params)
         texts, hashes = _hash_list(params, self.limits.delete_max_hashes)
         expiry = _int_param(params, "expiry")
@@ -309,42 +325,43 @@ class StorageRpc:
         if shorten and extend:
             raise RpcError.bad_request("shorten and extend cannot both be set")
         mode = "shorten" if shorten else "extend" if extend else ""
-        if expiry < _now_ms() - self.limits.clock_skew_ms:
+        if expiry < now_ms() - self.limits.clock_skew_ms:
             raise RpcError.bad_request("expiry is in the past")
         verify_signature(account, params, expire_string(mode, expiry, texts))
         updated = await self.writer.submit(
             lambda txn: self.store.set_expiry(txn, account, hashes, expiry, mode or "set")
         )
-        self._forward("expire", params, account)
+        if not forwarded:
+            self._forward("expire", params, account)
         return {"expiries": {hash_b64(d): e for d, e in updated.items()}}
 
     def _forward(self, method: str, params: Params, account: bytes) -> None:
         if self.replicator is not None:
-            self.replicator.forward({"method": method, "params": params}, account)
+            self.replicator.forward(method, params, account)
 
-    async def get_expiries(self, params: Params) -> dict[str, Any]:
+    async def get_expiries(self, params: Params, forwarded: bool) -> dict[str, Any]:
         account = self._account(params)
         texts, hashes = _hash_list(params, self.limits.delete_max_hashes)
-        timestamp = check_timestamp(params.get("timestamp"), _now_ms(), self.limits.clock_skew_ms)
+        timestamp = check_timestamp(params.get("timestamp"), now_ms(), self.limits.clock_skew_ms)
         verify_signature(account, params, get_expiries_string(timestamp, texts))
         found = self.store.expiries(account, hashes)
         return {"expiries": {hash_b64(d): e for d, e in found.items()}}
 
-    async def info(self, params: Params) -> dict[str, Any]:
-        return {"version": _VERSION, "timestamp": _now_ms(), **self.node_info}
+    async def info(self, params: Params, forwarded: bool) -> dict[str, Any]:
+        return {"version": _VERSION, "timestamp": now_ms(), **self.node_info}
 
-    async def get_swarm(self, params: Params) -> dict[str, Any]:
+    async def get_swarm(self, params: Params, forwarded: bool) -> dict[str, Any]:
         account = parse_account(params.get("pubkey"))
         if self.network is None:
             return {"swarm": []}
         return {"swarm": self.network.swarm_json(account)}
 
-    async def get_nodes(self, params: Params) -> dict[str, Any]:
+    async def get_nodes(self, params: Params, forwarded: bool) -> dict[str, Any]:
         if self.network is None:
             return {"nodes": []}
         return {"nodes": self.network.nodes_json()}
 
-    async def batch(self, params: Params) -> dict[str, Any]:
+    async def batch(self, params: Params, forwarded: bool) -> dict[str, Any]:
         requests = params.get("requests")
         if not isinstance(requests, list) or not requests:
             raise RpcError.bad_request("requests must be a non-empty list")

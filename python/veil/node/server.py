@@ -9,11 +9,11 @@ store.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import signal
 import time
-import weakref
 from collections.abc import Awaitable, Callable
 
 import orjson
@@ -23,10 +23,11 @@ from veil import __version__, _core
 from veil.node.config import NodeConfig
 from veil.node.http import HttpApp, Request, Response
 from veil.node.identity import load_node_key
-from veil.node.links import HopFailed, Link, LinkPool
-from veil.node.membership import Membership
+from veil.node.links import HopFailed, Link, LinkGate, LinkHandlers, LinkPool
+from veil.node.membership import Membership, TooManyAnnouncements
 from veil.node.metrics import NodeMetrics
 from veil.node.onion import OnionRouter
+from veil.node.peer_rpc import PeerRpc
 from veil.node.peers import load_peers
 from veil.node.replication import Replicator
 from veil.node.rpc import StorageRpc
@@ -50,6 +51,11 @@ _BAD_GOSSIP = b'{"error":{"code":"bad_request","message":"gossip is a JSON objec
 _OVERLOADED = (
     b'{"error":{"code":"overloaded","message":"the path is overloaded; try another path"}}'
 )
+_TOO_MANY_ANNOUNCEMENTS = (
+    b'{"error":{"code":"too_large","message":"too many announcements in one gossip exchange"}}'
+)
+_ANNOUNCEMENT_MAX_BYTES = 1024
+"""Generous size of one announcement in JSON (~420 bytes with 255-byte fields at most ~1 KB)."""
 
 
 class Node:
@@ -59,58 +65,73 @@ class Node:
         self.config = config
         self.drain_timeout_s = drain_timeout_s
         self.identity = load_node_key(config.key_path)
+        self.key = _core.NodeKey(self.identity.x25519_secret_key)
         self.metrics = NodeMetrics()
         self.store = MessageStore(config.store_path, config.store, config.limits)
         self.writer = StoreWriter(self.store)
-        self.rpc = StorageRpc(self.store, self.writer, config.limits, self.metrics)
-        self.rpc.node_info = {
-            "ed25519": self.identity.ed25519_public_key.hex(),
-            "x25519": self.identity.x25519_public_key.hex(),
-        }
-        onion = config.onion
-        self.router = OnionRouter(
-            key=_core.NodeKey(self.identity.x25519_secret_key),
-            settings=onion,
-            pool=LinkPool(
-                max_frame=onion.max_onion_bytes + 64,
-                max_streams=onion.link_max_streams,
-                connect_timeout_s=onion.link_connect_timeout_s,
-                backoff_max_s=onion.link_backoff_max_s,
-            ),
-            rpc=self.rpc,
-            external_services=config.external_services,
-        )
-        self._static_peers = load_peers(config.peers_path)
+        self.link_events: collections.Counter[str] = collections.Counter()
+        pool = LinkPool(key=self.key, settings=config.links, count=self._link_event)
         net = config.network
         self.membership = Membership(
             self.identity,
             version=__version__,
             seeds=config.seeds,
-            node_timeout_s=net.node_timeout_s,
-            announce_interval_s=net.announce_interval_s,
-            gossip_interval_s=net.gossip_interval_s,
+            settings=net,
             clock_skew_ms=config.limits.clock_skew_ms,
+            pool=pool,
+            hop_timeout_s=config.onion.hop_timeout_s,
         )
         self.network = NetworkState(self.membership, net.swarm_size)
-        self.rpc.network = self.network
-        self.rpc.min_swarm_size = net.min_swarm_size
         self.replicator = Replicator(
             identity=self.identity,
             network=self.network,
-            pool=self.router.pool,
+            pool=pool,
             store=self.store,
             writer=self.writer,
             settings=net,
+            limits=config.limits,
             hop_timeout_s=config.onion.hop_timeout_s,
+            max_frame=config.links.max_frame,
         )
-        self.replicator.client_rpc = self.rpc
-        self.rpc.replicator = self.replicator
+        self.rpc = StorageRpc(
+            self.store,
+            self.writer,
+            config.limits,
+            self.metrics,
+            network=self.network,
+            replicator=self.replicator,
+            min_swarm_size=net.min_swarm_size,
+            node_info={
+                "ed25519": self.identity.ed25519_public_key.hex(),
+                "x25519": self.identity.x25519_public_key.hex(),
+            },
+        )
+        self.router = OnionRouter(
+            key=self.key,
+            settings=config.onion,
+            pool=pool,
+            rpc=self.rpc,
+            external_services=config.external_services,
+        )
+        self.peer_rpc = PeerRpc(
+            identity=self.identity,
+            store=self.store,
+            writer=self.writer,
+            network=self.network,
+            membership=self.membership,
+            storage_rpc=self.rpc,
+            limits=config.limits,
+            settings=net,
+            max_frame=config.links.max_frame,
+        )
+        self.gate = LinkGate(config.links, self._admit, self._link_event)
+        self._static_peers = load_peers(config.peers_path)
+        self._static_by_x25519 = {p.x25519: p.ed25519 for p in self._static_peers}
         self._known: set[bytes] = set()
         self._started = False
         self.membership.on_change.append(self._view_changed)
         self._view_changed()
         self._link_server: asyncio.Server | None = None
-        self._accepted_links: weakref.WeakSet[Link] = weakref.WeakSet()
         self.link_port = config.link_port
         self._routes: dict[bytes, tuple[bytes, Callable[[Request], Awaitable[Response]]]] = {
             b"/storage_rpc/v1": (b"POST", self._storage_rpc),
@@ -118,8 +139,51 @@ class Node:
             b"/metrics": (b"GET", self._metrics),
             b"/gossip": (b"POST", self._gossip),
         }
-        self.app = HttpApp(self._route, config.limits, self._refused)
+        self.app = HttpApp(
+            self._route,
+            config.limits,
+            self._refused,
+            body_limits={b"/gossip": net.gossip_max_entries * _ANNOUNCEMENT_MAX_BYTES},
+            on_limit=self._limit_refused,
+        )
         self.metrics.watch_store(self._store_figures)
+        self.metrics.watch_counts(
+            "veil_link_events",
+            "Node-link events: opened, refused and closed, by cause.",
+            "event",
+            lambda: self.link_events,
+        )
+        self.metrics.watch_counts(
+            "veil_onion_events",
+            "Onion layers handled, by outcome.",
+            "event",
+            lambda: self.router.counts,
+        )
+        self.metrics.watch_counts(
+            "veil_replication_events",
+            "Replication, anti-entropy and hand-over, by event.",
+            "event",
+            lambda: self.replicator.counts,
+        )
+        self.metrics.watch_counts(
+            "veil_membership_events",
+            "Gossip and announcements, by event.",
+            "event",
+            lambda: self.membership.counts,
+        )
+        self.metrics.watch_counts(
+            "veil_node_rpc_requests",
+            "Node RPCs answered, by method.",
+            "method",
+            lambda: self.peer_rpc.counts,
+        )
+        self.metrics.watch_counts(
+            "veil_node_rpc_refusals",
+            "Node RPC entries refused: a peer or this node not in the account's swarm, an invalid "
+            "or malformed body.",
+            "reason",
+            lambda: self.peer_rpc.refusals,
+        )
         self._server: asyncio.Server | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self.port = config.listen_port
@@ -135,17 +199,16 @@ class Node:
             backlog=1024,
         )
         self.port = self._server.sockets[0].getsockname()[1]
-        onion = self.config.onion
+        handlers = LinkHandlers(request=self.router.handle_from_peer, rpc=self.peer_rpc.handle)
 
         def accept_link() -> Link:
-            link = Link(
-                self.router.handle_from_peer,
-                max_frame=onion.max_onion_bytes + 64,
-                max_streams=onion.link_max_streams,
-                rpc_handler=self.replicator.handle_rpc,
+            return Link.accepting(
+                key=self.key,
+                settings=self.config.links,
+                count=self._link_event,
+                gate=self.gate,
+                handlers=handlers,
             )
-            self._accepted_links.add(link)
-            return link
 
         self._link_server = await loop.create_server(
             accept_link,
@@ -177,13 +240,29 @@ class Node:
         )
 
     def set_peers(self, peers: list[PeerInfo]) -> None:
-        """Replace the statically configured nodes this node may forward onion layers to."""
+        """Replace the statically configured nodes this node may forward onion layers to (and
+        accept node links from)."""
         self._static_peers = list(peers)
+        self._static_by_x25519 = {p.x25519: p.ed25519 for p in self._static_peers}
         self._view_changed()
 
+    def _admit(self, x25519: bytes) -> bytes | None:
+        """The node id of an admitted node with this static key: in the view, or configured."""
+        return self.membership.by_x25519.get(x25519) or self._static_by_x25519.get(x25519)
+
+    def _link_event(self, event: str) -> None:
+        self.link_events[event] += 1
+
+    def _limit_refused(self, limit: str) -> None:
+        self.metrics.limits.labels(limit=limit).inc()
+
     def _view_changed(self) -> None:
-        self.router.set_peers([*self._static_peers, *self.membership.peers()])
+        peers = [*self._static_peers, *self.membership.peers()]
+        self.router.set_peers(peers)
         self.network.rebuild()
+        admitted = {p.ed25519 for p in peers}
+        self.gate.retain(admitted)
+        self.router.pool.retain({p.x25519 for p in peers})
         if self._started:  # a node that joins gets its share now, not at the next sync round
             for node_id, announcement in self.membership.nodes.items():
                 if node_id not in self._known and node_id != self.identity.ed25519_public_key:
@@ -210,7 +289,7 @@ class Node:
             await asyncio.wait_for(self.app.idle.wait(), self.drain_timeout_s)
         for connection in list(self.app.connections):
             connection.close()
-        for link in list(self._accepted_links):  # peers must see this node go, not wait on it
+        for link in self.gate.links():  # peers must see this node go, not wait on it
             link.close()
         for task in self._tasks:
             task.cancel()
@@ -239,7 +318,9 @@ class Node:
 
     async def _onion_req(self, request: Request) -> Response:
         try:
-            answer = await self.router.handle(request.body, self.config.onion.request_budget_s)
+            answer = await self.router.handle(
+                request.body, self.config.onion.request_budget_s, request.source
+            )
         except HopFailed as failure:
             if failure.code is FailureCode.OVERLOADED:
                 return Response(503, _OVERLOADED)
@@ -247,13 +328,19 @@ class Node:
         return Response(200, answer, b"application/octet-stream")
 
     async def _gossip(self, request: Request) -> Response:
+        """A node that is not yet in this node's view joins through here (HTTP, since it cannot
+        open a link before it is known); known nodes gossip over their links."""
         try:
             body = orjson.loads(request.body)
         except orjson.JSONDecodeError:
             return Response(400, _BAD_GOSSIP)
         if isinstance(body, dict):
-            self.membership.merge(body.get("announcements"))
-        return Response(200, orjson.dumps({"announcements": self.membership.announcements()}))
+            try:
+                await self.membership.merge(body.get("announcements"))
+            except TooManyAnnouncements:
+                self._limit_refused("gossip_max_entries")
+                return Response(413, _TOO_MANY_ANNOUNCEMENTS)
+        return Response(200, orjson.dumps({"announcements": self.membership.gossip_sample()}))
 
     async def _metrics(self, request: Request) -> Response:
         return Response(200, self.metrics.render(), b"text/plain; version=0.0.4; charset=utf-8")

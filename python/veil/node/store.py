@@ -33,6 +33,7 @@ import lmdb
 from veil.node import keys
 from veil.node.config import Limits, StoreSettings
 from veil.protocol.hashes import ACCOUNT_LEN, cursor_encode
+from veil.protocol.replication import Message, StoreAuth
 
 __all__ = ["Message", "MessageStore", "StoreOutcome", "StoredMessage"]
 
@@ -52,18 +53,6 @@ class StoreOutcome(enum.Enum):
     ALREADY = "already"
     QUOTA_EXCEEDED = "quota exceeded"
     STORAGE_FULL = "storage full"
-
-
-@dataclass(frozen=True, slots=True)
-class Message:
-    """A message to store. ``hash`` is :func:`veil.protocol.hashes.message_hash` of the rest."""
-
-    account: bytes
-    namespace: int
-    timestamp_ms: int
-    expiry_ms: int
-    data: bytes
-    hash: bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,7 +120,7 @@ class MessageStore:
         self.env: Any = lmdb.open(
             str(path),
             map_size=settings.map_size_bytes,
-            max_dbs=8,
+            max_dbs=16,
             sync=True,
             metasync=True,
             readahead=False,
@@ -146,6 +135,7 @@ class MessageStore:
         self._meta = self.env.open_db(b"meta")
         self._tombstones = self.env.open_db(b"tombstones")
         self._tombstone_expiry = self.env.open_db(b"tombstone_expiry")
+        self._auth = self.env.open_db(b"auth")
         self.env.reader_check()
 
     def close(self) -> None:
@@ -202,6 +192,8 @@ class MessageStore:
         txn.put(key, _U64.pack(message.expiry_ms) + message.data, db=self._messages)
         txn.put(keys.expiry_key(message.expiry_ms, key), b"", db=self._expiry)
         txn.put(message.hash, key, db=self._hashes)
+        if message.auth is not None:
+            txn.put(message.hash, _encode_auth(message.auth), db=self._auth)
         txn.put(
             message.account,
             _ACCOUNT.pack(count + 1, used + size, _xor(digest, message.hash)),
@@ -219,6 +211,7 @@ class MessageStore:
         txn.delete(key, db=self._messages)
         txn.delete(keys.expiry_key(expiry_ms, key), db=self._expiry)
         txn.delete(digest, db=self._hashes)
+        txn.delete(digest, db=self._auth)
         if tombstone:
             txn.put(digest, _U64.pack(expiry_ms), db=self._tombstones)
             txn.put(_U64.pack(expiry_ms) + digest, b"", db=self._tombstone_expiry)
@@ -443,7 +436,10 @@ class MessageStore:
                     continue
                 account, namespace, timestamp_ms, _ = keys.split_message_key(key)
                 (expiry_ms,) = _U64.unpack_from(value)
-                out.append(Message(account, namespace, timestamp_ms, expiry_ms, value[8:], digest))
+                auth = _decode_auth(txn.get(digest, db=self._auth))
+                out.append(
+                    Message(account, namespace, timestamp_ms, expiry_ms, value[8:], digest, auth)
+                )
         return out
 
     def totals(self) -> tuple[int, int]:
@@ -459,6 +455,20 @@ class MessageStore:
 
     def clear_stale_readers(self) -> int:
         return int(self.env.reader_check())
+
+
+_AUTH = struct.Struct(">Q32s64s")  # sig_timestamp_ms, signer, signature
+
+
+def _encode_auth(auth: StoreAuth) -> bytes:
+    return _AUTH.pack(auth.sig_timestamp_ms, auth.signer, auth.signature)
+
+
+def _decode_auth(raw: bytes | None) -> StoreAuth | None:
+    if raw is None or len(raw) != _AUTH.size:
+        return None
+    sig_timestamp_ms, signer, signature = _AUTH.unpack(raw)
+    return StoreAuth(int(sig_timestamp_ms), bytes(signer), bytes(signature))
 
 
 def _xor(a: bytes, b: bytes) -> bytes:

@@ -1,7 +1,14 @@
-"""The node's view of the network: membership plus the swarm mapping derived from it."""
+"""The node's view of the network: membership plus the swarm mapping derived from it.
+
+The mappings of the last ``history`` views are kept with the time they were replaced, so that a
+node can still answer a node that was an account's swarm member a moment ago (hand-over:
+``veil.node.peer_rpc``).
+"""
 
 from __future__ import annotations
 
+import collections
+import time
 from typing import Any
 
 from veil.node.membership import Membership
@@ -14,18 +21,34 @@ __all__ = ["NetworkState"]
 class NetworkState:
     """Answers "which nodes hold this account" from the current membership view."""
 
-    def __init__(self, membership: Membership, swarm_size: int) -> None:
+    def __init__(self, membership: Membership, swarm_size: int, history: int = 8) -> None:
         self.membership = membership
         self.size = swarm_size
         self.own_id = membership.identity.ed25519_public_key
         self.swarms = SwarmMap(membership.node_ids() or [self.own_id], swarm_size)
+        self._replaced: collections.deque[tuple[float, SwarmMap]] = collections.deque(
+            maxlen=history
+        )
 
     def rebuild(self) -> None:
         """Recompute the swarm mapping after the view changed. A re-signed announcement changes
         the view but not its nodes: then the mapping, and its cache, stay."""
         ids = self.membership.node_ids() or [self.own_id]
         if tuple(ids) != self.swarms.node_ids:
+            self._replaced.append((time.monotonic(), self.swarms))
             self.swarms = SwarmMap(ids, self.size)
+
+    def was_member(self, node_id: bytes, account: bytes, window_ms: int) -> bool:
+        """Whether ``node_id`` is in the account's swarm now, or was in a view replaced less than
+        ``window_ms`` ago."""
+        if self.swarms.holds(node_id, account):
+            return True
+        since = time.monotonic() - window_ms / 1000
+        return any(
+            swarms.holds(node_id, account)
+            for replaced, swarms in self._replaced
+            if replaced >= since
+        )
 
     def swarm(self, account: bytes) -> list[Announcement]:
         nodes = self.membership.nodes

@@ -1,8 +1,19 @@
-"""Node-link frames, version 1: what two service nodes exchange over one persistent TCP connection.
+"""Node links, version 2: what two service nodes exchange over one persistent TCP connection.
 
-A link carries many requests at once; each frame names the stream it belongs to, so answers may come
-back in any order. Sans-IO: :class:`FrameDecoder` turns received bytes into :class:`Frame` objects
-and :func:`encode_frame` turns a frame into bytes; the asyncio code around them owns the sockets.
+The connection opens with a Noise_IK handshake keyed by the nodes' identity keys, after which every
+byte is an encrypted record (``veil._core.NodeKey.link_initiate`` / ``link_respond`` and
+``LinkCipher``; ``docs/protocol.md``, "Node links, version 2"):
+
+```
+handshake = 00 60 ‖ msg1 (96 bytes)   caller → accepter: e, es, s, ss (+ empty payload)
+            00 30 ‖ msg2 (48 bytes)   accepter → caller: e, ee, se (+ empty payload)
+record    = length (2, big-endian) ‖ ChaCha20-Poly1305 of (flags (1) ‖ data), ≤ 65,535 bytes
+```
+
+The records' data, in order, is a stream of the frames below. A link carries many requests at
+once; each frame names the stream it belongs to, so answers may come back in any order. Sans-IO:
+:class:`FrameDecoder` turns the records' data into :class:`Frame` objects and :func:`encode_frame`
+turns a frame into bytes; the asyncio code around them owns the sockets and the cipher.
 
 ```
 frame     = length (4, big-endian: the bytes that follow) ‖ kind (1) ‖ stream (4, big-endian) ‖ body
@@ -10,7 +21,8 @@ kind      = 0x01 REQUEST   body: hops (1) ‖ an onion layer for the receiving n
             0x02 RESPONSE  body: the answer, relayed unchanged
             0x03 FAILURE   body: one byte, a FailureCode
             0x04 PING      body: empty          0x05 PONG  body: empty
-            0x06 RPC       body: a node-to-node request (JSON), answered by RESPONSE or FAILURE
+            0x06 RPC       body: a node-to-node request (veil.protocol.node_rpc), answered by
+                           RESPONSE or FAILURE
 ```
 
 Example: a REQUEST on stream 7 carrying the three bytes ``ab c`` … is
@@ -34,6 +46,8 @@ from dataclasses import dataclass
 from veil.errors import VeilError
 
 __all__ = [
+    "HANDSHAKE_INIT_LEN",
+    "HANDSHAKE_RESPONSE_LEN",
     "FailureCode",
     "Frame",
     "FrameDecoder",
@@ -48,8 +62,14 @@ MIN_LENGTH = 5
 DEFAULT_MAX_FRAME = 16 * 1024 * 1024
 
 
+HANDSHAKE_INIT_LEN = 2 + 96
+"""The caller's handshake message, length prefix included."""
+HANDSHAKE_RESPONSE_LEN = 2 + 48
+"""The accepter's handshake message, length prefix included."""
+
+
 class LinkProtocolError(VeilError):
-    """The peer sent bytes that are not a valid version-1 frame."""
+    """The peer sent bytes that are not a valid frame."""
 
 
 class FrameKind(enum.IntEnum):

@@ -4,12 +4,15 @@ One request at a time per connection: reading pauses while a request is handled 
 its answer is written (requests pipelined into one read are queued and answered in order), so a
 client cannot queue unbounded work. Bodies over ``max_body_bytes`` are refused from their
 ``Content-Length`` (or, when chunked, as soon as they pass the limit) with 413 and the connection
-closed, never read whole. A header section over ``max_header_bytes`` gets 431 (also while a header
-is still unfinished), a malformed request 400; an idle or slow connection is closed after
-``request_timeout_s``.
+closed, never read whole; a route may set a smaller limit (``POST /gossip``). A header section over
+``max_header_bytes`` gets 431 (also while a header is still unfinished), a malformed request 400
+(after the answers of the requests before it), a protocol upgrade or ``CONNECT`` 400 before any
+handler sees it; an idle or slow connection is closed after ``request_timeout_s``. At most
+``max_connections`` connections, and ``max_connections_per_address`` from one IPv4 address or IPv6
+/64, are open at once; more are closed at once.
 
-Routes: ``POST /storage_rpc/v1`` (JSON RPC), ``GET /metrics`` (Prometheus text). Nothing here logs a
-peer address.
+Each request carries its connection's address key (``Request.source``) for per-source limits; it
+lives in memory only. Nothing here logs a peer address.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from dataclasses import dataclass, field
 import httptools
 
 from veil.node.config import Limits
+from veil.node.source import address_key
 
 __all__ = ["HttpApp", "HttpProtocol", "Request", "Response"]
 
@@ -39,9 +43,12 @@ _REASONS = {
     408: b"Request Timeout",
     413: b"Content Too Large",
     421: b"Misdirected Request",
+    429: b"Too Many Requests",
     431: b"Request Header Fields Too Large",
     500: b"Internal Server Error",
+    502: b"Bad Gateway",
     503: b"Service Unavailable",
+    504: b"Gateway Timeout",
     507: b"Insufficient Storage",
 }
 
@@ -51,6 +58,8 @@ class Request:
     method: bytes
     path: bytes
     body: bytes
+    source: str = ""
+    """The client's address key (IPv4 address or IPv6 /64): for per-source limits, never logged."""
 
 
 @dataclass(slots=True)
@@ -72,11 +81,23 @@ def _error(status: int, code: str, message: str) -> Response:
 class HttpApp:
     """Shared state of every connection: the handler, limits, and the set of live connections."""
 
-    def __init__(self, handler: Handler, limits: Limits, on_refused: Callable[[int], None]) -> None:
+    def __init__(
+        self,
+        handler: Handler,
+        limits: Limits,
+        on_refused: Callable[[int], None],
+        body_limits: dict[bytes, int] | None = None,
+        on_limit: Callable[[str], None] | None = None,
+    ) -> None:
         self.handler = handler
         self.limits = limits
         self.on_refused = on_refused
+        self.body_limits = body_limits or {}
+        """A smaller body limit for some paths (``/gossip``)."""
+        self.on_limit = on_limit or (lambda limit: None)
+        """Told the name of a limit each time it refuses a connection."""
         self.connections: set[HttpProtocol] = set()
+        self.by_source: dict[str, int] = {}
         self.in_flight = 0
         self.idle = asyncio.Event()
         self.idle.set()
@@ -109,23 +130,42 @@ class HttpProtocol(asyncio.Protocol):
         self._timer: asyncio.TimerHandle | None = None
         self._can_write = asyncio.Event()
         self._can_write.set()
+        self.source = ""
+        self._final: Response | None = None
+        """A refusal to send once the requests before it are answered."""
 
     # --- asyncio.Protocol --------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]  # uvloop's TCPTransport
-        if len(self.app.connections) >= self.app.limits.max_connections:
-            self.app.on_refused(503)
+        app = self.app
+        if len(app.connections) >= app.limits.max_connections:
+            app.on_refused(503)
+            app.on_limit("max_connections")
             self.transport.abort()  # type: ignore[union-attr]
             return
-        self.app.connections.add(self)
+        source = address_key(transport.get_extra_info("peername"))
+        if app.by_source.get(source, 0) >= app.limits.max_connections_per_address:
+            app.on_refused(503)
+            app.on_limit("max_connections_per_address")
+            self.transport.abort()  # type: ignore[union-attr]
+            return
+        self.source = source
+        app.by_source[source] = app.by_source.get(source, 0) + 1
+        app.connections.add(self)
         sock = transport.get_extra_info("socket")
         if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._arm_timer()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.app.connections.discard(self)
+        if self in self.app.connections:
+            self.app.connections.discard(self)
+            left = self.app.by_source.get(self.source, 0) - 1
+            if left > 0:
+                self.app.by_source[self.source] = left
+            else:
+                self.app.by_source.pop(self.source, None)
         if self._timer is not None:
             self._timer.cancel()
         self._can_write.set()
@@ -144,7 +184,8 @@ class HttpProtocol(asyncio.Protocol):
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
-            self._refuse(_error(400, "bad_request", "protocol upgrades are not supported"))
+            if not self._refused:
+                self._refuse(_error(400, "bad_request", "protocol upgrades are not supported"))
         except httptools.HttpParserError:
             if not self._refused:
                 self._refuse(_error(400, "bad_request", "malformed HTTP request"))
@@ -178,14 +219,21 @@ class HttpProtocol(asyncio.Protocol):
         self._pending_header_bytes = 0
         if self._refused:
             return
-        if self._content_length > self.app.limits.max_body_bytes:
+        if self.parser.should_upgrade() or self.parser.get_method() == b"CONNECT":
+            self._refuse(_error(400, "bad_request", "protocol upgrades are not supported"))
+            return
+        if self._content_length > self._body_limit():
             self._refuse(_error(413, "too_large", "request body too large"))
+
+    def _body_limit(self) -> int:
+        path = bytes(self._url).split(b"?", 1)[0]
+        return self.app.body_limits.get(path, self.app.limits.max_body_bytes)
 
     def on_body(self, chunk: bytes) -> None:
         if self._refused:
             return
         self._body_len += len(chunk)
-        if self._body_len > self.app.limits.max_body_bytes:
+        if self._body_len > self._body_limit():
             self._refuse(_error(413, "too_large", "request body too large"))
             return
         self._body.append(chunk)
@@ -198,6 +246,7 @@ class HttpProtocol(asyncio.Protocol):
             self.parser.get_method(),
             bytes(self._url).split(b"?", 1)[0],
             b"".join(self._body),
+            self.source,
         )
         keep_alive = bool(self.parser.should_keep_alive())
         # Pipelined requests that arrived in the same read wait their turn: answers keep order.
@@ -233,6 +282,12 @@ class HttpProtocol(asyncio.Protocol):
             self.app.in_flight -= 1
             if self.app.in_flight == 0:
                 self.app.idle.set()
+        if self._final is not None:  # refused behind the requests just answered
+            if keep_alive:  # (unless the last answer already closed the connection)
+                self.app.on_refused(self._final.status)
+                self._write(self._final, keep_alive=False)
+            self.close()
+            return
         if keep_alive and self.transport is not None and not self.transport.is_closing():
             self._arm_timer()
             self.transport.resume_reading()
@@ -264,8 +319,12 @@ class HttpProtocol(asyncio.Protocol):
         self.transport.write(b"".join(head) + response.body)
 
     def _refuse(self, response: Response) -> None:
-        """Answer an error and close without reading the rest of the request."""
+        """Answer an error and close without reading the rest of the request. Requests received
+        before it are answered first, in order."""
         self._refused = True
+        if self.busy or self._pending:
+            self._final = response
+            return
         self.app.on_refused(response.status)
         self._write(response, keep_alive=False)
         self.close()

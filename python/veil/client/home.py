@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from pathlib import Path
 from typing import Any
 
 from veil.client.account import Book
 from veil.client.keystore import decode_key_file, encode_key_file
+from veil.clock import now_ms
 from veil.errors import VeilError
 from veil.identity import Identity
 
@@ -57,7 +57,7 @@ class ClientHome:
         _write_private(self.key_path, encode_key_file(identity.seed, passphrase))
         book = Book()
         if name:
-            book.config.set_name(name, time.time_ns() // 1_000_000)
+            book.config.set_name(name, now_ms())
         self.save_book(book)
         return book
 

@@ -35,7 +35,6 @@ import bisect
 import contextlib
 import dataclasses
 import logging
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -43,6 +42,7 @@ from typing import Any
 from veil.client.account import AccountConfig, Book, Device, Entry
 from veil.client.network import NetworkError
 from veil.client.swarm import StoreError, SwarmClient
+from veil.clock import now_ms
 from veil.crypto import decrypt_incoming, encrypt_for_recipient
 from veil.errors import DecryptionError, InvalidInputError
 from veil.identity import Identity
@@ -65,10 +65,6 @@ MIN_TTL_MS = 10_000  # the nodes' shortest message lifetime (their min_ttl_ms)
 CONFIG_NAMESPACE = 2
 DELETE_CHUNK = 100  # hashes per signed delete (a node takes up to delete_max_hashes)
 SEEN_KEPT = 10_000
-
-
-def _now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 # Characters a terminal would act on rather than show: C0 and C1 controls (ESC starts escape
@@ -151,7 +147,7 @@ class Messenger:
         if swarm is not None:
             swarm.import_cursors(self.book.cursors)
         if name is not None and self.book.config.name != name:
-            self.book.config.set_name(name, _now_ms())
+            self.book.config.set_name(name, now_ms())
             self.config_dirty = True
 
     # --- what the device holds ----------------------------------------------------------------
@@ -216,7 +212,7 @@ class Messenger:
 
     def mark_read(self, peer: str) -> list[Entry]:
         """Mark the peer's unread messages read (starting ``after_read`` timers); returns them."""
-        now = _now_ms()
+        now = now_ms()
         marked = []
         for entry in self.book.conversations.get(peer, []):
             if entry.outgoing or entry.read_ms is not None:
@@ -228,7 +224,7 @@ class Messenger:
         return marked
 
     def _purge_expired(self) -> None:
-        now = _now_ms()
+        now = now_ms()
         for sid, entries in list(self.book.conversations.items()):
             kept = [e for e in entries if e.expires_ms is None or e.expires_ms > now]
             if kept:
@@ -252,16 +248,16 @@ class Messenger:
     # --- changing the account's config --------------------------------------------------------
 
     async def set_name(self, name: str | None) -> None:
-        self.config.set_name(name, _now_ms())
+        self.config.set_name(name, now_ms())
         self.config_dirty = True
         await self.sync()
 
     async def accept(self, peer: str) -> list[Entry]:
         """Accept ``peer``'s message request (or unblock them); returns the messages held."""
         parse_session_id(peer)
-        self.config.set_contact(peer, "accepted", _now_ms())
+        self.config.set_contact(peer, "accepted", now_ms())
         self.config_dirty = True
-        await self._send_content(peer, Content.control("accept", _now_ms()), ttl_ms=self.ttl_ms)
+        await self._send_content(peer, Content.control("accept", now_ms()), ttl_ms=self.ttl_ms)
         await self.sync()
         return self.conversation(peer)
 
@@ -274,14 +270,14 @@ class Messenger:
         if device_id == self.book.device_id:
             raise InvalidInputError("this is the device in use; remove it from another one")
         device.removed = True
-        device.changed_ms = max(_now_ms(), device.changed_ms + 1)
+        device.changed_ms = max(now_ms(), device.changed_ms + 1)
         self.config_dirty = True
         await self.sync()
 
     async def block(self, peer: str) -> None:
         """Block ``peer``: their messages are dropped, here and on the account's other devices."""
         parse_session_id(peer)
-        self.config.set_contact(peer, "blocked", _now_ms())
+        self.config.set_contact(peer, "blocked", now_ms())
         self.config_dirty = True
         self.book.conversations.pop(peer, None)
         await self.sync()
@@ -327,7 +323,7 @@ class Messenger:
                 )
             if disappear[0] == "after_send":
                 ttl = min(ttl, disappear[1])
-        now = _now_ms()
+        now = now_ms()
         content = Content.text(text, now, name=self.name, disappear=disappear)
         await self._send_content(recipient_session_id, content, ttl_ms=ttl)
         self._seen[content.id.hex()] = None
@@ -355,7 +351,7 @@ class Messenger:
     async def unsend(self, peer: str, message_id: bytes) -> None:
         """Take back a message sent to ``peer``: its devices and ours drop it."""
         parse_session_id(peer)
-        content = Content.control("unsend", _now_ms(), ref=message_id)
+        content = Content.control("unsend", now_ms(), ref=message_id)
         await self._send_content(peer, content, ttl_ms=self.ttl_ms)
         self._drop(peer, message_id.hex(), outgoing=True)
         await self._to_own_devices(self._transcript(peer, content), self.ttl_ms)
@@ -385,7 +381,7 @@ class Messenger:
         account's other devices sent, accepts and unsends. Messages that do not open are
         counted in ``undecryptable``, not raised. Then publishes this device's pickup mark and
         config if needed and deletes from the swarm what every device has picked up."""
-        started = _now_ms()
+        started = now_ms()
         await self._pull_config()
         messages = await self.swarm.retrieve(self.identity)
         for message in messages:
@@ -491,7 +487,7 @@ class Messenger:
         """Put this device in the config (again, if another device removed it)."""
         mine = self.config.devices.get(self.book.device_id)
         if mine is None or mine.removed or mine.name != self.book.device_name:
-            now = _now_ms()
+            now = now_ms()
             self.config.set_device(
                 self.book.device_id,
                 Device(
@@ -512,7 +508,7 @@ class Messenger:
         if not others or mine.picked_ms >= self.book.received_to_ms or mark <= mine.picked_ms:
             return
         mine.picked_ms = mark
-        mine.changed_ms = max(_now_ms(), mine.changed_ms + 1)
+        mine.changed_ms = max(now_ms(), mine.changed_ms + 1)
         self.config_dirty = True
 
     async def _pull_config(self) -> None:
@@ -532,7 +528,7 @@ class Messenger:
         self.book.config_hashes = hashes
         self._register_device()
         # One config in the swarm, refreshed before it expires (or stored again if it has).
-        if len(hashes) != 1 or newest < _now_ms() - self.ttl_ms // 2:
+        if len(hashes) != 1 or newest < now_ms() - self.ttl_ms // 2:
             self.config_dirty = True
         for peer, (state, _) in self.config.contacts.items():
             if state == "blocked":  # perhaps on another device
@@ -549,7 +545,7 @@ class Messenger:
         self._register_device()
         if not self.config_dirty:
             return
-        now = _now_ms()
+        now = now_ms()
         content = Content.control("config", now, config=self.config.wire())
         try:
             encoded = encode_content(content)
@@ -576,7 +572,7 @@ class Messenger:
             await self.swarm.delete(self.identity, replaced)
 
     async def _delete_picked_up(self) -> None:
-        expired = _now_ms() - self.ttl_ms  # the nodes dropped these already
+        expired = now_ms() - self.ttl_ms  # the nodes dropped these already
         for digest in [h for h, ts in self.book.pending.items() if ts < expired]:
             del self.book.pending[digest]
         others = [d for i, d in self.config.live_devices().items() if i != self.book.device_id]

@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import asyncio
 import random
-import time
 from typing import Any
 
+from veil import clock
 from veil.client.network import NetworkClient, NetworkError
 from veil.errors import InvalidInputError, VeilError
 from veil.identity import Identity
@@ -37,8 +37,7 @@ class StoreError(VeilError):
         self.code = code
 
 
-def _now_ms() -> int:
-    return time.time_ns() // 1_000_000
+_now_ms = clock.now_ms  # a module name of its own, so that a test can set the client's clock
 
 
 class SwarmClient:

@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import veil
+from veil.clock import now_ms
 from veil.devnet.probe import ProbeError, in_parallel, node_keys
 from veil.devnet.state import DevnetError, DevnetState, NodeRecord, ProcessRef
 from veil.node.config import CONFIG_FILE, NetworkSettings, NodeConfig, StoreSettings, render_config
@@ -123,7 +124,7 @@ def prepare_nodes(root: Path, count: int) -> DevnetState:
         seeds=seeds,
         swarm_size=network.swarm_size,
         min_swarm_size=network.min_swarm_size,
-        started_ms=time.time_ns() // 1_000_000,
+        started_ms=now_ms(),
     )
 
 

@@ -31,11 +31,11 @@ import aiohttp
 import orjson
 
 from veil import _core
+from veil.clock import now_ms
 from veil.errors import InvalidInputError
 from veil.identity import Identity
 from veil.node.config import NetworkSettings
 from veil.node.links import HopFailed, LinkPool
-from veil.node.store import now_ms
 from veil.protocol.announcement import Announcement, parse_address, sign_announcement
 from veil.protocol.link import FrameKind
 from veil.protocol.node_rpc import Gossip, NodeRpcError, decode_announcements, encode_request

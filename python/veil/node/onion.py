@@ -20,6 +20,7 @@ from typing import Any
 import orjson
 
 from veil import _core
+from veil.clock import now_ms
 from veil.crypto import PeeledLayer
 from veil.errors import InvalidInputError
 from veil.node.config import OnionSettings
@@ -182,8 +183,7 @@ class OnionRouter:
         except (HopFailed, InvalidInputError):
             self.counts["undecryptable"] += 1
             raise HopFailed() from None
-        now_ms = time.time_ns() // 1_000_000
-        if abs(now_ms - issued_ms) > self.settings.replay_window_s * 1000:
+        if abs(now_ms() - issued_ms) > self.settings.replay_window_s * 1000:
             self.counts["stale"] += 1
             raise HopFailed()
         try:

@@ -22,13 +22,14 @@ import asyncio
 import collections
 from collections.abc import Iterable
 
+from veil.clock import now_ms
 from veil.identity import Identity
 from veil.node.config import Limits, NetworkSettings
 from veil.node.links import HopFailed
 from veil.node.membership import Membership
 from veil.node.message_rules import acceptable
 from veil.node.rpc import StorageRpc
-from veil.node.store import MessageStore, StoreOutcome, Txn, now_ms
+from veil.node.store import MessageStore, StoreOutcome, Txn
 from veil.node.view import NetworkState
 from veil.node.writer import StoreWriter
 from veil.protocol.node_rpc import (

@@ -29,11 +29,12 @@ from collections.abc import Coroutine, Iterator
 from typing import Any
 
 from veil import _core
+from veil.clock import now_ms
 from veil.identity import Identity
 from veil.node.config import Limits, NetworkSettings
 from veil.node.links import HopFailed, LinkPool
 from veil.node.message_rules import acceptable
-from veil.node.store import MessageStore, StoreOutcome, Txn, now_ms
+from veil.node.store import MessageStore, StoreOutcome, Txn
 from veil.node.view import NetworkState
 from veil.node.writer import StoreWriter
 from veil.protocol.announcement import Announcement

@@ -18,12 +18,13 @@ from typing import TYPE_CHECKING, Any, Protocol
 import orjson
 
 from veil import __version__, _core
+from veil.clock import now_ms
 from veil.errors import InvalidInputError
 from veil.node.auth import check_timestamp, parse_account, verify_signature
 from veil.node.config import Limits
 from veil.node.errors import RpcError
 from veil.node.metrics import NodeMetrics
-from veil.node.store import MessageStore, StoreOutcome, now_ms
+from veil.node.store import MessageStore, StoreOutcome
 from veil.node.writer import StorageFull, StoreClosed, StoreWriter
 from veil.protocol.hashes import cursor_decode, hash_b64, hash_from_b64, message_hash
 from veil.protocol.replication import Message, StoreAuth

@@ -13,13 +13,13 @@ import collections
 import contextlib
 import logging
 import signal
-import time
 from collections.abc import Awaitable, Callable
 
 import orjson
 import uvloop
 
 from veil import __version__, _core
+from veil.clock import now_ms
 from veil.node.config import NodeConfig
 from veil.node.http import HttpApp, Request, Response
 from veil.node.identity import load_node_key
@@ -357,7 +357,7 @@ class Node:
         settings = self.config.store
         while True:
             await asyncio.sleep(settings.sweep_interval_s)
-            now = time.time_ns() // 1_000_000
+            now = now_ms()
 
             def sweep(txn: Txn, now: int = now) -> int:
                 return self.store.sweep(txn, now, settings.sweep_max_batch)

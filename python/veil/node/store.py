@@ -21,7 +21,6 @@ from __future__ import annotations
 import enum
 import struct
 import threading
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -487,7 +486,3 @@ def _stats(raw: bytes | None) -> tuple[int, int]:
         return 0, 0
     count, used = _STATS.unpack(raw)
     return int(count), int(used)
-
-
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000

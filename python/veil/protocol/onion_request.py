@@ -28,12 +28,12 @@ from __future__ import annotations
 import base64
 import binascii
 import struct
-import time
 from collections.abc import Sequence
 from typing import Any
 
 import orjson
 
+from veil.clock import now_ms
 from veil.crypto import HopKey, build_onion
 from veil.errors import InvalidInputError
 
@@ -74,7 +74,7 @@ def build_request(
     """
     if not path_x25519_keys:
         raise InvalidInputError("an onion path has at least one hop")
-    issued = time.time_ns() // 1_000_000 if issued_ms is None else issued_ms
+    issued = now_ms() if issued_ms is None else issued_ms
     routing = [encode_routing(issued)] * (len(path_x25519_keys) - 1)
     routing.append(encode_routing(issued, target))
     return build_onion(path_x25519_keys, payload, routing=routing)

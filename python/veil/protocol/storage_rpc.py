@@ -26,10 +26,10 @@ Timestamps default to now.
 from __future__ import annotations
 
 import base64
-import time
 from collections.abc import Sequence
 from typing import Any, Literal
 
+from veil.clock import now_ms
 from veil.errors import InvalidInputError
 from veil.identity import Identity
 from veil.protocol.hashes import hash_from_b64
@@ -100,10 +100,6 @@ def get_expiries_string(timestamp: int, hashes: Sequence[str]) -> bytes:
 # --- the builders ---------------------------------------------------------------------------------
 
 
-def _now_ms() -> int:
-    return time.time_ns() // 1_000_000
-
-
 def _namespace(namespace: object) -> int:
     if not isinstance(namespace, int) or isinstance(namespace, bool):
         raise InvalidInputError("a namespace is an integer")
@@ -145,7 +141,7 @@ def store_params(
     others only the account's own, signed by its ``identity``."""
     parse_session_id(recipient_session_id)
     namespace = _namespace(namespace)
-    timestamp = _now_ms() if timestamp_ms is None else timestamp_ms
+    timestamp = now_ms() if timestamp_ms is None else timestamp_ms
     fields: Params = {
         "pubkey": recipient_session_id,
         "timestamp": timestamp,
@@ -172,7 +168,7 @@ def retrieve_params(
 ) -> Params:
     """A retrieve of the account's messages in ``namespace``, after ``cursor`` if one is given."""
     namespace = _namespace(namespace)
-    timestamp = _now_ms() if timestamp_ms is None else timestamp_ms
+    timestamp = now_ms() if timestamp_ms is None else timestamp_ms
     params = _signed(identity, retrieve_string(namespace, timestamp), timestamp=timestamp)
     if namespace != 0:
         params["namespace"] = namespace
@@ -193,7 +189,7 @@ def delete_all_params(
     """A delete of every message of the account in ``namespace`` (or in all, for ``"all"``)."""
     if namespace != "all":
         namespace = _namespace(namespace)
-    timestamp = _now_ms() if timestamp_ms is None else timestamp_ms
+    timestamp = now_ms() if timestamp_ms is None else timestamp_ms
     return _signed(
         identity,
         delete_all_string(namespace, timestamp),
@@ -222,7 +218,7 @@ def get_expiries_params(
 ) -> Params:
     """A query of the expiries of the account's messages ``hashes``."""
     listed = _hashes(hashes)
-    timestamp = _now_ms() if timestamp_ms is None else timestamp_ms
+    timestamp = now_ms() if timestamp_ms is None else timestamp_ms
     return _signed(
         identity, get_expiries_string(timestamp, listed), messages=listed, timestamp=timestamp
     )

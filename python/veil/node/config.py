@@ -230,7 +230,7 @@ class NetworkSettings:
         500, "Most messages read, pushed or fetched at once (then cut by size into frames)."
     )
     handover_window_s: float = setting(
-        120.0,
+        600.0,
         "A node that left an account's swarm less than this long ago may still replicate and "
         "sync that account here (hand-over).",
     )

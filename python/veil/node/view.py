@@ -21,7 +21,7 @@ __all__ = ["NetworkState"]
 class NetworkState:
     """Answers "which nodes hold this account" from the current membership view."""
 
-    def __init__(self, membership: Membership, swarm_size: int, history: int = 8) -> None:
+    def __init__(self, membership: Membership, swarm_size: int, history: int = 32) -> None:
         self.membership = membership
         self.size = swarm_size
         self.own_id = membership.identity.ed25519_public_key

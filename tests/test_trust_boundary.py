@@ -1,0 +1,508 @@
+"""What a node's link port gives to those not entitled to it, and what a member may make it do.
+
+The attacks that worked against version-1 links: ``fetch`` another account's messages, ``replicate``
+a message into another account's namespace 2 with a lifetime of 2**62 ms and get a signed receipt
+for it, ``apply`` a client request as if a swarm member had forwarded it. A stranger (raw frames, a
+broken handshake, a key that is not a member) gets the connection closed and not one byte; a member
+that is not in an account's swarm gets nothing for that account; a member that is gets only what a
+client could have had: messages checked as a client's store is, receipts for what was stored, and
+the client's own signed delete, delete_all or expire.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import dataclasses
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from node_helpers import TTL_MS, Account, HttpClient, make_config, now_ms, run, until
+from veil import _core
+from veil.identity import Identity
+from veil.node.config import LinkSettings, NetworkSettings, NodeConfig
+from veil.node.links import HopFailed, LinkPool
+from veil.node.server import Node
+from veil.protocol.hashes import hash_b64, message_hash
+from veil.protocol.link import HANDSHAKE_RESPONSE_LEN, FrameDecoder, FrameKind, encode_frame
+from veil.protocol.node_rpc import (
+    Apply,
+    Fetch,
+    Replicate,
+    Request,
+    Summary,
+    decode_differ,
+    decode_messages,
+    decode_receipts,
+    decode_status,
+    encode_request,
+)
+from veil.protocol.peers import PeerInfo
+from veil.protocol.replication import Message, StoreAuth, receipt_bytes
+from veil.protocol.storage_rpc import delete_all_string, delete_string, store_string
+from veil.protocol.swarms import SwarmMap
+
+LINKS = LinkSettings(handshake_timeout_s=0.5, connect_timeout_s=1.0, backoff_max_s=0.5)
+RPC_TIMEOUT_S = 3.0
+
+
+def _config(path: Path, *, swarm_size: int, seeds: tuple[str, ...] = ()) -> NodeConfig:
+    network = NetworkSettings(
+        swarm_size=swarm_size,
+        write_quorum=1,
+        min_swarm_size=1,
+        gossip_interval_s=0.05,
+        announce_interval_s=1.0,
+        node_timeout_s=10.0,
+    )
+    return dataclasses.replace(make_config(path), network=network, links=LINKS, seeds=seeds)
+
+
+@contextlib.asynccontextmanager
+async def _network(tmp_path: Path, size: int, swarm_size: int) -> AsyncIterator[list[Node]]:
+    """``size`` in-process nodes that found each other from the first one's address."""
+    nodes: list[Node] = []
+    try:
+        seed = Node(_config(tmp_path / "node0", swarm_size=swarm_size))
+        await seed.start()
+        nodes.append(seed)
+        for i in range(1, size):
+            config = _config(
+                tmp_path / f"node{i}", swarm_size=swarm_size, seeds=(f"127.0.0.1:{seed.port}",)
+            )
+            node = Node(config)
+            await node.start()
+            nodes.append(node)
+        await until(lambda: all(len(n.membership.nodes) == size for n in nodes), 10)
+        yield nodes
+    finally:
+        for node in nodes:
+            await node.stop()
+
+
+@contextlib.asynccontextmanager
+async def _pool(key: _core.NodeKey) -> AsyncIterator[LinkPool]:
+    pool = LinkPool(key=key, settings=LINKS, count=lambda event: None)
+    try:
+        yield pool
+    finally:
+        await pool.close()
+
+
+async def _ask(pool: LinkPool, node: Node, request: Request) -> bytes:
+    """One node RPC to ``node`` over the pool's (authenticated) link."""
+    return await pool.request(
+        node.peer_info.link,
+        node.identity.x25519_public_key,
+        encode_request(request),
+        RPC_TIMEOUT_S,
+        FrameKind.RPC,
+    )
+
+
+async def _answer_until_closed(
+    reader: asyncio.StreamReader, timeout: float = 3.0
+) -> tuple[bytes, bool]:
+    """Every byte the node sent, and whether it closed the connection within ``timeout``."""
+    received = bytearray()
+    try:
+        async with asyncio.timeout(timeout):
+            while chunk := await reader.read(65_536):
+                received += chunk
+    except TimeoutError:
+        return bytes(received), False
+    except ConnectionResetError:
+        pass
+    return bytes(received), True
+
+
+async def _send_raw(node: Node, payload: bytes) -> tuple[bytes, bool]:
+    """Open a plain TCP connection to the link port, send ``payload``, and see what comes back."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", node.link_port)
+    try:
+        writer.write(payload)
+        await writer.drain()
+        return await _answer_until_closed(reader)
+    finally:
+        writer.close()
+
+
+async def _store_over_http(node: Node, account: Account, data: bytes, namespace: int = 0) -> bytes:
+    """Store ``data`` for ``account`` at ``node`` as a client does; the message hash."""
+    async with await HttpClient.connect(node.port) as client:
+        status, body = await client.rpc("store", account.store(data, namespace=namespace))
+    assert status == 200, body
+    digest = message_hash(account.account_bytes, namespace, data)
+    assert body["hash"] == hash_b64(digest)
+    return digest
+
+
+def _auth(signer: Identity, namespace: int, sig_timestamp_ms: int) -> StoreAuth:
+    signature = signer.sign(store_string(namespace, sig_timestamp_ms))
+    return StoreAuth(sig_timestamp_ms, signer.ed25519_public_key, signature)
+
+
+def _message(
+    account: Account,
+    data: bytes,
+    *,
+    namespace: int = 0,
+    timestamp_ms: int | None = None,
+    expiry_ms: int | None = None,
+    auth: StoreAuth | None = None,
+) -> Message:
+    timestamp = now_ms() if timestamp_ms is None else timestamp_ms
+    expiry = timestamp + TTL_MS if expiry_ms is None else expiry_ms
+    digest = message_hash(account.account_bytes, namespace, data)
+    return Message(account.account_bytes, namespace, timestamp, expiry, data, digest, auth)
+
+
+def _v1_message(message: Message) -> dict[str, Any]:
+    """A message as version-1 links carried it (JSON)."""
+    return {
+        "account": message.account.hex(),
+        "namespace": message.namespace,
+        "timestamp": message.timestamp_ms,
+        "expiry": message.expiry_ms,
+        "data": base64.b64encode(message.data).decode("ascii"),
+    }
+
+
+def _held(node: Node, *digests: bytes) -> set[bytes]:
+    return {m.hash for m in node.store.messages_of(list(digests))}
+
+
+def _account_served_only_by(node: Node, ids: list[bytes]) -> Account:
+    """An account whose swarm of one, among ``ids``, is ``node``: ``node`` ranks first, so no
+    subset of the nodes (no earlier view within the hand-over window) puts another in it."""
+    swarms = SwarmMap(ids, 1)
+    for _ in range(1_000):
+        account = Account()
+        if swarms.swarm(account.account_bytes)[0] == node.identity.ed25519_public_key:
+            return account
+    raise AssertionError("no account maps to the node in 1,000 tries")
+
+
+# --- strangers ------------------------------------------------------------------------------------
+
+
+def test_raw_version_1_frames_on_the_link_port_get_the_connection_closed_and_not_one_byte(
+    tmp_path: Path,
+) -> None:
+    alice = Account()
+
+    async def main() -> None:
+        async with _network(tmp_path, 1, swarm_size=1) as [node]:
+            plain = await _store_over_http(node, alice, b"alice's message")
+            private = await _store_over_http(node, alice, b"alice's namespace 2", namespace=2)
+            forged = _message(alice, b"planted by a stranger", namespace=2, expiry_ms=2**62)
+            before = node.store.totals()
+            v1_bodies = [
+                {"method": "fetch", "hashes": [plain.hex(), private.hex()]},
+                {"method": "fetch", "hashes": [hash_b64(plain), hash_b64(private)]},
+                {"method": "replicate", "messages": [_v1_message(forged)]},
+                {"method": "summary", "accounts": [[alice.account_bytes.hex(), 0, ""]]},
+                {
+                    "method": "apply",
+                    "request": {"method": "delete_all", "params": alice.delete_all("all")},
+                },
+            ]
+            v2_bodies = [
+                encode_request(Fetch([plain, private])),
+                encode_request(Replicate([forged])),
+                encode_request(Summary([(alice.account_bytes, 0, bytes(32))])),
+                encode_request(Apply("delete_all", alice.delete_all("all"))),
+            ]
+            payloads = [encode_frame(FrameKind.RPC, 1, orjson.dumps(b)) for b in v1_bodies]
+            payloads += [encode_frame(FrameKind.RPC, 7, body) for body in v2_bodies]
+            payloads += [
+                encode_frame(FrameKind.PING, 3),
+                encode_frame(FrameKind.REQUEST, 5, b"\x01" + bytes(200)),
+                b"".join(payloads),  # all of them in one write
+            ]
+            for payload in payloads:
+                answer, closed = await _send_raw(node, payload)
+                assert closed, payload[:40]
+                assert answer == b"", payload[:40]
+            assert node.store.totals() == before
+            assert _held(node, plain, private, forged.hash) == {plain, private}
+            assert node.link_events["closed_bad_handshake"] == len(payloads)
+            assert node.link_events["opened_accepting"] == 0
+            assert sum(node.peer_rpc.counts.values()) == 0
+
+    run(main())
+
+
+def test_a_broken_or_misaddressed_handshake_is_closed_without_an_answer(tmp_path: Path) -> None:
+    async def main() -> None:
+        async with _network(tmp_path, 2, swarm_size=2) as [node, member]:
+            valid = member.key.link_initiate(node.identity.x25519_public_key).message
+            elsewhere = member.key.link_initiate(Identity.generate().x25519_public_key).message
+            attempts = {
+                "garbage": b"\x16\x03\x01\x02\x00" + os.urandom(300),
+                "right length, wrong bytes": b"\x00\x60" + os.urandom(96),
+                "right length, zero bytes": b"\x00\x60" + bytes(96),
+                "addressed to another key": elsewhere,
+                "a valid handshake with bytes before the answer": valid + b"early",
+            }
+            for name, payload in attempts.items():
+                answer, closed = await _send_raw(node, payload)
+                assert closed, name
+                assert answer == b"", name
+            assert node.link_events["closed_bad_handshake"] == len(attempts)
+            # Half a valid handshake, then silence: closed at the handshake timeout, unanswered.
+            answer, closed = await _send_raw(node, valid[:50])
+            assert closed
+            assert answer == b""
+            assert node.link_events["closed_handshake_timeout"] == 1
+            assert set(node.peer_rpc.counts) <= {"gossip"}  # the member's own, over its link
+
+    run(main())
+
+
+def test_a_valid_handshake_with_a_key_that_is_not_a_member_is_closed_unanswered(
+    tmp_path: Path,
+) -> None:
+    stranger = _core.NodeKey(_core.x25519_generate_secret())
+
+    async def main() -> None:
+        async with _network(tmp_path, 1, swarm_size=1) as [node]:
+            handshake = stranger.link_initiate(node.identity.x25519_public_key).message
+            answer, closed = await _send_raw(node, handshake)
+            assert closed
+            assert answer == b""
+            assert node.link_events["refused_not_admitted"] == 1
+            async with _pool(stranger) as pool:
+                with pytest.raises(HopFailed):
+                    await _ask(pool, node, Fetch([bytes(32)]))
+            assert node.link_events["refused_not_admitted"] == 2
+            assert node.link_events["opened_accepting"] == 0
+            assert sum(node.peer_rpc.counts.values()) == 0
+
+    run(main())
+
+
+@pytest.mark.skip(
+    reason="bug: a replayed Noise_IK first message is accepted again — the node answers it and "
+    "opens a link counted as the member's, so two replays of one captured handshake close the "
+    "member's own link (closed_beyond_links_per_peer); msg1 carries no timestamp or replay check"
+)
+def test_a_replayed_handshake_message_opens_no_link_and_leaves_the_members_link_open(
+    tmp_path: Path,
+) -> None:
+    member = Identity.generate()
+
+    async def main() -> None:
+        async with _network(tmp_path, 1, swarm_size=1) as [node]:
+            node.set_peers([_peer(member)])
+            key = _core.NodeKey(member.x25519_secret_key)
+            initiator = key.link_initiate(node.identity.x25519_public_key)
+            captured = initiator.message
+            connections = [await asyncio.open_connection("127.0.0.1", node.link_port)]
+            try:
+                reader, writer = connections[0]
+                writer.write(captured)
+                cipher = initiator.finish(await reader.readexactly(HANDSHAKE_RESPONSE_LEN))
+                # Someone who saw the member's first message on the wire sends it again, twice,
+                # and keeps those connections open.
+                for _ in range(2):
+                    connections.append(await asyncio.open_connection("127.0.0.1", node.link_port))
+                    connections[-1][1].write(captured)
+                replays = [
+                    await _answer_until_closed(replay_reader, timeout=1.0)
+                    for replay_reader, _ in connections[1:]
+                ]
+                writer.write(cipher.seal(encode_frame(FrameKind.PING, 1)))
+                await writer.drain()
+                record = await asyncio.wait_for(reader.read(65_536), 2.0)
+                assert [f.kind for f in FrameDecoder().feed(cipher.open(record))] == [
+                    FrameKind.PONG
+                ], "the member's link was closed"
+                assert node.link_events["closed_beyond_links_per_peer"] == 0
+                assert replays == [(b"", True)] * 2
+            finally:
+                for _, held in connections:
+                    held.close()
+
+    run(main())
+
+
+# --- members outside the account's swarm ----------------------------------------------------------
+
+
+def _peer(identity: Identity) -> PeerInfo:
+    return PeerInfo(
+        identity.ed25519_public_key, identity.x25519_public_key, ("127.0.0.1", 9), ("127.0.0.1", 9)
+    )
+
+
+@pytest.mark.parametrize("member", ["a node in the view", "a configured peer"])
+def test_a_member_outside_an_accounts_swarm_gets_nothing_for_that_account(
+    tmp_path: Path, member: str
+) -> None:
+    configured = Identity.generate()
+
+    async def main() -> None:
+        async with _network(tmp_path, 3, swarm_size=1) as nodes:
+            node, other = nodes[0], nodes[1]
+            if member == "a node in the view":
+                asker, asker_id = other.key, other.identity.ed25519_public_key
+            else:
+                node.set_peers([_peer(configured)])  # admitted, but in no swarm
+                asker = _core.NodeKey(configured.x25519_secret_key)
+                asker_id = configured.ed25519_public_key
+            alice = _account_served_only_by(node, node.membership.node_ids())
+            mallory = Account()
+            stored = await _store_over_http(node, alice, b"alice's")
+            planted = _message(alice, b"planted")
+            before = node.store.totals()
+            async with _pool(asker) as pool:
+                messages, _ = decode_messages(await _ask(pool, node, Fetch([stored])), max_items=10)
+                assert messages == []
+                receipts = decode_receipts(await _ask(pool, node, Replicate([planted])), expected=1)
+                assert receipts == [None]
+                differ, _ = decode_differ(
+                    await _ask(pool, node, Summary([(alice.account_bytes, 0, bytes(32))])),
+                    max_items=10,
+                )
+                assert differ == []
+                for method, params in [
+                    ("delete_all", alice.delete_all("all")),
+                    ("delete", alice.delete([hash_b64(stored)])),
+                ]:
+                    status = decode_status(await _ask(pool, node, Apply(method, params)))
+                    assert status == 421
+                # Nor for an account this node does not serve at all.
+                receipts = decode_receipts(
+                    await _ask(pool, node, Replicate([_message(mallory, b"m")])), expected=1
+                )
+                assert receipts == [None]
+                # The link was admitted: the refusals are the node RPC's, account by account.
+                assert asker_id in {link.peer for link in node.gate.links()}
+            assert node.store.totals() == before
+            assert _held(node, stored, planted.hash) == {stored}
+            assert node.peer_rpc.refusals["peer_not_in_swarm"] >= 5
+
+    run(main())
+
+
+# --- a member inside the account's swarm ----------------------------------------------------------
+
+
+def test_a_swarm_member_gets_receipts_only_for_messages_a_client_could_have_stored(
+    tmp_path: Path,
+) -> None:
+    carol, mallory = Account(), Account()
+
+    async def main() -> None:
+        async with _network(tmp_path, 2, swarm_size=2) as [node, member]:
+            assert node.network.swarms.holds(
+                member.identity.ed25519_public_key, carol.account_bytes
+            )
+            now = now_ms()
+            limit = node.config.limits.max_message_bytes
+            refused = [
+                _message(carol, b"unsigned namespace 2", namespace=2),
+                _message(
+                    carol,
+                    b"lives forever",
+                    namespace=2,
+                    expiry_ms=2**62,
+                    auth=_auth(carol.identity, 2, now),
+                ),
+                _message(carol, b"from the future", timestamp_ms=now + 3_600_000),
+                _message(carol, bytes(limit + 1)),
+                _message(
+                    carol,
+                    b"signed by mallory",
+                    namespace=2,
+                    auth=_auth(mallory.identity, 2, now),
+                ),
+                _message(
+                    carol,
+                    b"carol's key, mallory's signature",
+                    namespace=2,
+                    auth=dataclasses.replace(
+                        _auth(mallory.identity, 2, now), signer=carol.identity.ed25519_public_key
+                    ),
+                ),
+            ]
+            taken = [
+                _message(carol, bytes(limit)),
+                _message(
+                    carol, b"signed by carol", namespace=2, auth=_auth(carol.identity, 2, now)
+                ),
+            ]
+            before_count, before_bytes = node.store.totals()
+            async with _pool(member.key) as pool:
+                answer = await _ask(pool, node, Replicate([*refused, *taken]))
+            receipts = decode_receipts(answer, expected=len(refused) + len(taken))
+            assert receipts[: len(refused)] == [None] * len(refused)
+            for message, receipt in zip(taken, receipts[len(refused) :], strict=True):
+                assert receipt is not None
+                signed = receipt_bytes(message.hash, message.expiry_ms)
+                assert _core.ed25519_verify(node.identity.ed25519_public_key, signed, receipt)
+            all_hashes = [m.hash for m in [*refused, *taken]]
+            assert _held(node, *all_hashes) == {m.hash for m in taken}
+            assert node.store.totals() == (
+                before_count + len(taken),
+                before_bytes + sum(len(m.data) for m in taken),
+            )
+            assert node.peer_rpc.refusals["invalid_message"] == len(refused)
+
+    run(main())
+
+
+def test_apply_runs_only_a_clients_own_signed_delete_delete_all_or_expire(tmp_path: Path) -> None:
+    carol, mallory = Account(), Account()
+
+    async def main() -> None:
+        async with _network(tmp_path, 2, swarm_size=2) as [node, member]:
+            kept = await _store_over_http(node, carol, b"kept")
+            deleted = await _store_over_http(node, carol, b"deleted by carol herself")
+            kept_text = hash_b64(kept)
+            [expiry_before] = node.store.expiries(carol.account_bytes, [kept]).values()
+            before = node.store.totals()
+            forged_delete = carol.delete([kept_text]) | {
+                "signature": mallory.sign(delete_string([kept_text]).decode())
+            }
+            delete_all = carol.delete_all("all")
+            forged_delete_all = delete_all | {
+                "signature": mallory.sign(
+                    delete_all_string("all", delete_all["timestamp"]).decode()
+                )
+            }
+            forged_expire = carol.expire([kept_text], now_ms() + 20_000) | {
+                "signature": mallory.sign("forged")
+            }
+            async with _pool(member.key) as pool:
+
+                async def apply(method: str, params: dict[str, Any]) -> int:
+                    return decode_status(await _ask(pool, node, Apply(method, params)))
+
+                for method, params in [
+                    ("store", carol.store(b"stored through apply")),
+                    ("batch", {"requests": [{"method": "store", "params": carol.store(b"b")}]}),
+                    ("retrieve", carol.retrieve()),
+                    ("get_expiries", carol.get_expiries([kept_text])),
+                    ("info", {}),
+                ]:
+                    assert await apply(method, params) == 400, method
+                assert node.peer_rpc.refusals["apply_method"] == 5
+                assert node.store.totals() == before
+                assert await apply("delete", forged_delete) == 401
+                assert await apply("delete_all", forged_delete_all) == 401
+                assert await apply("expire", forged_expire) == 401
+                assert node.store.totals() == before
+                assert node.store.expiries(carol.account_bytes, [kept]) == {kept: expiry_before}
+                # The client's own signature is what makes a forwarded request run.
+                assert await apply("delete", carol.delete([hash_b64(deleted)])) == 200
+            assert _held(node, kept, deleted) == {kept}
+
+    run(main())

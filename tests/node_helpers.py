@@ -20,6 +20,7 @@ from typing import Any, Literal, TypeVar
 import orjson
 import uvloop
 
+from veil.clock import now_ms as now_ms  # noqa: PLC0414  (re-exported for the tests)
 from veil.identity import Identity
 from veil.node.config import Limits, NodeConfig, StoreSettings
 from veil.node.identity import create_node_key
@@ -33,10 +34,6 @@ T = TypeVar("T")
 RPC_PATH = "/storage_rpc/v1"
 TTL_MS = 3_600_000
 SMALL_MAP = 8 * 1024 * 1024
-
-
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 RUN_TIMEOUT_S = 100.0

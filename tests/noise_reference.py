@@ -125,16 +125,17 @@ class Transport:
 
 
 def initiator_first(
-    static_secret: bytes, ephemeral_secret: bytes, responder_public: bytes
+    static_secret: bytes, ephemeral_secret: bytes, responder_public: bytes, timestamp_ms: int
 ) -> tuple[bytes, SymmetricState]:
-    """The caller's first message (with its 2-byte length) and its state: e, es, s, ss."""
+    """The caller's first message (with its 2-byte length) and its state: e, es, s, ss, and the
+    timestamp payload Veil puts in it."""
     state = _start(responder_public)
     ephemeral = public(ephemeral_secret)
     state.mix_hash(ephemeral)
     state.mix_key(dh(ephemeral_secret, responder_public))
     encrypted_static = state.encrypt_and_hash(public(static_secret))
     state.mix_key(dh(static_secret, responder_public))
-    payload = state.encrypt_and_hash(b"")
+    payload = state.encrypt_and_hash(timestamp_ms.to_bytes(8, "big"))
     message = ephemeral + encrypted_static + payload
     return len(message).to_bytes(2, "big") + message, state
 
@@ -155,8 +156,9 @@ def initiator_finish(
 
 def responder_answer(
     static_secret: bytes, ephemeral_secret: bytes, message: bytes
-) -> tuple[bytes, bytes, Transport]:
-    """Read a first message; return (the caller's static key, the answer, the transport)."""
+) -> tuple[bytes, int, bytes, Transport]:
+    """Read a first message; return (the caller's static key, its timestamp, the answer, the
+    transport)."""
     state = _start(public(static_secret))
     body = message[2:]
     remote_ephemeral = body[:32]
@@ -164,7 +166,7 @@ def responder_answer(
     state.mix_key(dh(static_secret, remote_ephemeral))
     remote_static = state.decrypt_and_hash(body[32:80])
     state.mix_key(dh(static_secret, remote_static))
-    assert state.decrypt_and_hash(body[80:]) == b""
+    timestamp_ms = int.from_bytes(state.decrypt_and_hash(body[80:]), "big")
     ephemeral = public(ephemeral_secret)
     state.mix_hash(ephemeral)
     state.mix_key(dh(ephemeral_secret, remote_ephemeral))
@@ -172,4 +174,5 @@ def responder_answer(
     payload = state.encrypt_and_hash(b"")
     answer = ephemeral + payload
     first, second = state.split()
-    return remote_static, len(answer).to_bytes(2, "big") + answer, Transport(second, first)
+    answer = len(answer).to_bytes(2, "big") + answer
+    return remote_static, timestamp_ms, answer, Transport(second, first)

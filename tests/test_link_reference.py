@@ -33,9 +33,10 @@ def _block(heading: str) -> dict[str, str]:
 def test_the_reference_caller_and_the_node_complete_a_handshake_and_exchange_records() -> None:
     caller, callee, ephemeral = (_core.x25519_generate_secret() for _ in range(3))
     node = _core.NodeKey(callee)
-    first, state = noise.initiator_first(caller, ephemeral, node.public)
-    remote, answer, cipher = node.link_respond(first)
+    first, state = noise.initiator_first(caller, ephemeral, node.public, 1_700_000_000_000)
+    remote, timestamp, answer, cipher = node.link_respond(first)
     assert remote == noise.public(caller)
+    assert timestamp == 1_700_000_000_000
     reference = noise.initiator_finish(state, caller, ephemeral, answer)
     assert cipher.open(reference.seal(b"hello", flags=1) + reference.seal(b" world")) == (
         b"hello world"
@@ -45,9 +46,12 @@ def test_the_reference_caller_and_the_node_complete_a_handshake_and_exchange_rec
 
 def test_the_node_calling_completes_a_handshake_with_the_reference_accepter() -> None:
     caller, callee, ephemeral = (_core.x25519_generate_secret() for _ in range(3))
-    initiator = _core.NodeKey(caller).link_initiate(noise.public(callee))
-    remote, answer, reference = noise.responder_answer(callee, ephemeral, initiator.message)
+    initiator = _core.NodeKey(caller).link_initiate(noise.public(callee), 1_700_000_000_001)
+    remote, timestamp, answer, reference = noise.responder_answer(
+        callee, ephemeral, initiator.message
+    )
     assert remote == _core.NodeKey(caller).public
+    assert timestamp == 1_700_000_000_001
     cipher = initiator.finish(answer)
     assert reference.open(cipher.seal(b"x", True) + cipher.seal(b"y")) == b"xy"
     assert cipher.open(reference.seal(b"z", flags=1) + reference.seal(b"w")) == b"zw"
@@ -56,8 +60,8 @@ def test_the_node_calling_completes_a_handshake_with_the_reference_accepter() ->
 def test_a_record_sealed_under_another_key_is_refused() -> None:
     caller, callee, ephemeral = (_core.x25519_generate_secret() for _ in range(3))
     node = _core.NodeKey(callee)
-    first, state = noise.initiator_first(caller, ephemeral, node.public)
-    _, answer, cipher = node.link_respond(first)
+    first, state = noise.initiator_first(caller, ephemeral, node.public, 1)
+    _, _, answer, cipher = node.link_respond(first)
     reference = noise.initiator_finish(state, caller, ephemeral, answer)
     reference.send_key = bytes(32)
     with pytest.raises(DecryptionError):
@@ -74,10 +78,11 @@ def test_the_documented_handshake_and_first_record_follow_from_their_keys() -> N
     accepter_e = bytes.fromhex(v["accepter ephemeral secret"])
     assert noise.public(caller).hex() == v["caller static public"]
     assert noise.public(accepter).hex() == v["accepter static public"]
-    first, state = noise.initiator_first(caller, caller_e, noise.public(accepter))
+    timestamp = int(v["caller timestamp"])
+    first, state = noise.initiator_first(caller, caller_e, noise.public(accepter), timestamp)
     assert first.hex() == v["first message"]
-    remote, answer, _ = noise.responder_answer(accepter, accepter_e, first)
-    assert remote == noise.public(caller)
+    remote, read, answer, _ = noise.responder_answer(accepter, accepter_e, first)
+    assert (remote, read) == (noise.public(caller), timestamp)
     assert answer.hex() == v["answer"]
     transport = noise.initiator_finish(state, caller, caller_e, answer)
     assert transport.send_key.hex() == v["key caller → accepter"]
@@ -90,8 +95,8 @@ def test_the_documented_handshake_and_first_record_follow_from_their_keys() -> N
     assert noise.decrypt(key, 0, b"", record[2:]) == b"\x00" + frame
     # The node, as the accepter, reads the documented first message and learns the caller's key
     # (its answer differs: it draws its own ephemeral key).
-    remote, _, _ = _core.NodeKey(accepter).link_respond(bytes.fromhex(v["first message"]))
-    assert remote.hex() == v["caller static public"]
+    remote, read, _, _ = _core.NodeKey(accepter).link_respond(bytes.fromhex(v["first message"]))
+    assert (remote.hex(), read) == (v["caller static public"], timestamp)
 
 
 def test_the_documented_replicate_body_is_what_the_codec_writes_and_reads() -> None:

@@ -14,6 +14,7 @@ import pytest
 
 from node_helpers import run
 from veil import _core
+from veil.clock import now_ms
 from veil.node.links import (
     HopFailed,
     Link,
@@ -194,7 +195,7 @@ def test_raw_version_1_frames_and_garbage_get_the_connection_closed_and_nothing_
             for payload in (
                 encode_frame(FrameKind.RPC, 1, b'{"method":"fetch","hashes":[]}'),
                 encode_frame(FrameKind.PING, 9),
-                b"\x00\x60" + bytes(96),  # the right length, not a handshake
+                b"\x00\x68" + bytes(104),  # the right length, not a handshake
                 b"GET / HTTP/1.1\r\n\r\n",
             ):
                 reader, writer = await asyncio.open_connection(*server.address)
@@ -213,7 +214,7 @@ def test_a_valid_handshake_followed_by_bytes_before_the_answer_is_refused() -> N
 
     async def main() -> None:
         async with _server(_echo, [client]) as server:
-            initiator = client.node.link_initiate(server.keys.x25519)
+            initiator = client.node.link_initiate(server.keys.x25519, now_ms())
             reader, writer = await asyncio.open_connection(*server.address)
             writer.write(initiator.message + b"early")
             await writer.drain()
@@ -228,7 +229,7 @@ def test_a_connection_that_never_finishes_its_handshake_is_closed_in_time() -> N
     async def main() -> None:
         async with _server(_echo, [_keys()]) as server:
             reader, writer = await asyncio.open_connection(*server.address)
-            writer.write(b"\x00\x60" + bytes(10))  # a third of a handshake, then silence
+            writer.write(b"\x00\x68" + bytes(10))  # a tenth of a handshake, then silence
             await writer.drain()
             started = time.monotonic()
             assert await _closed_by_peer(reader, timeout=5.0)
@@ -359,7 +360,7 @@ def test_ping_is_answered_with_pong_inside_the_encrypted_link() -> None:
 
     async def main() -> None:
         async with _server(_echo, [client]) as server:
-            initiator = client.node.link_initiate(server.keys.x25519)
+            initiator = client.node.link_initiate(server.keys.x25519, now_ms())
             reader, writer = await asyncio.open_connection(*server.address)
             writer.write(initiator.message)
             cipher = initiator.finish(await asyncio.wait_for(reader.readexactly(50), 2.0))

@@ -242,12 +242,14 @@ def test_raw_version_1_frames_on_the_link_port_get_the_connection_closed_and_not
 def test_a_broken_or_misaddressed_handshake_is_closed_without_an_answer(tmp_path: Path) -> None:
     async def main() -> None:
         async with _network(tmp_path, 2, swarm_size=2) as [node, member]:
-            valid = member.key.link_initiate(node.identity.x25519_public_key).message
-            elsewhere = member.key.link_initiate(Identity.generate().x25519_public_key).message
+            valid = member.key.link_initiate(node.identity.x25519_public_key, now_ms()).message
+            elsewhere = member.key.link_initiate(
+                Identity.generate().x25519_public_key, now_ms()
+            ).message
             attempts = {
                 "garbage": b"\x16\x03\x01\x02\x00" + os.urandom(300),
-                "right length, wrong bytes": b"\x00\x60" + os.urandom(96),
-                "right length, zero bytes": b"\x00\x60" + bytes(96),
+                "right length, wrong bytes": b"\x00\x68" + os.urandom(104),
+                "right length, zero bytes": b"\x00\x68" + bytes(104),
                 "addressed to another key": elsewhere,
                 "a valid handshake with bytes before the answer": valid + b"early",
             }
@@ -273,7 +275,7 @@ def test_a_valid_handshake_with_a_key_that_is_not_a_member_is_closed_unanswered(
 
     async def main() -> None:
         async with _network(tmp_path, 1, swarm_size=1) as [node]:
-            handshake = stranger.link_initiate(node.identity.x25519_public_key).message
+            handshake = stranger.link_initiate(node.identity.x25519_public_key, now_ms()).message
             answer, closed = await _send_raw(node, handshake)
             assert closed
             assert answer == b""
@@ -288,11 +290,6 @@ def test_a_valid_handshake_with_a_key_that_is_not_a_member_is_closed_unanswered(
     run(main())
 
 
-@pytest.mark.skip(
-    reason="bug: a replayed Noise_IK first message is accepted again — the node answers it and "
-    "opens a link counted as the member's, so two replays of one captured handshake close the "
-    "member's own link (closed_beyond_links_per_peer); msg1 carries no timestamp or replay check"
-)
 def test_a_replayed_handshake_message_opens_no_link_and_leaves_the_members_link_open(
     tmp_path: Path,
 ) -> None:
@@ -302,7 +299,7 @@ def test_a_replayed_handshake_message_opens_no_link_and_leaves_the_members_link_
         async with _network(tmp_path, 1, swarm_size=1) as [node]:
             node.set_peers([_peer(member)])
             key = _core.NodeKey(member.x25519_secret_key)
-            initiator = key.link_initiate(node.identity.x25519_public_key)
+            initiator = key.link_initiate(node.identity.x25519_public_key, now_ms())
             captured = initiator.message
             connections = [await asyncio.open_connection("127.0.0.1", node.link_port)]
             try:

@@ -172,6 +172,11 @@ class LinkSettings:
     handshake_timeout_s: float = setting(
         5.0, "A connection whose handshake is not done by then is closed."
     )
+    handshake_max_skew_s: float = setting(
+        60.0,
+        "A handshake whose timestamp is further than this from the node's clock is refused (with "
+        "the last timestamp kept per node, this refuses a replayed first message).",
+    )
     max_handshakes: int = setting(
         256, "Most connections in handshake at once (not yet authenticated); more are closed."
     )

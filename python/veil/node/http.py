@@ -86,14 +86,14 @@ class HttpApp:
         handler: Handler,
         limits: Limits,
         on_refused: Callable[[int], None],
-        body_limits: dict[bytes, int] | None = None,
+        body_limits: dict[bytes, tuple[int, str]] | None = None,
         on_limit: Callable[[str], None] | None = None,
     ) -> None:
         self.handler = handler
         self.limits = limits
         self.on_refused = on_refused
         self.body_limits = body_limits or {}
-        """A smaller body limit for some paths (``/gossip``)."""
+        """A smaller body limit for some paths (``/gossip``), with the limit's name."""
         self.on_limit = on_limit or (lambda limit: None)
         """Told the name of a limit each time it refuses a connection."""
         self.connections: set[HttpProtocol] = set()
@@ -222,18 +222,22 @@ class HttpProtocol(asyncio.Protocol):
         if self.parser.should_upgrade() or self.parser.get_method() == b"CONNECT":
             self._refuse(_error(400, "bad_request", "protocol upgrades are not supported"))
             return
-        if self._content_length > self._body_limit():
+        limit, name = self._body_limit()
+        if self._content_length > limit:
+            self.app.on_limit(name)
             self._refuse(_error(413, "too_large", "request body too large"))
 
-    def _body_limit(self) -> int:
+    def _body_limit(self) -> tuple[int, str]:
         path = bytes(self._url).split(b"?", 1)[0]
-        return self.app.body_limits.get(path, self.app.limits.max_body_bytes)
+        return self.app.body_limits.get(path, (self.app.limits.max_body_bytes, "max_body_bytes"))
 
     def on_body(self, chunk: bytes) -> None:
         if self._refused:
             return
         self._body_len += len(chunk)
-        if self._body_len > self._body_limit():
+        limit, name = self._body_limit()
+        if self._body_len > limit:
+            self.app.on_limit(name)
             self._refuse(_error(413, "too_large", "request body too large"))
             return
         self._body.append(chunk)

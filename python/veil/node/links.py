@@ -36,6 +36,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 
 from veil import _core
+from veil.clock import now_ms
 from veil.errors import DecryptionError, VeilError
 from veil.node.config import LinkSettings
 from veil.node.source import address_key
@@ -69,11 +70,15 @@ Count = Callable[[str], None]
 
 
 class HopFailed(Exception):
-    """A request could not be carried or answered; ``code`` is what the previous hop may learn."""
+    """A request could not be carried or answered; ``code`` is what the previous hop may learn,
+    ``limit`` the configured limit that refused it, if one did (for the node's counters only)."""
 
-    def __init__(self, code: FailureCode = FailureCode.PATH_FAILED) -> None:
+    def __init__(
+        self, code: FailureCode = FailureCode.PATH_FAILED, *, limit: str | None = None
+    ) -> None:
         super().__init__(code.name)
         self.code = code
+        self.limit = limit
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +114,8 @@ class LinkGate:
         self.handshaking = 0
         self._handshakes_by_address: dict[str, int] = {}
         self._links_by_peer: dict[bytes, list[Link]] = {}
+        self._last_handshake: dict[bytes, int] = {}
+        """The newest handshake timestamp of each admitted node's X25519 key."""
 
     def start_handshake(self, source: str) -> bool:
         """Room for one more unauthenticated connection from ``source``? (Counts it if so.)"""
@@ -130,12 +137,20 @@ class LinkGate:
         else:
             self._handshakes_by_address.pop(source, None)
 
-    def open(self, link: Link, remote_x25519: bytes) -> bytes | None:
-        """The peer's node id if it is admitted; its oldest links beyond the cap are closed."""
+    def open(self, link: Link, remote_x25519: bytes, timestamp_ms: int) -> bytes | None:
+        """The peer's node id if it is admitted and its handshake's timestamp is fresh and newer
+        than the last one it sent (a replayed first message is not); its oldest links beyond the
+        cap are closed."""
         peer = self.admit(remote_x25519)
         if peer is None:
             self.count("refused_not_admitted")
             return None
+        skew_ms = self.settings.handshake_max_skew_s * 1000
+        last = self._last_handshake.get(remote_x25519, -1)
+        if abs(timestamp_ms - now_ms()) > skew_ms or timestamp_ms <= last:
+            self.count("refused_stale_or_replayed_handshake")
+            return None
+        self._last_handshake[remote_x25519] = timestamp_ms
         links = self._links_by_peer.setdefault(peer, [])
         links.append(link)
         while len(links) > self.settings.max_links_per_peer:
@@ -155,6 +170,9 @@ class LinkGate:
     def retain(self, admitted: Iterable[bytes]) -> int:
         """Close the links of every peer not in ``admitted`` (node ids); return how many."""
         keep = set(admitted)
+        self._last_handshake = {
+            k: t for k, t in self._last_handshake.items() if self.admit(k) is not None
+        }
         closed = 0
         for peer in [p for p in self._links_by_peer if p not in keep]:
             for link in list(self._links_by_peer.get(peer, [])):
@@ -178,18 +196,20 @@ class Link(asyncio.Protocol):
         settings: LinkSettings,
         count: Count,
         remote_x25519: bytes | None,
-        peer: bytes | None,
+        timestamp_ms: int,
         gate: LinkGate | None,
         handlers: LinkHandlers | None,
     ) -> None:
         self.settings = settings
         self.count = count
-        self.peer = peer
+        self.peer: bytes | None = None
         """The node id (Ed25519 key) at the other end, known once the handshake is done."""
         self._key = key
         self._gate = gate
         self._handlers = handlers
-        self._initiator = key.link_initiate(remote_x25519) if remote_x25519 is not None else None
+        self._initiator = (
+            key.link_initiate(remote_x25519, timestamp_ms) if remote_x25519 is not None else None
+        )
         self._cipher: _core.LinkCipher | None = None
         self._state = _State.HANDSHAKE
         self._handshake_buffer = bytearray()
@@ -229,22 +249,29 @@ class Link(asyncio.Protocol):
             settings=settings,
             count=count,
             remote_x25519=None,
-            peer=None,
+            timestamp_ms=0,
             gate=gate,
             handlers=handlers,
         )
 
     @classmethod
     def calling(
-        cls, *, key: _core.NodeKey, settings: LinkSettings, count: Count, remote_x25519: bytes
+        cls,
+        *,
+        key: _core.NodeKey,
+        settings: LinkSettings,
+        count: Count,
+        remote_x25519: bytes,
+        timestamp_ms: int,
     ) -> Link:
-        """The connecting end, to the node whose announced X25519 key is ``remote_x25519``."""
+        """The connecting end, to the node whose announced X25519 key is ``remote_x25519``;
+        ``timestamp_ms`` must grow from one handshake to the next (:class:`LinkPool` sees to it)."""
         return cls(
             key=key,
             settings=settings,
             count=count,
             remote_x25519=remote_x25519,
-            peer=None,
+            timestamp_ms=timestamp_ms,
             gate=None,
             handlers=None,
         )
@@ -357,11 +384,11 @@ class Link(asyncio.Protocol):
         if rest:  # the caller may send records only once it has the answer
             return self._refuse("closed_bad_handshake")
         try:
-            remote, answer, cipher = self._key.link_respond(message)
+            remote, timestamp_ms, answer, cipher = self._key.link_respond(message)
         except DecryptionError:
             return self._refuse("closed_bad_handshake")
         self._end_handshake()
-        peer = self._gate.open(self, remote)
+        peer = self._gate.open(self, remote, timestamp_ms)
         if peer is None:
             self.abort()
             return b""
@@ -557,6 +584,12 @@ class LinkPool:
         self._links: dict[tuple[tuple[str, int], bytes], Link] = {}
         self._locks: dict[tuple[tuple[str, int], bytes], asyncio.Lock] = {}
         self._backoff: dict[tuple[tuple[str, int], bytes], tuple[float, float]] = {}
+        self._stamp = 0
+
+    def _timestamp(self) -> int:
+        """This node's clock for a new handshake, never the same twice."""
+        self._stamp = max(now_ms(), self._stamp + 1)
+        return self._stamp
 
     def _usable(self, link: Link | None) -> Link | None:
         if link is None or not link.is_open:
@@ -599,7 +632,11 @@ class LinkPool:
         async with asyncio.timeout(settings.connect_timeout_s + settings.handshake_timeout_s):
             _, link = await loop.create_connection(
                 lambda: Link.calling(
-                    key=self.key, settings=settings, count=self.count, remote_x25519=x25519
+                    key=self.key,
+                    settings=settings,
+                    count=self.count,
+                    remote_x25519=x25519,
+                    timestamp_ms=self._timestamp(),
                 ),
                 address[0],
                 address[1],

@@ -15,6 +15,7 @@ import base64
 import collections
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -63,8 +64,10 @@ class ReplayCache:
         if any(tag in generation for generation in self._generations):
             raise HopFailed()
         current = self._generations[-1]
-        if len(current) >= self.max_entries or self._sources[source] >= self.max_per_source:
-            raise HopFailed(FailureCode.OVERLOADED)
+        if len(current) >= self.max_entries:
+            raise HopFailed(FailureCode.OVERLOADED, limit="replay_max_entries")
+        if self._sources[source] >= self.max_per_source:
+            raise HopFailed(FailureCode.OVERLOADED, limit="replay_max_entries_per_source")
         current.add(tag)
         self._sources[source] += 1
 
@@ -135,7 +138,10 @@ class OnionRouter:
         pool: LinkPool,
         rpc: StorageRpc,
         external_services: tuple[str, ...] = (),
+        on_limit: Callable[[str], None] = lambda limit: None,
     ) -> None:
+        self.on_limit = on_limit
+        """Told the name of a configured limit each time it refuses a layer."""
         self.settings = settings
         self.pool = pool
         self.rpc = rpc
@@ -188,8 +194,12 @@ class OnionRouter:
             raise HopFailed()
         try:
             self.replays.check_and_add(layer.replay_tag, source)
-        except HopFailed:
-            self.counts["replayed"] += 1
+        except HopFailed as failure:
+            if failure.code is FailureCode.OVERLOADED:
+                self.counts["replay_cache_full"] += 1
+                self.on_limit(failure.limit or "replay_max_entries")
+            else:
+                self.counts["replayed"] += 1
             raise
         if layer.next_hop is not None:
             peer = self.peers.get(layer.next_hop)

@@ -20,13 +20,13 @@ from __future__ import annotations
 
 import asyncio
 import collections
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from veil.clock import now_ms
 from veil.identity import Identity
 from veil.node.config import Limits, NetworkSettings
 from veil.node.links import HopFailed
-from veil.node.membership import Membership
+from veil.node.membership import Membership, TooManyAnnouncements
 from veil.node.message_rules import acceptable
 from veil.node.rpc import StorageRpc
 from veil.node.store import MessageStore, StoreOutcome, Txn
@@ -70,8 +70,11 @@ class PeerRpc:
         limits: Limits,
         settings: NetworkSettings,
         max_frame: int,
+        on_limit: Callable[[str], None],
     ) -> None:
         self.identity = identity
+        self.on_limit = on_limit
+        """Told the name of a configured limit each time it refuses something."""
         self.store = store
         self.writer = writer
         self.network = network
@@ -105,8 +108,13 @@ class PeerRpc:
             return encode_status(await self._apply(peer, request))
         assert isinstance(request, Gossip)
         self.counts["gossip"] += 1
-        await self.membership.merge(request.announcements)
-        return encode_announcements(self.membership.announcements())
+        try:
+            await self.membership.merge(request.announcements)
+        except TooManyAnnouncements:
+            self.refusals["gossip_too_many"] += 1
+            self.on_limit("gossip_max_entries")
+            raise HopFailed() from None
+        return encode_announcements(self.membership.gossip_sample())
 
     # --- who may ask about what -------------------------------------------------------------
 

@@ -112,6 +112,7 @@ class Node:
             pool=pool,
             rpc=self.rpc,
             external_services=config.external_services,
+            on_limit=self._limit_refused,
         )
         self.peer_rpc = PeerRpc(
             identity=self.identity,
@@ -123,6 +124,7 @@ class Node:
             limits=config.limits,
             settings=net,
             max_frame=config.links.max_frame,
+            on_limit=self._limit_refused,
         )
         self.gate = LinkGate(config.links, self._admit, self._link_event)
         self._static_peers = load_peers(config.peers_path)
@@ -143,7 +145,9 @@ class Node:
             self._route,
             config.limits,
             self._refused,
-            body_limits={b"/gossip": net.gossip_max_entries * _ANNOUNCEMENT_MAX_BYTES},
+            body_limits={
+                b"/gossip": (net.gossip_max_entries * _ANNOUNCEMENT_MAX_BYTES, "gossip_max_entries")
+            },
             on_limit=self._limit_refused,
         )
         self.metrics.watch_store(self._store_figures)

@@ -5,7 +5,7 @@ byte is an encrypted record (``veil._core.NodeKey.link_initiate`` / ``link_respo
 ``LinkCipher``; ``docs/protocol.md``, "Node links, version 2"):
 
 ```
-handshake = 00 60 ‖ msg1 (96 bytes)   caller → accepter: e, es, s, ss (+ empty payload)
+handshake = 00 68 ‖ msg1 (104 bytes)  caller → accepter: e, es, s, ss (+ timestamp payload)
             00 30 ‖ msg2 (48 bytes)   accepter → caller: e, ee, se (+ empty payload)
 record    = length (2, big-endian) ‖ ChaCha20-Poly1305 of (flags (1) ‖ data), ≤ 65,535 bytes
 ```
@@ -62,7 +62,7 @@ MIN_LENGTH = 5
 DEFAULT_MAX_FRAME = 16 * 1024 * 1024
 
 
-HANDSHAKE_INIT_LEN = 2 + 96
+HANDSHAKE_INIT_LEN = 2 + 104
 """The caller's handshake message, length prefix included."""
 HANDSHAKE_RESPONSE_LEN = 2 + 48
 """The accepter's handshake message, length prefix included."""

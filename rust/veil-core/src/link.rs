@@ -6,7 +6,8 @@
 //! protocol   = Noise_IK_25519_ChaChaPoly_BLAKE2b, prologue "veil-link-v2"
 //! static key = the node's X25519 key (the standard conversion of its announced Ed25519 key)
 //! message    = length (2, big-endian) ‖ Noise message            (every byte on the wire)
-//! initiator → responder   msg1 = e, es, s, ss + empty payload    (96 bytes)
+//! initiator → responder   msg1 = e, es, s, ss + payload          (104 bytes)
+//!                          payload = the initiator's clock, ms since the epoch (8, big-endian)
 //! responder → initiator   msg2 = e, ee, se + empty payload       (48 bytes)
 //! then, both ways         record = Noise transport message of (flags (1) ‖ data)
 //! flags      = 0x01 REKEY: the sender's key for the records after this one is Noise's Rekey(k);
@@ -16,7 +17,9 @@
 //! The initiator knows the responder's static key from its announcement (IK), so the first message
 //! already authenticates the responder's key (only its owner can complete the handshake) and
 //! carries the initiator's own static key encrypted; the responder learns which node connected
-//! before it answers and before any record exists. Transport keys come from the two ephemeral
+//! before it answers and before any record exists. The first message's payload, a timestamp, lets
+//! the responder refuse a replayed first message (it keeps the last timestamp of each node, as
+//! `WireGuard` does with its TAI64N). Transport keys come from the two ephemeral
 //! keys (forward secrecy) and are never shared between links; long-lived links rekey.
 //!
 //! Every failure — a malformed handshake, a bad tag, a malformed record, a record after a failure —
@@ -43,8 +46,10 @@ pub const LENGTH_PREFIX: usize = 2;
 pub const MAX_MESSAGE: usize = 65_535;
 /// Bytes of an AEAD tag.
 pub const TAG_LEN: usize = 16;
+/// The initiator's handshake payload: its clock in milliseconds since the epoch (big-endian).
+pub const TIMESTAMP_LEN: usize = 8;
 /// The initiator's handshake message, without its length prefix.
-pub const INIT_LEN: usize = 32 + (32 + TAG_LEN) + TAG_LEN;
+pub const INIT_LEN: usize = 32 + (32 + TAG_LEN) + (TIMESTAMP_LEN + TAG_LEN);
 /// The responder's handshake message, without its length prefix.
 pub const RESPONSE_LEN: usize = 32 + TAG_LEN;
 /// The most data one record carries: a Noise message less its tag and the flags byte.
@@ -73,15 +78,20 @@ pub struct Initiator {
 
 impl Initiator {
     /// Starts a handshake from the node whose static secret is `local_secret` to the node whose
-    /// announced X25519 key is `remote_public`.
-    pub fn new(local_secret: &[u8; KEY_LEN], remote_public: &[u8; KEY_LEN]) -> Result<Self> {
+    /// announced X25519 key is `remote_public`, at `timestamp_ms` (which must grow from one
+    /// handshake to the next between the same two nodes).
+    pub fn new(
+        local_secret: &[u8; KEY_LEN],
+        remote_public: &[u8; KEY_LEN],
+        timestamp_ms: u64,
+    ) -> Result<Self> {
         let mut state = builder(local_secret)?
             .remote_public_key(remote_public)
             .and_then(Builder::build_initiator)
             .map_err(|_| Error::InvalidKey("X25519 public key"))?;
         let mut message = vec![0u8; LENGTH_PREFIX + INIT_LEN];
         let written = state
-            .write_message(&[], &mut message[LENGTH_PREFIX..])
+            .write_message(&timestamp_ms.to_be_bytes(), &mut message[LENGTH_PREFIX..])
             .map_err(|_| Error::InvalidKey("X25519 public key (low order)"))?;
         if written != INIT_LEN {
             return Err(Error::InvalidArgument("handshake message length"));
@@ -112,14 +122,23 @@ impl Initiator {
     }
 }
 
+/// What [`respond`] learns and answers.
+pub struct Response {
+    /// The initiator's static X25519 key, as the handshake authenticated it.
+    pub remote: [u8; KEY_LEN],
+    /// The initiator's timestamp (ms since the epoch), to refuse replayed first messages.
+    pub timestamp_ms: u64,
+    /// The answer to send, length prefix included.
+    pub answer: Vec<u8>,
+    /// The link's record layer.
+    pub cipher: LinkCipher,
+}
+
 /// Answers an initiator's first message (length prefix included, exactly that many bytes) with the
-/// node's static secret. Returns the initiator's static X25519 key, the answer to send (length
-/// prefix included) and the link's cipher. The caller checks the initiator's key against the nodes
-/// it admits *before* sending the answer, and drops everything if it is not one of them.
-pub fn respond(
-    local_secret: &[u8; KEY_LEN],
-    message: &[u8],
-) -> Result<([u8; KEY_LEN], Vec<u8>, LinkCipher)> {
+/// node's static secret. The caller checks the initiator's key (and that its timestamp is fresh and
+/// newer than any seen from that node) against the nodes it admits *before* sending the answer,
+/// and drops everything if it is not one of them.
+pub fn respond(local_secret: &[u8; KEY_LEN], message: &[u8]) -> Result<Response> {
     let body = framed(message, INIT_LEN)?;
     let mut state = builder(local_secret)?
         .build_responder()
@@ -128,9 +147,10 @@ pub fn respond(
     let read = state
         .read_message(body, &mut payload)
         .map_err(|_| Error::Decryption)?;
-    if read != 0 {
-        return Err(Error::Decryption);
-    }
+    let timestamp: [u8; TIMESTAMP_LEN] = payload
+        .get(..read)
+        .and_then(|p| p.try_into().ok())
+        .ok_or(Error::Decryption)?;
     let remote: [u8; KEY_LEN] = state
         .get_remote_static()
         .and_then(|key| key.try_into().ok())
@@ -143,7 +163,12 @@ pub fn respond(
         return Err(Error::Decryption);
     }
     answer[..LENGTH_PREFIX].copy_from_slice(&length_prefix(RESPONSE_LEN));
-    Ok((remote, answer, LinkCipher::new(state)?))
+    Ok(Response {
+        remote,
+        timestamp_ms: u64::from_be_bytes(timestamp),
+        answer,
+        cipher: LinkCipher::new(state)?,
+    })
 }
 
 /// The body of a handshake message that must be exactly `len` bytes after its prefix.
@@ -481,9 +506,14 @@ mod tests {
 
     fn pair() -> Pair {
         let (a, a_pub, b, b_pub) = keys();
-        let initiator = Initiator::new(&a, &b_pub).unwrap();
+        let initiator = Initiator::new(&a, &b_pub, 1_700_000_000_000).unwrap();
         assert_eq!(initiator.message().len(), LENGTH_PREFIX + INIT_LEN);
-        let (remote, answer, responder) = respond(&b, initiator.message()).unwrap();
+        let Response {
+            remote,
+            answer,
+            cipher: responder,
+            ..
+        } = respond(&b, initiator.message()).unwrap();
         assert_eq!(remote, a_pub);
         assert_eq!(answer.len(), LENGTH_PREFIX + RESPONSE_LEN);
         let initiator = initiator.finish(&answer).unwrap();
@@ -510,7 +540,7 @@ mod tests {
         let (a, _, _, _) = keys();
         let (_, _, other, _) = keys();
         let (_, _, _, b_pub) = keys();
-        let initiator = Initiator::new(&a, &b_pub).unwrap();
+        let initiator = Initiator::new(&a, &b_pub, 1_700_000_000_000).unwrap();
         assert_eq!(
             respond(&other, initiator.message()).err(),
             Some(Error::Decryption)
@@ -521,17 +551,17 @@ mod tests {
     fn a_forged_answer_fails_at_the_initiator() {
         let (a, _, b, b_pub) = keys();
         let (mallory, _, _, _) = keys();
-        let first = Initiator::new(&a, &b_pub).unwrap();
+        let first = Initiator::new(&a, &b_pub, 1_700_000_000_000).unwrap();
         // An answer from a handshake with another initiator cannot finish this one.
-        let other = Initiator::new(&mallory, &b_pub).unwrap();
-        let (_, answer, _) = respond(&b, other.message()).unwrap();
+        let other = Initiator::new(&mallory, &b_pub, 1_700_000_000_000).unwrap();
+        let Response { answer, .. } = respond(&b, other.message()).unwrap();
         assert_eq!(first.finish(&answer).err(), Some(Error::Decryption));
     }
 
     #[test]
     fn a_low_order_responder_key_is_refused() {
         let (a, _, _, _) = keys();
-        assert!(Initiator::new(&a, &[0u8; 32]).is_err());
+        assert!(Initiator::new(&a, &[0u8; 32], 1).is_err());
     }
 
     #[test]
@@ -591,11 +621,19 @@ mod tests {
     #[test]
     fn every_link_has_its_own_keys() {
         let (a, _, b, b_pub) = keys();
-        let first = Initiator::new(&a, &b_pub).unwrap();
-        let second = Initiator::new(&a, &b_pub).unwrap();
+        let first = Initiator::new(&a, &b_pub, 1_700_000_000_000).unwrap();
+        let second = Initiator::new(&a, &b_pub, 1_700_000_000_000).unwrap();
         assert_ne!(first.message(), second.message());
-        let (_, answer1, mut r1) = respond(&b, first.message()).unwrap();
-        let (_, answer2, mut r2) = respond(&b, second.message()).unwrap();
+        let Response {
+            answer: answer1,
+            cipher: mut r1,
+            ..
+        } = respond(&b, first.message()).unwrap();
+        let Response {
+            answer: answer2,
+            cipher: mut r2,
+            ..
+        } = respond(&b, second.message()).unwrap();
         let mut i1 = first.finish(&answer1).unwrap();
         let mut i2 = second.finish(&answer2).unwrap();
         let s1 = i1.seal(b"same plaintext", false).unwrap();
@@ -620,11 +658,18 @@ mod tests {
             .build_initiator()
             .unwrap();
         let mut first = vec![0u8; LENGTH_PREFIX + INIT_LEN];
-        let n = reference.write_message(&[], &mut first[2..]).unwrap();
+        let stamp = 1_700_000_000_123u64.to_be_bytes();
+        let n = reference.write_message(&stamp, &mut first[2..]).unwrap();
         assert_eq!(n, INIT_LEN);
         first[..2].copy_from_slice(&length_prefix(n));
-        let (remote, answer, mut ours) = respond(&b, &first).unwrap();
+        let Response {
+            remote,
+            timestamp_ms,
+            answer,
+            cipher: mut ours,
+        } = respond(&b, &first).unwrap();
         assert_eq!(remote, a_pub);
+        assert_eq!(timestamp_ms, 1_700_000_000_123);
         let mut payload = [0u8; 64];
         assert_eq!(
             reference.read_message(&answer[2..], &mut payload).unwrap(),
@@ -662,10 +707,11 @@ mod tests {
         for message in [
             vec![],
             vec![0],
-            vec![0, 96],
-            vec![0u8; 98],
-            vec![0xff; 98],
-            vec![0, 95, 1],
+            vec![0, 104],
+            vec![0u8; 106],
+            vec![0xff; 106],
+            [vec![0, 104], vec![0u8; 104]].concat(),
+            vec![0, 103, 1],
         ] {
             assert_eq!(respond(&b, &message).err(), Some(Error::Decryption));
         }

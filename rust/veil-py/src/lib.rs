@@ -433,25 +433,33 @@ impl NodeKey {
         Ok(results)
     }
 
-    /// Starts a node-link handshake to the node whose announced X25519 key is `remote_public`.
-    fn link_initiate(&self, remote_public: &[u8]) -> CoreResult<LinkInitiator> {
+    /// Starts a node-link handshake to the node whose announced X25519 key is `remote_public`, at
+    /// `timestamp_ms` (this node's clock; it must grow from one handshake to the next).
+    fn link_initiate(&self, remote_public: &[u8], timestamp_ms: u64) -> CoreResult<LinkInitiator> {
         let remote = fixed::<32>("X25519 public key", remote_public)?;
         Ok(LinkInitiator(Some(link::Initiator::new(
             &self.secret,
             &remote,
+            timestamp_ms,
         )?)))
     }
 
     /// Answers a node-link handshake's first message (length prefix included): returns the
-    /// initiator's static X25519 key, the answer to send once that key is admitted, and the link's
-    /// cipher. Raises `DecryptionError` for anything but a valid first message.
+    /// initiator's static X25519 key, its timestamp, the answer to send once that key is admitted
+    /// and the timestamp found fresh, and the link's cipher. Raises `DecryptionError` for anything
+    /// but a valid first message.
     fn link_respond<'py>(
         &self,
         py: Python<'py>,
         message: &[u8],
-    ) -> CoreResult<(Bound<'py, PyBytes>, Bound<'py, PyBytes>, LinkCipher)> {
-        let (remote, answer, cipher) = link::respond(&self.secret, message)?;
-        Ok((bytes(py, &remote), bytes(py, &answer), LinkCipher(cipher)))
+    ) -> CoreResult<(Bound<'py, PyBytes>, u64, Bound<'py, PyBytes>, LinkCipher)> {
+        let response = link::respond(&self.secret, message)?;
+        Ok((
+            bytes(py, &response.remote),
+            response.timestamp_ms,
+            bytes(py, &response.answer),
+            LinkCipher(response.cipher),
+        ))
     }
 }
 

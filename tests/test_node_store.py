@@ -261,16 +261,34 @@ def test_delete_hashes_deletes_only_the_owners_messages(tmp_path: Path) -> None:
         put(store, message)
     unknown = message_hash(ALICE, 0, b"never stored")
     hashes = [mine[0].hash, theirs.hash, unknown, mine[2].hash]
-    deleted = store.write(lambda txn: store.delete_hashes(txn, ALICE, hashes))
+    deleted = store.write(lambda txn: store.delete_hashes(txn, ALICE, hashes, now_ms=now_ms()))
     assert sorted(deleted) == sorted([mine[0].hash, mine[2].hash])
     assert [m.hash for m in read_all(store, ALICE)] == [mine[1].hash]
     assert [m.hash for m in read_all(store, BOB)] == [theirs.hash]
     assert store.totals() == (2, 3)
     # Deleting again is a no-op; a deleted message leaves a tombstone until its expiry, so a copy
     # from a lagging swarm member cannot bring it back.
-    assert store.write(lambda txn: store.delete_hashes(txn, ALICE, [mine[0].hash])) == []
+    assert (
+        store.write(lambda txn: store.delete_hashes(txn, ALICE, [mine[0].hash], now_ms=now_ms()))
+        == []
+    )
     assert put(store, mine[0]) is StoreOutcome.ALREADY
     assert [m.hash for m in read_all(store, ALICE)] == [mine[1].hash]
+    store.close()
+
+
+def test_a_delete_that_overtakes_its_message_keeps_the_late_copy_out(tmp_path: Path) -> None:
+    store = open_store(tmp_path)
+    late = make_message(ALICE, b"replicated after the delete")
+    assert (
+        store.write(lambda txn: store.delete_hashes(txn, ALICE, [late.hash], now_ms=now_ms())) == []
+    )
+    assert put(store, late) is StoreOutcome.ALREADY
+    assert read_all(store, ALICE) == []
+    # The tombstone is the deleting account's: it keeps nothing out of another account.
+    bobs = make_message(BOB, b"bob's")
+    store.write(lambda txn: store.delete_hashes(txn, ALICE, [bobs.hash], now_ms=now_ms()))
+    assert put(store, bobs) is StoreOutcome.STORED
     store.close()
 
 
@@ -422,7 +440,7 @@ def test_reopen_after_close_keeps_messages_expiries_and_quotas(tmp_path: Path) -
     messages = [make_message(ALICE, b"r%d" % i, namespace=i % 2) for i in range(5)]
     for message in messages:
         put(store, message)
-    store.write(lambda txn: store.delete_hashes(txn, ALICE, [messages[0].hash]))
+    store.write(lambda txn: store.delete_hashes(txn, ALICE, [messages[0].hash], now_ms=now_ms()))
     store.close()
     reopened = open_store(tmp_path, limits=limits)
     got = read_all(reopened, ALICE, 0) + read_all(reopened, ALICE, 1)

@@ -49,6 +49,7 @@ from veil.protocol.node_rpc import (
     decode_differ,
     decode_messages,
     decode_receipts,
+    decode_status,
     encode_request,
     message_entry_size,
 )
@@ -178,19 +179,27 @@ class Replicator:
             FrameKind.RPC,
         )
 
-    def forward(self, method: str, params: dict[str, Any], account: bytes) -> None:
+    async def forward(self, method: str, params: dict[str, Any], account: bytes) -> int:
         """Send a client's signed request (delete, delete_all, expire) to the account's other
-        members, in the background."""
+        members and wait, up to ``replication_timeout_s``, until they have applied it; those
+        still going then finish in the background. Returns how many members answered 200."""
         request = Apply(method, params)
-        for member in self.network.swarm(account):
-            if member.ed25519 != self.own_id:
-                self._spawn(self._forward_to(member, request))
+        tasks = [
+            self._spawn(self._forward_to(member, request))
+            for member in self.network.swarm(account)
+            if member.ed25519 != self.own_id
+        ]
+        if not tasks:
+            return 0
+        done, _pending = await asyncio.wait(tasks, timeout=self.settings.replication_timeout_s)
+        return sum(task.result() == 200 for task in done)
 
-    async def _forward_to(self, member: Announcement, request: Apply) -> None:
+    async def _forward_to(self, member: Announcement, request: Apply) -> int:
         try:
-            await self._rpc(member, request)
-        except HopFailed:
+            return decode_status(await self._rpc(member, request))
+        except (HopFailed, NodeRpcError):
             self.counts["forward_failed"] += 1
+            return 0
 
     # --- anti-entropy and hand-over -----------------------------------------------------------
 

@@ -299,10 +299,10 @@ class StorageRpc:
         texts, hashes = _hash_list(params, self.limits.delete_max_hashes)
         verify_signature(account, params, delete_string(texts))
         deleted = await self.writer.submit(
-            lambda txn: self.store.delete_hashes(txn, account, hashes)
+            lambda txn: self.store.delete_hashes(txn, account, hashes, now_ms=now_ms())
         )
         if not forwarded:
-            self._forward("delete", params, account)
+            await self._forward("delete", params, account)
         return {"deleted": sorted(hash_b64(d) for d in deleted)}
 
     async def delete_all(self, params: Params, forwarded: bool) -> dict[str, Any]:
@@ -315,7 +315,7 @@ class StorageRpc:
             lambda txn: self.store.delete_all(txn, account, namespace)
         )
         if not forwarded:
-            self._forward("delete_all", params, account)
+            await self._forward("delete_all", params, account)
         return {"deleted": sorted(hash_b64(d) for d in deleted)}
 
     async def expire(self, params: Params, forwarded: bool) -> dict[str, Any]:
@@ -333,12 +333,14 @@ class StorageRpc:
             lambda txn: self.store.set_expiry(txn, account, hashes, expiry, mode or "set")
         )
         if not forwarded:
-            self._forward("expire", params, account)
+            await self._forward("expire", params, account)
         return {"expiries": {hash_b64(d): e for d, e in updated.items()}}
 
-    def _forward(self, method: str, params: Params, account: bytes) -> None:
+    async def _forward(self, method: str, params: Params, account: bytes) -> None:
+        """A delete or expiry change is answered once the account's other members applied it
+        too (or ``replication_timeout_s`` passed): the client may read from any of them next."""
         if self.replicator is not None:
-            self.replicator.forward(method, params, account)
+            await self.replicator.forward(method, params, account)
 
     async def get_expiries(self, params: Params, forwarded: bool) -> dict[str, Any]:
         account = self._account(params)

@@ -173,7 +173,8 @@ class MessageStore:
     def put(self, txn: Txn, message: Message) -> StoreOutcome:
         if txn.get(message.hash, db=self._hashes) is not None:
             return StoreOutcome.ALREADY
-        if txn.get(message.hash, db=self._tombstones) is not None:
+        tombstone = txn.get(message.hash, db=self._tombstones)
+        if tombstone is not None and tombstone[8:] in (b"", message.account):
             return StoreOutcome.ALREADY  # deleted by its owner: never brought back
         size = len(message.data)
         count, used, digest = _account_stats(txn.get(message.account, db=self._accounts))
@@ -212,8 +213,7 @@ class MessageStore:
         txn.delete(digest, db=self._hashes)
         txn.delete(digest, db=self._auth)
         if tombstone:
-            txn.put(digest, _U64.pack(expiry_ms), db=self._tombstones)
-            txn.put(_U64.pack(expiry_ms) + digest, b"", db=self._tombstone_expiry)
+            self._tombstone(txn, account, digest, expiry_ms)
         count, used, xor = _account_stats(txn.get(account, db=self._accounts))
         if count <= 1:
             txn.delete(account, db=self._accounts)
@@ -230,14 +230,28 @@ class MessageStore:
             db=self._meta,
         )
 
-    def delete_hashes(self, txn: Txn, account: bytes, hashes: list[bytes]) -> list[bytes]:
-        """Delete the account's messages among ``hashes``; return the hashes deleted."""
+    def _tombstone(self, txn: Txn, account: bytes, digest: bytes, expiry_ms: int) -> None:
+        txn.put(digest, _U64.pack(expiry_ms) + account, db=self._tombstones)
+        txn.put(_U64.pack(expiry_ms) + digest, b"", db=self._tombstone_expiry)
+
+    def delete_hashes(
+        self, txn: Txn, account: bytes, hashes: list[bytes], *, now_ms: int
+    ) -> list[bytes]:
+        """Delete the account's messages among ``hashes``; return the hashes deleted.
+
+        A hash this node does not hold gets a tombstone too (for the account, until the longest
+        lifetime a message stored now could have): the delete may have overtaken the message's
+        replication to this node, and the copy that arrives later must not bring it back.
+        """
         deleted = []
         for digest in hashes:
             found = self._owned(txn, account, digest)
             if found is not None:
                 self._remove(txn, *found, tombstone=True)
                 deleted.append(digest)
+            elif txn.get(digest, db=self._hashes) is None:
+                horizon = now_ms + self.limits.max_ttl_ms + self.limits.clock_skew_ms
+                self._tombstone(txn, account, digest, horizon)
         return deleted
 
     def _owned(self, txn: Txn, account: bytes, digest: bytes) -> tuple[bytes, bytes] | None:

@@ -1,15 +1,23 @@
 """pytest-benchmark suite of onion routing through real node processes (``docs/performance.md``,
 "Onion routing"). Every process is ``onion_load.py`` in one of its roles; only 127.0.0.1 is used.
 
-Part A — the forwarding rate of one node against the single-core Rust peel rate (target: ≥ 50 %):
+Part A — the forwarding rate of one node against the single-core Rust peel rate (target: ≥ 50 %),
+over node links version 2 (Noise handshake, encrypted records), and what the link costs per hop:
 
-- ``peel-single-core``: ``veil._core.NodeKey.peel`` in a loop, on this process's one thread, over
-  distinct first layers of two-hop onions around 1 KiB (the layers the node under test gets).
+- ``onion-hop``: the per-hop crypto side by side, each per call of 256 operations on this
+  process's one thread: ``test_peel_single_core`` (``veil._core.NodeKey.peel`` over distinct first
+  layers of two-hop onions around 1 KiB, the layers the node under test gets), ``test_link_cipher``
+  (``LinkCipher.seal`` then ``open`` at the other end, one record per frame: the REQUEST frame the
+  node gets, and the RESPONSE frame of the sink's 7-byte answer) and ``test_link_handshake``
+  (``link_initiate`` + ``link_respond`` + ``finish``: both ends of one handshake).
 - ``onion-forwarding``: the node under test in its own process; a sink process as the next hop
-  (answers every request at once, no crypto); a load process connected to the node's link port
-  as a peer, keeping ``WINDOW`` REQUEST frames in flight, each a distinct pre-built onion
-  [node, sink]. One round = N layers; forwarded hops per second = N / median round. The peel rate
-  is measured again between rounds, in the same run, and the ratio is printed at the end.
+  (accepts any caller's link, answers every request at once: one open and one seal per read); a
+  load process with a node identity of its own, which the node admits (it is added to the node's
+  peers), linked to the node's link port as a peer, keeping ``WINDOW`` REQUEST frames in flight,
+  each a distinct pre-built onion [node, sink], sealed per write. One round = N layers; forwarded
+  hops per second = N / median round. Before each round, in the same run, the peel rate, the link
+  cipher's cost per hop (open the incoming request, seal the outgoing one, open the answer, seal it
+  back) and the handshake are measured again; the ratio and the costs are printed at the end.
 
 Part B — a three-hop onion request against the same request sent directly (``rpc-info``,
 ``rpc-store``, ``rpc-info-sequential``): four node processes that all know each other; a client
@@ -38,9 +46,11 @@ import orjson
 import pytest
 
 from benchkit import Benchmark, ChildProcess, median_s, now_ms, pick
+from onion_load import SINK_ANSWER
 from veil import _core
 from veil.node.config import NodeConfig, StoreSettings, render_config
 from veil.node.identity import create_node_key, load_node_key
+from veil.protocol.link import FrameKind, encode_frame
 from veil.protocol.onion_request import build_request
 from veil.protocol.peers import PeerInfo, peer_from_json, peer_to_json
 
@@ -50,6 +60,9 @@ WINDOW = 128
 CONCURRENCY = 32
 TIME_LIMIT_S = 60.0
 PEEL_LOOP = (4000, 200)  # layers per peel timing (enabled, disabled)
+LINK_LOOP = (4000, 200)  # frames per seal / open timing
+HANDSHAKE_LOOP = (300, 10)  # handshakes per timing
+PER_CALL = 256  # operations per call of the onion-hop rows
 N_FORWARD = (20000, 300)
 ROUNDS_FORWARD = (5, 1)
 N_RPC = (2000, 64)
@@ -120,6 +133,9 @@ def summary(request: pytest.FixtureRequest) -> Iterator[None]:
     lines = ["", "onion routing benchmarks, this run (medians):"]
     if "peel" in f:
         lines.append(f"  single-core Rust peel       {f['peel']:9.0f} layers/s")
+    for name in ("peel", "link-request", "link-answer", "handshake"):
+        if f"hop/{name}" in f:
+            lines.append(f"  onion-hop {name:17} {f[f'hop/{name}']:9.2f} us per operation")
     if "forward" in f:
         fw = f["forward"]
         lines.append(
@@ -133,6 +149,17 @@ def summary(request: pytest.FixtureRequest) -> Iterator[None]:
         lines.append(
             f"  CPU per hop: node {fw['node_cpu_us']:.1f} us, sink {fw['sink_cpu_us']:.1f} us,"
             f" peer {fw['load_cpu_us']:.1f} us; {fw['layers_per_batch']:.1f} layers/peel batch"
+        )
+        link = fw["link_us"]
+        lines.append(
+            f"  link cipher per hop         {link['hop']:9.2f} us  (open request"
+            f" {link['open_request']:.2f}, seal request {link['seal_request']:.2f}, open answer"
+            f" {link['open_answer']:.2f}, seal answer {link['seal_answer']:.2f});"
+            f" peel {1e6 / fw['peel']:.2f} us; link / peel {link['hop'] * fw['peel'] / 1e6:.1%}"
+        )
+        lines.append(
+            f"  link handshake, both ends   {link['handshake']:9.1f} us"
+            f"  (= {link['handshake'] * fw['peel'] / 1e6:.1f} peels)"
         )
     for group in ("rpc-info", "rpc-store", "rpc-info-sequential"):
         direct, onion = f.get(f"{group}/direct"), f.get(f"{group}/onion")
@@ -180,8 +207,88 @@ def peel_rate(secret: bytes, layers: list[bytes], count: int) -> float:
     return statistics.median(rates)
 
 
+def cipher_pair() -> tuple[_core.LinkCipher, _core.LinkCipher]:
+    """Both ends of a fresh link between two new keys: (caller's cipher, accepter's cipher)."""
+    caller = _core.NodeKey(_core.x25519_generate_secret())
+    accepter = _core.NodeKey(_core.x25519_generate_secret())
+    initiator = caller.link_initiate(accepter.public, now_ms())
+    remote, _, answer, accepting = accepter.link_respond(initiator.message)
+    assert remote == caller.public
+    return initiator.finish(answer), accepting
+
+
+def hop_frames(node_secret: bytes, layer: bytes) -> dict[str, bytes]:
+    """The frames one hop of the forwarding benchmark carries: the REQUEST the node gets, the
+    REQUEST it sends on (the layer peeled), and the sink's RESPONSE, which it relays back."""
+    inner = _core.NodeKey(node_secret).peel(layer).payload
+    return {
+        "request": encode_frame(FrameKind.REQUEST, 1, b"\x01" + layer),
+        "forwarded": encode_frame(FrameKind.REQUEST, 1, b"\x02" + inner),
+        "answer": encode_frame(FrameKind.RESPONSE, 1, SINK_ANSWER),
+    }
+
+
+def seal_open_us(frame: bytes, count: int) -> tuple[float, float]:
+    """Microseconds per ``seal`` and per ``open`` of ``frame`` (one record each) on a fresh link,
+    on this thread: the median of 3 timings of ``count``."""
+    sender, receiver = cipher_pair()
+    seal, open_ = sender.seal, receiver.open
+    seals, opens = [], []
+    for _ in range(3):
+        started = time.perf_counter()
+        records = [seal(frame) for _ in range(count)]
+        sealed = time.perf_counter()
+        for record in records:
+            opened = open_(record)
+        opens.append((time.perf_counter() - sealed) / count * 1e6)
+        seals.append((sealed - started) / count * 1e6)
+        assert opened == frame
+    return statistics.median(seals), statistics.median(opens)
+
+
+def handshake_us(count: int) -> float:
+    """Microseconds per link handshake, both ends (median of 3 timings of ``count``)."""
+    caller = _core.NodeKey(_core.x25519_generate_secret())
+    accepter = _core.NodeKey(_core.x25519_generate_secret())
+    remote, clock = accepter.public, now_ms()
+    times = []
+    for _ in range(3):
+        started = time.perf_counter()
+        for _ in range(count):
+            clock += 1
+            initiator = caller.link_initiate(remote, clock)
+            _, _, answer, _ = accepter.link_respond(initiator.message)
+            initiator.finish(answer)
+        times.append((time.perf_counter() - started) / count * 1e6)
+    return statistics.median(times)
+
+
+def link_cost_us(frames: dict[str, bytes], count: int, handshakes: int) -> dict[str, float]:
+    """The link cipher's work for one forwarded hop, in microseconds: open the incoming request,
+    seal the outgoing one, open the answer, seal it back (one record per frame: the node seals
+    what one loop turn queued as one record, so this is the most a hop pays); and a handshake."""
+    _, open_request = seal_open_us(frames["request"], count)
+    seal_request, _ = seal_open_us(frames["forwarded"], count)
+    seal_answer, open_answer = seal_open_us(frames["answer"], count)
+    return {
+        "open_request": open_request,
+        "seal_request": seal_request,
+        "open_answer": open_answer,
+        "seal_answer": seal_answer,
+        "hop": open_request + seal_request + open_answer + seal_answer,
+        "handshake": handshake_us(handshakes),
+    }
+
+
+def _per_operation(benchmark: Benchmark, name: str) -> None:
+    median = median_s(benchmark)
+    if median is not None:
+        FIGURES[f"hop/{name}"] = median / PER_CALL * 1e6
+        benchmark.extra_info["us_per_operation"] = round(median / PER_CALL * 1e6, 3)
+
+
 def test_peel_single_core(benchmark: Benchmark) -> None:
-    benchmark.group = "onion-forwarding"
+    benchmark.group = "onion-hop"
     secret = _core.x25519_generate_secret()
     sink_public = _core.x25519_public_key(_core.x25519_generate_secret())
     layers = forward_layers(_core.x25519_public_key(secret), sink_public, 256)
@@ -199,6 +306,49 @@ def test_peel_single_core(benchmark: Benchmark) -> None:
     if median is not None:
         FIGURES["peel"] = len(layers) / median
         benchmark.extra_info["layers_per_s"] = round(len(layers) / median, 1)
+    _per_operation(benchmark, "peel")
+
+
+@pytest.mark.parametrize("frame", ["request", "answer"])
+def test_link_cipher(benchmark: Benchmark, frame: str) -> None:
+    """Seal one frame, open it at the other end, 256 times: a REQUEST of this benchmark's size
+    (hops ‖ a 1 KiB onion's first layer) or the RESPONSE carrying the sink's answer."""
+    benchmark.group = "onion-hop"
+    secret = _core.x25519_generate_secret()
+    sink_public = _core.x25519_public_key(_core.x25519_generate_secret())
+    layer = forward_layers(_core.x25519_public_key(secret), sink_public, 1)[0]
+    data = hop_frames(secret, layer)[frame]
+    sender, receiver = cipher_pair()
+
+    def seal_open() -> list[bytes]:
+        return [receiver.open(sender.seal(data)) for _ in range(PER_CALL)]
+
+    opened = benchmark(seal_open)
+    assert opened == [data] * PER_CALL
+    assert len(sender.seal(data)) == len(data) + 2 + 1 + 16  # length, flags, tag
+    _per_operation(benchmark, f"link-{frame}")
+
+
+def test_link_handshake(benchmark: Benchmark) -> None:
+    """Both ends of one link handshake, 256 times, between the same two keys."""
+    benchmark.group = "onion-hop"
+    caller = _core.NodeKey(_core.x25519_generate_secret())
+    accepter = _core.NodeKey(_core.x25519_generate_secret())
+
+    def handshakes() -> list[tuple[_core.LinkCipher, _core.LinkCipher]]:
+        pairs, clock = [], now_ms()
+        for tick in range(PER_CALL):
+            initiator = caller.link_initiate(accepter.public, clock + tick)
+            _, _, answer, accepting = accepter.link_respond(initiator.message)
+            pairs.append((initiator.finish(answer), accepting))
+        return pairs
+
+    pairs = benchmark(handshakes)
+    calling, accepting = pairs[-1]
+    assert accepting.open(calling.seal(b"hop")) == b"hop"
+    assert calling.remote_static == accepter.public
+    assert accepting.remote_static == caller.public
+    _per_operation(benchmark, "handshake")
 
 
 @pytest.mark.timeout(600)
@@ -206,14 +356,17 @@ def test_node_forwarding(benchmark: Benchmark, tmp_path: Path) -> None:
     benchmark.group = "onion-forwarding"
     n = pick(benchmark, N_FORWARD)
     peel_count = pick(benchmark, PEEL_LOOP)
+    link_count, handshakes = pick(benchmark, LINK_LOOP), pick(benchmark, HANDSHAKE_LOOP)
     sink_secret = _core.x25519_generate_secret()
     sink_public = _core.x25519_public_key(sink_secret)
     results: list[dict[str, Any]] = []
     peel_rates: list[float] = []
+    link_costs: list[dict[str, float]] = []
     with Processes(tmp_path) as procs:
         sink = procs.start("sink", "sink")
         load = procs.start("load", "load")
         sink_link = int(sink.read()["link"])
+        assert sink.ask(op="key", x25519_secret=sink_secret.hex())["x25519"] == sink_public.hex()
         sink_peer = PeerInfo(
             ed25519=os.urandom(32),  # never checked on the forwarding path
             x25519=sink_public,
@@ -223,13 +376,19 @@ def test_node_forwarding(benchmark: Benchmark, tmp_path: Path) -> None:
         data_dir, node_secret = procs.node_dir("node", [sink_peer])
         node = procs.start("node", "node", str(data_dir))
         node_peer = peer_from_json(node.read()["peer"])
-        load.ask(op="connect_link", port=node_peer.link[1])
+        # The node admits links only from the nodes it knows: the load joins its peers.
+        load_peer = load.ask(op="identity")["peer"]
+        node.ask(op="peers", peers=[peer_to_json(sink_peer), load_peer])
+        load.ask(op="connect_link", port=node_peer.link[1], x25519=node_peer.x25519.hex())
         peel_layers = forward_layers(node_peer.x25519, sink_public, 256)
+        frames = hop_frames(node_secret, peel_layers[0])
         route = [node_peer.x25519.hex(), sink_public.hex()]
 
         def setup() -> tuple[tuple[()], dict[str, Any]]:
-            load.ask(op="prep_forward", n=n, route=route, size=SIZE)
+            prepared = load.ask(op="prep_forward", n=n, route=route, size=SIZE)
+            assert prepared["frame_bytes"] == len(frames["request"])
             peel_rates.append(peel_rate(node_secret, peel_layers, peel_count))
+            link_costs.append(link_cost_us(frames, link_count, handshakes))
             return (), {}
 
         def go() -> dict[str, Any]:
@@ -271,6 +430,8 @@ def test_node_forwarding(benchmark: Benchmark, tmp_path: Path) -> None:
         "rate": rate,
         "peel": peel,
         "ratio": rate / peel,
+        "link_us": {k: statistics.median(c[k] for c in link_costs) for k in link_costs[0]},
+        "frame_bytes": {k: len(v) for k, v in frames.items()},
         "loader_rates": [round(n / r["elapsed"], 1) for r in results],
         "peel_rates": [round(p, 1) for p in peel_rates],
         "node_cpu_us": node_cpu / total * 1e6,
@@ -282,6 +443,7 @@ def test_node_forwarding(benchmark: Benchmark, tmp_path: Path) -> None:
     benchmark.extra_info.update(
         {k: round(v, 3) if isinstance(v, float) else v for k, v in figures.items()}
     )
+    benchmark.extra_info["link_us"] = {k: round(v, 3) for k, v in figures["link_us"].items()}
 
 
 # --- Part B: three-hop onion requests against direct RPC ------------------------------------------

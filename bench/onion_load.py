@@ -8,18 +8,25 @@ answers one JSON line on stdout, so the benchmark times rounds without paying fo
   uvloop, as ``veil node run`` starts it). Commands: ``peers`` (replace its peer list), ``stats``
   (onion counters, peel batches, the process's CPU seconds), ``profile_start`` / ``profile_stop``
   (cProfile of the event-loop thread, written to ``path``), ``quit``.
-- ``sink``: the next hop of the forwarding benchmark. It accepts node links and answers every
-  ``REQUEST`` frame at once with :data:`SINK_ANSWER`, straight from ``data_received`` (no task, no
-  crypto), so that it costs as little CPU as possible. It keeps the first few request bodies, which
-  the benchmark peels with the sink's key to check that the node forwarded the right layer.
-  Commands: ``stats``, ``quit``.
+- ``sink``: the next hop of the forwarding benchmark. It accepts node links (version 2: the Noise
+  handshake, then encrypted records) and answers every ``REQUEST`` frame at once with
+  :data:`SINK_ANSWER`, straight from ``data_received`` (no task; one ``open`` of what arrived and
+  one ``seal`` of all its answers), so that it costs as little CPU as possible. It keeps the first
+  few request bodies, which the benchmark peels with the sink's key to check that the node
+  forwarded the right layer. Commands: ``{"op": "key", "x25519_secret": hex}`` (its link key,
+  before any node connects), ``stats``, ``quit``.
 - ``load``: connects to a node's link port as a peer would, or to nodes' HTTP ports as a client:
 
-  - ``{"op": "connect_link", "port": P}``: one node-link connection to 127.0.0.1:P.
+  - ``{"op": "identity"}``: make this process a node identity (a random Ed25519 seed and the X25519
+    key derived from it, as a node's); answers ``{"peer": peer json}`` for the node under test's
+    peer list, which it must admit the link from.
+  - ``{"op": "connect_link", "port": P, "x25519": hex}``: one node link to 127.0.0.1:P, the node
+    whose key is ``x25519``; answers once the handshake is done.
   - ``{"op": "prep_forward", "n": N, "route": [hex, hex], "size": S}``: build N distinct two-hop
-    onions of S random bytes (untimed) and encode each as a REQUEST frame.
+    onions of S random bytes (untimed) and encode each as a REQUEST frame (sealed when sent).
   - ``{"op": "go_forward", "window": W, "time_limit": T}``: keep W requests in flight until all are
-    answered or T seconds pass; ``{"ok", "bad", "elapsed", "error"}``.
+    answered or T seconds pass; the frames written at once are sealed at once, as a node's link
+    does. ``{"ok", "bad", "elapsed", "error"}``.
   - ``{"op": "network", "nodes": [peer json...], "destination": i}``: a ``NetworkClient`` over the
     nodes, and a keep-alive aiohttp session for direct requests to node ``i``.
   - ``{"op": "prep_rpc", "method": "info" | "store", "n": N}``: N requests' params (untimed).
@@ -44,9 +51,19 @@ import orjson
 import uvloop
 
 from loadkit import percentile, read_line, serve, write_line
+from veil import _core
 from veil.client.network import NetworkClient
+from veil.errors import DecryptionError
+from veil.identity import Identity
 from veil.protocol.hashes import hash_b64, message_hash
-from veil.protocol.link import FrameDecoder, FrameKind, encode_frame
+from veil.protocol.link import (
+    HANDSHAKE_INIT_LEN,
+    HANDSHAKE_RESPONSE_LEN,
+    FrameDecoder,
+    FrameKind,
+    LinkProtocolError,
+    encode_frame,
+)
 from veil.protocol.onion_request import build_request
 from veil.protocol.peers import PeerInfo, peer_from_json, peer_to_json
 from veil.protocol.storage_rpc import store_params
@@ -111,19 +128,38 @@ async def run_node(data_dir: Path) -> None:
 
 
 class SinkProtocol(asyncio.Protocol):
+    """The accepting end of a node link, as cheap as it can be.
+
+    It answers the handshake of *any* caller: it is the benchmark's sink, not a node, and admitting
+    everyone is fine here (a node admits only the nodes in its view or its peers, ``LinkGate``).
+    """
+
+    key: _core.NodeKey | None = None  # set by the "key" command, before the node connects
     requests = 0
     samples: list[bytes] = []  # noqa: RUF012  (shared by every connection on purpose)
 
     def __init__(self) -> None:
         self.decoder = FrameDecoder(MAX_FRAME)
         self.transport: asyncio.Transport | None = None
+        self.cipher: _core.LinkCipher | None = None
+        self.handshake = b""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
 
     def data_received(self, data: bytes) -> None:
+        assert self.transport is not None
+        if self.cipher is None:
+            data = self._respond(data)
+        if not data or self.cipher is None:
+            return
+        try:
+            frames = self.decoder.feed(self.cipher.open(data))
+        except (DecryptionError, LinkProtocolError):
+            self.transport.abort()
+            return
         out = []
-        for frame in self.decoder.feed(data):
+        for frame in frames:
             if frame.kind is FrameKind.REQUEST:
                 SinkProtocol.requests += 1
                 if len(SinkProtocol.samples) < SINK_SAMPLES:
@@ -131,8 +167,27 @@ class SinkProtocol(asyncio.Protocol):
                 out.append(encode_frame(FrameKind.RESPONSE, frame.stream, SINK_ANSWER))
             elif frame.kind is FrameKind.PING:
                 out.append(encode_frame(FrameKind.PONG, frame.stream))
-        if out and self.transport is not None:
-            self.transport.write(b"".join(out))
+        if out:
+            self.transport.write(self.cipher.seal(b"".join(out)))
+
+    def _respond(self, data: bytes) -> bytes:
+        """Take handshake bytes; once the caller's message is whole, answer it and return what
+        followed it (records)."""
+        assert self.transport is not None
+        self.handshake += data
+        if len(self.handshake) < HANDSHAKE_INIT_LEN:
+            return b""
+        message, rest = self.handshake[:HANDSHAKE_INIT_LEN], self.handshake[HANDSHAKE_INIT_LEN:]
+        self.handshake = b""
+        try:
+            if SinkProtocol.key is None:
+                raise DecryptionError("the sink has no key yet")
+            _caller, _clock, answer, self.cipher = SinkProtocol.key.link_respond(message)
+        except DecryptionError:
+            self.transport.abort()
+            return b""
+        self.transport.write(answer)
+        return rest
 
 
 async def run_sink() -> None:
@@ -140,9 +195,14 @@ async def run_sink() -> None:
     try:
         write_line({"link": server.sockets[0].getsockname()[1]})
         while line := await read_line():
-            op = orjson.loads(line)["op"]
+            command = orjson.loads(line)
+            op = command["op"]
             if op == "quit":
                 break
+            if op == "key":
+                SinkProtocol.key = _core.NodeKey(bytes.fromhex(command["x25519_secret"]))
+                write_line({"x25519": SinkProtocol.key.public.hex()})
+                continue
             write_line(
                 {
                     "requests": SinkProtocol.requests,
@@ -158,9 +218,14 @@ async def run_sink() -> None:
 
 
 class PeerProtocol(asyncio.Protocol):
-    """The connecting end of a node link, sending pre-encoded frames with a window in flight."""
+    """The connecting end of a node link: the handshake, then pre-encoded frames with a window in
+    flight, sealed per write (one ``seal`` of the frames written at once, as a node's link does)."""
 
-    def __init__(self) -> None:
+    def __init__(self, initiator: _core.LinkInitiator) -> None:
+        self.initiator = initiator
+        self.cipher: _core.LinkCipher | None = None
+        self.handshake = b""
+        self.ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.decoder = FrameDecoder(MAX_FRAME)
         self.transport: asyncio.Transport | None = None
         self.frames: list[bytes] = []
@@ -172,14 +237,17 @@ class PeerProtocol(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+        transport.write(self.initiator.message)  # type: ignore[attr-defined]
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.lost = True
-        if self.done is not None and not self.done.done():
-            self.done.set_exception(ConnectionError("the node closed the link"))
+        for future in (self.ready, self.done):
+            if future is not None and not future.done():
+                future.set_exception(ConnectionError("the node closed the link"))
 
     def start(self, frames: list[bytes], window: int, time_limit: float) -> asyncio.Future[None]:
         assert self.transport is not None
+        assert self.cipher is not None
         self.frames = frames
         self.sent = self.ok = self.bad = 0
         self.error = None
@@ -187,12 +255,16 @@ class PeerProtocol(asyncio.Protocol):
         self.done = asyncio.get_running_loop().create_future()
         first = frames[:window]
         self.sent = len(first)
-        self.transport.write(b"".join(first))
+        self.transport.write(self.cipher.seal(b"".join(first)))
         return self.done
 
     def data_received(self, data: bytes) -> None:
+        if self.cipher is None:
+            data = self._finish(data)
+        if not data or self.cipher is None:
+            return
         answered = 0
-        for frame in self.decoder.feed(data):
+        for frame in self.decoder.feed(self.cipher.open(data)):
             if frame.kind is FrameKind.PONG:
                 continue
             answered += 1
@@ -208,12 +280,31 @@ class PeerProtocol(asyncio.Protocol):
         if time.monotonic() < self.deadline:
             more = min(answered, len(self.frames) - self.sent)
         if more and self.transport is not None:
-            self.transport.write(b"".join(self.frames[self.sent : self.sent + more]))
+            batch = b"".join(self.frames[self.sent : self.sent + more])
+            self.transport.write(self.cipher.seal(batch))
             self.sent += more
         if self.ok + self.bad >= self.sent and (
             self.sent == len(self.frames) or time.monotonic() >= self.deadline
         ):
             self.done.set_result(None)
+
+    def _finish(self, data: bytes) -> bytes:
+        """Take the node's handshake answer; return what followed it (records)."""
+        self.handshake += data
+        if len(self.handshake) < HANDSHAKE_RESPONSE_LEN:
+            return b""
+        answer = self.handshake[:HANDSHAKE_RESPONSE_LEN]
+        rest = self.handshake[HANDSHAKE_RESPONSE_LEN:]
+        self.handshake = b""
+        try:
+            self.cipher = self.initiator.finish(answer)
+        except DecryptionError as exc:
+            self.ready.set_exception(exc)
+            if self.transport is not None:
+                self.transport.abort()
+            return b""
+        self.ready.set_result(None)
+        return rest
 
 
 # --- load: network client -------------------------------------------------------------------------
@@ -221,6 +312,7 @@ class PeerProtocol(asyncio.Protocol):
 
 class Loader:
     def __init__(self) -> None:
+        self.identity: Identity | None = None
         self.peer: PeerProtocol | None = None
         self.frames: list[bytes] = []
         self.nodes: list[PeerInfo] = []
@@ -231,8 +323,24 @@ class Loader:
         self.params: list[dict[str, Any]] = []
         self.expect: list[str] = []
 
-    async def connect_link(self, port: int) -> dict[str, Any]:
-        _, self.peer = await asyncio.get_running_loop().create_connection(PeerProtocol, HOST, port)
+    def make_identity(self) -> dict[str, Any]:
+        self.identity = Identity.from_seed(os.urandom(32))
+        me = PeerInfo(
+            ed25519=self.identity.ed25519_public_key,
+            x25519=self.identity.x25519_public_key,
+            http=(HOST, 1),  # never used: the node under test only answers this peer's link
+            link=(HOST, 1),
+        )
+        return {"peer": peer_to_json(me)}
+
+    async def connect_link(self, port: int, x25519: bytes) -> dict[str, Any]:
+        assert self.identity is not None, "identity first"
+        key = _core.NodeKey(self.identity.x25519_secret_key)
+        initiator = key.link_initiate(x25519, now_ms())  # the node refuses a stale clock
+        _, self.peer = await asyncio.get_running_loop().create_connection(
+            lambda: PeerProtocol(initiator), HOST, port
+        )
+        await asyncio.wait_for(self.peer.ready, 10)
         return {"connected": True}
 
     def prep_forward(self, n: int, route: list[str], size: int) -> dict[str, Any]:
@@ -245,7 +353,7 @@ class Loader:
             # hops = 1: the load stands for the hop before the node under test
             frames.append(encode_frame(FrameKind.REQUEST, i + 1, b"\x01" + onion))
         self.frames = frames
-        return {"prepared": n, "onion_bytes": len(frames[0]) - 9 if frames else 0}
+        return {"prepared": n, "frame_bytes": len(frames[0]) if frames else 0}
 
     async def go_forward(self, window: int, time_limit: float) -> dict[str, Any]:
         assert self.peer is not None
@@ -373,8 +481,10 @@ class Loader:
 
 async def handle_load(loader: Loader, command: dict[str, Any]) -> dict[str, Any]:
     op = command["op"]
+    if op == "identity":
+        return loader.make_identity()
     if op == "connect_link":
-        return await loader.connect_link(int(command["port"]))
+        return await loader.connect_link(int(command["port"]), bytes.fromhex(command["x25519"]))
     if op == "prep_forward":
         return loader.prep_forward(int(command["n"]), list(command["route"]), int(command["size"]))
     if op == "go_forward":

@@ -369,7 +369,10 @@ class Messenger:
 
     def _open(self, message: dict[str, Any]) -> tuple[Content, str] | None:
         try:
-            sealed = base64.b64decode(str(message["data"]), validate=True)
+            data = message["data"]
+            if not isinstance(data, str):
+                raise ValueError("data is not text")
+            sealed = base64.b64decode(data, validate=True)
             plaintext, sender = decrypt_incoming(self.identity, sealed)
             return decode_content(plaintext), sender
         except (binascii.Error, ValueError, KeyError, DecryptionError, ContentError):

@@ -21,7 +21,7 @@ from veil.errors import InvalidInputError, VeilError
 from veil.identity import Identity
 from veil.protocol import storage_rpc
 from veil.protocol.announcement import Announcement
-from veil.protocol.hashes import cursor_decode, cursor_encode
+from veil.protocol.hashes import cursor_decode, cursor_encode, hash_from_b64
 from veil.protocol.peers import PeerInfo
 from veil.protocol.swarms import SwarmMap
 from veil.session_id import parse_session_id
@@ -72,12 +72,7 @@ class SwarmClient:
         status, body = await self.network.request(source, "get_nodes", {})
         if status != 200 or not isinstance(body, dict):
             return 0
-        peers = []
-        for entry in body.get("nodes", []):
-            try:
-                peers.append(PeerInfo.of(Announcement.from_json(entry)))
-            except InvalidInputError:
-                continue
+        peers = _verified_nodes(body.get("nodes"))
         if len(peers) >= 3:
             self.network.nodes = peers
             self._map = SwarmMap([p.ed25519 for p in peers], self.swarm_size)
@@ -93,14 +88,7 @@ class SwarmClient:
 
     def _correct(self, account: bytes, error: object) -> bool:
         """Take the swarm named in a 421 answer; True if it named one."""
-        if not isinstance(error, dict):
-            return False
-        members = []
-        for entry in error.get("error", {}).get("swarm", []):
-            try:
-                members.append(PeerInfo.of(Announcement.from_json(entry)))
-            except InvalidInputError:
-                continue
+        members = _verified_nodes(_error_of(error).get("swarm"))
         if not members:
             return False
         self._corrections[account] = members
@@ -206,13 +194,14 @@ class SwarmClient:
                 break
             if status != 200 or not isinstance(body, dict):
                 break
-            page = body.get("messages", [])
+            raw = body.get("messages")
+            page = [m for m in raw if _well_formed(m)] if isinstance(raw, list) else []
             messages.extend(page)
-            if isinstance(body.get("cursor"), str) and page:
+            if page and _is_cursor(body.get("cursor")):
                 cursor = body["cursor"]
                 if not from_start:
                     self._cursors[key] = cursor
-            if not body.get("more"):
+            if body.get("more") is not True or not page:
                 break
         return messages
 
@@ -234,15 +223,14 @@ class SwarmClient:
         merged: dict[str, dict[str, Any]] = {}
         for page in pages:
             for message in page:
-                if isinstance(message, dict) and isinstance(message.get("hash"), str):
-                    merged.setdefault(message["hash"], message)
-        ordered = sorted(merged.values(), key=lambda m: (m.get("timestamp", 0), m["hash"]))
+                merged.setdefault(message["hash"], message)
+        ordered = sorted(merged.values(), key=lambda m: (m["timestamp"], m["hash"]))
         if from_start:
             return ordered
         recent = self._recent.setdefault((account, namespace), {})
         fresh = [m for m in ordered if m["hash"] not in recent]
         for message in ordered:
-            recent[message["hash"]] = int(message.get("timestamp", 0))
+            recent[message["hash"]] = message["timestamp"]
         self._prune_recent(account, namespace)
         return fresh
 
@@ -288,8 +276,8 @@ class SwarmClient:
                 continue
             if status == 200 and isinstance(body, dict):
                 return body
-            error = body.get("error", {}) if isinstance(body, dict) else {}
-            last = (str(error.get("code", status)), str(error.get("message", "")))
+            error = _error_of(body)
+            last = (_text(error.get("code"), str(status)), _text(error.get("message"), ""))
             if status in final:
                 break
         raise StoreError(*last)
@@ -304,4 +292,63 @@ class SwarmClient:
         except InvalidInputError as exc:
             raise StoreError("bad_request", str(exc)) from None
         body = await self._write(bytes.fromhex(identity.session_id), "delete", params)
-        return [str(h) for h in body.get("deleted", [])]
+        deleted = body.get("deleted")
+        return [h for h in deleted if h in hashes] if isinstance(deleted, list) else []
+
+
+# --- what a node answers, checked before it is used ----------------------------------------------
+
+
+def _error_of(body: object) -> dict[str, Any]:
+    """The ``error`` object of an answer, or an empty one."""
+    error = body.get("error") if isinstance(body, dict) else None
+    return error if isinstance(error, dict) else {}
+
+
+def _text(value: object, default: str) -> str:
+    """A short text from a node, for an error message (never more than 200 characters)."""
+    return value[:200] if isinstance(value, str) else default
+
+
+def _verified_nodes(entries: object) -> list[PeerInfo]:
+    """The distinct nodes among ``entries`` whose announcements verify (by identity and key)."""
+    if not isinstance(entries, list):
+        return []
+    nodes: dict[bytes, PeerInfo] = {}
+    keys: set[bytes] = set()
+    for entry in entries:
+        try:
+            peer = PeerInfo.of(Announcement.from_json(entry))
+        except InvalidInputError:
+            continue
+        if peer.ed25519 not in nodes and peer.x25519 not in keys:
+            nodes[peer.ed25519] = peer
+            keys.add(peer.x25519)
+    return list(nodes.values())
+
+
+def _well_formed(message: object) -> bool:
+    """A retrieved message with a canonical hash, an integer timestamp and text data."""
+    if not isinstance(message, dict):
+        return False
+    timestamp, data = message.get("timestamp"), message.get("data")
+    if not isinstance(timestamp, int) or isinstance(timestamp, bool) or timestamp < 0:
+        return False
+    digest = message.get("hash")
+    if not isinstance(data, str) or not isinstance(digest, str):
+        return False
+    try:
+        hash_from_b64(digest)
+    except InvalidInputError:
+        return False
+    return True
+
+
+def _is_cursor(value: object) -> bool:
+    if not isinstance(value, str):
+        return False
+    try:
+        cursor_decode(value)
+    except InvalidInputError:
+        return False
+    return True

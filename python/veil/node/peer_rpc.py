@@ -214,8 +214,9 @@ class PeerRpc:
         if request.method not in APPLIED_METHODS:
             self.refusals["apply_method"] += 1
             return 400
+        pubkey = request.params.get("pubkey")
         try:
-            account = bytes.fromhex(str(request.params.get("pubkey")))
+            account = bytes.fromhex(pubkey) if isinstance(pubkey, str) else b""
         except ValueError:
             return 400
         if len(account) != 33 or not self._allowed(peer, account, here_recently=False):

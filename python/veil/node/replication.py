@@ -263,7 +263,8 @@ class Replicator:
             while wanted:
                 try:
                     messages, more = decode_messages(
-                        await self._rpc(peer, Fetch(sorted(wanted))), max_items=len(wanted)
+                        await self._rpc(peer, Fetch(sorted(wanted))),
+                        max_items=self.settings.rpc_max_items,
                     )
                 except NodeRpcError:
                     self.counts["bad_answer"] += 1

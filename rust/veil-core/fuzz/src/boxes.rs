@@ -4,7 +4,7 @@
 //! Each target reads `mode (1) ‖ …`:
 //! `0 ‖ ciphertext (rest)`: arbitrary bytes to open;
 //! `1 ‖ plaintext (bytes) ‖ mutation`: a genuine ciphertext, mutated: it opens to its plaintext
-//! exactly when unchanged. The Session Protocol has a third mode,
+//! exactly when unchanged (under a key made for the execution: see [`crate::keys::fresh`]). The Session Protocol has a third mode,
 //! `2 ‖ content (bytes) ‖ mutation`: a sealed box whose content is `content ‖ A_ed ‖ SIG` with a
 //! genuine signature, the content mutated before sealing: it opens exactly when unchanged.
 //! Hop blobs carry associated data: `0 ‖ aad (bytes) ‖ blob (rest)` and
@@ -14,7 +14,7 @@ use veil_core::hop::HopKey;
 use veil_core::{ed25519, sealed_box, session, Error};
 
 use crate::input::{Reader, Writer};
-use crate::keys::{recipient_public, HOP_KEY, RECIPIENT_SECRET, SENDER_SEED};
+use crate::keys::{fresh, recipient_public, FreshKey, HOP_KEY, RECIPIENT_SECRET, SENDER_SEED};
 use crate::mutation::Mutation;
 
 /// `Ok` exactly when the input was unchanged (then it is the plaintext), else the one error.
@@ -40,17 +40,18 @@ pub fn sealed_box_open(data: &[u8]) {
         return;
     }
     let plaintext = r.bytes();
-    let genuine = sealed_box::seal(&recipient_public(), plaintext).expect("seal");
+    let recipient = fresh();
+    let genuine = sealed_box::seal(&recipient.public, plaintext).expect("seal");
     let mutated = Mutation::read(&mut r).applied(&genuine);
     check_opened(
-        sealed_box::open(&RECIPIENT_SECRET, &mutated),
+        sealed_box::open(&recipient.secret, &mutated),
         mutated != genuine,
         plaintext,
     );
 }
 
-fn open_session(ciphertext: &[u8]) -> Result<Vec<u8>, Error> {
-    let opened = session::decrypt(&RECIPIENT_SECRET, &recipient_public(), ciphertext)?;
+fn open_session(recipient: &FreshKey, ciphertext: &[u8]) -> Result<Vec<u8>, Error> {
+    let opened = session::decrypt(&recipient.secret, &recipient.public, ciphertext)?;
     assert_eq!(opened.sender_ed25519, ed25519::public_key(&SENDER_SEED));
     assert_eq!(
         ed25519::public_key_to_x25519(&opened.sender_ed25519),
@@ -71,38 +72,42 @@ pub fn session_decrypt(data: &[u8]) {
         },
         1 => {
             let plaintext = r.bytes();
+            let recipient = fresh();
             let genuine =
-                session::encrypt(&SENDER_SEED, &recipient_public(), plaintext).expect("encrypt");
+                session::encrypt(&SENDER_SEED, &recipient.public, plaintext).expect("encrypt");
             let mutated = Mutation::read(&mut r).applied(&genuine);
-            check_opened(open_session(&mutated), mutated != genuine, plaintext);
+            let opened = open_session(&recipient, &mutated);
+            check_opened(opened, mutated != genuine, plaintext);
         }
         _ => {
             let plaintext = r.bytes();
+            let recipient = fresh();
             let sender = ed25519::public_key(&SENDER_SEED);
             let mut signed = plaintext.to_vec();
             signed.extend_from_slice(&sender);
-            signed.extend_from_slice(&recipient_public());
+            signed.extend_from_slice(&recipient.public);
             let signature = ed25519::sign(&SENDER_SEED, &signed);
             let mut content = plaintext.to_vec();
             content.extend_from_slice(&sender);
             content.extend_from_slice(&signature);
             let mutated = Mutation::read(&mut r).applied(&content);
-            let sealed = sealed_box::seal(&recipient_public(), &mutated).expect("seal");
-            check_opened(open_session(&sealed), mutated != content, plaintext);
+            let sealed = sealed_box::seal(&recipient.public, &mutated).expect("seal");
+            let opened = open_session(&recipient, &sealed);
+            check_opened(opened, mutated != content, plaintext);
         }
     }
 }
 
 pub fn hop_decrypt(data: &[u8]) {
-    let key = HopKey::from_bytes(HOP_KEY);
     let mut r = Reader::new(data);
     if r.byte() % 2 == 0 {
         let aad = r.bytes();
-        if let Err(error) = key.decrypt_with_aad(r.rest(), aad) {
+        if let Err(error) = HopKey::from_bytes(HOP_KEY).decrypt_with_aad(r.rest(), aad) {
             assert_eq!(error, Error::Decryption);
         }
         return;
     }
+    let key = HopKey::from_bytes(fresh().secret);
     let plaintext = r.bytes();
     let aad = r.bytes();
     let genuine = key.encrypt_with_aad(plaintext, aad).expect("encrypt");

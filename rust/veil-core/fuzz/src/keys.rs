@@ -52,3 +52,23 @@ pub fn recipient_public() -> [u8; 32] {
     static KEY: OnceLock<[u8; 32]> = OnceLock::new();
     *KEY.get_or_init(|| public(&RECIPIENT_SECRET))
 }
+
+/// An X25519 key pair made for one execution of a target.
+///
+/// Targets that check that a changed message never opens use one: under a fixed key, a genuine
+/// message made in an earlier execution (libFuzzer learns such byte strings from its comparison
+/// tracing) is a changed message that rightly opens — a replay, which the core leaves to its
+/// callers (onion replay tags, handshake timestamps).
+pub struct FreshKey {
+    pub secret: [u8; 32],
+    pub public: [u8; 32],
+}
+
+#[must_use]
+pub fn fresh() -> FreshKey {
+    let secret = *x25519::generate_secret();
+    FreshKey {
+        secret,
+        public: public(&secret),
+    }
+}

@@ -3,8 +3,8 @@
 //! - [`handshake`]: `mode (1) ‖ …` —
 //!   `0 ‖ message (rest)`: `respond` to arbitrary first messages;
 //!   `1 ‖ answer (rest)`: `Initiator::finish` with arbitrary answers (no answer can be forged);
-//!   `2 ‖ timestamp (8) ‖ mutation`: a genuine first message, mutated: accepted exactly when
-//!   unchanged, with its timestamp;
+//!   `2 ‖ timestamp (8) ‖ mutation`: a genuine first message (to a responder key made for the
+//!   execution), mutated: accepted exactly when unchanged, with its timestamp;
 //!   `3 ‖ mutation`: a genuine answer, mutated: accepted exactly when unchanged.
 //! - [`records`]: `mode (1) ‖ direction (1) ‖ …` on an established link —
 //!   `0 ‖ piece (bytes)…`: arbitrary bytes, in pieces, to `open`; nothing authenticates;
@@ -26,7 +26,8 @@ use veil_core::Error;
 
 use crate::input::{Reader, Writer};
 use crate::keys::{
-    link_initiator_public, link_responder_public, LINK_INITIATOR_SECRET, LINK_RESPONDER_SECRET,
+    fresh, link_initiator_public, link_responder_public, LINK_INITIATOR_SECRET,
+    LINK_RESPONDER_SECRET,
 };
 use crate::mutation::{Mutation, RecordMutation};
 
@@ -61,8 +62,8 @@ fn ends(direction: u8) -> (LinkCipher, LinkCipher) {
 }
 
 /// Both ends of a link just made can talk.
-fn check_link(initiator: &mut LinkCipher, responder: &mut LinkCipher) {
-    assert_eq!(initiator.remote_static(), &link_responder_public());
+fn check_link(initiator: &mut LinkCipher, responder: &mut LinkCipher, responder_public: [u8; 32]) {
+    assert_eq!(initiator.remote_static(), &responder_public);
     assert_eq!(responder.remote_static(), &link_initiator_public());
     let there = initiator.seal(b"ping", false).expect("seal");
     assert_eq!(responder.open(&there).expect("open"), b"ping");
@@ -95,10 +96,14 @@ pub fn handshake(data: &[u8]) {
             "an answer made without the handshake's keys finished it"
         ),
         2 => {
+            // To a responder made for the execution (see `keys::fresh`): a genuine first message
+            // from an earlier execution would be a replay, which the caller refuses by timestamp.
+            let responder = fresh();
             let timestamp_ms = u64::from_be_bytes(r.array());
-            let initiator = initiator(timestamp_ms);
+            let initiator = Initiator::new(&LINK_INITIATOR_SECRET, &responder.public, timestamp_ms)
+                .expect("initiator");
             let message = Mutation::read(&mut r).applied(initiator.message());
-            match link::respond(&LINK_RESPONDER_SECRET, &message) {
+            match link::respond(&responder.secret, &message) {
                 Ok(mut response) => {
                     assert_eq!(
                         message,
@@ -108,7 +113,7 @@ pub fn handshake(data: &[u8]) {
                     assert_eq!(response.remote, link_initiator_public());
                     assert_eq!(response.timestamp_ms, timestamp_ms);
                     let mut initiator = initiator.finish(&response.answer).expect("finish");
-                    check_link(&mut initiator, &mut response.cipher);
+                    check_link(&mut initiator, &mut response.cipher, responder.public);
                 }
                 Err(error) => {
                     assert_eq!(error, Error::Decryption);
@@ -128,7 +133,11 @@ pub fn handshake(data: &[u8]) {
             match initiator.finish(&answer) {
                 Ok(mut initiator) => {
                     assert_eq!(answer, response.answer, "a changed answer was accepted");
-                    check_link(&mut initiator, &mut response.cipher);
+                    check_link(
+                        &mut initiator,
+                        &mut response.cipher,
+                        link_responder_public(),
+                    );
                 }
                 Err(error) => {
                     assert_eq!(error, Error::Decryption);

@@ -3,18 +3,19 @@
 //! - [`peel_bytes`]: arbitrary bytes, peeled with the first hop's key.
 //! - [`peel_layer`]: structured —
 //!   `0 ‖ hops-1 (1) ‖ payload (bytes) ‖ with-routing (1) ‖ [routing (bytes) per hop] ‖ mutation`:
-//!   a genuine onion, mutated; it peels hop by hop to its payload if unchanged, and fails otherwise.
+//!   a genuine onion (to hops made for the execution: see [`crate::keys::fresh`]), mutated; it
+//!   peels hop by hop to its payload if unchanged, and fails otherwise.
 //!   `1 ‖ ephemeral secret (32) ‖ nonce (24) ‖ plaintext (rest)`: a layer that authenticates but
 //!   whose plaintext is anything; peel must agree with a reading of the specification.
 
 use veil_core::aead;
 use veil_core::hop::HopKey;
-use veil_core::onion::{self, PeeledLayer, HEADER_LEN, VERSION};
+use veil_core::onion::{self, NodeKey, PeeledLayer, HEADER_LEN, VERSION};
 use veil_core::x25519::StaticSecret;
 use veil_core::Error;
 
 use crate::input::{Reader, Writer};
-use crate::keys::{nodes, route};
+use crate::keys::{fresh, nodes, route};
 use crate::mutation::Mutation;
 
 /// What every layer that peels must satisfy.
@@ -48,18 +49,21 @@ fn genuine(r: &mut Reader<'_>) {
         Vec::new()
     };
     let mutation = Mutation::read(r);
-    let route = &route()[..hops];
-    let (onion, reply_key) = onion::build(route, payload, &routing).expect("build");
+    let nodes: Vec<NodeKey> = (0..hops)
+        .map(|_| NodeKey::new(&fresh().secret).expect("node key"))
+        .collect();
+    let route: Vec<[u8; 32]> = nodes.iter().map(|node| *node.public()).collect();
+    let (onion, reply_key) = onion::build(&route, payload, &routing).expect("build");
     let mutated = mutation.applied(&onion);
     if mutated != onion {
         assert_eq!(
-            onion::peel(&nodes()[0], &mutated).err(),
+            onion::peel(&nodes[0], &mutated).err(),
             Some(Error::Decryption)
         );
         return;
     }
     let mut layer = onion;
-    for (i, node) in nodes()[..hops].iter().enumerate() {
+    for (i, node) in nodes.iter().enumerate() {
         let peeled = onion::peel(node, &layer).expect("a genuine layer peels");
         check_layer(&peeled);
         assert_eq!(peeled.next_hop.as_ref(), route.get(i + 1));

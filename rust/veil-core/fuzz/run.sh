@@ -61,8 +61,13 @@ fuzz() {
         -print_final_stats=1 > "$log" 2>&1; then
         summary "$target" "$log"
     else
-        echo "fuzz: $target failed; its log ($log) ends:" >&2
-        tail -n 60 "$log" >&2
+        echo "fuzz: $target failed (in rust/veil-core/fuzz; whole output in $log):" >&2
+        if grep -q '^Failing input:' "$log"; then
+            grep -m1 -A1 -E 'panicked at|ERROR: libFuzzer' "$log" >&2 || true
+            sed -n '/^Failing input:/,/^Minimize/p' "$log" >&2
+        else
+            tail -n 40 "$log" >&2
+        fi
         return 1
     fi
 }

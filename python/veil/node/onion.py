@@ -16,6 +16,7 @@ import collections
 import logging
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import orjson
@@ -79,14 +80,21 @@ class LayerPeeler:
     """Peels layers with the node's key; layers that arrive together are peeled as one batch.
 
     The first waiting layer schedules a flush for the next turn of the event loop; everything that
-    arrives until then (up to ``batch_max``) goes to ``NodeKey.peel_batch``, which peels on every
-    core with the GIL released.
+    arrives until then (up to ``batch_max``) is peeled together. A batch of at least
+    ``worker_min`` layers goes to ``NodeKey.peel_batch`` on a worker thread (it peels on every core
+    with the GIL released), so that the event loop goes on reading, forwarding and answering
+    meanwhile; one batch is in the worker at a time, and what arrives in the meantime is the next
+    batch. Smaller batches (light load) are peeled at once on the loop thread, where a thread hop
+    would cost more than it saves.
     """
 
-    def __init__(self, key: _core.NodeKey, batch_max: int) -> None:
+    def __init__(self, key: _core.NodeKey, batch_max: int, worker_min: int = 8) -> None:
         self._key = key
         self._batch_max = batch_max
+        self._worker_min = worker_min
         self._pending: list[tuple[bytes, asyncio.Future[PeeledLayer]]] = []
+        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="veil-peel")
+        self._in_worker = False
         self.batches = 0
         self.layers = 0
 
@@ -94,28 +102,54 @@ class LayerPeeler:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[PeeledLayer] = loop.create_future()
         self._pending.append((onion, future))
-        if len(self._pending) == 1:
+        if len(self._pending) == 1 and not self._in_worker:
             loop.call_soon(self._flush)
         return await future
 
     def _flush(self) -> None:
+        if self._in_worker or not self._pending:
+            return  # the worker's batch, once done, flushes what waits
         batch = self._pending[: self._batch_max]
         del self._pending[: self._batch_max]
-        if self._pending:
-            asyncio.get_running_loop().call_soon(self._flush)
         self.batches += 1
         self.layers += len(batch)
-        if len(batch) == 1:
-            onion, future = batch[0]
-            try:
-                result: PeeledLayer | InvalidInputError = self._key.peel(onion)
-            except InvalidInputError as exc:
-                result = exc
-            _settle(future, result)
+        loop = asyncio.get_running_loop()
+        if len(batch) >= self._worker_min:
+            self._in_worker = True
+            onions = [onion for onion, _ in batch]
+            done = loop.run_in_executor(self._worker, self._key.peel_batch, onions)
+            done.add_done_callback(lambda f: self._settle_batch(batch, f))
             return
-        results = self._key.peel_batch([onion for onion, _ in batch])
+        if self._pending:
+            loop.call_soon(self._flush)
+        results: list[PeeledLayer | InvalidInputError]
+        if len(batch) == 1:
+            try:
+                results = [self._key.peel(batch[0][0])]
+            except InvalidInputError as exc:
+                results = [exc]
+        else:
+            results = self._key.peel_batch([onion for onion, _ in batch])
         for (_, future), result in zip(batch, results, strict=True):
             _settle(future, result)
+
+    def _settle_batch(
+        self,
+        batch: list[tuple[bytes, asyncio.Future[PeeledLayer]]],
+        done: asyncio.Future[list[PeeledLayer | InvalidInputError]],
+    ) -> None:
+        self._in_worker = False
+        if done.cancelled() or done.exception() is not None:
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(HopFailed())
+        else:
+            for (_, future), result in zip(batch, done.result(), strict=True):
+                _settle(future, result)
+        self._flush()
+
+    def close(self) -> None:
+        self._worker.shutdown(wait=False, cancel_futures=True)
 
 
 def _settle(future: asyncio.Future[PeeledLayer], result: PeeledLayer | InvalidInputError) -> None:
@@ -249,6 +283,7 @@ class OnionRouter:
             raise HopFailed() from None
 
     async def close(self) -> None:
+        self.peeler.close()
         await self.pool.close()
         if self._http is not None:
             await self._http.close()

@@ -37,18 +37,14 @@ from dataclasses import dataclass
 
 from veil import _core
 from veil.clock import now_ms
-from veil.errors import DecryptionError, VeilError
+from veil.errors import DecryptionError, InvalidInputError, VeilError
 from veil.node.config import LinkSettings
 from veil.node.source import address_key
 from veil.protocol.link import (
     HANDSHAKE_INIT_LEN,
     HANDSHAKE_RESPONSE_LEN,
     FailureCode,
-    Frame,
-    FrameDecoder,
     FrameKind,
-    LinkProtocolError,
-    encode_frame,
 )
 
 __all__ = [
@@ -62,6 +58,13 @@ __all__ = [
 ]
 
 log = logging.getLogger("veil.node.links")
+
+_REQUEST, _RESPONSE, _FAILURE = (
+    int(FrameKind.REQUEST),
+    int(FrameKind.RESPONSE),
+    int(FrameKind.FAILURE),
+)
+_PING, _RPC = int(FrameKind.PING), int(FrameKind.RPC)
 
 PeerHandler = Callable[[bytes, bytes], Awaitable[bytes]]
 """An accepting link's handler: ``(peer node id, frame body) -> answer body``."""
@@ -215,7 +218,6 @@ class Link(asyncio.Protocol):
         self._handshake_buffer = bytearray()
         self._source = ""
         self.ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self.decoder = FrameDecoder(settings.max_frame)
         self.transport: asyncio.Transport | None = None
         self.closed = asyncio.Event()
         self._waiting: dict[int, asyncio.Future[bytes]] = {}
@@ -223,9 +225,10 @@ class Link(asyncio.Protocol):
         self._stream_ids = itertools.count(1)
         self._can_write = asyncio.Event()
         self._can_write.set()
-        self._outbox: list[bytes] = []
+        self._outbox: list[tuple[int, int, bytes]] = []
         now = time.monotonic()
         self.opened_at = now
+        self.fresh_until = now + settings.max_age_s
         self._last_activity = now
         self._progress_at = now
         self._rekeyed_at = now
@@ -327,27 +330,27 @@ class Link(asyncio.Protocol):
             return
         self._last_activity = time.monotonic()
         try:
-            plaintext = self._cipher.open(data)
-            frames = self.decoder.feed(plaintext) if plaintext else []
+            # Records opened and frames split in one Rust call (docs/performance.md, "Node links").
+            frames = self._cipher.open_frames(data, self.settings.max_frame)
         except DecryptionError:
             self.count("closed_bad_record")
             self.abort()
             return
-        except LinkProtocolError:
+        except InvalidInputError:
             self.count("closed_bad_frame")
             self.abort()
             return
-        if frames or (not self.decoder.buffered and not self._cipher.pending):
+        if frames or not self._cipher.pending:
             self._progress_at = self._last_activity
-        for frame in frames:
-            if frame.kind is FrameKind.REQUEST:
-                self._serve(self._handlers.request if self._handlers else None, frame)
-            elif frame.kind is FrameKind.RPC:
-                self._serve(self._handlers.rpc if self._handlers else None, frame)
-            elif frame.kind in (FrameKind.RESPONSE, FrameKind.FAILURE):
-                self._settle(frame.kind, frame.stream, frame.body)
-            elif frame.kind is FrameKind.PING and self._can_write.is_set():
-                self._send(FrameKind.PONG, frame.stream, b"")
+        for kind, stream, body in frames:
+            if kind == _REQUEST:
+                self._serve(self._handlers.request if self._handlers else None, stream, body)
+            elif kind == _RPC:
+                self._serve(self._handlers.rpc if self._handlers else None, stream, body)
+            elif kind in (_RESPONSE, _FAILURE):
+                self._settle(kind, stream, body)
+            elif kind == _PING and self._can_write.is_set():
+                self._send(FrameKind.PONG, stream, b"")
 
     # --- the handshake ------------------------------------------------------------------------
 
@@ -426,7 +429,7 @@ class Link(asyncio.Protocol):
 
     @property
     def is_open(self) -> bool:
-        return self._state is _State.OPEN and not self.closed.is_set()
+        return self._state is _State.OPEN
 
     @property
     def in_flight(self) -> int:
@@ -436,7 +439,7 @@ class Link(asyncio.Protocol):
         """Queue a frame; the frames queued in one turn of the event loop go out in one write."""
         if self.transport is None or self.transport.is_closing() or self._cipher is None:
             return
-        self._outbox.append(encode_frame(kind, stream, body))
+        self._outbox.append((kind, stream, body))
         if len(self._outbox) == 1:
             asyncio.get_running_loop().call_soon(self._flush)
 
@@ -445,9 +448,8 @@ class Link(asyncio.Protocol):
         transport, cipher = self.transport, self._cipher
         if transport is None or transport.is_closing() or cipher is None or not frames:
             return
-        data = b"".join(frames)
         now = time.monotonic()
-        self._sealed_since_rekey += len(data)
+        self._sealed_since_rekey += sum(len(body) + 9 for _, _, body in frames)
         rekey = (
             self._sealed_since_rekey >= self.settings.rekey_bytes
             or now - self._rekeyed_at >= self.settings.rekey_interval_s
@@ -456,17 +458,17 @@ class Link(asyncio.Protocol):
             self._sealed_since_rekey = 0
             self._rekeyed_at = now
             self.count("rekeyed")
-        transport.write(cipher.seal(data, rekey))
+        transport.write(cipher.seal_frames(frames, rekey))
         self._last_activity = now
         if transport.get_write_buffer_size() > self.settings.max_write_buffer_bytes:
             self.count("closed_write_buffer_full")
             self.abort()
 
-    def _settle(self, kind: FrameKind, stream: int, body: bytes) -> None:
+    def _settle(self, kind: int, stream: int, body: bytes) -> None:
         future = self._waiting.pop(stream, None)
         if future is None or future.done():
             return
-        if kind is FrameKind.RESPONSE:
+        if kind == _RESPONSE:
             future.set_result(body)
             return
         try:
@@ -496,7 +498,7 @@ class Link(asyncio.Protocol):
                 self.abort()
                 return
         elif self._cipher is not None:
-            partial = self.decoder.buffered or self._cipher.pending
+            partial = self._cipher.pending
             if partial and now - self._progress_at > settings.partial_frame_timeout_s:
                 self.count("closed_partial_frame_timeout")
                 self.abort()
@@ -515,13 +517,13 @@ class Link(asyncio.Protocol):
 
     # --- the accepting end --------------------------------------------------------------------
 
-    def _serve(self, handler: PeerHandler | None, frame: Frame) -> None:
+    def _serve(self, handler: PeerHandler | None, stream: int, body: bytes) -> None:
         if handler is None or self.peer is None or len(self._serving) >= self.settings.max_streams:
             self.count("refused_streams_full" if handler is not None else "refused_no_handler")
-            self._send(FrameKind.FAILURE, frame.stream, bytes([FailureCode.OVERLOADED]))
+            self._send(FrameKind.FAILURE, stream, bytes([FailureCode.OVERLOADED]))
             return
         task = asyncio.get_running_loop().create_task(
-            self._answer(handler, self.peer, frame.stream, frame.body)
+            self._answer(handler, self.peer, stream, body)
         )
         self._serving.add(task)
         task.add_done_callback(self._serving.discard)
@@ -604,7 +606,10 @@ class LinkPool:
     async def get(self, address: tuple[str, int], x25519: bytes) -> Link:
         """The open link to the node at ``address`` whose key is ``x25519`` (opened if need be)."""
         slot = (address, x25519)
-        link = self._usable(self._links.get(slot))
+        link = self._links.get(slot)
+        if link is not None and link.fresh_until > time.monotonic() and link.is_open:
+            return link  # the hot path: an open link, younger than max_age_s
+        link = self._usable(link)
         if link is not None:
             return link
         lock = self._locks.setdefault(slot, asyncio.Lock())

@@ -52,7 +52,7 @@ class ReplayCache:
         self.max_entries = max_entries
         self.max_per_source = max_per_source
         self._generations: collections.deque[set[bytes]] = collections.deque([set()], maxlen=3)
-        self._sources: collections.Counter[str | bytes] = collections.Counter()
+        self._sources: dict[str | bytes, int] = {}
         self._rotated = time.monotonic()
 
     def check_and_add(self, tag: bytes, source: str | bytes) -> None:
@@ -60,17 +60,19 @@ class ReplayCache:
         now = time.monotonic()
         if now - self._rotated >= self.window_s:
             self._generations.append(set())
-            self._sources = collections.Counter()
+            self._sources = {}
             self._rotated = now
-        if any(tag in generation for generation in self._generations):
-            raise HopFailed()
+        for generation in self._generations:  # a plain loop: this is the per-hop hot path
+            if tag in generation:
+                raise HopFailed()
         current = self._generations[-1]
         if len(current) >= self.max_entries:
             raise HopFailed(FailureCode.OVERLOADED, limit="replay_max_entries")
-        if self._sources[source] >= self.max_per_source:
+        held = self._sources.get(source, 0)
+        if held >= self.max_per_source:
             raise HopFailed(FailureCode.OVERLOADED, limit="replay_max_entries_per_source")
         current.add(tag)
-        self._sources[source] += 1
+        self._sources[source] = held + 1
 
     def __len__(self) -> int:
         return sum(len(generation) for generation in self._generations)

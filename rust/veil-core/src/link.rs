@@ -263,21 +263,40 @@ impl LinkCipher {
     /// Adds received bytes and returns the data of every record now complete, in order (empty if
     /// none is). A partial record is kept for the next call.
     pub fn open(&mut self, received: &[u8]) -> Result<Vec<u8>> {
+        let mut out = Vec::with_capacity(self.pending.len() + received.len());
+        self.open_into(received, &mut out)?;
+        Ok(out)
+    }
+
+    /// [`open`](Self::open), appending the records' data to `out`.
+    pub fn open_into(&mut self, received: &[u8], out: &mut Vec<u8>) -> Result<()> {
         if self.failed {
             return Err(Error::Decryption);
         }
-        let mut out = Vec::with_capacity(self.pending.len() + received.len());
         if self.pending.is_empty() {
-            let used = self.open_records(received, &mut out)?;
+            let used = self.open_records(received, out)?;
             self.pending.extend_from_slice(&received[used..]);
         } else {
             let mut input = std::mem::take(&mut self.pending);
             input.extend_from_slice(received);
-            let used = self.open_records(&input, &mut out)?;
+            let used = self.open_records(&input, out)?;
             input.drain(..used);
             self.pending = input;
         }
-        Ok(out)
+        Ok(())
+    }
+
+    /// Encodes `frames` (kind, stream, body) and seals them as records (see [`seal`](Self::seal)).
+    pub fn seal_frames(&mut self, frames: &[(u8, u32, &[u8])], rekey: bool) -> Result<Vec<u8>> {
+        let size = frames
+            .iter()
+            .map(|(_, _, body)| FRAME_HEADER_LEN + body.len())
+            .sum();
+        let mut plain = Vec::with_capacity(size);
+        for &(kind, stream, body) in frames {
+            encode_frame_into(&mut plain, kind, stream, body)?;
+        }
+        self.seal(&plain, rekey)
     }
 
     /// Opens the whole records at the start of `input` into `out`; returns the bytes consumed.
@@ -315,6 +334,113 @@ impl LinkCipher {
         self.pending = Vec::new();
         Error::Decryption
     }
+}
+
+// --- frames inside the records ---------------------------------------------------------------------
+
+/// Bytes of a frame's header: length (4) ‖ kind (1) ‖ stream (4).
+pub const FRAME_HEADER_LEN: usize = 9;
+/// The smallest frame length (kind and stream, no body).
+pub const FRAME_MIN_LENGTH: usize = 5;
+/// The frame kinds: REQUEST, RESPONSE, FAILURE, PING, PONG, RPC.
+pub const FRAME_KINDS: std::ops::RangeInclusive<u8> = 1..=6;
+
+const MALFORMED_FRAME: Error = Error::InvalidArgument("a node-link frame is malformed");
+
+/// Appends one frame: length (4, big-endian: the bytes after it) ‖ kind ‖ stream (4) ‖ body.
+pub fn encode_frame_into(out: &mut Vec<u8>, kind: u8, stream: u32, body: &[u8]) -> Result<()> {
+    let length = u32::try_from(FRAME_MIN_LENGTH + body.len()).map_err(|_| MALFORMED_FRAME)?;
+    if !FRAME_KINDS.contains(&kind) {
+        return Err(MALFORMED_FRAME);
+    }
+    out.extend_from_slice(&length.to_be_bytes());
+    out.push(kind);
+    out.extend_from_slice(&stream.to_be_bytes());
+    out.extend_from_slice(body);
+    Ok(())
+}
+
+/// One frame read from a link.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Frame<'a> {
+    pub kind: u8,
+    pub stream: u32,
+    pub body: &'a [u8],
+}
+
+/// Splits the records' data into frames, keeping a partial frame for later. A length below 5 or
+/// above `max_frame`, or an unknown kind, is an error as soon as its bytes are here, so an
+/// oversized frame is refused before it is buffered: the buffer never holds more than one frame.
+#[derive(Default)]
+pub struct FrameReader {
+    buffer: Vec<u8>,
+}
+
+impl FrameReader {
+    /// Bytes held of a frame not yet complete.
+    #[must_use]
+    pub fn buffered(&self) -> usize {
+        self.buffer.len()
+    }
+
+    /// Appends `data` and calls `each` with every frame now complete, in order.
+    pub fn feed(
+        &mut self,
+        data: &[u8],
+        max_frame: usize,
+        each: impl FnMut(Frame<'_>),
+    ) -> Result<()> {
+        self.buffer.extend_from_slice(data);
+        let used = read_frames(&self.buffer, max_frame, each);
+        match used {
+            Ok(used) => {
+                self.buffer.drain(..used);
+                Ok(())
+            }
+            Err(error) => {
+                self.buffer = Vec::new();
+                Err(error)
+            }
+        }
+    }
+
+    /// The buffer records are opened into, to save a copy (see [`LinkCipher::open_into`]).
+    pub fn buffer_mut(&mut self) -> &mut Vec<u8> {
+        &mut self.buffer
+    }
+
+    /// Calls `each` with every complete frame in the buffer and drops them from it.
+    pub fn drain(&mut self, max_frame: usize, each: impl FnMut(Frame<'_>)) -> Result<()> {
+        self.feed(&[], max_frame, each)
+    }
+}
+
+fn read_frames(buffer: &[u8], max_frame: usize, mut each: impl FnMut(Frame<'_>)) -> Result<usize> {
+    let mut offset = 0;
+    while buffer.len() - offset >= 4 {
+        let header = &buffer[offset..];
+        let length = usize::try_from(u32::from_be_bytes([
+            header[0], header[1], header[2], header[3],
+        ]))
+        .map_err(|_| MALFORMED_FRAME)?;
+        if !(FRAME_MIN_LENGTH..=max_frame).contains(&length) {
+            return Err(MALFORMED_FRAME);
+        }
+        if header.len() >= 5 && !FRAME_KINDS.contains(&header[4]) {
+            return Err(MALFORMED_FRAME);
+        }
+        let end = offset + 4 + length;
+        if end > buffer.len() {
+            break;
+        }
+        each(Frame {
+            kind: header[4],
+            stream: u32::from_be_bytes([header[5], header[6], header[7], header[8]]),
+            body: &buffer[offset + FRAME_HEADER_LEN..end],
+        });
+        offset = end;
+    }
+    Ok(offset)
 }
 
 // --- Noise's crypto choices: X25519 from AWS-LC, the rest from snow's defaults ----------------------
@@ -699,6 +825,50 @@ mod tests {
         let sealed = ours.seal(b"again", false).unwrap();
         let n = reference.read_message(&sealed[2..], &mut plain).unwrap();
         assert_eq!(&plain[..n], b"\x00again");
+    }
+
+    #[test]
+    fn frames_sealed_together_come_out_one_by_one_whatever_the_split() {
+        let mut link = pair();
+        let big = vec![7u8; 200_000];
+        let frames: [(u8, u32, &[u8]); 3] = [(1, 7, b"abc"), (4, 9, b""), (6, 1 << 31, &big)];
+        let sealed = link.initiator.seal_frames(&frames, false).unwrap();
+        let mut reader = FrameReader::default();
+        let mut got = Vec::new();
+        for piece in sealed.chunks(999) {
+            link.responder
+                .open_into(piece, reader.buffer_mut())
+                .unwrap();
+            reader
+                .drain(1 << 20, |f| got.push((f.kind, f.stream, f.body.to_vec())))
+                .unwrap();
+        }
+        let expected: Vec<_> = frames.iter().map(|&(k, s, b)| (k, s, b.to_vec())).collect();
+        assert_eq!(got, expected);
+        assert_eq!(reader.buffered(), 0);
+    }
+
+    #[test]
+    fn the_documented_frame_example_reads_back() {
+        let mut out = Vec::new();
+        encode_frame_into(&mut out, 1, 7, b"abc").unwrap();
+        assert_eq!(out, [0, 0, 0, 8, 1, 0, 0, 0, 7, 0x61, 0x62, 0x63]);
+    }
+
+    #[test]
+    fn frames_too_short_too_long_or_of_unknown_kind_are_refused_before_they_are_buffered() {
+        for bad in [
+            vec![0, 0, 0, 4, 1, 0, 0, 0, 0],
+            vec![0, 0, 0x10, 0x01],
+            vec![0, 0, 0, 5, 7],
+            vec![0, 0, 0, 5, 0],
+        ] {
+            let mut reader = FrameReader::default();
+            assert!(reader.feed(&bad, 4096, |_| {}).is_err(), "{bad:?}");
+            assert_eq!(reader.buffered(), 0);
+        }
+        let mut out = Vec::new();
+        assert!(encode_frame_into(&mut out, 0, 1, b"").is_err());
     }
 
     #[test]

@@ -458,7 +458,7 @@ impl NodeKey {
             bytes(py, &response.remote),
             response.timestamp_ms,
             bytes(py, &response.answer),
-            LinkCipher(response.cipher),
+            LinkCipher::new(response.cipher),
         ))
     }
 }
@@ -480,16 +480,22 @@ impl LinkInitiator {
     /// `DecryptionError` for anything but the answer of the node this handshake was meant for.
     fn finish(&mut self, answer: &[u8]) -> CoreResult<LinkCipher> {
         let initiator = self.0.take().ok_or(veil_core::Error::Decryption)?;
-        Ok(LinkCipher(initiator.finish(answer)?))
+        Ok(LinkCipher::new(initiator.finish(answer)?))
     }
 }
 
 /// Inputs at least this large are sealed or opened with the GIL released.
 const LINK_DETACH_BYTES: usize = 256 * 1024;
 
-/// The record layer of an established node link.
+/// The record layer of an established node link, with the frames inside its records.
 #[pyclass(module = "veil._core")]
-struct LinkCipher(link::LinkCipher);
+struct LinkCipher(link::LinkCipher, link::FrameReader);
+
+impl LinkCipher {
+    fn new(cipher: link::LinkCipher) -> Self {
+        Self(cipher, link::FrameReader::default())
+    }
+}
 
 #[pymethods]
 impl LinkCipher {
@@ -499,10 +505,59 @@ impl LinkCipher {
         bytes(py, self.0.remote_static())
     }
 
-    /// Received bytes that do not yet make a whole record.
+    /// Received bytes that do not yet make a whole record, or (after `open_frames`) a whole frame.
     #[getter]
     fn pending(&self) -> usize {
-        self.0.pending()
+        self.0.pending() + self.1.buffered()
+    }
+
+    /// Encodes frames `(kind, stream, body)` and seals them as records, in one call.
+    #[pyo3(signature = (frames, rekey = false))]
+    fn seal_frames<'py>(
+        &mut self,
+        py: Python<'py>,
+        frames: &Bound<'py, PyAny>,
+        rekey: bool,
+    ) -> PyResult<Bound<'py, PyBytes>> {
+        let mut held = Vec::with_capacity(frames.len().unwrap_or(0));
+        for item in frames.try_iter()? {
+            let (kind, stream, body): (u8, u32, Bound<'py, PyBytes>) = item?.extract()?;
+            held.push((kind, stream, body));
+        }
+        let views: Vec<(u8, u32, &[u8])> = held
+            .iter()
+            .map(|(kind, stream, body)| (*kind, *stream, body.as_bytes()))
+            .collect();
+        let sealed = self.0.seal_frames(&views, rekey).map_err(CoreError)?;
+        Ok(bytes(py, &sealed))
+    }
+
+    /// Adds received bytes and returns the frames now complete, as `(kind, stream, body)`, in
+    /// order. Raises `DecryptionError` on a bad record and `InvalidInputError` on a malformed
+    /// frame (a length below 5 or above `max_frame`, an unknown kind); after either, the link is
+    /// to be closed.
+    fn open_frames<'py>(
+        &mut self,
+        py: Python<'py>,
+        received: &[u8],
+        max_frame: usize,
+    ) -> PyResult<Bound<'py, PyList>> {
+        let Self(cipher, reader) = self;
+        if received.len() >= LINK_DETACH_BYTES {
+            py.detach(|| cipher.open_into(received, reader.buffer_mut()))
+                .map_err(CoreError)?;
+        } else {
+            cipher
+                .open_into(received, reader.buffer_mut())
+                .map_err(CoreError)?;
+        }
+        let mut frames = Vec::new();
+        reader
+            .drain(max_frame, |frame| {
+                frames.push((frame.kind, frame.stream, bytes(py, frame.body)));
+            })
+            .map_err(CoreError)?;
+        PyList::new(py, frames)
     }
 
     /// Encrypts `data` as records; with `rekey`, the sending key changes after the last one.

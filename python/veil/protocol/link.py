@@ -15,8 +15,9 @@ once; each frame names the stream it belongs to, so answers may come back in any
 is the frames' vocabulary (kinds, failure codes) and their sans-IO Python codec:
 :class:`FrameDecoder` turns the records' data into :class:`Frame` objects and :func:`encode_frame`
 turns a frame into bytes. The node itself splits and encodes frames in Rust, in the same call that
-opens or seals the records (``LinkCipher.open_frames`` / ``seal_frames``: measured 3.6–4.2× faster,
-``bench/bench_link_frames.py``); both follow the format below and are tested against each other.
+opens or seals the records (``LinkCipher.open_frames`` / ``seal_frames``: measured 3.6 to 4.2
+times faster, ``bench/bench_link_frames.py``); both follow the format below and are tested against
+each other.
 
 ```
 frame     = length (4, big-endian: the bytes that follow) ‖ kind (1) ‖ stream (4, big-endian) ‖ body
@@ -130,7 +131,7 @@ class FrameDecoder:
                 (length,) = struct.unpack_from(">I", view, offset)
                 if length < MIN_LENGTH or length > self.max_frame:
                     raise LinkProtocolError(f"frame length {length} is out of range")
-                if len(view) - offset >= HEADER_LEN:
+                if len(view) - offset >= 5:  # the kind is checked as soon as it is here
                     kind = view[offset + 4]
                     if kind not in _KINDS:
                         raise LinkProtocolError(f"unknown frame kind {kind}")

@@ -387,14 +387,15 @@ class Link(asyncio.Protocol):
         if rest:  # the caller may send records only once it has the answer
             return self._refuse("closed_bad_handshake")
         try:
-            remote, timestamp_ms, answer, cipher = self._key.link_respond(message)
+            responder = self._key.link_accept(message)  # reads; answers only once admitted
         except DecryptionError:
             return self._refuse("closed_bad_handshake")
         self._end_handshake()
-        peer = self._gate.open(self, remote, timestamp_ms)
+        peer = self._gate.open(self, responder.remote, responder.timestamp_ms)
         if peer is None:
             self.abort()
             return b""
+        answer, cipher = responder.answer()
         self.peer = peer
         self._cipher = cipher
         self._state = _State.OPEN

@@ -135,40 +135,81 @@ pub struct Response {
 }
 
 /// Answers an initiator's first message (length prefix included, exactly that many bytes) with the
-/// node's static secret. The caller checks the initiator's key (and that its timestamp is fresh and
-/// newer than any seen from that node) against the nodes it admits *before* sending the answer,
-/// and drops everything if it is not one of them.
+/// node's static secret, in one step: [`Responder::read`] then [`Responder::answer`]. A node reads
+/// first and answers only a caller it admits (with a fresh timestamp, newer than any seen from
+/// it); this is for callers that admit everyone.
 pub fn respond(local_secret: &[u8; KEY_LEN], message: &[u8]) -> Result<Response> {
-    let body = framed(message, INIT_LEN)?;
-    let mut state = builder(local_secret)?
-        .build_responder()
-        .map_err(|_| Error::Decryption)?;
-    let mut payload = [0u8; INIT_LEN];
-    let read = state
-        .read_message(body, &mut payload)
-        .map_err(|_| Error::Decryption)?;
-    let timestamp: [u8; TIMESTAMP_LEN] = payload
-        .get(..read)
-        .and_then(|p| p.try_into().ok())
-        .ok_or(Error::Decryption)?;
-    let remote: [u8; KEY_LEN] = state
-        .get_remote_static()
-        .and_then(|key| key.try_into().ok())
-        .ok_or(Error::Decryption)?;
-    let mut answer = vec![0u8; LENGTH_PREFIX + RESPONSE_LEN];
-    let written = state
-        .write_message(&[], &mut answer[LENGTH_PREFIX..])
-        .map_err(|_| Error::Decryption)?;
-    if written != RESPONSE_LEN {
-        return Err(Error::Decryption);
-    }
-    answer[..LENGTH_PREFIX].copy_from_slice(&length_prefix(RESPONSE_LEN));
+    let responder = Responder::read(local_secret, message)?;
+    let (remote, timestamp_ms) = (responder.remote, responder.timestamp_ms);
+    let (answer, cipher) = responder.answer()?;
     Ok(Response {
         remote,
-        timestamp_ms: u64::from_be_bytes(timestamp),
+        timestamp_ms,
         answer,
-        cipher: LinkCipher::new(state)?,
+        cipher,
     })
+}
+
+/// The accepting end of a handshake between reading the first message and answering it. Reading
+/// costs two of the five X25519 operations (`es`, `ss`); the answer (a fresh ephemeral key, `ee`,
+/// `se`) is made only for a caller the node admits, so a refused one costs it less than half.
+pub struct Responder {
+    state: HandshakeState,
+    remote: [u8; KEY_LEN],
+    timestamp_ms: u64,
+}
+
+impl Responder {
+    /// Reads an initiator's first message (length prefix included, exactly that many bytes).
+    pub fn read(local_secret: &[u8; KEY_LEN], message: &[u8]) -> Result<Self> {
+        let body = framed(message, INIT_LEN)?;
+        let mut state = builder(local_secret)?
+            .build_responder()
+            .map_err(|_| Error::Decryption)?;
+        let mut payload = [0u8; INIT_LEN];
+        let read = state
+            .read_message(body, &mut payload)
+            .map_err(|_| Error::Decryption)?;
+        let timestamp: [u8; TIMESTAMP_LEN] = payload
+            .get(..read)
+            .and_then(|p| p.try_into().ok())
+            .ok_or(Error::Decryption)?;
+        let remote: [u8; KEY_LEN] = state
+            .get_remote_static()
+            .and_then(|key| key.try_into().ok())
+            .ok_or(Error::Decryption)?;
+        Ok(Self {
+            state,
+            remote,
+            timestamp_ms: u64::from_be_bytes(timestamp),
+        })
+    }
+
+    /// The initiator's static X25519 key, as its first message authenticated it.
+    #[must_use]
+    pub fn remote(&self) -> &[u8; KEY_LEN] {
+        &self.remote
+    }
+
+    /// The initiator's timestamp (ms since the epoch).
+    #[must_use]
+    pub fn timestamp_ms(&self) -> u64 {
+        self.timestamp_ms
+    }
+
+    /// The answer to send (length prefix included) and the link's record layer.
+    pub fn answer(mut self) -> Result<(Vec<u8>, LinkCipher)> {
+        let mut answer = vec![0u8; LENGTH_PREFIX + RESPONSE_LEN];
+        let written = self
+            .state
+            .write_message(&[], &mut answer[LENGTH_PREFIX..])
+            .map_err(|_| Error::Decryption)?;
+        if written != RESPONSE_LEN {
+            return Err(Error::Decryption);
+        }
+        answer[..LENGTH_PREFIX].copy_from_slice(&length_prefix(RESPONSE_LEN));
+        Ok((answer, LinkCipher::new(self.state)?))
+    }
 }
 
 /// The body of a handshake message that must be exactly `len` bytes after its prefix.

@@ -444,6 +444,16 @@ impl NodeKey {
         )?)))
     }
 
+    /// Reads a node-link handshake's first message (length prefix included) and returns the
+    /// accepting end, whose caller key and timestamp can be checked before it answers. Raises
+    /// `DecryptionError` for anything but a valid first message.
+    fn link_accept(&self, message: &[u8]) -> CoreResult<LinkResponder> {
+        Ok(LinkResponder(Some(link::Responder::read(
+            &self.secret,
+            message,
+        )?)))
+    }
+
     /// Answers a node-link handshake's first message (length prefix included): returns the
     /// initiator's static X25519 key, its timestamp, the answer to send once that key is admitted
     /// and the timestamp found fresh, and the link's cipher. Raises `DecryptionError` for anything
@@ -460,6 +470,34 @@ impl NodeKey {
             bytes(py, &response.answer),
             LinkCipher::new(response.cipher),
         ))
+    }
+}
+
+/// The accepting end of a node-link handshake (`NodeKey.link_accept`), read but not yet answered.
+#[pyclass(module = "veil._core")]
+struct LinkResponder(Option<link::Responder>);
+
+#[pymethods]
+impl LinkResponder {
+    /// The caller's static X25519 key, as its first message authenticated it.
+    #[getter]
+    fn remote<'py>(&self, py: Python<'py>) -> CoreResult<Bound<'py, PyBytes>> {
+        let responder = self.0.as_ref().ok_or(veil_core::Error::Decryption)?;
+        Ok(bytes(py, responder.remote()))
+    }
+
+    /// The caller's timestamp (ms since the epoch).
+    #[getter]
+    fn timestamp_ms(&self) -> CoreResult<u64> {
+        let responder = self.0.as_ref().ok_or(veil_core::Error::Decryption)?;
+        Ok(responder.timestamp_ms())
+    }
+
+    /// The answer to send (length prefix included) and the link's cipher; once only.
+    fn answer<'py>(&mut self, py: Python<'py>) -> CoreResult<(Bound<'py, PyBytes>, LinkCipher)> {
+        let responder = self.0.take().ok_or(veil_core::Error::Decryption)?;
+        let (answer, cipher) = responder.answer()?;
+        Ok((bytes(py, &answer), LinkCipher::new(cipher)))
     }
 }
 
@@ -719,6 +757,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PeeledLayer>()?;
     m.add_class::<NodeKey>()?;
     m.add_class::<LinkInitiator>()?;
+    m.add_class::<LinkResponder>()?;
     m.add_class::<LinkCipher>()?;
     m.add("ONION_VERSION", onion::VERSION)?;
     m.add("MAX_ONION_LEN", onion::MAX_ONION_LEN)?;

@@ -32,10 +32,12 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
+
+import pytest
 
 __all__ = [
     "Capture",
@@ -52,6 +54,7 @@ __all__ = [
     "shared_sequences",
     "streams_to_ports",
     "tcpdump_missing_reason",
+    "tcpdump_or_skip",
 ]
 
 Endpoint = tuple[str, int]
@@ -247,6 +250,24 @@ class Capture:
                 return
             size = now
             time.sleep(0.1)
+
+
+def tcpdump_or_skip(probe_dir: Path, *, any_capture_error_skips: bool) -> str:
+    """tcpdump's path, once a capture into ``probe_dir`` has shown it can capture here; else the
+    calling test is skipped, with the reason. A capture that fails for want of permission always
+    skips; one that fails otherwise skips only with ``any_capture_error_skips``, and is raised
+    without it (where a failure would be this module's fault, which its own tests must show)."""
+    path = ensure_tcpdump()
+    if path is None:
+        pytest.skip(tcpdump_missing_reason())
+    try:
+        with Capture(ports=[9], path=probe_dir / "probe.pcap"):
+            pass
+    except CaptureError as exc:
+        if any_capture_error_skips or "permitted" in str(exc) or "ermission" in str(exc):
+            pytest.skip(f"tcpdump cannot capture here: {exc}")
+        raise
+    return path
 
 
 # --- reading pcap --------------------------------------------------------------------------------
@@ -623,29 +644,30 @@ def _first_run(
 
 
 def _common_prefix(a: bytes, i: int, b: bytes, j: int) -> int:
-    """How many bytes match from ``a[i]`` and ``b[j]`` on (compared a slice at a time)."""
-    n, step = 0, 64
-    while True:
-        piece = min(step, len(a) - i - n, len(b) - j - n)
-        if piece <= 0:
-            return n
-        if a[i + n : i + n + piece] == b[j + n : j + n + piece]:
-            n += piece
-            step *= 2
-        elif piece == 1:
-            return n
-        else:
-            step = max(1, piece // 2)
+    """How many bytes match from ``a[i]`` and ``b[j]`` on."""
+    return _match_length(
+        min(len(a) - i, len(b) - j),
+        lambda n, piece: a[i + n : i + n + piece] == b[j + n : j + n + piece],
+    )
 
 
 def _common_suffix(a: bytes, i: int, b: bytes, j: int) -> int:
     """How many bytes match going back from ``a[i - 1]`` and ``b[j - 1]``."""
+    return _match_length(
+        min(i, j), lambda n, piece: a[i - n - piece : i - n] == b[j - n - piece : j - n]
+    )
+
+
+def _match_length(limit: int, matches: Callable[[int, int], bool]) -> int:
+    """How far a match goes, up to ``limit`` bytes, where ``matches(n, piece)`` says whether the
+    ``piece`` bytes after the first ``n`` match: compared a slice at a time, the slice doubling
+    while it matches and halving when it does not."""
     n, step = 0, 64
     while True:
-        piece = min(step, i - n, j - n)
+        piece = min(step, limit - n)
         if piece <= 0:
             return n
-        if a[i - n - piece : i - n] == b[j - n - piece : j - n]:
+        if matches(n, piece):
             n += piece
             step *= 2
         elif piece == 1:

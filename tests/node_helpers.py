@@ -20,14 +20,17 @@ from typing import Any, Literal, TypeVar
 import orjson
 import uvloop
 
+from veil import _core
 from veil.clock import now_ms as now_ms  # noqa: PLC0414  (re-exported for the tests)
 from veil.identity import Identity
-from veil.node.config import Limits, NodeConfig, StoreSettings
+from veil.node.config import Limits, LinkSettings, NodeConfig, StoreSettings
 from veil.node.identity import create_node_key
+from veil.node.links import LinkPool
 from veil.node.server import Node
 from veil.node.store import Message
 from veil.protocol import storage_rpc
 from veil.protocol.hashes import message_hash
+from veil.protocol.peers import PeerInfo
 
 T = TypeVar("T")
 
@@ -117,6 +120,43 @@ class NodeThread:
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(10)
         self.loop.close()
+
+
+# --- links between nodes -------------------------------------------------------------------------
+
+
+def peer_info(identity: Identity) -> PeerInfo:
+    """``identity`` as a peer: its keys, at a placeholder address (127.0.0.1:9). Enough for a node
+    to admit its links."""
+    return PeerInfo(
+        identity.ed25519_public_key, identity.x25519_public_key, ("127.0.0.1", 9), ("127.0.0.1", 9)
+    )
+
+
+@asynccontextmanager
+async def link_pool(key: _core.NodeKey, settings: LinkSettings) -> AsyncIterator[LinkPool]:
+    """A pool of links dialled as ``key`` (counting nothing), closed on leaving."""
+    pool = LinkPool(key=key, settings=settings, count=lambda event: None)
+    try:
+        yield pool
+    finally:
+        await pool.close()
+
+
+async def answer_until_closed(
+    reader: asyncio.StreamReader, timeout: float = 3.0
+) -> tuple[bytes, bool]:
+    """Every byte the node sent, and whether it closed the connection within ``timeout``."""
+    received = bytearray()
+    try:
+        async with asyncio.timeout(timeout):
+            while chunk := await reader.read(65_536):
+                received += chunk
+    except TimeoutError:
+        return bytes(received), False
+    except ConnectionResetError:
+        pass
+    return bytes(received), True
 
 
 # --- accounts and signed requests ----------------------------------------------------------------

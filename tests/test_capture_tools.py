@@ -45,6 +45,7 @@ from capture import (
     shared_sequences,
     streams_to_ports,
     tcpdump_missing_reason,
+    tcpdump_or_skip,
 )
 from node_helpers import run
 
@@ -488,17 +489,7 @@ def test_tcpdump_is_installed_once_fetching_package_lists_only_when_they_are_mis
 @pytest.fixture(scope="module")
 def tcpdump(tmp_path_factory: pytest.TempPathFactory) -> str:
     """tcpdump's path, once it has shown it can capture here (else the test is skipped)."""
-    path = ensure_tcpdump()
-    if path is None:
-        pytest.skip(tcpdump_missing_reason())
-    try:
-        with Capture(ports=[9], path=tmp_path_factory.mktemp("probe") / "probe.pcap"):
-            pass
-    except CaptureError as exc:
-        if "permitted" in str(exc) or "ermission" in str(exc):
-            pytest.skip(f"tcpdump cannot capture here: {exc}")
-        raise
-    return path
+    return tcpdump_or_skip(tmp_path_factory.mktemp("probe"), any_capture_error_skips=False)
 
 
 def answer_for(up: bytes) -> bytes:

@@ -22,21 +22,19 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import json
 import random
 import secrets
-import sys
-from collections.abc import Iterator
 from typing import Any
 
 import msgpack
 import orjson
 import pytest
 import uvloop
-from hypothesis import currently_in_test_context, event, given
+from hypothesis import given
 from hypothesis import strategies as st
 
+from fuzzing import default_recursion_limit, tally
 from veil import _core
 from veil.client.account import Book
 from veil.client.chat import Chat
@@ -80,25 +78,6 @@ UNSAFE = frozenset(
     ]
     if c not in (0x09, 0x0A)
 )
-
-
-def tally(label: str) -> None:
-    """Count ``label`` in Hypothesis's statistics (``--hypothesis-show-statistics``), which show
-    how often each property reaches what it is about."""
-    if currently_in_test_context():
-        event(label)
-
-
-@contextlib.contextmanager
-def default_recursion_limit() -> Iterator[None]:
-    """Python's default recursion limit, as a client runs with: Hypothesis raises the limit while
-    it runs a test, which would hide a RecursionError that deep nesting causes in production."""
-    raised = sys.getrecursionlimit()
-    sys.setrecursionlimit(1_000)
-    try:
-        yield
-    finally:
-        sys.setrecursionlimit(raised)
 
 
 @st.composite

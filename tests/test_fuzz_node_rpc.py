@@ -21,7 +21,6 @@ import asyncio
 import contextlib
 import dataclasses
 import os
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -29,9 +28,10 @@ from typing import Any
 import msgpack
 import pytest
 import uvloop
-from hypothesis import currently_in_test_context, event, given
+from hypothesis import given
 from hypothesis import strategies as st
 
+from fuzzing import default_recursion_limit, tally
 from node_helpers import SMALL_MAP, TTL_MS, free_port, make_config, now_ms
 from veil import _core
 from veil.identity import Identity
@@ -73,25 +73,6 @@ FIELDS = (
     *("receipts", "differ", "more", "status", "pubkey", "messages"),
 )
 MSGPACK_INTS = (0, -1, 1, 2**15, -(2**15) - 1, 2**31, 2**63 - 1, 2**63, 2**64 - 1, -(2**63))
-
-
-def tally(label: str) -> None:
-    """Count ``label`` in Hypothesis's statistics (``--hypothesis-show-statistics``), which show
-    how often each property reaches what it is about."""
-    if currently_in_test_context():
-        event(label)
-
-
-@contextlib.contextmanager
-def default_recursion_limit() -> Iterator[None]:
-    """Python's default recursion limit, as a node runs with: Hypothesis raises the limit while
-    it runs a test, which would hide a RecursionError that deep nesting causes in production."""
-    raised = sys.getrecursionlimit()
-    sys.setrecursionlimit(1_000)
-    try:
-        yield
-    finally:
-        sys.setrecursionlimit(raised)
 
 
 def _packed(value: Any, **options: Any) -> bytes:

@@ -27,8 +27,11 @@ import pytest
 from node_helpers import (
     HttpClient,
     NodeThread,
+    answer_until_closed,
+    link_pool,
     make_config,
     now_ms,
+    peer_info,
     run,
     running_node,
     until,
@@ -42,7 +45,6 @@ from veil.protocol.announcement import sign_announcement
 from veil.protocol.link import HANDSHAKE_RESPONSE_LEN, FrameDecoder, FrameKind, encode_frame
 from veil.protocol.node_rpc import Gossip, Summary, decode_differ, encode_request
 from veil.protocol.onion_request import build_request, open_reply
-from veil.protocol.peers import PeerInfo
 
 OTHER_ADDRESS = "127.0.0.2"  # Linux routes all of 127/8 to lo: a second client address
 
@@ -67,12 +69,6 @@ async def _info_status(port: int, local_host: str | None = None) -> int:
     async with HttpClient(reader, writer) as client:
         status, _ = await client.rpc("info", {})
     return status
-
-
-def _peer(identity: Identity) -> PeerInfo:
-    return PeerInfo(
-        identity.ed25519_public_key, identity.x25519_public_key, ("127.0.0.1", 9), ("127.0.0.1", 9)
-    )
 
 
 # --- gossip ---------------------------------------------------------------------------------------
@@ -114,6 +110,11 @@ def _gossip_head(length: int) -> bytes:
         f"POST /gossip HTTP/1.1\r\nHost: node\r\nContent-Type: application/json\r\n"
         f"Content-Length: {length}\r\n\r\n"
     ).encode()
+
+
+def _member_pool(member: Identity) -> contextlib.AbstractAsyncContextManager[LinkPool]:
+    """Links dialled as ``member``, with the default link settings."""
+    return link_pool(_core.NodeKey(member.x25519_secret_key), LinkSettings())
 
 
 def test_a_gossip_flood_of_ten_thousand_entries_is_refused_from_its_size_and_the_node_serves_on(
@@ -184,13 +185,8 @@ def test_a_members_gossip_of_ten_thousand_entries_over_its_link_is_refused_whole
 
     async def main() -> None:
         async with running_node(make_config(tmp_path)) as node:
-            node.set_peers([_peer(member)])
-            pool = LinkPool(
-                key=_core.NodeKey(member.x25519_secret_key),
-                settings=LinkSettings(),
-                count=lambda event: None,
-            )
-            try:
+            node.set_peers([peer_info(member)])
+            async with _member_pool(member) as pool:
                 body = encode_request(Gossip(_signed_announcements(10_000)))
                 with pytest.raises(HopFailed):
                     await pool.request(
@@ -207,8 +203,6 @@ def test_a_members_gossip_of_ten_thousand_entries_over_its_link_is_refused_whole
                     FrameKind.RPC,
                 )
                 assert decode_differ(answer, max_items=4) == ([], False)
-            finally:
-                await pool.close()
 
     run(main())
 
@@ -220,21 +214,14 @@ def test_a_members_oversized_gossip_is_counted_as_a_limit_refusal_not_logged_as_
 
     async def main() -> None:
         async with running_node(make_config(tmp_path)) as node:
-            node.set_peers([_peer(member)])
-            pool = LinkPool(
-                key=_core.NodeKey(member.x25519_secret_key),
-                settings=LinkSettings(),
-                count=lambda event: None,
-            )
+            node.set_peers([peer_info(member)])
             most = node.config.network.gossip_max_entries
             body = encode_request(Gossip(_signed_announcements(most + 1)))
-            try:
+            async with _member_pool(member) as pool:
                 with pytest.raises(HopFailed):
                     await pool.request(
                         node.peer_info.link, node.peer_info.x25519, body, 5.0, FrameKind.RPC
                     )
-            finally:
-                await pool.close()
             text = await _metrics(node.port)
             assert _metric(text, "veil_limit_refusals_total", "limit", "gossip_max_entries") == 1
 
@@ -337,20 +324,6 @@ def test_connections_past_the_per_address_cap_are_closed_and_another_address_is_
 # --- handshakes on the link port ------------------------------------------------------------------
 
 
-async def _answer_until_closed(reader: asyncio.StreamReader, timeout: float) -> tuple[bytes, bool]:
-    """Every byte the node sent, and whether it closed the connection within ``timeout``."""
-    received = bytearray()
-    try:
-        async with asyncio.timeout(timeout):
-            while chunk := await reader.read(65_536):
-                received += chunk
-    except TimeoutError:
-        return bytes(received), False
-    except ConnectionResetError:
-        pass
-    return bytes(received), True
-
-
 async def _ping_from(node: Node, key: _core.NodeKey, local_host: str) -> bool:
     """Open a link to ``node`` from ``local_host`` by hand; whether a PING gets its PONG."""
     reader, writer = await asyncio.open_connection(
@@ -402,8 +375,7 @@ def test_handshakes_held_open_past_the_per_address_cap_are_closed_then_time_out(
     config = dataclasses.replace(make_config(tmp_path), links=links)
 
     async def ask_from_loopback(node: Node) -> bytes:
-        pool = LinkPool(key=member_key, settings=links, count=lambda event: None)
-        try:
+        async with link_pool(member_key, links) as pool:
             return await pool.request(
                 node.peer_info.link,
                 node.peer_info.x25519,
@@ -411,18 +383,16 @@ def test_handshakes_held_open_past_the_per_address_cap_are_closed_then_time_out(
                 3.0,
                 FrameKind.RPC,
             )
-        finally:
-            await pool.close()
 
     async def main() -> None:
         async with running_node(config) as node:
-            node.set_peers([_peer(member)])
+            node.set_peers([peer_info(member)])
             events = node.link_events
             async with _held_connections(node.link_port, 4) as held:
                 await until(lambda: node.gate.handshaking == 4, 3)
                 async with _held_connections(node.link_port, 6) as excess:
                     for reader, _ in excess:
-                        assert await _answer_until_closed(reader, timeout=3.0) == (b"", True)
+                        assert await answer_until_closed(reader, timeout=3.0) == (b"", True)
                 assert events["refused_handshakes_per_address"] == 6
                 assert events["closed_handshake_timeout"] == 0  # the cap closed them, not time
                 assert node.gate.handshaking == 4
@@ -434,7 +404,7 @@ def test_handshakes_held_open_past_the_per_address_cap_are_closed_then_time_out(
                 assert await _ping_from(node, member_key, OTHER_ADDRESS)
                 # The held connections are closed at the handshake timeout, having had nothing.
                 for reader, _ in held:
-                    assert await _answer_until_closed(reader, timeout=5.0) == (b"", True)
+                    assert await answer_until_closed(reader, timeout=5.0) == (b"", True)
                 assert events["closed_handshake_timeout"] == 4
                 assert node.gate.handshaking == 0
             assert decode_differ(await ask_from_loopback(node), max_items=4) == ([], False)

@@ -12,7 +12,7 @@ from dataclasses import dataclass, replace
 
 import pytest
 
-from node_helpers import run
+from node_helpers import answer_until_closed, run
 from veil import _core
 from veil.clock import now_ms
 from veil.node.links import (
@@ -123,15 +123,6 @@ async def _echo(peer: bytes, body: bytes) -> bytes:
     return body[::-1]
 
 
-async def _closed_by_peer(reader: asyncio.StreamReader, timeout: float = 3.0) -> bool:
-    """True once the server closed the connection (EOF or reset), having sent nothing."""
-    try:
-        data = await asyncio.wait_for(reader.read(), timeout)
-    except ConnectionResetError:
-        return True
-    return data == b""
-
-
 def test_a_member_and_the_node_it_calls_authenticate_each_other_and_multiplex_requests() -> None:
     client = _keys()
     settings = replace(SETTINGS, max_streams=64)
@@ -201,7 +192,7 @@ def test_raw_version_1_frames_and_garbage_get_the_connection_closed_and_nothing_
                 reader, writer = await asyncio.open_connection(*server.address)
                 writer.write(payload)
                 await writer.drain()
-                assert await _closed_by_peer(reader)
+                assert await answer_until_closed(reader) == (b"", True)
                 writer.close()
             assert server.seen == []
             assert server.events["closed_bad_handshake"] == 4
@@ -218,7 +209,7 @@ def test_a_valid_handshake_followed_by_bytes_before_the_answer_is_refused() -> N
             reader, writer = await asyncio.open_connection(*server.address)
             writer.write(initiator.message + b"early")
             await writer.drain()
-            assert await _closed_by_peer(reader)
+            assert await answer_until_closed(reader) == (b"", True)
             writer.close()
             assert server.seen == []
 
@@ -232,7 +223,7 @@ def test_a_connection_that_never_finishes_its_handshake_is_closed_in_time() -> N
             writer.write(b"\x00\x68" + bytes(10))  # a tenth of a handshake, then silence
             await writer.drain()
             started = time.monotonic()
-            assert await _closed_by_peer(reader, timeout=5.0)
+            assert await answer_until_closed(reader, timeout=5.0) == (b"", True)
             assert time.monotonic() - started < 3.0
             writer.close()
             assert server.events["closed_handshake_timeout"] == 1
@@ -247,7 +238,7 @@ def test_unauthenticated_connections_are_capped_per_source_address() -> None:
         async with _server(_echo, [_keys()], settings) as server:
             held = [await asyncio.open_connection(*server.address) for _ in range(4)]
             reader, writer = await asyncio.open_connection(*server.address)
-            assert await _closed_by_peer(reader, timeout=2.0)
+            assert await answer_until_closed(reader, timeout=2.0) == (b"", True)
             writer.close()
             assert server.events["refused_handshakes_per_address"] >= 1
             assert server.gate.handshaking == 4

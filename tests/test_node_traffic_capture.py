@@ -29,15 +29,13 @@ import pytest
 
 from capture import (
     Capture,
-    CaptureError,
     Stream,
-    ensure_tcpdump,
     find_needles,
     looks_like_json,
     reassemble,
     shared_sequences,
     streams_to_ports,
-    tcpdump_missing_reason,
+    tcpdump_or_skip,
 )
 from veil.identity import Identity
 
@@ -90,15 +88,7 @@ class Devnet:
 @pytest.fixture(scope="module")
 def tcpdump(tmp_path_factory: pytest.TempPathFactory) -> str:
     """tcpdump's path, once it has shown it can capture here (else the test is skipped)."""
-    path = ensure_tcpdump()
-    if path is None:
-        pytest.skip(tcpdump_missing_reason())
-    try:
-        with Capture(ports=[9], path=tmp_path_factory.mktemp("probe") / "probe.pcap"):
-            pass
-    except CaptureError as exc:
-        pytest.skip(f"tcpdump cannot capture here: {exc}")
-    return path
+    return tcpdump_or_skip(tmp_path_factory.mktemp("probe"), any_capture_error_skips=True)
 
 
 def _port(address: str) -> int:

@@ -23,7 +23,18 @@ from typing import Any
 import orjson
 import pytest
 
-from node_helpers import TTL_MS, Account, HttpClient, make_config, now_ms, run, until
+from node_helpers import (
+    TTL_MS,
+    Account,
+    HttpClient,
+    answer_until_closed,
+    link_pool,
+    make_config,
+    now_ms,
+    peer_info,
+    run,
+    until,
+)
 from veil import _core
 from veil.identity import Identity
 from veil.node.config import LinkSettings, NetworkSettings, NodeConfig
@@ -43,7 +54,6 @@ from veil.protocol.node_rpc import (
     decode_status,
     encode_request,
 )
-from veil.protocol.peers import PeerInfo
 from veil.protocol.replication import Message, StoreAuth, receipt_bytes
 from veil.protocol.storage_rpc import delete_all_string, delete_string, store_string
 from veil.protocol.swarms import SwarmMap
@@ -86,15 +96,6 @@ async def _network(tmp_path: Path, size: int, swarm_size: int) -> AsyncIterator[
             await node.stop()
 
 
-@contextlib.asynccontextmanager
-async def _pool(key: _core.NodeKey) -> AsyncIterator[LinkPool]:
-    pool = LinkPool(key=key, settings=LINKS, count=lambda event: None)
-    try:
-        yield pool
-    finally:
-        await pool.close()
-
-
 async def _ask(pool: LinkPool, node: Node, request: Request) -> bytes:
     """One node RPC to ``node`` over the pool's (authenticated) link."""
     return await pool.request(
@@ -106,29 +107,13 @@ async def _ask(pool: LinkPool, node: Node, request: Request) -> bytes:
     )
 
 
-async def _answer_until_closed(
-    reader: asyncio.StreamReader, timeout: float = 3.0
-) -> tuple[bytes, bool]:
-    """Every byte the node sent, and whether it closed the connection within ``timeout``."""
-    received = bytearray()
-    try:
-        async with asyncio.timeout(timeout):
-            while chunk := await reader.read(65_536):
-                received += chunk
-    except TimeoutError:
-        return bytes(received), False
-    except ConnectionResetError:
-        pass
-    return bytes(received), True
-
-
 async def _send_raw(node: Node, payload: bytes) -> tuple[bytes, bool]:
     """Open a plain TCP connection to the link port, send ``payload``, and see what comes back."""
     reader, writer = await asyncio.open_connection("127.0.0.1", node.link_port)
     try:
         writer.write(payload)
         await writer.drain()
-        return await _answer_until_closed(reader)
+        return await answer_until_closed(reader)
     finally:
         writer.close()
 
@@ -280,7 +265,7 @@ def test_a_valid_handshake_with_a_key_that_is_not_a_member_is_closed_unanswered(
             assert closed
             assert answer == b""
             assert node.link_events["refused_not_admitted"] == 1
-            async with _pool(stranger) as pool:
+            async with link_pool(stranger, LINKS) as pool:
                 with pytest.raises(HopFailed):
                     await _ask(pool, node, Fetch([bytes(32)]))
             assert node.link_events["refused_not_admitted"] == 2
@@ -297,7 +282,7 @@ def test_a_replayed_handshake_message_opens_no_link_and_leaves_the_members_link_
 
     async def main() -> None:
         async with _network(tmp_path, 1, swarm_size=1) as [node]:
-            node.set_peers([_peer(member)])
+            node.set_peers([peer_info(member)])
             key = _core.NodeKey(member.x25519_secret_key)
             initiator = key.link_initiate(node.identity.x25519_public_key, now_ms())
             captured = initiator.message
@@ -312,7 +297,7 @@ def test_a_replayed_handshake_message_opens_no_link_and_leaves_the_members_link_
                     connections.append(await asyncio.open_connection("127.0.0.1", node.link_port))
                     connections[-1][1].write(captured)
                 replays = [
-                    await _answer_until_closed(replay_reader, timeout=1.0)
+                    await answer_until_closed(replay_reader, timeout=1.0)
                     for replay_reader, _ in connections[1:]
                 ]
                 writer.write(cipher.seal(encode_frame(FrameKind.PING, 1)))
@@ -333,12 +318,6 @@ def test_a_replayed_handshake_message_opens_no_link_and_leaves_the_members_link_
 # --- members outside the account's swarm ----------------------------------------------------------
 
 
-def _peer(identity: Identity) -> PeerInfo:
-    return PeerInfo(
-        identity.ed25519_public_key, identity.x25519_public_key, ("127.0.0.1", 9), ("127.0.0.1", 9)
-    )
-
-
 @pytest.mark.parametrize("member", ["a node in the view", "a configured peer"])
 def test_a_member_outside_an_accounts_swarm_gets_nothing_for_that_account(
     tmp_path: Path, member: str
@@ -351,7 +330,7 @@ def test_a_member_outside_an_accounts_swarm_gets_nothing_for_that_account(
             if member == "a node in the view":
                 asker, asker_id = other.key, other.identity.ed25519_public_key
             else:
-                node.set_peers([_peer(configured)])  # admitted, but in no swarm
+                node.set_peers([peer_info(configured)])  # admitted, but in no swarm
                 asker = _core.NodeKey(configured.x25519_secret_key)
                 asker_id = configured.ed25519_public_key
             alice = _account_served_only_by(node, node.membership.node_ids())
@@ -359,7 +338,7 @@ def test_a_member_outside_an_accounts_swarm_gets_nothing_for_that_account(
             stored = await _store_over_http(node, alice, b"alice's")
             planted = _message(alice, b"planted")
             before = node.store.totals()
-            async with _pool(asker) as pool:
+            async with link_pool(asker, LINKS) as pool:
                 messages, _ = decode_messages(await _ask(pool, node, Fetch([stored])), max_items=10)
                 assert messages == []
                 receipts = decode_receipts(await _ask(pool, node, Replicate([planted])), expected=1)
@@ -437,7 +416,7 @@ def test_a_swarm_member_gets_receipts_only_for_messages_a_client_could_have_stor
                 ),
             ]
             before_count, before_bytes = node.store.totals()
-            async with _pool(member.key) as pool:
+            async with link_pool(member.key, LINKS) as pool:
                 answer = await _ask(pool, node, Replicate([*refused, *taken]))
             receipts = decode_receipts(answer, expected=len(refused) + len(taken))
             assert receipts[: len(refused)] == [None] * len(refused)
@@ -478,7 +457,7 @@ def test_apply_runs_only_a_clients_own_signed_delete_delete_all_or_expire(tmp_pa
             forged_expire = carol.expire([kept_text], now_ms() + 20_000) | {
                 "signature": mallory.sign("forged")
             }
-            async with _pool(member.key) as pool:
+            async with link_pool(member.key, LINKS) as pool:
 
                 async def apply(method: str, params: dict[str, Any]) -> int:
                     return decode_status(await _ask(pool, node, Apply(method, params)))

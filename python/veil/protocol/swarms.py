@@ -1,7 +1,8 @@
 """Which nodes hold an account's messages: rendezvous (highest-random-weight) hashing.
 
-The swarm of an account is the ``size`` nodes with the highest ``BLAKE2b-64(account ‖ node id)``,
-among the nodes of the view (all of them if there are fewer). It is a pure function of the view, so
+The swarm of an account is the ``size`` nodes with the highest ``BLAKE2b-64(account ‖ placement)``,
+among the nodes of the view (all of them if there are fewer); a node's placement is the consensus's
+(see :class:`SwarmMap`). It is a pure function of the view, so
 two nodes with the same view agree; and when one node joins or leaves, only the accounts whose top
 ``size`` it enters or leaves change — each losing or gaining one member — so about ``size / N`` of
 all stored messages move, the least any placement can move (``tests/test_swarms.py`` measures it).
@@ -13,19 +14,29 @@ from __future__ import annotations
 
 import functools
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 __all__ = ["SwarmMap"]
 
 
 class SwarmMap:
-    """The swarm mapping for one view (a set of node ids, the nodes' Ed25519 keys)."""
+    """The swarm mapping for one view: a set of node ids (the nodes' Ed25519 keys), each with its
+    placement — in a network with directory authorities, the value the consensus gives it
+    (``veil.protocol.consensus.placement_of``: its key and a shared random value revealed after it
+    registered, so that no one can choose a key for a place); by default its id."""
 
-    def __init__(self, node_ids: Sequence[bytes], size: int) -> None:
+    def __init__(
+        self,
+        node_ids: Sequence[bytes],
+        size: int,
+        placements: Mapping[bytes, bytes] | None = None,
+    ) -> None:
         if size < 1:
             raise ValueError("a swarm has at least one member")
         self.node_ids = tuple(sorted(set(node_ids)))
         self.size = size
+        placements = placements or {}
+        self.placements = {node: placements.get(node, node) for node in self.node_ids}
         self._swarm = functools.lru_cache(maxsize=65_536)(self._compute)
 
     def swarm(self, account: bytes) -> tuple[bytes, ...]:
@@ -37,8 +48,10 @@ class SwarmMap:
         return node_id in self.swarm(account)
 
     def _compute(self, account: bytes) -> tuple[bytes, ...]:
+        placements = self.placements
+
         def weight(node_id: bytes) -> tuple[bytes, bytes]:
-            return hashlib.blake2b(account + node_id, digest_size=8).digest(), node_id
+            return hashlib.blake2b(account + placements[node_id], digest_size=8).digest(), node_id
 
         ranked = sorted(self.node_ids, key=weight, reverse=True)
         return tuple(ranked[: self.size])

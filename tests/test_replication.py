@@ -5,9 +5,11 @@ from __future__ import annotations
 import base64
 import dataclasses
 from pathlib import Path
+from typing import Any
 
 from node_helpers import Account, HttpClient, make_config, retrieve_all, run, until
 from veil.node.config import NetworkSettings, NodeConfig
+from veil.node.links import HopFailed
 from veil.node.server import Node
 from veil.protocol.replication import verify_receipt
 
@@ -124,6 +126,50 @@ def test_a_joining_node_receives_its_share(tmp_path: Path) -> None:
                 ),
                 60,
             )
+        finally:
+            for node in nodes:
+                if node._server is not None and node._server.is_serving():
+                    await node.stop()
+
+    run(main())
+
+
+def test_a_delete_reaches_a_member_whose_link_failed_when_it_was_forwarded(
+    tmp_path: Path,
+) -> None:
+    """Anti-entropy carries messages, not deletes: the forwarding member sends it again."""
+    carol = Account()
+
+    async def main() -> None:
+        nodes = await _network(tmp_path, 5)
+        try:
+            swarm = {a.ed25519 for a in nodes[0].network.swarm(carol.account_bytes)}
+            members = [n for n in nodes if n.identity.ed25519_public_key in swarm]
+            entry, unlucky = members[0], members[1]
+            async with await HttpClient.connect(entry.port) as client:
+                status, body = await client.rpc("store", carol.store(b"forget me"))
+            assert status == 200, body
+            await until(lambda: all(m.store.hashes_of(carol.account_bytes) for m in members), 15)
+
+            replicator = entry.replicator
+            assert replicator is not None
+            real_rpc = replicator._rpc
+            failed: list[bool] = []
+
+            async def rpc_failing_once(member: Any, request: Any) -> bytes:
+                if member.ed25519 == unlucky.identity.ed25519_public_key and not failed:
+                    failed.append(True)
+                    raise HopFailed()
+                return await real_rpc(member, request)
+
+            replicator._rpc = rpc_failing_once  # type: ignore[method-assign]
+            async with await HttpClient.connect(entry.port) as client:
+                status, body = await client.rpc("delete", carol.delete([body["hash"]]))
+            assert status == 200, body
+            await until(lambda: not unlucky.store.hashes_of(carol.account_bytes), 10)
+            assert failed == [True]
+            assert replicator.counts["forward_retried"] >= 1
+            assert all(not m.store.hashes_of(carol.account_bytes) for m in members)
         finally:
             for node in nodes:
                 if node._server is not None and node._server.is_serving():

@@ -222,6 +222,13 @@ class NetworkSettings:
     replication_timeout_s: float = setting(
         5.0, "How long a store waits for the write quorum before answering 503."
     )
+    forward_attempts: int = setting(
+        5,
+        "How often a node sends a forwarded delete or expiry change to a member that did not apply "
+        "it (no answer, or a 5xx): 1 s, 2 s, 4 s… apart, past replication_timeout_s in the "
+        "background. Anti-entropy does not carry deletes, so this is what makes them reach a "
+        "member whose link failed.",
+    )
     sync_interval_s: float = setting(
         5.0, "How often a node compares its accounts with another swarm member (anti-entropy)."
     )

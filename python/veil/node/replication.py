@@ -195,11 +195,21 @@ class Replicator:
         return sum(task.result() == 200 for task in done)
 
     async def _forward_to(self, member: Announcement, request: Apply) -> int:
-        try:
-            return decode_status(await self._rpc(member, request))
-        except (HopFailed, NodeRpcError):
-            self.counts["forward_failed"] += 1
-            return 0
+        """Send ``request`` to ``member`` until it answers other than 5xx, at most
+        ``forward_attempts`` times, waiting 1 s, 2 s, 4 s… between tries."""
+        status = 0
+        for attempt in range(max(1, self.settings.forward_attempts)):
+            if attempt:
+                self.counts["forward_retried"] += 1
+                await asyncio.sleep(min(2.0 ** (attempt - 1), 30.0))
+            try:
+                status = decode_status(await self._rpc(member, request))
+            except (HopFailed, NodeRpcError):
+                status = 0
+            if 0 < status < 500:
+                return status
+        self.counts["forward_failed"] += 1
+        return status
 
     # --- anti-entropy and hand-over -----------------------------------------------------------
 

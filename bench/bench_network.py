@@ -2,10 +2,12 @@
 end to end"): messages per second, p50 and p99 latency of a store — onion request, store,
 replication to the write quorum — on a devnet of 6, 12 and 24 node processes.
 
-For each N: ``python -m veil devnet up --detach --nodes N`` in a temporary directory, then a client
-process (``network_load.py``, its own interpreter: it shares nothing with the nodes or with pytest)
-reads ``devnet.json``, fetches the node list through an onion request and stores messages of
-``SIZE`` random bytes, each for a recipient drawn from ``RECIPIENTS`` identities, from
+For each N: ``python -m veil devnet up --detach --nodes N`` in a temporary directory (3 directory
+authorities and N nodes; the figures are the nodes'), then a client process (``network_load.py``,
+its own interpreter: it shares nothing with the nodes or with pytest) finds the network as a client
+does — the devnet's network file, and the consensus from one of the seeds in ``devnet.json``,
+taken only if a majority of the authorities signed it and listing all N nodes — and stores
+messages of ``SIZE`` random bytes, each for a recipient drawn from ``RECIPIENTS`` identities, from
 ``CONCURRENCY`` coroutines with ``SwarmClient.store``: a three-hop onion request (guard → relay → a
 member of the recipient's swarm), which stores the message and answers once W = 3 of the R = 5
 members hold it. Every answer must carry the message's hash and at least three receipts that verify
@@ -44,7 +46,7 @@ TIME_LIMIT_S = 60.0
 N_MESSAGES = (2000, 48)  # per round (enabled, disabled)
 N_WARMUP = (200, 0)  # untimed stores before the rounds: connections, first paths
 ROUNDS = (3, 1)
-IDLE_S = (3, 0)  # the devnet's own CPU use (gossip, anti-entropy) measured without load
+IDLE_S = (3, 0)  # the nodes' own CPU use (consensus fetches, anti-entropy) measured without load
 SAMPLE = (32, 8)  # recipients whose messages are read back
 UP_TIMEOUT_S = 120.0
 DOWN_TIMEOUT_S = 60.0

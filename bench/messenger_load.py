@@ -10,7 +10,10 @@ counting :class:`~veil.client.network.NetworkClient` (own guards, own connection
 ``persist=None``. Every message is 64 characters of text: content v1 padded to the 256-byte bucket,
 400 bytes once sealed, for the floor and the messenger alike (checked).
 
-- ``{"op": "devnet", "dir": D}``: read ``D/devnet.json``.
+- ``{"op": "devnet", "dir": D}``: the devnet in ``D``: its network file (``D/network.json``) and
+  seeds (``D/devnet.json``). Every device then fetches the consensus from a seed, as a client
+  without a home does (``GET /consensus``, taken only if a majority of the network file's
+  authorities signed it), and computes swarms from its nodes and placements.
 - ``{"op": "crypto", "n": N}``: µs per ``seal`` and per open (``decrypt_incoming`` +
   ``decode_content``) of one such message, median of 3 passes of N, on this process's thread.
 - ``{"op": "senders", "count": K, "warmup": W}``: K sender devices, each writing to a recipient of
@@ -61,23 +64,19 @@ import uvloop
 from loadkit import percentile, serve
 from network_load import CountingNetworkClient
 from veil.client.account import Book
+from veil.client.bootstrap import open_directory
 from veil.client.messaging import Messenger, Received, seal
 from veil.client.swarm import SwarmClient
 from veil.crypto import decrypt_incoming
 from veil.devnet.state import load_state
 from veil.identity import Identity
 from veil.protocol.content import Content, decode_content
-from veil.protocol.peers import PeerInfo
+from veil.protocol.network_file import NetworkFile, load_network_file
 
 TTL_MS = 3600 * 1000
 SEALED_SIZE = 256 + 144  # the 256-byte bucket, sealed (Session Protocol)
 FILL_CONCURRENCY = 8
 DRAIN_POLL_S = 0.05
-
-
-def _address(text: str) -> tuple[str, int]:
-    host, port = text.rsplit(":", 1)
-    return host, int(port)
 
 
 def _text(i: int) -> str:
@@ -104,18 +103,17 @@ class Device:
         )
 
     @classmethod
-    async def open(cls, peers: list[PeerInfo], identity: Identity | None = None) -> Device:
-        network = CountingNetworkClient(peers)
-        await network.__aenter__()
-        try:
-            swarm = SwarmClient(network)
-            view = await swarm.refresh_nodes()
-            if view != len(peers):
-                raise RuntimeError(f"node list: {view} of {len(peers)} nodes")
-        except BaseException:
-            await network.close()
-            raise
-        return cls(identity or Identity.generate(), network)
+    async def open(
+        cls, network: NetworkFile, seeds: list[str], nodes: int, identity: Identity | None = None
+    ) -> Device:
+        """A new device: the consensus from a seed, checked against ``network``; it must list
+        the devnet's ``nodes``."""
+        directory = await open_directory(network, seeds, None)
+        if len(directory.nodes) != nodes:
+            raise RuntimeError(f"the consensus lists {len(directory.nodes)} of {nodes} nodes")
+        client = CountingNetworkClient(directory)
+        await client.__aenter__()
+        return cls(identity or Identity.generate(), client)
 
     @property
     def me(self) -> str:
@@ -124,7 +122,9 @@ class Device:
 
 class Loader:
     def __init__(self) -> None:
-        self.peers: list[PeerInfo] = []
+        self.network_file: NetworkFile | None = None
+        self.seeds: list[str] = []
+        self.nodes = 0
         self.networks: list[CountingNetworkClient] = []
         self.rng = random.Random()
         # the send benchmark
@@ -142,7 +142,9 @@ class Loader:
     # --- helpers ------------------------------------------------------------------------------
 
     async def device(self, identity: Identity | None = None) -> Device:
-        device = await Device.open(self.peers, identity)
+        if self.network_file is None:
+            raise RuntimeError("no devnet yet: the devnet op comes first")
+        device = await Device.open(self.network_file, self.seeds, self.nodes, identity)
         self.networks.append(device.network)
         return device
 
@@ -188,16 +190,10 @@ class Loader:
         state = load_state(Path(directory).resolve())
         if state is None:
             raise RuntimeError(f"no devnet in {directory}")
-        self.peers = [
-            PeerInfo(
-                bytes.fromhex(node.ed25519),
-                bytes.fromhex(node.x25519),
-                _address(node.http),
-                _address(node.link),
-            )
-            for node in state.nodes
-        ]
-        return {"nodes": len(self.peers)}
+        self.network_file = load_network_file(state.network_path)
+        self.seeds = list(state.seeds)
+        self.nodes = len(state.nodes)
+        return {"nodes": self.nodes}
 
     def crypto(self, n: int) -> dict[str, Any]:
         sender, recipient = Identity.generate(), Identity.generate()

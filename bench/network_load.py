@@ -2,13 +2,16 @@
 
 Run as ``python bench/network_load.py``. It reads one JSON command per line on stdin and answers
 one JSON line on stdout, so the benchmark times rounds without paying for process start-up, and the
-client never shares an interpreter with the node processes (nor with pytest). Only 127.0.0.1 is
-used: the devnet's nodes listen there.
+client never shares an interpreter with the node processes (nor with pytest). Only loopback is
+used: the devnet's nodes listen there (node K on 127.0.K+1.1).
 
-- ``{"op": "devnet", "dir": D, "recipients": K}``: read ``D/devnet.json``, open a
-  :class:`~veil.client.network.NetworkClient` over its nodes and a
-  :class:`~veil.client.swarm.SwarmClient` on it, fetch the node list (``refresh_nodes``, every
-  announcement verified), and make K recipient identities. Answers the number of nodes in view.
+- ``{"op": "devnet", "dir": D, "recipients": K}``: read ``D/devnet.json`` and the network file
+  ``D/network.json``, fetch the consensus from a seed (``GET /consensus``, taken only if a majority
+  of the network file's authorities signed it: ``veil.client.bootstrap.open_directory``), open a
+  :class:`~veil.client.network.NetworkClient` on that directory and a
+  :class:`~veil.client.swarm.SwarmClient` on it (swarms computed from the consensus's nodes and
+  placements), and make K recipient identities. Answers the devnet's number of nodes and the
+  number the consensus lists.
 - ``{"op": "prep", "n": N, "size": S}``: N messages of S random bytes, each for a recipient drawn at
   random (untimed).
 - ``{"op": "go", "concurrency": C, "time_limit": T}``: store the prepared messages from C coroutines
@@ -38,11 +41,14 @@ from typing import Any
 import uvloop
 
 from loadkit import percentile, serve
+from veil.client.bootstrap import open_directory
+from veil.client.directory import ClientDirectory
 from veil.client.network import NetworkClient
 from veil.client.swarm import SwarmClient
 from veil.devnet.state import load_state
 from veil.identity import Identity
 from veil.protocol.hashes import hash_b64, message_hash
+from veil.protocol.network_file import load_network_file
 from veil.protocol.peers import PeerInfo
 from veil.protocol.replication import verify_receipt
 
@@ -50,16 +56,23 @@ TTL_MS = 3600 * 1000
 QUORUM = 3
 
 
-def _address(text: str) -> tuple[str, int]:
-    host, port = text.rsplit(":", 1)
-    return host, int(port)
+async def devnet_directory(directory: str) -> tuple[ClientDirectory, int]:
+    """A client's directory for the devnet in ``directory``, found as a client finds it: the
+    network file ``network.json``, and the consensus from one of the seeds of ``devnet.json``,
+    checked against it. With the devnet's number of nodes."""
+    state = load_state(Path(directory).resolve())
+    if state is None:
+        raise RuntimeError(f"no devnet in {directory}")
+    network = load_network_file(state.network_path)
+    return await open_directory(network, state.seeds, None), len(state.nodes)
 
 
 class CountingNetworkClient(NetworkClient):
-    """A ``NetworkClient`` that counts the onion requests it sends, by the destination's status."""
+    """A ``NetworkClient`` that counts the onion requests it sends (its consensus refreshes,
+    ``get_consensus``, included), by method and the destination's status."""
 
-    def __init__(self, nodes: list[PeerInfo]) -> None:
-        super().__init__(nodes)
+    def __init__(self, directory: ClientDirectory) -> None:
+        super().__init__(directory)
         self.statuses: Counter[str] = Counter()
 
     async def request(
@@ -84,24 +97,12 @@ class Loader:
         self.rng = random.Random(int.from_bytes(os.urandom(8), "big"))
 
     async def devnet(self, directory: str, recipients: int) -> dict[str, Any]:
-        state = load_state(Path(directory).resolve())
-        if state is None:
-            raise RuntimeError(f"no devnet in {directory}")
-        peers = [
-            PeerInfo(
-                bytes.fromhex(node.ed25519),
-                bytes.fromhex(node.x25519),
-                _address(node.http),
-                _address(node.link),
-            )
-            for node in state.nodes
-        ]
-        self.network = CountingNetworkClient(peers)
+        client_directory, nodes = await devnet_directory(directory)
+        self.network = CountingNetworkClient(client_directory)
         await self.network.__aenter__()
         self.swarm = SwarmClient(self.network)
-        view = await self.swarm.refresh_nodes()
         self.recipients = [Identity.generate() for _ in range(recipients)]
-        return {"nodes": len(peers), "view": view}
+        return {"nodes": nodes, "view": len(client_directory.nodes)}
 
     def prep(self, n: int, size: int) -> dict[str, Any]:
         blob = os.urandom(n + size)

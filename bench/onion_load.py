@@ -28,7 +28,12 @@ answers one JSON line on stdout, so the benchmark times rounds without paying fo
     answered or T seconds pass; the frames written at once are sealed at once, as a node's link
     does. ``{"ok", "bad", "elapsed", "error"}``.
   - ``{"op": "network", "nodes": [peer json...], "destination": i}``: a ``NetworkClient`` over the
-    nodes, and a keep-alive aiohttp session for direct requests to node ``i``.
+    nodes, and a keep-alive aiohttp session for direct requests to node ``i``. The nodes run on a
+    static peer list, without a network file: there are no authorities and no consensus, and each
+    node serves every account. The client's directory (``ClientDirectory``: a network file and a
+    consensus) is therefore made here: each node's own signed announcement is fetched from it
+    (``get_nodes``, which lists that node alone) and verified, and a consensus listing them all as
+    Guards is signed by an authority key made up for the run (:func:`bench_directory`).
   - ``{"op": "prep_rpc", "method": "info" | "store", "n": N}``: N requests' params (untimed).
   - ``{"op": "go_rpc", "mode": "onion" | "direct", "concurrency": C, "time_limit": T}``: send the
     prepared requests from C coroutines; every answer is checked (``info`` must carry the
@@ -52,9 +57,12 @@ import uvloop
 
 from loadkit import percentile, read_line, serve, write_line
 from veil import _core
+from veil.client.directory import ClientDirectory
 from veil.client.network import NetworkClient
 from veil.errors import DecryptionError
 from veil.identity import Identity
+from veil.protocol.announcement import Announcement
+from veil.protocol.consensus import SignedConsensus, Vote, VoteEntry, assemble
 from veil.protocol.hashes import hash_b64, message_hash
 from veil.protocol.link import (
     HANDSHAKE_INIT_LEN,
@@ -64,6 +72,7 @@ from veil.protocol.link import (
     LinkProtocolError,
     encode_frame,
 )
+from veil.protocol.network_file import AuthorityInfo, NetworkFile
 from veil.protocol.onion_request import build_request
 from veil.protocol.peers import PeerInfo, peer_from_json, peer_to_json
 from veil.protocol.storage_rpc import store_params
@@ -309,6 +318,53 @@ class PeerProtocol(asyncio.Protocol):
 
 # --- load: network client -------------------------------------------------------------------------
 
+BENCH_PERIOD_S = 30 * 24 * 3600.0
+"""The made-up network's consensus period: long, so that the client never refreshes it in a run."""
+
+
+async def node_announcement(session: aiohttp.ClientSession, peer: PeerInfo) -> Announcement:
+    """``peer``'s own announcement (``get_nodes`` of a node on a static peer list lists only
+    itself), verified, and naming the peer's keys and addresses."""
+    url = f"http://{peer.http[0]}:{peer.http[1]}/storage_rpc/v1"
+    payload = orjson.dumps({"method": "get_nodes", "params": {}})
+    async with session.post(url, data=payload, headers={"Content-Type": "application/json"}) as a:
+        entries = orjson.loads(await a.read())["nodes"]
+    for entry in entries:
+        announcement = Announcement.from_json(entry)  # raises unless its signature verifies
+        if (announcement.ed25519, announcement.x25519) == (peer.ed25519, peer.x25519):
+            if PeerInfo.of(announcement) != peer:
+                raise RuntimeError(f"node {peer.ed25519.hex()[:16]} announces other addresses")
+            return announcement
+    raise RuntimeError(f"node {peer.ed25519.hex()[:16]} does not list itself")
+
+
+def bench_directory(announcements: list[Announcement]) -> ClientDirectory:
+    """A client's directory for nodes that have no authorities: a network file naming one
+    authority key made up here (at an address nothing listens on), and the consensus that this
+    authority, voting for ``announcements`` (all Guards), assembles and signs."""
+    authority = Identity.from_seed(os.urandom(32))
+    network = NetworkFile(
+        name="onion-bench",
+        authorities=(
+            AuthorityInfo(
+                "bench",
+                authority.ed25519_public_key,
+                authority.x25519_public_key,
+                (HOST, 9),
+                (HOST, 9),
+            ),
+        ),
+        period_s=BENCH_PERIOD_S,
+        valid_periods=2,
+    )
+    period = network.period_at(now_ms())
+    entries = tuple(VoteEntry(a, period, True) for a in announcements)
+    vote = Vote(network.name, period, authority.ed25519_public_key, entries, bytes(32), bytes(32))
+    consensus = assemble([vote], network, period, None, {})
+    signature = authority.sign(consensus.digest())
+    signed = SignedConsensus(consensus, {authority.ed25519_public_key: signature})
+    return ClientDirectory(network, signed)
+
 
 class Loader:
     def __init__(self) -> None:
@@ -375,11 +431,13 @@ class Loader:
     async def network(self, nodes: list[Any], destination: int) -> dict[str, Any]:
         self.nodes = [peer_from_json(p) for p in nodes]
         self.destination = self.nodes[destination]
-        self.client = NetworkClient(self.nodes, attempts=1)
-        await self.client.__aenter__()
         self.session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=30)
         )
+        session = self.session
+        announcements = [await node_announcement(session, peer) for peer in self.nodes]
+        self.client = NetworkClient(bench_directory(announcements), attempts=1)
+        await self.client.__aenter__()
         return {"nodes": len(self.nodes)}
 
     def prep_rpc(self, method: str, n: int) -> dict[str, Any]:

@@ -1,8 +1,9 @@
 """Locust load test of a Veil cluster: users that message each other through onion requests.
 
-Every simulated user creates an account (``Identity.generate()``), learns the network from a seed
-(``get_nodes``, every announcement verified), registers its Session ID in this process's user list,
-and then, until the run ends:
+Every simulated user creates an account (``Identity.generate()``), finds the network as a client
+does — the network file (the authorities it trusts), and the consensus fetched from a seed
+(``GET /consensus``), taken only if a majority of the file's authorities signed it — registers its
+Session ID in this process's user list, and then, until the run ends:
 
 - **sends** (weight 3) a text of 100-1,500 characters to another user of this process, as the
   messenger sends it (``veil.client.messaging.seal``: content v1, padded, Session Protocol; a
@@ -12,21 +13,25 @@ and then, until the run ends:
   its own cursor, the messages deduplicated by hash and opened by the messenger's own code
   (``Messenger.ingest``); a message that does not open, or names another sender, is a failure.
 
-A request counts as a success only if the guard answers 200, the answer decrypts with the reply
-key and the destination's inner status is 200. A "wrong swarm" (421) answer teaches the user the
-account's swarm; it is listed as ``onion store (wrong swarm)`` and the request is sent once more.
-At the end each Locust process logs how many messages its users stored and how many their
-recipients' polls saw, with the delivery time (store timestamp to the poll that first saw it).
+Swarms are computed from the consensus, with its placements, as the nodes compute them. A request
+counts as a success only if the guard answers 200, the answer decrypts with the reply key and the
+destination's inner status is 200. A "wrong swarm" (421) answer is only a reason to fetch the
+consensus again: if by the consensus then held the node is no longer in the account's swarm, the
+421 is listed as ``onion store (wrong swarm)`` and the request is sent once more, to a member of
+the swarm computed from it; otherwise the 421 is a failure. What the node names as the swarm is
+never used. At the end each Locust process logs how many messages its users stored and how many
+their recipients' polls saw, with the delivery time (store timestamp to the poll that first saw
+it).
 
-The cluster: ``VEIL_SEEDS=host:port,...``, else ``--host``, else the local devnet
-(``.devnet/devnet.json`` in the current directory). See ``loadtest/README.md``.
+The network file: ``VEIL_NETWORK``, else the local devnet's (``.devnet/network.json`` in the current
+directory). The seeds: ``VEIL_SEEDS=host:port,...``, else ``--host``, else the ``seeds`` of the
+``devnet.json`` beside the network file. See ``loadtest/README.md``.
 """
 
 from __future__ import annotations
 
 import logging
 import random
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -43,6 +48,7 @@ from veil.identity import Identity
 from veil.protocol import storage_rpc
 from veil.protocol.announcement import Announcement
 from veil.protocol.content import Content
+from veil.protocol.network_file import NetworkFile
 
 log = logging.getLogger("veil.loadtest")
 
@@ -52,11 +58,11 @@ WORDS = ("onion", "swarm", "node", "veil", "hello", "message", "route", "key", "
 POLL_MEMBERS = 2
 MAX_PAGES = 3
 """Most retrieve pages a poll reads from one swarm member (each page is one request)."""
-NODES_REFRESH_S = 60.0
-GUARDS = 3
+CONSENSUS_REFRESH_MS = 60_000
+"""How often a user fetches the consensus again, at most (and no sooner than it stops being fresh;
+sooner if half of what is left of its validity has passed)."""
 
 ONION_HEADERS = {"Content-Type": "application/octet-stream"}
-JSON_HEADERS = {"Content-Type": "application/json"}
 
 _users: list[str] = []
 """Session IDs of this process's running users: who can be sent a message."""
@@ -91,7 +97,8 @@ class VeilUser(FastHttpUser):
 
     identity: Identity
     account: bytes
-    directory: vl.Directory
+    network: NetworkFile
+    directory: vl.Directory | None = None
 
     def on_start(self) -> None:
         self.rng = random.SystemRandom()
@@ -101,13 +108,19 @@ class VeilUser(FastHttpUser):
         self.account = bytes.fromhex(self.identity.session_id)
         # VEIL_SEEDS, else --host (which Locust writes over the class's default), else the devnet
         host = None if self.host == _DEFAULT_HOST else self.host
-        self.seeds = vl.resolve_seeds(host)
-        self.swarm_size = vl.swarm_size(host)
+        try:
+            self.network = vl.load_network()
+            self.seeds = vl.resolve_seeds(host)
+        except ValueError as exc:
+            log.error("veil: %s", exc)
+            raise StopUser() from None
+        self.swarm_size = vl.swarm_size()
         self.seen: dict[str, int] = {}  # message hash -> expiry (ms), to deduplicate
         self.cursors: dict[bytes, str] = {}  # swarm member's Ed25519 id -> retrieve cursor
         self.guards: list[bytes] = []
-        self.nodes_fetched = 0.0
-        if not self._fetch_nodes():
+        self.next_fetch_ms = 0
+        self.refetch_after_ms = 0  # a "wrong swarm" answer refetches no sooner than this
+        if not self._fetch_consensus():
             raise StopUser()
         _users.append(self.identity.session_id)
         _known.add(self.identity.session_id)
@@ -120,7 +133,7 @@ class VeilUser(FastHttpUser):
 
     @task(3)
     def send_message(self) -> None:
-        self._refresh_nodes()
+        self._refresh_consensus()
         others = [u for u in _users if u != self.identity.session_id]
         recipient = self.rng.choice(others) if others else self.identity.session_id
         length = self.rng.randint(*MESSAGE_CHARS)
@@ -138,8 +151,7 @@ class VeilUser(FastHttpUser):
 
     @task(2)
     def poll(self) -> None:
-        self._refresh_nodes()
-        swarm = self.directory.swarm(self.account)
+        swarm = self._refresh_consensus().swarm(self.account)
         for member in self.rng.sample(swarm, min(POLL_MEMBERS, len(swarm))):
             for _ in range(MAX_PAGES):
                 done = self._onion_rpc(
@@ -163,46 +175,68 @@ class VeilUser(FastHttpUser):
 
     # --- the network ----------------------------------------------------------------------------
 
-    def _fetch_nodes(self) -> bool:
-        """Learn the network from a seed (each tried in turn); False if no seed gave 3 nodes."""
-        request = orjson.dumps({"method": "get_nodes", "params": {}})
+    def _fetch_consensus(self) -> bool:
+        """Fetch the consensus from a seed (each tried in turn until one gives a consensus that
+        verifies) and take it if it is newer than the one held; False if no seed gave one."""
         for seed in self.rng.sample(self.seeds, len(self.seeds)):
-            with self.client.post(
-                f"http://{seed}{vl.RPC_PATH}",
-                data=request,  # type: ignore[arg-type]  # bytes work; the hint is narrow
-                headers=JSON_HEADERS,
-                name="get_nodes",
+            with self.client.get(
+                f"http://{seed}{vl.CONSENSUS_PATH}",
+                name="consensus",
+                allow_redirects=False,
                 catch_response=True,
             ) as resp:
                 if resp.status_code != 200:
-                    resp.failure(f"get_nodes: HTTP {resp.status_code} {resp.error or ''}".strip())
+                    resp.failure(f"consensus: HTTP {resp.status_code} {resp.error or ''}".strip())
                     continue
                 try:
-                    entries = orjson.loads(resp.content or b"")["nodes"]
-                except (orjson.JSONDecodeError, KeyError, TypeError):
-                    resp.failure("get_nodes: not a node list")
+                    document = orjson.loads(resp.content or b"")
+                    signed = vl.verify_consensus(document, self.network, vl.now_ms())
+                except orjson.JSONDecodeError:
+                    resp.failure("consensus: the answer is not JSON")
                     continue
-                nodes, bad = vl.verify_announcements(entries)
-                if bad:
-                    resp.failure(f"get_nodes: {bad} announcement(s) do not verify")
+                except ValueError as exc:
+                    resp.failure(f"consensus: {exc}")
                     continue
+                nodes = signed.consensus.nodes
                 if len(nodes) < 3:
-                    resp.failure(f"get_nodes: {len(nodes)} node(s); an onion path needs 3")
+                    resp.failure(f"consensus: {len(nodes)} node(s); an onion path needs 3")
+                    continue
+                if not any(e.guard for e in nodes):
+                    resp.failure("consensus: no Guard node to enter the network through")
                     continue
                 resp.success()
-            if hasattr(self, "directory"):
-                self.directory.replace(nodes)
+            if self.directory is None:
+                self.directory = vl.Directory(signed, self.swarm_size)
             else:
-                self.directory = vl.Directory(nodes, self.swarm_size)
-            ids = list(self.directory.nodes)
-            self.guards = self.rng.sample(ids, min(GUARDS, len(ids)))
-            self.nodes_fetched = time.monotonic()
+                self.directory.adopt(signed)
+            self.guards = self.directory.pick_guards(self.rng, self.guards)
+            consensus = self.directory.signed.consensus
+            now = vl.now_ms()
+            self.next_fetch_ms = max(
+                consensus.fresh_until_ms,
+                min(now + CONSENSUS_REFRESH_MS, (now + consensus.valid_until_ms) // 2),
+            )
             return True
         return False
 
-    def _refresh_nodes(self) -> None:
-        if time.monotonic() - self.nodes_fetched > NODES_REFRESH_S:
-            self._fetch_nodes()  # on failure keep the old list; the failure is counted
+    def _refresh_consensus(self) -> vl.Directory:
+        """The directory, with the consensus fetched again first if that is due."""
+        if vl.now_ms() >= self.next_fetch_ms:
+            self._fetch_consensus()  # on failure keep the one held; the failure is counted
+        assert self.directory is not None
+        return self.directory
+
+    def _swarm_moved(self, account: bytes, destination: Announcement) -> bool:
+        """After ``destination`` answered "wrong swarm" for ``account``: fetch the consensus again
+        (at most once per half period) and say whether, by the consensus then held, the
+        destination is no longer a member of the account's swarm. What the node named is not
+        used."""
+        assert self.directory is not None
+        now = vl.now_ms()
+        if now >= self.refetch_after_ms:
+            self.refetch_after_ms = now + int(min(max(self.network.period_s * 500, 1_000), 300_000))
+            self._fetch_consensus()
+        return all(a.ed25519 != destination.ed25519 for a in self.directory.swarm(account))
 
     def _onion_rpc(
         self,
@@ -216,7 +250,10 @@ class VeilUser(FastHttpUser):
     ) -> tuple[Announcement, dict[str, Any]] | None:
         """One storage RPC call through an onion, to ``destination`` or a member of ``account``'s
         swarm: (the destination, its answer) if it answered 200 with ``expect`` in it, else None
-        (reported to Locust as a failure). A "wrong swarm" answer is retried once."""
+        (reported to Locust as a failure). After a "wrong swarm" answer the consensus is fetched
+        again; if the destination is no longer in the account's swarm by it, the request is sent
+        once more, to a member of the swarm computed from it, else the 421 is a failure."""
+        assert self.directory is not None
         for attempt in range(2):
             if destination is None or attempt:
                 destination = self.rng.choice(self.directory.swarm(account))
@@ -241,7 +278,7 @@ class VeilUser(FastHttpUser):
                 except vl.BadReply as exc:
                     resp.failure(str(exc))
                     return None
-                if status == 421 and attempt == 0 and self._learn_swarm(account, body):
+                if status == 421 and attempt == 0 and self._swarm_moved(account, destination):
                     resp.request_meta["name"] = f"{name} (wrong swarm)"
                     resp.success()
                     continue
@@ -252,10 +289,6 @@ class VeilUser(FastHttpUser):
                 resp.success()
                 return destination, body
         return None
-
-    def _learn_swarm(self, account: bytes, body: object) -> bool:
-        error = body.get("error") if isinstance(body, dict) else None
-        return isinstance(error, dict) and self.directory.learn_swarm(account, error.get("swarm"))
 
     def _received(self, messages: list[dict[str, Any]]) -> None:
         now = vl.now_ms()
@@ -311,13 +344,27 @@ def _path_failure(status: int, error: object) -> str:
 
 
 def _check_cluster(environment: Environment, **_kwargs: Any) -> None:
-    if isinstance(environment.runner, MasterRunner | WorkerRunner):
+    if isinstance(environment.runner, MasterRunner):
+        return  # the workers find the network; the master sends them its --host only
+    problem = _no_network_message()
+    if problem:
+        log.error("veil: %s", problem)
+        return
+    if isinstance(environment.runner, WorkerRunner):
         return  # a worker may still get the master's --host with its first spawn message
     if not environment.host and VeilUser.host is None:
-        log.error("%s", _no_cluster_message())
+        log.error("veil: %s", _no_seeds_message())
 
 
-def _no_cluster_message() -> str:
+def _no_network_message() -> str:
+    try:
+        vl.load_network()
+    except ValueError as exc:
+        return str(exc)
+    return ""
+
+
+def _no_seeds_message() -> str:
     try:
         vl.resolve_seeds(None)
     except ValueError as exc:

@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
+import json
+import os
 import socket
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,7 +32,17 @@ from veil.node.links import LinkPool
 from veil.node.server import Node
 from veil.node.store import Message
 from veil.protocol import storage_rpc
+from veil.protocol.announcement import Announcement
+from veil.protocol.consensus import (
+    Consensus,
+    SignedConsensus,
+    Vote,
+    VoteEntry,
+    assemble,
+    commit_of,
+)
 from veil.protocol.hashes import message_hash
+from veil.protocol.network_file import AuthorityInfo, NetworkFile
 from veil.protocol.peers import PeerInfo
 
 T = TypeVar("T")
@@ -358,3 +371,96 @@ async def retrieve_all(client: HttpClient, account: Account, namespace: int = 0)
         if not body["more"]:
             return messages
     raise AssertionError("retrieve never finished")
+
+
+# --- networks of in-process nodes, with a consensus signed by test authorities --------------------
+
+
+class StubAuthorities:
+    """A network's directory authorities, held by the test: they sign consensuses for in-process
+    nodes directly (:meth:`issue`), as a majority of real authorities would after their votes.
+
+    The network file names them at an address nothing listens on, so the nodes' own fetches and
+    registrations fail (and are counted) while the test hands them each consensus. Periods are one
+    second long, so each :meth:`issue` can take the next period at once.
+    """
+
+    def __init__(self, directory: Path, count: int = 3, valid_periods: int = 10_000) -> None:
+        self.identities = [Identity.generate() for _ in range(count)]
+        self.network = NetworkFile(
+            name="test",
+            authorities=tuple(
+                AuthorityInfo(
+                    f"auth{i}",
+                    a.ed25519_public_key,
+                    a.x25519_public_key,
+                    ("127.0.0.1", 9),
+                    ("127.0.0.1", 9),
+                )
+                for i, a in enumerate(self.identities)
+            ),
+            period_s=1.0,
+            valid_periods=valid_periods,
+        )
+        directory.mkdir(parents=True, exist_ok=True)
+        self.path = directory / "network.json"
+        self.path.write_text(json.dumps(self.network.to_json()), encoding="utf-8")
+        self.last: Consensus | None = None
+        self.srv_history: dict[int, bytes] = {}
+
+    def config(self, data_dir: Path, **changes: Any) -> NodeConfig:
+        """``make_config`` for a node of this network (``changes`` as ``dataclasses.replace``)."""
+        return dataclasses.replace(make_config(data_dir), network_file=str(self.path), **changes)
+
+    def sign(self, consensus: Consensus, signers: int | None = None) -> SignedConsensus:
+        chosen = self.identities[: self.network.majority if signers is None else signers]
+        digest = consensus.digest()
+        return SignedConsensus(consensus, {a.ed25519_public_key: a.sign(digest) for a in chosen})
+
+    def issue(
+        self,
+        nodes: Sequence[Node],
+        *,
+        to: Sequence[Node] | None = None,
+        guards: bool = True,
+        others: Sequence[Announcement] = (),
+    ) -> SignedConsensus:
+        """Sign the next consensus listing ``nodes`` (their current announcements) and ``others``
+        (announcements of nodes not running here) and give it to ``to`` (by default ``nodes``).
+        Each node's admission period, once given, stays."""
+        period = max(self.network.period_at(now_ms()), (self.last.period + 1) if self.last else 0)
+        announcements = [n.directory.own for n in nodes if n.directory.own is not None]
+        entries = tuple(
+            VoteEntry(a, self._admitted(a.ed25519, period), guards)
+            for a in [*announcements, *others]
+        )
+        reveals = [os.urandom(32) for _ in self.identities]
+        votes = [
+            Vote("test", period, a.ed25519_public_key, entries, commit_of(os.urandom(32)), r)
+            for a, r in zip(self.identities, reveals, strict=True)
+        ]
+        consensus = assemble(votes, self.network, period, None, self.srv_history)
+        self.srv_history[period] = consensus.srv
+        self.last = consensus
+        signed = self.sign(consensus)
+        for node in nodes if to is None else to:
+            node.directory.adopt(signed)
+        return signed
+
+    def _admitted(self, node_id: bytes, period: int) -> int:
+        if self.last is not None:
+            entry = self.last.entry(node_id)
+            if entry is not None:
+                return entry.admitted
+        return period
+
+
+async def start_network(
+    authorities: StubAuthorities, directory: Path, size: int, **changes: Any
+) -> list[Node]:
+    """``size`` in-process nodes of ``authorities``' network, started, all in one consensus."""
+    nodes = [Node(authorities.config(directory / f"node{i}", **changes)) for i in range(size)]
+    for node in nodes:
+        await node.start()
+    authorities.issue(nodes)
+    return nodes

@@ -1,9 +1,11 @@
-"""`veil devnet up / status / down`: real node processes on loopback, started and always stopped."""
+"""`veil devnet up / status / down`: real authority and node processes on loopback, started and
+always stopped."""
 
 from __future__ import annotations
 
 import base64
 import contextlib
+import http.client
 import json
 import os
 import queue
@@ -18,11 +20,14 @@ from typing import Any
 
 import pytest
 
+from veil.authority.config import load_config as load_authority_config
 from veil.cli import main
 from veil.devnet import network
 from veil.devnet.probe import metrics, node_keys, rpc
 from veil.identity import Identity
 from veil.node.config import load_config
+from veil.protocol.consensus import SignedConsensus
+from veil.protocol.network_file import load_network_file
 
 
 def _veil(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
@@ -58,7 +63,8 @@ def _recorded_pids(root: Path) -> list[int]:
         state = json.loads((root / "devnet.json").read_text())
     except (OSError, ValueError):
         return []
-    return [node["pid"] for node in state["nodes"] if node["pid"] is not None]
+    records = [*state.get("authorities", []), *state["nodes"]]
+    return [record["pid"] for record in records if record["pid"] is not None]
 
 
 def _kill_leftovers(root: Path, pids: list[int]) -> None:
@@ -75,6 +81,18 @@ def _cleanup(root: Path, pids: list[int]) -> Iterator[None]:
         yield
     finally:
         _kill_leftovers(root, pids)
+
+
+def _get(address: str, path: str) -> bytes:
+    host, port = address.rsplit(":", 1)
+    connection = http.client.HTTPConnection(host, int(port), timeout=5)
+    try:
+        connection.request("GET", path)
+        answer = connection.getresponse()
+        assert answer.status == 200, answer.status
+        return answer.read()
+    finally:
+        connection.close()
 
 
 def _status(root: Path) -> dict[str, Any]:
@@ -123,17 +141,29 @@ def test_up_refuses_a_directory_holding_other_files(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
 
 
-def test_node_directories_keep_their_keys_and_get_devnet_settings(tmp_path: Path) -> None:
+def test_directories_keep_their_keys_and_get_devnet_settings(tmp_path: Path) -> None:
     first = network.prepare_nodes(tmp_path, 4)
-    again = network.prepare_nodes(tmp_path, 4)
+    again = network.prepare_nodes(tmp_path, 4, guard_uptime_s=30.0)
     assert [n.ed25519 for n in first.nodes] == [n.ed25519 for n in again.nodes]
-    assert len({n.http for n in again.nodes} | {n.link for n in again.nodes}) == 8
+    assert [a.ed25519 for a in first.authorities] == [a.ed25519 for a in again.authorities]
+    addresses = [r.http for r in again.processes()] + [r.link for r in again.processes()]
+    assert len(set(addresses)) == 14
     assert again.seeds == [again.nodes[0].http, again.nodes[1].http]
+    # every node in a /24 of its own, so the per-subnet cap keeps its real default
+    assert len({n.http.rsplit(".", 1)[0] for n in again.nodes}) == 4
+    network_file = load_network_file(again.network_path)
+    assert [a.ed25519.hex() for a in network_file.authorities] == [
+        a.ed25519 for a in again.authorities
+    ]
+    assert [f"{a.http[0]}:{a.http[1]}" for a in network_file.authorities] == [
+        a.http for a in again.authorities
+    ]
     config = load_config(again.nodes[2].data_dir)
     assert config.network.min_swarm_size == 3
-    assert config.network.gossip_interval_s == 0.5
-    assert config.seeds == tuple(again.seeds)
-    assert load_config(again.nodes[0].data_dir).seeds == (again.seeds[1],)
+    assert config.network_path == again.network_path
+    authority = load_authority_config(again.authorities[0].data_dir)
+    assert authority.admission.guard_uptime_s == 30.0
+    assert authority.admission.max_nodes_per_subnet == 2
     assert len({n.ed25519 for n in network.prepare_nodes(tmp_path / "two", 2).nodes}) == 2
     assert load_config(tmp_path / "two" / "node0").network.min_swarm_size == 2
 
@@ -149,7 +179,8 @@ def test_detached_devnet_up_status_store_down(tmp_path: Path) -> None:
         pids += _recorded_pids(root)
         assert up.returncode == 0, up.stderr
         assert up.stdout.count("\n") == 1
-        assert "seeds 127.0.0.1:" in up.stdout
+        assert "lists all 4 nodes" in up.stdout
+        assert "seeds 127.0.1.1:" in up.stdout
 
         report = _status(root)
         assert report["dir"] == str(root)
@@ -157,13 +188,28 @@ def test_detached_devnet_up_status_store_down(tmp_path: Path) -> None:
         nodes = report["nodes"]
         assert [n["index"] for n in nodes] == [0, 1, 2, 3]
         assert all(n["running"] and n["view"] == 4 for n in nodes)
-        assert sorted(n["pid"] for n in nodes) == sorted(pids)
+        assert [a["running"] for a in report["authorities"]] == [True] * 3
+        pids_seen = [n["pid"] for n in nodes] + [a["pid"] for a in report["authorities"]]
+        assert sorted(pids_seen) == sorted(pids)
         assert report["seeds"] == [nodes[0]["http"], nodes[1]["http"]]
+        consensus = report["consensus"]
+        assert consensus["admitted"] == 4
+        assert consensus["guards"] == 4
+        assert consensus["signatures"] >= 2
+        assert consensus["authorities"] == 3
+        # what the nodes hold passes a client's check against the network file
+        network_file = load_network_file(Path(report["network_file"]))
+        served = json.loads(_get(nodes[0]["http"], "/consensus"))
+        signed = SignedConsensus.from_json(served, network_file)
         everyone = {n["ed25519"] for n in nodes}
+        assert {e.announcement.ed25519.hex() for e in signed.consensus.nodes} == everyone
         for node in nodes:
-            assert node["http"].startswith("127.0.0.1:")
+            assert node["http"].startswith(f"127.0.{node['index'] + 1}.1:")
             assert node_keys(node["http"]) == everyone
             assert rpc(node["http"], "info", {})["x25519"] == node["x25519"]
+        text = _veil("devnet", "status", "--dir", str(root))
+        assert "signed by" in text.stdout
+        assert "4 nodes admitted" in text.stdout
 
         # 4 nodes, swarm size 5: every node serves every account; namespace 0 needs no signature
         store = {
@@ -185,12 +231,13 @@ def test_detached_devnet_up_status_store_down(tmp_path: Path) -> None:
 
         down = _veil("devnet", "down", "--dir", str(root))
         assert down.returncode == 0, down.stderr
-        assert "stopped 4 nodes" in down.stdout
+        assert "stopped 4 nodes and 3 authorities" in down.stdout
         assert _wait_gone(pids, 10) == []
 
         after = _status(root)
         assert after["running"] == 0
         assert not any(n["running"] or n["pid"] for n in after["nodes"])
+        assert not any(a["running"] or a["pid"] for a in after["authorities"])
         assert _veil("devnet", "down", "--dir", str(root)).returncode == 0
 
 
@@ -232,9 +279,9 @@ def test_foreground_devnet_prints_progress_and_stops_on_sigint(tmp_path: Path) -
             reader = threading.Thread(target=_lines, args=(process.stdout, lines), daemon=True)
             reader.start()
             seen: list[str] = []
-            _expect(lines, "3 nodes converged", 40, seen)
+            _expect(lines, "lists all 3 nodes", 40, seen)
             pids += _recorded_pids(root)
-            assert len(pids) == 3
+            assert len(pids) == 6
             assert all(_alive(pid) for pid in pids)
             _expect(lines, "devnet 3/3 up, views 3-3 of 3", 10, seen)
             _expect(lines, "devnet 3/3 up", 10, seen)
@@ -247,7 +294,7 @@ def test_foreground_devnet_prints_progress_and_stops_on_sigint(tmp_path: Path) -
             assert process.wait(timeout=20) == 0
             assert process.stderr is not None
             err = process.stderr.read()
-            assert "stopped 3 nodes" in err
+            assert "stopped 6 processes" in err
             assert _wait_gone(pids, 1) == []
             assert _recorded_pids(root) == []
             reader.join(5)

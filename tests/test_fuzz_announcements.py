@@ -1,9 +1,10 @@
 """Fuzzing signed node announcements (``veil.protocol.announcement``) and ``parse_address``.
 
-Nodes take announcements from peers (gossip) and clients from nodes (``get_nodes``, a 421's swarm),
-so ``Announcement.from_json`` reads hostile JSON: it either returns a verified announcement or
-raises :class:`InvalidInputError`, which is all its callers catch. Any change to a signed field of
-a valid announcement is refused; a valid one survives ``to_json`` → JSON text → ``from_json``.
+Authorities take announcements from the nodes that register with them, and clients from nodes
+(``get_nodes``, a 421's swarm), so ``Announcement.from_json`` reads hostile JSON: it either returns
+a verified announcement or raises :class:`InvalidInputError`, which is all its callers catch. Any
+change to a signed field of a valid announcement is refused; a valid one survives ``to_json`` →
+JSON text → ``from_json``.
 """
 
 from __future__ import annotations

@@ -32,7 +32,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from fuzzing import default_recursion_limit, tally
-from node_helpers import SMALL_MAP, TTL_MS, free_port, make_config, now_ms
+from node_helpers import SMALL_MAP, TTL_MS, StubAuthorities, free_port, now_ms
 from veil import _core
 from veil.identity import Identity
 from veil.node.config import NetworkSettings, NodeConfig, StoreSettings
@@ -45,18 +45,15 @@ from veil.protocol.hashes import hash_b64, message_hash
 from veil.protocol.node_rpc import (
     Apply,
     Fetch,
-    Gossip,
     NodeRpcError,
     Replicate,
     Request,
     Summary,
-    decode_announcements,
     decode_differ,
     decode_messages,
     decode_receipts,
     decode_request,
     decode_status,
-    encode_announcements,
     encode_differ,
     encode_messages,
     encode_receipts,
@@ -68,6 +65,7 @@ from veil.protocol.replication import Message, StoreAuth, receipt_bytes
 LIMIT = 1_000
 """``max_items`` for the codec properties: far above anything the strategies build."""
 METHODS = ("replicate", "summary", "fetch", "apply", "gossip")
+"""Method names for hostile bodies: the four there are, and ``gossip``, which is no more."""
 FIELDS = (
     *("m", "msgs", "accounts", "hashes", "method", "params", "announcements"),
     *("receipts", "differ", "more", "status", "pubkey", "messages"),
@@ -127,7 +125,6 @@ requests: st.SearchStrategy[Request] = st.one_of(
         st.sampled_from(["delete", "delete_all", "expire"]) | st.text(max_size=12),
         st.dictionaries(st.text(max_size=10), plain_values, max_size=5),
     ),
-    st.builds(Gossip, st.lists(plain_values, max_size=4)),
 )
 receipt_lists = st.lists(st.none() | st.binary(min_size=64, max_size=64), min_size=1, max_size=6)
 differs = st.lists(st.tuples(accounts, st.lists(digests, max_size=4)), max_size=4)
@@ -139,7 +136,6 @@ def _answers() -> st.SearchStrategy[bytes]:
         st.builds(encode_differ, differs, st.booleans()),
         st.builds(encode_messages, st.lists(messages(), max_size=4), st.booleans()),
         st.integers(0, 999).map(encode_status),
-        st.lists(plain_values, max_size=4).map(encode_announcements),
     )
 
 
@@ -172,11 +168,10 @@ def check_request(request: Request) -> None:
             assert len(digest) == 32
     elif isinstance(request, Fetch):
         assert all(len(h) == 32 for h in request.hashes)
-    elif isinstance(request, Apply):
+    else:
+        assert isinstance(request, Apply)
         assert isinstance(request.method, str)
         assert isinstance(request.params, dict)
-    else:
-        assert isinstance(request.announcements, list)
 
 
 def check_differ(answer: tuple[list[tuple[bytes, list[bytes]]], bool]) -> None:
@@ -202,17 +197,12 @@ def check_status(status: int) -> None:
     assert 0 <= status < 1000
 
 
-def check_announcements(entries: list[Any]) -> None:
-    assert isinstance(entries, list)
-
-
 DECODERS: dict[str, Callable[[bytes], None]] = {
     "request": lambda body: check_request(decode_request(body, max_items=LIMIT)),
     "receipts": lambda body: check_receipts(decode_receipts(body, expected=3)),
     "differ": lambda body: check_differ(decode_differ(body, max_items=LIMIT)),
     "messages": lambda body: check_messages(decode_messages(body, max_items=LIMIT)),
     "status": lambda body: check_status(decode_status(body)),
-    "announcements": lambda body: check_announcements(decode_announcements(body, max_items=LIMIT)),
 }
 
 
@@ -256,12 +246,6 @@ def test_a_status_round_trips_if_it_is_one_and_is_refused_otherwise(status: int)
     else:
         with pytest.raises(NodeRpcError):
             decode_status(encode_status(status))
-
-
-@given(entries=st.lists(plain_values, max_size=5))
-def test_announcements_round_trip_whatever_they_hold(entries: list[Any]) -> None:
-    body = encode_announcements(entries)
-    assert encode_announcements(decode_announcements(body, max_items=LIMIT)) == body
 
 
 @given(message=messages(), wrong=digests, as_answer=st.booleans())
@@ -325,9 +309,6 @@ def test_a_request_with_a_list_or_map_longer_than_max_items_is_refused(
         st.builds(encode_messages, st.lists(messages(), max_size=8), st.booleans()).map(
             lambda b: (decode_messages, b)
         ),
-        st.lists(plain_values, max_size=8)
-        .map(encode_announcements)
-        .map(lambda b: (decode_announcements, b)),
     ),
     max_items=st.integers(0, 9),
 )
@@ -458,7 +439,6 @@ SLOTS: dict[str, dict[str, Any] | None] = {
     "hashes": {"m": "fetch", "hashes": None},
     "params": {"m": "apply", "method": "delete", "params": None},
     "params_value": {"m": "apply", "method": "delete", "params": {"messages": None}},
-    "announcements": {"m": "gossip", "announcements": None},
     "method": {"m": None},
     "answer_msgs": {"msgs": None, "more": False},
     "differ": {"differ": [[bytes(33), None]], "more": True},
@@ -637,10 +617,8 @@ def test_a_valid_body_with_one_byte_changed_decodes_well_formed_or_is_refused(
 
 NETWORK = NetworkSettings(
     swarm_size=2,
-    gossip_interval_s=3600.0,
     announce_interval_s=3600.0,
     sync_interval_s=3600.0,
-    node_timeout_s=86_400.0,
     handover_window_s=0.0,
     rpc_max_items=300,
 )
@@ -650,8 +628,9 @@ class PeerNode:
     """A started node, the peer it admits, and accounts in every relation to the two."""
 
     def __init__(self, path: Path) -> None:
-        config = dataclasses.replace(
-            make_config(path),
+        authorities = StubAuthorities(path / "authorities")
+        config = authorities.config(
+            path / "node",
             network=NETWORK,
             store=StoreSettings(map_size_bytes=SMALL_MAP, sweep_interval_s=3600.0),
         )
@@ -667,12 +646,13 @@ class PeerNode:
                 link=f"127.0.0.1:{free_port()}",
                 version="0",
                 issued_ms=issued,
-            ).to_json()
+            )
             for identity in [self.peer, *strangers]
         ]
-        assert self.loop.run_until_complete(self.node.membership.merge(announcements)) == 3
+        self.loop.run_until_complete(self._adopt(authorities, announcements))
         self.peer_id = self.peer.ed25519_public_key
-        self.view = self.node.membership.node_ids()
+        self.view = self.node.directory.node_ids()
+        assert len(self.view) == 4
         self.served = self._account(here=True, peer=True)
         """Replicated to; the only account that gains messages."""
         self.applied = self._account(here=True, peer=True)
@@ -693,6 +673,11 @@ class PeerNode:
         node = Node(config)
         await node.start()
         return node
+
+    async def _adopt(self, authorities: StubAuthorities, others: list[Announcement]) -> None:
+        """The node takes a consensus of itself and ``others`` (on its loop: a view change
+        starts a sync with each node new to it)."""
+        authorities.issue([self.node], others=others)
 
     def _account(self, *, here: bool, peer: bool) -> Identity:
         network = self.node.network
@@ -741,8 +726,6 @@ class PeerNode:
         if kind == "fetch":
             held = self.node.store.hashes_of(bytes.fromhex(self.served.session_id))
             return Fetch([*held[:3], os.urandom(32)])
-        if kind == "gossip":
-            return Gossip(self.node.membership.announcements())
         unknown = [hash_b64(os.urandom(32)) for _ in range(2)]
         params = {
             "apply_delete": storage_rpc.delete_params(self.applied, unknown),
@@ -799,7 +782,7 @@ class PeerNode:
         else:
             assert change == 0
             self._check_read(request, answer)
-        assert self.node.membership.node_ids() == self.view
+        assert self.node.directory.node_ids() == self.view
         return answer
 
     def _allowed(self, account: bytes) -> bool:
@@ -855,14 +838,12 @@ class PeerNode:
             for account, _ in differ:
                 assert account in asked
                 assert self._allowed(account)
-        elif isinstance(request, Fetch):
+        else:
+            assert isinstance(request, Fetch)
             found, _ = decode_messages(answer, max_items=LIMIT)
             for message in found:
                 assert message.hash in request.hashes
                 assert self._allowed(message.account)
-        else:
-            for entry in decode_announcements(answer, max_items=LIMIT):
-                Announcement.from_json(entry)
 
 
 @pytest.fixture(scope="module")
@@ -876,7 +857,6 @@ KINDS = (
     "replicate",
     "summary",
     "fetch",
-    "gossip",
     "apply_delete",
     "apply_delete_all",
     "apply_expire",
@@ -902,8 +882,7 @@ def test_every_valid_request_is_answered_in_full(peer_node: PeerNode) -> None:
     for kind in KINDS[3:]:
         answer = peer_node.check(encode_request(peer_node.valid(kind)))
         assert answer is not None
-        if kind != "gossip":
-            assert decode_status(answer) == 200, kind
+        assert decode_status(answer) == 200, kind
 
 
 @given(body=hostile_bodies(list(SLOTS.values())))
@@ -950,6 +929,16 @@ def test_a_request_with_more_entries_than_rpc_max_items_is_refused(
     assert (answer is None) == (extra > 0)
 
 
+def test_a_gossip_of_the_nodes_own_view_is_refused_as_malformed_now_that_the_method_is_gone(
+    peer_node: PeerNode,
+) -> None:
+    announcements = [a.to_json() for a in peer_node.node.directory.nodes.values()]
+    body = _packed({"m": "gossip", "announcements": announcements})
+    with pytest.raises(NodeRpcError):
+        decode_request(body, max_items=LIMIT)
+    assert peer_node.check(body) is None  # HopFailed, and the view as it was
+
+
 def test_the_checks_fail_when_a_message_is_stored_behind_the_answers_back(
     peer_node: PeerNode, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -967,14 +956,6 @@ def test_the_checks_fail_when_a_message_is_stored_behind_the_answers_back(
 
 
 # --- found by the properties above ----------------------------------------------------------------
-
-
-def test_a_gossip_of_more_announcements_than_an_exchange_carries_is_hop_failed(
-    peer_node: PeerNode,
-) -> None:
-    entries: list[Any] = [{}] * (NETWORK.gossip_max_entries + 1)
-    with pytest.raises(HopFailed):
-        peer_node.handle(encode_request(Gossip(entries)))
 
 
 def test_an_apply_with_a_deeply_nested_pubkey_is_answered(peer_node: PeerNode) -> None:

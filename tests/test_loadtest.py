@@ -1,9 +1,18 @@
-"""The Locust load test (``loadtest/locustfile.py``) runs clean against a real 4-node cluster.
+"""The Locust load test (``loadtest/locustfile.py``) runs clean against a real devnet.
 
-Four ``veil node run`` processes on loopback (node 0 the seed of the others, gossiping every 0.2 s),
-then a short headless Locust run as a subprocess (so gevent's monkey-patching stays out of this
-process): it must exit 0 having made more than 20 requests, none of them failed, and the users'
-polls must have found messages the others sent them.
+One devnet for the module: ``veil devnet up --detach --nodes 6`` (3 authorities, 6 nodes) in a
+temporary ``.devnet`` directory, brought down in the fixture's ``finally``. With 6 nodes and swarms
+of 5, an account's swarm is a proper subset of the nodes, so it depends on the consensus's
+placements: swarms computed from the node ids alone would send stores to nodes that answer 421.
+
+- The load test's directory, built from a seed's ``/consensus`` checked against the devnet's
+  network file, computes every account's swarm as the nodes do (``get_swarm``, in the same order);
+  a consensus that lacks a majority of the authorities' signatures is refused.
+- A short headless Locust run as a subprocess (so gevent's monkey-patching stays out of this
+  process), from the directory that holds ``.devnet`` and with no ``VEIL_*`` settings, so it finds
+  the network file and the seeds as the README's devnet instructions do: it must exit 0 having
+  made more than 20 requests, none of them failed and no "wrong swarm" answer, and the users' polls
+  must have found messages the others sent them.
 """
 
 from __future__ import annotations
@@ -11,19 +20,20 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import random
 import re
 import subprocess
 import sys
-import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from node_helpers import free_port
-from veil.node.config import NetworkSettings, NodeConfig, StoreSettings, render_config
-from veil.node.identity import create_node_key
+from veil.identity import Identity
+from veil.protocol.network_file import load_network_file
+from veil.protocol.swarms import SwarmMap
 
 # Locust must not be imported here: importing it monkey-patches the process with gevent (threads
 # become greenlets), which would break every asyncio test that runs after this one. It runs as a
@@ -31,120 +41,124 @@ from veil.node.identity import create_node_key
 if importlib.util.find_spec("locust") is None:
     pytest.skip("locust is not installed", allow_module_level=True)
 
-LOCUSTFILE = Path(__file__).resolve().parent.parent / "loadtest" / "locustfile.py"
-NODES = 4
+LOADTEST = Path(__file__).resolve().parent.parent / "loadtest"
+LOCUSTFILE = LOADTEST / "locustfile.py"
+NODES = 6
+UP_TIMEOUT_S = 60
+VEIL_SETTINGS = ("VEIL_NETWORK", "VEIL_SEEDS", "VEIL_SWARM_SIZE", "VEIL_WAIT_S")
+
+sys.path.insert(0, str(LOADTEST))
+import veil_locust as vl  # noqa: E402  (beside the locustfile, which imports it the same way)
 
 
-def _rpc(port: int, method: str) -> Any:
-    request = urllib.request.Request(
-        f"http://127.0.0.1:{port}/storage_rpc/v1",
-        data=json.dumps({"method": method, "params": {}}).encode(),
-        headers={"Content-Type": "application/json"},
-        method="POST",
+def _veil(timeout: float, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "veil", *args],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
     )
-    with urllib.request.urlopen(request, timeout=2) as answer:
+
+
+def _get(address: str, path: str) -> Any:
+    with urllib.request.urlopen(f"http://{address}{path}", timeout=5) as answer:
         return json.loads(answer.read())
 
 
-def _init_node(data_dir: Path, port: int, seeds: tuple[str, ...]) -> None:
-    data_dir.mkdir(parents=True)
-    config = NodeConfig(
-        data_dir=data_dir,
-        listen_port=port,
-        link_port=free_port(),
-        seeds=seeds,
-        store=StoreSettings(map_size_bytes=16 * 1024 * 1024),
-        network=NetworkSettings(gossip_interval_s=0.2),
+def _rpc(address: str, method: str, params: dict[str, Any]) -> Any:
+    request = urllib.request.Request(
+        f"http://{address}{vl.RPC_PATH}",
+        data=json.dumps({"method": method, "params": params}).encode(),
+        headers={"Content-Type": "application/json"},
+        method="POST",
     )
-    create_node_key(config.key_path)
-    (data_dir / "node.toml").write_text(render_config(config), encoding="utf-8")
+    with urllib.request.urlopen(request, timeout=5) as answer:
+        return json.loads(answer.read())
 
 
-def _wait_for_full_views(ports: list[int], procs: list[subprocess.Popen[bytes]]) -> None:
-    deadline = time.monotonic() + 20
-    for port, proc in zip(ports, procs, strict=True):
-        while True:
-            try:
-                if len(_rpc(port, "get_nodes")["nodes"]) == NODES:
-                    break
-            except OSError:
-                pass
-            assert proc.poll() is None, f"the node on port {port} exited"
-            assert time.monotonic() < deadline, f"the node on port {port} never saw {NODES} nodes"
-            time.sleep(0.05)
-
-
-def test_a_short_headless_run_against_four_nodes_has_no_failures(tmp_path: Path) -> None:
-    ports = [free_port() for _ in range(NODES)]
-    seed = f"127.0.0.1:{ports[0]}"
-    procs: list[subprocess.Popen[bytes]] = []
-    logs = []
+@pytest.fixture(scope="module")
+def devnet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The directory that holds the devnet's ``.devnet`` (where Locust runs from)."""
+    base = tmp_path_factory.mktemp("loadtest")
+    root = base / ".devnet"
     try:
-        for i, port in enumerate(ports):
-            data_dir = tmp_path / f"node{i}"
-            _init_node(data_dir, port, () if i == 0 else (seed,))
-            log = (tmp_path / f"node{i}.log").open("wb")
-            logs.append(log)
-            procs.append(
-                subprocess.Popen(
-                    [sys.executable, "-m", "veil", "node", "run", "--data-dir", str(data_dir)],
-                    stdout=subprocess.DEVNULL,
-                    stderr=log,
-                )
-            )
-        _wait_for_full_views(ports, procs)
-
-        stats_prefix = tmp_path / "stats"
-        env = {**os.environ, "VEIL_SEEDS": ",".join(f"127.0.0.1:{p}" for p in ports)}
-        env.pop("VEIL_WAIT_S", None)
-        done = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "locust",
-                "-f",
-                str(LOCUSTFILE),
-                "--headless",
-                "-u",
-                "4",
-                "-r",
-                "4",
-                "-t",
-                "10s",
-                "--stop-timeout",
-                "5",
-                "--only-summary",
-                "--json-file",
-                str(stats_prefix),
-            ],
-            cwd=tmp_path,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=40,
-            check=False,
+        up = _veil(
+            UP_TIMEOUT_S + 30,
+            *("devnet", "up", "--detach", "--nodes", str(NODES)),
+            *("--dir", str(root), "--timeout", str(UP_TIMEOUT_S)),
         )
-        report = f"stdout:\n{done.stdout}\nstderr:\n{done.stderr[-6000:]}"
-        assert done.returncode == 0, report
-        entries = json.loads((tmp_path / "stats.json").read_text())
-        requests = sum(e["num_requests"] for e in entries)
-        failures = sum(e["num_failures"] for e in entries)
-        names = {e["name"] for e in entries}
-        assert requests > 20, report
-        assert failures == 0, report
-        assert {"get_nodes", "onion store", "onion retrieve"} <= names, report
-        summary = re.search(
-            r"veil: (\d+) messages stored, (\d+) seen by their recipients, (\d+) opened",
-            done.stderr,
-        )
-        assert summary, report
-        assert int(summary[1]) > 0, report
-        assert int(summary[2]) > 0, report  # the recipients' polls found messages sent to them
-        assert int(summary[3]) == int(summary[2]), report  # and the messenger opened each one
+        assert up.returncode == 0, f"{up.stdout}\n{up.stderr}"
+        yield base
     finally:
-        for proc in procs:
-            proc.kill()
-        for proc in procs:
-            proc.wait(timeout=10)
-        for log in logs:
-            log.close()
+        if (root / "devnet.json").exists():
+            down = _veil(60, "devnet", "down", "--dir", str(root))
+            assert down.returncode == 0, f"{down.stdout}\n{down.stderr}"
+
+
+def test_the_load_tests_swarms_are_the_nodes_swarms(devnet: Path) -> None:
+    root = devnet / ".devnet"
+    env = {"VEIL_NETWORK": str(root / "network.json")}
+    network = vl.load_network(env)
+    assert network == load_network_file(root / "network.json")
+    seeds = vl.resolve_seeds(None, env)  # the seeds of the devnet.json beside the network file
+    assert seeds == json.loads((root / "devnet.json").read_text())["seeds"]
+    assert vl.swarm_size(env) == 5
+    document = _get(seeds[0], vl.CONSENSUS_PATH)
+    directory = vl.Directory(vl.verify_consensus(document, network, vl.now_ms()), 5)
+    assert len(directory.nodes) == NODES
+    assert len(directory.pick_guards(random.Random(1))) == vl.GUARDS
+
+    by_ids_alone = SwarmMap(list(directory.nodes), 5)
+    differs = 0
+    for _ in range(8):
+        account = Identity.generate().session_id
+        swarm = [a.ed25519.hex() for a in directory.swarm(bytes.fromhex(account))]
+        assert len(swarm) == 5
+        for node in (seeds[0], seeds[1]):
+            named = _rpc(node, "get_swarm", {"pubkey": account})["swarm"]
+            assert [a["ed25519"] for a in named] == swarm
+        differs += [i.hex() for i in by_ids_alone.swarm(bytes.fromhex(account))] != swarm
+    assert differs  # the placements made a difference: the check above checked something
+
+    signatures = document["signatures"]
+    one = dict(list(signatures.items())[:1])
+    with pytest.raises(ValueError, match="signed by 1 of the network's 3 authorities"):
+        vl.verify_consensus({**document, "signatures": one}, network, vl.now_ms())
+
+
+def test_a_short_headless_run_against_a_devnet_has_no_failures(devnet: Path) -> None:
+    stats_prefix = devnet / "stats"
+    env = {k: v for k, v in os.environ.items() if k not in VEIL_SETTINGS}
+    done = subprocess.run(
+        [
+            *(sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless"),
+            *("-u", "4", "-r", "4", "-t", "10s", "--stop-timeout", "5", "--only-summary"),
+            *("--json-file", str(stats_prefix)),
+        ],
+        cwd=devnet,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=40,
+        check=False,
+    )
+    report = f"stdout:\n{done.stdout}\nstderr:\n{done.stderr[-6000:]}"
+    assert done.returncode == 0, report
+    entries = json.loads((devnet / "stats.json").read_text())
+    requests = sum(e["num_requests"] for e in entries)
+    failures = sum(e["num_failures"] for e in entries)
+    names = {e["name"] for e in entries}
+    assert requests > 20, report
+    assert failures == 0, report
+    assert {"consensus", "onion store", "onion retrieve"} <= names, report
+    assert not any("wrong swarm" in name for name in names), report  # placements were used
+    summary = re.search(
+        r"veil: (\d+) messages stored, (\d+) seen by their recipients, (\d+) opened",
+        done.stderr,
+    )
+    assert summary, report
+    assert int(summary[1]) > 0, report
+    assert int(summary[2]) > 0, report  # the recipients' polls found messages sent to them
+    assert int(summary[3]) == int(summary[2]), report  # and the messenger opened each one

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import dataclasses
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -12,39 +10,28 @@ from typing import Any
 
 import pytest
 
-from node_helpers import make_config, run
+from client_helpers import directory_of
+from node_helpers import StubAuthorities, run, start_network
 from veil.client.account import Book
 from veil.client.messaging import BlockedContactError, Messenger
 from veil.client.network import NetworkClient
 from veil.client.swarm import SwarmClient
 from veil.errors import InvalidInputError
 from veil.identity import Identity
-from veil.node.config import Limits, NetworkSettings, NodeConfig
+from veil.node.config import Limits, NetworkSettings
 from veil.node.server import Node
 
-FAST = NetworkSettings(gossip_interval_s=0.05, sync_interval_s=0.5, replication_timeout_s=2.0)
+FAST = NetworkSettings(sync_interval_s=0.5, replication_timeout_s=2.0)
 
 
 # Nodes that take messages living 1 s, so that disappearing messages can be watched disappear.
 LIMITS = Limits(min_ttl_ms=1_000)
 
 
-def _config(path: Path, seeds: tuple[str, ...] = ()) -> NodeConfig:
-    return dataclasses.replace(make_config(path, limits=LIMITS), network=FAST, seeds=seeds)
-
-
 async def _network(tmp_path: Path, size: int) -> list[Node]:
-    first = Node(_config(tmp_path / "n0"))
-    await first.start()
-    seed = (f"127.0.0.1:{first.port}",)
-    nodes = [first] + [Node(_config(tmp_path / f"n{i}", seed)) for i in range(1, size)]
-    for node in nodes[1:]:
-        await node.start()
-    deadline = time.monotonic() + 15
-    while not all(len(n.membership.nodes) == size for n in nodes):
-        assert time.monotonic() < deadline
-        await asyncio.sleep(0.05)
-    return nodes
+    """``size`` nodes in one consensus of a network of their own."""
+    authorities = StubAuthorities(tmp_path / "authorities")
+    return await start_network(authorities, tmp_path, size, network=FAST, limits=LIMITS)
 
 
 def test_alice_and_bob_exchange_messages_both_ways_and_bob_catches_up(tmp_path: Path) -> None:
@@ -53,8 +40,10 @@ def test_alice_and_bob_exchange_messages_both_ways_and_bob_catches_up(tmp_path: 
     async def main() -> None:
         nodes = await _network(tmp_path, 6)
         try:
-            peers = [n.peer_info for n in nodes]
-            async with NetworkClient(peers) as net_a, NetworkClient(peers) as net_b:
+            async with (
+                NetworkClient(directory_of(nodes[0])) as net_a,
+                NetworkClient(directory_of(nodes[0])) as net_b,
+            ):
                 a = Messenger(alice, SwarmClient(net_a), name="Alice")
                 b = Messenger(bob, SwarmClient(net_b), name="Bob")
                 await a.send_text(bob.session_id, "hello Bob")
@@ -83,11 +72,10 @@ async def _people(
 ) -> AsyncIterator[Callable[..., Awaitable[Messenger]]]:
     """A network and a factory of messengers, each with its own swarm client (its own device)."""
     nodes = await _network(tmp_path, size)
-    peers = [n.peer_info for n in nodes]
     networks: list[NetworkClient] = []
 
     async def device(identity: Identity, **options: Any) -> Messenger:
-        network = await NetworkClient(peers).__aenter__()
+        network = await NetworkClient(directory_of(nodes[0])).__aenter__()
         networks.append(network)
         options.setdefault("min_ttl_ms", 1_000)
         return Messenger(identity, SwarmClient(network), book=Book(), **options)

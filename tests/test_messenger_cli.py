@@ -40,6 +40,7 @@ def seeds(tmp_path_factory: pytest.TempPathFactory) -> object:
     root = tmp_path_factory.mktemp("devnet") / "devnet"
     up = _veil("devnet", "up", "--detach", "--nodes", "4", "--dir", str(root))
     assert up.returncode == 0, up.stderr
+    NETWORK_FILE[:] = [str(root / "network.json")]
     try:
         yield json.loads((root / "devnet.json").read_text())["seeds"]
     finally:
@@ -76,8 +77,28 @@ def test_init_shows_an_id_a_qr_code_and_the_phrase_and_keeps_the_key_private(
     assert wrong.stderr.count("\n") == 1
 
 
+NETWORK_FILE: list[str] = []
+"""The devnet's network file, once the ``seeds`` fixture has started it."""
+
+
 def _network(seeds: list[str]) -> list[str]:
-    return [arg for seed in seeds for arg in ("--seed", seed)]
+    return [arg for seed in seeds for arg in ("--seed", seed)] + ["--network", *NETWORK_FILE]
+
+
+def _lone_network_file(path: Path) -> Path:
+    """A network file whose only authority is a key no node knows, reachable nowhere."""
+    authority = Identity.generate().ed25519_public_key.hex()
+    document = {
+        "version": 1,
+        "name": "nowhere",
+        "period_s": 60,
+        "valid_periods": 24,
+        "authorities": [
+            {"name": "a", "ed25519": authority, "http": "127.0.0.1:9", "link": "127.0.0.1:9"}
+        ],
+    }
+    path.write_text(json.dumps(document))
+    return path
 
 
 def _ok(*args: str, stdin: str | None = None, env: dict[str, str] | None = None) -> str:
@@ -87,7 +108,7 @@ def _ok(*args: str, stdin: str | None = None, env: dict[str, str] | None = None)
 
 
 def _alice_and_bob(tmp_path: Path, seeds: list[str]) -> tuple[Path, Path, str, str, list[str]]:
-    """Two new accounts named Alice and Bob: their homes, Session IDs, and the --seed options."""
+    """Two new accounts named Alice and Bob: their homes, Session IDs, and the network options."""
     alice, bob = tmp_path / "alice", tmp_path / "bob"
     _ok("init", "--home", str(alice), "--name", "Alice")
     _ok("init", "--home", str(bob), "--name", "Bob")
@@ -264,17 +285,16 @@ def test_the_qr_code_png_holds_the_session_id(tmp_path: Path) -> None:
 def test_bad_input_gives_a_clear_message_and_a_non_zero_exit(tmp_path: Path) -> None:
     home = tmp_path / "me"
     assert _veil("init", "--home", str(home)).returncode == 0
-    malformed = _veil("send", "05nothex", "hi", "--home", str(home), "--seed", "127.0.0.1:9")
+    nowhere = ["--seed", "127.0.0.1:9", "--network", str(_lone_network_file(tmp_path / "n.json"))]
+    malformed = _veil("send", "05nothex", "hi", "--home", str(home), *nowhere)
     assert malformed.returncode == 1
     assert "not a Session ID" in malformed.stderr
-    unreachable = _veil(
-        "send", "05" + "ab" * 32, "hi", "--home", str(home), "--seed", "127.0.0.1:9"
-    )
+    unreachable = _veil("send", "05" + "ab" * 32, "hi", "--home", str(home), *nowhere)
     assert unreachable.returncode == 1
-    assert "cannot reach the network" in unreachable.stderr
+    assert "cannot reach 127.0.0.1:9" in unreachable.stderr
     assert "Traceback" not in malformed.stderr + unreachable.stderr
     assert _veil("frobnicate").returncode == 2
-    nothing = _veil("unsend", "05" + "ab" * 32, "--home", str(home), "--seed", "127.0.0.1:9")
+    nothing = _veil("unsend", "05" + "ab" * 32, "--home", str(home), *nowhere)
     assert nothing.returncode == 1
     assert "Traceback" not in nothing.stderr
     bad_timer = _veil(
@@ -285,8 +305,7 @@ def test_bad_input_gives_a_clear_message_and_a_non_zero_exit(tmp_path: Path) -> 
         "after-lunch:5m",
         "--home",
         str(home),
-        "--seed",
-        "127.0.0.1:9",
+        *nowhere,
     )
     assert bad_timer.returncode == 1
     assert "--disappear" in bad_timer.stderr

@@ -1,7 +1,10 @@
-"""A 10-node network of real processes: SIGKILL a swarm member in the middle of a store load.
+"""Faults on devnets of real processes.
 
-Every store answered 200 (held by the write quorum) must stay retrievable, exactly once per member,
-and the surviving members of the swarm must converge on the same set.
+- SIGKILL a swarm member in the middle of a store load: every store answered 200 (held by the
+  write quorum) must stay retrievable, exactly once per member, and the surviving members of the
+  swarm must converge on the same set.
+- A node joins a 10-node network (admitted by the authorities) and holds its share within 60 s.
+- Two of three authorities stop: no new consensus, and the nodes go on serving on the last one.
 """
 
 from __future__ import annotations
@@ -17,6 +20,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from node_helpers import Account, HttpClient, free_port, run
+from veil.protocol.consensus import SignedConsensus
+from veil.protocol.network_file import load_network_file
 from veil.protocol.swarms import SwarmMap
 
 NODES = 10
@@ -84,6 +89,17 @@ async def _held(address: tuple[str, int], account: Account) -> list[str]:
     raise AssertionError("retrieve did not finish")
 
 
+async def _swarm_map(root: Path, address: tuple[str, int], size: int) -> SwarmMap:
+    """The swarms of the consensus the node at ``address`` holds, checked as a client checks it."""
+    async with await HttpClient.connect(address[1], address[0]) as http:
+        answer = await http.request("GET", "/consensus")
+    assert answer.status == 200, answer.status
+    document = answer.json()
+    consensus = SignedConsensus.from_json(document, load_network_file(root / "network.json"))
+    placements = {e.node_id: e.placement for e in consensus.consensus.nodes}
+    return SwarmMap(list(placements), size, placements)
+
+
 def _address(text: str) -> tuple[str, int]:
     host, port = text.rsplit(":", 1)
     return host, int(port)
@@ -98,7 +114,8 @@ def test_sigkill_of_a_swarm_member_loses_and_duplicates_nothing(tmp_path: Path) 
         nodes = state["nodes"]
         by_id = {bytes.fromhex(n["ed25519"]): n for n in nodes}
         alice = Account()
-        swarm = SwarmMap(list(by_id), state["swarm_size"]).swarm(alice.account_bytes)
+        swarms = run(_swarm_map(root, _address(nodes[0]["http"]), state["swarm_size"]))
+        swarm = swarms.swarm(alice.account_bytes)
         members = [by_id[i] for i in swarm]
         addresses = [
             (m["http"].rsplit(":", 1)[0], int(m["http"].rsplit(":", 1)[1])) for m in members
@@ -142,7 +159,7 @@ def test_a_node_joining_ten_holds_its_share_within_sixty_seconds(tmp_path: Path)
         state = json.loads((root / "devnet.json").read_text())
         by_id = {bytes.fromhex(n["ed25519"]): n for n in state["nodes"]}
         accounts = [Account() for _ in range(40)]
-        old_map = SwarmMap(list(by_id), state["swarm_size"])
+        old_map = run(_swarm_map(root, _address(state["nodes"][0]["http"]), state["swarm_size"]))
 
         async def deposit() -> None:
             for account in accounts:
@@ -154,11 +171,12 @@ def test_a_node_joining_ten_holds_its_share_within_sixty_seconds(tmp_path: Path)
 
         run(deposit())
         port, link = free_port(), free_port()
+        host = "127.0.200.1"  # a /24 of its own, as every devnet node has
         data_dir = tmp_path / "newcomer"
         init = subprocess.run(
             [sys.executable, "-m", "veil", "node", "init", "--data-dir", str(data_dir),
-             "--listen", f"127.0.0.1:{port}", "--link-listen", f"127.0.0.1:{link}",
-             "--seed", state["seeds"][0]],
+             "--listen", f"{host}:{port}", "--link-listen", f"{host}:{link}",
+             "--network", str(root / "network.json")],
             check=False, capture_output=True, text=True, timeout=60,
         )  # fmt: skip
         assert init.returncode == 0, init.stderr
@@ -172,7 +190,7 @@ def test_a_node_joining_ten_holds_its_share_within_sixty_seconds(tmp_path: Path)
         async def share_held() -> float:
             while True:
                 try:
-                    async with await HttpClient.connect(port) as http:
+                    async with await HttpClient.connect(port, host) as http:
                         _, info = await http.rpc("info", {})
                         _, listing = await http.rpc("get_nodes", {})
                 except OSError:  # not listening yet
@@ -181,11 +199,11 @@ def test_a_node_joining_ten_holds_its_share_within_sixty_seconds(tmp_path: Path)
                     continue
                 ids = [bytes.fromhex(n["ed25519"]) for n in listing["nodes"]]
                 mine = bytes.fromhex(info["ed25519"])
-                if len(ids) == NODES + 1:
-                    new_map = SwarmMap(ids, state["swarm_size"])
+                if len(ids) == NODES + 1 and mine in ids:
+                    new_map = await _swarm_map(root, (host, port), state["swarm_size"])
                     share = [a for a in accounts if mine in new_map.swarm(a.account_bytes)]
                     assert share, "the newcomer serves none of 40 accounts: an empty check"
-                    held = [await _held(("127.0.0.1", port), a) for a in share]
+                    held = [await _held((host, port), a) for a in share]
                     if all(len(h) == 1 for h in held):
                         return time.monotonic() - joined_at
                 assert time.monotonic() - joined_at < 60, "the newcomer lacks its share after 60 s"
@@ -198,5 +216,51 @@ def test_a_node_joining_ten_holds_its_share_within_sixty_seconds(tmp_path: Path)
             newcomer.kill()
             newcomer.wait()
         log.close()
+        down = _devnet("down", "--dir", str(root))
+        assert down.returncode == 0, down.stderr
+
+
+def test_with_two_of_three_authorities_down_the_nodes_run_on_their_last_consensus(
+    tmp_path: Path,
+) -> None:
+    root = tmp_path / "devnet"
+    up = _devnet("up", "--detach", "--nodes", "4", "--dir", str(root))
+    assert up.returncode == 0, up.stderr
+    try:
+        state = json.loads((root / "devnet.json").read_text())
+        network = load_network_file(root / "network.json")
+        addresses = [_address(n["http"]) for n in state["nodes"]]
+
+        async def held() -> list[SignedConsensus]:
+            found = []
+            for address in addresses:
+                async with await HttpClient.connect(address[1], address[0]) as http:
+                    answer = await http.request("GET", "/consensus")
+                assert answer.status == 200, answer.status
+                found.append(SignedConsensus.from_json(answer.json(), network))
+            return found
+
+        for authority in state["authorities"][1:]:
+            os.kill(authority["pid"], signal.SIGTERM)
+        time.sleep(2 * network.period_s)
+        last = run(held())
+        periods = {signed.consensus.period for signed in last}
+        time.sleep(3 * network.period_s)  # periods go by: no majority, no new consensus
+        again = run(held())
+        assert {signed.consensus.period for signed in again} == periods
+        assert len(periods) == 1
+        expires = last[0].consensus.valid_until_ms
+        assert expires - time.time() * 1000 > 60_000, "the last consensus expires within a minute"
+
+        async def store() -> int:
+            alice = Account()
+            host, port = addresses[0]
+            async with await HttpClient.connect(port, host) as http:
+                status, body = await http.rpc("store", alice.store(b"on the last consensus"))
+            assert status == 200, body
+            return len(body["receipts"])
+
+        assert run(store()) >= 3
+    finally:
         down = _devnet("down", "--dir", str(root))
         assert down.returncode == 0, down.stderr

@@ -3,11 +3,12 @@ nodes.
 
 Six nodes run as a devnet; once they have converged, tcpdump records every node's link and HTTP
 port on loopback while Alice and Bob hold a conversation through the ``veil`` commands, and for a
-few seconds after, so that gossip between the nodes is recorded too. Node-to-node traffic is every
-TCP connection to a node's link port; on it no account key, no message text, no JSON and no HTTP may
-appear, and no 64 bytes may cross two different links (or a link and a client's connection), which
-would let an observer follow a request from hop to hop. Controls on the client side of the same
-capture (its onion requests, the seed's JSON node list) show that each check can fire.
+few seconds after, so that the nodes' own traffic (anti-entropy) is recorded too. Node-to-node
+traffic is every TCP connection to a node's link port; on it no account key, no message text, no
+JSON and no HTTP may appear, and no 64 bytes may cross two different links (or a link and a
+client's connection), which would let an observer follow a request from hop to hop. Controls on the
+client side of the same capture (its onion requests, the consensus a seed serves in JSON) show that
+each check can fire.
 
 Skipped, with the reason, where tcpdump cannot be had or cannot capture.
 """
@@ -40,10 +41,10 @@ from capture import (
 from veil.identity import Identity
 
 NODES = 6
-GOSSIP_WINDOW_S = 6.0
-"""How long the capture goes on after the conversation, for gossip between the nodes."""
+AFTER_S = 6.0
+"""How long the capture goes on after the conversation, for the nodes' anti-entropy exchanges."""
 MIN_LINK_BYTES = 100_000
-"""Gossip alone sends more in the capture window; the conversation's onion requests add to it."""
+"""The conversation's onion requests, their replication and anti-entropy send more than this."""
 SHARED_RUN = 64
 CONTEXT = 48
 """Bytes shown either side of a finding."""
@@ -72,6 +73,7 @@ def _ok(*args: str) -> str:
 @dataclass(frozen=True)
 class Devnet:
     seeds: list[str]
+    network_file: str
     http_ports: dict[int, str]
     """Each node's HTTP port, with a name for reports ("node3 http")."""
     link_ports: dict[int, str]
@@ -107,6 +109,7 @@ def devnet(tmp_path_factory: pytest.TempPathFactory, tcpdump: str) -> Iterator[D
         assert [(n["running"], n["view"]) for n in nodes] == [(True, NODES)] * NODES, nodes
         yield Devnet(
             seeds=list(status["seeds"]),
+            network_file=status["network_file"],
             http_ports={_port(n["http"]): f"node{n['index']} http" for n in nodes},
             link_ports={_port(n["link"]): f"node{n['index']} link" for n in nodes},
             node_keys=[bytes.fromhex(n[key]) for n in nodes for key in ("ed25519", "x25519")],
@@ -167,16 +170,19 @@ def pattern_report(
 
 def http_requests(stream: Stream) -> list[tuple[bytes, bytes]]:
     """(request line, body) of each request a client sent on one HTTP/1.1 connection (bodies by
-    Content-Length, as the clients send them); anything else ends the list with (what, b"")."""
+    Content-Length, as the clients send them; none for a GET without one); anything else ends the
+    list with (what, b"")."""
     requests: list[tuple[bytes, bytes]] = []
     data = stream.data
     while data:
         head, found, rest = data.partition(b"\r\n\r\n")
+        line = head.split(b"\r\n", 1)[0]
         length = re.search(rb"\r\ncontent-length: *(\d+)", head, re.IGNORECASE)
-        if not found or length is None or len(rest) < int(length[1]):
+        size = int(length[1]) if length is not None else 0 if line.startswith(b"GET ") else -1
+        if not found or size < 0 or len(rest) < size:
             return [*requests, (data[:80], b"")]
-        requests.append((head.split(b"\r\n", 1)[0], rest[: int(length[1])]))
-        data = rest[int(length[1]) :]
+        requests.append((line, rest[:size]))
+        data = rest[size:]
     return requests
 
 
@@ -187,6 +193,7 @@ def converse(tmp_path: Path, devnet: Devnet) -> tuple[Identity, Identity, dict[b
     """Alice writes Bob two messages, Bob reads and accepts them and answers, Alice reads the
     answer. Their identities and the words they wrote (each with a label)."""
     net = [arg for seed in devnet.seeds for arg in ("--seed", seed)]
+    net += ["--network", devnet.network_file]
     alice, bob = tmp_path / "alice", tmp_path / "bob"
     _ok("init", "--home", str(alice), "--name", "Alice")
     _ok("init", "--home", str(bob), "--name", "Bob")
@@ -216,7 +223,7 @@ def test_between_nodes_a_conversation_shows_only_sizes_and_timing(
     path = tmp_path / "devnet.pcap"
     with Capture(ports=[*devnet.http_ports, *devnet.link_ports], path=path):
         alice, bob, words = converse(tmp_path, devnet)
-        time.sleep(GOSSIP_WINDOW_S)
+        time.sleep(AFTER_S)
     connections = reassemble(path)
     links = streams_to_ports(connections, devnet.link_ports)
     http = streams_to_ports(connections, devnet.http_ports)
@@ -238,19 +245,17 @@ def test_between_nodes_a_conversation_shows_only_sizes_and_timing(
     # (c) No message text crosses.
     assert needle_report(everything, list(words), words, devnet) == []
 
-    # (d) No JSON and no HTTP on a link. Over HTTP only clients talk to nodes (their onion
-    # requests and the seed's node list): no POST /gossip once the views have converged.
+    # (d) No JSON and no HTTP on a link. Over HTTP only clients talk to nodes: their onion
+    # requests, and the consensus from a seed (nodes get theirs from the authorities).
     assert [describe(s, 0, 0, devnet) for s in links if looks_like_json(s)] == []
     assert pattern_report(links, _JSON_OPENING, devnet) == []
     assert pattern_report(links, _HTTP, devnet) == []
     assert pattern_report(everything, re.compile(rb"/gossip"), devnet) == []
     requests = [r for s in http if s.dst[1] in devnet.http_ports for r in http_requests(s)]
     assert {line for line, _ in requests} == {
+        b"GET /consensus HTTP/1.1",
         b"POST /onion_req HTTP/1.1",
-        b"POST /storage_rpc/v1 HTTP/1.1",
     }
-    rpcs = {body for line, body in requests if line.startswith(b"POST /storage_rpc/")}
-    assert {json.loads(body)["method"] for body in rpcs} == {"get_nodes"}
 
     # (e) No 64 bytes cross two links, or a link and a client's connection to a guard.
     shared = shared_sequences([*links, *http], SHARED_RUN)
@@ -266,7 +271,7 @@ def test_between_nodes_a_conversation_shows_only_sizes_and_timing(
 
     # Controls: each check fires on the client side of this capture, or on a copied link.
     assert len([line for line, _ in requests if line.startswith(b"POST /onion_req ")]) >= 6
-    assert any(looks_like_json(s) for s in http)  # the seed's node list, asked for in JSON,
+    assert any(looks_like_json(s) for s in http)  # the seed's consensus, in JSON,
     assert find_needles(http, list(node_names))  # names the nodes' keys,
     assert shared  # and the clients' requests repeat the same HTTP headers.
     busiest = max(links, key=lambda s: len(s.data))

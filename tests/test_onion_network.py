@@ -16,7 +16,10 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from node_helpers import Account, make_config, run
+from client_helpers import directory_listing
+from node_helpers import Account, StubAuthorities, make_config, run
+from veil.client.directory import ClientDirectory
+from veil.client.guards import GuardSet
 from veil.client.network import NetworkClient
 from veil.crypto import build_onion
 from veil.node.http import HttpProtocol
@@ -54,6 +57,12 @@ class _Recorder:
         node.rpc.call = call  # type: ignore[method-assign]
 
 
+def _directory(tmp_path: Path, nodes: list[Node]) -> ClientDirectory:
+    """What the client holds: a consensus listing the nodes (which themselves run on a static
+    peer list and serve every account)."""
+    return directory_listing(StubAuthorities(tmp_path / "authorities"), nodes)
+
+
 @contextlib.asynccontextmanager
 async def _network(tmp_path: Path, size: int) -> AsyncIterator[tuple[list[Node], list[_Recorder]]]:
     nodes = [Node(make_config(tmp_path / f"node{i}")) for i in range(size)]
@@ -88,7 +97,9 @@ def test_no_node_sees_both_the_clients_address_and_its_requests(tmp_path: Path) 
     async def main() -> None:
         async with _network(tmp_path, 6) as (nodes, recorders):
             peers = [node.peer_info for node in nodes]
-            async with NetworkClient(peers, guards=2, local_address=CLIENT_ADDRESS) as client:
+            async with NetworkClient(
+                _directory(tmp_path, nodes), guards=GuardSet(size=2), local_address=CLIENT_ADDRESS
+            ) as client:
                 guards = {g.x25519 for g in client.guards}
                 destinations = [p for p in peers if p.x25519 not in guards]
                 sent = []
@@ -122,7 +133,7 @@ def test_a_message_stored_through_onions_is_retrieved_through_onions(tmp_path: P
     async def main() -> None:
         async with _network(tmp_path, 5) as (nodes, _):
             peers = [node.peer_info for node in nodes]
-            async with NetworkClient(peers) as client:
+            async with NetworkClient(_directory(tmp_path, nodes)) as client:
                 status, stored = await client.request(peers[0], "store", _store(bob, b"hello bob"))
                 assert status == 200, stored
                 status, answer = await client.request(peers[0], "retrieve", bob.retrieve())
@@ -143,7 +154,7 @@ def test_the_client_routes_around_a_dead_node(tmp_path: Path) -> None:
         async with _network(tmp_path, 6) as (nodes, _):
             peers = [node.peer_info for node in nodes]
             await nodes[5].stop()
-            async with NetworkClient(peers, attempts=8, avoid_s=60) as client:
+            async with NetworkClient(_directory(tmp_path, nodes), attempts=8, avoid_s=60) as client:
                 for i in range(10):
                     status, body = await client.request(
                         peers[i % 5], "store", _store(carol, b"c%d" % i)
@@ -227,7 +238,7 @@ def test_an_external_service_is_reached_only_when_the_operator_lists_it(tmp_path
             for node in nodes:
                 node.set_peers(peers)
             try:
-                async with NetworkClient(peers) as client:
+                async with NetworkClient(_directory(tmp_path, nodes)) as client:
                     status, body, kind = await client.request_external(
                         peers[3], allowed + "upload", b"attachment"
                     )
@@ -255,7 +266,9 @@ def test_node_logs_never_hold_the_clients_address(
     async def main() -> None:
         async with _network(tmp_path, 4) as (nodes, _):
             peers = [node.peer_info for node in nodes]
-            async with NetworkClient(peers, local_address=CLIENT_ADDRESS) as client:
+            async with NetworkClient(
+                _directory(tmp_path, nodes), local_address=CLIENT_ADDRESS
+            ) as client:
                 for i in range(8):
                     await client.request(peers[i % 4], "store", _store(dave, b"d%d" % i))
             await _post_onion(nodes[0], b"garbage" * 30)

@@ -3,38 +3,30 @@
 from __future__ import annotations
 
 import base64
-import dataclasses
 from pathlib import Path
 from typing import Any
 
-from node_helpers import Account, HttpClient, make_config, retrieve_all, run, until
-from veil.node.config import NetworkSettings, NodeConfig
+from node_helpers import (
+    Account,
+    HttpClient,
+    StubAuthorities,
+    retrieve_all,
+    run,
+    start_network,
+    until,
+)
+from veil.node.config import NetworkSettings
 from veil.node.links import HopFailed
 from veil.node.server import Node
 from veil.protocol.replication import verify_receipt
 
-FAST = NetworkSettings(
-    gossip_interval_s=0.05,
-    announce_interval_s=1.0,
-    node_timeout_s=3.0,
-    sync_interval_s=0.3,
-    replication_timeout_s=2.0,
-)
+FAST = NetworkSettings(sync_interval_s=0.3, replication_timeout_s=2.0)
 
 
-def _config(path: Path, seeds: tuple[str, ...] = ()) -> NodeConfig:
-    return dataclasses.replace(make_config(path), network=FAST, seeds=seeds)
-
-
-async def _network(tmp_path: Path, size: int) -> list[Node]:
-    seed = Node(_config(tmp_path / "node0"))
-    await seed.start()
-    address = f"127.0.0.1:{seed.port}"
-    nodes = [seed] + [Node(_config(tmp_path / f"node{i}", (address,))) for i in range(1, size)]
-    for node in nodes[1:]:
-        await node.start()
-    await until(lambda: all(len(n.membership.nodes) == size for n in nodes), 15)
-    return nodes
+async def _network(tmp_path: Path, size: int) -> tuple[StubAuthorities, list[Node]]:
+    """``size`` nodes in one consensus, and the authorities that signed it."""
+    authorities = StubAuthorities(tmp_path / "authorities")
+    return authorities, await start_network(authorities, tmp_path, size, network=FAST)
 
 
 def _holders(nodes: list[Node], digest: bytes) -> list[Node]:
@@ -47,14 +39,14 @@ def test_a_store_is_answered_with_quorum_receipts_and_reaches_the_whole_swarm(
     alice = Account()
 
     async def main() -> None:
-        nodes = await _network(tmp_path, 7)
+        _, nodes = await _network(tmp_path, 7)
         try:
             swarm = {a.ed25519 for a in nodes[0].network.swarm(alice.account_bytes)}
             entry = next(n for n in nodes if n.identity.ed25519_public_key in swarm)
             async with await HttpClient.connect(entry.port) as client:
                 status, body = await client.rpc("store", alice.store(b"replicate me"))
             assert status == 200, body
-            digest = __import__("base64").b64decode(body["hash"] + "=")
+            digest = base64.b64decode(body["hash"] + "=")
             signers = {verify_receipt(r, digest, body["expiry"]) for r in body["receipts"]}
             assert None not in signers
             assert len(signers) >= 3
@@ -75,7 +67,7 @@ def test_a_member_that_was_down_catches_up_by_anti_entropy(tmp_path: Path) -> No
     bob = Account()
 
     async def main() -> None:
-        nodes = await _network(tmp_path, 6)
+        authorities, nodes = await _network(tmp_path, 6)
         try:
             swarm = [a.ed25519 for a in nodes[0].network.swarm(bob.account_bytes)]
             members = [n for n in nodes if n.identity.ed25519_public_key in swarm]
@@ -85,10 +77,11 @@ def test_a_member_that_was_down_catches_up_by_anti_entropy(tmp_path: Path) -> No
                 for i in range(5):
                     status, body = await client.rpc("store", bob.store(b"while down %d" % i))
                     assert status == 200, body
-            back = Node(dataclasses.replace(lagging.config, seeds=(f"127.0.0.1:{nodes[0].port}",)))
+            back = Node(lagging.config)
             nodes[nodes.index(lagging)] = back
             assert back.store.hashes_of(bob.account_bytes) == []
             await back.start()
+            authorities.issue(nodes)  # with its new announcement (new ports)
             await until(lambda: len(back.store.hashes_of(bob.account_bytes)) == 5, 30)
         finally:
             for node in nodes:
@@ -100,7 +93,7 @@ def test_a_member_that_was_down_catches_up_by_anti_entropy(tmp_path: Path) -> No
 
 def test_a_joining_node_receives_its_share(tmp_path: Path) -> None:
     async def main() -> None:
-        nodes = await _network(tmp_path, 5)
+        authorities, nodes = await _network(tmp_path, 5)
         accounts = [Account() for _ in range(30)]
         try:
             for account in accounts:
@@ -109,10 +102,11 @@ def test_a_joining_node_receives_its_share(tmp_path: Path) -> None:
                 async with await HttpClient.connect(entry.port) as client:
                     status, body = await client.rpc("store", account.store(b"before the join"))
                     assert status == 200, body
-            newcomer = Node(_config(tmp_path / "newcomer", (f"127.0.0.1:{nodes[0].port}",)))
+            newcomer = Node(authorities.config(tmp_path / "newcomer", network=FAST))
             await newcomer.start()
             nodes.append(newcomer)
-            await until(lambda: all(len(n.membership.nodes) == 6 for n in nodes), 15)
+            authorities.issue(nodes)
+            assert all(len(n.directory.nodes) == 6 for n in nodes)
             share = [a for a in accounts if newcomer.network.serves(a.account_bytes)]
             assert share, "the newcomer serves none of 30 accounts: the test would be empty"
             await until(lambda: all(newcomer.store.hashes_of(a.account_bytes) for a in share), 60)
@@ -141,7 +135,7 @@ def test_a_delete_reaches_a_member_whose_link_failed_when_it_was_forwarded(
     carol = Account()
 
     async def main() -> None:
-        nodes = await _network(tmp_path, 5)
+        _, nodes = await _network(tmp_path, 5)
         try:
             swarm = {a.ed25519 for a in nodes[0].network.swarm(carol.account_bytes)}
             members = [n for n in nodes if n.identity.ed25519_public_key in swarm]
@@ -182,7 +176,7 @@ def test_a_delete_or_delete_all_at_one_member_reaches_the_whole_swarm(tmp_path: 
     carol = Account()
 
     async def main() -> None:
-        nodes = await _network(tmp_path, 5)
+        _, nodes = await _network(tmp_path, 5)
         try:
             swarm = {a.ed25519 for a in nodes[0].network.swarm(carol.account_bytes)}
             members = [n for n in nodes if n.identity.ed25519_public_key in swarm]

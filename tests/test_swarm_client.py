@@ -1,41 +1,30 @@
-"""The swarm client over a real network: 421 correction, lagging members, views that disagree."""
+"""The swarm client over a real network: lagging members, consensuses that change, swarms computed
+from the consensus as the nodes compute them."""
 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import time
 from pathlib import Path
 
 import pytest
 
 import veil.client.swarm as swarm_module
-from node_helpers import make_config, run, until
+from node_helpers import StubAuthorities, run
+from veil.client.directory import ClientDirectory
 from veil.client.network import NetworkClient
 from veil.client.swarm import SwarmClient
 from veil.identity import Identity
-from veil.node.config import NetworkSettings, NodeConfig
+from veil.node.config import NetworkSettings
 from veil.node.server import Node
 
-FAST = NetworkSettings(
-    gossip_interval_s=0.05,
-    announce_interval_s=1.0,
-    node_timeout_s=4.0,
-    sync_interval_s=0.3,
-    replication_timeout_s=2.0,
-)
+FAST = NetworkSettings(sync_interval_s=0.3, replication_timeout_s=2.0)
 
 
-def _config(path: Path, seeds: tuple[str, ...] = ()) -> NodeConfig:
-    return dataclasses.replace(make_config(path), network=FAST, seeds=seeds)
-
-
-async def _group(tmp_path: Path, names: list[str], seed: str | None = None) -> list[Node]:
-    first = Node(_config(tmp_path / names[0], (seed,) if seed else ()))
-    await first.start()
-    address = f"127.0.0.1:{first.port}"
-    nodes = [first] + [Node(_config(tmp_path / n, (address,))) for n in names[1:]]
-    for node in nodes[1:]:
+async def _group(authorities: StubAuthorities, tmp_path: Path, names: list[str]) -> list[Node]:
+    """Nodes of ``authorities``' network, started, in no consensus yet."""
+    nodes = [Node(authorities.config(tmp_path / name, network=FAST)) for name in names]
+    for node in nodes:
         await node.start()
     return nodes
 
@@ -48,20 +37,22 @@ async def _stop(nodes: list[Node]) -> None:
 
 def test_messages_survive_a_stopped_member_and_reads_merge_three_members(tmp_path: Path) -> None:
     bob = Identity.generate()
+    authorities = StubAuthorities(tmp_path / "authorities")
 
     async def main() -> None:
-        nodes = await _group(tmp_path, [f"n{i}" for i in range(10)])
+        nodes = await _group(authorities, tmp_path, [f"n{i}" for i in range(10)])
         try:
-            await until(lambda: all(len(n.membership.nodes) == 10 for n in nodes), 20)
-            async with NetworkClient([n.peer_info for n in nodes]) as network:
+            signed = authorities.issue(nodes)
+            async with NetworkClient(ClientDirectory(authorities.network, signed)) as network:
                 client = SwarmClient(network)
-                assert await client.refresh_nodes() == 10
+                assert len(network.nodes) == 10
                 sent = set()
                 for i in range(12):
                     answer = await client.store(bob.session_id, b"msg %d" % i, ttl_ms=600_000)
                     assert len(answer["receipts"]) >= 3
                     sent.add(answer["hash"])
-                swarm = {p.ed25519 for p in client.swarm(bytes.fromhex(bob.session_id))}
+                account = bytes.fromhex(bob.session_id)
+                swarm = {a.ed25519 for a in nodes[0].network.swarm(account)}  # as the nodes place
                 victim = next(n for n in nodes if n.identity.ed25519_public_key in swarm)
                 await victim.stop()
                 got = await client.retrieve(bob)
@@ -77,25 +68,28 @@ def test_two_halves_that_did_not_know_each_other_still_deliver_every_message(
     tmp_path: Path,
 ) -> None:
     carol = Identity.generate()
+    authorities = StubAuthorities(tmp_path / "authorities")
 
     async def main() -> None:
-        left = await _group(tmp_path, [f"l{i}" for i in range(5)])
-        right = await _group(tmp_path, [f"r{i}" for i in range(5)])
+        left = await _group(authorities, tmp_path, [f"l{i}" for i in range(5)])
+        right = await _group(authorities, tmp_path, [f"r{i}" for i in range(5)])
         nodes = left + right
         try:
-            await until(lambda: all(len(n.membership.nodes) == 5 for n in nodes), 20)
+            # Each half holds a consensus that lists only itself.
+            left_only = authorities.issue(left)
+            authorities.issue(right)
+            assert all(len(n.directory.nodes) == 5 for n in nodes)
             sent = set()
-            async with NetworkClient([n.peer_info for n in left]) as network:
+            async with NetworkClient(ClientDirectory(authorities.network, left_only)) as network:
                 client = SwarmClient(network)
                 for i in range(8):
                     answer = await client.store(carol.session_id, b"left %d" % i, ttl_ms=600_000)
                     sent.add(answer["hash"])
-            # the halves meet: their views disagree until gossip and anti-entropy settle
-            await right[0].membership.exchange_http(f"127.0.0.1:{left[0].port}")
-            await until(lambda: all(len(n.membership.nodes) == 10 for n in nodes), 20)
-            async with NetworkClient([n.peer_info for n in nodes]) as network:
+            # the halves meet in the next consensus; anti-entropy and hand-over settle the rest
+            both = authorities.issue(nodes)
+            assert all(len(n.directory.nodes) == 10 for n in nodes)
+            async with NetworkClient(ClientDirectory(authorities.network, both)) as network:
                 client = SwarmClient(network)
-                await client.refresh_nodes()
 
                 seen: set[str] = set()
 
@@ -119,12 +113,13 @@ def test_a_message_landing_behind_a_cursor_is_still_read_once(
     """Nodes take timestamps up to 60 s off their clock, so a message can arrive after a reader
     passed its timestamp: the look-back window still returns it, and only once."""
     dave = Identity.generate()
+    authorities = StubAuthorities(tmp_path / "authorities")
 
     async def main() -> None:
-        nodes = await _group(tmp_path, [f"n{i}" for i in range(5)])
+        nodes = await _group(authorities, tmp_path, [f"n{i}" for i in range(5)])
         try:
-            await until(lambda: all(len(n.membership.nodes) == 5 for n in nodes), 20)
-            async with NetworkClient([n.peer_info for n in nodes]) as network:
+            signed = authorities.issue(nodes)
+            async with NetworkClient(ClientDirectory(authorities.network, signed)) as network:
                 writer = SwarmClient(network)
                 reader = SwarmClient(network)
                 blind = SwarmClient(network, look_back_ms=0)  # a cursor taken as is
@@ -142,6 +137,27 @@ def test_a_message_landing_behind_a_cursor_is_still_read_once(
                 again = SwarmClient(network)
                 again.import_cursors(saved)  # the window's hashes travel with the cursors
                 assert await again.retrieve(dave) == []
+        finally:
+            await _stop(nodes)
+
+    run(main())
+
+
+def test_a_client_computes_the_same_swarms_as_the_nodes_of_one_consensus(tmp_path: Path) -> None:
+    authorities = StubAuthorities(tmp_path / "authorities")
+    accounts = [bytes.fromhex(Identity.generate().session_id) for _ in range(50)]
+
+    async def main() -> None:
+        nodes = await _group(authorities, tmp_path, [f"n{i}" for i in range(10)])
+        try:
+            signed = authorities.issue(nodes)
+            async with NetworkClient(ClientDirectory(authorities.network, signed)) as network:
+                client = SwarmClient(network)
+                assert len(network.nodes) == 10
+                for account in accounts:
+                    assert [p.ed25519 for p in client.swarm(account)] == [
+                        a.ed25519 for a in nodes[0].network.swarm(account)
+                    ]
         finally:
             await _stop(nodes)
 

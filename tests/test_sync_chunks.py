@@ -8,12 +8,11 @@ frame is larger than half the largest, no link closes, and the member ends up ho
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 import pytest
 
-from node_helpers import Account, HttpClient, make_config, run, until
+from node_helpers import Account, HttpClient, StubAuthorities, run, until
 from veil.node.config import NetworkSettings, NodeConfig, StoreSettings
 from veil.node.links import Link
 from veil.node.server import Node
@@ -22,20 +21,12 @@ from veil.protocol.link import FrameKind
 MESSAGES = 200
 MESSAGE_BYTES = 76_000
 
-NETWORK = NetworkSettings(
-    swarm_size=2,
-    write_quorum=1,
-    min_swarm_size=1,
-    gossip_interval_s=0.05,
-    announce_interval_s=1.0,
-    node_timeout_s=10.0,
-    sync_interval_s=0.5,
-)
+NETWORK = NetworkSettings(swarm_size=2, write_quorum=1, min_swarm_size=1, sync_interval_s=0.5)
 
 
-def _config(path: Path, seeds: tuple[str, ...] = ()) -> NodeConfig:
+def _config(authorities: StubAuthorities, path: Path) -> NodeConfig:
     store = StoreSettings(map_size_bytes=64 * 1024 * 1024)
-    return dataclasses.replace(make_config(path, store=store), network=NETWORK, seeds=seeds)
+    return authorities.config(path, network=NETWORK, store=store)
 
 
 def test_an_account_larger_than_a_frame_syncs_to_a_joining_member_in_bounded_frames(
@@ -51,21 +42,24 @@ def test_an_account_larger_than_a_frame_syncs_to_a_joining_member_in_bounded_fra
 
     monkeypatch.setattr(Link, "_send", recording_send)
     alice = Account()
+    authorities = StubAuthorities(tmp_path / "authorities")
 
     async def main() -> None:
-        first = Node(_config(tmp_path / "a"))
+        first = Node(_config(authorities, tmp_path / "a"))
         await first.start()
         nodes = [first]
         try:
+            authorities.issue(nodes)
             async with await HttpClient.connect(first.port) as client:
                 for i in range(MESSAGES):
                     data = i.to_bytes(4, "big") + bytes(MESSAGE_BYTES - 4)
                     status, body = await client.rpc("store", alice.store(data))
                     assert status == 200, body
             assert first.store.totals() == (MESSAGES, MESSAGES * MESSAGE_BYTES)
-            second = Node(_config(tmp_path / "b", (f"127.0.0.1:{first.port}",)))
+            second = Node(_config(authorities, tmp_path / "b"))
             await second.start()
             nodes.append(second)
+            authorities.issue(nodes)
             await until(lambda: second.store.totals()[0] == MESSAGES, 25)
             assert second.store.totals() == (MESSAGES, MESSAGES * MESSAGE_BYTES)
             assert set(second.store.hashes_of(alice.account_bytes)) == set(

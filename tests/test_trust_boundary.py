@@ -27,17 +27,17 @@ from node_helpers import (
     TTL_MS,
     Account,
     HttpClient,
+    StubAuthorities,
     answer_until_closed,
     link_pool,
-    make_config,
     now_ms,
     peer_info,
     run,
-    until,
+    start_network,
 )
 from veil import _core
 from veil.identity import Identity
-from veil.node.config import LinkSettings, NetworkSettings, NodeConfig
+from veil.node.config import LinkSettings, NetworkSettings
 from veil.node.links import HopFailed, LinkPool
 from veil.node.server import Node
 from veil.protocol.hashes import hash_b64, message_hash
@@ -62,34 +62,13 @@ LINKS = LinkSettings(handshake_timeout_s=0.5, connect_timeout_s=1.0, backoff_max
 RPC_TIMEOUT_S = 3.0
 
 
-def _config(path: Path, *, swarm_size: int, seeds: tuple[str, ...] = ()) -> NodeConfig:
-    network = NetworkSettings(
-        swarm_size=swarm_size,
-        write_quorum=1,
-        min_swarm_size=1,
-        gossip_interval_s=0.05,
-        announce_interval_s=1.0,
-        node_timeout_s=10.0,
-    )
-    return dataclasses.replace(make_config(path), network=network, links=LINKS, seeds=seeds)
-
-
 @contextlib.asynccontextmanager
 async def _network(tmp_path: Path, size: int, swarm_size: int) -> AsyncIterator[list[Node]]:
-    """``size`` in-process nodes that found each other from the first one's address."""
-    nodes: list[Node] = []
+    """``size`` in-process nodes in one consensus."""
+    network = NetworkSettings(swarm_size=swarm_size, write_quorum=1, min_swarm_size=1)
+    authorities = StubAuthorities(tmp_path / "authorities")
+    nodes = await start_network(authorities, tmp_path, size, network=network, links=LINKS)
     try:
-        seed = Node(_config(tmp_path / "node0", swarm_size=swarm_size))
-        await seed.start()
-        nodes.append(seed)
-        for i in range(1, size):
-            config = _config(
-                tmp_path / f"node{i}", swarm_size=swarm_size, seeds=(f"127.0.0.1:{seed.port}",)
-            )
-            node = Node(config)
-            await node.start()
-            nodes.append(node)
-        await until(lambda: all(len(n.membership.nodes) == size for n in nodes), 10)
         yield nodes
     finally:
         for node in nodes:
@@ -163,10 +142,12 @@ def _held(node: Node, *digests: bytes) -> set[bytes]:
     return {m.hash for m in node.store.messages_of(list(digests))}
 
 
-def _account_served_only_by(node: Node, ids: list[bytes]) -> Account:
-    """An account whose swarm of one, among ``ids``, is ``node``: ``node`` ranks first, so no
-    subset of the nodes (no earlier view within the hand-over window) puts another in it."""
-    swarms = SwarmMap(ids, 1)
+def _account_served_only_by(node: Node) -> Account:
+    """An account whose swarm of one, among the nodes of ``node``'s consensus (placed as it
+    says), is ``node``: ``node`` ranks first, so no subset of the nodes (no earlier view within
+    the hand-over window) puts another in it."""
+    directory = node.directory
+    swarms = SwarmMap(directory.node_ids(), 1, directory.placements)
     for _ in range(1_000):
         account = Account()
         if swarms.swarm(account.account_bytes)[0] == node.identity.ed25519_public_key:
@@ -248,7 +229,8 @@ def test_a_broken_or_misaddressed_handshake_is_closed_without_an_answer(tmp_path
             assert closed
             assert answer == b""
             assert node.link_events["closed_handshake_timeout"] == 1
-            assert set(node.peer_rpc.counts) <= {"gossip"}  # the member's own, over its link
+            # the member's own sync when the consensus listed the two, over its link
+            assert set(node.peer_rpc.counts) <= {"summary", "fetch"}
 
     run(main())
 
@@ -333,7 +315,7 @@ def test_a_member_outside_an_accounts_swarm_gets_nothing_for_that_account(
                 node.set_peers([peer_info(configured)])  # admitted, but in no swarm
                 asker = _core.NodeKey(configured.x25519_secret_key)
                 asker_id = configured.ed25519_public_key
-            alice = _account_served_only_by(node, node.membership.node_ids())
+            alice = _account_served_only_by(node)
             mallory = Account()
             stored = await _store_over_http(node, alice, b"alice's")
             planted = _message(alice, b"planted")

@@ -6,6 +6,8 @@ and returns the exit code::
     veil bench onion [--json PATH] [--png PATH] [--repeat N] [--batch N] [--sizes N,N] [--quick]
     veil node init --data-dir DIR [--listen HOST:PORT]
     veil node run --data-dir DIR
+    veil authority init --data-dir DIR --listen HOST:PORT --link-listen HOST:PORT [--name NAME]
+    veil authority run --data-dir DIR --network FILE
     veil devnet up [--nodes N] [--dir DIR] [--detach]
     veil devnet status [--dir DIR] [--json]
     veil devnet down [--dir DIR]
@@ -69,6 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands.required = True
     _add_bench(commands)
     _add_node(commands)
+    _add_authority(commands)
     _add_client(commands)
     _add_devnet(commands)
     return parser
@@ -84,6 +87,12 @@ def _add_node(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     from veil.node.cli import add_node_commands  # noqa: PLC0415  (argparse wiring only)
 
     add_node_commands(commands)
+
+
+def _add_authority(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from veil.authority.cli import add_authority_commands  # noqa: PLC0415  (argparse wiring only)
+
+    add_authority_commands(commands)
 
 
 def _add_devnet(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

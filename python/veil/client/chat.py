@@ -19,6 +19,7 @@ from collections.abc import Callable
 from veil.client.messaging import Messenger, Received
 from veil.client.network import NetworkError
 from veil.client.swarm import StoreError
+from veil.client.terminal import error_line
 from veil.errors import VeilError
 
 __all__ = ["Chat"]
@@ -94,7 +95,7 @@ class Chat:
                         text = text[1:]
                     await self.messenger.send_text(self.peer, text)
             except (NetworkError, StoreError, VeilError) as exc:
-                self._out(f"(not sent: {exc})")
+                self._out(f"(not sent: {error_line(str(exc))})")
         return True
 
     async def run(self) -> int:

@@ -1,9 +1,14 @@
 """The ``veil`` messenger commands; each wraps :class:`veil.client.messaging.Messenger`.
 
-State lives in ``~/.veil`` or ``--home DIR`` (:mod:`veil.client.home`). The network is found from
-``--seed HOST:PORT`` (repeatable), else ``VEIL_SEEDS`` (comma-separated), else the local devnet
-(``.devnet/devnet.json`` in the current directory); the node list is fetched from the first seed
-that answers and every announcement is verified. All messages then travel through onion paths.
+State lives in ``~/.veil`` or ``--home DIR`` (:mod:`veil.client.home`). The network is the one
+the network file defines (``--network FILE``, else ``VEIL_NETWORK``, else the local devnet's
+``.devnet/network.json``): the client trusts its authorities' keys and nothing else. The consensus
+comes from the home (saved by an earlier run) or from a seed (``--seed HOST:PORT``, else
+``VEIL_SEEDS``, else the ``devnet.json`` beside the network file), checked against the network
+file either way (:mod:`veil.client.bootstrap`). The client enters the network through its guards,
+kept in the home across runs and replaced only after ``VEIL_GUARD_LIFETIME`` (a TIME such as
+``8w``, the default) or when the consensus no longer lists them as Guards
+(:mod:`veil.client.guards`); all messages travel through onion paths.
 
 A key sealed with a passphrase is opened with ``VEIL_PASSPHRASE`` if set, else a prompt on the
 terminal; ``veil passphrase`` takes the new one from ``VEIL_NEW_PASSPHRASE`` or a prompt. Every
@@ -16,7 +21,6 @@ import argparse
 import asyncio
 import getpass
 import io
-import json
 import os
 import re
 import sys
@@ -25,19 +29,17 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import aiohttp
-import orjson
-
+from veil.client.guards import GUARD_LIFETIME_MS
 from veil.client.home import ClientHome
 from veil.client.keystore import KeyFileError, PassphraseRequired
+from veil.client.terminal import error_line
 from veil.errors import InvalidInputError, InvalidSessionIdError, MnemonicError, VeilError
 from veil.identity import Identity
-from veil.protocol.announcement import Announcement
-from veil.protocol.peers import PeerInfo
 from veil.session_id import parse_session_id
 
 if TYPE_CHECKING:
     from veil.client.account import Entry
+    from veil.client.directory import ClientDirectory
     from veil.client.messaging import Messenger, Received
 
 __all__ = ["add_client_commands"]
@@ -64,11 +66,19 @@ def add_client_commands(commands: argparse._SubParsersAction[argparse.ArgumentPa
         )
         if network:
             parser.add_argument(
+                "--network",
+                type=Path,
+                metavar="FILE",
+                help="the network file: its authorities' keys are what the client trusts "
+                "(else VEIL_NETWORK, else the local devnet's)",
+            )
+            parser.add_argument(
                 "--seed",
                 action="append",
                 default=[],
                 metavar="HOST:PORT",
-                help="a node to start from (repeatable; else VEIL_SEEDS, else the local devnet)",
+                help="a node to fetch the consensus from (repeatable; else VEIL_SEEDS, else the "
+                "seeds of the devnet.json beside the network file)",
             )
         parser.set_defaults(handler=_guard(handler))
         return parser
@@ -161,7 +171,7 @@ def _guard(handler: Callable[[argparse.Namespace], int]) -> Callable[[argparse.N
         try:
             return handler(args)
         except (CommandFailed, VeilError) as exc:
-            print(f"veil {args.command}: {exc}", file=sys.stderr)
+            print(f"veil {args.command}: {error_line(str(exc))}", file=sys.stderr)
             return 1
         except KeyboardInterrupt:
             return 130
@@ -303,39 +313,29 @@ def _safety_number(args: argparse.Namespace) -> int:
 # --- the network ------------------------------------------------------------------------------
 
 
-def _seeds(args: argparse.Namespace) -> list[str]:
-    if args.seed:
-        return list(args.seed)
-    if os.environ.get("VEIL_SEEDS"):
-        return [s.strip() for s in os.environ["VEIL_SEEDS"].split(",") if s.strip()]
-    devnet = Path(".devnet") / "devnet.json"
-    try:
-        return list(json.loads(devnet.read_text())["seeds"])
-    except (OSError, ValueError, KeyError, TypeError):
-        raise CommandFailed(
-            "no network given: use --seed HOST:PORT, VEIL_SEEDS, or run `veil devnet up`"
-        ) from None
+def _guard_lifetime_ms() -> int:
+    """``VEIL_GUARD_LIFETIME`` (TIME like 30d or 8w), else 8 weeks."""
+    text = os.environ.get("VEIL_GUARD_LIFETIME")
+    if not text:
+        return GUARD_LIFETIME_MS
+    match = DURATION.match(text)
+    if match is None or int(match[1]) == 0:
+        raise CommandFailed("VEIL_GUARD_LIFETIME is a TIME such as 30d or 8w")
+    return int(match[1]) * UNITS[match[2]]
 
 
-async def _discover(seeds: list[str]) -> list[PeerInfo]:
-    body = orjson.dumps({"method": "get_nodes", "params": {}})
-    timeout = aiohttp.ClientTimeout(total=5)
-    async with aiohttp.ClientSession(timeout=timeout) as session:
-        for seed in seeds:
-            try:
-                async with session.post(f"http://{seed}/storage_rpc/v1", data=body) as answer:
-                    listing = orjson.loads(await answer.read())
-            except (aiohttp.ClientError, TimeoutError, OSError, orjson.JSONDecodeError):
-                continue
-            peers = []
-            for entry in listing.get("nodes", []) if isinstance(listing, dict) else []:
-                try:
-                    peers.append(PeerInfo.of(Announcement.from_json(entry)))
-                except InvalidInputError:
-                    continue
-            if len(peers) >= 3:
-                return peers
-    raise CommandFailed(f"cannot reach the network (tried {len(seeds)} seed(s))")
+async def _directory(args: argparse.Namespace, home: ClientHome | None) -> ClientDirectory:
+    """The consensus to use, checked against the network file (saved in ``home``, if given)."""
+    from veil.client.bootstrap import (  # noqa: PLC0415
+        find_network_file,
+        find_seeds,
+        network_path,
+        open_directory,
+    )
+
+    path = network_path(args.network)
+    network = find_network_file(path)
+    return await open_directory(network, find_seeds(args.seed, path), home)
 
 
 def _online(
@@ -349,15 +349,23 @@ def _online(
     home = home or ClientHome(args.home)
     identity = identity or _identity(home)
     book = home.book()
-    seeds = _seeds(args)
+    guards = home.guards(lifetime_ms=_guard_lifetime_ms())
 
     async def main() -> int:
         from veil.client.messaging import Messenger  # noqa: PLC0415
         from veil.client.network import NetworkClient, NetworkError  # noqa: PLC0415
         from veil.client.swarm import StoreError, SwarmClient  # noqa: PLC0415
 
-        peers = await _discover(seeds)
-        async with NetworkClient(peers) as network:
+        directory = await _directory(args, home)
+        network = NetworkClient(directory, guards=guards)
+        home.save_guards(guards)
+        if guards.shortfall:
+            print(
+                f"veil {args.command}: the consensus has {len(guards.ids)} Guard node(s), "
+                f"fewer than the {guards.size} guards a client keeps; using those",
+                file=sys.stderr,
+            )
+        async with network:
             messenger = Messenger(identity, SwarmClient(network), book=book, persist=home.save_book)
             try:
                 return await action(messenger)
@@ -365,6 +373,7 @@ def _online(
                 raise CommandFailed(f"the network did not take it: {exc}") from None
             finally:
                 home.save_book(messenger.save())
+                home.save_guards(guards)
 
     return asyncio.run(main())
 
@@ -575,8 +584,9 @@ def _link(args: argparse.Namespace) -> int:
     if home.exists():
         raise CommandFailed(f"{home.root} already holds an account (veil whoami shows it)")
     identity = _read_phrase()
-    asyncio.run(_discover(_seeds(args)))  # reachable before anything is written
+    directory = asyncio.run(_directory(args, None))  # a consensus before anything is written
     home.create(identity, None, _new_passphrase(args))
+    home.save_consensus(directory.signed)
     if args.device_name:
         book = home.book()
         book.device_name = args.device_name[:64]

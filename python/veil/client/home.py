@@ -1,9 +1,14 @@
 """The client's local state: ``~/.veil`` or ``--home DIR``.
 
 ```
-HOME/identity.key   the account's Ed25519 seed, plain or sealed    mode 0600  (veil.client.keystore)
-HOME/state.json     this device's book (veil.client.account.Book)  mode 0600
+HOME/identity.key    the account's Ed25519 seed, plain or sealed   0600  veil.client.keystore
+HOME/state.json      this device's book                            0600  veil.client.account
+HOME/consensus.json  the last consensus taken, as it was signed    0600  veil.client.directory
+HOME/guards.json     the client's guards, each with when chosen    0600  veil.client.guards
 ```
+
+The saved consensus is a cache, not a source of trust: it is checked against the network file
+again each time it is read (``veil.client.directory.check_consensus``), like one from a seed.
 
 With a passphrase the seed is sealed under an Argon2id-derived key; the book (contacts, the
 conversations kept on this device) is protected by the file mode only. Files are written
@@ -17,11 +22,15 @@ import os
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from veil.client.account import Book
+from veil.client.guards import GUARD_LIFETIME_MS, GUARDS, GuardSet
 from veil.client.keystore import decode_key_file, encode_key_file
 from veil.clock import now_ms
 from veil.errors import VeilError
 from veil.identity import Identity
+from veil.protocol.consensus import SignedConsensus
 
 __all__ = ["ClientHome", "HomeError"]
 
@@ -45,6 +54,8 @@ class ClientHome:
         self.root = root
         self.key_path = root / "identity.key"
         self.state_path = root / "state.json"
+        self.consensus_path = root / "consensus.json"
+        self.guards_path = root / "guards.json"
 
     def exists(self) -> bool:
         return self.key_path.exists()
@@ -100,3 +111,24 @@ class ClientHome:
     def save_book(self, book: Book) -> None:
         data = json.dumps(book.to_json(), sort_keys=True).encode("utf-8")
         _write_private(self.state_path, data)
+
+    def _json(self, path: Path) -> object:
+        """A JSON file of the home, or None if it is missing or unreadable (a cache)."""
+        try:
+            return json.loads(path.read_bytes())
+        except (OSError, ValueError):
+            return None
+
+    def saved_consensus(self) -> object:
+        """The consensus document saved last (unchecked: see the module), or None."""
+        return self._json(self.consensus_path)
+
+    def save_consensus(self, signed: SignedConsensus) -> None:
+        _write_private(self.consensus_path, orjson.dumps(signed.to_json()))
+
+    def guards(self, *, size: int = GUARDS, lifetime_ms: int = GUARD_LIFETIME_MS) -> GuardSet:
+        """The client's guards as saved (none if never saved)."""
+        return GuardSet.from_json(self._json(self.guards_path), size=size, lifetime_ms=lifetime_ms)
+
+    def save_guards(self, guards: GuardSet) -> None:
+        _write_private(self.guards_path, json.dumps(guards.to_json()).encode("utf-8"))

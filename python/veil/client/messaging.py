@@ -42,6 +42,7 @@ from typing import Any
 from veil.client.account import AccountConfig, Book, Device, Entry
 from veil.client.network import NetworkError
 from veil.client.swarm import StoreError, SwarmClient
+from veil.client.terminal import printable
 from veil.clock import now_ms
 from veil.crypto import decrypt_incoming, encrypt_for_recipient
 from veil.errors import DecryptionError, InvalidInputError
@@ -65,23 +66,6 @@ MIN_TTL_MS = 10_000  # the nodes' shortest message lifetime (their min_ttl_ms)
 CONFIG_NAMESPACE = 2
 DELETE_CHUNK = 100  # hashes per signed delete (a node takes up to delete_max_hashes)
 SEEN_KEPT = 10_000
-
-
-# Characters a terminal would act on rather than show: C0 and C1 controls (ESC starts escape
-# sequences that can rewrite the screen or set the window title) and the Unicode bidirectional
-# overrides and isolates (which can make text read as something else).
-_UNSAFE = {c: 0xFFFD for c in [*range(0x20), 0x7F, *range(0x80, 0xA0)] if c not in (0x09, 0x0A)}
-_UNSAFE.update(dict.fromkeys([*range(0x202A, 0x202F), *range(0x2066, 0x206A)], 0xFFFD))
-
-
-def printable(text: str, *, one_line: bool = False) -> str:
-    """``text`` with every character a terminal would act on replaced by U+FFFD (and, for a
-    ``one_line`` label such as a display name, newlines and tabs too, cut to 64 characters).
-    Applied to what others send as it arrives, so no command can print it raw."""
-    cleaned = text.translate(_UNSAFE)
-    if one_line:
-        cleaned = cleaned.replace("\n", "\ufffd").replace("\t", " ")[:64]
-    return cleaned
 
 
 def seal(identity: Identity, recipient: str, content: Content) -> bytes:

@@ -1,17 +1,29 @@
 """The network client: every request a client makes to a node travels as a three-hop onion request.
 
-:class:`NetworkClient` knows a list of nodes (a seed list or config, for now), keeps a few guard
-nodes, and builds each path as guard → relay → destination: three distinct nodes, the destination
-never on its own path. It builds each onion with :func:`veil.protocol.onion_request.build_request`,
-posts it to the guard over keep-alive HTTP (aiohttp), opens the answer with the reply key
+:class:`NetworkClient` builds each path from the nodes of the consensus it holds
+(:class:`~veil.client.directory.ClientDirectory`, which only ever holds one that a majority of the
+network file's authorities signed) as guard → relay → destination: three distinct nodes, the
+destination never on its own path, the guard always one of the client's few guards
+(:class:`~veil.client.guards.GuardSet`). It builds each onion with
+:func:`veil.protocol.onion_request.build_request`, posts it to the guard over keep-alive HTTP
+(aiohttp: no redirect followed, nothing decompressed), reads the answer up to
+``max_answer_bytes`` (:mod:`veil.client.http`), opens it with the reply key
 (:func:`~veil.protocol.onion_request.open_reply`), and when a path fails — the guard answers "path
-failed" or "overloaded", the guard cannot be reached, or the answer does not open — it avoids those
-nodes for a while and builds another path. :meth:`NetworkClient.request` is the only way client
-code reaches a node.
+failed" or "overloaded", cannot be reached, or the answer does not open or is too large — it avoids
+those nodes for a while and builds another path. A failing guard is avoided the same way, in favour
+of the client's other guards; it is never replaced for failing.
+
+When the consensus is no longer fresh (past its ``fresh_until_ms``) the next request first asks a
+node for a newer one, through an onion path (``get_consensus``), else the seeds
+(:meth:`NetworkClient.refresh_consensus`); what they give is checked like any consensus. A node's
+``421`` is only a hint to do the same, followed at most once per half period (1 s to 5 min) while
+nothing newer turns up. A consensus past its validity that nothing can replace stops the client
+(:class:`NetworkError`). :meth:`NetworkClient.request` is the only way client code reaches a node.
 """
 
 from __future__ import annotations
 
+import asyncio
 import random
 import time
 from types import TracebackType
@@ -20,6 +32,11 @@ from typing import Any
 import aiohttp
 import orjson
 
+from veil.client.directory import ClientDirectory, ConsensusRefused
+from veil.client.guards import GuardSet, NoGuardsError
+from veil.client.http import AnswerTooLarge, client_session, read_bounded
+from veil.client.http import url as http_url
+from veil.clock import now_ms
 from veil.errors import InvalidInputError, VeilError
 from veil.protocol.onion_request import build_request, open_reply
 from veil.protocol.peers import PeerInfo
@@ -28,35 +45,50 @@ __all__ = ["NetworkClient", "NetworkError"]
 
 
 class NetworkError(VeilError):
-    """No path delivered the request (after the configured number of attempts)."""
+    """No path delivered the request (after the configured number of attempts), or the client
+    holds no consensus it may use."""
 
 
 class NetworkClient:
-    """Sends requests to nodes through onion paths. Use as ``async with NetworkClient(nodes):``."""
+    """Sends requests to nodes through onion paths. Use as
+    ``async with NetworkClient(directory, guards=guards):``.
+
+    ``guards`` is the client's guard set (kept in its home across runs); it is brought up to date
+    with the consensus here and whenever a newer consensus is taken. :class:`NoGuardsError` if the
+    consensus has no Guard node at all."""
 
     def __init__(
         self,
-        nodes: list[PeerInfo],
+        directory: ClientDirectory,
         *,
-        guards: int = 3,
+        guards: GuardSet | None = None,
         attempts: int = 4,
         timeout_s: float = 30.0,
         avoid_s: float = 30.0,
         local_address: str | None = None,
         rng: random.Random | None = None,
     ) -> None:
-        if len(nodes) < 3:
-            raise ValueError("an onion path needs at least three nodes")
-        self.nodes = list(nodes)
+        if len(directory.nodes) < 3:
+            raise NetworkError(
+                f"the consensus lists {len(directory.nodes)} node(s); an onion path needs 3"
+            )
+        self.directory = directory
         self.attempts = attempts
         self.timeout_s = timeout_s
         self.avoid_s = avoid_s
         self.local_address = local_address
         self._rng = rng or random.SystemRandom()
-        self._guards = self._rng.sample(self.nodes, min(guards, len(self.nodes)))
+        self.guard_set = guards if guards is not None else GuardSet(rng=self._rng)
+        self.guard_set.update(directory.consensus, now_ms())
+        if not self.guard_set.ids:
+            raise NoGuardsError("the consensus lists no Guard node: no way into the network")
         self._avoid: dict[bytes, float] = {}
         self._session: aiohttp.ClientSession | None = None
+        self._refresh: asyncio.Future[bool] | None = None
+        self._next_refresh_ms = 0
         self.paths_failed = 0
+        self.consensus_refused = 0
+        """Consensus documents from nodes that did not pass the check."""
 
     async def __aenter__(self) -> NetworkClient:
         connector = aiohttp.TCPConnector(
@@ -64,7 +96,7 @@ class NetworkClient:
             keepalive_timeout=30,
             local_addr=(self.local_address, 0) if self.local_address else None,
         )
-        self._session = aiohttp.ClientSession(connector=connector)
+        self._session = client_session(connector=connector)
         return self
 
     async def __aexit__(
@@ -76,31 +108,42 @@ class NetworkClient:
         await self.close()
 
     async def close(self) -> None:
+        if self._refresh is not None and not self._refresh.done():
+            self._refresh.cancel()
         if self._session is not None:
             await self._session.close()
             self._session = None
 
     @property
+    def nodes(self) -> list[PeerInfo]:
+        """The nodes of the consensus held."""
+        return self.directory.nodes
+
+    @property
     def guards(self) -> list[PeerInfo]:
-        """The nodes this client currently enters the network through."""
-        return list(self._guards)
+        """The nodes this client enters the network through (its guards in the consensus)."""
+        peers = (self.directory.peer(node_id) for node_id in self.guard_set.ids)
+        return [p for p in peers if p is not None]
 
     def choose_path(self, destination: PeerInfo) -> tuple[PeerInfo, PeerInfo]:
-        """(guard, relay) for a request to ``destination``: three distinct nodes."""
+        """(guard, relay) for a request to ``destination``: three distinct nodes, the first one of
+        the client's guards (one that has not failed lately, if any has not)."""
         now = time.monotonic()
-        usable = [
-            n
-            for n in self.nodes
-            if n.x25519 != destination.x25519 and self._avoid.get(n.x25519, 0.0) <= now
-        ]
-        if len(usable) < 2:  # everything failed recently: forget and try anyone
-            self._avoid.clear()
-            usable = [n for n in self.nodes if n.x25519 != destination.x25519]
-        guards = [g for g in self._guards if g in usable]
+        held = self.guards
+        if not held:
+            raise NetworkError("the consensus held lists none of this client's guards")
+        guards = [g for g in held if g.x25519 != destination.x25519]
         if not guards:
-            guards = self._guards = self._rng.sample(usable, min(3, len(usable) - 1))
-        guard = self._rng.choice(guards)
-        relay = self._rng.choice([n for n in usable if n.x25519 != guard.x25519])
+            raise NetworkError("no guard of this client leads to that node (it is the only one)")
+        guard = self._rng.choice(
+            [g for g in guards if self._avoid.get(g.x25519, 0.0) <= now] or guards
+        )
+        relays = [n for n in self.nodes if n.x25519 not in (guard.x25519, destination.x25519)]
+        if not relays:
+            raise NetworkError("an onion path needs three distinct nodes")
+        relay = self._rng.choice(
+            [n for n in relays if self._avoid.get(n.x25519, 0.0) <= now] or relays
+        )
         return guard, relay
 
     async def request(
@@ -109,8 +152,8 @@ class NetworkClient:
         """Send ``{"method", "params"}`` to ``destination``'s storage RPC through an onion path.
 
         Returns the destination's (status, answer). Raises :class:`NetworkError` if no path got
-        through in ``attempts`` tries.
-        """
+        through in ``attempts`` tries."""
+        await self._keep_fresh()
         payload = orjson.dumps({"method": method, "params": params})
         return await self._send(destination, payload, target="")
 
@@ -122,41 +165,118 @@ class NetworkClient:
         The destination node must list the URL's prefix among its ``external_services``; it answers
         403 otherwise. Returns (status, response body, content type).
         """
+        await self._keep_fresh()
         status, (content, content_type) = await self._send(destination, body, target=url)
         return status, content, content_type
+
+    # --- the consensus ------------------------------------------------------------------------
+
+    def _refresh_gap_ms(self) -> int:
+        """How long after a refresh that found nothing newer the next one is tried: half a
+        period, from one second to five minutes."""
+        return int(min(max(self.directory.network.period_s * 500, 1_000), 300_000))
+
+    async def _keep_fresh(self) -> None:
+        now = now_ms()
+        if self.directory.fresh(now) or now < self._next_refresh_ms:
+            return
+        if self._refresh is not None and not self._refresh.done():
+            return  # one is under way (perhaps this very request is part of it)
+        await self.refresh_consensus()
+        if not self.directory.usable(now_ms()):
+            expired = time.strftime(
+                "%Y-%m-%d %H:%M:%S UTC",
+                time.gmtime(self.directory.consensus.valid_until_ms / 1000),
+            )
+            raise NetworkError(
+                f"the consensus expired at {expired} and no node or seed gave a newer one"
+            )
+
+    async def refresh_consensus(self, *, hint: bool = False) -> bool:
+        """Ask a node (through an onion path) for a newer consensus, else the seeds; True if one
+        was taken. Concurrent callers share one refresh. A ``hint`` (a node's ``421``: what any
+        node can send) is not followed within half a period of a refresh that found nothing
+        newer, so that a node cannot make the client ask for the consensus at every request."""
+        if hint and now_ms() < self._next_refresh_ms:
+            return False
+        if self._refresh is None or self._refresh.done():
+            self._refresh = asyncio.ensure_future(self._refresh_once())
+        return await asyncio.shield(self._refresh)
+
+    async def _refresh_once(self) -> bool:
+        held = self.directory.consensus.period
+        answered = False
+        adopted = False
+        candidates = list(self.nodes)
+        self._rng.shuffle(candidates)
+        for node in candidates[:2]:
+            try:
+                status, body = await self.request(node, "get_consensus", {})
+            except NetworkError:
+                continue
+            if status != 200:
+                continue
+            try:
+                signed = self.directory.check(body, f"node {node.ed25519.hex()[:16]}")
+            except ConsensusRefused:
+                self.consensus_refused += 1
+                continue
+            answered = True
+            if self.directory.adopt(signed):
+                adopted = True
+                break
+            if signed.consensus.period >= held:
+                break  # it holds the same one: there is none newer yet
+        if not answered and self._session is not None:
+            adopted = await self.directory.fetch_from_seeds(self._session)
+        if adopted:
+            self.guard_set.update(self.directory.consensus, now_ms())
+        self._next_refresh_ms = now_ms() + (0 if adopted else self._refresh_gap_ms())
+        return adopted
+
+    # --- paths --------------------------------------------------------------------------------
 
     async def _send(self, destination: PeerInfo, payload: bytes, target: str) -> tuple[int, Any]:
         if self._session is None:
             raise RuntimeError("use NetworkClient as an async context manager")
+        last = "no answer"
         for _ in range(self.attempts):
             guard, relay = self.choose_path(destination)
             onion, reply_key = build_request(
                 [guard.x25519, relay.x25519, destination.x25519], payload, target=target
             )
-            url = f"http://{guard.http[0]}:{guard.http[1]}/onion_req"
             try:
                 async with self._session.post(
-                    url,
+                    http_url(guard.http, "/onion_req"),
                     data=onion,
                     headers={"Content-Type": "application/octet-stream"},
                     timeout=aiohttp.ClientTimeout(total=self.timeout_s),
+                    allow_redirects=False,
                 ) as answer:
-                    body = await answer.read()
                     status = answer.status
+                    body = await read_bounded(answer, self.directory.max_answer_bytes, "the path")
+            except AnswerTooLarge as exc:  # the guard, or a node behind it, sends too much
+                last = str(exc)
+                self._path_failed(guard, relay)
+                continue
             except (aiohttp.ClientError, TimeoutError, OSError):
+                last = "the guard could not be reached"
                 self._path_failed(guard)
                 continue
             if status == 503:  # overloaded somewhere on the path: another path, nobody blamed
+                last = "the path was overloaded"
                 self.paths_failed += 1
                 continue
             if status != 200:  # the guard answered, so the failure was further along
+                last = "the path failed"
                 self._path_failed(relay)
                 continue
             try:
                 return open_reply(reply_key, body, external=bool(target))
             except InvalidInputError:  # DecryptionError included
+                last = "the answer did not open"
                 self._path_failed(guard, relay)
-        raise NetworkError(f"no path delivered the request in {self.attempts} attempts")
+        raise NetworkError(f"no path delivered the request in {self.attempts} attempts ({last})")
 
     def _path_failed(self, *suspects: PeerInfo) -> None:
         self.paths_failed += 1

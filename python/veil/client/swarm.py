@@ -1,36 +1,81 @@
 """Storing and fetching an account's messages through the network, as a Veil client does.
 
-:class:`SwarmClient` keeps the node list (from ``get_nodes``, every announcement verified), computes
-an account's swarm with the same rendezvous hashing as the nodes, and corrects itself from a node's
-``421 wrong_swarm`` answer when its view was stale. It stores at one swarm member (another on
-failure) and reads from ``read_members`` members at once — with ``read_members = R - W + 1`` (3 for
-5 and 3) at least one of them holds every acknowledged message — then merges and de-duplicates by
-hash, so one slow or lagging node cannot hide a message. Every request goes through
-:class:`~veil.client.network.NetworkClient`, that is, through onion paths.
+:class:`SwarmClient` computes an account's swarm itself, from the consensus its network client
+holds (``veil.protocol.swarms.SwarmMap`` over the consensus's nodes and placements, as the nodes
+compute it). A node's ``421 wrong_swarm`` is only a hint that the client's consensus may be behind:
+the client refreshes its consensus once and, if that changed anything, retries at a member of the
+swarm it computes; the members a node names are never taken. It stores at one swarm member
+(another on failure) and reads from ``read_members`` members at once — with
+``read_members = R - W + 1`` (3 for 5 and 3) at least one of them holds every acknowledged
+message — then merges and de-duplicates by hash, so one slow or lagging node cannot hide a message.
+
+Every answer is checked before it is used:
+
+- a store counts only with receipts from at least ``write_quorum`` distinct members of the swarm
+  computed here, each verifying for the message's hash (recomputed here) and expiry
+  (``veil.protocol.replication.verify_receipt``), else :class:`StoreError` (``unacknowledged``);
+- a retrieved message is kept only with an integer timestamp (no later than
+  :data:`FUTURE_MARGIN_MS` ahead of the client's clock: nodes take none so far off), base64 data
+  and the hash of that data (recomputed: ``veil.protocol.hashes.message_hash``); others are
+  dropped and counted in :attr:`SwarmClient.dropped`, so no hash a node made up reaches a signed
+  ``delete`` (a "hash" ``_all1700000000000`` would turn ``"delete" ‖ hashes`` into the string a
+  ``delete_all`` signs). :meth:`SwarmClient.delete` itself drops (unsigned) any text that is not a
+  message hash;
+- one member's pages are read up to :data:`DRAIN_MAX_BYTES` per call (the cursor is kept: the
+  next call goes on from there), each answer being bounded already (``veil.client.http``);
+- the cursor the client keeps for a member is that of the last message it kept from it (a
+  member's own ``cursor`` field is not taken), and a member read for the first time starts at the
+  least advanced cursor of the others, and no later than the previous retrieve: a lying member
+  cannot push the client's reads of the others ahead of what it has read from them;
+- a node's error text is cleaned (one line, no terminal controls) before it goes into an error.
+
+Every request goes through :class:`~veil.client.network.NetworkClient`, that is, through onion
+paths.
 """
 
 from __future__ import annotations
 
 import asyncio
+import binascii
+import collections
 import random
+from collections.abc import Callable
 from typing import Any
 
 from veil import clock
 from veil.client.network import NetworkClient, NetworkError
+from veil.client.terminal import error_line
 from veil.errors import InvalidInputError, VeilError
 from veil.identity import Identity
 from veil.protocol import storage_rpc
-from veil.protocol.announcement import Announcement
-from veil.protocol.hashes import cursor_decode, cursor_encode, hash_from_b64
+from veil.protocol.consensus import SignedConsensus
+from veil.protocol.hashes import (
+    cursor_decode,
+    cursor_encode,
+    hash_b64,
+    hash_from_b64,
+    message_hash,
+)
 from veil.protocol.peers import PeerInfo
+from veil.protocol.replication import verify_receipt
 from veil.protocol.swarms import SwarmMap
 from veil.session_id import parse_session_id
 
 __all__ = ["StoreError", "SwarmClient"]
 
+RECEIPTS_CHECKED = 64
+"""The most receipts of one store answer checked (a swarm has a handful of members)."""
+FUTURE_MARGIN_MS = 5 * 60_000
+"""How far ahead of the client's clock a retrieved message's timestamp may be (nodes take stores
+within 60 s of their own clock, and the client's signed requests only within 60 s of it; the rest
+is margin)."""
+DRAIN_MAX_BYTES = 32 * 1024 * 1024
+"""The most message data (base64) read from one member in one retrieve."""
+
 
 class StoreError(VeilError):
-    """The swarm refused a message (with the node's error code) or could not be reached."""
+    """The swarm refused a message (with the node's error code), could not be reached, or did not
+    acknowledge it with enough valid receipts (code ``unacknowledged``)."""
 
     def __init__(self, code: str, message: str) -> None:
         super().__init__(message)
@@ -47,15 +92,19 @@ class SwarmClient:
         *,
         swarm_size: int = 5,
         read_members: int = 3,
+        write_quorum: int = 3,
         look_back_ms: int = 60_000,
         rng: random.Random | None = None,
     ) -> None:
+        if not 1 <= write_quorum <= swarm_size:
+            raise ValueError("write_quorum is between 1 and swarm_size")
         self.network = network
         self.swarm_size = swarm_size
         self.read_members = read_members
+        self.write_quorum = write_quorum
         self._rng = rng or random.SystemRandom()
-        self._map = SwarmMap([p.ed25519 for p in network.nodes], swarm_size)
-        self._corrections: dict[bytes, list[PeerInfo]] = {}
+        self._map: SwarmMap | None = None
+        self._map_of: SignedConsensus | None = None
         self._cursors: dict[tuple[bytes, bytes, int], str] = {}
         # A message may reach a member up to the nodes' clock window (60 s) after messages with
         # later timestamps, that is, behind a cursor already passed (docs/storage.md). Reads
@@ -63,36 +112,29 @@ class SwarmClient:
         # window are kept so that a message is returned once.
         self.look_back_ms = look_back_ms
         self._recent: dict[tuple[bytes, int], dict[str, int]] = {}
+        self._read_ms: dict[tuple[bytes, int], int] = {}
+        """When the last retrieve of an account's namespace that a member answered started."""
+        self.dropped: collections.Counter[str] = collections.Counter()
+        """What answers carried that was dropped, by reason: retrieved messages ``malformed``,
+        with a ``wrong_hash`` or from the ``future``; ``bad_hash``, texts given to :meth:`delete`
+        that are not message hashes."""
 
-    # --- the view -----------------------------------------------------------------------------
+    # --- the swarms ---------------------------------------------------------------------------
 
-    async def refresh_nodes(self) -> int:
-        """Fetch the node list from a node and keep the announcements that verify."""
-        source = self._rng.choice(self.network.nodes)
-        status, body = await self.network.request(source, "get_nodes", {})
-        if status != 200 or not isinstance(body, dict):
-            return 0
-        peers = _verified_nodes(body.get("nodes"))
-        if len(peers) >= 3:
-            self.network.nodes = peers
-            self._map = SwarmMap([p.ed25519 for p in peers], self.swarm_size)
-            self._corrections.clear()
-        return len(peers)
+    def _swarm_map(self) -> SwarmMap:
+        directory = self.network.directory
+        if self._map is None or self._map_of is not directory.signed:
+            self._map = SwarmMap(
+                [p.ed25519 for p in directory.nodes], self.swarm_size, directory.placements
+            )
+            self._map_of = directory.signed
+        return self._map
 
     def swarm(self, account: bytes) -> list[PeerInfo]:
-        corrected = self._corrections.get(account)
-        if corrected:
-            return corrected
-        by_id = {p.ed25519: p for p in self.network.nodes}
-        return [by_id[i] for i in self._map.swarm(account) if i in by_id]
-
-    def _correct(self, account: bytes, error: object) -> bool:
-        """Take the swarm named in a 421 answer; True if it named one."""
-        members = _verified_nodes(_error_of(error).get("swarm"))
-        if not members:
-            return False
-        self._corrections[account] = members
-        return True
+        """The account's swarm in the consensus held, highest weight first."""
+        directory = self.network.directory
+        members = (directory.peer(node_id) for node_id in self._swarm_map().swarm(account))
+        return [p for p in members if p is not None]
 
     def export_cursors(self) -> dict[str, Any]:
         """The retrieve cursors and the hashes inside their look-back window, for saved state."""
@@ -102,6 +144,7 @@ class SwarmClient:
         saved["recent"] = {
             f"{a.hex()}:{ns}": dict(seen) for (a, ns), seen in self._recent.items() if seen
         }
+        saved["read"] = {f"{a.hex()}:{ns}": ms for (a, ns), ms in self._read_ms.items()}
         return saved
 
     def import_cursors(self, saved: object) -> None:
@@ -111,6 +154,9 @@ class SwarmClient:
             if key == "recent":
                 self._import_recent(cursor)
                 continue
+            if key == "read":
+                self._import_read(cursor)
+                continue
             try:
                 account, member, ns = str(key).split(":")
                 cursor_decode(str(cursor))
@@ -118,6 +164,17 @@ class SwarmClient:
                     cursor
                 )
             except (ValueError, InvalidInputError):
+                continue
+
+    def _import_read(self, saved: object) -> None:
+        if not isinstance(saved, dict):
+            return
+        for key, ms in saved.items():
+            try:
+                account, ns = str(key).split(":")
+                if _is_ms(ms):
+                    self._read_ms[(bytes.fromhex(account), int(ns))] = ms
+            except ValueError:
                 continue
 
     def _import_recent(self, saved: object) -> None:
@@ -134,14 +191,20 @@ class SwarmClient:
     # --- requests -----------------------------------------------------------------------------
 
     async def _swarm_request(
-        self, account: bytes, method: str, params: dict[str, Any], members: list[PeerInfo]
+        self, account: bytes, method: str, params: dict[str, Any], member: PeerInfo
     ) -> tuple[PeerInfo, int, Any]:
-        status, body = await self.network.request(members[0], method, params)
-        if status == 421 and self._correct(account, body):
-            retry = self._rng.choice(self.swarm(account))
-            status, body = await self.network.request(retry, method, params)
-            return retry, status, body
-        return members[0], status, body
+        """``method`` at ``member``; on a 421, the consensus refreshed once and, if that gave a
+        newer one, the request sent again to a member of the swarm it places the account in."""
+        status, body = await self.network.request(member, method, params)
+        if status != 421 or not await self.network.refresh_consensus(hint=True):
+            return member, status, body
+        swarm = self.swarm(account)
+        others = [m for m in swarm if m != member]
+        if not others:
+            return member, status, body
+        retry = self._rng.choice(others)
+        status, body = await self.network.request(retry, method, params)
+        return retry, status, body
 
     async def store(
         self,
@@ -155,16 +218,52 @@ class SwarmClient:
         """Deposit a message for an account. Namespace 0 takes anyone's messages; the others only
         the account's own, signed by ``identity`` (else :class:`InvalidInputError`)."""
         account = b"\x05" + parse_session_id(recipient_session_id)
+        timestamp = _now_ms()
         params = storage_rpc.store_params(
             recipient_session_id,
             data,
             ttl_ms,
             namespace=namespace,
             identity=identity,
-            timestamp_ms=_now_ms(),
+            timestamp_ms=timestamp,
         )
+        digest = message_hash(account, namespace, data)
+        expiry = timestamp + ttl_ms
+
+        def acknowledged(body: dict[str, Any]) -> dict[str, Any] | str:
+            return self._acknowledged(account, digest, expiry, body)
+
         # A message refused for what it is: another member would say the same.
-        return await self._write(account, "store", params, final=(400, 401, 406, 413, 507))
+        return await self._write(
+            account, "store", params, final=(400, 401, 406, 413, 507), check=acknowledged
+        )
+
+    def _acknowledged(
+        self, account: bytes, digest: bytes, expiry: int, body: dict[str, Any]
+    ) -> dict[str, Any] | str:
+        """The store answer, as far as it is proven: the message's hash and expiry and the
+        receipts that verify from distinct members of the swarm computed here; or why it does not
+        count (fewer than ``write_quorum`` such receipts, or an answer for another message)."""
+        if body.get("hash") != hash_b64(digest):
+            return "the answer is for another message"
+        members = {p.ed25519 for p in self.swarm(account)}
+        needed = min(self.write_quorum, len(members))
+        raw = body.get("receipts")
+        signers: set[bytes] = set()
+        receipts = []
+        for receipt in raw[:RECEIPTS_CHECKED] if isinstance(raw, list) else []:
+            node = verify_receipt(receipt, digest, expiry)
+            if node is not None and node in members and node not in signers:
+                signers.add(node)
+                receipts.append(receipt)
+        if len(signers) < needed:
+            return f"acknowledged by {len(signers)} of the {needed} members needed"
+        return {
+            "hash": hash_b64(digest),
+            "expiry": expiry,
+            "already": body.get("already") is True,
+            "receipts": receipts,
+        }
 
     def _retrieve_params(
         self, identity: Identity, namespace: int, cursor: str | None
@@ -179,31 +278,40 @@ class SwarmClient:
 
     async def _drain(
         self, identity: Identity, member: PeerInfo, namespace: int, *, from_start: bool
-    ) -> list[dict[str, Any]]:
+    ) -> tuple[list[dict[str, Any]], bool]:
+        """The messages ``member`` gives (after the client's cursor for it, unless
+        ``from_start``), and whether it answered at all."""
         account = bytes.fromhex(identity.session_id)
         key = (account, member.ed25519, namespace)
         messages: list[dict[str, Any]] = []
+        answered = False
         cursor = None if from_start else self._cursors.get(key) or self._best(account, namespace)
+        budget = DRAIN_MAX_BYTES
         for _ in range(64):  # pages, bounded
             params = self._retrieve_params(identity, namespace, cursor)
             if cursor is not None and messages:
                 params["cursor"] = cursor  # later pages continue exactly where the last ended
             try:
-                _, status, body = await self._swarm_request(account, "retrieve", params, [member])
+                _, status, body = await self._swarm_request(account, "retrieve", params, member)
             except NetworkError:
                 break
             if status != 200 or not isinstance(body, dict):
                 break
+            answered = True
             raw = body.get("messages")
-            page = [m for m in raw if _well_formed(m)] if isinstance(raw, list) else []
+            page = self._checked(raw if isinstance(raw, list) else [], account, namespace)
             messages.extend(page)
-            if page and _is_cursor(body.get("cursor")):
-                cursor = body["cursor"]
+            if page:  # the cursor after the last message kept: what a node's cursor is
+                cursor = max(
+                    (cursor_encode(m["timestamp"], hash_from_b64(m["hash"])) for m in page),
+                    key=cursor_decode,
+                )
                 if not from_start:
                     self._cursors[key] = cursor
-            if body.get("more") is not True or not page:
+            budget -= sum(len(m["data"]) for m in page)
+            if body.get("more") is not True or not page or budget <= 0:
                 break
-        return messages
+        return messages, answered
 
     async def retrieve(
         self, identity: Identity, *, namespace: int = 0, from_start: bool = False
@@ -212,21 +320,24 @@ class SwarmClient:
         by hash, in cursor order (timestamp, then hash). ``from_start``: every message held, with
         no cursor used or kept (for small namespaces read whole, such as the account's config)."""
         account = bytes.fromhex(identity.session_id)
+        started = _now_ms()
         members = self.swarm(account)
         self._rng.shuffle(members)
-        pages = await asyncio.gather(
+        drained = await asyncio.gather(
             *(
                 self._drain(identity, m, namespace, from_start=from_start)
                 for m in members[: self.read_members]
             )
         )
         merged: dict[str, dict[str, Any]] = {}
-        for page in pages:
+        for page, _ in drained:
             for message in page:
                 merged.setdefault(message["hash"], message)
         ordered = sorted(merged.values(), key=lambda m: (m["timestamp"], m["hash"]))
         if from_start:
             return ordered
+        if any(answered for _, answered in drained):
+            self._read_ms[(account, namespace)] = started
         recent = self._recent.setdefault((account, namespace), {})
         fresh = [m for m in ordered if m["hash"] not in recent]
         for message in ordered:
@@ -235,12 +346,19 @@ class SwarmClient:
         return fresh
 
     def _best(self, account: bytes, namespace: int) -> str | None:
-        """The furthest cursor any member gave for the account: a member read for the first time
-        starts there (cursors are the same on every member: timestamp, then hash)."""
+        """Where a member read for the first time starts (less the look-back window): the least
+        advanced cursor of the members read before (cursors are the same on every member:
+        timestamp, then hash), and no later than the start of the previous retrieve. Never the
+        furthest: a member that made up a message ahead of the others would hide from the client
+        what every member it had not read yet holds; and whatever the cursors, nothing stored
+        since the previous retrieve can have been read from anyone."""
         cursors = [
             c for (a, _m, ns), c in self._cursors.items() if a == account and ns == namespace
         ]
-        return max(cursors, key=cursor_decode, default=None)
+        read = self._read_ms.get((account, namespace))
+        if cursors and read is not None:
+            cursors.append(cursor_encode(read, bytes(32)))
+        return min(cursors, key=cursor_decode, default=None)
 
     def _prune_recent(self, account: bytes, namespace: int) -> None:
         """Forget hashes that no read can return again: older than every member's window."""
@@ -251,10 +369,36 @@ class SwarmClient:
         ]
         if not starts:
             return
+        read = self._read_ms.get((account, namespace))
+        if read is not None:  # where a member read for the first time may start (_best)
+            starts.append(read - self.look_back_ms)
         floor = min(starts)
         recent = self._recent[(account, namespace)]
         for digest in [h for h, t in recent.items() if t < floor]:
             del recent[digest]
+
+    def _checked(self, raw: list[Any], account: bytes, namespace: int) -> list[dict[str, Any]]:
+        """The messages of a retrieved page that are what they claim: well formed, and their
+        hash that of their data; each other one dropped and counted."""
+        page = []
+        latest = _now_ms() + FUTURE_MARGIN_MS
+        for message in raw:
+            checked = _message(message)
+            if checked is None:
+                self.dropped["malformed"] += 1
+                continue
+            data, digest = checked
+            if message_hash(account, namespace, data) != digest:
+                self.dropped["wrong_hash"] += 1
+                continue
+            if message["timestamp"] > latest:
+                self.dropped["future"] += 1
+                continue
+            kept = {k: message[k] for k in ("hash", "timestamp", "data")}
+            if _is_ms(message.get("expiration")):
+                kept["expiration"] = message["expiration"]
+            page.append(kept)
+        return page
 
     async def _write(
         self,
@@ -263,37 +407,51 @@ class SwarmClient:
         params: dict[str, Any],
         *,
         final: tuple[int, ...] = (),
+        check: Callable[[dict[str, Any]], dict[str, Any] | str] | None = None,
     ) -> dict[str, Any]:
         """A write at one swarm member (which replicates or forwards it to the rest), tried at up
-        to three members in random order; a status in ``final`` is not tried elsewhere."""
+        to three members in random order; a status in ``final`` is not tried elsewhere. ``check``
+        turns a 200 answer into the result, or says why it does not count (then the next member
+        is tried)."""
         members = self.swarm(account)
         self._rng.shuffle(members)
         last = ("unreachable", "no swarm member answered")
         for member in members[:3]:
             try:
-                _, status, body = await self._swarm_request(account, method, params, [member])
-            except NetworkError:
+                _, status, body = await self._swarm_request(account, method, params, member)
+            except NetworkError as exc:
+                last = ("unreachable", str(exc))
                 continue
             if status == 200 and isinstance(body, dict):
-                return body
+                outcome = check(body) if check is not None else body
+                if isinstance(outcome, dict):
+                    return outcome
+                last = ("unacknowledged", outcome)
+                continue
             error = _error_of(body)
-            last = (_text(error.get("code"), str(status)), _text(error.get("message"), ""))
+            last = (_text(error.get("code"), str(status))[:64], _text(error.get("message"), ""))
             if status in final:
                 break
         raise StoreError(*last)
 
     async def delete(self, identity: Identity, hashes: list[str]) -> list[str]:
-        """Delete the account's messages ``hashes`` from its swarm; the hashes deleted. A malformed
-        hash is refused here, unsigned, as a node would refuse it (:class:`StoreError`)."""
-        if not hashes:
+        """Delete the account's messages ``hashes`` from its swarm; the hashes deleted (as the
+        member says: of those asked only). A text that is not a message hash is dropped here,
+        never signed (counted in :attr:`dropped` as ``bad_hash``)."""
+        well_formed = [h for h in hashes if _is_hash(h)]
+        self.dropped["bad_hash"] += len(hashes) - len(well_formed)
+        valid = list(dict.fromkeys(well_formed))
+        if not valid:
             return []
-        try:
-            params = storage_rpc.delete_params(identity, hashes)
-        except InvalidInputError as exc:
-            raise StoreError("bad_request", str(exc)) from None
+        params = storage_rpc.delete_params(identity, valid)
         body = await self._write(bytes.fromhex(identity.session_id), "delete", params)
         deleted = body.get("deleted")
-        return [h for h in deleted if h in hashes] if isinstance(deleted, list) else []
+        asked = set(valid)
+        return (
+            [h for h in deleted if isinstance(h, str) and h in asked]
+            if isinstance(deleted, list)
+            else []
+        )
 
 
 # --- what a node answers, checked before it is used ----------------------------------------------
@@ -306,49 +464,35 @@ def _error_of(body: object) -> dict[str, Any]:
 
 
 def _text(value: object, default: str) -> str:
-    """A short text from a node, for an error message (never more than 200 characters)."""
-    return value[:200] if isinstance(value, str) else default
+    """A short text from a node, for an error message: at most 200 characters, one line, every
+    character a terminal would act on replaced."""
+    return error_line(value[:200]) if isinstance(value, str) else default
 
 
-def _verified_nodes(entries: object) -> list[PeerInfo]:
-    """The distinct nodes among ``entries`` whose announcements verify (by identity and key)."""
-    if not isinstance(entries, list):
-        return []
-    nodes: dict[bytes, PeerInfo] = {}
-    keys: set[bytes] = set()
-    for entry in entries:
-        try:
-            peer = PeerInfo.of(Announcement.from_json(entry))
-        except InvalidInputError:
-            continue
-        if peer.ed25519 not in nodes and peer.x25519 not in keys:
-            nodes[peer.ed25519] = peer
-            keys.add(peer.x25519)
-    return list(nodes.values())
+def _is_ms(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 1 << 63
 
 
-def _well_formed(message: object) -> bool:
-    """A retrieved message with a canonical hash, an integer timestamp and text data."""
-    if not isinstance(message, dict):
-        return False
-    timestamp, data = message.get("timestamp"), message.get("data")
-    if not isinstance(timestamp, int) or isinstance(timestamp, bool) or timestamp < 0:
-        return False
-    digest = message.get("hash")
+def _message(message: object) -> tuple[bytes, bytes] | None:
+    """(data, hash) of a retrieved message with a canonical hash, an integer timestamp and
+    base64 data; None for anything else."""
+    if not isinstance(message, dict) or not _is_ms(message.get("timestamp")):
+        return None
+    data, digest = message.get("data"), message.get("hash")
     if not isinstance(data, str) or not isinstance(digest, str):
-        return False
+        return None
     try:
-        hash_from_b64(digest)
-    except InvalidInputError:
-        return False
-    return True
+        return binascii.a2b_base64(data, strict_mode=True), hash_from_b64(digest)
+    except (binascii.Error, ValueError):  # InvalidInputError is a ValueError
+        return None
 
 
-def _is_cursor(value: object) -> bool:
+def _is_hash(value: object) -> bool:
+    """Whether ``value`` is a message hash in its one canonical text form."""
     if not isinstance(value, str):
         return False
     try:
-        cursor_decode(value)
+        hash_from_b64(value)
     except InvalidInputError:
         return False
     return True

@@ -30,7 +30,7 @@ __all__ = ["add_devnet_commands"]
 DEFAULT_DIR = ".devnet"
 MAX_NODES = 100
 LOCK_FILE = "devnet.lock"
-_NODE_DIR = re.compile(r"node\d+")
+_OWN_ENTRY = re.compile(r"(node|auth)\d+|network\.json")
 
 
 def _node_count(text: str) -> int:
@@ -65,9 +65,10 @@ def add_devnet_commands(subparsers: argparse._SubParsersAction[argparse.Argument
         "devnet",
         help="run a local network of nodes for development",
         description=(
-            "A network of Veil nodes on loopback, each a process with its own LMDB store, wired "
-            f"through seeds. Its files live in DIR (default {DEFAULT_DIR}, under the current "
-            "directory)."
+            "A network of Veil nodes on loopback, each a process with its own LMDB store, admitted "
+            "by three directory authorities that sign its consensus. Its files live in DIR "
+            f"(default {DEFAULT_DIR}, under the current directory); DIR/network.json is the "
+            "network file clients trust."
         ),
     )
     commands = devnet.add_subparsers(dest="devnet_command", required=True, metavar="COMMAND")
@@ -77,9 +78,10 @@ def add_devnet_commands(subparsers: argparse._SubParsersAction[argparse.Argument
         "up",
         help="start the nodes and show them until Ctrl-C (or --detach)",
         description=(
-            "Start N nodes, wait until each knows all the others, then show a live view until "
-            "Ctrl-C or SIGTERM, which stop the nodes. Without a terminal, print a progress line "
-            "per interval instead. --detach leaves the nodes running in the background."
+            "Start three authorities and N nodes, wait until every node holds a consensus that "
+            "lists them all, then show a live view until Ctrl-C or SIGTERM, which stop them. "
+            "Without a terminal, print a progress line per interval instead. --detach leaves "
+            "them running in the background."
         ),
     )
     up.add_argument(
@@ -98,7 +100,17 @@ def add_devnet_commands(subparsers: argparse._SubParsersAction[argparse.Argument
         type=_seconds,
         default=30.0,
         metavar="SECONDS",
-        help="how long to wait for every node to see every other (default %(default)g)",
+        help="how long to wait for a consensus that lists every node (default %(default)g)",
+    )
+    up.add_argument(
+        "--guard-uptime",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help=(
+            "how long a node must have been up before the authorities vote it Guard (default "
+            "%(default)g: every node at once; a real network waits days)"
+        ),
     )
     up.add_argument(
         "--interval",
@@ -111,8 +123,11 @@ def add_devnet_commands(subparsers: argparse._SubParsersAction[argparse.Argument
 
     status = commands.add_parser(
         "status",
-        help="list the devnet's nodes: addresses, keys, running or not",
-        description="List the nodes of the devnet in DIR and ask each whether it runs.",
+        help="list the devnet's authorities and nodes, and the consensus they hold",
+        description=(
+            "List the authorities and nodes of the devnet in DIR, ask each whether it runs, and "
+            "show the consensus the nodes hold (period, signatures, nodes admitted)."
+        ),
     )
     status.add_argument("--dir", type=_directory, default=Path(DEFAULT_DIR), help=dir_help)
     status.add_argument("--json", action="store_true", help="print one JSON object, for scripts")
@@ -120,8 +135,10 @@ def add_devnet_commands(subparsers: argparse._SubParsersAction[argparse.Argument
 
     down = commands.add_parser(
         "down",
-        help="stop the devnet's nodes",
-        description="Stop every node of the devnet in DIR (SIGTERM, then SIGKILL after 10 s).",
+        help="stop the devnet's nodes and authorities",
+        description=(
+            "Stop every node and authority of the devnet in DIR (SIGTERM, then SIGKILL after 10 s)."
+        ),
     )
     down.add_argument("--dir", type=_directory, default=Path(DEFAULT_DIR), help=dir_help)
     down.set_defaults(handler=_guarded(_down))
@@ -213,15 +230,15 @@ def _check_free(root: Path) -> None:
         foreign = sorted(
             entry.name
             for entry in root.iterdir()
-            if entry.name != LOCK_FILE and not _NODE_DIR.fullmatch(entry.name)
+            if entry.name != LOCK_FILE and not _OWN_ENTRY.fullmatch(entry.name)
         )
         if foreign:
             raise DevnetError(f"{root} is not empty and holds no devnet; choose another --dir")
         return
-    running = [node.process.pid for node in state.nodes if node.process and node.running()]
+    running = [r.process.pid for r in state.processes() if r.process and r.running()]
     if running or (state.supervisor is not None and state.supervisor.is_supervisor()):
         raise DevnetError(
-            f"a devnet is already running in {root} ({len(running)} nodes; stop it with: "
+            f"a devnet is already running in {root} ({len(running)} processes; stop it with: "
             f"veil devnet down --dir {root})"
         )
 
@@ -245,36 +262,49 @@ def _up(args: argparse.Namespace) -> int:
         )
     with _locked(root), _Signals() as interrupted:
         _check_free(root)  # again, now that no other `up` can start nodes here
-        state = network.prepare_nodes(root, count)
+        if args.guard_uptime < 0:
+            raise DevnetError("--guard-uptime cannot be negative")
+        state = network.prepare_nodes(root, count, args.guard_uptime)
         if not args.detach:
             state.supervisor = ProcessRef.of(os.getpid())
         processes = []
         detached = False
         try:
             if not args.detach:
-                print(f"veil devnet: starting {count} nodes in {root}", flush=True)
+                print(
+                    f"veil devnet: starting {len(state.authorities)} authorities and {count} "
+                    f"nodes in {root}",
+                    flush=True,
+                )
+            for authority in state.authorities:
+                processes.append(network.start_authority(authority, state.network_path))
             for node in state.nodes:
                 processes.append(network.start_node(node))
             save_state(state)
             began = time.monotonic()
-            if not network.wait_until_converged(state.nodes, processes, args.timeout, interrupted):
+            held = network.wait_until_converged(
+                state.processes(), processes, args.timeout, interrupted
+            )
+            if held is None:
                 print("veil devnet up: interrupted while starting", file=sys.stderr)
                 return 130
             elapsed = time.monotonic() - began
             seeds = " ".join(state.seeds)
+            summary = (
+                f"consensus of period {held.period} signed by {held.signatures} of "
+                f"{len(state.authorities)} authorities lists all {count} nodes "
+                f"({held.guards} guards) after {elapsed:.1f} s; seeds {seeds}; network file "
+                f"{state.network_path}"
+            )
             if args.detach:
                 print(
-                    f"veil devnet: {count} nodes running in {root} (detached), converged in "
-                    f"{elapsed:.1f} s; seeds {seeds}; stop with: veil devnet down --dir {root}",
+                    f"veil devnet: running in {root} (detached): {summary}; stop with: veil "
+                    f"devnet down --dir {root}",
                     flush=True,
                 )
                 detached = True
                 return 0
-            print(
-                f"veil devnet: {count} nodes converged in {elapsed:.1f} s; seeds {seeds}; "
-                "Ctrl-C stops them",
-                flush=True,
-            )
+            print(f"veil devnet: {summary}; Ctrl-C stops them", flush=True)
             return _supervise(state, processes, args.interval, interrupted)
         finally:
             if not detached:
@@ -288,7 +318,8 @@ def _supervise(
     from veil.devnet.network import POLL_S  # noqa: PLC0415
     from veil.devnet.view import LiveView  # noqa: PLC0415
 
-    view = LiveView(state, processes, sys.stdout, tty=sys.stdout.isatty())
+    nodes = processes[len(state.authorities) :]  # the authorities come first
+    view = LiveView(state, nodes, sys.stdout, tty=sys.stdout.isatty())
     try:
         while not interrupted():
             began = time.monotonic()
@@ -314,7 +345,11 @@ def _stop_children(state: DevnetState, processes: list[Any]) -> None:
         save_state(state)
     if running:
         note = f" ({killed} killed after 10 s)" if killed else ""
-        print(f"veil devnet: stopped {running} nodes{note}", file=sys.stderr, flush=True)
+        print(
+            f"veil devnet: stopped {running} processes (authorities and nodes){note}",
+            file=sys.stderr,
+            flush=True,
+        )
 
 
 # --------------------------------------------------------------------------------------------------
@@ -322,12 +357,18 @@ def _stop_children(state: DevnetState, processes: list[Any]) -> None:
 
 
 def _status(args: argparse.Namespace) -> int:
-    from veil.devnet.probe import ProbeError, in_parallel, node_keys, rpc  # noqa: PLC0415
+    from veil.devnet.probe import (  # noqa: PLC0415
+        ConsensusSample,
+        ProbeError,
+        consensus_sample,
+        in_parallel,
+        rpc,
+    )
 
     root = _root(args)
     state = _existing(root)
 
-    def probe(index: int) -> tuple[bool, int | None]:
+    def probe(index: int) -> tuple[bool, ConsensusSample | None]:
         node = state.nodes[index]
         try:
             answer = rpc(node.http, "info", {}, timeout=1.0)
@@ -336,13 +377,13 @@ def _status(args: argparse.Namespace) -> int:
         if answer.get("ed25519") != node.ed25519:  # another program on the port
             return False, None
         try:
-            return True, len(node_keys(node.http, timeout=1.0))
+            return True, consensus_sample(node.http, timeout=1.0)
         except ProbeError:
             return True, None
 
     answers = in_parallel(probe, list(range(len(state.nodes))))
     nodes = []
-    for node, (running, view) in zip(state.nodes, answers, strict=True):
+    for node, (running, held) in zip(state.nodes, answers, strict=True):
         pid = node.process.pid if node.process is not None and node.running() else None
         nodes.append(
             {
@@ -353,10 +394,27 @@ def _status(args: argparse.Namespace) -> int:
                 "x25519": node.x25519,
                 "pid": pid,
                 "running": running,
-                "view": view,
+                "view": len(held.nodes) if held is not None else None,
+                "period": held.period if held is not None else None,
                 "data_dir": str(node.data_dir),
             }
         )
+    authorities = []
+    for authority in state.authorities:
+        pid = authority.process.pid if authority.running() and authority.process else None
+        authorities.append(
+            {
+                "index": authority.index,
+                "http": authority.http,
+                "link": authority.link,
+                "ed25519": authority.ed25519,
+                "pid": pid,
+                "running": pid is not None,
+                "data_dir": str(authority.data_dir),
+            }
+        )
+    held_by = [held for _, held in answers if held is not None]
+    latest = max(held_by, key=lambda held: held.period, default=None)
     supervisor = state.supervisor
     report = {
         "dir": str(root),
@@ -364,7 +422,22 @@ def _status(args: argparse.Namespace) -> int:
         "swarm_size": state.swarm_size,
         "min_swarm_size": state.min_swarm_size,
         "seeds": state.seeds,
+        "network_file": str(state.network_path),
+        "consensus": (
+            {
+                "period": latest.period,
+                "signatures": latest.signatures,
+                "authorities": len(state.authorities),
+                "admitted": len(latest.nodes),
+                "guards": latest.guards,
+                "valid_until_ms": latest.valid_until_ms,
+                "held_by": sum(held.period == latest.period for held in held_by),
+            }
+            if latest is not None
+            else None
+        ),
         "supervisor": supervisor.pid if supervisor and supervisor.is_supervisor() else None,
+        "authorities": authorities,
         "nodes": nodes,
     }
     if args.json:
@@ -376,14 +449,36 @@ def _status(args: argparse.Namespace) -> int:
 
 def _print_status(report: dict[str, Any]) -> None:
     nodes: list[dict[str, Any]] = report["nodes"]
+    authorities: list[dict[str, Any]] = report["authorities"]
     supervisor = report["supervisor"]
     mode = "detached" if supervisor is None else f"veil devnet up pid {supervisor}"
+    up = sum(1 for authority in authorities if authority["running"])
     print(
-        f"devnet {report['dir']}: {report['running']} of {len(nodes)} nodes running"
-        + (f" ({mode})" if report["running"] else "")
+        f"devnet {report['dir']}: {report['running']} of {len(nodes)} nodes and {up} of "
+        f"{len(authorities)} authorities running"
+        + (f" ({mode})" if report["running"] or up else "")
     )
+    consensus = report["consensus"]
+    if consensus is None:
+        print("consensus: none held by a running node")
+    else:
+        until = time.strftime("%H:%M:%S", time.localtime(consensus["valid_until_ms"] / 1000))
+        print(
+            f"consensus: period {consensus['period']}, signed by {consensus['signatures']} of "
+            f"{consensus['authorities']} authorities, {consensus['admitted']} nodes admitted "
+            f"({consensus['guards']} guards), held by {consensus['held_by']} nodes, valid until "
+            f"{until}"
+        )
     print(f"seeds {' '.join(report['seeds'])}   swarm size R={report['swarm_size']}")
-    print(f"{'node':>4}  {'http':<21} {'link':<21} {'ed25519':<16} {'pid':>7} {'state':<8} view")
+    print(f"network file {report['network_file']}")
+    print(f"{'':>4}  {'http':<21} {'link':<21} {'ed25519':<16} {'pid':>7} {'state':<8} view")
+    for authority in authorities:
+        pid = str(authority["pid"]) if authority["pid"] is not None else "-"
+        state = "running" if authority["running"] else "stopped"
+        print(
+            f"{'a' + str(authority['index']):>4}  {authority['http']:<21} {authority['link']:<21} "
+            f"{authority['ed25519'][:16]:<16} {pid:>7} {state:<8} -"
+        )
     for node in nodes:
         pid = str(node["pid"]) if node["pid"] is not None else "-"
         state = "running" if node["running"] else "stopped"
@@ -408,20 +503,23 @@ def _down(args: argparse.Namespace) -> int:
     supervisor = state.supervisor
     if supervisor is not None and supervisor.pid != os.getpid() and supervisor.is_supervisor():
         targets.append(Stoppable(supervisor.pid, supervisor.is_supervisor))
-    nodes = 0
-    for node in state.nodes:
-        process = node.process
-        if process is not None and node.running():
-            nodes += 1
+    nodes = authorities = 0
+    for record in state.processes():
+        process = record.process
+        if process is not None and record.running():
+            if record in state.authorities:
+                authorities += 1
+            else:
+                nodes += 1
             targets.append(
-                Stoppable(process.pid, functools.partial(process.is_node, node.data_dir))
+                Stoppable(process.pid, functools.partial(process.is_node, record.data_dir))
             )
     if not targets:
-        print(f"veil devnet: no node of the devnet in {root} was running")
+        print(f"veil devnet: no node or authority of the devnet in {root} was running")
     else:
         _, killed = stop_all(targets)
         note = f" ({killed} killed after 10 s)" if killed else ""
-        print(f"veil devnet: stopped {nodes} nodes in {root}{note}")
+        print(f"veil devnet: stopped {nodes} nodes and {authorities} authorities in {root}{note}")
     state.clear_processes()
     save_state(state)
     return 0

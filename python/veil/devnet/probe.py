@@ -17,7 +17,16 @@ import orjson
 
 from veil.node.config import ConfigError, parse_listen
 
-__all__ = ["NodeSample", "ProbeError", "in_parallel", "metrics", "rpc", "sample"]
+__all__ = [
+    "ConsensusSample",
+    "NodeSample",
+    "ProbeError",
+    "consensus_sample",
+    "in_parallel",
+    "metrics",
+    "rpc",
+    "sample",
+]
 
 RPC_PATH = "/storage_rpc/v1"
 T = TypeVar("T")
@@ -67,6 +76,37 @@ def node_keys(address: str, timeout: float = 1.0) -> set[str]:
     if not isinstance(nodes, list):
         raise ProbeError(f"{address}: get_nodes answered no node list")
     return {str(node.get("ed25519")) for node in nodes if isinstance(node, dict)}
+
+
+@dataclass(frozen=True, slots=True)
+class ConsensusSample:
+    """What a node's ``GET /consensus`` showed: the consensus it holds, as the devnet sees it
+    (read, not verified: this is a status view; nodes and clients check the signatures)."""
+
+    period: int
+    signatures: int
+    nodes: set[str]
+    """The Ed25519 keys (hex) of the nodes it lists."""
+    guards: int
+    valid_until_ms: int
+
+
+def consensus_sample(address: str, timeout: float = 1.0) -> ConsensusSample:
+    """The consensus the node at ``address`` holds; :class:`ProbeError` if it holds none."""
+    data = _request(address, "GET", "/consensus", None, timeout)
+    try:
+        document = orjson.loads(data)
+        body, signatures = document["consensus"], document["signatures"]
+        entries = [entry for entry in body["nodes"] if isinstance(entry, dict)]
+        return ConsensusSample(
+            period=int(body["period"]),
+            signatures=len(signatures),
+            nodes={str(entry.get("ed25519")) for entry in entries},
+            guards=sum(entry.get("guard") is True for entry in entries),
+            valid_until_ms=int(body["valid_until_ms"]),
+        )
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+        raise ProbeError(f"{address}: /consensus answered no consensus") from None
 
 
 def metrics(address: str, timeout: float = 1.0) -> dict[str, float]:

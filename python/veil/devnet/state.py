@@ -3,25 +3,31 @@
 The file is what ``veil devnet status`` and ``veil devnet down`` read, and what a script reads to
 find the seeds::
 
-    {"format": 1, "dir": "/abs/DIR", "started_ms": 1700000000000,
-     "swarm_size": 5, "min_swarm_size": 3, "seeds": ["127.0.0.1:40001", "127.0.0.1:40003"],
+    {"format": 2, "dir": "/abs/DIR", "started_ms": 1700000000000,
+     "swarm_size": 5, "min_swarm_size": 3, "seeds": ["127.0.1.1:40001", "127.0.2.1:40003"],
+     "network_file": "network.json",
      "supervisor": {"pid": 123, "start": 456} | null,
-     "nodes": [{"index": 0, "data_dir": "node0", "http": "127.0.0.1:40001",
-                "link": "127.0.0.1:40002", "ed25519": "<64 hex>", "x25519": "<64 hex>",
+     "authorities": [{"index": 0, "data_dir": "auth0", "http": "127.0.0.1:40101", ...}, ...],
+     "nodes": [{"index": 0, "data_dir": "node0", "http": "127.0.1.1:40001",
+                "link": "127.0.1.1:40002", "ed25519": "<64 hex>", "x25519": "<64 hex>",
                 "pid": 124 | null, "start": 789 | null}, ...]}
+
+(an authority's entry has the fields of a node's). ``network_file`` is the network's definition
+(its authorities' keys and addresses, its period), relative to the devnet directory: what the nodes
+run with and what a client trusts (``veil --network DIR/network.json``, or found in ``.devnet``).
 
 ``supervisor`` is the foreground ``veil devnet up`` (null when detached or stopped). A ``pid`` is
 recorded with the process's start time (field 22 of ``/proc/PID/stat``): a process is taken for a
-node of this devnet only if its pid, its start time *and* its command line (``node run`` with this
-node's data directory) all match, so a pid the kernel has since given to another process is never
-signalled. The file is replaced atomically (write a temporary file, then rename).
+node (or an authority) of this devnet only if its pid, its start time *and* its command line
+(``run`` with that data directory) all match, so a pid the kernel has since given to another
+process is never signalled. The file is replaced atomically (write a temporary file, then rename).
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +36,7 @@ import orjson
 from veil.errors import VeilError
 
 __all__ = [
+    "NETWORK_FILE",
     "STATE_FILE",
     "DevnetError",
     "DevnetState",
@@ -40,7 +47,8 @@ __all__ = [
 ]
 
 STATE_FILE = "devnet.json"
-FORMAT = 1
+FORMAT = 2
+NETWORK_FILE = "network.json"
 
 
 class DevnetError(VeilError):
@@ -72,7 +80,7 @@ class ProcessRef:
         return raw.rstrip(b"\0").decode(errors="replace").split("\0")
 
     def is_node(self, data_dir: Path) -> bool:
-        """Whether this is still ``veil node run --data-dir data_dir``."""
+        """Whether this is still ``veil node run`` (or ``veil authority run``) of ``data_dir``."""
         args = self.cmdline()
         return args is not None and "run" in args and str(data_dir) in args
 
@@ -133,10 +141,19 @@ class DevnetState:
     swarm_size: int
     min_swarm_size: int
     started_ms: int
+    authorities: list[NodeRecord] = field(default_factory=list)
     supervisor: ProcessRef | None = None
 
     def path(self) -> Path:
         return self.root / STATE_FILE
+
+    @property
+    def network_path(self) -> Path:
+        return self.root / NETWORK_FILE
+
+    def processes(self) -> list[NodeRecord]:
+        """Every process of the devnet: its authorities, then its nodes."""
+        return [*self.authorities, *self.nodes]
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -146,18 +163,20 @@ class DevnetState:
             "swarm_size": self.swarm_size,
             "min_swarm_size": self.min_swarm_size,
             "seeds": self.seeds,
+            "network_file": NETWORK_FILE,
             "supervisor": (
                 {"pid": self.supervisor.pid, "start": self.supervisor.start}
                 if self.supervisor
                 else None
             ),
+            "authorities": [a.to_json(self.root) for a in self.authorities],
             "nodes": [node.to_json(self.root) for node in self.nodes],
         }
 
     def clear_processes(self) -> None:
         self.supervisor = None
-        for node in self.nodes:
-            node.process = None
+        for record in self.processes():
+            record.process = None
 
 
 def save_state(state: DevnetState) -> None:
@@ -218,6 +237,7 @@ def load_state(root: Path) -> DevnetState | None:
         return DevnetState(
             root=root,
             nodes=[_node(entry, root) for entry in document["nodes"]],
+            authorities=[_node(entry, root) for entry in document["authorities"]],
             seeds=[str(seed) for seed in document["seeds"]],
             swarm_size=int(document["swarm_size"]),
             min_swarm_size=int(document["min_swarm_size"]),
@@ -225,4 +245,7 @@ def load_state(root: Path) -> DevnetState | None:
             supervisor=_process(document.get("supervisor")),
         )
     except (KeyError, TypeError, ValueError) as exc:
-        raise DevnetError(f"{path} is not a devnet state file ({exc}); remove it") from None
+        raise DevnetError(
+            f"{path} is not a devnet state file of this version ({exc}); remove {root} to start "
+            "over"
+        ) from None

@@ -36,11 +36,10 @@ def add_node_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentPa
         help="HOST:PORT for node links (default: the --listen host, port + 1)",
     )
     init.add_argument(
-        "--seed",
-        action="append",
-        default=[],
-        metavar="HOST:PORT",
-        help="a node to learn the network from (repeatable)",
+        "--network",
+        type=Path,
+        metavar="FILE",
+        help="the network file (its directory authorities); without it the node is on its own",
     )
     init.set_defaults(handler=_init)
 
@@ -55,8 +54,6 @@ def _init(args: argparse.Namespace) -> int:
     data_dir: Path = args.data_dir
     try:
         host, port = parse_listen(args.listen)
-        for seed in args.seed:
-            parse_listen(seed)
         if args.link_listen:
             link_host, link_port = parse_listen(args.link_listen)
         else:
@@ -71,7 +68,7 @@ def _init(args: argparse.Namespace) -> int:
         listen_port=port,
         link_host=link_host,
         link_port=link_port,
-        seeds=tuple(args.seed),
+        network_file=str(args.network.resolve()) if args.network else "",
     )
     if config_path.exists() or config.key_path.exists():
         print(f"veil node init: {data_dir} already holds a node; not overwriting", file=sys.stderr)

@@ -214,11 +214,13 @@ class NetworkSettings:
     write_quorum: int = setting(
         3, "Swarm members that must hold a store durably before it is answered (W)."
     )
-    node_timeout_s: float = setting(
-        60.0, "A node not re-announced for this long is dropped from the view."
+    announce_interval_s: float = setting(
+        900.0,
+        "How often a node re-signs its announcement (and registers it with the authorities).",
     )
-    announce_interval_s: float = setting(15.0, "How often a node re-signs its announcement.")
-    gossip_interval_s: float = setting(1.0, "How often a node exchanges views with another.")
+    authority_timeout_s: float = setting(
+        5.0, "How long a node waits for an authority's answer (registration, consensus)."
+    )
     replication_timeout_s: float = setting(
         5.0, "How long a store waits for the write quorum before answering 503."
     )
@@ -249,12 +251,6 @@ class NetworkSettings:
     rpc_max_items: int = setting(
         20_000, "Most entries in any list or map of a node-RPC body from a peer."
     )
-    max_nodes: int = setting(10_000, "Most nodes a view holds; announcements of more are ignored.")
-    gossip_max_entries: int = setting(
-        256,
-        "Most announcements one gossip exchange carries; a POST /gossip with more is refused "
-        "(413), from its size when it is larger than this many announcements can be.",
-    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -269,7 +265,7 @@ class NodeConfig:
     link_port: int = 0
     peers_file: str = "peers.json"
     external_services: tuple[str, ...] = ()
-    seeds: tuple[str, ...] = ()
+    network_file: str = ""
     limits: Limits = field(default_factory=Limits)
     store: StoreSettings = field(default_factory=StoreSettings)
     onion: OnionSettings = field(default_factory=OnionSettings)
@@ -279,6 +275,10 @@ class NodeConfig:
     @property
     def peers_path(self) -> Path:
         return self.data_dir / self.peers_file
+
+    @property
+    def network_path(self) -> Path | None:
+        return self.data_dir / self.network_file if self.network_file else None
 
     @property
     def key_path(self) -> Path:
@@ -325,8 +325,9 @@ def render_config(config: NodeConfig) -> str:
         f"peers_file = {_toml_value(config.peers_file)}\n"
         "# URL prefixes of external HTTP services an onion request may end at (none by default).\n"
         f"external_services = [{', '.join(_toml_value(u) for u in config.external_services)}]\n"
-        "# Client addresses (HOST:PORT) of nodes to learn the network from at start.\n"
-        f"seeds = [{', '.join(_toml_value(u) for u in config.seeds)}]\n\n"
+        "# The network file (its directory authorities; relative to this directory). Empty: a\n"
+        "# node on its own, serving every account itself.\n"
+        f"network_file = {_toml_value(config.network_file)}\n\n"
         "[limits]\n"
         f"{_section_toml(config.limits)}\n\n"
         "[store]\n"
@@ -389,7 +390,7 @@ def _node_section(node: dict[str, Any]) -> dict[str, Any]:
         "link_listen",
         "peers_file",
         "external_services",
-        "seeds",
+        "network_file",
     }
     if extra:
         raise ConfigError(f"[node] has unknown setting(s) {sorted(extra)}")
@@ -406,9 +407,9 @@ def _node_section(node: dict[str, Any]) -> dict[str, Any]:
     services = _string_list(node, "external_services", "http(s):// URL prefixes")
     if not all(u.startswith(("http://", "https://")) for u in services):
         raise ConfigError("[node] external_services must be a list of http(s):// URL prefixes")
-    seeds = _string_list(node, "seeds", "HOST:PORT strings")
-    for seed in seeds:
-        parse_listen(seed)
+    network_file = node.get("network_file", "")
+    if not isinstance(network_file, str):
+        raise ConfigError("[node] network_file must be a file name")
     return {
         "listen_host": host,
         "listen_port": port,
@@ -417,7 +418,7 @@ def _node_section(node: dict[str, Any]) -> dict[str, Any]:
         "link_port": link_port,
         "peers_file": peers_file,
         "external_services": tuple(services),
-        "seeds": tuple(seeds),
+        "network_file": network_file,
     }
 
 

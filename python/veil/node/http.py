@@ -4,12 +4,14 @@ One request at a time per connection: reading pauses while a request is handled 
 its answer is written (requests pipelined into one read are queued and answered in order), so a
 client cannot queue unbounded work. Bodies over ``max_body_bytes`` are refused from their
 ``Content-Length`` (or, when chunked, as soon as they pass the limit) with 413 and the connection
-closed, never read whole; a route may set a smaller limit (``POST /gossip``). A header section over
-``max_header_bytes`` gets 431 (also while a header is still unfinished), a malformed request 400
-(after the answers of the requests before it), a protocol upgrade or ``CONNECT`` 400 before any
-handler sees it; an idle or slow connection is closed after ``request_timeout_s``. At most
-``max_connections`` connections, and ``max_connections_per_address`` from one IPv4 address or IPv6
-/64, are open at once; more are closed at once.
+closed, never read whole; a route may set a smaller limit. A request with a body, for a path the
+app does not serve or with another method, is refused (404, 405) as soon as its headers are in,
+its body unread (one without a body is answered the same, and the connection kept). A header
+section over ``max_header_bytes`` gets 431 (also while a header is still unfinished), a malformed
+request 400 (after the answers of the requests before it), a protocol upgrade or ``CONNECT`` 400
+before any handler sees it; an idle or slow connection is closed after ``request_timeout_s``. At
+most ``max_connections`` connections, and ``max_connections_per_address`` from one IPv4 address or
+IPv6 /64, are open at once; more are closed at once.
 
 Each request carries its connection's address key (``Request.source``) for per-source limits; it
 lives in memory only. Nothing here logs a peer address.
@@ -21,7 +23,7 @@ import asyncio
 import collections
 import logging
 import socket
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 
 import httptools
@@ -86,16 +88,21 @@ class HttpApp:
         handler: Handler,
         limits: Limits,
         on_refused: Callable[[int], None],
+        *,
         body_limits: dict[bytes, tuple[int, str]] | None = None,
         on_limit: Callable[[str], None] | None = None,
+        routes: Mapping[bytes, bytes] | None = None,
     ) -> None:
         self.handler = handler
         self.limits = limits
         self.on_refused = on_refused
         self.body_limits = body_limits or {}
-        """A smaller body limit for some paths (``/gossip``), with the limit's name."""
+        """A smaller body limit for some paths, with the limit's name."""
         self.on_limit = on_limit or (lambda limit: None)
         """Told the name of a limit each time it refuses a connection."""
+        self.routes = routes
+        """Path → method; a request for another is refused when its headers are in, its body
+        unread (None: the handler answers every request)."""
         self.connections: set[HttpProtocol] = set()
         self.by_source: dict[str, int] = {}
         self.in_flight = 0
@@ -124,6 +131,7 @@ class HttpProtocol(asyncio.Protocol):
         self._body_len = 0
         self._header_len = 0
         self._content_length = 0
+        self._chunked = False
         self._refused = False
         self._in_headers = True
         self._pending_header_bytes = 0
@@ -204,6 +212,7 @@ class HttpProtocol(asyncio.Protocol):
         self._body_len = 0
         self._header_len = 0
         self._content_length = 0
+        self._chunked = False
 
     def on_url(self, url: bytes) -> None:
         self._url += url
@@ -211,8 +220,11 @@ class HttpProtocol(asyncio.Protocol):
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self._count_header_bytes(len(name) + len(value) + 4)
-        if name.lower() == b"content-length" and value.strip().isdigit():
+        lowered = name.lower()
+        if lowered == b"content-length" and value.strip().isdigit():
             self._content_length = int(value)
+        elif lowered == b"transfer-encoding":
+            self._chunked = True
 
     def on_headers_complete(self) -> None:
         self._in_headers = False
@@ -222,6 +234,15 @@ class HttpProtocol(asyncio.Protocol):
         if self.parser.should_upgrade() or self.parser.get_method() == b"CONNECT":
             self._refuse(_error(400, "bad_request", "protocol upgrades are not supported"))
             return
+        routes = self.app.routes
+        if routes is not None and (self._content_length or self._chunked):
+            method = routes.get(bytes(self._url).split(b"?", 1)[0])
+            if method is None:
+                self._refuse(_error(404, "not_found", "no such endpoint"))
+                return
+            if method != self.parser.get_method():
+                self._refuse(_error(405, "method_not_allowed", "method not allowed"))
+                return
         limit, name = self._body_limit()
         if self._content_length > limit:
             self.app.on_limit(name)

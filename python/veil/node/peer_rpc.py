@@ -26,7 +26,6 @@ from veil.clock import now_ms
 from veil.identity import Identity
 from veil.node.config import Limits, NetworkSettings
 from veil.node.links import HopFailed
-from veil.node.membership import Membership, TooManyAnnouncements
 from veil.node.message_rules import acceptable
 from veil.node.rpc import StorageRpc
 from veil.node.store import MessageStore, StoreOutcome, Txn
@@ -35,12 +34,10 @@ from veil.node.writer import StoreWriter
 from veil.protocol.node_rpc import (
     Apply,
     Fetch,
-    Gossip,
     NodeRpcError,
     Replicate,
     Summary,
     decode_request,
-    encode_announcements,
     encode_differ,
     encode_messages,
     encode_receipts,
@@ -65,7 +62,6 @@ class PeerRpc:
         store: MessageStore,
         writer: StoreWriter,
         network: NetworkState,
-        membership: Membership,
         storage_rpc: StorageRpc,
         limits: Limits,
         settings: NetworkSettings,
@@ -78,7 +74,6 @@ class PeerRpc:
         self.store = store
         self.writer = writer
         self.network = network
-        self.membership = membership
         self.storage_rpc = storage_rpc
         self.limits = limits
         self.settings = settings
@@ -103,18 +98,9 @@ class PeerRpc:
         if isinstance(request, Fetch):
             self.counts["fetch"] += 1
             return await self._fetch(peer, request.hashes)
-        if isinstance(request, Apply):
-            self.counts["apply"] += 1
-            return encode_status(await self._apply(peer, request))
-        assert isinstance(request, Gossip)
-        self.counts["gossip"] += 1
-        try:
-            await self.membership.merge(request.announcements)
-        except TooManyAnnouncements:
-            self.refusals["gossip_too_many"] += 1
-            self.on_limit("gossip_max_entries")
-            raise HopFailed() from None
-        return encode_announcements(self.membership.gossip_sample())
+        assert isinstance(request, Apply)
+        self.counts["apply"] += 1
+        return encode_status(await self._apply(peer, request))
 
     # --- who may ask about what -------------------------------------------------------------
 

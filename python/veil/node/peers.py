@@ -6,7 +6,8 @@ the form of :mod:`veil.protocol.peers`.
   "http": "127.0.0.1:22021", "link": "127.0.0.1:22022"}]
 ```
 
-(Signed announcements and gossip replace the file with the network's membership.)
+(On a network, the consensus lists the nodes; this file adds nodes outside it, for tests
+and private routes.)
 """
 
 from __future__ import annotations

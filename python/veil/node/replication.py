@@ -336,7 +336,7 @@ class Replicator:
         """Anti-entropy and hand-over, forever (cancel to stop)."""
         while True:
             await asyncio.sleep(self.settings.sync_interval_s * self._rng.uniform(0.75, 1.25))
-            others = [a for k, a in self.network.membership.nodes.items() if k != self.own_id]
+            others = [a for k, a in self.network.directory.nodes.items() if k != self.own_id]
             if others:
                 await self.sync_with(self._rng.choice(others))
             await self.hand_over()

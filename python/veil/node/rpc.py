@@ -54,6 +54,8 @@ class NetworkView(Protocol):
     def swarm_size(self, account: bytes) -> int: ...
     def swarm_json(self, account: bytes) -> list[dict[str, Any]]: ...
     def nodes_json(self) -> list[dict[str, Any]]: ...
+    def consensus_json(self) -> dict[str, Any] | None: ...
+    def usable(self) -> bool: ...
 
 
 Handler = Callable[[Params, bool], Awaitable[dict[str, Any]]]
@@ -130,6 +132,7 @@ class StorageRpc:
             "batch": self.batch,
             "get_swarm": self.get_swarm,
             "get_nodes": self.get_nodes,
+            "get_consensus": self.get_consensus,
         }
 
     async def handle_body(self, body: bytes) -> tuple[int, bytes]:
@@ -176,6 +179,8 @@ class StorageRpc:
         """The request's account, if this node is in its swarm (else 421 with the right swarm)."""
         account = parse_account(params.get("pubkey"))
         if self.network is not None:
+            if not self.network.usable():
+                raise RpcError.unavailable("this node holds no valid consensus")
             if not self.network.serves(account):
                 raise RpcError.wrong_swarm(self.network.swarm_json(account))
             if self.network.swarm_size(account) < self.min_swarm_size:
@@ -358,6 +363,14 @@ class StorageRpc:
         if self.network is None:
             return {"swarm": []}
         return {"swarm": self.network.swarm_json(account)}
+
+    async def get_consensus(self, params: Params, forwarded: bool) -> dict[str, Any]:
+        """The consensus this node holds, with its authorities' signatures (clients check them
+        against their network file; this node's word adds nothing)."""
+        document = self.network.consensus_json() if self.network is not None else None
+        if document is None:
+            raise RpcError.unavailable("this node holds no valid consensus")
+        return document
 
     async def get_nodes(self, params: Params, forwarded: bool) -> dict[str, Any]:
         if self.network is None:

@@ -20,11 +20,12 @@ import uvloop
 
 from veil import __version__, _core
 from veil.clock import now_ms
-from veil.node.config import NodeConfig
+from veil.errors import InvalidInputError
+from veil.node.config import ConfigError, NodeConfig
+from veil.node.directory import Directory
 from veil.node.http import HttpApp, Request, Response
 from veil.node.identity import load_node_key
 from veil.node.links import HopFailed, Link, LinkGate, LinkHandlers, LinkPool
-from veil.node.membership import Membership, TooManyAnnouncements
 from veil.node.metrics import NodeMetrics
 from veil.node.onion import OnionRouter
 from veil.node.peer_rpc import PeerRpc
@@ -35,6 +36,7 @@ from veil.node.store import MessageStore, Txn
 from veil.node.view import NetworkState
 from veil.node.writer import StoreWriter
 from veil.protocol.link import FailureCode
+from veil.protocol.network_file import load_network_file
 from veil.protocol.peers import PeerInfo
 
 __all__ = ["Node", "run_node"]
@@ -47,15 +49,10 @@ _PATH_FAILED = (
     b'{"error":{"code":"path_failed",'
     b'"message":"the request did not get through; try another path"}}'
 )
-_BAD_GOSSIP = b'{"error":{"code":"bad_request","message":"gossip is a JSON object"}}'
 _OVERLOADED = (
     b'{"error":{"code":"overloaded","message":"the path is overloaded; try another path"}}'
 )
-_TOO_MANY_ANNOUNCEMENTS = (
-    b'{"error":{"code":"too_large","message":"too many announcements in one gossip exchange"}}'
-)
-_ANNOUNCEMENT_MAX_BYTES = 1024
-"""Generous size of one announcement in JSON (~420 bytes with 255-byte fields at most ~1 KB)."""
+_NO_CONSENSUS = b'{"error":{"code":"unavailable","message":"this node holds no valid consensus"}}'
 
 
 class Node:
@@ -72,16 +69,19 @@ class Node:
         self.link_events: collections.Counter[str] = collections.Counter()
         pool = LinkPool(key=self.key, settings=config.links, count=self._link_event)
         net = config.network
-        self.membership = Membership(
+        network_path = config.network_path
+        try:
+            network = load_network_file(network_path) if network_path is not None else None
+        except InvalidInputError as exc:
+            raise ConfigError(str(exc)) from None
+        self.directory = Directory(
             self.identity,
+            network=network,
             version=__version__,
-            seeds=config.seeds,
             settings=net,
             clock_skew_ms=config.limits.clock_skew_ms,
-            pool=pool,
-            hop_timeout_s=config.onion.hop_timeout_s,
         )
-        self.network = NetworkState(self.membership, net.swarm_size)
+        self.network = NetworkState(self.directory, net.swarm_size)
         self.replicator = Replicator(
             identity=self.identity,
             network=self.network,
@@ -119,7 +119,6 @@ class Node:
             store=self.store,
             writer=self.writer,
             network=self.network,
-            membership=self.membership,
             storage_rpc=self.rpc,
             limits=config.limits,
             settings=net,
@@ -131,7 +130,7 @@ class Node:
         self._static_by_x25519 = {p.x25519: p.ed25519 for p in self._static_peers}
         self._known: set[bytes] = set()
         self._started = False
-        self.membership.on_change.append(self._view_changed)
+        self.directory.on_change.append(self._view_changed)
         self._view_changed()
         self._link_server: asyncio.Server | None = None
         self.link_port = config.link_port
@@ -139,16 +138,14 @@ class Node:
             b"/storage_rpc/v1": (b"POST", self._storage_rpc),
             b"/onion_req": (b"POST", self._onion_req),
             b"/metrics": (b"GET", self._metrics),
-            b"/gossip": (b"POST", self._gossip),
+            b"/consensus": (b"GET", self._consensus),
         }
         self.app = HttpApp(
             self._route,
             config.limits,
             self._refused,
-            body_limits={
-                b"/gossip": (net.gossip_max_entries * _ANNOUNCEMENT_MAX_BYTES, "gossip_max_entries")
-            },
             on_limit=self._limit_refused,
+            routes={path: method for path, (method, _) in self._routes.items()},
         )
         self.metrics.watch_store(self._store_figures)
         self.metrics.watch_counts(
@@ -170,10 +167,10 @@ class Node:
             lambda: self.replicator.counts,
         )
         self.metrics.watch_counts(
-            "veil_membership_events",
-            "Gossip and announcements, by event.",
+            "veil_directory_events",
+            "Registrations with the authorities and consensus fetches, by event.",
             "event",
-            lambda: self.membership.counts,
+            lambda: self.directory.counts,
         )
         self.metrics.watch_counts(
             "veil_node_rpc_requests",
@@ -222,12 +219,12 @@ class Node:
             backlog=1024,
         )
         self.link_port = self._link_server.sockets[0].getsockname()[1]
-        self.membership.announce(
+        self.directory.announce(
             f"{self.config.listen_host}:{self.port}", f"{self.config.link_host}:{self.link_port}"
         )
         self._started = True
         self._tasks = [
-            asyncio.create_task(self.membership.run(), name="gossip"),
+            asyncio.create_task(self.directory.run(), name="directory"),
             asyncio.create_task(self.replicator.run(), name="anti-entropy"),
             asyncio.create_task(self._sweep_forever(), name="sweeper"),
             asyncio.create_task(self._check_readers_forever(), name="reader-check"),
@@ -252,7 +249,7 @@ class Node:
 
     def _admit(self, x25519: bytes) -> bytes | None:
         """The node id of an admitted node with this static key: in the view, or configured."""
-        return self.membership.by_x25519.get(x25519) or self._static_by_x25519.get(x25519)
+        return self.directory.by_x25519.get(x25519) or self._static_by_x25519.get(x25519)
 
     def _link_event(self, event: str) -> None:
         self.link_events[event] += 1
@@ -261,17 +258,16 @@ class Node:
         self.metrics.limits.labels(limit=limit).inc()
 
     def _view_changed(self) -> None:
-        peers = [*self._static_peers, *self.membership.peers()]
+        peers = [*self._static_peers, *self.directory.peers()]
         self.router.set_peers(peers)
         self.network.rebuild()
-        admitted = {p.ed25519 for p in peers}
-        self.gate.retain(admitted)
-        self.router.pool.retain({p.x25519 for p in peers})
+        self.gate.retain(set(self.directory.by_x25519.values()) | {p.ed25519 for p in peers})
+        self.router.pool.retain({p.x25519 for p in peers} | set(self.directory.by_x25519))
         if self._started:  # a node that joins gets its share now, not at the next sync round
-            for node_id, announcement in self.membership.nodes.items():
+            for node_id, announcement in self.directory.nodes.items():
                 if node_id not in self._known and node_id != self.identity.ed25519_public_key:
                     self.replicator.sync_soon(announcement)
-        self._known = set(self.membership.nodes)
+        self._known = set(self.directory.nodes)
 
     @property
     def peer_info(self) -> PeerInfo:
@@ -302,7 +298,7 @@ class Node:
                 await task
         await self.replicator.close()
         await self.router.close()
-        await self.membership.close()
+        await self.directory.close()
         await self.writer.close()
         self.store.close()
         log.info("node stopped")
@@ -331,20 +327,13 @@ class Node:
             return Response(502, _PATH_FAILED)
         return Response(200, answer, b"application/octet-stream")
 
-    async def _gossip(self, request: Request) -> Response:
-        """A node that is not yet in this node's view joins through here (HTTP, since it cannot
-        open a link before it is known); known nodes gossip over their links."""
-        try:
-            body = orjson.loads(request.body)
-        except orjson.JSONDecodeError:
-            return Response(400, _BAD_GOSSIP)
-        if isinstance(body, dict):
-            try:
-                await self.membership.merge(body.get("announcements"))
-            except TooManyAnnouncements:
-                self._limit_refused("gossip_max_entries")
-                return Response(413, _TOO_MANY_ANNOUNCEMENTS)
-        return Response(200, orjson.dumps({"announcements": self.membership.gossip_sample()}))
+    async def _consensus(self, request: Request) -> Response:
+        """The consensus this node holds, as its authorities signed it: anyone may fetch it (its
+        signatures, not this node, are what a client trusts)."""
+        document = self.directory.consensus_json()
+        if document is None:
+            return Response(503, _NO_CONSENSUS)
+        return Response(200, orjson.dumps(document))
 
     async def _metrics(self, request: Request) -> Response:
         return Response(200, self.metrics.render(), b"text/plain; version=0.0.4; charset=utf-8")

@@ -1,4 +1,4 @@
-"""The node's view of the network: membership plus the swarm mapping derived from it.
+"""The node's view of the network: the consensus it holds plus the swarm mapping derived from it.
 
 The mappings of the last ``history`` views are kept with the time they were replaced, so that a
 node can still answer a node that was an account's swarm member a moment ago (hand-over:
@@ -11,7 +11,7 @@ import collections
 import time
 from typing import Any
 
-from veil.node.membership import Membership
+from veil.node.directory import Directory
 from veil.protocol.announcement import Announcement
 from veil.protocol.swarms import SwarmMap
 
@@ -19,13 +19,13 @@ __all__ = ["NetworkState"]
 
 
 class NetworkState:
-    """Answers "which nodes hold this account" from the current membership view."""
+    """Answers "which nodes hold this account" from the consensus the node holds."""
 
-    def __init__(self, membership: Membership, swarm_size: int, history: int = 32) -> None:
-        self.membership = membership
+    def __init__(self, directory: Directory, swarm_size: int, history: int = 32) -> None:
+        self.directory = directory
         self.size = swarm_size
-        self.own_id = membership.identity.ed25519_public_key
-        self.swarms = SwarmMap(membership.node_ids() or [self.own_id], swarm_size)
+        self.own_id = directory.identity.ed25519_public_key
+        self.swarms = SwarmMap(directory.node_ids() or [self.own_id], swarm_size)
         self._replaced: collections.deque[tuple[float, SwarmMap]] = collections.deque(
             maxlen=history
         )
@@ -33,10 +33,13 @@ class NetworkState:
     def rebuild(self) -> None:
         """Recompute the swarm mapping after the view changed. A re-signed announcement changes
         the view but not its nodes: then the mapping, and its cache, stay."""
-        ids = self.membership.node_ids() or [self.own_id]
-        if tuple(ids) != self.swarms.node_ids:
+        ids = self.directory.node_ids() or [self.own_id]
+        placements = self.directory.placements
+        if tuple(ids) != self.swarms.node_ids or any(
+            self.swarms.placements.get(node) != placements.get(node, node) for node in ids
+        ):
             self._replaced.append((time.monotonic(), self.swarms))
-            self.swarms = SwarmMap(ids, self.size)
+            self.swarms = SwarmMap(ids, self.size, placements)
 
     def was_member(self, node_id: bytes, account: bytes, window_ms: int) -> bool:
         """Whether ``node_id`` is in the account's swarm now, or was in a view replaced less than
@@ -51,7 +54,7 @@ class NetworkState:
         )
 
     def swarm(self, account: bytes) -> list[Announcement]:
-        nodes = self.membership.nodes
+        nodes = self.directory.nodes
         return [nodes[node_id] for node_id in self.swarms.swarm(account) if node_id in nodes]
 
     def swarm_size(self, account: bytes) -> int:
@@ -64,4 +67,11 @@ class NetworkState:
         return [announcement.to_json() for announcement in self.swarm(account)]
 
     def nodes_json(self) -> list[dict[str, Any]]:
-        return self.membership.announcements()
+        return self.directory.announcements()
+
+    def consensus_json(self) -> dict[str, Any] | None:
+        return self.directory.consensus_json()
+
+    def usable(self) -> bool:
+        """Whether the node may take stores: on its own, or holding a valid consensus."""
+        return self.directory.network is None or self.directory.current is not None

@@ -11,7 +11,6 @@ request   = {"m": "replicate", "msgs": [message, …]}           → {"receipts"
           | {"m": "fetch", "hashes": [hash, …]}                 → {"msgs": [message, …],
                                                                    "more": bool}
           | {"m": "apply", "method": str, "params": map}        → {"status": int}
-          | {"m": "gossip", "announcements": [map, …]}          → {"announcements": [map, …]}
 message   = [account (bin 33), namespace (int), timestamp_ms (int), expiry_ms (int), data (bin),
              auth]
 auth      = nil | [sig_timestamp_ms (int), signer (bin 32), signature (bin 64)]
@@ -23,8 +22,7 @@ it did not take. ``summary`` compares accounts by message count and XOR of messa
 answers, for those that differ, the member's hashes; ``fetch`` answers the messages asked for that
 it holds. Both stop at a size budget and say ``more``; the caller asks again for the rest.
 ``apply`` carries a client's own signed storage-RPC request (``delete``, ``delete_all``,
-``expire``), which the member verifies itself. ``gossip`` exchanges signed announcements
-(``veil.protocol.announcement``, JSON-shaped maps).
+``expire``), which the member verifies itself.
 
 Decoding checks structure and hard bounds only (types, lengths, counts, integer ranges) and raises
 :class:`NodeRpcError` for anything else; what a message may be (sizes, lifetimes, signatures) is
@@ -46,18 +44,15 @@ __all__ = [
     "VERSION",
     "Apply",
     "Fetch",
-    "Gossip",
     "NodeRpcError",
     "Replicate",
     "Request",
     "Summary",
-    "decode_announcements",
     "decode_differ",
     "decode_messages",
     "decode_receipts",
     "decode_request",
     "decode_status",
-    "encode_announcements",
     "encode_differ",
     "encode_messages",
     "encode_receipts",
@@ -96,12 +91,7 @@ class Apply:
     params: dict[str, Any]
 
 
-@dataclass(frozen=True, slots=True)
-class Gossip:
-    announcements: list[Any]
-
-
-Request = Replicate | Summary | Fetch | Apply | Gossip
+Request = Replicate | Summary | Fetch | Apply
 
 
 # --- encoding -----------------------------------------------------------------------------------
@@ -137,9 +127,7 @@ def encode_request(request: Request) -> bytes:
         return _pack({"m": "summary", "accounts": [list(entry) for entry in request.accounts]})
     if isinstance(request, Fetch):
         return _pack({"m": "fetch", "hashes": request.hashes})
-    if isinstance(request, Apply):
-        return _pack({"m": "apply", "method": request.method, "params": request.params})
-    return _pack({"m": "gossip", "announcements": request.announcements})
+    return _pack({"m": "apply", "method": request.method, "params": request.params})
 
 
 def encode_receipts(receipts: list[bytes | None]) -> bytes:
@@ -156,10 +144,6 @@ def encode_messages(messages: list[Message], more: bool) -> bytes:
 
 def encode_status(status: int) -> bytes:
     return _pack({"status": status})
-
-
-def encode_announcements(announcements: list[Any]) -> bytes:
-    return _pack({"announcements": announcements})
 
 
 # --- decoding -----------------------------------------------------------------------------------
@@ -254,8 +238,6 @@ def decode_request(body: bytes, *, max_items: int) -> Request:
         if not isinstance(name, str) or not isinstance(params, dict):
             raise NodeRpcError("apply carries a method name and its params")
         return Apply(name, params)
-    if method == "gossip":
-        return Gossip(_list(fields.get("announcements")))
     raise NodeRpcError("unknown node-RPC method")
 
 
@@ -285,7 +267,3 @@ def decode_messages(body: bytes, *, max_items: int) -> tuple[list[Message], bool
 
 def decode_status(body: bytes) -> int:
     return _int(_unpack(body, 4).get("status"), 0, 1000)
-
-
-def decode_announcements(body: bytes, *, max_items: int) -> list[Any]:
-    return _list(_unpack(body, max_items).get("announcements"))

@@ -14,6 +14,7 @@ import os
 import socket
 import threading
 import time
+import warnings
 from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
@@ -57,8 +58,21 @@ RUN_TIMEOUT_S = 100.0
 
 def run(coro: Coroutine[Any, Any, T]) -> T:
     """Run a coroutine to completion on a fresh uvloop event loop, failing (not hanging) after
-    ``RUN_TIMEOUT_S``: pytest-timeout's alarm does not reach a loop blocked in uvloop."""
-    return uvloop.run(asyncio.wait_for(coro, RUN_TIMEOUT_S))
+    ``RUN_TIMEOUT_S``: pytest-timeout's alarm does not reach a loop blocked in uvloop.
+
+    A server or connection still open when the loop closes is a failure naming it, not a hang:
+    uvloop closes what is left with a ResourceWarning first, and with warnings as errors
+    (pyproject) the warning would raise inside its C callback, the handle would never be closed and
+    ``loop.close()`` would wait on it forever, out of reach of pytest-timeout."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ResourceWarning)
+        result = uvloop.run(asyncio.wait_for(coro, RUN_TIMEOUT_S))
+    leaks = [str(w.message) for w in caught if issubclass(w.category, ResourceWarning)]
+    for w in caught:  # every other warning is raised as pytest configures it
+        if not issubclass(w.category, ResourceWarning):
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    assert not leaks, f"left open when the loop closed: {leaks}"
+    return result
 
 
 def free_port() -> int:

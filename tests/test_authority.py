@@ -21,8 +21,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-import warnings
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -32,9 +31,8 @@ import aiohttp
 import orjson
 import pytest
 
-import node_helpers
 from link_acceptor import LinkPort
-from node_helpers import free_port, now_ms, until
+from node_helpers import free_port, now_ms, run, until
 from veil.authority.config import (
     AdmissionSettings,
     AuthorityConfig,
@@ -53,22 +51,6 @@ from veil.protocol.network_file import NetworkFile
 
 PERIOD_S = 1
 T = TypeVar("T")
-
-
-def run(coro: Coroutine[Any, Any, T]) -> T:
-    """``node_helpers.run``, with a server or connection still open when the loop closes made a
-    failure rather than a hang: uvloop closes what is left with a ResourceWarning first, and with
-    warnings as errors (pyproject) the warning raises inside its C callback, the handle is never
-    closed and ``loop.close()`` waits on it forever, out of reach of pytest-timeout."""
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", ResourceWarning)
-        result = node_helpers.run(coro)
-    leaks = [str(w.message) for w in caught if issubclass(w.category, ResourceWarning)]
-    for w in caught:  # every other warning is raised as pytest configures it
-        if not issubclass(w.category, ResourceWarning):
-            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
-    assert not leaks, f"left open when the loop closed: {leaks}"
-    return result
 
 
 _RESERVED: list[socket.socket] = []

@@ -9,10 +9,11 @@ does — the devnet's network file, and the consensus from one of the seeds in `
 taken only if a majority of the authorities signed it and listing all N nodes — and stores
 messages of ``SIZE`` random bytes, each for a recipient drawn from ``RECIPIENTS`` identities, from
 ``CONCURRENCY`` coroutines with ``SwarmClient.store``: a three-hop onion request (guard → relay → a
-member of the recipient's swarm), which stores the message and answers once W = 3 of the R = 5
-members hold it. Every answer must carry the message's hash and at least three receipts that verify
-from distinct swarm members. One round = ``N_MESSAGES`` stores (or ``TIME_LIMIT_S``); messages/s =
-count / median round; p50/p99 = median over rounds of each round's percentile. After the rounds,
+member of the recipient's swarm), which stores the message and answers with the swarm's signed
+results once W = 3 of the R = 5 members hold it. Every answer must carry the message's hash and at
+least three signed results that verify from distinct swarm members. One round = ``N_MESSAGES``
+stores (or ``TIME_LIMIT_S``); messages/s = count / median round; p50/p99 = median over rounds of
+each round's percentile. After the rounds,
 ``SAMPLE`` recipients read their messages with ``SwarmClient.retrieve``: every acknowledged hash
 must be there. Then ``veil devnet down`` — in a ``finally``, as is the client's ``quit``.
 

@@ -3,8 +3,9 @@
 Part A — store encodings, the Python of ``veil.node.keys``, ``veil.protocol.hashes`` and ``rpc.py``
 against the Rust of ``veil._core`` (``rust/veil-core/src/store_index.rs``), side by side in one run:
 
-- ``store-key``: the 75-byte message key.
-- ``message-hash``: BLAKE2b-256(account ‖ namespace ‖ data) of 1 KiB of data.
+- ``store-key``: the 75-byte message key (account ‖ namespace ‖ arrival_us ‖ hash).
+- ``message-hash``: BLAKE2b-256(account ‖ namespace in decimal, empty for 0 ‖ data) of 1 KiB of
+  data (Session's message hash).
 - ``retrieve-encode-256x1KiB``, ``retrieve-encode-256x100B``: the ``messages`` JSON array of one
   retrieve page (the list of dicts + ``orjson.dumps`` of ``rpc.py`` against
   ``_core.retrieve_messages_json``).
@@ -118,19 +119,19 @@ def summary(request: pytest.FixtureRequest) -> Iterator[None]:
 
 
 # --------------------------------------------------------------------------------------------------
-# Part A: encodings. The Python candidates are the code of keys.py / rpc.py before any Rust went in.
+# Part A: encodings. The Python candidates are the code of keys.py / rpc.py before any Rust went in
+# (for the hash: the same code over Session's hash input).
 
 _KEY_TAIL = struct.Struct(">HQ")
-_NS_SIGNED = struct.Struct(">h")
 
 
-def python_message_key(account: bytes, namespace: int, timestamp_ms: int, digest: bytes) -> bytes:
-    return account + _KEY_TAIL.pack(namespace + 0x8000, timestamp_ms) + digest
+def python_message_key(account: bytes, namespace: int, arrival_us: int, digest: bytes) -> bytes:
+    return account + _KEY_TAIL.pack(namespace + 0x8000, arrival_us) + digest
 
 
 def python_message_hash(account: bytes, namespace: int, data: bytes) -> bytes:
     h = hashlib.blake2b(account, digest_size=32)
-    h.update(_NS_SIGNED.pack(namespace))
+    h.update(str(namespace).encode() if namespace else b"")
     h.update(data)
     return h.digest()
 
@@ -165,6 +166,7 @@ ENCODE_SIZES = {"256x1KiB": 1024, "256x100B": 100}
 
 ACCOUNT = b"\x05" + bytes(range(32))
 DIGEST = bytes(range(100, 132))
+ARRIVAL_US = 1_700_000_000_000_000
 
 
 @pytest.mark.parametrize("candidate", list(KEY_CANDIDATES))
@@ -172,12 +174,12 @@ def test_store_key(benchmark: Benchmark, candidate: str) -> None:
     benchmark.group = "store-key"
     function = KEY_CANDIDATES[candidate]
     for namespace in (-32768, -1, 0, 1, 32767):
-        assert function(ACCOUNT, namespace, 1_700_000_000_000, DIGEST) == python_message_key(
-            ACCOUNT, namespace, 1_700_000_000_000, DIGEST
+        assert function(ACCOUNT, namespace, ARRIVAL_US, DIGEST) == python_message_key(
+            ACCOUNT, namespace, ARRIVAL_US, DIGEST
         )
-    key = benchmark(function, ACCOUNT, -3, 1_700_000_000_000, DIGEST)
-    assert key == python_message_key(ACCOUNT, -3, 1_700_000_000_000, DIGEST)
-    assert keys.split_message_key(key) == (ACCOUNT, -3, 1_700_000_000_000, DIGEST)
+    key = benchmark(function, ACCOUNT, -3, ARRIVAL_US, DIGEST)
+    assert key == python_message_key(ACCOUNT, -3, ARRIVAL_US, DIGEST)
+    assert keys.split_message_key(key) == (ACCOUNT, -3, ARRIVAL_US, DIGEST)
     _record(benchmark, f"store-key/{candidate}")
 
 
@@ -188,6 +190,9 @@ def test_message_hash(benchmark: Benchmark, candidate: str) -> None:
     data = os.urandom(SIZE)
     for namespace in (-32768, -1, 0, 1, 32767):
         assert function(ACCOUNT, namespace, data) == python_message_hash(ACCOUNT, namespace, data)
+    # the namespace as text: namespace 1 with data "2x" is namespace 12 with data "x"
+    assert function(ACCOUNT, 1, b"2x") == function(ACCOUNT, 12, b"x")
+    assert function(ACCOUNT, 0, data) == hashlib.blake2b(ACCOUNT + data, digest_size=32).digest()
     digest = benchmark(function, ACCOUNT, 5, data)
     assert digest == python_message_hash(ACCOUNT, 5, data)
     _record(benchmark, f"message-hash/{candidate}")
@@ -196,7 +201,9 @@ def test_message_hash(benchmark: Benchmark, candidate: str) -> None:
 def stored_messages(count: int, size: int) -> list[StoredMessage]:
     now = now_ms()
     return [
-        StoredMessage(os.urandom(32), now - count + i, now + TTL_MS + i, os.urandom(size))
+        StoredMessage(
+            os.urandom(32), now - count + i, now + TTL_MS + i, os.urandom(size), (now + i) * 1000
+        )
         for i in range(count)
     ]
 
@@ -233,7 +240,9 @@ def make_messages(n: int, accounts: int = CONCURRENCY) -> list[Message]:
     for i in range(n):
         account = owners[i % accounts]
         data = blob[i * SIZE : (i + 1) * SIZE]
-        out.append(Message(account, 0, now, now + TTL_MS, data, message_hash(account, 0, data)))
+        digest = message_hash(account, 0, data)
+        # arriving one µs apart, as a node files the stores it takes
+        out.append(Message(account, 0, now, now + TTL_MS, data, digest, None, now * 1000 + i))
     return out
 
 
@@ -445,7 +454,11 @@ def populate(store: MessageStore, account: bytes, count: int) -> list[Message]:
     for i in range(count):
         data = os.urandom(SIZE)
         digest = message_hash(account, 0, data)
-        messages.append(Message(account, 0, now - count + i, now + TTL_MS, data, digest))
+        timestamp = now - count + i
+        arrival_us = timestamp * 1000  # arriving in order: retrieve answers in arrival order
+        messages.append(
+            Message(account, 0, timestamp, now + TTL_MS, data, digest, None, arrival_us)
+        )
 
     def put_all(txn: Any) -> None:
         for m in messages:
@@ -488,13 +501,14 @@ def test_retrieve_rpc(benchmark: Benchmark, tmp_path: Path) -> None:
         loop = uvloop.new_event_loop()
         try:
 
-            def call() -> tuple[int, bytes]:
+            def call() -> tuple[int, bytes, bytes]:
                 return loop.run_until_complete(rpc.handle_body(body))
 
-            status, answer = benchmark(call)
+            status, answer, content_type = benchmark(call)
         finally:
             loop.close()
         assert status == 200, answer
+        assert content_type == b"application/json"
         check_page(answer, messages)
     finally:
         store.close()

@@ -17,8 +17,9 @@ used: the devnet's nodes listen there (node K on 127.0.K+1.1).
 - ``{"op": "go", "concurrency": C, "time_limit": T}``: store the prepared messages from C coroutines
   with ``SwarmClient.store`` (so through onion paths: guard → relay → a member of the recipient's
   swarm), until all are sent or T seconds pass. Every answer is checked: the message's hash,
-  ``already: false``, the expiry, and at least ``write_quorum`` (3) receipts that verify
-  (``verify_receipt``) from distinct members of the recipient's swarm. Answers counts, elapsed
+  no member saying ``already``, and at least ``write_quorum`` (3) signed results in its
+  ``swarm`` block that verify (``verify_swarm``) from members of the recipient's swarm, each with
+  the expiry asked for. Answers counts, elapsed
   seconds, latency percentiles, the client's onion requests by status, paths that failed and this
   process's CPU seconds. Acknowledged hashes are remembered per recipient.
 - ``{"op": "check", "sample": K}``: for K recipients that were sent messages (chosen at
@@ -50,7 +51,7 @@ from veil.identity import Identity
 from veil.protocol.hashes import hash_b64, message_hash
 from veil.protocol.network_file import load_network_file
 from veil.protocol.peers import PeerInfo
-from veil.protocol.replication import verify_receipt
+from veil.protocol.storage_rpc import verify_swarm
 
 TTL_MS = 3600 * 1000
 QUORUM = 3
@@ -118,21 +119,24 @@ class Loader:
             return f"not an object: {str(answer)[:200]}"
         account = bytes.fromhex(recipient.session_id)
         digest = message_hash(account, 0, data)
-        if answer.get("hash") != hash_b64(digest) or answer.get("already") is not False:
+        text = hash_b64(digest)
+        results = answer.get("swarm")
+        if answer.get("hash") != text or not isinstance(results, dict):
             return f"store answer {str(answer)[:200]} is not for this message"
-        expiry = answer.get("expiry")
-        if not isinstance(expiry, int) or not sent_ms + TTL_MS <= expiry <= now_ms() + TTL_MS:
-            return f"expiry {expiry} does not match the ttl"
-        swarm = {p.ed25519 for p in self.swarm.swarm(account)}
-        receipts = answer.get("receipts")
-        if not isinstance(receipts, list):
-            return "no receipts"
-        signers = [verify_receipt(r, digest, expiry) for r in receipts]
-        valid = {s for s in signers if s is not None and s in swarm}
-        if len(valid) < QUORUM or len(valid) != len(signers):
+        swarm = [p.ed25519 for p in self.swarm.swarm(account)]
+        params = {"pubkey": recipient.session_id}
+        valid = verify_swarm("store", params, answer, swarm)
+        for member in valid:
+            result = results[member.hex()]
+            expiry = result.get("expiry")
+            if result.get("hash") != text or result.get("already"):
+                return f"member {member.hex()[:8]}: {str(result)[:200]} is not for a new message"
+            if not isinstance(expiry, int) or not sent_ms + TTL_MS <= expiry <= now_ms() + TTL_MS:
+                return f"expiry {expiry} does not match the ttl"
+        if len(valid) < QUORUM:
             return (
-                f"receipts: {len(receipts)}, valid from distinct swarm members: {len(valid)} "
-                f"(need {QUORUM}, all valid)"
+                f"signed results: {len(results)}, valid from swarm members: {len(valid)} "
+                f"(need {QUORUM})"
             )
         return None
 

@@ -94,7 +94,7 @@ class Loader:
             data = blob[i * size : (i + 1) * size]
             digest = hash_b64(message_hash(account, 0, data))
             work.requests.append(http_request(store_body(account, now, data)))
-            work.expect_text.append(b'"hash":"%s","already":false' % digest.encode())
+            work.expect_text.append(b'{"hash":"%s","swarm":' % digest.encode())
         self.work = work
         return {"prepared": n, "accounts": [a.hex() for a in owners]}
 

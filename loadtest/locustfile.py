@@ -159,7 +159,7 @@ class VeilUser(FastHttpUser):
                     self.account,
                     "retrieve",
                     lambda dest: storage_rpc.retrieve_params(
-                        self.identity, cursor=self.cursors.get(dest.ed25519)
+                        self.identity, cursor=self.cursors.get(dest.ed25519, "")
                     ),
                     destination=member,
                     expect="messages",

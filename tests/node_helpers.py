@@ -272,11 +272,15 @@ def make_message(
     timestamp_ms: int | None = None,
     ttl_ms: int = TTL_MS,
     expiry_ms: int | None = None,
+    arrival_us: int | None = None,
 ) -> Message:
-    """A store-level message, hashed as the node hashes it."""
+    """A store-level message, hashed as the node hashes it, arriving at its timestamp (unless
+    ``arrival_us`` says otherwise)."""
     ts = now_ms() if timestamp_ms is None else timestamp_ms
     expiry = ts + ttl_ms if expiry_ms is None else expiry_ms
-    return Message(account, namespace, ts, expiry, data, message_hash(account, namespace, data))
+    digest = message_hash(account, namespace, data)
+    arrival = ts * 1000 if arrival_us is None else arrival_us
+    return Message(account, namespace, ts, expiry, data, digest, None, arrival)
 
 
 # --- a raw HTTP/1.1 client -----------------------------------------------------------------------
@@ -291,6 +295,12 @@ class HttpResponse:
 
     def json(self) -> Any:
         return orjson.loads(self.body)
+
+    def answer(self) -> Any:
+        """The RPC answer: JSON for a result (and a 421's swarm), the text of an error."""
+        if self.headers.get("content-type", "").startswith("text/plain"):
+            return self.body.decode("utf-8")
+        return self.json()
 
 
 class HttpClient:
@@ -363,8 +373,9 @@ class HttpClient:
         )
 
     async def rpc(self, method: str, params: Any) -> tuple[int, Any]:
+        """(status, answer): the JSON result, or an error's text (``HttpResponse.answer``)."""
         response = await self.post_json({"method": method, "params": params})
-        return response.status, response.json()
+        return response.status, response.answer()
 
 
 async def rpc_once(port: int, method: str, params: Any) -> tuple[int, Any]:
@@ -375,9 +386,9 @@ async def rpc_once(port: int, method: str, params: Any) -> tuple[int, Any]:
 async def retrieve_all(client: HttpClient, account: Account, namespace: int = 0) -> list[Any]:
     """Every message of one namespace, following the cursor."""
     messages: list[Any] = []
-    cursor: str | None = None
+    cursor = ""
     for _ in range(10_000):
-        extra: dict[str, Any] = {"cursor": cursor} if cursor else {}
+        extra: dict[str, Any] = {"cursor": cursor}
         status, body = await client.rpc("retrieve", account.retrieve(namespace=namespace, **extra))
         assert status == 200, body
         messages += body["messages"]

@@ -397,8 +397,8 @@ def test_nodes_holding_one_consensus_agree_on_every_swarm_and_follow_its_placeme
                 n for n in nodes if n.identity.ed25519_public_key in set(before) - set(now)
             )
             status, body = await rpc_once(former.port, "store", account.store(b"moved"))
-            assert status == 421
-            assert [bytes.fromhex(a["ed25519"]) for a in body["error"]["swarm"]] == list(now)
+            assert status == 421  # with the account's swarm, as get_swarm gives it
+            assert [bytes.fromhex(a["pubkey_ed25519"]) for a in body["snodes"]] == list(now)
         finally:
             for node in nodes:
                 await node.stop()
@@ -421,11 +421,18 @@ def test_a_node_outside_the_swarm_answers_421_with_the_right_swarm(tmp_path: Pat
             async with await HttpClient.connect(outsider.port) as client:
                 status, body = await client.rpc("store", alice.store(b"hi"))
                 assert status == 421
-                assert body["error"]["code"] == "wrong_swarm"
-                named = {bytes.fromhex(a["ed25519"]) for a in body["error"]["swarm"]}
+                assert set(body) == {"snodes", "swarm", "t", "hf"}  # the account's swarm
+                named = {bytes.fromhex(a["pubkey_ed25519"]) for a in body["snodes"]}
                 assert named == members
+                by_key = {a.ed25519: a for a in swarm}
+                for snode in body["snodes"]:  # each member's address and keys
+                    member = by_key[bytes.fromhex(snode["pubkey_ed25519"])]
+                    assert f"{snode['ip']}:{snode['port']}" == member.http
+                    assert bytes.fromhex(snode["pubkey_x25519"]) == member.x25519
                 status, answer = await client.rpc("get_swarm", {"pubkey": alice.pubkey})
-                assert {bytes.fromhex(a["ed25519"]) for a in answer["swarm"]} == members
+                assert status == 200, answer
+                assert answer["snodes"] == body["snodes"]
+                assert answer["swarm"] == body["swarm"]
                 status, listing = await client.rpc("get_nodes", {})
                 assert len(listing["nodes"]) == 7
                 for entry in listing["nodes"]:
@@ -480,12 +487,11 @@ def test_a_node_of_a_network_refuses_stores_until_it_holds_a_valid_consensus_and
 
     async def refused(node: Node) -> None:
         status, body = await rpc_once(node.port, "store", alice.store(b"refused"))
-        assert status == 503, body
-        assert body["error"]["code"] == "unavailable"
+        assert (status, body) == (503, "this node holds no valid consensus")
         status, body = await rpc_once(node.port, "retrieve", alice.retrieve())
-        assert status == 503, body
+        assert (status, body) == (503, "this node holds no valid consensus")
         status, body = await rpc_once(node.port, "get_consensus", {})
-        assert status == 503, body
+        assert (status, body) == (503, "this node holds no valid consensus")
         async with await HttpClient.connect(node.port) as client:
             response = await client.request("GET", "/consensus")
         assert response.status == 503
@@ -515,7 +521,8 @@ def test_a_node_without_a_network_file_serves_every_account_alone(tmp_path: Path
                     status, body = await client.rpc("store", account.store(b"alone"))
                     assert status == 200, body
                     status, answer = await client.rpc("get_swarm", {"pubkey": account.pubkey})
-                    assert [a["ed25519"] for a in answer["swarm"]] == [own]
+                    assert status == 200, answer
+                    assert [a["pubkey_ed25519"] for a in answer["snodes"]] == [own]
                 status, listing = await client.rpc("get_nodes", {})
                 assert [a["ed25519"] for a in listing["nodes"]] == [own]
                 response = await client.request("GET", "/consensus")  # none exists on its own

@@ -10,8 +10,12 @@
   the consensus it holds); a ``421`` never makes the client ask a node that no such consensus
   lists, whatever member list it names; ``retrieve`` merges pages into distinct messages in cursor
   order, each one's hash recomputed from its data, and keeps only cursors it can read again;
-  ``store`` counts only with ``write_quorum`` valid receipts from distinct members of the swarm it
-  computes, and ``store`` and ``delete`` answer or raise a StoreError whose text is one clean line.
+  ``store`` counts only with ``write_quorum`` members of the swarm it computes whose signed result
+  in the answer's ``swarm`` block is for the message's hash and verifies (a forged signature, one
+  by another key, one copied under another member's key, one for another hash, a failed entry and
+  a stranger's are not counted); ``delete`` reports only hashes it asked for that a member's signed
+  result lists; and ``store`` and ``delete`` answer or raise a StoreError whose text is one clean
+  line.
 - ``veil.client.messaging.Messenger.ingest``: retrieved messages of any shape and any ``data`` are
   shown only if they decrypt; anything another account encrypts to us (any plaintext, any content)
   shows under that account only, never as ours or a third party's, with every character a terminal
@@ -54,12 +58,13 @@ from veil.clock import now_ms
 from veil.crypto import HopKey, encrypt_for_recipient, peel_onion
 from veil.errors import DecryptionError, InvalidInputError
 from veil.identity import Identity
+from veil.protocol import storage_rpc
 from veil.protocol.announcement import sign_announcement
 from veil.protocol.content import Content, pad
 from veil.protocol.hashes import cursor_decode, cursor_encode, hash_b64, message_hash
 from veil.protocol.onion_request import build_request, open_reply
 from veil.protocol.peers import PeerInfo
-from veil.protocol.replication import receipt_bytes, receipt_json, verify_receipt
+from veil.protocol.replication import receipt_bytes
 
 IDENTITIES = [Identity.from_seed(bytes([i + 1]) * 32) for i in range(8)]
 ANNOUNCEMENTS = [
@@ -114,7 +119,9 @@ json_values = st.recursive(
     lambda children: (
         st.lists(children, max_size=4)
         | st.dictionaries(
-            st.sampled_from(["nodes", "error", "swarm", "messages", "hash", "cursor", "more"])
+            st.sampled_from(
+                ["nodes", "snodes", "swarm", "messages", "hash", "cursor", "more", "deleted"]
+            )
             | st.text(max_size=6),
             children,
             max_size=5,
@@ -255,6 +262,8 @@ class ScriptedNetwork(NetworkClient):
         self.answers = list(answers)
         self.asked: list[str] = []
         self.destinations: list[PeerInfo] = []
+        self.answered: list[tuple[int, Any]] = []
+        """The answers given so far."""
 
     async def request(
         self, destination: PeerInfo, method: str, params: dict[str, Any]
@@ -264,6 +273,7 @@ class ScriptedNetwork(NetworkClient):
         answer = self.answers.pop(0) if self.answers else None
         if answer is None:
             raise NetworkError("the script ran out")
+        self.answered.append(answer)
         return answer
 
 
@@ -296,6 +306,30 @@ def tampered(draw: st.DrawFn) -> dict[str, Any]:
 announcement_entries = mostly(st.sampled_from(ENTRIES), tampered() | json_values)
 node_lists = st.lists(announcement_entries, max_size=8, unique_by=orjson.dumps)
 """Lists of announcements, some valid (nodes 6 and 7 among them, in no consensus), none twice."""
+
+
+def _snode(entry: Any) -> Any:
+    """An announcement as a ``421`` (``get_swarm``) lists a swarm member; anything else as is."""
+    if not isinstance(entry, dict) or not all(
+        isinstance(entry.get(k), str) for k in ("http", "ed25519", "x25519")
+    ):
+        return entry
+    host, _, port = entry["http"].rpartition(":")
+    return {
+        "ip": host,
+        "port": port,
+        "port_https": int(port) if port.isdigit() else port,
+        "pubkey_ed25519": entry["ed25519"],
+        "pubkey_x25519": entry["x25519"],
+        "pubkey_legacy": entry["ed25519"],
+    }
+
+
+swarm_corrections = st.fixed_dictionaries(
+    {"snodes": node_lists.map(lambda entries: [_snode(e) for e in entries])},
+    optional={"swarm": json_values, "t": json_values, "hf": json_values},
+)
+"""A ``421`` body: the account's swarm as the node says it is (members of its choosing)."""
 
 
 @st.composite
@@ -388,12 +422,7 @@ def check_421(body: Any, refreshes: list[Answer]) -> None:
 
 
 @given(
-    body=mostly(
-        st.fixed_dictionaries(
-            {"error": st.fixed_dictionaries({"swarm": node_lists}, optional={"code": json_values})}
-        ),
-        st.none() | st.lists(json_values),
-    ),
+    body=mostly(swarm_corrections, st.none() | st.lists(json_values) | hostile_texts),
     refreshes=st.lists(consensus_answers, max_size=3),
 )
 def test_a_421_never_makes_the_client_ask_a_node_the_consensus_does_not_list(
@@ -404,8 +433,8 @@ def test_a_421_never_makes_the_client_ask_a_node_the_consensus_does_not_list(
 
 @given(
     body=json_values
-    | st.fixed_dictionaries({"error": json_values})
-    | st.fixed_dictionaries({"error": st.fixed_dictionaries({"swarm": json_values})}),
+    | st.fixed_dictionaries({"snodes": json_values})
+    | st.fixed_dictionaries({"snodes": st.lists(json_values)}, optional={"swarm": json_values}),
     refreshes=st.lists(consensus_answers, max_size=3),
 )
 def test_any_421_body_leaves_the_swarms_to_the_consensus(
@@ -425,7 +454,12 @@ def _stored(data: bytes, timestamp: int) -> dict[str, Any]:
     return {"hash": digest, "timestamp": timestamp, "data": _b64(data)}
 
 
-cursors = st.builds(cursor_encode, st.integers(0, 2**63 - 1), st.binary(min_size=32, max_size=32))
+cursors = st.builds(
+    cursor_encode,
+    # an arrival in µs: from the past, around now, or (not taken) past the client's clock
+    st.integers(0, now_ms() * 1000) | st.integers(0, 2**63 - 1),
+    st.binary(min_size=32, max_size=32),
+)
 hashes = st.sampled_from(["h1", "h2", "h3", "\x1b[2J", "", "_all", "_all" + "A" * 39]) | st.text(
     max_size=8
 )
@@ -462,18 +496,21 @@ pages = st.fixed_dictionaries(
         "cursor": cursors | st.none() | st.booleans() | st.integers(-(2**63), 2**64 - 1),
     },
 )
-corrections = st.fixed_dictionaries({"error": st.fixed_dictionaries({"swarm": node_lists})})
+error_texts = hostile_texts | st.text(max_size=300)
+"""What a node answers for an error: text (``text/plain``), hostile or not."""
 shaped_answers: st.SearchStrategy[Answer] = mostly(
     st.tuples(st.just(200), pages),
     st.none()
-    | st.tuples(st.just(421), corrections)
-    | st.tuples(st.sampled_from([400, 401, 500, 503]) | st.integers(0, 999), json_values),
+    | st.tuples(st.just(421), swarm_corrections)
+    | st.tuples(st.sampled_from([400, 401, 500, 503]) | st.integers(0, 999), error_texts)
+    | st.tuples(st.integers(0, 999), json_values),
 )
 any_answers: st.SearchStrategy[Answer] = st.none() | st.tuples(
     st.sampled_from([200, 200, 421]) | st.integers(-(2**63), 2**64 - 1),
     json_values
+    | error_texts
     | pages
-    | corrections
+    | swarm_corrections
     | st.fixed_dictionaries(
         {}, optional=dict.fromkeys(["messages", "more", "cursor"], json_values)
     ),
@@ -512,9 +549,12 @@ def check_retrieve(script: list[Answer], from_start: bool) -> None:
     tally(f"retrieved: {min(len(got), 3)}{'+' if len(got) >= 3 else ''}")
     keys = [(m.get("timestamp", 0), m["hash"]) for m in got]
     assert keys == sorted(keys)
+    latest_us = (now_ms() + swarm_module.FUTURE_MARGIN_MS) * 1000
     for key, cursor in client.export_cursors().items():
         if key not in ("recent", "read"):
-            cursor_decode(cursor)  # only cursors it can use again
+            raw = cursor_decode(cursor)  # only cursors it can use again
+            # and none past the client's clock: a member would skip what arrives until then
+            assert int.from_bytes(raw[:8], "big") <= latest_us
     network.answers.clear()  # every member unreachable now: the cursors kept are read again
     assert run(client.retrieve(ME, from_start=from_start)) == []
 
@@ -539,57 +579,118 @@ def test_a_cursor_the_client_cannot_read_is_not_kept() -> None:
 
 
 STORED_AT = 1_700_000_000_000
-"""The client's clock during a scripted store (so that receipts can be made for it)."""
+"""The client's clock during a scripted store (so that signed results can be made for it)."""
 STORE_TTL = 60_000
 STORE_DIGEST = message_hash(b"\x05" + bytes.fromhex(STRANGER.session_id[2:]), 0, b"hello")
 STORE_SWARM = {
     p.ed25519 for p in SwarmClient(ScriptedNetwork([])).swarm(bytes.fromhex(STRANGER.session_id))
 }
+OTHER_DIGEST = message_hash(b"\x05" + bytes.fromhex(STRANGER.session_id[2:]), 0, b"other")
+DELETED = "A" * 43
+"""The one hash the scripted delete asks for."""
+LIES = ["forged", "other key", "copied", "wrong hash", "failed", "junk", "key not a member's"]
+"""How a member's entry in a swarm answer can be false (besides coming from a node outside the
+swarm: the signer is drawn among every node)."""
+
+
+def _b64sig(signature: bytes) -> str:
+    return base64.b64encode(signature).decode()
 
 
 @st.composite
-def receipts(draw: st.DrawFn) -> Any:
-    """A receipt for the scripted store from one of the eight nodes (in its swarm or not), for
-    that message or another expiry, or forged."""
+def store_results(draw: st.DrawFn) -> tuple[str, Any]:
+    """(member key, its signed result) for the scripted store, from one of the eight nodes (in its
+    swarm or not), valid or lying in one of the ways of :data:`LIES`."""
     signer = draw(st.sampled_from(IDENTITIES))
-    expiry = STORED_AT + STORE_TTL + draw(mostly(st.just(0), st.integers(-5, 5)))
-    how = draw(mostly(st.just("valid"), st.sampled_from(["forged", "other key", "junk"])))
-    signature = signer.sign(receipt_bytes(STORE_DIGEST, expiry))
+    key = signer.ed25519_public_key.hex()
+    how = draw(mostly(st.just("valid"), st.sampled_from(LIES)))
+    digest = OTHER_DIGEST if how == "wrong hash" else STORE_DIGEST
+    result: dict[str, Any] = {
+        "hash": hash_b64(digest),
+        "expiry": STORED_AT + STORE_TTL + draw(mostly(st.just(0), st.integers(-5, 5))),
+        "signature": _b64sig(signer.sign(receipt_bytes(digest))),
+    }
+    if draw(st.integers(0, 5)) == 0:
+        result["already"] = draw(mostly(st.just(True), json_values))
     if how == "forged":
-        signature = bytes(64)
+        result["signature"] = _b64sig(bytes(64))
     elif how == "other key":
-        signature = STRANGER.sign(receipt_bytes(STORE_DIGEST, expiry))
+        result["signature"] = _b64sig(STRANGER.sign(receipt_bytes(digest)))
+    elif how == "copied":  # a member's signed result under another member's key
+        key = draw(
+            st.sampled_from(IDENTITIES).filter(lambda i: i != signer)
+        ).ed25519_public_key.hex()
+    elif how == "failed":
+        result = {**result, "failed": True, "timeout": True}
     elif how == "junk":
-        return draw(json_values)
-    return receipt_json(signer.ed25519_public_key, signature)
+        return key, draw(json_values)
+    elif how == "key not a member's":
+        key = draw(hostile_texts | st.just(key.upper()))
+    return key, result
+
+
+@st.composite
+def delete_results(draw: st.DrawFn) -> tuple[str, Any]:
+    """(member key, its signed result) for the scripted delete of :data:`DELETED`, listing that
+    hash and others (which it was not asked for), valid or lying."""
+    signer = draw(st.sampled_from(IDENTITIES))
+    key = signer.ed25519_public_key.hex()
+    others = st.sampled_from(["B" * 43, f"_all{STORED_AT}", "\x1b[2J"])
+    deleted = draw(
+        mostly(
+            st.lists(others, max_size=3).map(lambda extra: sorted([DELETED, *extra])),
+            st.lists(st.just(DELETED) | others | json_scalars, max_size=4),
+        )
+    )
+    how = draw(mostly(st.just("valid"), st.sampled_from(["forged", "other key", "copied", "junk"])))
+    if all(isinstance(h, str) for h in deleted):
+        signed = storage_rpc.member_signed(
+            "delete", ME.session_id, {"messages": [DELETED]}, {"deleted": deleted}
+        )
+        signature = _b64sig((STRANGER if how == "other key" else signer).sign(signed))
+    else:
+        signature = _b64sig(bytes(64))
+    if how == "forged":
+        signature = _b64sig(bytes(64))
+    elif how == "copied":
+        key = draw(
+            st.sampled_from(IDENTITIES).filter(lambda i: i != signer)
+        ).ed25519_public_key.hex()
+    elif how == "junk":
+        return key, draw(json_values)
+    return key, {"deleted": deleted, "signature": signature}
+
+
+def swarm_blocks(results: st.SearchStrategy[tuple[str, Any]]) -> st.SearchStrategy[Any]:
+    return st.lists(results, min_size=1, max_size=7).map(dict)
 
 
 store_answers = st.fixed_dictionaries(
     {
         "hash": mostly(st.just(hash_b64(STORE_DIGEST)), json_values),
-        "receipts": mostly(st.lists(receipts(), min_size=2, max_size=6), json_values),
+        "swarm": mostly(swarm_blocks(store_results()), json_values),
     },
-    optional={"already": json_values, "expiry": json_values},
+    optional={"t": json_values, "hf": json_values, "already": json_values},
+)
+delete_answers = st.fixed_dictionaries(
+    {"swarm": mostly(swarm_blocks(delete_results()), json_values)},
+    optional={"t": json_values, "hf": json_values, "deleted": st.lists(json_values)},
 )
 
 
 @given(
     answers=st.lists(
         st.none()
-        | st.tuples(st.just(200), store_answers)
+        | st.tuples(st.just(200), store_answers | delete_answers)
         | st.tuples(
-            st.sampled_from([200, 400, 406, 421, 500, 507]),
+            st.sampled_from([200, 400, 401, 403, 406, 421, 500, 503, 507]),
             st.fixed_dictionaries(
                 {}, optional={"hash": json_values, "deleted": st.lists(json_values)}
             )
             | store_answers
-            | st.fixed_dictionaries(
-                {
-                    "error": st.fixed_dictionaries(
-                        {}, optional=dict.fromkeys(["code", "message"], json_values)
-                    )
-                }
-            )
+            | delete_answers
+            | swarm_corrections
+            | error_texts
             | json_scalars,
         ),
         max_size=6,
@@ -602,12 +703,38 @@ def test_store_and_delete_answer_with_the_body_or_a_store_error(
     check_write([None if a is None else (a[0], _json(a[1])) for a in answers], delete)
 
 
+def _entries(answers: list[tuple[int, Any]], member: bytes) -> list[dict[str, Any]]:
+    """``member``'s entries in the swarm blocks of the 200 answers given."""
+    return [
+        body["swarm"][member.hex()]
+        for status, body in answers
+        if status == 200
+        and isinstance(body, dict)
+        and isinstance(body.get("swarm"), dict)
+        and isinstance(body["swarm"].get(member.hex()), dict)
+    ]
+
+
+def _signed_by(entry: dict[str, Any], member: bytes, text: bytes) -> bool:
+    """Whether ``entry`` is a result (not failed) whose signature by ``member`` is of ``text``."""
+    try:
+        signature = base64.b64decode(str(entry.get("signature")), validate=True)
+    except ValueError:
+        return False
+    return (
+        not entry.get("failed")
+        and len(signature) == 64
+        and _core.ed25519_verify(member, text, signature)
+    )
+
+
 def check_write(answers: list[Answer], delete: bool) -> None:
-    client = SwarmClient(ScriptedNetwork(answers), rng=random.Random(3))
+    network = ScriptedNetwork(answers)
+    client = SwarmClient(network, rng=random.Random(3))
     outcome: Any
     try:
         if delete:
-            outcome = run(client.delete(ME, ["A" * 43]))
+            outcome = run(client.delete(ME, [DELETED]))
         else:
             with mock.patch.object(swarm_module, "_now_ms", return_value=STORED_AT):
                 outcome = run(client.store(STRANGER.session_id, b"hello", ttl_ms=STORE_TTL))
@@ -619,20 +746,55 @@ def check_write(answers: list[Answer], delete: bool) -> None:
         assert "\n" not in str(outcome)
         tally(f"store error: {outcome.code}" if outcome.code == "unacknowledged" else "error")
     elif delete:
-        assert all(isinstance(h, str) for h in outcome)
-    else:  # acknowledged: by W valid receipts from distinct members of the swarm computed here
+        # Only the hash asked for, and only as a member of the swarm signed it.
+        assert set(outcome) <= {DELETED}
+        tally(f"deleted: {len(outcome)}")
+        if outcome:
+            assert any(
+                DELETED in entry["deleted"]
+                and _signed_by(
+                    entry,
+                    member,
+                    (ME.session_id + DELETED + "".join(entry["deleted"])).encode(),
+                )
+                for member in STORE_SWARM_OF_ME
+                for entry in _entries(network.answered, member)
+                if isinstance(entry.get("deleted"), list)
+                and all(isinstance(h, str) for h in entry["deleted"])
+            )
+    else:  # acknowledged: by W members of the swarm computed here, each signing the hash
         tally("acknowledged")
-        assert outcome["hash"] == hash_b64(STORE_DIGEST)
+        text = hash_b64(STORE_DIGEST)
+        assert outcome["hash"] == text
         assert outcome["expiry"] == STORED_AT + STORE_TTL
-        signers = {
-            verify_receipt(r, STORE_DIGEST, STORED_AT + STORE_TTL) for r in outcome["receipts"]
-        }
-        assert len(signers) == len(outcome["receipts"]) >= 3
-        assert signers <= STORE_SWARM
+        assert isinstance(outcome["already"], bool)
+        signers = [bytes.fromhex(m) for m in outcome["signed_by"]]
+        assert len(set(signers)) == len(signers) >= 3
+        assert set(signers) <= STORE_SWARM
+        # one answer in which every one of them signed this message's hash
+        assert any(
+            all(
+                isinstance(body.get("swarm"), dict)
+                and isinstance(body["swarm"].get(m.hex()), dict)
+                and body["swarm"][m.hex()].get("hash") == text
+                and _signed_by(body["swarm"][m.hex()], m, text.encode())
+                for m in signers
+            )
+            for status, body in network.answered
+            if status == 200 and isinstance(body, dict)
+        )
+
+
+STORE_SWARM_OF_ME = {
+    p.ed25519 for p in SwarmClient(ScriptedNetwork([])).swarm(bytes.fromhex(ME.session_id))
+}
+"""The swarm of ME (whose messages the scripted delete deletes)."""
 
 
 @given(
-    answers=st.lists(any_answers | st.tuples(st.just(200), store_answers), max_size=6),
+    answers=st.lists(
+        any_answers | st.tuples(st.just(200), store_answers | delete_answers), max_size=6
+    ),
     delete=st.booleans(),
 )
 def test_store_and_delete_answer_any_answer_with_the_body_or_a_store_error(

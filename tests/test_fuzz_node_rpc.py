@@ -18,6 +18,7 @@ accounts both nodes serve — and loses only what an accepted ``apply`` deleted.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import dataclasses
 import os
@@ -26,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import msgpack
+import orjson
 import pytest
 import uvloop
 from hypothesis import given
@@ -43,6 +45,7 @@ from veil.protocol import storage_rpc
 from veil.protocol.announcement import Announcement, sign_announcement
 from veil.protocol.hashes import hash_b64, message_hash
 from veil.protocol.node_rpc import (
+    VERSION,
     Apply,
     Fetch,
     NodeRpcError,
@@ -61,6 +64,7 @@ from veil.protocol.node_rpc import (
     encode_status,
 )
 from veil.protocol.replication import Message, StoreAuth, receipt_bytes
+from veil.protocol.storage_rpc import member_signed, revoke_string, subaccount_token
 
 LIMIT = 1_000
 """``max_items`` for the codec properties: far above anything the strategies build."""
@@ -68,13 +72,18 @@ METHODS = ("replicate", "summary", "fetch", "apply", "gossip")
 """Method names for hostile bodies: the four there are, and ``gossip``, which is no more."""
 FIELDS = (
     *("m", "msgs", "accounts", "hashes", "method", "params", "announcements"),
-    *("receipts", "differ", "more", "status", "pubkey", "messages"),
+    *("receipts", "differ", "more", "status", "body", "pubkey", "messages"),
 )
+APPLY_METHODS = (
+    *("delete", "delete_all", "delete_before", "expire", "expire_all"),
+    *("revoke_subaccount", "unrevoke_subaccount"),
+)
+"""The client requests ``apply`` carries (``veil.node.peer_rpc.APPLIED_METHODS``)."""
 MSGPACK_INTS = (0, -1, 1, 2**15, -(2**15) - 1, 2**31, 2**63 - 1, 2**63, 2**64 - 1, -(2**63))
 
 
 def _packed(value: Any, **options: Any) -> bytes:
-    return b"\x01" + bytes(msgpack.packb(value, use_bin_type=True, **options))
+    return bytes([VERSION]) + bytes(msgpack.packb(value, use_bin_type=True, **options))
 
 
 def _unpacked(body: bytes) -> Any:
@@ -88,9 +97,17 @@ accounts = st.binary(min_size=33, max_size=33)
 digests = st.binary(min_size=32, max_size=32)
 namespaces = st.integers(-(2**15), 2**15 - 1)
 times = st.integers(0, 2**63 - 1)
-auths = st.none() | st.builds(
-    StoreAuth, times, st.binary(min_size=32, max_size=32), st.binary(min_size=64, max_size=64)
+arrivals = st.integers(1, 2**63 - 1)
+"""A message's arrival (µs): a member gave it one, so never 0."""
+keys = st.binary(min_size=32, max_size=32)
+signatures = st.binary(min_size=64, max_size=64)
+auths = (
+    st.none()
+    | st.builds(StoreAuth, times, keys, signatures)
+    | st.builds(StoreAuth, times, keys, signatures, st.binary(min_size=36, max_size=36), signatures)
 )
+"""No authorisation, the owner's (three fields), or a subaccount's (five: token and its
+signature)."""
 
 
 @st.composite
@@ -99,7 +116,7 @@ def messages(draw: st.DrawFn) -> Message:
     timestamp = draw(times)
     expiry = draw(st.integers(timestamp, 2**63 - 1))
     digest = message_hash(account, namespace, data)
-    return Message(account, namespace, timestamp, expiry, data, digest, draw(auths))
+    return Message(account, namespace, timestamp, expiry, data, digest, draw(auths), draw(arrivals))
 
 
 plain_values = st.recursive(
@@ -122,7 +139,7 @@ requests: st.SearchStrategy[Request] = st.one_of(
     st.builds(Fetch, st.lists(digests, max_size=5)),
     st.builds(
         Apply,
-        st.sampled_from(["delete", "delete_all", "expire"]) | st.text(max_size=12),
+        st.sampled_from(APPLY_METHODS) | st.text(max_size=12),
         st.dictionaries(st.text(max_size=10), plain_values, max_size=5),
     ),
 )
@@ -135,7 +152,7 @@ def _answers() -> st.SearchStrategy[bytes]:
         receipt_lists.map(encode_receipts),
         st.builds(encode_differ, differs, st.booleans()),
         st.builds(encode_messages, st.lists(messages(), max_size=4), st.booleans()),
-        st.integers(0, 999).map(encode_status),
+        st.builds(encode_status, st.integers(0, 999), st.binary(max_size=40)),
     )
 
 
@@ -151,10 +168,13 @@ def check_message(message: Message) -> None:
     assert 0 <= message.timestamp_ms <= message.expiry_ms < 2**63
     assert isinstance(message.data, bytes)
     assert message.hash == message_hash(message.account, message.namespace, message.data)
+    assert 1 <= message.arrival_us < 2**63
     if message.auth is not None:
         assert 0 <= message.auth.sig_timestamp_ms < 2**63
         assert len(message.auth.signer) == 32
         assert len(message.auth.signature) == 64
+        # A subaccount's token and its signature come together, or neither.
+        assert (len(message.auth.token), len(message.auth.token_signature)) in ((0, 0), (36, 64))
 
 
 def check_request(request: Request) -> None:
@@ -193,8 +213,10 @@ def check_receipts(receipts: list[bytes | None]) -> None:
     assert all(r is None or len(r) == 64 for r in receipts)
 
 
-def check_status(status: int) -> None:
+def check_status(answer: tuple[int, bytes]) -> None:
+    status, body = answer
     assert 0 <= status < 1000
+    assert isinstance(body, bytes)
 
 
 DECODERS: dict[str, Callable[[bytes], None]] = {
@@ -239,13 +261,30 @@ def test_a_messages_answer_round_trips(found: list[Message], more: bool) -> None
     assert decode_messages(encode_messages(found, more), max_items=LIMIT) == (found, more)
 
 
-@given(status=st.integers(-(2**63), 2**64 - 1))
-def test_a_status_round_trips_if_it_is_one_and_is_refused_otherwise(status: int) -> None:
+@given(status=st.integers(-(2**63), 2**64 - 1), body=st.binary(max_size=100))
+def test_a_status_round_trips_if_it_is_one_and_is_refused_otherwise(
+    status: int, body: bytes
+) -> None:
     if 0 <= status < 1000:
-        assert decode_status(encode_status(status)) == status
+        assert decode_status(encode_status(status, body)) == (status, body)
     else:
         with pytest.raises(NodeRpcError):
-            decode_status(encode_status(status))
+            decode_status(encode_status(status, body))
+
+
+not_bytes = (
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**64 - 1)
+    | st.text(max_size=10)
+    | st.lists(st.binary(max_size=4), max_size=2)
+)
+
+
+@given(status=st.integers(0, 999), body=not_bytes)
+def test_an_apply_answer_whose_body_is_not_bytes_is_refused(status: int, body: Any) -> None:
+    with pytest.raises(NodeRpcError):
+        decode_status(_packed({"status": status, "body": body}))
 
 
 @given(message=messages(), wrong=digests, as_answer=st.booleans())
@@ -265,7 +304,9 @@ def test_a_message_hash_is_recomputed_never_taken_from_the_body(
 @given(message=messages(), wrong=digests)
 def test_a_message_entry_that_carries_a_hash_is_refused(message: Message, wrong: bytes) -> None:
     entry = _unpacked(encode_request(Replicate([message])))["msgs"][0]
-    for labelled in ([*entry, wrong], [*entry[:5], wrong, entry[5]]):
+    assert len(entry) == 7
+    # The hash appended, inserted before the authorisation, or in place of the arrival.
+    for labelled in ([*entry, wrong], [*entry[:5], wrong, *entry[5:]], [*entry[:6], wrong]):
         with pytest.raises(NodeRpcError):
             decode_request(_packed({"m": "replicate", "msgs": [labelled]}), max_items=LIMIT)
 
@@ -273,7 +314,7 @@ def test_a_message_entry_that_carries_a_hash_is_refused(message: Message, wrong:
 # --- the version byte and max_items ---------------------------------------------------------------
 
 
-@given(body=valid_bodies, version=st.integers(0, 255).filter(lambda v: v != 1))
+@given(body=valid_bodies, version=st.integers(0, 255).filter(lambda v: v != VERSION))
 def test_a_body_of_another_version_is_refused_by_every_decoder(body: bytes, version: int) -> None:
     for decode in DECODERS.values():
         with pytest.raises(NodeRpcError):
@@ -365,7 +406,7 @@ hostile_scalars = (
     | st.sampled_from(MSGPACK_INTS)
     | st.floats()
     | st.text(max_size=20)
-    | st.sampled_from([*METHODS, *FIELDS, "delete", "delete_all", "expire"])
+    | st.sampled_from([*METHODS, *FIELDS, *APPLY_METHODS])
     | st.binary(max_size=70)
     | st.sampled_from([bytes(32), bytes(33), bytes(64), b"\x05" + bytes(32)])
     | st.builds(msgpack.ExtType, st.integers(0, 127), st.binary(max_size=12))
@@ -385,14 +426,14 @@ request_shaped = st.fixed_dictionaries(
 
 @st.composite
 def packed(draw: st.DrawFn, values: st.SearchStrategy[Any]) -> bytes:
-    """``values`` as a version-1 body, packed in any of msgpack's ways."""
+    """``values`` as a body of this version, packed in any of msgpack's ways."""
     value = draw(values)
     use_bin_type = draw(st.booleans())
     try:  # float32 where every float fits, else float64
         raw = msgpack.packb(value, use_bin_type=use_bin_type, use_single_float=draw(st.booleans()))
     except OverflowError:
         raw = msgpack.packb(value, use_bin_type=use_bin_type)
-    return b"\x01" + bytes(raw)
+    return bytes([VERSION]) + bytes(raw)
 
 
 def _header(small: int, wide: int, count: int) -> bytes:
@@ -426,7 +467,7 @@ raw_msgpack = st.recursive(
         )
     ),
     max_leaves=20,
-).map(lambda raw: b"\x01" + raw)
+).map(lambda raw: bytes([VERSION]) + raw)
 """Raw msgpack: text that is not UTF-8, any ext type, duplicate keys, lengths that lie."""
 
 _SLOT = b"\xc4\x04SLOT"
@@ -434,7 +475,15 @@ SLOTS: dict[str, dict[str, Any] | None] = {
     "body": None,  # the body itself
     "msgs": {"m": "replicate", "msgs": None},
     "message": {"m": "replicate", "msgs": [None]},
-    "auth": {"m": "replicate", "msgs": [[bytes(33), 0, 1, 2, b"", None]]},
+    "auth": {"m": "replicate", "msgs": [[bytes(33), 0, 1, 2, b"", None, 1]]},
+    "arrival": {
+        "m": "replicate",
+        "msgs": [[bytes(33), 0, 1, 2, b"", [1, bytes(32), bytes(64)], None]],
+    },
+    "token": {
+        "m": "replicate",
+        "msgs": [[bytes(33), 0, 1, 2, b"", [1, bytes(32), bytes(64), None, bytes(64)], 1]],
+    },
     "accounts": {"m": "summary", "accounts": None},
     "hashes": {"m": "fetch", "hashes": None},
     "params": {"m": "apply", "method": "delete", "params": None},
@@ -443,6 +492,7 @@ SLOTS: dict[str, dict[str, Any] | None] = {
     "answer_msgs": {"msgs": None, "more": False},
     "differ": {"differ": [[bytes(33), None]], "more": True},
     "receipts": {"receipts": None},
+    "status_body": {"status": 200, "body": None},
 }
 # The apply pubkey slot fails the handler (see the skipped test at the end of the module).
 APPLY_PUBKEY: dict[str, Any] = {"m": "apply", "method": "delete", "params": {"pubkey": None}}
@@ -452,7 +502,7 @@ def _slot_body(shape: dict[str, Any] | None, inner: bytes) -> bytes:
     """``shape`` packed with ``inner`` (raw msgpack) where it holds None (the last one); a
     shape of None is the body itself."""
     if shape is None:
-        return b"\x01" + inner
+        return bytes([VERSION]) + inner
 
     def mark(value: Any) -> Any:
         if value is None:
@@ -706,7 +756,7 @@ class PeerNode:
             signed = storage_rpc.store_string(namespace, now)
             auth = StoreAuth(now, identity.ed25519_public_key, identity.sign(signed))
         digest = message_hash(account, namespace, data)
-        return Message(account, namespace, now, now + TTL_MS, data, digest, auth)
+        return Message(account, namespace, now, now + TTL_MS, data, digest, auth, now * 1000)
 
     def valid(self, kind: str) -> Request:
         """A request of ``kind`` that this node answers in full."""
@@ -727,12 +777,34 @@ class PeerNode:
             held = self.node.store.hashes_of(bytes.fromhex(self.served.session_id))
             return Fetch([*held[:3], os.urandom(32)])
         unknown = [hash_b64(os.urandom(32)) for _ in range(2)]
-        params = {
-            "apply_delete": storage_rpc.delete_params(self.applied, unknown),
-            "apply_delete_all": storage_rpc.delete_all_params(self.applied, "all"),
-            "apply_expire": storage_rpc.expire_params(self.applied, unknown, now_ms() + TTL_MS),
-        }[kind]
-        return Apply(kind.removeprefix("apply_"), params)
+        now = now_ms()
+        builders: dict[str, Callable[[], dict[str, Any]]] = {
+            "apply_delete": lambda: storage_rpc.delete_params(self.applied, unknown),
+            "apply_delete_all": lambda: storage_rpc.delete_all_params(self.applied, "all"),
+            "apply_delete_before": lambda: storage_rpc.delete_before_params(
+                self.applied, now, "all"
+            ),
+            "apply_expire": lambda: storage_rpc.expire_params(self.applied, unknown, now + TTL_MS),
+            "apply_expire_all": lambda: storage_rpc.expire_all_params(
+                self.applied, now + TTL_MS, "all"
+            ),
+            "apply_revoke_subaccount": lambda: self._revocation("revoke_subaccount", now),
+            "apply_unrevoke_subaccount": lambda: self._revocation("unrevoke_subaccount", now),
+        }
+        return Apply(kind.removeprefix("apply_"), builders[kind]())
+
+    def _revocation(self, method: str, now: int) -> dict[str, Any]:
+        """A revoke_subaccount or unrevoke_subaccount of one token, signed by the account."""
+        token = subaccount_token(0x05, 1, Identity.generate().ed25519_public_key)
+        field = "revoke" if method == "revoke_subaccount" else "unrevoke"
+        signed = revoke_string(method, now, [token])
+        return {
+            "pubkey": self.applied.session_id,
+            "pubkey_ed25519": self.applied.ed25519_public_key.hex(),
+            field: [base64.b64encode(token).decode("ascii")],
+            "timestamp": now,
+            "signature": base64.b64encode(self.applied.sign(signed)).decode("ascii"),
+        }
 
     # --- one body, checked ----------------------------------------------------------------------
 
@@ -774,8 +846,9 @@ class PeerNode:
                 request.messages, receipts, held_before, change, (started, finished)
             )
         elif isinstance(request, Apply):
-            status = decode_status(answer)
-            if status == 200 and request.method in {"delete", "delete_all"}:
+            status, result = decode_status(answer)
+            self._check_apply(request, status, result)
+            if status == 200 and request.method in {"delete", "delete_all", "delete_before"}:
                 assert change == self._applied_holds(request) - applied_before
             else:
                 assert change == 0, (request.method, status)
@@ -784,6 +857,24 @@ class PeerNode:
             self._check_read(request, answer)
         assert self.node.directory.node_ids() == self.view
         return answer
+
+    def _check_apply(self, request: Apply, status: int, body: bytes) -> None:
+        """An ``apply`` answers what the member would tell the client: on 200 its own result,
+        signed by its key over what Session's storage servers sign; otherwise the error text."""
+        if status != 200:
+            tally(f"apply refused {status}")
+            assert body.decode("utf-8")  # a text that says why
+            return
+        tally(f"apply {request.method} done")
+        assert request.method in APPLY_METHODS
+        result = orjson.loads(body)
+        assert isinstance(result, dict)
+        signature = base64.b64decode(result["signature"], validate=True)
+        # The account in lower-case hex, as the member read it (a request may spell it in
+        # upper case: hex digits are hex digits).
+        pubkey = bytes.fromhex(request.params["pubkey"]).hex()
+        signed = member_signed(request.method, pubkey, request.params, result)
+        assert _core.ed25519_verify(self.node.identity.ed25519_public_key, signed, signature)
 
     def _allowed(self, account: bytes) -> bool:
         return self.node.network.serves(account) and self.node.network.swarms.holds(
@@ -819,11 +910,12 @@ class PeerNode:
         for message, receipt in zip(sent, receipts, strict=True):
             if receipt is None:
                 continue
-            assert _core.ed25519_verify(
-                own, receipt_bytes(message.hash, message.expiry_ms), receipt
-            )
+            # What Session's storage servers sign for a store: the hash in base64 text.
+            assert receipt_bytes(message.hash) == hash_b64(message.hash).encode("ascii")
+            assert _core.ed25519_verify(own, receipt_bytes(message.hash), receipt)
             assert self._allowed(message.account)
-            assert any(acceptable(message, limits, now) for now in window)
+            revoked = self.node.store.is_revoked
+            assert any(acceptable(message, limits, now, revoked) for now in window)
             receipted.add(message.hash)
         held_after = self._held(Replicate(sent))
         assert receipted <= held_after
@@ -857,9 +949,7 @@ KINDS = (
     "replicate",
     "summary",
     "fetch",
-    "apply_delete",
-    "apply_delete_all",
-    "apply_expire",
+    *(f"apply_{method}" for method in APPLY_METHODS),
 )
 
 
@@ -882,7 +972,9 @@ def test_every_valid_request_is_answered_in_full(peer_node: PeerNode) -> None:
     for kind in KINDS[3:]:
         answer = peer_node.check(encode_request(peer_node.valid(kind)))
         assert answer is not None
-        assert decode_status(answer) == 200, kind
+        status, body = decode_status(answer)
+        assert status == 200, (kind, body)
+        assert "signature" in orjson.loads(body), kind  # checked in full by PeerNode.check
 
 
 @given(body=hostile_bodies(list(SLOTS.values())))

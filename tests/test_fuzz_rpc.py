@@ -2,10 +2,11 @@
 
 One RPC over a real LMDB store and its writer serves the whole module, on one uvloop loop. Every
 answer is checked the same way (:meth:`Served.answer`): ``handle_body`` returns, the status is one
-the RPC can give, the body is JSON, every error (also inside a batch) is
-``{"error": {"code": str, "message": str}}``, and the number of messages held changes by exactly
-what the answer reports (a new store adds one, a delete removes those it names, nothing else
-changes anything), so nothing is stored unless the request was valid.
+the RPC can give, a result is a JSON object, every refusal (also inside a batch) is Session's
+one-line ``text/plain`` text with no stack trace (``docs/rpc.md``, "Errors"), and the number of
+messages held changes by exactly what the answer reports (a new store adds one, or in a public
+outbox replaces what the namespace held; a delete removes those it names; nothing else changes
+anything), so nothing is stored unless the request was valid.
 
 Valid requests are forged here from the signed strings of ``docs/rpc.md``, so that any field can be
 given any value and still carry a correct signature.
@@ -30,10 +31,12 @@ from hypothesis import strategies as st
 from node_helpers import SMALL_MAP, TTL_MS, Account, b64, now_ms
 from veil.identity import Identity
 from veil.node.config import Limits, StoreSettings
+from veil.node.errors import RpcError
 from veil.node.metrics import NodeMetrics
 from veil.node.rpc import StorageRpc
 from veil.node.store import MessageStore
 from veil.node.writer import StoreWriter
+from veil.protocol.storage_rpc import is_public_outbox_namespace
 
 # The account quota is out of reach: the module stores a few thousand messages in the slow profile.
 LIMITS = Limits(
@@ -42,14 +45,26 @@ LIMITS = Limits(
     delete_max_hashes=8,
     account_max_messages=1_000_000,
 )
-# 421 (wrong swarm) needs a network view; without one the RPC serves every account.
-ANSWERED = frozenset({200, 400, 401, 406, 413, 503, 507})
+# 421 (wrong swarm) needs a network view; without one the RPC serves every account. 503 is
+# get_consensus without one. 404 is a delete with "required" that deleted nothing.
+ANSWERED = frozenset({200, 400, 401, 403, 404, 406, 413, 503, 507})
+JSON_REFUSALS = frozenset({404, 421})
+"""Refusals whose body is JSON (the swarm answer; the account's swarm), not a text."""
+MOST_ERROR_CHARS = 256
+"""An error text is short: it quotes at most a bounded piece of the request."""
 SIGNED_METHODS = ("store", "retrieve", "delete", "delete_all", "expire", "get_expiries")
-METHODS = (*SIGNED_METHODS, "info", "batch", "get_swarm", "get_nodes")
+META_METHODS = ("batch", "sequence", "ifelse")
+METHODS = (
+    *SIGNED_METHODS,
+    *("delete_before", "expire_all", "revoke_subaccount", "unrevoke_subaccount"),
+    *META_METHODS,
+    *("info", "get_swarm", "get_nodes", "get_consensus"),
+)
 PARAM_NAMES = (
     *("pubkey", "pubkey_ed25519", "signature", "timestamp", "sig_timestamp", "ttl", "data"),
     *("namespace", "messages", "expiry", "shorten", "extend", "cursor", "last_hash"),
-    *("max_count", "requests", "method", "params"),
+    *("max_count", "max_size", "required", "before", "revoke", "unrevoke"),
+    *("subaccount", "subaccount_sig", "requests", "method", "params", "if", "then", "else"),
 )
 EXTREME_INTS = (
     *(0, -1, 1, 2**15, -(2**15) - 1, 2**31, 2**53 + 1, 2**63 - 1, 2**63, 2**64 - 1, 2**64),
@@ -77,16 +92,38 @@ class Served:
         self.loop.close()
 
     def answer(self, body: bytes) -> tuple[int, Any]:
-        """``handle_body``'s answer, checked as the module docstring says."""
+        """``handle_body``'s answer, checked as the module docstring says: the JSON of a result,
+        the text of a refusal."""
         before, _ = self.store.totals()
-        status, raw = self.loop.run_until_complete(asyncio.wait_for(self.rpc.handle_body(body), 10))
+        outboxes = self.outbox_counts()
+        status, raw, content_type = self.loop.run_until_complete(
+            asyncio.wait_for(self.rpc.handle_body(body), 10)
+        )
         after, _ = self.store.totals()
         assert b"Traceback" not in raw
-        answer = orjson.loads(raw)
+        answer: Any
+        if content_type.startswith(b"text/plain"):
+            assert status != 200, raw
+            answer = raw.decode("utf-8")
+        else:
+            assert content_type == b"application/json", content_type
+            assert status == 200 or status in JSON_REFUSALS, (status, raw)
+            answer = orjson.loads(raw)
         request = _loads_or_none(body)
         check_answer(request, status, answer)
-        assert after - before == held_change(request, status, answer), (status, answer)
+        assert after - before == held_change(request, status, answer, outboxes), (status, answer)
         return status, answer
+
+    def outbox_counts(self) -> dict[tuple[str, int], int]:
+        """How many messages the account holds in each public outbox namespace (a store there
+        replaces them). Only the account signs, so only its outboxes can take a store."""
+        held = self.store.messages_of(self.store.hashes_of(self.account.account_bytes))
+        counts: dict[tuple[str, int], int] = {}
+        for message in held:
+            if is_public_outbox_namespace(message.namespace):
+                key = (self.account.pubkey, message.namespace)
+                counts[key] = counts.get(key, 0) + 1
+        return counts
 
     def call(self, method: str, params: Any) -> tuple[int, Any]:
         return self.answer(encode({"method": method, "params": params}))
@@ -120,41 +157,87 @@ def _loads_or_none(body: bytes) -> Any:
         return None
 
 
-def check_error(body: Any) -> None:
-    assert isinstance(body, dict)
-    assert set(body) == {"error"}, body
-    assert isinstance(body["error"]["code"], str)
-    assert isinstance(body["error"]["message"], str)
+def check_error(status: int, body: Any) -> None:
+    """A typed refusal: a short, one-line text without a stack trace (or, for 404 and 421, the
+    JSON the method answers with)."""
+    assert status in ANSWERED, (status, body)
+    assert status != 200, body
+    if status in JSON_REFUSALS:
+        assert isinstance(body, dict), body
+        assert isinstance(body.get("swarm"), (dict, str)), body
+        return
+    assert isinstance(body, str), body
+    assert body, "an empty refusal"
+    assert "\n" not in body, body
+    assert "\r" not in body, body
+    assert "Traceback" not in body, body
+    assert 'File "' not in body, body
+    assert len(body) <= MOST_ERROR_CHARS, body
 
 
 def check_answer(request: Any, status: int, answer: Any) -> None:
     assert status in ANSWERED, (status, answer)
-    assert isinstance(answer, dict)
     if status != 200:
-        check_error(answer)
-    elif isinstance(request, dict) and request.get("method") == "batch":
+        check_error(status, answer)
+        return
+    assert isinstance(answer, dict), answer
+    method = request.get("method") if isinstance(request, dict) else None
+    if method in {"batch", "sequence"}:
         for result in answer["results"]:
-            assert result["code"] in ANSWERED
-            if result["code"] != 200:
-                check_error(result["body"])
+            check_result(result)
+    elif method == "ifelse" and "result" in answer:
+        check_result(answer["result"])
 
 
-def held_change(request: Any, status: int, answer: Any) -> int:
-    """How many messages the store gained (or lost) by what the answer reports."""
+def check_result(result: Any) -> None:
+    """One subrequest's ``{"code", "body"}`` in a batch, sequence or ifelse answer."""
+    assert result["code"] in ANSWERED, result
+    if result["code"] == 200:
+        assert isinstance(result["body"], dict), result
+    else:
+        check_error(result["code"], result["body"])
+
+
+def held_change(
+    request: Any, status: int, answer: Any, outboxes: dict[tuple[str, int], int]
+) -> int:
+    """How many messages the store gained (or lost) by what the answer reports; ``outboxes``
+    holds what each public outbox namespace held before (updated as stores replace it)."""
     if status != 200 or not isinstance(request, dict):
         return 0
     method = request.get("method")
     if method == "store":
-        return 0 if answer["already"] else 1
-    if method in {"delete", "delete_all"}:
-        return -len(answer["deleted"])
-    if method == "batch":
+        [result] = answer["swarm"].values()  # a node on its own is the whole swarm
+        if result.get("already"):
+            return 0
+        params = request["params"]
+        namespace = params.get("namespace") or 0
+        if is_public_outbox_namespace(namespace):
+            key = (params.get("pubkey") or params.get("pubKey"), namespace)
+            replaced = outboxes.get(key, 0)
+            outboxes[key] = 1
+            return 1 - replaced
+        return 1
+    if method in {"delete", "delete_all", "delete_before"}:
+        [result] = answer["swarm"].values()
+        deleted = result["deleted"]
+        if isinstance(deleted, dict):  # namespace "all": the hashes by namespace
+            return -sum(len(listed) for listed in deleted.values())
+        return -len(deleted)
+    if method in {"batch", "sequence"}:
+        # A sequence stops after the first subrequest that fails: its results are a prefix.
         subrequests = request["params"]["requests"]
         results = answer["results"]
+        assert len(results) <= len(subrequests)
+        if method == "batch":
+            assert len(results) == len(subrequests)
         return sum(
-            held_change(sub, r["code"], r["body"])
-            for sub, r in zip(subrequests, results, strict=True)
+            held_change(sub, r["code"], r["body"], outboxes)
+            for sub, r in zip(subrequests, results, strict=False)
         )
+    if method == "ifelse" and "result" in answer:
+        branch = request["params"]["then" if answer["condition"] else "else"]
+        return held_change(branch, answer["result"]["code"], answer["result"]["body"], outboxes)
     return 0
 
 
@@ -293,14 +376,47 @@ def test_deeply_nested_json_gets_a_json_answer(served: Served, body: bytes) -> N
     served.answer(body)
 
 
-@given(subrequests=st.lists(requests | json_scalars, min_size=1, max_size=6))
-def test_a_batch_of_anything_answers_each_subrequest(served: Served, subrequests: Any) -> None:
-    status, answer = served.call("batch", {"requests": subrequests})
+def batch_refusal(served: Served, subrequests: list[Any]) -> str | None:
+    """Why a batch of ``subrequests`` does not parse (``docs/rpc.md``: 1 to ``batch_max_requests``
+    ``{"method", "params"}``, none of them a meta-request, each parsing as its method), or None:
+    the exact text where the RPC's own parser of that method decides it, else its start."""
     if len(subrequests) > LIMITS.batch_max_requests:
-        assert status == 413
+        return "invalid request: Invalid batch request: subrequest limit exceeded"
+    for sub in subrequests:
+        if not isinstance(sub, dict):
+            return "invalid request: Invalid batch request: "
+        method, params = sub.get("method"), sub.get("params")
+        if not isinstance(method, str) or not isinstance(params, dict):
+            return "invalid request: Invalid batch request: "
+        if method not in served.rpc.methods or method in META_METHODS:
+            return "invalid request: Invalid batch subrequest: "
+        try:
+            served.rpc.parse(method, params)
+        except RpcError as error:
+            refused = error
+            break
     else:
-        assert status == 200
+        return None
+    assert refused.status == 400, refused.message
+    return refused.message
+
+
+@given(subrequests=st.lists(requests | json_scalars, min_size=1, max_size=6))
+def test_a_batch_of_anything_answers_each_subrequest_or_refuses_the_batch_unrun(
+    served: Served, subrequests: Any
+) -> None:
+    """Every subrequest is parsed before any runs: one that does not parse refuses the whole
+    batch with a 400 (and, by the accounting of ``answer``, nothing was stored); else each
+    subrequest has its answer, in order. (Before, each subrequest was answered on its own and
+    a batch over the limit was a 413.)"""
+    refusal = batch_refusal(served, subrequests)
+    status, answer = served.call("batch", {"requests": subrequests})
+    if refusal is None:
+        assert status == 200, answer
         assert len(answer["results"]) == len(subrequests)
+    else:
+        assert status == 400, answer
+        assert answer.startswith(refusal), (answer, refusal)
 
 
 # --- mutations of valid requests ----------------------------------------------------------------
@@ -379,6 +495,28 @@ def other_values(value: Any) -> st.SearchStrategy[Any]:
     return st.sampled_from([OTHER.pubkey if len(value) == 66 else OTHER.ed_hex]) | other_types
 
 
+def same_signed_request(method: str, field: str, old: Any, new: Any) -> bool:
+    """Whether changing ``field`` from ``old`` to ``new`` leaves a request a node must accept,
+    as Session's storage servers read it."""
+    if method == "store" and field == "namespace":
+        # No namespace is namespace 0; every namespace divisible by 10 is a public inbox, where
+        # anyone may leave a message unsigned.
+        if new is None:
+            return True
+        is_namespace = isinstance(new, int) and not isinstance(new, bool)
+        return is_namespace and -(2**15) <= new < 2**15 and new % 10 == 0
+    if method == "store" and field == "timestamp":
+        return bool(new == str(old))  # a store's timestamp may be given as decimal text
+    if method == "expire" and field == "expiry":
+        return bool(new == [old])  # one expiry, or a list of one per message
+    if method == "get_expiries" and field == "messages":
+        # One string is a list of one (as in Session). The hashes joined sign the same string,
+        # and get_expiries, unlike delete and expire, does not check the form of a hash: what
+        # names no message just has no expiry in the answer.
+        return bool(new == "".join(old))
+    return False
+
+
 def _flip(raw: bytes, bit: int) -> bytes:
     flipped = bytearray(raw)
     flipped[bit // 8] ^= 1 << (bit % 8)
@@ -392,8 +530,7 @@ def test_a_valid_request_with_a_signed_field_changed_is_refused(
     request = valid_request(served, method)
     field = data.draw(st.sampled_from(SIGNED_FIELDS[method]))
     value = data.draw(other_values(request["params"][field]))
-    # An unsigned store to namespace 0 is valid: anyone may leave a message there.
-    assume(not (method == "store" and field == "namespace" and value in (None, 0)))
+    assume(not same_signed_request(method, field, request["params"][field], value))
     mutated = _without(request, field) if value is None else _with(request, field, value)
     status, answer = served.answer(encode(mutated))
     assert status in {400, 401, 406, 413}, answer
@@ -454,13 +591,70 @@ def test_hostile_values_behind_a_correct_signature_get_a_json_answer(
     served.answer(encode(data.draw(signed_hostile(served))))
 
 
+@pytest.mark.parametrize("method", [[], {"a": 1}, ["store"]], ids=["list", "object", "list of one"])
+def test_a_method_that_is_not_a_string_is_refused_as_no_method(served: Served, method: Any) -> None:
+    """Found by the properties above: a ``method`` that is a list or an object (unhashable) is
+    not a method name."""
+    status, answer = served.call(method, {})
+    assert (status, answer) == (400, "invalid json: no `method` field")
+
+
+def _quoting_requests() -> list[tuple[str, dict[str, Any]]]:
+    """Requests refused with a text that quotes one of their values, that value holding a line
+    break: (the start of the refusal, the request)."""
+    account, later = Account(), now_ms() + 60_000
+    return [
+        ("no method ", {"method": "a\nb", "params": {}}),
+        (
+            "invalid request: invalid message hash: ",
+            {"method": "delete", "params": delete_params(account, ["x\ny"])},
+        ),
+        (
+            "invalid request: invalid message hash: ",
+            {"method": "expire", "params": expire_params(account, ["x\ry"], later)},
+        ),
+        (
+            "invalid request: Invalid value given for 'ttl': ",
+            {"method": "store", "params": store_params(account, b"x") | {"ttl": "1\n2"}},
+        ),
+        (
+            "invalid request: Invalid value given for 'timestamp': ",
+            {"method": "store", "params": store_params(account, b"x") | {"timestamp": "1\r\n2"}},
+        ),
+        (
+            "invalid request: Invalid batch subrequest: invalid method ",
+            {"method": "batch", "params": {"requests": [{"method": "x\ny", "params": {}}]}},
+        ),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("start", "request_"),
+    _quoting_requests(),
+    ids=["method", "delete hash", "expire hash", "ttl text", "timestamp text", "batch method"],
+)
+def test_a_refusal_that_quotes_the_request_is_still_one_line(
+    served: Served, start: str, request_: dict[str, Any]
+) -> None:
+    """Found by the properties above: a refusal quoting a value of the request that holds a line
+    break is still one line of text (the quoted value escaped, as Session's storage servers quote
+    a stringified ttl or timestamp: JSON-escaped)."""
+    status, raw, content_type = served.loop.run_until_complete(
+        served.rpc.handle_body(encode(request_))
+    )
+    text = raw.decode("utf-8")
+    assert (status, content_type) == (400, b"text/plain; charset=utf-8")
+    assert text.startswith(start), text
+    check_error(status, text)
+
+
 def test_the_checks_fail_when_a_message_is_held_that_no_answer_reported(
     served: Served, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The accounting in :meth:`Served.answer` is not vacuous: a store behind its back fails it."""
     original = served.rpc.handle_body
 
-    async def handle_and_store_behind(body: bytes) -> tuple[int, bytes]:
+    async def handle_and_store_behind(body: bytes) -> tuple[int, bytes, bytes]:
         answer = await original(body)
         sneaked = {"method": "store", "params": store_params(served.account, os.urandom(8))}
         assert (await original(encode(sneaked)))[0] == 200

@@ -1,8 +1,9 @@
 """The node link's handshake and records against an independent Noise implementation, and the worked
-examples of docs/protocol.md ("Node links, version 2", "Node RPCs, version 1") recomputed."""
+examples of docs/protocol.md ("Node links, version 2", "Node RPCs, version 2") recomputed."""
 
 from __future__ import annotations
 
+import hashlib
 import re
 from pathlib import Path
 
@@ -104,8 +105,17 @@ def test_the_documented_replicate_body_is_what_the_codec_writes_and_reads() -> N
     account = b"\x05" + b"\x11" * 32
     digest = message_hash(account, 0, b"hi")
     assert digest.hex() == v["hash"]
-    message = Message(account, 0, 1_700_000_000_000, 1_700_003_600_000, b"hi", digest)
+    # Session's hash: BLAKE2b-256(account ‖ namespace in decimal, nothing for 0 ‖ data).
+    assert hashlib.blake2b(account + b"hi", digest_size=32).hexdigest() == v["hash"]
+    arrival_us = 1_700_000_000_000_000
+    message = Message(
+        account, 0, 1_700_000_000_000, 1_700_003_600_000, b"hi", digest, None, arrival_us
+    )
     body = encode_request(Replicate([message]))
     assert body.hex() == v["body"]
+    # Version 2; a message of seven fields, the last the arrival (µs) as a msgpack uint64.
+    assert body[0] == 2
+    assert bytes([0x97]) + b"\xc4\x21" + account in body
+    assert body.endswith(b"\xc0\xcf" + arrival_us.to_bytes(8, "big"))
     assert decode_request(body, max_items=8) == Replicate([message])
     assert encode_receipts([None]).hex() == v["answer"]

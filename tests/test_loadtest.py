@@ -117,8 +117,8 @@ def test_the_load_tests_swarms_are_the_nodes_swarms(devnet: Path) -> None:
         swarm = [a.ed25519.hex() for a in directory.swarm(bytes.fromhex(account))]
         assert len(swarm) == 5
         for node in (seeds[0], seeds[1]):
-            named = _rpc(node, "get_swarm", {"pubkey": account})["swarm"]
-            assert [a["ed25519"] for a in named] == swarm
+            named = _rpc(node, "get_swarm", {"pubkey": account})["snodes"]
+            assert [a["pubkey_ed25519"] for a in named] == swarm
         differs += [i.hex() for i in by_ids_alone.swarm(bytes.fromhex(account))] != swarm
     assert differs  # the placements made a difference: the check above checked something
 

@@ -12,6 +12,7 @@ import pytest
 
 from client_helpers import directory_of
 from node_helpers import StubAuthorities, run, start_network
+from veil.client import swarm as swarm_module
 from veil.client.account import Book
 from veil.client.messaging import BlockedContactError, Messenger
 from veil.client.network import NetworkClient
@@ -220,6 +221,37 @@ def test_pickup_deletes_from_the_swarm_only_once_every_device_has_the_message(
             await a.send_text(bob.session_id, "three")
             assert [m.body for m in await lone.fetch()] == ["three"]
             assert await _held(lone) == 0
+
+    run(main())
+
+
+def test_a_message_with_an_old_timestamp_waits_for_every_device_before_it_is_deleted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A sender may store with a timestamp in the past (a message queued while offline; nodes
+    accept it). Pickup deletion goes by when a message reached the swarm, not by its timestamp:
+    a device whose mark is past the timestamp but which has not fetched the message yet still
+    gets it."""
+    alice, bob = Identity.generate(), Identity.generate()
+
+    async def main() -> None:
+        async with _people(tmp_path) as device:
+            a = await device(alice)
+            lone = await device(bob, pickup_window_ms=300)
+            other = await device(bob, pickup_window_ms=300)
+            await other.fetch()  # registers itself
+            await lone.fetch()  # sees the other device
+            await a.send_text(bob.session_id, "warm-up")
+            assert [m.body for m in await other.fetch()] == ["warm-up"]  # publishes its mark
+            assert [m.body for m in await lone.fetch()] == ["warm-up"]  # and sees it
+            mark = lone.config.devices[other.book.device_id].picked_ms
+            real_now = swarm_module._now_ms
+            with monkeypatch.context() as patched:
+                patched.setattr(swarm_module, "_now_ms", lambda: real_now() - 600_000)
+                await a.send_text(bob.session_id, "queued ten minutes ago")
+            assert [m.body for m in await lone.fetch()] == ["queued ten minutes ago"]
+            assert 0 < real_now() - 600_000 < mark  # the other's mark is past its timestamp
+            assert [m.body for m in await other.fetch()] == ["queued ten minutes ago"]
 
     run(main())
 

@@ -61,7 +61,8 @@ class HttpConnection:
         return cls(reader, writer)
 
     async def rpc(self, method: str, params: dict[str, Any]) -> tuple[int, Any]:
-        """POST one request to /storage_rpc/v1; return (status, parsed JSON body)."""
+        """POST one request to /storage_rpc/v1; return (status, answer): the parsed JSON, or
+        an error's text (a ``text/plain`` body)."""
         body = orjson.dumps({"method": method, "params": params})
         head = (
             b"POST /storage_rpc/v1 HTTP/1.1\r\n"
@@ -83,6 +84,8 @@ class HttpConnection:
         payload = await asyncio.wait_for(self.reader.readexactly(length), REQUEST_TIMEOUT_S)
         if headers.get("connection", "").lower() == "close":
             await self.close()
+        if headers.get("content-type", "").startswith("text/plain"):
+            return status, payload.decode("utf-8", errors="replace")
         return status, orjson.loads(payload)
 
     async def close(self) -> None:
@@ -245,7 +248,12 @@ async def _client(
             if status != 200:
                 result.unexpected.append(f"client {index}: store answered {status}: {body}")
                 return
-            if body.get("already") is not False:
+            # One node: the swarm answer has its part alone, for this message and not "already"
+            # (a unique message was never held before).
+            parts = list(body["swarm"].values())
+            if len(parts) != 1 or parts[0].get("hash") != body["hash"]:
+                result.unexpected.append(f"client {index}: not one member's result: {body}")
+            if "already" in body or any("already" in part for part in parts):
                 result.unexpected.append(f"client {index}: a unique store said already: {body}")
             result.acks.append((body["hash"], Ack(account, data, round_no)))
     finally:
@@ -294,7 +302,7 @@ async def _retrieve_all(port: int, identity: Identity) -> list[tuple[str, bytes]
     """Every message of the account in namespace 0, paging with the cursor: (hash, data)."""
     connection = await HttpConnection.connect(port)
     found: list[tuple[str, bytes]] = []
-    cursor: str | None = None
+    cursor = ""  # from the start; a retrieve with a cursor is answered with the next one
     try:
         for _ in range(RETRIEVE_MAX_PAGES):
             timestamp = _now_ms()
@@ -304,9 +312,8 @@ async def _retrieve_all(port: int, identity: Identity) -> list[tuple[str, bytes]
                 "pubkey_ed25519": identity.ed25519_public_key.hex(),
                 "timestamp": timestamp,
                 "signature": base64.b64encode(signature).decode("ascii"),
+                "cursor": cursor,
             }
-            if cursor is not None:
-                params["cursor"] = cursor
             status, body = await connection.rpc("retrieve", params)
             assert status == 200, body
             found.extend((m["hash"], base64.b64decode(m["data"])) for m in body["messages"])

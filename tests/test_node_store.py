@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from node_helpers import SMALL_MAP, make_message, now_ms, run
-from veil.node.config import Limits, StoreSettings
+from veil.node.config import ConfigError, Limits, StoreSettings
 from veil.node.store import (
     Message,
     MessageStore,
@@ -64,25 +64,34 @@ def read_all(
 
 
 def order_key(message: Message | StoredMessage) -> tuple[int, bytes]:
-    return message.timestamp_ms, message.hash
+    return message.arrival_us, message.hash
 
 
-def test_put_then_retrieve_in_timestamp_then_hash_order(tmp_path: Path) -> None:
+def test_put_then_retrieve_in_arrival_then_hash_order_whatever_the_timestamps(
+    tmp_path: Path,
+) -> None:
     store = open_store(tmp_path)
     base = now_ms()
     rng = random.Random(1)
-    # Several messages share a timestamp, so the hash decides their order.
+    # Several messages share an arrival, so the hash decides their order; the timestamps run
+    # against the arrivals, so a store ordering by timestamp would give the reverse.
     messages = [
-        make_message(ALICE, f"m{i}".encode(), timestamp_ms=base + rng.randrange(5))
+        make_message(
+            ALICE,
+            f"m{i}".encode(),
+            timestamp_ms=base - i,
+            arrival_us=base * 1000 + rng.randrange(5),
+        )
         for i in range(40)
     ]
     for message in rng.sample(messages, len(messages)):
         assert put(store, message) is StoreOutcome.STORED
     got = read_all(store, ALICE)
     expected = sorted(messages, key=order_key)
-    assert [(m.timestamp_ms, m.hash, m.data, m.expiry_ms) for m in got] == [
-        (m.timestamp_ms, m.hash, m.data, m.expiry_ms) for m in expected
+    assert [(m.arrival_us, m.timestamp_ms, m.hash, m.data, m.expiry_ms) for m in got] == [
+        (m.arrival_us, m.timestamp_ms, m.hash, m.data, m.expiry_ms) for m in expected
     ]
+    assert [m.hash for m in got] != [m.hash for m in sorted(messages, key=lambda m: m.timestamp_ms)]
     assert read_all(store, BOB) == []
     assert read_all(store, ALICE, namespace=1) == []
     store.close()
@@ -94,10 +103,39 @@ def test_storing_the_same_message_twice_is_already_and_stored_once(tmp_path: Pat
     assert put(store, message) is StoreOutcome.STORED
     assert put(store, message) is StoreOutcome.ALREADY
     # The hash names the message by account, namespace and data; a later copy is the same one.
-    later = make_message(ALICE, b"hello", timestamp_ms=message.timestamp_ms + 5)
+    # It keeps the first copy's place (arrival) and takes the later of the two expiries.
+    later = make_message(
+        ALICE, b"hello", timestamp_ms=message.timestamp_ms + 5, arrival_us=message.arrival_us + 9
+    )
     assert put(store, later) is StoreOutcome.ALREADY
-    assert len(read_all(store, ALICE)) == 1
+    [held] = read_all(store, ALICE)
+    assert (held.hash, held.arrival_us, held.timestamp_ms) == (
+        message.hash,
+        message.arrival_us,
+        message.timestamp_ms,
+    )
+    assert held.expiry_ms == later.expiry_ms > message.expiry_ms
+    # An earlier expiry in a copy never shortens what the node holds.
+    assert put(store, message) is StoreOutcome.ALREADY
+    assert store.expiries(ALICE, [message.hash]) == {message.hash: later.expiry_ms}
     assert store.totals() == (1, 5)
+    store.close()
+
+
+def test_a_store_to_a_public_outbox_replaces_what_it_held(tmp_path: Path) -> None:
+    """Namespaces -1, -21, -41, ... hold one message at a time; other namespaces accumulate."""
+    store = open_store(tmp_path)
+    for ns in (-1, -21):
+        first = make_message(ALICE, b"first %d" % ns, namespace=ns)
+        second = make_message(ALICE, b"second %d" % ns, namespace=ns)
+        assert put(store, first) is StoreOutcome.STORED
+        assert put(store, second) is StoreOutcome.STORED
+        assert [m.hash for m in read_all(store, ALICE, ns)] == [second.hash]
+    kept = [make_message(ALICE, b"kept %d" % i, namespace=-2) for i in range(2)]
+    for message in kept:
+        assert put(store, message) is StoreOutcome.STORED
+    assert len(read_all(store, ALICE, -2)) == 2
+    assert store.totals() == (4, len(b"second -1") + len(b"second -21") + 2 * len(b"kept 0"))
     store.close()
 
 
@@ -117,9 +155,15 @@ def test_account_message_quota(tmp_path: Path) -> None:
 
 def test_account_bytes_quota(tmp_path: Path) -> None:
     store = open_store(tmp_path, limits=Limits(account_max_bytes=1000))
-    assert put(store, make_message(ALICE, b"a" * 600)) is StoreOutcome.STORED
-    assert put(store, make_message(ALICE, b"b" * 401)) is StoreOutcome.QUOTA_EXCEEDED
-    assert put(store, make_message(ALICE, b"c" * 400)) is StoreOutcome.STORED
+    t = now_ms()
+    # Arrivals in the order of the puts, so the retrieve below lists them in that order.
+    first = make_message(ALICE, b"a" * 600, arrival_us=t * 1000)
+    assert put(store, first) is StoreOutcome.STORED
+    too_big = make_message(ALICE, b"b" * 401, arrival_us=t * 1000 + 1)
+    assert put(store, too_big) is StoreOutcome.QUOTA_EXCEEDED
+    assert (
+        put(store, make_message(ALICE, b"c" * 400, arrival_us=t * 1000 + 2)) is StoreOutcome.STORED
+    )
     assert put(store, make_message(BOB, b"d" * 1000)) is StoreOutcome.STORED
     assert [len(m.data) for m in read_all(store, ALICE)] == [600, 400]
     assert store.totals() == (3, 2000)
@@ -304,13 +348,13 @@ def test_delete_all_per_namespace_and_all(tmp_path: Path) -> None:
             put(store, message)
     put(store, other)
     deleted = store.write(lambda txn: store.delete_all(txn, ALICE, 5))
-    assert sorted(deleted) == sorted(m.hash for m in by_ns[5])
+    assert sorted(deleted) == sorted((5, m.hash) for m in by_ns[5])
     assert read_all(store, ALICE, 5) == []
     assert len(read_all(store, ALICE, 0)) == 3
     assert len(read_all(store, ALICE, -32768)) == 3
     assert [m.hash for m in read_all(store, BOB, 5)] == [other.hash]
     deleted = store.write(lambda txn: store.delete_all(txn, ALICE, None))
-    assert sorted(deleted) == sorted(m.hash for ns in (-32768, 0, 32767) for m in by_ns[ns])
+    assert sorted(deleted) == sorted((ns, m.hash) for ns in (-32768, 0, 32767) for m in by_ns[ns])
     for ns in by_ns:
         assert read_all(store, ALICE, ns) == []
     assert [m.hash for m in read_all(store, BOB, 5)] == [other.hash]
@@ -318,7 +362,7 @@ def test_delete_all_per_namespace_and_all(tmp_path: Path) -> None:
     store.close()
 
 
-def test_set_expiry_shorten_extend_and_set(tmp_path: Path) -> None:
+def test_update_expiry_shorten_extend_and_set(tmp_path: Path) -> None:
     limits = Limits()
     store = open_store(tmp_path, limits=limits)
     t = now_ms()
@@ -328,20 +372,31 @@ def test_set_expiry_shorten_extend_and_set(tmp_path: Path) -> None:
     put(store, foreign)
     h = message.hash
 
-    def set_expiry(expiry: int, mode: str, account: bytes = ALICE) -> dict[bytes, int]:
-        result: dict[bytes, int] = store.write(
-            lambda txn: store.set_expiry(txn, account, [h, foreign.hash], expiry, mode)
+    def update(expiries: list[int], mode: str) -> list[tuple[bytes, int]]:
+        # Alice names her message and Bob's: only hers may change.
+        result: list[tuple[bytes, int]] = store.write(
+            lambda txn: store.update_expiry(txn, ALICE, [h, foreign.hash], expiries, mode)
         )
         return result
 
-    assert set_expiry(t + 80_000, "shorten") == {h: t + 50_000}  # shorten never lengthens
-    assert set_expiry(t + 30_000, "shorten") == {h: t + 30_000}
-    assert set_expiry(t + 20_000, "extend") == {h: t + 30_000}  # extend never shortens
-    assert set_expiry(t + 60_000, "extend") == {h: t + 60_000}
-    assert set_expiry(t + 40_000, "set") == {h: t + 40_000}
-    # Never past timestamp + max TTL.
-    assert set_expiry(t + limits.max_ttl_ms * 2, "extend") == {h: t + limits.max_ttl_ms}
-    assert set_expiry(t + 40_000, "set") == {h: t + 40_000}
+    def held() -> int:
+        return store.expiries(ALICE, [h])[h]
+
+    assert update([t + 80_000], "shorten") == []  # shorten never lengthens
+    assert held() == t + 50_000
+    assert update([t + 30_000], "shorten") == [(h, t + 30_000)]
+    assert update([t + 20_000], "extend") == []  # extend never shortens
+    assert held() == t + 30_000
+    assert update([t + 60_000], "extend") == [(h, t + 60_000)]
+    assert update([t + 40_000], "") == [(h, t + 40_000)]  # "" sets either way
+    # One expiry per hash: the first is Alice's message's, the second (Bob's) changes nothing.
+    assert update([t + 45_000, t + 99_000], "") == [(h, t + 45_000)]
+    # The store applies any expiry it is given: the cap (now + 30 days) is the RPC's, which
+    # tests/test_storage_compat.py checks through ``expire``.
+    far = t + limits.max_ttl_private_ms * 2
+    assert update([far], "extend") == [(h, far)]
+    assert held() == far
+    assert update([t + 40_000], "") == [(h, t + 40_000)]
     assert store.expiries(ALICE, [h, foreign.hash]) == {h: t + 40_000}
     assert store.expiries(BOB, [foreign.hash]) == {foreign.hash: t + 50_000}
     # The expiry index follows: a sweep at the new expiry removes it, not before.
@@ -372,7 +427,11 @@ def page_through(
 def test_cursor_pages_of_two_yield_every_message_once(tmp_path: Path) -> None:
     store = open_store(tmp_path)
     base = now_ms()
-    messages = [make_message(ALICE, b"p%d" % i, timestamp_ms=base + i // 3) for i in range(11)]
+    # Three messages to an arrival (the hash orders those); timestamps unrelated to the arrivals.
+    messages = [
+        make_message(ALICE, b"p%d" % i, timestamp_ms=base - i, arrival_us=base * 1000 + i // 3)
+        for i in range(11)
+    ]
     for message in messages:
         put(store, message)
     got = page_through(store, ALICE, 2)
@@ -388,7 +447,10 @@ def test_cursor_pages_of_two_yield_every_message_once(tmp_path: Path) -> None:
 
 def test_cursor_is_the_same_on_two_stores_and_a_client_can_switch(tmp_path: Path) -> None:
     base = now_ms()
-    messages = [make_message(ALICE, b"s%d" % i, timestamp_ms=base + i % 4) for i in range(13)]
+    messages = [
+        make_message(ALICE, b"s%d" % i, timestamp_ms=base - i, arrival_us=base * 1000 + i % 4)
+        for i in range(13)
+    ]
     one = open_store(tmp_path / "one")
     two = open_store(tmp_path / "two")
     for message in messages:
@@ -451,3 +513,29 @@ def test_reopen_after_close_keeps_messages_expiries_and_quotas(tmp_path: Path) -
     assert put(reopened, make_message(ALICE, b"sixth")) is StoreOutcome.QUOTA_EXCEEDED
     assert put(reopened, messages[1]) is StoreOutcome.ALREADY
     reopened.close()
+
+
+def test_a_store_in_another_layout_is_refused_at_open_not_misread(tmp_path: Path) -> None:
+    """A store an older Veil wrote (messages, no format mark or another one) is refused with a
+    clear error; a store opened empty is marked and opens again with its messages."""
+    store = open_store(tmp_path / "new")
+    assert put(store, make_message(ALICE, b"kept")) is StoreOutcome.STORED
+    store.close()
+    store = open_store(tmp_path / "new")
+    assert (
+        len(
+            store.retrieve(
+                ALICE, namespace=0, after=None, now_ms=now_ms(), max_messages=9, max_bytes=BIG
+            )[0]
+        )
+        == 1
+    )
+    # What an older store looks like: messages counted in its totals, no format mark.
+    with store.env.begin(write=True) as txn:
+        txn.delete(b"format", db=store._meta)
+    store.close()
+    with pytest.raises(ConfigError, match="start the node on an empty data directory"):
+        open_store(tmp_path / "new")
+    empty = open_store(tmp_path / "empty")  # an empty older store is simply taken over
+    empty.close()
+    open_store(tmp_path / "empty").close()

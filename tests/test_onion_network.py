@@ -49,7 +49,9 @@ class _Recorder:
             proto.connection_made = connection_made  # type: ignore[method-assign]
             return proto
 
-        async def call(request: object, *, forwarded: bool = False) -> tuple[int, dict[str, Any]]:
+        async def call(
+            request: object, *, forwarded: bool = False
+        ) -> tuple[int, dict[str, Any] | str]:  # a result, or an error's text
             self.requests.append(request)
             return await original_call(request, forwarded=forwarded)
 

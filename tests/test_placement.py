@@ -25,7 +25,9 @@ TRIALS = 200
 
 
 def _weight(account: bytes, placement: bytes) -> bytes:
-    return hashlib.blake2b(account + placement, digest_size=8).digest()
+    """The node's rank for the account: over the account's key without its prefix, as
+    ``SwarmMap`` ranks (Session places ``05…`` and ``03…`` of one key alike)."""
+    return hashlib.blake2b(account[1:] + placement, digest_size=8).digest()
 
 
 def _best_keys(account: bytes, keys: list[bytes], count: int) -> list[bytes]:

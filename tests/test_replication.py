@@ -1,4 +1,5 @@
-"""Replication across a swarm: write quorum with receipts, background copies, repair and joins."""
+"""Replication across a swarm: write quorum with signed swarm answers, background copies, repair
+and joins."""
 
 from __future__ import annotations
 
@@ -18,7 +19,8 @@ from node_helpers import (
 from veil.node.config import NetworkSettings
 from veil.node.links import HopFailed
 from veil.node.server import Node
-from veil.protocol.replication import verify_receipt
+from veil.protocol.hashes import hash_b64, message_hash
+from veil.protocol.storage_rpc import verify_swarm
 
 FAST = NetworkSettings(sync_interval_s=0.3, replication_timeout_s=2.0)
 
@@ -33,7 +35,7 @@ def _holders(nodes: list[Node], digest: bytes) -> list[Node]:
     return [n for n in nodes if n.store.messages_of([digest])]
 
 
-def test_a_store_is_answered_with_quorum_receipts_and_reaches_the_whole_swarm(
+def test_a_store_is_answered_with_quorum_signed_swarm_results_and_reaches_the_whole_swarm(
     tmp_path: Path,
 ) -> None:
     alice = Account()
@@ -43,14 +45,29 @@ def test_a_store_is_answered_with_quorum_receipts_and_reaches_the_whole_swarm(
         try:
             swarm = {a.ed25519 for a in nodes[0].network.swarm(alice.account_bytes)}
             entry = next(n for n in nodes if n.identity.ed25519_public_key in swarm)
+            request = alice.store(b"replicate me")
             async with await HttpClient.connect(entry.port) as client:
-                status, body = await client.rpc("store", alice.store(b"replicate me"))
+                status, body = await client.rpc("store", request)
             assert status == 200, body
             digest = base64.b64decode(body["hash"] + "=")
-            signers = {verify_receipt(r, digest, body["expiry"]) for r in body["receipts"]}
-            assert None not in signers
+            assert digest == message_hash(alice.account_bytes, 0, b"replicate me")
+            # The answer has a part for every member of the account's swarm, and nobody else...
+            assert set(body["swarm"]) == {member.hex() for member in swarm}
+            # ... and at least the write quorum's parts are results signed by their member.
+            signers = set(verify_swarm("store", request, body, swarm))
             assert len(signers) >= 3
-            assert signers <= swarm
+            for signer in signers:
+                assert body["swarm"][signer.hex()]["hash"] == hash_b64(digest)
+            # A result is not taken on its word: one signed by another member does not verify.
+            forged = {
+                **body,
+                "swarm": {
+                    m.hex(): body["swarm"][entry.identity.ed25519_public_key.hex()] for m in swarm
+                },
+            }
+            assert verify_swarm("store", request, forged, swarm) == [
+                entry.identity.ed25519_public_key
+            ]
             await until(
                 lambda: {n.identity.ed25519_public_key for n in _holders(nodes, digest)} == swarm,
                 15,
@@ -157,9 +174,14 @@ def test_a_delete_reaches_a_member_whose_link_failed_when_it_was_forwarded(
                 return await real_rpc(member, request)
 
             replicator._rpc = rpc_failing_once  # type: ignore[method-assign]
+            request = carol.delete([body["hash"]])
             async with await HttpClient.connect(entry.port) as client:
-                status, body = await client.rpc("delete", carol.delete([body["hash"]]))
+                status, body = await client.rpc("delete", request)
             assert status == 200, body
+            # Every member has a part in the answer (the unlucky one's may be a failure, or its
+            # result from the retry), and the member asked signed its own.
+            assert set(body["swarm"]) == {member.hex() for member in swarm}
+            assert entry.identity.ed25519_public_key in verify_swarm("delete", request, body, swarm)
             await until(lambda: not unlucky.store.hashes_of(carol.account_bytes), 10)
             assert failed == [True]
             assert replicator.counts["forward_retried"] >= 1
@@ -204,21 +226,27 @@ def test_a_delete_or_delete_all_at_one_member_reaches_the_whole_swarm(tmp_path: 
 
             assert await retrieved() == [set(hashes)] * len(members)
 
-            # a delete sent to one member only
+            # a delete sent to one member only; every member answers that it deleted the message
+            request = carol.delete([hashes[0]])
             async with await HttpClient.connect(members[1].port) as client:
-                status, body = await client.rpc("delete", carol.delete([hashes[0]]))
+                status, body = await client.rpc("delete", request)
             assert status == 200, body
-            assert body["deleted"] == [hashes[0]]
+            assert set(body["swarm"]) == {member.hex() for member in swarm}
+            assert set(verify_swarm("delete", request, body, swarm)) == swarm
+            assert [r["deleted"] for r in body["swarm"].values()] == [[hashes[0]]] * len(swarm)
             await until(
                 lambda: all(len(m.store.hashes_of(carol.account_bytes)) == 1 for m in members), 10
             )
             assert await retrieved() == [{hashes[1]}] * len(members)
 
             # a delete_all sent to another member only
+            request = carol.delete_all(0)
             async with await HttpClient.connect(members[2].port) as client:
-                status, body = await client.rpc("delete_all", carol.delete_all(0))
+                status, body = await client.rpc("delete_all", request)
             assert status == 200, body
-            assert body["deleted"] == [hashes[1]]
+            assert set(body["swarm"]) == {member.hex() for member in swarm}
+            assert set(verify_swarm("delete_all", request, body, swarm)) == swarm
+            assert [r["deleted"] for r in body["swarm"].values()] == [[hashes[1]]] * len(swarm)
             await until(
                 lambda: all(not m.store.hashes_of(carol.account_bytes) for m in members), 10
             )

@@ -10,7 +10,7 @@ import pytest
 
 from veil.errors import InvalidInputError
 from veil.identity import Identity
-from veil.node.auth import parse_account, verify_signature
+from veil.node.auth import parse_account, verify_request
 from veil.node.errors import RpcError
 from veil.protocol import storage_rpc
 from veil.protocol.hashes import hash_b64
@@ -35,14 +35,32 @@ def test_each_signed_string_is_as_oxen_storage_server_has_it() -> None:
     assert storage_rpc.expire_string("", 9, HASHES) == f"expire9{joined}".encode()
     assert storage_rpc.expire_string("shorten", 9, HASHES) == f"expireshorten9{joined}".encode()
     assert storage_rpc.get_expiries_string(TS, HASHES) == f"get_expiries{TS}{joined}".encode()
+    assert storage_rpc.store_string(0, TS) == f"store{TS}".encode()
+    assert storage_rpc.delete_before_string(-3, TS) == f"delete_before-3{TS}".encode()
+    assert storage_rpc.delete_before_string("all", TS) == f"delete_beforeall{TS}".encode()
+    assert storage_rpc.expire_all_string(0, TS) == f"expire_all{TS}".encode()
+    assert storage_rpc.expire_all_string(4, TS) == f"expire_all4{TS}".encode()
+    assert storage_rpc.expire_string("extend", [8, 9], HASHES[:2]) == (
+        f"expireextend89{HASHES[0]}{HASHES[1]}".encode()
+    )
+    token = bytes(36)
+    assert storage_rpc.revoke_string("revoke_subaccount", TS, [token, token]) == (
+        f"revoke_subaccount{TS}".encode() + token + token
+    )
 
 
 def _verifies(params: dict[str, Any], signed: bytes) -> bool:
+    """Whether the node takes ``params`` as the account's own signature of ``signed``."""
     try:
-        verify_signature(parse_account(params["pubkey"]), params, signed)
-    except RpcError:
-        return False
-    return True
+        verify_request(
+            "test", parse_account(params["pubkey"]), params, signed, access=0, revoked=None
+        )
+    except RpcError as error:
+        refused = error
+    else:
+        return True
+    assert refused.status == 401, refused.message  # well-formed: it just does not verify
+    return False
 
 
 def test_every_builder_signs_what_the_node_verifies() -> None:
@@ -70,19 +88,38 @@ def test_every_builder_signs_what_the_node_verifies() -> None:
             storage_rpc.get_expiries_params(ALICE, HASHES, timestamp_ms=TS),
             storage_rpc.get_expiries_string(TS, HASHES),
         ),
+        (
+            storage_rpc.delete_before_params(ALICE, TS, 5),
+            storage_rpc.delete_before_string(5, TS),
+        ),
+        (
+            storage_rpc.expire_all_params(ALICE, TS, "all"),
+            storage_rpc.expire_all_string("all", TS),
+        ),
     ]
     for params, signed in cases:
         assert _verifies(params, signed), params
         assert not _verifies(params, signed + b"!"), params
 
 
-def test_store_params_in_namespace_0_are_unsigned_and_the_rest_need_the_account() -> None:
+def test_store_params_in_public_inboxes_are_unsigned_and_the_rest_need_the_account() -> None:
+    """Namespaces divisible by 10 (0 among them) take anyone's messages unsigned."""
     params = storage_rpc.store_params(ALICE.session_id, b"hi", 60_000, timestamp_ms=TS)
     assert params == {
         "pubkey": ALICE.session_id,
         "timestamp": TS,
         "ttl": 60_000,
         "data": base64.b64encode(b"hi").decode(),
+    }
+    params = storage_rpc.store_params(
+        ALICE.session_id, b"hi", 60_000, namespace=-30, timestamp_ms=TS
+    )
+    assert params == {
+        "pubkey": ALICE.session_id,
+        "timestamp": TS,
+        "ttl": 60_000,
+        "data": base64.b64encode(b"hi").decode(),
+        "namespace": -30,
     }
     with pytest.raises(InvalidInputError):
         storage_rpc.store_params(ALICE.session_id, b"hi", 60_000, namespace=2)

@@ -6,7 +6,8 @@ for it, ``apply`` a client request as if a swarm member had forwarded it. A stra
 broken handshake, a key that is not a member) gets the connection closed and not one byte; a member
 that is not in an account's swarm gets nothing for that account; a member that is gets only what a
 client could have had: messages checked as a client's store is, receipts for what was stored, and
-the client's own signed delete, delete_all or expire.
+the client's own signed writes (delete, delete_all, delete_before, expire, expire_all,
+revoke_subaccount, unrevoke_subaccount), each answered with the member's own signed result.
 """
 
 from __future__ import annotations
@@ -55,7 +56,17 @@ from veil.protocol.node_rpc import (
     encode_request,
 )
 from veil.protocol.replication import Message, StoreAuth, receipt_bytes
-from veil.protocol.storage_rpc import delete_all_string, delete_string, store_string
+from veil.protocol.storage_rpc import (
+    SUBACCOUNT_WRITE,
+    delete_all_string,
+    delete_before_params,
+    delete_string,
+    expire_all_params,
+    member_signed,
+    revoke_string,
+    store_string,
+    subaccount_token,
+)
 from veil.protocol.swarms import SwarmMap
 
 LINKS = LinkSettings(handshake_timeout_s=0.5, connect_timeout_s=1.0, backoff_max_s=0.5)
@@ -112,6 +123,19 @@ def _auth(signer: Identity, namespace: int, sig_timestamp_ms: int) -> StoreAuth:
     return StoreAuth(sig_timestamp_ms, signer.ed25519_public_key, signature)
 
 
+def _subaccount_auth(
+    owner: Identity, token_signer: Identity, namespace: int, sig_timestamp_ms: int
+) -> StoreAuth:
+    """A store signed by a fresh subaccount with write access, whose token ``token_signer``
+    signed (the owner, for a valid one) and which names ``owner``'s key as the account's."""
+    sub = Identity.generate()
+    token = subaccount_token(0x05, SUBACCOUNT_WRITE, sub.ed25519_public_key)
+    signature = sub.sign(store_string(namespace, sig_timestamp_ms))
+    return StoreAuth(
+        sig_timestamp_ms, owner.ed25519_public_key, signature, token, token_signer.sign(token)
+    )
+
+
 def _message(
     account: Account,
     data: bytes,
@@ -120,11 +144,15 @@ def _message(
     timestamp_ms: int | None = None,
     expiry_ms: int | None = None,
     auth: StoreAuth | None = None,
+    arrival_us: int | None = None,
 ) -> Message:
+    """A message as a member replicates it; it arrived at its timestamp unless ``arrival_us``
+    says otherwise."""
     timestamp = now_ms() if timestamp_ms is None else timestamp_ms
     expiry = timestamp + TTL_MS if expiry_ms is None else expiry_ms
+    arrival = timestamp * 1000 if arrival_us is None else arrival_us
     digest = message_hash(account.account_bytes, namespace, data)
-    return Message(account.account_bytes, namespace, timestamp, expiry, data, digest, auth)
+    return Message(account.account_bytes, namespace, timestamp, expiry, data, digest, auth, arrival)
 
 
 def _v1_message(message: Message) -> dict[str, Any]:
@@ -334,8 +362,8 @@ def test_a_member_outside_an_accounts_swarm_gets_nothing_for_that_account(
                     ("delete_all", alice.delete_all("all")),
                     ("delete", alice.delete([hash_b64(stored)])),
                 ]:
-                    status = decode_status(await _ask(pool, node, Apply(method, params)))
-                    assert status == 421
+                    status, body = decode_status(await _ask(pool, node, Apply(method, params)))
+                    assert (status, body) == (421, b"not a member of this account's swarm")
                 # Nor for an account this node does not serve at all.
                 receipts = decode_receipts(
                     await _ask(pool, node, Replicate([_message(mallory, b"m")])), expected=1
@@ -365,6 +393,7 @@ def test_a_swarm_member_gets_receipts_only_for_messages_a_client_could_have_stor
             )
             now = now_ms()
             limit = node.config.limits.max_message_bytes
+            day = 24 * 3600 * 1000
             refused = [
                 _message(carol, b"unsigned namespace 2", namespace=2),
                 _message(
@@ -374,7 +403,11 @@ def test_a_swarm_member_gets_receipts_only_for_messages_a_client_could_have_stor
                     expiry_ms=2**62,
                     auth=_auth(carol.identity, 2, now),
                 ),
-                _message(carol, b"from the future", timestamp_ms=now + 3_600_000),
+                _message(
+                    carol, b"from the future", timestamp_ms=now + 3_600_000, arrival_us=now * 1000
+                ),
+                _message(carol, b"arrives in the future", arrival_us=(now + 3_600_000) * 1000),
+                _message(carol, b"expired", timestamp_ms=now - 2 * day, expiry_ms=now - day),
                 _message(carol, bytes(limit + 1)),
                 _message(
                     carol,
@@ -390,11 +423,36 @@ def test_a_swarm_member_gets_receipts_only_for_messages_a_client_could_have_stor
                         _auth(mallory.identity, 2, now), signer=carol.identity.ed25519_public_key
                     ),
                 ),
+                _message(
+                    carol,
+                    b"signed by carol ten minutes from its arrival",
+                    namespace=2,
+                    auth=_auth(carol.identity, 2, now),
+                    arrival_us=(now - 600_000) * 1000,
+                ),
+                _message(
+                    carol,
+                    b"a subaccount token mallory signed for carol",
+                    namespace=2,
+                    auth=_subaccount_auth(carol.identity, mallory.identity, 2, now),
+                ),
             ]
             taken = [
                 _message(carol, bytes(limit)),
                 _message(
                     carol, b"signed by carol", namespace=2, auth=_auth(carol.identity, 2, now)
+                ),
+                _message(
+                    carol,
+                    b"by a subaccount carol signed",
+                    namespace=2,
+                    auth=_subaccount_auth(carol.identity, carol.identity, 2, now),
+                ),
+                # A public inbox (namespace divisible by 10) takes anyone's messages unsigned.
+                _message(carol, b"unsigned namespace 10", namespace=10),
+                # A timestamp may be old: only the expiry says whether a message is live.
+                _message(
+                    carol, b"stored two days ago", timestamp_ms=now - 2 * day, expiry_ms=now + day
                 ),
             ]
             before_count, before_bytes = node.store.totals()
@@ -404,7 +462,9 @@ def test_a_swarm_member_gets_receipts_only_for_messages_a_client_could_have_stor
             assert receipts[: len(refused)] == [None] * len(refused)
             for message, receipt in zip(taken, receipts[len(refused) :], strict=True):
                 assert receipt is not None
-                signed = receipt_bytes(message.hash, message.expiry_ms)
+                # What Session's storage servers sign for a store: the hash as base64 text.
+                signed = receipt_bytes(message.hash)
+                assert signed == hash_b64(message.hash).encode("ascii")
                 assert _core.ed25519_verify(node.identity.ed25519_public_key, signed, receipt)
             all_hashes = [m.hash for m in [*refused, *taken]]
             assert _held(node, *all_hashes) == {m.hash for m in taken}
@@ -417,7 +477,7 @@ def test_a_swarm_member_gets_receipts_only_for_messages_a_client_could_have_stor
     run(main())
 
 
-def test_apply_runs_only_a_clients_own_signed_delete_delete_all_or_expire(tmp_path: Path) -> None:
+def test_apply_runs_only_a_clients_own_signed_swarm_writes(tmp_path: Path) -> None:
     carol, mallory = Account(), Account()
 
     async def main() -> None:
@@ -427,6 +487,7 @@ def test_apply_runs_only_a_clients_own_signed_delete_delete_all_or_expire(tmp_pa
             kept_text = hash_b64(kept)
             [expiry_before] = node.store.expiries(carol.account_bytes, [kept]).values()
             before = node.store.totals()
+            now = now_ms()
             forged_delete = carol.delete([kept_text]) | {
                 "signature": mallory.sign(delete_string([kept_text]).decode())
             }
@@ -436,12 +497,34 @@ def test_apply_runs_only_a_clients_own_signed_delete_delete_all_or_expire(tmp_pa
                     delete_all_string("all", delete_all["timestamp"]).decode()
                 )
             }
-            forged_expire = carol.expire([kept_text], now_ms() + 20_000) | {
+            forged_delete_before = delete_before_params(carol.identity, now, "all") | {
                 "signature": mallory.sign("forged")
+            }
+            forged_expire = carol.expire([kept_text], now + 20_000) | {
+                "signature": mallory.sign("forged")
+            }
+            forged_expire_all = expire_all_params(carol.identity, now + 20_000, "all") | {
+                "signature": mallory.sign("forged")
+            }
+            token = subaccount_token(0x05, 1, Identity.generate().ed25519_public_key)
+            forged_revocations = {
+                method: carol.signed(
+                    "",
+                    **{field: [base64.b64encode(token).decode("ascii")], "timestamp": now},
+                )
+                | {
+                    "signature": base64.b64encode(
+                        mallory.identity.sign(revoke_string(method, now, [token]))
+                    ).decode("ascii")
+                }
+                for method, field in [
+                    ("revoke_subaccount", "revoke"),
+                    ("unrevoke_subaccount", "unrevoke"),
+                ]
             }
             async with link_pool(member.key, LINKS) as pool:
 
-                async def apply(method: str, params: dict[str, Any]) -> int:
+                async def apply(method: str, params: dict[str, Any]) -> tuple[int, bytes]:
                     return decode_status(await _ask(pool, node, Apply(method, params)))
 
                 for method, params in [
@@ -451,16 +534,38 @@ def test_apply_runs_only_a_clients_own_signed_delete_delete_all_or_expire(tmp_pa
                     ("get_expiries", carol.get_expiries([kept_text])),
                     ("info", {}),
                 ]:
-                    assert await apply(method, params) == 400, method
+                    assert await apply(method, params) == (400, b"no such forwarded method"), method
                 assert node.peer_rpc.refusals["apply_method"] == 5
                 assert node.store.totals() == before
-                assert await apply("delete", forged_delete) == 401
-                assert await apply("delete_all", forged_delete_all) == 401
-                assert await apply("expire", forged_expire) == 401
+                for method, params, text in [
+                    ("delete", forged_delete, "delete_msgs signature verification failed"),
+                    ("delete_all", forged_delete_all, "delete_all signature verification failed"),
+                    (
+                        "delete_before",
+                        forged_delete_before,
+                        "delete_before signature verification failed",
+                    ),
+                    ("expire", forged_expire, "expire: signature verification failed"),
+                    ("expire_all", forged_expire_all, "expire_all signature verification failed"),
+                    *(
+                        (method, params, f"{method} signature verification failed")
+                        for method, params in forged_revocations.items()
+                    ),
+                ]:
+                    assert await apply(method, params) == (401, text.encode()), method
                 assert node.store.totals() == before
                 assert node.store.expiries(carol.account_bytes, [kept]) == {kept: expiry_before}
-                # The client's own signature is what makes a forwarded request run.
-                assert await apply("delete", carol.delete([hash_b64(deleted)])) == 200
+                assert not node.store.is_revoked(carol.account_bytes, token)
+                # The client's own signature is what makes a forwarded request run; the member
+                # answers its own result, signed as Session's storage servers sign it.
+                request = carol.delete([hash_b64(deleted)])
+                status, body = await apply("delete", request)
+                assert status == 200, body
+                result = orjson.loads(body)
+                assert result["deleted"] == [hash_b64(deleted)]
+                signed = member_signed("delete", carol.pubkey, request, result)
+                signature = base64.b64decode(result["signature"])
+                assert _core.ed25519_verify(node.identity.ed25519_public_key, signed, signature)
             assert _held(node, kept, deleted) == {kept}
 
     run(main())

@@ -216,7 +216,7 @@ class Book:
     config: AccountConfig = field(default_factory=AccountConfig)
     config_hashes: dict[str, int] = field(default_factory=dict)  # namespace-2 hash -> timestamp
     config_dirty: bool = False  # changed here, not stored in the swarm yet
-    received_to_ms: int = 0  # newest timestamp picked up from namespace 0
+    received_to_ms: int = 0  # start of the latest fetch that picked up something from namespace 0
     conversations: dict[str, list[Entry]] = field(default_factory=dict)
     pending: dict[str, int] = field(default_factory=dict)  # picked up, not yet deleted: hash -> ts
     cursors: dict[str, Any] = field(default_factory=dict)

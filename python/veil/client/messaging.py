@@ -19,9 +19,11 @@ Around that, what a messenger needs (all of it in :class:`Messenger`):
   account's own swarm, so that its other devices show it.
 - **Pickup deletion.** A device deletes what it picked up from the swarm once every device of the
   account has picked it up: each device publishes, in the config, the time up to which it has
-  fetched everything (``picked_ms``; the fetch's start less ``pickup_window_ms``, which covers the
-  nodes' clock window). With one device, a message is deleted as soon as it is fetched. A device
-  that never comes back holds messages back until they expire (the TTL), never longer.
+  fetched everything that reached the swarm (``picked_ms``; the fetch's start less
+  ``pickup_window_ms``, which covers the nodes' clock window), and a message that reached the swarm
+  (its arrival, as the members give it) no later than every other device's mark is deleted. With
+  one device, a message is deleted as soon as it is fetched. A device that never comes back holds
+  messages back until they expire (the TTL), never longer.
 - **Disappearing messages** (``after_send``: gone ``ttl`` after it was sent, on the nodes too;
   ``after_read``: gone ``ttl`` after the recipient first showed it) and **unsend** (the recipient's
   devices and the sender's other devices drop the message).
@@ -372,9 +374,13 @@ class Messenger:
         await self._pull_config()
         messages = await self.swarm.retrieve(self.identity)
         for message in messages:
-            timestamp = int(message.get("timestamp", 0))
-            self.book.pending[str(message["hash"])] = timestamp
-            self.book.received_to_ms = max(self.book.received_to_ms, timestamp)
+            # Pending under when it reached the swarm: the arrival the members give (the same for
+            # every device), never later than this fetch began. Not its timestamp, which a sender
+            # may set in the past (a message queued while offline).
+            arrival = message.get("arrival_ms")
+            reached = min(arrival, started) if isinstance(arrival, int) else started
+            self.book.pending[str(message["hash"])] = reached
+            self.book.received_to_ms = max(self.book.received_to_ms, reached)
         received = self.ingest(messages)
         self._advance_mark(started)
         if self.persist is not None:

@@ -11,9 +11,10 @@ message — then merges and de-duplicates by hash, so one slow or lagging node c
 
 Every answer is checked before it is used:
 
-- a store counts only with receipts from at least ``write_quorum`` distinct members of the swarm
-  computed here, each verifying for the message's hash (recomputed here) and expiry
-  (``veil.protocol.replication.verify_receipt``), else :class:`StoreError` (``unacknowledged``);
+- a store counts only with signed results from at least ``write_quorum`` distinct members of the
+  swarm computed here in the answer's ``swarm`` block, each for the message's hash (recomputed
+  here) and verifying (``veil.protocol.storage_rpc.verify_swarm``), else :class:`StoreError`
+  (``unacknowledged``); a delete reports only what members whose signed result verifies deleted;
 - a retrieved message is kept only with an integer timestamp (no later than
   :data:`FUTURE_MARGIN_MS` ahead of the client's clock: nodes take none so far off), base64 data
   and the hash of that data (recomputed: ``veil.protocol.hashes.message_hash``); others are
@@ -23,10 +24,11 @@ Every answer is checked before it is used:
   message hash;
 - one member's pages are read up to :data:`DRAIN_MAX_BYTES` per call (the cursor is kept: the
   next call goes on from there), each answer being bounded already (``veil.client.http``);
-- the cursor the client keeps for a member is that of the last message it kept from it (a
-  member's own ``cursor`` field is not taken), and a member read for the first time starts at the
-  least advanced cursor of the others, and no later than the previous retrieve: a lying member
-  cannot push the client's reads of the others ahead of what it has read from them;
+- the cursor the client keeps for a member is the one that member answered (messages are filed
+  under their arrival, which the messages themselves do not carry), if it is no later than the
+  client's clock allows; a member read for the first time starts at the least advanced cursor of
+  the others, and no later than the previous retrieve: a lying member cannot push the client's
+  reads of the others ahead of what it has read from them;
 - a node's error text is cleaned (one line, no terminal controls) before it goes into an error.
 
 Every request goes through :class:`~veil.client.network.NetworkClient`, that is, through onion
@@ -57,14 +59,11 @@ from veil.protocol.hashes import (
     message_hash,
 )
 from veil.protocol.peers import PeerInfo
-from veil.protocol.replication import verify_receipt
 from veil.protocol.swarms import SwarmMap
 from veil.session_id import parse_session_id
 
 __all__ = ["StoreError", "SwarmClient"]
 
-RECEIPTS_CHECKED = 64
-"""The most receipts of one store answer checked (a swarm has a handful of members)."""
 FUTURE_MARGIN_MS = 5 * 60_000
 """How far ahead of the client's clock a retrieved message's timestamp may be (nodes take stores
 within 60 s of their own clock, and the client's signed requests only within 60 s of it; the rest
@@ -74,8 +73,9 @@ DRAIN_MAX_BYTES = 32 * 1024 * 1024
 
 
 class StoreError(VeilError):
-    """The swarm refused a message (with the node's error code), could not be reached, or did not
-    acknowledge it with enough valid receipts (code ``unacknowledged``)."""
+    """The swarm refused a message (``code`` is the HTTP status, the message the node's text),
+    could not be reached (``unreachable``), or did not acknowledge it with enough valid signed
+    results (``unacknowledged``)."""
 
     def __init__(self, code: str, message: str) -> None:
         super().__init__(message)
@@ -106,10 +106,11 @@ class SwarmClient:
         self._map: SwarmMap | None = None
         self._map_of: SignedConsensus | None = None
         self._cursors: dict[tuple[bytes, bytes, int], str] = {}
-        # A message may reach a member up to the nodes' clock window (60 s) after messages with
-        # later timestamps, that is, behind a cursor already passed (docs/storage.md). Reads
-        # therefore start ``look_back_ms`` before the cursor, and the hashes returned inside that
-        # window are kept so that a message is returned once.
+        # A message is filed under its arrival at the member it was stored at; it reaches the
+        # others a moment later, and their clocks differ by up to the nodes' clock window (60 s),
+        # so it may land behind a cursor already passed (docs/storage.md). Reads therefore start
+        # ``look_back_ms`` before the cursor, and the hashes returned inside that window are kept
+        # (with when they were read) so that a message is returned once.
         self.look_back_ms = look_back_ms
         self._recent: dict[tuple[bytes, int], dict[str, int]] = {}
         self._read_ms: dict[tuple[bytes, int], int] = {}
@@ -231,7 +232,7 @@ class SwarmClient:
         expiry = timestamp + ttl_ms
 
         def acknowledged(body: dict[str, Any]) -> dict[str, Any] | str:
-            return self._acknowledged(account, digest, expiry, body)
+            return self._acknowledged(account, digest, expiry, params, body)
 
         # A message refused for what it is: another member would say the same.
         return await self._write(
@@ -239,41 +240,49 @@ class SwarmClient:
         )
 
     def _acknowledged(
-        self, account: bytes, digest: bytes, expiry: int, body: dict[str, Any]
+        self,
+        account: bytes,
+        digest: bytes,
+        expiry: int,
+        params: dict[str, Any],
+        body: dict[str, Any],
     ) -> dict[str, Any] | str:
-        """The store answer, as far as it is proven: the message's hash and expiry and the
-        receipts that verify from distinct members of the swarm computed here; or why it does not
-        count (fewer than ``write_quorum`` such receipts, or an answer for another message)."""
-        if body.get("hash") != hash_b64(digest):
-            return "the answer is for another message"
-        members = {p.ed25519 for p in self.swarm(account)}
+        """The store answer, as far as it is proven: the message's hash and expiry, and the members
+        of the swarm computed here whose signed result for that hash verifies (``signed_by``, and
+        their results in ``swarm``, for whoever wants to check them again); or why it does not
+        count (fewer than ``write_quorum`` of them)."""
+        text = hash_b64(digest)
+        members = [p.ed25519 for p in self.swarm(account)]
         needed = min(self.write_quorum, len(members))
-        raw = body.get("receipts")
-        signers: set[bytes] = set()
-        receipts = []
-        for receipt in raw[:RECEIPTS_CHECKED] if isinstance(raw, list) else []:
-            node = verify_receipt(receipt, digest, expiry)
-            if node is not None and node in members and node not in signers:
-                signers.add(node)
-                receipts.append(receipt)
+        swarm = body.get("swarm")
+        signers = storage_rpc.verify_swarm(
+            "store",
+            params,
+            body,
+            members,
+            enough=needed,  # the proof needs W; checking the rest costs a verification each
+            accept=lambda result: result.get("hash") == text,
+        )
         if len(signers) < needed:
             return f"acknowledged by {len(signers)} of the {needed} members needed"
+        results = {m.hex(): swarm[m.hex()] for m in signers} if isinstance(swarm, dict) else {}
         return {
-            "hash": hash_b64(digest),
+            "hash": text,
             "expiry": expiry,
-            "already": body.get("already") is True,
-            "receipts": receipts,
+            "already": any(r.get("already") is True for r in results.values()),
+            "signed_by": list(results),
+            "swarm": results,
         }
 
     def _retrieve_params(
         self, identity: Identity, namespace: int, cursor: str | None
     ) -> dict[str, Any]:
         if cursor:
-            # Step back by the look-back window (a cursor on a timestamp and the zero hash).
-            cursor_ts = int.from_bytes(cursor_decode(cursor)[:8], "big")
-            cursor = cursor_encode(max(0, cursor_ts - self.look_back_ms), bytes(32))
+            # Step back by the look-back window (a cursor on an arrival, in µs, and the zero hash).
+            arrival_us = int.from_bytes(cursor_decode(cursor)[:8], "big")
+            cursor = cursor_encode(max(0, arrival_us - self.look_back_ms * 1000), bytes(32))
         return storage_rpc.retrieve_params(
-            identity, namespace=namespace, cursor=cursor, timestamp_ms=_now_ms()
+            identity, namespace=namespace, cursor=cursor or "", timestamp_ms=_now_ms()
         )
 
     async def _drain(
@@ -299,13 +308,17 @@ class SwarmClient:
                 break
             answered = True
             raw = body.get("messages")
-            page = self._checked(raw if isinstance(raw, list) else [], account, namespace)
+            arrivals = body.get("arrivals")
+            page = self._checked(
+                raw if isinstance(raw, list) else [],
+                account,
+                namespace,
+                arrivals if isinstance(arrivals, list) else [],
+            )
             messages.extend(page)
-            if page:  # the cursor after the last message kept: what a node's cursor is
-                cursor = max(
-                    (cursor_encode(m["timestamp"], hash_from_b64(m["hash"])) for m in page),
-                    key=cursor_decode,
-                )
+            answered_cursor = _cursor_of(body.get("cursor"))
+            if page and answered_cursor is not None:
+                cursor = answered_cursor
                 if not from_start:
                     self._cursors[key] = cursor
             budget -= sum(len(m["data"]) for m in page)
@@ -332,7 +345,10 @@ class SwarmClient:
         merged: dict[str, dict[str, Any]] = {}
         for page, _ in drained:
             for message in page:
-                merged.setdefault(message["hash"], message)
+                first = merged.setdefault(message["hash"], message)
+                # The latest arrival any member gives (a member cannot make it earlier alone).
+                if "arrival_ms" in message:
+                    first["arrival_ms"] = max(first.get("arrival_ms", 0), message["arrival_ms"])
         ordered = sorted(merged.values(), key=lambda m: (m["timestamp"], m["hash"]))
         if from_start:
             return ordered
@@ -340,8 +356,8 @@ class SwarmClient:
             self._read_ms[(account, namespace)] = started
         recent = self._recent.setdefault((account, namespace), {})
         fresh = [m for m in ordered if m["hash"] not in recent]
-        for message in ordered:
-            recent[message["hash"]] = message["timestamp"]
+        for message in fresh:
+            recent[message["hash"]] = started
         self._prune_recent(account, namespace)
         return fresh
 
@@ -357,13 +373,14 @@ class SwarmClient:
         ]
         read = self._read_ms.get((account, namespace))
         if cursors and read is not None:
-            cursors.append(cursor_encode(read, bytes(32)))
+            cursors.append(cursor_encode(read * 1000, bytes(32)))
         return min(cursors, key=cursor_decode, default=None)
 
     def _prune_recent(self, account: bytes, namespace: int) -> None:
-        """Forget hashes that no read can return again: older than every member's window."""
+        """Forget hashes that no read can return again: read before every member's window (with
+        the look-back window once more for the clocks of the client and the nodes)."""
         starts = [
-            int.from_bytes(cursor_decode(c)[:8], "big") - self.look_back_ms
+            int.from_bytes(cursor_decode(c)[:8], "big") // 1000 - 2 * self.look_back_ms
             for (a, _m, ns), c in self._cursors.items()
             if a == account and ns == namespace
         ]
@@ -371,18 +388,23 @@ class SwarmClient:
             return
         read = self._read_ms.get((account, namespace))
         if read is not None:  # where a member read for the first time may start (_best)
-            starts.append(read - self.look_back_ms)
+            starts.append(read - 2 * self.look_back_ms)
         floor = min(starts)
         recent = self._recent[(account, namespace)]
         for digest in [h for h, t in recent.items() if t < floor]:
             del recent[digest]
 
-    def _checked(self, raw: list[Any], account: bytes, namespace: int) -> list[dict[str, Any]]:
+    def _checked(
+        self, raw: list[Any], account: bytes, namespace: int, arrivals: list[Any]
+    ) -> list[dict[str, Any]]:
         """The messages of a retrieved page that are what they claim: well formed, and their
-        hash that of their data; each other one dropped and counted."""
+        hash that of their data; each other one dropped and counted. A message keeps the
+        member's ``arrival_ms`` for it if the page gave one per message (``arrivals``)."""
         page = []
         latest = _now_ms() + FUTURE_MARGIN_MS
-        for message in raw:
+        if len(arrivals) != len(raw):
+            arrivals = [None] * len(raw)
+        for message, arrival in zip(raw, arrivals, strict=True):
             checked = _message(message)
             if checked is None:
                 self.dropped["malformed"] += 1
@@ -397,6 +419,8 @@ class SwarmClient:
             kept = {k: message[k] for k in ("hash", "timestamp", "data")}
             if _is_ms(message.get("expiration")):
                 kept["expiration"] = message["expiration"]
+            if _is_ms(arrival):
+                kept["arrival_ms"] = arrival // 1000
             page.append(kept)
         return page
 
@@ -428,8 +452,7 @@ class SwarmClient:
                     return outcome
                 last = ("unacknowledged", outcome)
                 continue
-            error = _error_of(body)
-            last = (_text(error.get("code"), str(status))[:64], _text(error.get("message"), ""))
+            last = (str(status), _text(body, f"status {status}"))
             if status in final:
                 break
         raise StoreError(*last)
@@ -444,23 +467,33 @@ class SwarmClient:
         if not valid:
             return []
         params = storage_rpc.delete_params(identity, valid)
-        body = await self._write(bytes.fromhex(identity.session_id), "delete", params)
-        deleted = body.get("deleted")
+        account = bytes.fromhex(identity.session_id)
+        body = await self._write(account, "delete", params)
+        members = [p.ed25519 for p in self.swarm(account)]
         asked = set(valid)
-        return (
-            [h for h in deleted if isinstance(h, str) and h in asked]
-            if isinstance(deleted, list)
-            else []
-        )
+        deleted: set[str] = set()
+        for member in storage_rpc.verify_swarm("delete", params, body, members):
+            listed = body["swarm"][member.hex()].get("deleted")
+            if isinstance(listed, list):
+                deleted.update(h for h in listed if isinstance(h, str) and h in asked)
+        return sorted(deleted)
 
 
 # --- what a node answers, checked before it is used ----------------------------------------------
 
 
-def _error_of(body: object) -> dict[str, Any]:
-    """The ``error`` object of an answer, or an empty one."""
-    error = body.get("error") if isinstance(body, dict) else None
-    return error if isinstance(error, dict) else {}
+def _cursor_of(value: object) -> str | None:
+    """A cursor a member answered, if well formed and not past the client's clock (with
+    margin): a cursor from the future would make the member skip what arrives until then."""
+    if not isinstance(value, str):
+        return None
+    try:
+        raw = cursor_decode(value)
+    except InvalidInputError:
+        return None
+    if int.from_bytes(raw[:8], "big") > (_now_ms() + FUTURE_MARGIN_MS) * 1000:
+        return None
+    return value
 
 
 def _text(value: object, default: str) -> str:

@@ -1,10 +1,20 @@
-"""Signed client requests, as oxen-storage-server checks them.
+"""Signed client requests, checked as Session's storage servers check them (``docs/rpc.md``).
 
-A signed request carries ``pubkey`` (the account in hex: ``05`` + an X25519 key for a Session ID,
-or ``03`` + an Ed25519 key), ``signature`` (base64 Ed25519 signature) and, for a ``05`` account,
-``pubkey_ed25519`` (hex), which must convert to the account's X25519 key. What is signed depends on
-the method (``docs/rpc.md``); most sign the method name, the namespace in decimal (empty for 0) and
-a timestamp in milliseconds that must be within ``clock_skew_ms`` of the node's clock.
+A request names its account in ``pubkey``: 66 hex digits, a one-byte prefix and a 32-byte key.
+``05`` is a Session ID (an X25519 key): its owner signs with the Ed25519 key whose X25519 form is
+the account, given as ``pubkey_ed25519``, or without it with the 32 bytes read as an Ed25519 key.
+Every other prefix (``03`` for groups) is an Ed25519 key that signs itself. ``signature`` is base64
+of a 64-byte Ed25519 signature over the method's string (:mod:`veil.protocol.storage_rpc`).
+
+With ``subaccount`` (a 36-byte token, base64 or hex) and ``subaccount_sig`` (the account key's
+signature of the token), the request is signed by the token's own key instead, and is allowed
+only what the token's flags allow, for the token's prefix (or any with the any-prefix flag), and
+only while the account has not revoked the token.
+
+Every way a signature can fail — a bad signature, a ``pubkey_ed25519`` that is not the account's,
+a token not signed by the account, lacking the flag, for another prefix, or revoked — answers the
+same 401 text, so an answer does not tell which part was wrong. Comparisons of keys are constant
+time.
 """
 
 from __future__ import annotations
@@ -12,69 +22,148 @@ from __future__ import annotations
 import base64
 import binascii
 import hmac
+from collections.abc import Callable
+from dataclasses import dataclass
 
 from veil import _core
 from veil.errors import InvalidKeyError
 from veil.node.errors import RpcError
+from veil.protocol.storage_rpc import SUBACCOUNT_ANY_PREFIX, SUBACCOUNT_TOKEN_LEN
 
-__all__ = ["parse_account", "verify_signature"]
+__all__ = ["Authorised", "owns", "parse_account", "parse_token", "verify_request"]
 
 _HEX = frozenset("0123456789abcdefABCDEF")
+_B64 = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=")
 SESSION_PREFIX = 0x05
-ED25519_PREFIX = 0x03
+
+RevokedCheck = Callable[[bytes, bytes], bool]
+"""``(account, token) -> revoked?`` — the node's store answers it."""
+
+
+@dataclass(frozen=True, slots=True)
+class Authorised:
+    """Who authorised a request: the account's own Ed25519 key (``owner``), the signature, and
+    the subaccount token and its signature if a subaccount signed (else empty)."""
+
+    owner: bytes
+    signature: bytes
+    token: bytes = b""
+    token_signature: bytes = b""
+
+
+def owns(account: bytes, key: bytes) -> bool:
+    """Whether the Ed25519 ``key`` is ``account``'s own: its key, or for a Session ID (05) the
+    key whose X25519 form it is."""
+    if len(key) != 32:
+        return False
+    if hmac.compare_digest(key, account[1:]):
+        return True
+    if account[0] != SESSION_PREFIX:
+        return False
+    try:
+        return hmac.compare_digest(_core.ed25519_public_key_to_x25519(key), account[1:])
+    except InvalidKeyError:
+        return False
 
 
 def parse_account(pubkey: object) -> bytes:
-    """The 33-byte account of a ``pubkey`` parameter (66 hex digits, ``05`` or ``03`` first)."""
+    """The 33-byte account of a ``pubkey`` parameter (66 hex digits)."""
     if not isinstance(pubkey, str) or len(pubkey) != 66 or not _HEX.issuperset(pubkey):
-        raise RpcError.bad_request("pubkey must be 66 hexadecimal digits")
-    account = bytes.fromhex(pubkey)
-    if account[0] not in {SESSION_PREFIX, ED25519_PREFIX}:
-        raise RpcError.bad_request("pubkey must start with 05 (Session ID) or 03 (Ed25519 key)")
-    return account
+        raise RpcError.invalid("Pubkey must be 66 hex digits (33 bytes) long")
+    return bytes.fromhex(pubkey)
 
 
-def _signing_key(account: bytes, pubkey_ed25519: object) -> bytes:
-    if account[0] == ED25519_PREFIX:
-        return account[1:]
+def _b64_signature(text: object, what: str) -> bytes:
     if (
-        not isinstance(pubkey_ed25519, str)
-        or len(pubkey_ed25519) != 64
-        or not _HEX.issuperset(pubkey_ed25519)
+        not isinstance(text, str)
+        or not (len(text) == 86 or (len(text) == 88 and text.endswith("==")))
+        or not _B64.issuperset(text)
     ):
-        raise RpcError.unauthorized("pubkey_ed25519 (64 hexadecimal digits) is required")
+        raise RpcError.invalid(f"invalid {what}: expected base64 encoded Ed25519 signature")
     try:
-        ed_key = bytes.fromhex(pubkey_ed25519)
-        x_key = _core.ed25519_public_key_to_x25519(ed_key)
-    except (ValueError, InvalidKeyError):
-        raise RpcError.unauthorized("pubkey_ed25519 is not a valid Ed25519 key") from None
-    if not hmac.compare_digest(x_key, account[1:]):
-        raise RpcError.unauthorized("pubkey_ed25519 does not belong to pubkey")
-    return ed_key
-
-
-def check_timestamp(timestamp: object, now_ms: int, skew_ms: int) -> int:
-    """A signature timestamp (ms) within ``skew_ms`` of ``now_ms``."""
-    if not isinstance(timestamp, int) or isinstance(timestamp, bool):
-        raise RpcError.bad_request("timestamp must be an integer (milliseconds since the epoch)")
-    if abs(timestamp - now_ms) > skew_ms:
-        raise RpcError.not_acceptable("timestamp is too far from the node's clock")
-    return timestamp
-
-
-def verify_signature(
-    account: bytes, params: dict[str, object], signed: bytes
-) -> tuple[bytes, bytes]:
-    """Check ``params["signature"]`` over ``signed`` for ``account``; raise 401 if it fails.
-    Returns (the Ed25519 key that signed, the signature)."""
-    signature_b64 = params.get("signature")
-    if not isinstance(signature_b64, str):
-        raise RpcError.unauthorized("this request must be signed (signature is missing)")
-    try:
-        signature = base64.b64decode(signature_b64, validate=True)
+        return base64.b64decode(text + ("==" if len(text) == 86 else ""), validate=True)
     except (binascii.Error, ValueError):
-        raise RpcError.bad_request("signature must be base64") from None
-    key = _signing_key(account, params.get("pubkey_ed25519"))
-    if len(signature) != 64 or not _core.ed25519_verify(key, signed, signature):
-        raise RpcError.unauthorized("signature verification failed")
-    return key, signature
+        raise RpcError.invalid(
+            f"invalid {what}: expected base64 encoded Ed25519 signature"
+        ) from None
+
+
+def parse_token(text: object, what: str = "subaccount") -> bytes:
+    """A 36-byte subaccount token given as base64 (48 characters) or hex (72 digits)."""
+    if isinstance(text, str):
+        try:
+            if len(text) == SUBACCOUNT_TOKEN_LEN * 4 // 3 and _B64.issuperset(text):
+                return base64.b64decode(text, validate=True)
+            if len(text) == SUBACCOUNT_TOKEN_LEN * 2 and _HEX.issuperset(text):
+                return bytes.fromhex(text)
+        except (binascii.Error, ValueError):
+            pass
+    raise RpcError.invalid(f"invalid {what}: expected base64 or hex-encoded subaccount token")
+
+
+def parse_signer(account: bytes, params: dict[str, object]) -> tuple[bytes | None, bytes]:
+    """(``pubkey_ed25519`` if given, the signature) of a signed request; 400 if malformed."""
+    if params.get("signature") is None:
+        raise RpcError.invalid("Required field 'signature' missing")
+    ed_text = params.get("pubkey_ed25519")
+    ed_key = None
+    if ed_text is not None:
+        if account[0] != SESSION_PREFIX:
+            raise RpcError.invalid("pubkey_ed25519 is only permitted for 05[...] pubkeys")
+        if not isinstance(ed_text, str) or len(ed_text) != 64:
+            raise RpcError.invalid("Invalid pubkey_ed25519: expected 64 hex char or 32 byte pubkey")
+        if not _HEX.issuperset(ed_text):
+            raise RpcError.invalid("invalid pubkey_ed25519: value is not hex")
+        ed_key = bytes.fromhex(ed_text)
+    return ed_key, _b64_signature(params.get("signature"), "signature")
+
+
+def verify_request(
+    method: str,
+    account: bytes,
+    params: dict[str, object],
+    signed: bytes,
+    *,
+    access: int,
+    revoked: RevokedCheck | None,
+    allow_subaccount: bool = True,
+    failure: str | None = None,
+) -> Authorised:
+    """Check a signed request for ``account``; raise 400 if malformed, 401 if it does not verify.
+
+    ``access`` is the subaccount flags the method needs; ``revoked`` None skips the revocation
+    check (namespaces a removed member may still read). ``failure`` is the 401 text (by default
+    ``"<method> signature verification failed"``)."""
+    ed_key, signature = parse_signer(account, params)
+    token = token_signature = b""
+    if allow_subaccount and params.get("subaccount") not in (None, ""):
+        token = parse_token(params.get("subaccount"))
+        if params.get("subaccount_sig") is None:
+            raise RpcError.invalid(
+                "invalid subaccount: subaccount_sig is required when using subaccount"
+            )
+        token_signature = _b64_signature(params.get("subaccount_sig"), "subaccount signature")
+    refused = RpcError(401, failure or f"{method} signature verification failed")
+    owner = account[1:]
+    if ed_key is not None:
+        try:
+            x_key = _core.ed25519_public_key_to_x25519(ed_key)
+        except InvalidKeyError:
+            raise refused from None
+        if not hmac.compare_digest(x_key, account[1:]):
+            raise refused
+        owner = ed_key
+    signer = owner
+    if token:
+        if not (token[0] == account[0] or token[1] & SUBACCOUNT_ANY_PREFIX):
+            raise refused
+        if token[1] & access != access:
+            raise refused
+        if not _core.ed25519_verify(owner, token, token_signature):
+            raise refused
+        if revoked is not None and revoked(account, token):
+            raise refused
+        signer = token[4:]
+    if not _core.ed25519_verify(signer, signed, signature):
+        raise refused
+    return Authorised(owner, signature, token, token_signature)

@@ -55,7 +55,19 @@ class Limits:
     )
     max_message_bytes: int = setting(76_800, "Largest message data after base64 decoding.")
     min_ttl_ms: int = setting(10_000, "Shortest message lifetime: 10 s.")
-    max_ttl_ms: int = setting(14 * 24 * 3600 * 1000, "Longest message lifetime: 14 days.")
+    max_ttl_ms: int = setting(
+        14 * 24 * 3600 * 1000,
+        "Longest lifetime of a message to a public inbox (a namespace divisible by 10): 14 days.",
+    )
+    max_ttl_private_ms: int = setting(
+        30 * 24 * 3600 * 1000,
+        "Longest lifetime of a message the account stores for itself (other namespaces), and the "
+        "furthest ``expire`` may push an expiry from now: 30 days.",
+    )
+    store_tolerance_ms: int = setting(
+        10_000,
+        "Most a store's timestamp may be ahead of the node's clock, and its expiry behind it.",
+    )
     clock_skew_ms: int = setting(
         60_000,
         "Most a signed request's or a new message's timestamp may differ from the node's clock.",
@@ -65,10 +77,15 @@ class Limits:
         "Most messages one ``retrieve`` answers (more says whether others wait).",
     )
     retrieve_max_bytes: int = setting(
-        7 * 1024 * 1024,
-        "Most message bytes one ``retrieve`` answers (at least one message is always returned).",
+        7_800_000,
+        "Most bytes one ``retrieve`` answers, counted as base64 data + hash + 100 per message "
+        "(at least one message is always returned); without max_count or max_size a retrieve "
+        "gets a fifth of it.",
     )
-    batch_max_requests: int = setting(20, "Most subrequests in one ``batch``.")
+    batch_max_requests: int = setting(20, "Most subrequests in one ``batch`` or ``sequence``.")
+    account_max_revoked: int = setting(
+        50, "Most revoked subaccount tokens kept per account (the latest)."
+    )
     delete_max_hashes: int = setting(
         1_000,
         "Most message hashes one ``delete``, ``expire`` or ``get_expiries`` names.",
@@ -222,7 +239,14 @@ class NetworkSettings:
         5.0, "How long a node waits for an authority's answer (registration, consensus)."
     )
     replication_timeout_s: float = setting(
-        5.0, "How long a store waits for the write quorum before answering 503."
+        5.0,
+        "How long a write waits for the other swarm members' answers; a store without the write "
+        "quorum by then answers 503.",
+    )
+    swarm_answer_grace_s: float = setting(
+        0.5,
+        "Once the write quorum holds a store, how much longer its answer waits for the other "
+        "members' receipts (those later are listed as timed out and finish in the background).",
     )
     forward_attempts: int = setting(
         5,

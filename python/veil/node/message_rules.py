@@ -3,56 +3,72 @@
 A client's ``store`` is checked field by field by the storage RPC (``veil.node.rpc``), which answers
 each failure with its own error. A message that arrives from another swarm member (``replicate``,
 or fetched by anti-entropy) has no client to answer, so :func:`acceptable` says yes or no — by the
-same rules: its size, a lifetime no longer than ``max_ttl_ms`` from its timestamp, a timestamp
-neither ahead of the clock window nor older than the longest lifetime, not yet expired, and,
-outside namespace 0, the account owner's store authorisation (the signature of ``"store" ‖
-namespace ‖ sig_timestamp`` the client's store carried, by the account's Ed25519 key, with a
-signature time within twice the clock window of the message's timestamp).
+same rules: its size; not yet expired, and expiring no later than ``max_ttl_private_ms`` from now;
+a timestamp and an arrival time not ahead of the clock window;
+and, outside the public inboxes, the store authorisation the client's store carried (the signature
+of ``"store" ‖ ns ‖ sig_timestamp`` by the account's key, or by a subaccount that key signed with
+write access and that is not revoked here), with a signature time within the clock window of the
+message's arrival. The lifetime limits of a store are checked where the client stored; a member
+checks only that an expiry is no further than ``expire`` could have pushed it.
 """
 
 from __future__ import annotations
 
-import hmac
-
 from veil import _core
-from veil.errors import InvalidKeyError
+from veil.node.auth import RevokedCheck, owns
 from veil.node.config import Limits
 from veil.protocol.replication import Message
-from veil.protocol.storage_rpc import store_string
+from veil.protocol.storage_rpc import (
+    SUBACCOUNT_ANY_PREFIX,
+    SUBACCOUNT_DELETE,
+    SUBACCOUNT_WRITE,
+    is_public_inbox_namespace,
+    is_public_outbox_namespace,
+    store_string,
+)
 
-__all__ = ["acceptable", "signer_owns"]
-
-_SESSION, _ED25519 = 0x05, 0x03
+__all__ = ["acceptable", "max_ttl"]
 
 
-def acceptable(message: Message, limits: Limits, now_ms: int) -> bool:
+def max_ttl(limits: Limits, namespace: int) -> int:
+    """The longest lifetime a store to ``namespace`` may ask for."""
+    return limits.max_ttl_ms if is_public_inbox_namespace(namespace) else limits.max_ttl_private_ms
+
+
+def acceptable(
+    message: Message, limits: Limits, now_ms: int, revoked: RevokedCheck | None = None
+) -> bool:
     """Whether a message from another member is one a client could have stored here."""
-    skew, ttl = limits.clock_skew_ms, limits.max_ttl_ms
+    skew = limits.clock_skew_ms
     timestamp, expiry = message.timestamp_ms, message.expiry_ms
+    arrival_ms = message.arrival_us // 1000
     if (
         len(message.data) > limits.max_message_bytes
-        or not now_ms - ttl <= timestamp <= now_ms + skew
-        or not max(timestamp, now_ms + 1) <= expiry <= timestamp + ttl
+        or not 0 < timestamp <= now_ms + skew
+        or not now_ms < expiry <= now_ms + limits.max_ttl_private_ms + skew
+        or not now_ms - limits.max_ttl_private_ms - skew <= arrival_ms <= now_ms + skew
     ):
         return False
-    if message.namespace == 0:
+    if is_public_inbox_namespace(message.namespace):
         return True
     auth = message.auth
-    if auth is None or abs(auth.sig_timestamp_ms - message.timestamp_ms) > 2 * skew:
+    if auth is None or abs(auth.sig_timestamp_ms - arrival_ms) > 2 * skew:
         return False
-    if not signer_owns(message.account, auth.signer):
+    if not owns(message.account, auth.signer):
         return False
+    signer = auth.signer
+    if auth.token:
+        token = auth.token
+        need = SUBACCOUNT_WRITE | (
+            SUBACCOUNT_DELETE if is_public_outbox_namespace(message.namespace) else 0
+        )
+        if (
+            not (token[0] == message.account[0] or token[1] & SUBACCOUNT_ANY_PREFIX)
+            or token[1] & need != need
+            or not _core.ed25519_verify(auth.signer, token, auth.token_signature)
+            or (revoked is not None and revoked(message.account, token))
+        ):
+            return False
+        signer = token[4:]
     signed = store_string(message.namespace, auth.sig_timestamp_ms)
-    return _core.ed25519_verify(auth.signer, signed, auth.signature)
-
-
-def signer_owns(account: bytes, signer: bytes) -> bool:
-    """Whether ``signer`` (an Ed25519 key) is the key of ``account`` (05: by its X25519 form)."""
-    if account[0] == _ED25519:
-        return hmac.compare_digest(account[1:], signer)
-    if account[0] != _SESSION:
-        return False
-    try:
-        return hmac.compare_digest(_core.ed25519_public_key_to_x25519(signer), account[1:])
-    except InvalidKeyError:
-        return False
+    return _core.ed25519_verify(signer, signed, auth.signature)

@@ -7,13 +7,14 @@ member now (``replicate``, ``apply``) or within the window (``summary``, ``fetch
 just left a swarm can still be synced from). For any other account nothing is stored, returned or
 changed, and the refusal is counted (``veil_node_rpc_refusals_total``).
 
-``replicate`` checks a message as strictly as a client's ``store``: its size, a lifetime no longer
-than ``max_ttl_ms`` from its timestamp, a timestamp neither in the future (beyond the clock window)
-nor older than the longest lifetime, and, outside namespace 0, the account owner's signed store
-authorisation (``veil.protocol.replication.StoreAuth``), verified here. A receipt is signed only
-for a message that passed and is durably stored. ``apply`` runs a client's own signed ``delete``,
-``delete_all`` or ``expire`` through the storage RPC with ``forwarded=True``: the signature is
-verified here again, and the request is not forwarded further.
+``replicate`` checks a message as strictly as a client's ``store``
+(``veil.node.message_rules.acceptable``): its size, its expiry, its timestamp and arrival against
+the clock window, and, outside the public inboxes, the signed store authorisation — the owner's or a
+subaccount's not revoked here (``veil.protocol.replication.StoreAuth``), verified here. A receipt
+(the signature of the message hash) is signed only for a message that passed and is durably
+stored. ``apply`` runs a client's own signed swarm write (``APPLIED_METHODS``) through the storage
+RPC with ``forwarded=True``: the signature is verified here again, the request is not forwarded
+further, and the answer is this node's own signed result.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from veil.identity import Identity
 from veil.node.config import Limits, NetworkSettings
 from veil.node.links import HopFailed
 from veil.node.message_rules import acceptable
-from veil.node.rpc import StorageRpc
+from veil.node.rpc import StorageRpc, answer_bytes
 from veil.node.store import MessageStore, StoreOutcome, Txn
 from veil.node.view import NetworkState
 from veil.node.writer import StoreWriter
@@ -48,7 +49,17 @@ from veil.protocol.replication import Message, receipt_bytes
 
 __all__ = ["APPLIED_METHODS", "PeerRpc"]
 
-APPLIED_METHODS = frozenset({"delete", "delete_all", "expire"})
+APPLIED_METHODS = frozenset(
+    {
+        "delete",
+        "delete_all",
+        "delete_before",
+        "expire",
+        "expire_all",
+        "revoke_subaccount",
+        "unrevoke_subaccount",
+    }
+)
 """The client requests a member forwards to the others (``apply``)."""
 
 
@@ -100,7 +111,7 @@ class PeerRpc:
             return await self._fetch(peer, request.hashes)
         assert isinstance(request, Apply)
         self.counts["apply"] += 1
-        return encode_status(await self._apply(peer, request))
+        return encode_status(*await self._apply(peer, request))
 
     # --- who may ask about what -------------------------------------------------------------
 
@@ -129,7 +140,7 @@ class PeerRpc:
         for message in messages:
             if not self._allowed(peer, message.account, here_recently=False):
                 taken.append(None)
-            elif not acceptable(message, self.limits, now):
+            elif not acceptable(message, self.limits, now, self.store.is_revoked):
                 self.refusals["invalid_message"] += 1
                 taken.append(None)
             else:
@@ -150,7 +161,7 @@ class PeerRpc:
             if entry is None:
                 receipts.append(None)
             elif next(held) in (StoreOutcome.STORED, StoreOutcome.ALREADY):
-                receipts.append(self.identity.sign(receipt_bytes(entry.hash, entry.expiry_ms)))
+                receipts.append(self.identity.sign(receipt_bytes(entry.hash)))
             else:
                 receipts.append(None)
         self.counts["taken"] += sum(r is not None for r in receipts)
@@ -196,18 +207,18 @@ class PeerRpc:
             used += size
         return encode_messages(out, more=False)
 
-    async def _apply(self, peer: bytes, request: Apply) -> int:
+    async def _apply(self, peer: bytes, request: Apply) -> tuple[int, bytes]:
         if request.method not in APPLIED_METHODS:
             self.refusals["apply_method"] += 1
-            return 400
+            return 400, b"no such forwarded method"
         pubkey = request.params.get("pubkey")
         try:
             account = bytes.fromhex(pubkey) if isinstance(pubkey, str) else b""
         except ValueError:
-            return 400
+            return 400, b"bad pubkey"
         if len(account) != 33 or not self._allowed(peer, account, here_recently=False):
-            return 421
-        status, _answer = await self.storage_rpc.call(
+            return 421, b"not a member of this account's swarm"
+        status, answer = await self.storage_rpc.call(
             {"method": request.method, "params": request.params}, forwarded=True
         )
-        return status
+        return status, answer_bytes(answer)

@@ -1,10 +1,12 @@
 """Replication between the members of an account's swarm: the sending side.
 
 - **Writes**: the member a client stores at keeps the message durably, sends it to the other
-  members over node links (``replicate``), and answers once ``write_quorum`` members in all hold
-  it, with each one's signed receipt; the rest get it in the background.
-- **Deletes and expiry changes** are forwarded to the other members (``apply``) with the client's
-  own signed request, which each member verifies itself; a deleted message leaves a tombstone.
+  members over node links (``replicate``), and answers with every member's signed receipt once
+  all have answered — never before ``write_quorum`` members in all hold it, and at most
+  ``swarm_answer_grace_s`` after that for the rest; those still going finish in the background.
+- **Deletes, expiry changes and revocations** are forwarded to the other members (``apply``) with
+  the client's own signed request, which each member verifies and applies itself, answering its
+  own signed result; a deleted message leaves a tombstone.
 - **Anti-entropy**: every ``sync_interval_s`` a node compares, with one other node, the accounts
   both serve — by (message count, XOR of hashes) — and exchanges only the messages of accounts
   that differ: it pushes what the other lacks and fetches what it lacks. A node that joins gets its
@@ -21,12 +23,15 @@ are :mod:`veil.protocol.node_rpc`'s.
 from __future__ import annotations
 
 import asyncio
+import base64
 import collections
 import contextlib
 import logging
 import random
-from collections.abc import Coroutine, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from typing import Any
+
+import orjson
 
 from veil import _core
 from veil.clock import now_ms
@@ -38,6 +43,7 @@ from veil.node.store import MessageStore, StoreOutcome, Txn
 from veil.node.view import NetworkState
 from veil.node.writer import StoreWriter
 from veil.protocol.announcement import Announcement
+from veil.protocol.hashes import hash_b64
 from veil.protocol.link import FrameKind
 from veil.protocol.node_rpc import (
     Apply,
@@ -53,7 +59,7 @@ from veil.protocol.node_rpc import (
     encode_request,
     message_entry_size,
 )
-from veil.protocol.replication import Message, receipt_bytes, receipt_json
+from veil.protocol.replication import Message, receipt_bytes
 
 __all__ = ["Replicator"]
 
@@ -91,40 +97,98 @@ class Replicator:
 
     # --- receipts and writes ------------------------------------------------------------------
 
-    def receipt(self, message: Message) -> dict[str, str]:
-        """This node's receipt for a message it holds durably, as the client sees it."""
-        signature = self.identity.sign(receipt_bytes(message.hash, message.expiry_ms))
-        return receipt_json(self.own_id, signature)
+    def receipt(self, message: Message) -> bytes:
+        """This node's signature for a message it holds durably (its part of a store answer)."""
+        return self.identity.sign(receipt_bytes(message.hash))
 
     def quorum(self, account: bytes) -> int:
         """Members that must hold a store before it is answered (W, or the whole swarm if less)."""
         return min(self.settings.write_quorum, max(1, len(self.network.swarm(account))))
 
-    async def replicate(self, message: Message) -> list[dict[str, str]]:
-        """Send a stored message to the other members; return the receipts of those that took it
-        before the quorum was reached (or the timeout passed). The others go on in background."""
-        members = [a for a in self.network.swarm(message.account) if a.ed25519 != self.own_id]
-        need = self.quorum(message.account) - 1
-        tasks = [self._spawn(self._push(member, [message])) for member in members]
-        receipts: list[dict[str, str]] = []
-        if need <= 0 or not tasks:
-            return receipts
-        try:
-            for next_done in asyncio.as_completed(
-                tasks, timeout=self.settings.replication_timeout_s
-            ):
-                try:
-                    got = await next_done
-                except HopFailed:
-                    continue
-                receipts.extend(got[:1])
-                if len(receipts) >= need:
-                    break
-        except TimeoutError:
-            self.counts["quorum_timeout"] += 1
-        return receipts
+    def others(self, account: bytes) -> list[Announcement]:
+        return [a for a in self.network.swarm(account) if a.ed25519 != self.own_id]
 
-    async def _push(self, member: Announcement, messages: list[Message]) -> list[dict[str, str]]:
+    async def replicate(self, message: Message) -> dict[str, dict[str, Any]]:
+        """Send a stored message to the other members; return each one's part of the swarm
+        answer (``{"hash", "signature", "expiry"}``, or ``{"failed": true, …}``), keyed by its
+        Ed25519 key in hex. Waits for all of them, up to ``replication_timeout_s``, and at most
+        ``swarm_answer_grace_s`` once the quorum holds the message."""
+        members = self.others(message.account)
+        need = self.quorum(message.account) - 1
+        tasks = {self._spawn(self._push(member, [message])): member for member in members}
+        results: dict[str, dict[str, Any]] = {}
+        held = 0
+
+        def took(task: asyncio.Task[Any], member: Announcement) -> None:
+            nonlocal held
+            key = member.ed25519.hex()
+            if task.cancelled() or task.exception() is not None:
+                results[key] = {"failed": True, "code": 502, "reason": "no answer on the link"}
+                return
+            signatures: list[bytes] = task.result()
+            if not signatures:
+                results[key] = {"failed": True, "code": 507, "reason": "did not take the message"}
+                return
+            held += 1
+            results[key] = {
+                "hash": hash_b64(message.hash),
+                "signature": base64.b64encode(signatures[0]).decode("ascii"),
+                "expiry": message.expiry_ms,
+            }
+
+        await self._gather(tasks, took, lambda: held >= need)
+        if held < need:
+            self.counts["quorum_timeout"] += 1
+        for member in members:
+            results.setdefault(member.ed25519.hex(), {"failed": True, "timeout": True})
+        return results
+
+    async def _gather(
+        self,
+        tasks: dict[asyncio.Task[Any], Announcement],
+        took: Callable[[asyncio.Task[Any], Announcement], None],
+        enough: Callable[[], bool],
+    ) -> None:
+        """Collect ``tasks`` as they finish (``took``), until all did, or
+        ``replication_timeout_s`` passed, or ``swarm_answer_grace_s`` passed since ``enough``.
+        One future and a done-callback per task: no wait set rebuilt per answer."""
+        if not tasks:
+            return
+        loop = asyncio.get_running_loop()
+        settled: asyncio.Future[None] = loop.create_future()
+        left = len(tasks)
+        grace: asyncio.TimerHandle | None = None
+
+        def settle() -> None:
+            if not settled.done():
+                settled.set_result(None)
+
+        def finished(task: asyncio.Task[Any]) -> None:
+            nonlocal left, grace
+            if settled.done():
+                return
+            took(task, tasks[task])
+            left -= 1
+            if left == 0:
+                settle()
+            elif grace is None and enough():
+                grace = loop.call_later(self.settings.swarm_answer_grace_s, settle)
+
+        for task in tasks:
+            task.add_done_callback(finished)
+        if enough():
+            grace = loop.call_later(self.settings.swarm_answer_grace_s, settle)
+        deadline = loop.call_later(self.settings.replication_timeout_s, settle)
+        try:
+            await settled
+        finally:
+            deadline.cancel()
+            if grace is not None:
+                grace.cancel()
+            for task in tasks:
+                task.remove_done_callback(finished)
+
+    async def _push(self, member: Announcement, messages: list[Message]) -> list[bytes]:
         """Replicate ``messages`` (one frame's worth) to ``member``; its valid receipts."""
         answer = await self._rpc(member, Replicate(messages))
         try:
@@ -135,9 +199,9 @@ class Replicator:
         valid = []
         for message, signature in zip(messages, signatures, strict=True):
             if signature is not None and _core.ed25519_verify(
-                member.ed25519, receipt_bytes(message.hash, message.expiry_ms), signature
+                member.ed25519, receipt_bytes(message.hash), signature
             ):
-                valid.append(receipt_json(member.ed25519, signature))
+                valid.append(signature)
         self.counts["pushed"] += len(valid)
         return valid
 
@@ -179,37 +243,47 @@ class Replicator:
             FrameKind.RPC,
         )
 
-    async def forward(self, method: str, params: dict[str, Any], account: bytes) -> int:
-        """Send a client's signed request (delete, delete_all, expire) to the account's other
-        members and wait, up to ``replication_timeout_s``, until they have applied it; those
-        still going then finish in the background. Returns how many members answered 200."""
+    async def forward(
+        self, method: str, params: dict[str, Any], account: bytes
+    ) -> dict[str, dict[str, Any]]:
+        """Send a client's signed request (``APPLIED_METHODS``) to the account's other members
+        and return each one's part of the swarm answer — its signed result, or ``{"failed":
+        true, …}`` — keyed by its Ed25519 key in hex. Waits up to ``replication_timeout_s``;
+        members still being retried then finish in the background."""
         request = Apply(method, params)
-        tasks = [
-            self._spawn(self._forward_to(member, request))
-            for member in self.network.swarm(account)
-            if member.ed25519 != self.own_id
-        ]
-        if not tasks:
-            return 0
-        done, _pending = await asyncio.wait(tasks, timeout=self.settings.replication_timeout_s)
-        return sum(task.result() == 200 for task in done)
+        members = self.others(account)
+        tasks = {self._spawn(self._forward_to(member, request)): member for member in members}
+        results: dict[str, dict[str, Any]] = {}
 
-    async def _forward_to(self, member: Announcement, request: Apply) -> int:
+        def took(task: asyncio.Task[Any], member: Announcement) -> None:
+            key = member.ed25519.hex()
+            if task.cancelled() or task.exception() is not None:
+                results[key] = {"failed": True, "timeout": True}
+                return
+            status, body = task.result()
+            results[key] = _member_result(status, body)
+
+        await self._gather(tasks, took, lambda: False)
+        for member in members:
+            results.setdefault(member.ed25519.hex(), {"failed": True, "timeout": True})
+        return results
+
+    async def _forward_to(self, member: Announcement, request: Apply) -> tuple[int, bytes]:
         """Send ``request`` to ``member`` until it answers other than 5xx, at most
         ``forward_attempts`` times, waiting 1 s, 2 s, 4 s… between tries."""
-        status = 0
+        status, body = 0, b""
         for attempt in range(max(1, self.settings.forward_attempts)):
             if attempt:
                 self.counts["forward_retried"] += 1
                 await asyncio.sleep(min(2.0 ** (attempt - 1), 30.0))
             try:
-                status = decode_status(await self._rpc(member, request))
+                status, body = decode_status(await self._rpc(member, request))
             except (HopFailed, NodeRpcError):
-                status = 0
+                status, body = 0, b""
             if 0 < status < 500:
-                return status
+                return status, body
         self.counts["forward_failed"] += 1
-        return status
+        return status, body
 
     # --- anti-entropy and hand-over -----------------------------------------------------------
 
@@ -292,7 +366,8 @@ class Replicator:
         good = [
             m
             for m in messages
-            if self.network.serves(m.account) and acceptable(m, self.limits, now)
+            if self.network.serves(m.account)
+            and acceptable(m, self.limits, now, self.store.is_revoked)
         ]
         if not good:
             return 0
@@ -359,6 +434,23 @@ class Replicator:
         for task in list(self._background):
             with contextlib.suppress(asyncio.CancelledError, HopFailed):
                 await task
+
+
+def _member_result(status: int, body: bytes) -> dict[str, Any]:
+    """A member's part of a swarm answer from its ``apply`` answer: its result if it answered
+    200 with a JSON object, else ``{"failed": true, "code", "reason"}`` (a member's own words,
+    cut short; the client checks every signature anyway)."""
+    if status == 200:
+        try:
+            result = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            result = None
+        if isinstance(result, dict):
+            return result
+        return {"failed": True, "bad_peer_response": True}
+    if status == 0:
+        return {"failed": True, "timeout": True}
+    return {"failed": True, "code": status, "reason": body[:200].decode("utf-8", "replace")}
 
 
 def _chunks(items: list[Any], size: int) -> Iterator[list[Any]]:

@@ -98,6 +98,7 @@ class Node:
             self.writer,
             config.limits,
             self.metrics,
+            identity=self.identity,
             network=self.network,
             replicator=self.replicator,
             min_swarm_size=net.min_swarm_size,
@@ -313,8 +314,8 @@ class Node:
         return await handler(request)
 
     async def _storage_rpc(self, request: Request) -> Response:
-        status, body = await self.rpc.handle_body(request.body)
-        return Response(status, body)
+        status, body, content_type = await self.rpc.handle_body(request.body)
+        return Response(status, body, content_type)
 
     async def _onion_req(self, request: Request) -> Response:
         try:

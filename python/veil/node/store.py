@@ -1,9 +1,10 @@
 """The node's message store: one LMDB environment, one writer thread, group commit.
 
 Layout (``docs/storage.md``, encodings in :mod:`veil.node.keys` and :mod:`veil.protocol.hashes`):
-four tables in one environment — ``messages`` (account | namespace | timestamp | hash → expiry |
-data), ``expiry`` (expiry | message key), ``hashes`` (hash → message key) and ``accounts`` (account
-→ count | bytes), plus ``meta`` (totals).
+tables in one environment — ``messages`` (account | namespace | arrival | hash → expiry |
+timestamp | data), ``expiry`` (expiry | message key), ``hashes`` (hash → message key), ``accounts``
+(account → count | bytes), ``auth``, ``tombstones``, ``revoked`` (account | subaccount token →
+revocation time), plus ``meta`` (totals).
 
 Writes: every mutation runs in :meth:`MessageStore.write`, called only from the single writer thread
 of :class:`veil.node.writer.StoreWriter`, which takes all waiting operations (up to
@@ -23,16 +24,16 @@ import struct
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import lmdb
 
 from veil.node import keys
-from veil.node.config import Limits, StoreSettings
+from veil.node.config import ConfigError, Limits, StoreSettings
 from veil.protocol.hashes import ACCOUNT_LEN, cursor_encode
 from veil.protocol.replication import Message, StoreAuth
+from veil.protocol.storage_rpc import is_public_outbox_namespace
 
 __all__ = ["Message", "MessageStore", "StoreOutcome", "StoredMessage"]
 
@@ -41,10 +42,15 @@ __all__ = ["Message", "MessageStore", "StoreOutcome", "StoredMessage"]
 Txn = Any
 
 _U64 = struct.Struct(">Q")
+_VALUE_HEAD = struct.Struct(">QQ")  # expiry_ms, timestamp_ms; the data follows
+_HEAD = _VALUE_HEAD.size
 _STATS = struct.Struct(">QQ")
 _ACCOUNT = struct.Struct(">QQ32s")  # count, bytes, XOR of the account's message hashes
 _NO_HASH = bytes(32)
 _TOTALS_KEY = b"totals"
+_FORMAT_KEY = b"format"
+STORE_FORMAT = b"2"
+"""The store's layout: 2 = messages keyed by arrival, the value with the sender's timestamp."""
 
 
 class StoreOutcome(enum.Enum):
@@ -54,18 +60,19 @@ class StoreOutcome(enum.Enum):
     STORAGE_FULL = "storage full"
 
 
-@dataclass(frozen=True, slots=True)
-class StoredMessage:
-    """A message as read back from the store."""
+class StoredMessage(NamedTuple):
+    """A message as read back from the store. A named tuple: a retrieve page builds hundreds, and
+    one is built in under half a frozen dataclass's time (docs/performance.md, "Retrieve")."""
 
     hash: bytes
     timestamp_ms: int
     expiry_ms: int
     data: bytes
+    arrival_us: int
 
     @property
     def cursor(self) -> str:
-        return cursor_encode(self.timestamp_ms, self.hash)
+        return cursor_encode(self.arrival_us, self.hash)
 
 
 class StorageFullError(Exception):
@@ -135,7 +142,25 @@ class MessageStore:
         self._tombstones = self.env.open_db(b"tombstones")
         self._tombstone_expiry = self.env.open_db(b"tombstone_expiry")
         self._auth = self.env.open_db(b"auth")
+        self._revoked = self.env.open_db(b"revoked")
         self.env.reader_check()
+        try:
+            self._check_format()
+        except ConfigError:
+            self.env.close()
+            raise
+
+    def _check_format(self) -> None:
+        """Refuse a store written in another layout (an older Veil's) rather than misread it."""
+        with self.env.begin(write=True) as txn:
+            found = txn.get(_FORMAT_KEY, db=self._meta)
+            if found is None and txn.get(_TOTALS_KEY, db=self._meta) is None:
+                txn.put(_FORMAT_KEY, STORE_FORMAT, db=self._meta)
+            elif found != STORE_FORMAT:
+                raise ConfigError(
+                    "the message store in the data directory was written by another version of "
+                    "Veil (store format changed); start the node on an empty data directory"
+                )
 
     def close(self) -> None:
         self.env.sync(True)
@@ -171,7 +196,16 @@ class MessageStore:
     # --- write operations (run inside `write`) ------------------------------------------------
 
     def put(self, txn: Txn, message: Message) -> StoreOutcome:
-        if txn.get(message.hash, db=self._hashes) is not None:
+        """Hold ``message`` under its arrival time (``arrival_us``, which the caller sets). A
+        message held already keeps its place and takes the later of the two expiries. A store to
+        a public outbox namespace replaces what that namespace held."""
+        held = txn.get(message.hash, db=self._hashes)
+        if held is not None:
+            value = txn.get(held, db=self._messages)
+            if value is not None:
+                (old,) = _U64.unpack_from(value)
+                if message.expiry_ms > old:
+                    self._set_expiry(txn, held, value, old, message.expiry_ms)
             return StoreOutcome.ALREADY
         tombstone = txn.get(message.hash, db=self._tombstones)
         if tombstone is not None and tombstone[8:] in (b"", message.account):
@@ -186,10 +220,14 @@ class MessageStore:
         total_count, total_bytes = _stats(txn.get(_TOTALS_KEY, db=self._meta))
         if total_bytes + size > self.limits.storage_max_bytes:
             return StoreOutcome.STORAGE_FULL
-        key = keys.message_key(
-            message.account, message.namespace, message.timestamp_ms, message.hash
-        )
-        txn.put(key, _U64.pack(message.expiry_ms) + message.data, db=self._messages)
+        if is_public_outbox_namespace(message.namespace):
+            prefix = keys.namespace_prefix(message.account, message.namespace)
+            self._remove_prefix(txn, prefix, tombstone=True)
+            count, used, digest = _account_stats(txn.get(message.account, db=self._accounts))
+            total_count, total_bytes = _stats(txn.get(_TOTALS_KEY, db=self._meta))
+        key = keys.message_key(message.account, message.namespace, message.arrival_us, message.hash)
+        head = _VALUE_HEAD.pack(message.expiry_ms, message.timestamp_ms)
+        txn.put(key, head + message.data, db=self._messages)
         txn.put(keys.expiry_key(message.expiry_ms, key), b"", db=self._expiry)
         txn.put(message.hash, key, db=self._hashes)
         if message.auth is not None:
@@ -207,7 +245,7 @@ class MessageStore:
         from another node brings it back."""
         account, _ns, _ts, digest = keys.split_message_key(key)
         (expiry_ms,) = _U64.unpack_from(value)
-        size = len(value) - 8
+        size = len(value) - _HEAD
         txn.delete(key, db=self._messages)
         txn.delete(keys.expiry_key(expiry_ms, key), db=self._expiry)
         txn.delete(digest, db=self._hashes)
@@ -262,11 +300,14 @@ class MessageStore:
         value = txn.get(key, db=self._messages)
         return None if value is None else (key, value)
 
-    def delete_all(self, txn: Txn, account: bytes, namespace: int | None) -> list[bytes]:
-        """Delete every message of the account (in one namespace, or all if ``None``)."""
+    def delete_all(
+        self, txn: Txn, account: bytes, namespace: int | None
+    ) -> list[tuple[int, bytes]]:
+        """Delete every message of the account (in one namespace, or all if ``None``); returns
+        (namespace, hash) of each."""
         prefix = account if namespace is None else keys.namespace_prefix(account, namespace)
         removed = self._remove_prefix(txn, prefix, tombstone=True)
-        return [keys.split_message_key(key)[3] for key in removed]
+        return [(split[1], split[3]) for split in map(keys.split_message_key, removed)]
 
     def _remove_prefix(self, txn: Txn, prefix: bytes, *, tombstone: bool) -> list[bytes]:
         """Remove every message whose key starts with ``prefix``; return their keys."""
@@ -281,35 +322,107 @@ class MessageStore:
             self._remove(txn, key, value, tombstone=tombstone)
         return [key for key, _ in doomed]
 
-    def set_expiry(
+    def update_expiry(
         self,
         txn: Txn,
         account: bytes,
         hashes: list[bytes],
-        expiry_ms: int,
+        expiries: list[int],
         mode: str,
-    ) -> dict[bytes, int]:
-        """Change the expiry of the account's messages; ``mode`` is "set", "shorten" or "extend".
-
-        Returns the new expiry of every message found. Expiry never passes timestamp + max TTL.
-        """
-        result: dict[bytes, int] = {}
-        for digest in hashes:
+    ) -> list[tuple[bytes, int]]:
+        """Give the account's messages ``hashes`` a new expiry: one for all (``expiries`` of one)
+        or one each. ``mode`` "extend" changes only those that expire earlier, "shorten" only
+        those that expire later, "" any. Returns (hash, new expiry) of each message changed."""
+        updated: list[tuple[bytes, int]] = []
+        for index, digest in enumerate(hashes):
+            new = expiries[0] if len(expiries) == 1 else expiries[index]
             found = self._owned(txn, account, digest)
             if found is None:
                 continue
             key, value = found
             (old,) = _U64.unpack_from(value)
-            _account, _ns, timestamp_ms, _digest = keys.split_message_key(key)
-            new = min(expiry_ms, timestamp_ms + self.limits.max_ttl_ms)
-            if (mode == "shorten" and new > old) or (mode == "extend" and new < old):
-                new = old
-            if new != old:
-                txn.delete(keys.expiry_key(old, key), db=self._expiry)
-                txn.put(keys.expiry_key(new, key), b"", db=self._expiry)
-                txn.put(key, _U64.pack(new) + value[8:], db=self._messages)
-            result[digest] = new
-        return result
+            if (mode == "extend" and not old < new) or (mode == "shorten" and not old > new):
+                continue
+            self._set_expiry(txn, key, value, old, new)
+            updated.append((digest, new))
+        return updated
+
+    def _set_expiry(self, txn: Txn, key: bytes, value: bytes, old: int, new: int) -> None:
+        if new != old:
+            txn.delete(keys.expiry_key(old, key), db=self._expiry)
+            txn.put(keys.expiry_key(new, key), b"", db=self._expiry)
+            txn.put(key, _U64.pack(new) + value[8:], db=self._messages)
+
+    def expire_all(
+        self, txn: Txn, account: bytes, namespace: int | None, expiry_ms: int
+    ) -> list[tuple[int, bytes]]:
+        """Bring forward to ``expiry_ms`` every message of the account (in one namespace, or all
+        if ``None``) that expires later; returns (namespace, hash) of each."""
+        prefix = account if namespace is None else keys.namespace_prefix(account, namespace)
+        changed = []
+        for key, value in self._under(txn, prefix):
+            (old,) = _U64.unpack_from(value)
+            if old > expiry_ms:
+                self._set_expiry(txn, key, value, old, expiry_ms)
+                _account, ns, _arrival, digest = keys.split_message_key(key)
+                changed.append((ns, digest))
+        return changed
+
+    def delete_before(
+        self, txn: Txn, account: bytes, namespace: int | None, before_ms: int
+    ) -> list[tuple[int, bytes]]:
+        """Delete the account's messages (in one namespace, or all if ``None``) whose timestamp
+        is at or before ``before_ms``; returns (namespace, hash) of each."""
+        prefix = account if namespace is None else keys.namespace_prefix(account, namespace)
+        doomed = []
+        for key, value in self._under(txn, prefix):
+            (timestamp_ms,) = _U64.unpack_from(value, 8)
+            if timestamp_ms <= before_ms:
+                doomed.append((key, value))
+        out = []
+        for key, value in doomed:
+            self._remove(txn, key, value, tombstone=True)
+            _account, ns, _arrival, digest = keys.split_message_key(key)
+            out.append((ns, digest))
+        return out
+
+    def _under(self, txn: Txn, prefix: bytes) -> list[tuple[bytes, bytes]]:
+        out = []
+        cursor = txn.cursor(db=self._messages)
+        if cursor.set_range(prefix):
+            for key, value in cursor:
+                if not key.startswith(prefix):
+                    break
+                out.append((bytes(key), bytes(value)))
+        return out
+
+    def revoke(self, txn: Txn, account: bytes, tokens: list[bytes], now_ms: int) -> None:
+        """Revoke subaccount tokens of an account; it keeps its ``max_revoked`` latest."""
+        for token in tokens:
+            txn.put(account + token, _U64.pack(now_ms), db=self._revoked)
+        held = [(bytes(k), _U64.unpack(v)[0]) for k, v in self._under_revoked(txn, account)]
+        excess = len(held) - self.limits.account_max_revoked
+        if excess > 0:
+            for key, _when in sorted(held, key=lambda kv: kv[1])[:excess]:
+                txn.delete(key, db=self._revoked)
+
+    def _under_revoked(self, txn: Txn, account: bytes) -> list[tuple[bytes, bytes]]:
+        out = []
+        cursor = txn.cursor(db=self._revoked)
+        if cursor.set_range(account):
+            for key, value in cursor:
+                if not key.startswith(account):
+                    break
+                out.append((bytes(key), bytes(value)))
+        return out
+
+    def unrevoke(self, txn: Txn, account: bytes, tokens: list[bytes]) -> int:
+        """Take back revocations; how many there were."""
+        return sum(bool(txn.delete(account + token, db=self._revoked)) for token in tokens)
+
+    def is_revoked(self, account: bytes, token: bytes) -> bool:
+        with self.read() as txn:
+            return txn.get(account + token, db=self._revoked) is not None
 
     def sweep(self, txn: Txn, now_ms: int, limit: int) -> int:
         """Remove up to ``limit`` messages whose expiry is at or before ``now_ms``."""
@@ -355,8 +468,9 @@ class MessageStore:
     ) -> tuple[list[StoredMessage], bool]:
         """Messages of one namespace after the cursor ``after`` (40 raw bytes), in cursor order.
 
-        Expired messages are skipped even before the sweeper removes them. Returns the messages and
-        whether more wait. At least one message is returned if any waits, whatever its size.
+        Expired messages are skipped even before the sweeper removes them. ``max_bytes`` counts
+        each message as Session's storage servers do (:func:`answer_size`). Returns the messages
+        and whether more wait. At least one message is returned if any waits, whatever its size.
         """
         prefix = keys.namespace_prefix(account, namespace)
         start = prefix + after if after is not None else prefix
@@ -371,19 +485,20 @@ class MessageStore:
                     return out, False
                 if key == start:
                     continue
-                (expiry_ms,) = _U64.unpack_from(value)
+                expiry_ms, timestamp_ms = _VALUE_HEAD.unpack_from(value)
                 if expiry_ms <= now_ms:
                     continue
-                size = len(value) - 8
+                size = (len(value) - _HEAD) * 4 // 3 + _ANSWER_OVERHEAD  # answer_size, inlined
                 if out and (len(out) >= max_messages or used + size > max_bytes):
                     return out, True
-                (timestamp_ms,) = _U64.unpack_from(key, keys.NAMESPACE_PREFIX_LEN)
+                (arrival_us,) = _U64.unpack_from(key, keys.NAMESPACE_PREFIX_LEN)
                 out.append(
                     StoredMessage(
                         hash=key[keys.NAMESPACE_PREFIX_LEN + 8 :],
                         timestamp_ms=timestamp_ms,
                         expiry_ms=expiry_ms,
-                        data=value[8:],
+                        data=value[_HEAD:],
+                        arrival_us=arrival_us,
                     )
                 )
                 used += size
@@ -447,11 +562,20 @@ class MessageStore:
                 value = txn.get(key, db=self._messages)
                 if value is None:
                     continue
-                account, namespace, timestamp_ms, _ = keys.split_message_key(key)
-                (expiry_ms,) = _U64.unpack_from(value)
+                account, namespace, arrival_us, _ = keys.split_message_key(key)
+                expiry_ms, timestamp_ms = _VALUE_HEAD.unpack_from(value)
                 auth = _decode_auth(txn.get(digest, db=self._auth))
                 out.append(
-                    Message(account, namespace, timestamp_ms, expiry_ms, value[8:], digest, auth)
+                    Message(
+                        account,
+                        namespace,
+                        timestamp_ms,
+                        expiry_ms,
+                        value[_HEAD:],
+                        digest,
+                        auth,
+                        arrival_us,
+                    )
                 )
         return out
 
@@ -470,18 +594,32 @@ class MessageStore:
         return int(self.env.reader_check())
 
 
-_AUTH = struct.Struct(">Q32s64s")  # sig_timestamp_ms, signer, signature
+_AUTH = struct.Struct(">Q32s64s")  # sig_timestamp_ms, signer, signature; then token ‖ token_sig
+_TOKEN_LEN = 36 + 64
+
+
+_ANSWER_OVERHEAD = 43 + 100
+
+
+def answer_size(data_len: int) -> int:
+    """What one message counts against a retrieve's size budget: its data in base64, its hash
+    and 100 bytes of JSON around them, as Session's storage servers count it."""
+    return data_len * 4 // 3 + _ANSWER_OVERHEAD
 
 
 def _encode_auth(auth: StoreAuth) -> bytes:
-    return _AUTH.pack(auth.sig_timestamp_ms, auth.signer, auth.signature)
+    head = _AUTH.pack(auth.sig_timestamp_ms, auth.signer, auth.signature)
+    return head + auth.token + auth.token_signature if auth.token else head
 
 
 def _decode_auth(raw: bytes | None) -> StoreAuth | None:
-    if raw is None or len(raw) != _AUTH.size:
+    if raw is None or len(raw) not in (_AUTH.size, _AUTH.size + _TOKEN_LEN):
         return None
-    sig_timestamp_ms, signer, signature = _AUTH.unpack(raw)
-    return StoreAuth(int(sig_timestamp_ms), bytes(signer), bytes(signature))
+    sig_timestamp_ms, signer, signature = _AUTH.unpack_from(raw)
+    token = bytes(raw[_AUTH.size : _AUTH.size + 36])
+    return StoreAuth(
+        int(sig_timestamp_ms), bytes(signer), bytes(signature), token, bytes(raw[_AUTH.size + 36 :])
+    )
 
 
 def _xor(a: bytes, b: bytes) -> bytes:

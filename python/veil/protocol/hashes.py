@@ -1,19 +1,20 @@
 """Message hashes and retrieve cursors: how nodes and clients name a message and a place in a list.
 
 ```
-account       = type (1) ‖ key (32)                                  33 bytes (0x05 ‖ X25519 key)
-message hash  = BLAKE2b-256(account ‖ namespace (2, signed, big-endian) ‖ data)      32 bytes
-cursor        = timestamp_ms (8, big-endian) ‖ message hash (32)                     40 bytes
+account       = prefix (1) ‖ key (32)                         33 bytes (0x05 ‖ X25519 key, 0x03 ‖ …)
+message hash  = BLAKE2b-256(account ‖ namespace (decimal text, "" for 0) ‖ data)     32 bytes
+cursor        = arrival_us (8, big-endian) ‖ message hash (32)                       40 bytes
 ```
 
-The hash depends on the message alone, so every node that holds a message names it alike, and
-storing it twice is a no-op. The cursor is the tail of the message's key in a node's store
-(``docs/storage.md``), the same on every node, so a client may carry a cursor from one swarm member
-to another.
+The hash is Session's (``docs/rpc.md``, "Message hashes"): it depends on the message alone, so every
+node that holds a message names it alike, and storing it twice is a no-op. The cursor is the tail
+of the message's key in a node's store (``docs/storage.md``): the message's arrival at the swarm,
+which travels with it, so the cursor is the same on every member and a client may carry it from
+one swarm member to another.
 
 On the wire a hash is standard base64 without padding (43 characters) and a cursor base64url
 without padding (54 characters). Example: the hash of 32 zero bytes is
-``AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA`` and the cursor at timestamp 1 on that hash is
+``AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA`` and the cursor at arrival 1 on that hash is
 ``AAAAAAAAAAEAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA``. Parsers accept only the canonical form
 (:class:`InvalidInputError` otherwise): one message has one name.
 """
@@ -46,9 +47,9 @@ _U64 = struct.Struct(">Q")
 
 
 def message_hash(account: bytes, namespace: int, data: bytes) -> bytes:
-    """BLAKE2b-256(account ‖ namespace (2 bytes, signed big-endian) ‖ data).
+    """BLAKE2b-256(account ‖ namespace in decimal ("" for 0) ‖ data): Session's message hash.
 
-    In Rust (``veil._core.store_message_hash``): measured 1.9x faster than ``hashlib.blake2b`` for
+    In Rust (``veil._core.store_message_hash``): measured 1.5x faster than ``hashlib.blake2b`` for
     1 KiB of data (docs/performance.md, "Storage"). ``account`` must be 33 bytes.
     """
     return _core.store_message_hash(account, namespace, data)
@@ -72,9 +73,9 @@ def hash_from_b64(text: str) -> bytes:
     return digest
 
 
-def cursor_encode(timestamp_ms: int, digest: bytes) -> str:
-    """The retrieve cursor after a message: base64url (no padding) of timestamp ‖ hash."""
-    return base64.urlsafe_b64encode(_U64.pack(timestamp_ms) + digest).rstrip(b"=").decode("ascii")
+def cursor_encode(arrival_us: int, digest: bytes) -> str:
+    """The retrieve cursor after a message: base64url (no padding) of arrival ‖ hash."""
+    return base64.urlsafe_b64encode(_U64.pack(arrival_us) + digest).rstrip(b"=").decode("ascii")
 
 
 def cursor_decode(text: str) -> bytes:

@@ -1,4 +1,4 @@
-"""Node RPCs, version 1: the bodies of ``RPC`` frames between the members of a swarm, and of their
+"""Node RPCs, version 2: the bodies of ``RPC`` frames between the members of a swarm, and of their
 answers (``docs/protocol.md``, "Node RPCs", with a worked example).
 
 Every body is ``version (1) = 0x01 ‖ msgpack map``; byte strings are msgpack ``bin``, never base64.
@@ -10,10 +10,11 @@ request   = {"m": "replicate", "msgs": [message, …]}           → {"receipts"
                                                         "more": bool}
           | {"m": "fetch", "hashes": [hash, …]}                 → {"msgs": [message, …],
                                                                    "more": bool}
-          | {"m": "apply", "method": str, "params": map}        → {"status": int}
+          | {"m": "apply", "method": str, "params": map}        → {"status": int, "body": bin}
 message   = [account (bin 33), namespace (int), timestamp_ms (int), expiry_ms (int), data (bin),
-             auth]
+             auth, arrival_us (int)]
 auth      = nil | [sig_timestamp_ms (int), signer (bin 32), signature (bin 64)]
+                | [sig_timestamp_ms, signer, signature, token (bin 36), token_sig (bin 64)]
 ```
 
 ``receipts`` answer ``replicate`` in order, one per message: the member's 64-byte signature
@@ -22,7 +23,10 @@ it did not take. ``summary`` compares accounts by message count and XOR of messa
 answers, for those that differ, the member's hashes; ``fetch`` answers the messages asked for that
 it holds. Both stop at a size budget and say ``more``; the caller asks again for the rest.
 ``apply`` carries a client's own signed storage-RPC request (``delete``, ``delete_all``,
-``expire``), which the member verifies itself.
+``delete_before``, ``expire``, ``expire_all``, ``revoke_subaccount``, ``unrevoke_subaccount``),
+which the member verifies and applies itself; it answers the status and the body it would give the
+client (JSON of its signed result, or the error text), which the member the client asked puts in
+its swarm answer.
 
 Decoding checks structure and hard bounds only (types, lengths, counts, integer ranges) and raises
 :class:`NodeRpcError` for anything else; what a message may be (sizes, lifetimes, signatures) is
@@ -61,7 +65,7 @@ __all__ = [
     "message_entry_size",
 ]
 
-VERSION = 1
+VERSION = 2
 SIGNATURE_LEN = 64
 _INT64 = 1 << 63
 
@@ -110,8 +114,16 @@ def _entry(message: Message) -> list[Any]:
         message.timestamp_ms,
         message.expiry_ms,
         message.data,
-        None if auth is None else [auth.sig_timestamp_ms, auth.signer, auth.signature],
+        None if auth is None else _auth(auth),
+        message.arrival_us,
     ]
+
+
+def _auth(auth: StoreAuth) -> list[Any]:
+    fields: list[Any] = [auth.sig_timestamp_ms, auth.signer, auth.signature]
+    if auth.token:
+        fields += [auth.token, auth.token_signature]
+    return fields
 
 
 def message_entry_size(message: Message) -> int:
@@ -142,8 +154,9 @@ def encode_messages(messages: list[Message], more: bool) -> bytes:
     return _pack({"msgs": [_entry(m) for m in messages], "more": more})
 
 
-def encode_status(status: int) -> bytes:
-    return _pack({"status": status})
+def encode_status(status: int, body: bytes = b"") -> bytes:
+    """The answer to ``apply``: the status and body the member would give the client."""
+    return _pack({"status": status, "body": body})
 
 
 # --- decoding -----------------------------------------------------------------------------------
@@ -188,8 +201,8 @@ def _list(value: object) -> list[Any]:
 
 def _message(entry: object) -> Message:
     fields = _list(entry)
-    if len(fields) != 6:
-        raise NodeRpcError("a message has six fields")
+    if len(fields) != 7:
+        raise NodeRpcError("a message has seven fields")
     account = _bytes(fields[0], ACCOUNT_LEN)
     namespace = _int(fields[1], -(1 << 15), 1 << 15)
     timestamp = _int(fields[2], 0, _INT64)
@@ -198,15 +211,18 @@ def _message(entry: object) -> Message:
     auth = None
     if fields[5] is not None:
         raw = _list(fields[5])
-        if len(raw) != 3:
-            raise NodeRpcError("a store authorisation has three fields")
+        if len(raw) not in (3, 5):
+            raise NodeRpcError("a store authorisation has three or five fields")
         auth = StoreAuth(
             sig_timestamp_ms=_int(raw[0], 0, _INT64),
             signer=_bytes(raw[1], 32),
             signature=_bytes(raw[2], SIGNATURE_LEN),
+            token=_bytes(raw[3], 36) if len(raw) == 5 else b"",
+            token_signature=_bytes(raw[4], SIGNATURE_LEN) if len(raw) == 5 else b"",
         )
+    arrival = _int(fields[6], 1, _INT64)
     digest = message_hash(account, namespace, data)  # recomputed: a peer cannot mislabel one
-    return Message(account, namespace, timestamp, expiry, data, digest, auth)
+    return Message(account, namespace, timestamp, expiry, data, digest, auth, arrival)
 
 
 def _bool(value: object) -> bool:
@@ -265,5 +281,7 @@ def decode_messages(body: bytes, *, max_items: int) -> tuple[list[Message], bool
     return [_message(entry) for entry in _list(fields.get("msgs"))], _bool(fields.get("more"))
 
 
-def decode_status(body: bytes) -> int:
-    return _int(_unpack(body, 4).get("status"), 0, 1000)
+def decode_status(body: bytes) -> tuple[int, bytes]:
+    """(status, body) of an ``apply`` answer."""
+    fields = _unpack(body, 4)
+    return _int(fields.get("status"), 0, 1000), _bytes(fields.get("body", b""))

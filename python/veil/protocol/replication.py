@@ -3,56 +3,50 @@ the receipts members sign for it (``docs/protocol.md``, "Node RPCs").
 
 ```
 message  = account (33) · namespace (signed 16-bit) · timestamp_ms · expiry_ms · data · auth
+           · arrival_us
 hash     = veil.protocol.hashes.message_hash(account, namespace, data)      (recomputed, never sent)
-auth     = none                                              namespace 0: anyone may store
-         | sig_timestamp_ms · signer (Ed25519, 32) · signature (64)
-           the account owner's signature of "store" ‖ namespace ‖ sig_timestamp (decimal text),
-           as the client's store carried it (veil.protocol.storage_rpc); signer is the account's
-           Ed25519 key (for a 05 account, the key whose X25519 form is the account)
-receipt  = Ed25519 by the member over "veil-receipt-v1" ‖ hash (32) ‖ expiry_ms (8, big-endian)
+auth     = none                                      a public inbox (namespace % 10 == 0)
+         | sig_timestamp_ms · signer (Ed25519, 32) · signature (64) · token (0 or 36) · token_sig
+           the signature of "store" ‖ ns ‖ sig_timestamp (veil.protocol.storage_rpc) the client's
+           store carried: by the account's Ed25519 key, or by a subaccount's key (token, and the
+           account key's signature of it, token_sig)
+arrival  = when the member the client stored at took the message (µs since the epoch); every
+           member files the message under it, so retrieve order (arrival order) and the cursor
+           are the same on every member
+receipt  = Ed25519 by the member over the message hash in text (43 characters of base64): what
+           Session's storage servers sign for a store
 ```
 
 A member signs a receipt only for a message it validated and holds durably. The client sees the
-receipts of a store as ``{"node": hex Ed25519 key, "signature": base64}`` and can check each one
-against the member's announced key (:func:`verify_receipt`).
+receipts of a store in the answer's ``swarm`` block (``docs/rpc.md``) and checks each one against
+the member's key (:func:`veil.protocol.storage_rpc.verify_swarm`).
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
-import struct
 from dataclasses import dataclass
 
-from veil import _core
+from veil.protocol.hashes import hash_b64
 
-__all__ = [
-    "RECEIPT_CONTEXT",
-    "Message",
-    "StoreAuth",
-    "receipt_bytes",
-    "receipt_json",
-    "verify_receipt",
-]
-
-RECEIPT_CONTEXT = b"veil-receipt-v1"
-_EXPIRY = struct.Struct(">Q")
+__all__ = ["Message", "StoreAuth", "receipt_bytes"]
 
 
 @dataclass(frozen=True, slots=True)
 class StoreAuth:
-    """The account owner's authorisation of a store outside namespace 0, kept with the message so
-    that every member it is replicated to can check it."""
+    """The authorisation of a store outside the public inboxes, kept with the message so that
+    every member it is replicated to can check it."""
 
     sig_timestamp_ms: int
     signer: bytes
     signature: bytes
+    token: bytes = b""
+    token_signature: bytes = b""
 
 
 @dataclass(frozen=True, slots=True)
 class Message:
     """A message held for an account. ``hash`` is :func:`veil.protocol.hashes.message_hash` of
-    the account, namespace and data."""
+    the account, namespace and data; ``arrival_us`` orders it (0: not yet taken by a node)."""
 
     account: bytes
     namespace: int
@@ -61,29 +55,9 @@ class Message:
     data: bytes
     hash: bytes
     auth: StoreAuth | None = None
+    arrival_us: int = 0
 
 
-def receipt_bytes(digest: bytes, expiry_ms: int) -> bytes:
-    """What a member signs for a message it holds."""
-    return RECEIPT_CONTEXT + digest + _EXPIRY.pack(expiry_ms)
-
-
-def receipt_json(node: bytes, signature: bytes) -> dict[str, str]:
-    """A receipt as a store answer carries it to the client."""
-    return {"node": node.hex(), "signature": base64.b64encode(signature).decode("ascii")}
-
-
-def verify_receipt(receipt: object, digest: bytes, expiry_ms: int) -> bytes | None:
-    """The signing node's Ed25519 key if ``receipt`` (client form) is valid for the message."""
-    if not isinstance(receipt, dict):
-        return None
-    try:
-        node = bytes.fromhex(receipt["node"])
-        signature = base64.b64decode(receipt["signature"], validate=True)
-    except (KeyError, TypeError, ValueError, binascii.Error):
-        return None
-    if len(node) != 32 or len(signature) != 64:
-        return None
-    if not _core.ed25519_verify(node, receipt_bytes(digest, expiry_ms), signature):
-        return None
-    return node
+def receipt_bytes(digest: bytes) -> bytes:
+    """What a member signs for a message it holds: the hash as clients see it."""
+    return hash_b64(digest).encode("ascii")

@@ -1,20 +1,32 @@
-"""The client storage RPC's signed requests: what each method signs, and its signed ``params``.
+"""The client storage RPC's signed strings, as Session's storage servers define them.
 
 A node verifies (``veil.node.rpc``) and a client signs (the builders below) the same strings, made
-here once. ``‖`` is concatenation of UTF-8 text; numbers are in decimal (``docs/rpc.md``):
+here once; a node signs its own part of a swarm answer (``docs/rpc.md``, "Swarm answers") and a
+client checks it with the same functions. ``‖`` is concatenation; numbers are decimal text; ``ns``
+is the namespace in decimal, empty for namespace 0, or ``all`` where a method takes ``"all"``:
 
 ```
-store         "store" ‖ namespace ‖ sig_timestamp          (only outside namespace 0)
-retrieve      "retrieve" ‖ ns ‖ timestamp                  ns: "" for namespace 0
-delete        "delete" ‖ hash₁ ‖ hash₂ ‖ …
-delete_all    "delete_all" ‖ ns ‖ timestamp                ns: "" for 0, or "all"
-expire        "expire" ‖ mode ‖ expiry ‖ hash₁ ‖ …         mode: "", "shorten" or "extend"
-get_expiries  "get_expiries" ‖ timestamp ‖ hash₁ ‖ …
+what the client signs                               what each swarm member signs back
+store          "store" ‖ ns ‖ sig_timestamp          hash
+retrieve       "retrieve" ‖ ns ‖ timestamp           —
+delete         "delete" ‖ hash₁ ‖ hash₂ ‖ …          pubkey ‖ requested… ‖ deleted… (sorted)
+delete_all     "delete_all" ‖ ns ‖ timestamp         pubkey ‖ timestamp ‖ deleted… (sorted)
+delete_before  "delete_before" ‖ ns ‖ before         pubkey ‖ before ‖ deleted… (sorted)
+expire_all     "expire_all" ‖ ns ‖ expiry            pubkey ‖ expiry ‖ updated… (sorted)
+expire         "expire" ‖ mode ‖ expiry… ‖ hash…     pubkey ‖ expiry… ‖ requested… ‖ updated…
+                                                       ‖ (hash ‖ expiry of each unchanged, by hash)
+get_expiries   "get_expiries" ‖ timestamp ‖ hash…    —
+revoke_subaccount   "revoke_subaccount" ‖ timestamp ‖ token…      pubkey ‖ timestamp ‖ token…
+unrevoke_subaccount "unrevoke_subaccount" ‖ timestamp ‖ token…    pubkey ‖ timestamp ‖ token…
 ```
 
-Example: Alice's retrieve of namespace 0 at 1700000000000 ms signs ``retrieve1700000000000``; of
-namespace -5, ``retrieve-51700000000000``. Hashes are the 43-character text of
-:mod:`veil.protocol.hashes`.
+``pubkey`` is the account in hex (66 digits), ``mode`` is ``""``, ``"shorten"`` or ``"extend"``,
+tokens are the raw 36 bytes of subaccount tokens. Example: Alice's retrieve of namespace 0 at
+1700000000000 ms signs ``retrieve1700000000000``; of namespace -5, ``retrieve-51700000000000``.
+
+A subaccount token (``subaccount_token``) lets another Ed25519 key act for an account: prefix (1)
+‖ flags (1: read 1, write 2, delete 4, any prefix 8) ‖ 0 0 ‖ its Ed25519 key (32), signed by the
+account's key; the request is then signed by the subaccount's key.
 
 The builders return the complete ``params`` a node expects: ``pubkey`` (the account's Session ID),
 ``pubkey_ed25519`` (hex) and ``signature`` (base64) beside the method's own fields. They check
@@ -26,9 +38,13 @@ Timestamps default to now.
 from __future__ import annotations
 
 import base64
-from collections.abc import Sequence
+import binascii
+import hmac
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Literal
 
+from veil import _core
 from veil.clock import now_ms
 from veil.errors import InvalidInputError
 from veil.identity import Identity
@@ -39,40 +55,89 @@ __all__ = [
     "EXPIRE_MODES",
     "NAMESPACE_MAX",
     "NAMESPACE_MIN",
+    "SUBACCOUNT_ANY_PREFIX",
+    "SUBACCOUNT_DELETE",
+    "SUBACCOUNT_READ",
+    "SUBACCOUNT_TOKEN_LEN",
+    "SUBACCOUNT_WRITE",
+    "Namespace",
+    "Subaccount",
     "delete_all_params",
     "delete_all_string",
+    "delete_before_params",
+    "delete_before_string",
     "delete_params",
     "delete_string",
+    "expire_all_params",
+    "expire_all_string",
     "expire_params",
     "expire_string",
     "get_expiries_params",
     "get_expiries_string",
+    "is_noauth_retrieve_namespace",
+    "is_public_inbox_namespace",
+    "is_public_outbox_namespace",
+    "is_unrevocable_namespace",
+    "member_signed",
     "retrieve_params",
     "retrieve_string",
+    "revoke_string",
     "store_params",
     "store_string",
+    "subaccount_token",
+    "verify_swarm",
 ]
 
 Params = dict[str, Any]
+Namespace = int | Literal["all"]
 
 NAMESPACE_MIN, NAMESPACE_MAX = -32768, 32767
 EXPIRE_MODES = ("", "shorten", "extend")
+
+SUBACCOUNT_READ, SUBACCOUNT_WRITE, SUBACCOUNT_DELETE, SUBACCOUNT_ANY_PREFIX = 1, 2, 4, 8
+SUBACCOUNT_TOKEN_LEN = 36
+
+
+# --- namespaces, as Session's storage servers define them -----------------------------------------
+
+
+def is_public_inbox_namespace(namespace: int) -> bool:
+    """Anyone may store to a namespace divisible by 10 (0 is where 1:1 messages arrive)."""
+    return namespace % 10 == 0
+
+
+def is_public_outbox_namespace(namespace: int) -> bool:
+    """-1, -21, -41…: one message at a time, stored by the owner, retrieved by anyone."""
+    return namespace < 0 and -namespace % 20 == 1
+
+
+def is_noauth_retrieve_namespace(namespace: int) -> bool:
+    """Retrieved without a signature: the public outboxes and the legacy closed-group -10."""
+    return namespace == -10 or is_public_outbox_namespace(namespace)
+
+
+def is_unrevocable_namespace(namespace: int) -> bool:
+    """-11, -111, -211…: a revoked subaccount may still read here (a removed group member's
+    notice)."""
+    return namespace < 0 and -namespace % 100 == 11
 
 
 # --- the signed strings ---------------------------------------------------------------------------
 
 
-def _ns_text(namespace: int) -> str:
+def _ns_text(namespace: Namespace) -> str:
+    if namespace == "all":
+        return "all"
     return "" if namespace == 0 else str(namespace)
 
 
 def store_string(namespace: int, sig_timestamp: int) -> bytes:
-    """What a store outside namespace 0 signs: ``"store" ‖ namespace ‖ sig_timestamp``."""
-    return f"store{namespace}{sig_timestamp}".encode()
+    """What a store outside the public inboxes signs: ``"store" ‖ ns ‖ sig_timestamp``."""
+    return f"store{_ns_text(namespace)}{sig_timestamp}".encode()
 
 
 def retrieve_string(namespace: int, timestamp: int) -> bytes:
-    """What a retrieve signs: ``"retrieve" ‖ namespace ("" for 0) ‖ timestamp``."""
+    """What a retrieve signs: ``"retrieve" ‖ ns ‖ timestamp``."""
     return f"retrieve{_ns_text(namespace)}{timestamp}".encode()
 
 
@@ -81,20 +146,154 @@ def delete_string(hashes: Sequence[str]) -> bytes:
     return ("delete" + "".join(hashes)).encode()
 
 
-def delete_all_string(namespace: int | Literal["all"], timestamp: int) -> bytes:
-    """What a delete_all signs: ``"delete_all" ‖ namespace ("" for 0, or "all") ‖ timestamp``."""
-    ns_text = "all" if namespace == "all" else _ns_text(int(namespace))
-    return f"delete_all{ns_text}{timestamp}".encode()
+def delete_all_string(namespace: Namespace, timestamp: int) -> bytes:
+    """What a delete_all signs: ``"delete_all" ‖ ns ‖ timestamp``."""
+    return f"delete_all{_ns_text(namespace)}{timestamp}".encode()
 
 
-def expire_string(mode: str, expiry: int, hashes: Sequence[str]) -> bytes:
-    """What an expire signs: ``"expire" ‖ mode ‖ expiry ‖ hash₁ ‖ …``."""
-    return f"expire{mode}{expiry}{''.join(hashes)}".encode()
+def delete_before_string(namespace: Namespace, before: int) -> bytes:
+    """What a delete_before signs: ``"delete_before" ‖ ns ‖ before``."""
+    return f"delete_before{_ns_text(namespace)}{before}".encode()
+
+
+def expire_all_string(namespace: Namespace, expiry: int) -> bytes:
+    """What an expire_all signs: ``"expire_all" ‖ ns ‖ expiry``."""
+    return f"expire_all{_ns_text(namespace)}{expiry}".encode()
+
+
+def expire_string(mode: str, expiries: int | Sequence[int], hashes: Sequence[str]) -> bytes:
+    """What an expire signs: ``"expire" ‖ mode ‖ expiry… ‖ hash…``."""
+    listed = [expiries] if isinstance(expiries, int) else list(expiries)
+    return f"expire{mode}{''.join(map(str, listed))}{''.join(hashes)}".encode()
 
 
 def get_expiries_string(timestamp: int, hashes: Sequence[str]) -> bytes:
-    """What a get_expiries signs: ``"get_expiries" ‖ timestamp ‖ hash₁ ‖ …``."""
+    """What a get_expiries signs: ``"get_expiries" ‖ timestamp ‖ hash…``."""
     return f"get_expiries{timestamp}{''.join(hashes)}".encode()
+
+
+def revoke_string(method: str, timestamp: int, tokens: Sequence[bytes]) -> bytes:
+    """What a revoke_subaccount or unrevoke_subaccount signs: method ‖ timestamp ‖ token…"""
+    return f"{method}{timestamp}".encode() + b"".join(tokens)
+
+
+# --- what each swarm member signs back -----------------------------------------------------------
+
+
+def member_signed(
+    method: str, pubkey: str, request: Mapping[str, Any], result: Mapping[str, Any]
+) -> bytes:
+    """What a swarm member signs for its ``result`` of ``method`` (the client's ``request``
+    params); raises :class:`InvalidInputError` if the result lacks what is signed."""
+    try:
+        if method == "store":
+            return str(result["hash"]).encode()
+        if method == "delete":
+            return (pubkey + "".join(request["messages"]) + "".join(result["deleted"])).encode()
+        if method in ("delete_all", "delete_before", "expire_all"):
+            stamp = {"delete_all": "timestamp", "delete_before": "before", "expire_all": "expiry"}
+            key = "updated" if method == "expire_all" else "deleted"
+            return (pubkey + str(request[stamp[method]]) + "".join(_flat(result[key]))).encode()
+        if method == "expire":
+            expiries = result["expiry"]
+            listed = expiries if isinstance(expiries, list) else [expiries]
+            unchanged = result.get("unchanged") or {}
+            return (
+                pubkey
+                + "".join(str(e) for e in listed)
+                + "".join(request["messages"])
+                + "".join(result["updated"])
+                + "".join(f"{h}{unchanged[h]}" for h in sorted(unchanged))
+            ).encode()
+        if method in ("revoke_subaccount", "unrevoke_subaccount"):
+            listed = request["revoke" if method == "revoke_subaccount" else "unrevoke"]
+            tokens = [_token_bytes(t) for t in (listed if isinstance(listed, list) else [listed])]
+            return f"{pubkey}{request['timestamp']}".encode() + b"".join(tokens)
+    except (KeyError, TypeError, ValueError):
+        raise InvalidInputError(f"a {method} result lacks what its member signs") from None
+    raise InvalidInputError(f"{method} has no swarm answer")
+
+
+def _flat(hashes: object) -> list[str]:
+    """The hashes of a result, sorted: a list, or a map of namespace → list (for ``"all"``)."""
+    if isinstance(hashes, dict):
+        return sorted(h for listed in hashes.values() for h in listed)
+    if isinstance(hashes, list):
+        return [str(h) for h in hashes]
+    raise TypeError("hashes")
+
+
+def verify_swarm(
+    method: str,
+    request: Mapping[str, Any],
+    answer: object,
+    members: Iterable[bytes],
+    *,
+    enough: int | None = None,
+    accept: Callable[[dict[str, Any]], bool] | None = None,
+) -> list[bytes]:
+    """The Ed25519 keys of the swarm members (among ``members``) whose signed result in a swarm
+    answer verifies (and that ``accept`` takes, if given); a member missing, failed or with a bad
+    signature is left out. With ``enough``, stops once that many verified."""
+    if not isinstance(answer, dict) or not isinstance(answer.get("swarm"), dict):
+        return []
+    pubkey = str(request.get("pubkey", "")).lower()  # members sign the account in lower case
+    good = []
+    for member in members:
+        result = answer["swarm"].get(member.hex())
+        if not isinstance(result, dict) or result.get("failed"):
+            continue
+        if accept is not None and not accept(result):
+            continue
+        try:
+            signature = base64.b64decode(str(result.get("signature")), validate=True)
+            signed = member_signed(method, pubkey, request, result)
+        except (binascii.Error, ValueError, InvalidInputError):
+            continue
+        if len(signature) == 64 and _core.ed25519_verify(member, signed, signature):
+            good.append(member)
+            if enough is not None and len(good) >= enough:
+                break
+    return good
+
+
+# --- subaccounts ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Subaccount:
+    """A delegation: the 36-byte token and the account owner's signature of it, and the
+    subaccount's own identity (which signs requests)."""
+
+    token: bytes
+    token_signature: bytes
+    identity: Identity
+
+    def params(self) -> Params:
+        return {
+            "subaccount": base64.b64encode(self.token).decode("ascii"),
+            "subaccount_sig": base64.b64encode(self.token_signature).decode("ascii"),
+        }
+
+
+def subaccount_token(prefix: int, flags: int, ed25519_key: bytes) -> bytes:
+    """prefix ‖ flags ‖ 0 0 ‖ Ed25519 key: what an account owner signs to delegate access."""
+    if not 0 <= prefix <= 255 or not 0 <= flags <= 15 or len(ed25519_key) != 32:
+        raise InvalidInputError("a subaccount token is a prefix, flags 0-15 and a 32-byte key")
+    return bytes([prefix, flags, 0, 0]) + ed25519_key
+
+
+def _token_bytes(text: object) -> bytes:
+    if isinstance(text, str):
+        if len(text) == 48:
+            raw = base64.b64decode(text, validate=True)
+        elif len(text) == 72:
+            raw = bytes.fromhex(text)
+        else:
+            raise ValueError("token")
+        if len(raw) == SUBACCOUNT_TOKEN_LEN:
+            return raw
+    raise ValueError("token")
 
 
 # --- the builders ---------------------------------------------------------------------------------
@@ -108,6 +307,10 @@ def _namespace(namespace: object) -> int:
     return namespace
 
 
+def _namespace_or_all(namespace: object) -> Namespace:
+    return "all" if namespace == "all" else _namespace(namespace)
+
+
 def _hashes(hashes: Sequence[str]) -> list[str]:
     listed = list(hashes)
     if not listed:
@@ -117,7 +320,12 @@ def _hashes(hashes: Sequence[str]) -> list[str]:
     return listed
 
 
-def _signature(identity: Identity, signed: bytes) -> Params:
+def _signature(identity: Identity, signed: bytes, subaccount: Subaccount | None = None) -> Params:
+    if subaccount is not None:
+        return {
+            "signature": base64.b64encode(subaccount.identity.sign(signed)).decode("ascii"),
+            **subaccount.params(),
+        }
     return {
         "pubkey_ed25519": identity.ed25519_public_key.hex(),
         "signature": base64.b64encode(identity.sign(signed)).decode("ascii"),
@@ -137,8 +345,9 @@ def store_params(
     identity: Identity | None = None,
     timestamp_ms: int | None = None,
 ) -> Params:
-    """A store of ``data`` for a Session ID. Namespace 0 takes anyone's messages unsigned; the
-    others only the account's own, signed by its ``identity``."""
+    """A store of ``data`` for a Session ID. The public inboxes (namespaces divisible by 10, 0
+    among them) take anyone's messages unsigned; the others only the account's own, signed by
+    its ``identity``."""
     parse_session_id(recipient_session_id)
     namespace = _namespace(namespace)
     timestamp = now_ms() if timestamp_ms is None else timestamp_ms
@@ -148,15 +357,15 @@ def store_params(
         "ttl": ttl_ms,
         "data": base64.b64encode(data).decode("ascii"),
     }
-    if namespace == 0:
+    if namespace != 0:
+        fields["namespace"] = namespace
+    if is_public_inbox_namespace(namespace):
         return fields
-    if identity is None or identity.session_id != recipient_session_id:
-        raise InvalidInputError("only the account itself stores outside namespace 0")
-    return {
-        **fields,
-        "namespace": namespace,
-        **_signature(identity, store_string(namespace, timestamp)),
-    }
+    if identity is None or not hmac.compare_digest(
+        identity.session_id.encode(), recipient_session_id.encode()
+    ):
+        raise InvalidInputError("only the account itself stores outside the public inboxes")
+    return {**fields, **_signature(identity, store_string(namespace, timestamp))}
 
 
 def retrieve_params(
@@ -164,38 +373,68 @@ def retrieve_params(
     *,
     namespace: int = 0,
     cursor: str | None = None,
+    last_hash: str | None = None,
+    max_count: int | None = None,
+    max_size: int | None = None,
     timestamp_ms: int | None = None,
 ) -> Params:
-    """A retrieve of the account's messages in ``namespace``, after ``cursor`` if one is given."""
+    """A retrieve of the account's messages in ``namespace``, after ``cursor`` (Veil's stable
+    cursor; ``""`` asks for one from the start) or ``last_hash`` (Session's) if given."""
     namespace = _namespace(namespace)
     timestamp = now_ms() if timestamp_ms is None else timestamp_ms
     params = _signed(identity, retrieve_string(namespace, timestamp), timestamp=timestamp)
     if namespace != 0:
         params["namespace"] = namespace
-    if cursor:
+    if cursor is not None:
         params["cursor"] = cursor
+    if last_hash is not None:
+        params["last_hash"] = last_hash
+    if max_count is not None:
+        params["max_count"] = max_count
+    if max_size is not None:
+        params["max_size"] = max_size
     return params
 
 
-def delete_params(identity: Identity, hashes: Sequence[str]) -> Params:
-    """A delete of the account's messages ``hashes``."""
+def delete_params(identity: Identity, hashes: Sequence[str], *, required: bool = False) -> Params:
+    """A delete of the account's messages ``hashes``; ``required``: answer 404 if no member
+    deleted any."""
     listed = _hashes(hashes)
-    return _signed(identity, delete_string(listed), messages=listed)
+    params = _signed(identity, delete_string(listed), messages=listed)
+    if required:
+        params["required"] = True
+    return params
 
 
 def delete_all_params(
-    identity: Identity, namespace: int | Literal["all"] = 0, *, timestamp_ms: int | None = None
+    identity: Identity, namespace: Namespace = 0, *, timestamp_ms: int | None = None
 ) -> Params:
     """A delete of every message of the account in ``namespace`` (or in all, for ``"all"``)."""
-    if namespace != "all":
-        namespace = _namespace(namespace)
     timestamp = now_ms() if timestamp_ms is None else timestamp_ms
-    return _signed(
-        identity,
-        delete_all_string(namespace, timestamp),
-        namespace=namespace,
-        timestamp=timestamp,
-    )
+    return _account_wide(identity, delete_all_string, namespace, "timestamp", timestamp)
+
+
+def delete_before_params(identity: Identity, before_ms: int, namespace: Namespace = 0) -> Params:
+    """A delete of the account's messages with a timestamp at or before ``before_ms``."""
+    return _account_wide(identity, delete_before_string, namespace, "before", before_ms)
+
+
+def expire_all_params(identity: Identity, expiry_ms: int, namespace: Namespace = 0) -> Params:
+    """A new expiry ``expiry_ms`` for every message of the account that expires later."""
+    return _account_wide(identity, expire_all_string, namespace, "expiry", expiry_ms)
+
+
+def _account_wide(
+    identity: Identity,
+    string: Callable[[Namespace, int], bytes],
+    namespace: Namespace,
+    name: str,
+    value: int,
+) -> Params:
+    """delete_all, delete_before, expire_all: ``string(namespace, value)`` signed, and the
+    namespace and ``name``: ``value`` in the params."""
+    namespace = _namespace_or_all(namespace)
+    return _signed(identity, string(namespace, value), namespace=namespace, **{name: value})
 
 
 def expire_params(

@@ -1,8 +1,10 @@
 """Which nodes hold an account's messages: rendezvous (highest-random-weight) hashing.
 
-The swarm of an account is the ``size`` nodes with the highest ``BLAKE2b-64(account ‖ placement)``,
-among the nodes of the view (all of them if there are fewer); a node's placement is the consensus's
-(see :class:`SwarmMap`). It is a pure function of the view, so
+The swarm of an account is the ``size`` nodes with the highest ``BLAKE2b-64(key ‖ placement)``,
+among the nodes of the view (all of them if there are fewer), where ``key`` is the account's 32-byte
+key without its prefix — as Session places accounts, so that ``05…`` and ``03…`` of one key share a
+swarm (a subaccount with the any-prefix flag reaches every prefix of its account there); a node's
+placement is the consensus's (see :class:`SwarmMap`). It is a pure function of the view, so
 two nodes with the same view agree; and when one node joins or leaves, only the accounts whose top
 ``size`` it enters or leaves change — each losing or gaining one member — so about ``size / N`` of
 all stored messages move, the least any placement can move (``tests/test_swarms.py`` measures it).
@@ -50,8 +52,10 @@ class SwarmMap:
     def _compute(self, account: bytes) -> tuple[bytes, ...]:
         placements = self.placements
 
+        key = account[-32:]
+
         def weight(node_id: bytes) -> tuple[bytes, bytes]:
-            return hashlib.blake2b(account + placements[node_id], digest_size=8).digest(), node_id
+            return hashlib.blake2b(key + placements[node_id], digest_size=8).digest(), node_id
 
         ranked = sorted(self.node_ids, key=weight, reverse=True)
         return tuple(ranked[: self.size])

@@ -46,14 +46,17 @@ pub fn message_key(
     Ok(key)
 }
 
-/// BLAKE2b-256(account ‖ namespace (2 bytes, signed big-endian) ‖ data).
+/// BLAKE2b-256(account ‖ namespace ‖ data), the namespace in decimal text and left out for
+/// namespace 0 — the hash Session's storage servers give a message, so that clients written for
+/// them name a message alike on a Veil node.
 pub fn message_hash(account: &[u8], namespace: i16, data: &[u8]) -> Result<[u8; HASH_LEN]> {
     check_len("account", account, ACCOUNT_LEN)?;
-    Ok(hash::blake2b_256(&[
-        account,
-        &namespace.to_be_bytes(),
-        data,
-    ]))
+    let text = if namespace == 0 {
+        String::new()
+    } else {
+        namespace.to_string()
+    };
+    Ok(hash::blake2b_256(&[account, text.as_bytes(), data]))
 }
 
 /// One message of a `retrieve` answer.
@@ -264,10 +267,12 @@ mod tests {
     }
 
     #[test]
-    fn message_hash_is_blake2b_of_account_namespace_data() {
+    fn message_hash_is_blake2b_of_account_namespace_text_data() {
         let account = [5u8; 33];
-        let expected = hash::blake2b_256(&[&account, &[0xFF, 0xFE], b"hello"]);
+        let expected = hash::blake2b_256(&[&account, b"-2", b"hello"]);
         assert_eq!(message_hash(&account, -2, b"hello").unwrap(), expected);
+        let expected = hash::blake2b_256(&[&account, b"hello"]);
+        assert_eq!(message_hash(&account, 0, b"hello").unwrap(), expected);
     }
 
     #[test]

@@ -676,7 +676,7 @@ fn store_message_key<'py>(
     ))
 }
 
-/// BLAKE2b-256(account ‖ namespace (2 bytes, signed big-endian) ‖ data).
+/// BLAKE2b-256(account ‖ namespace (decimal text, empty for 0) ‖ data): Session's message hash.
 #[pyfunction]
 fn store_message_hash<'py>(
     py: Python<'py>,

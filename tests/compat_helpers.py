@@ -19,7 +19,7 @@ import json
 import threading
 import time
 import warnings
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -234,6 +234,16 @@ class CompatNetwork:
                 f"{member[:12]}… did not sign {message!r}: {result}"
             )
         return swarm
+
+
+def running_network(directory: Path) -> Iterator[CompatNetwork]:
+    """A module fixture's body: five nodes started in ``directory``, stopped after the module."""
+    network = CompatNetwork(directory)
+    network.start()
+    try:
+        yield network
+    finally:
+        network.stop()
 
 
 # --- requests as the peer tests build them -------------------------------------------------------

@@ -40,6 +40,7 @@ from compat_helpers import (
     now_ms,
     ok,
     retrieve_params,
+    running_network,
     sign,
     signed_by,
     store_n,
@@ -52,12 +53,7 @@ NO_SUCH_HASH = "bepQtTaYrzcuCXO3fZkmk/h3xkMQ3vCh94i5HzLmj3I"
 
 @pytest.fixture(scope="module")
 def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CompatNetwork]:
-    network = CompatNetwork(tmp_path_factory.mktemp("compat-network"))
-    network.start()
-    try:
-        yield network
-    finally:
-        network.stop()
+    yield from running_network(tmp_path_factory.mktemp("compat-network"))
 
 
 def _store(

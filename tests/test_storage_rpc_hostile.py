@@ -27,6 +27,7 @@ from compat_helpers import (
     now_ms,
     ok,
     retrieve_params,
+    running_network,
     sign,
 )
 
@@ -35,12 +36,7 @@ TTL = 3_600_000
 
 @pytest.fixture(scope="module")
 def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CompatNetwork]:
-    network = CompatNetwork(tmp_path_factory.mktemp("hostile-network"))
-    network.start()
-    try:
-        yield network
-    finally:
-        network.stop()
+    yield from running_network(tmp_path_factory.mktemp("hostile-network"))
 
 
 def _owner() -> tuple[SigningKey, str]:

@@ -386,9 +386,10 @@ class MessageStore:
             out.append((ns, digest))
         return out
 
-    def _under(self, txn: Txn, prefix: bytes) -> list[tuple[bytes, bytes]]:
+    def _under(self, txn: Txn, prefix: bytes, db: Any = None) -> list[tuple[bytes, bytes]]:
+        """Every (key, value) of ``db`` (the messages table by default) under ``prefix``."""
         out = []
-        cursor = txn.cursor(db=self._messages)
+        cursor = txn.cursor(db=self._messages if db is None else db)
         if cursor.set_range(prefix):
             for key, value in cursor:
                 if not key.startswith(prefix):
@@ -400,21 +401,11 @@ class MessageStore:
         """Revoke subaccount tokens of an account; it keeps its ``max_revoked`` latest."""
         for token in tokens:
             txn.put(account + token, _U64.pack(now_ms), db=self._revoked)
-        held = [(bytes(k), _U64.unpack(v)[0]) for k, v in self._under_revoked(txn, account)]
+        held = [(bytes(k), _U64.unpack(v)[0]) for k, v in self._under(txn, account, self._revoked)]
         excess = len(held) - self.limits.account_max_revoked
         if excess > 0:
             for key, _when in sorted(held, key=lambda kv: kv[1])[:excess]:
                 txn.delete(key, db=self._revoked)
-
-    def _under_revoked(self, txn: Txn, account: bytes) -> list[tuple[bytes, bytes]]:
-        out = []
-        cursor = txn.cursor(db=self._revoked)
-        if cursor.set_range(account):
-            for key, value in cursor:
-                if not key.startswith(account):
-                    break
-                out.append((bytes(key), bytes(value)))
-        return out
 
     def unrevoke(self, txn: Txn, account: bytes, tokens: list[bytes]) -> int:
         """Take back revocations; how many there were."""

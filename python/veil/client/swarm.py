@@ -322,7 +322,8 @@ class SwarmClient:
                 if not from_start:
                     self._cursors[key] = cursor
             budget -= sum(len(m["data"]) for m in page)
-            if body.get("more") is not True or not page or budget <= 0:
+            more = body.get("more") is True and answered_cursor is not None  # else no way on
+            if not more or not page or budget <= 0:
                 break
         return messages, answered
 

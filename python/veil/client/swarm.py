@@ -214,11 +214,11 @@ class SwarmClient:
         *,
         ttl_ms: int,
         namespace: int = 0,
-        identity: Identity | None = None,
+        identity: Identity | storage_rpc.Signer | None = None,
     ) -> dict[str, Any]:
         """Deposit a message for an account. Namespace 0 takes anyone's messages; the others only
         the account's own, signed by ``identity`` (else :class:`InvalidInputError`)."""
-        account = b"\x05" + parse_session_id(recipient_session_id)
+        account = _account_bytes(recipient_session_id)
         timestamp = _now_ms()
         params = storage_rpc.store_params(
             recipient_session_id,
@@ -275,7 +275,7 @@ class SwarmClient:
         }
 
     def _retrieve_params(
-        self, identity: Identity, namespace: int, cursor: str | None
+        self, identity: Identity | storage_rpc.Signer, namespace: int, cursor: str | None
     ) -> dict[str, Any]:
         if cursor:
             # Step back by the look-back window (a cursor on an arrival, in µs, and the zero hash).
@@ -286,11 +286,16 @@ class SwarmClient:
         )
 
     async def _drain(
-        self, identity: Identity, member: PeerInfo, namespace: int, *, from_start: bool
+        self,
+        identity: Identity | storage_rpc.Signer,
+        member: PeerInfo,
+        namespace: int,
+        *,
+        from_start: bool,
     ) -> tuple[list[dict[str, Any]], bool]:
         """The messages ``member`` gives (after the client's cursor for it, unless
         ``from_start``), and whether it answered at all."""
-        account = bytes.fromhex(identity.session_id)
+        account = bytes.fromhex(storage_rpc.signer_of(identity).pubkey)
         key = (account, member.ed25519, namespace)
         messages: list[dict[str, Any]] = []
         answered = False
@@ -328,12 +333,16 @@ class SwarmClient:
         return messages, answered
 
     async def retrieve(
-        self, identity: Identity, *, namespace: int = 0, from_start: bool = False
+        self,
+        identity: Identity | storage_rpc.Signer,
+        *,
+        namespace: int = 0,
+        from_start: bool = False,
     ) -> list[dict[str, Any]]:
         """New messages of the account from ``read_members`` swarm members, merged, de-duplicated
         by hash, in cursor order (timestamp, then hash). ``from_start``: every message held, with
         no cursor used or kept (for small namespaces read whole, such as the account's config)."""
-        account = bytes.fromhex(identity.session_id)
+        account = bytes.fromhex(storage_rpc.signer_of(identity).pubkey)
         started = _now_ms()
         members = self.swarm(account)
         self._rng.shuffle(members)
@@ -458,7 +467,23 @@ class SwarmClient:
                 break
         raise StoreError(*last)
 
-    async def delete(self, identity: Identity, hashes: list[str]) -> list[str]:
+    async def swarm_write(
+        self, account: bytes, method: str, params: dict[str, Any]
+    ) -> dict[str, Any]:
+        """A signed write answered for the whole swarm (``revoke_subaccount``, ``expire_all``…),
+        done once ``write_quorum`` members of the swarm computed here signed their result."""
+        members = [p.ed25519 for p in self.swarm(account)]
+        needed = min(self.write_quorum, len(members))
+
+        def signed(body: dict[str, Any]) -> dict[str, Any] | str:
+            got = storage_rpc.verify_swarm(method, params, body, members, enough=needed)
+            if len(got) < needed:
+                return f"acknowledged by {len(got)} of the {needed} members needed"
+            return body
+
+        return await self._write(account, method, params, final=(400, 401, 406), check=signed)
+
+    async def delete(self, identity: Identity | storage_rpc.Signer, hashes: list[str]) -> list[str]:
         """Delete the account's messages ``hashes`` from its swarm; the hashes deleted (as the
         member says: of those asked only). A text that is not a message hash is dropped here,
         never signed (counted in :attr:`dropped` as ``bad_hash``)."""
@@ -468,7 +493,7 @@ class SwarmClient:
         if not valid:
             return []
         params = storage_rpc.delete_params(identity, valid)
-        account = bytes.fromhex(identity.session_id)
+        account = bytes.fromhex(storage_rpc.signer_of(identity).pubkey)
         body = await self._write(account, "delete", params)
         members = [p.ed25519 for p in self.swarm(account)]
         asked = set(valid)
@@ -481,6 +506,16 @@ class SwarmClient:
 
 
 # --- what a node answers, checked before it is used ----------------------------------------------
+
+
+def _account_bytes(pubkey: str) -> bytes:
+    """The 33 bytes of an account named in hex: a Session ID (checked as one) or any other one-byte
+    prefix and 32-byte key (a group's ``03`` account)."""
+    if pubkey.startswith("05"):
+        return b"\x05" + parse_session_id(pubkey)
+    if len(pubkey) != 66 or any(c not in "0123456789abcdef" for c in pubkey):
+        raise InvalidInputError("an account is 66 lower-case hex digits")
+    return bytes.fromhex(pubkey)
 
 
 def _cursor_of(value: object) -> str | None:

@@ -42,7 +42,7 @@ import binascii
 import hmac
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from veil import _core
 from veil.clock import now_ms
@@ -60,7 +60,10 @@ __all__ = [
     "SUBACCOUNT_READ",
     "SUBACCOUNT_TOKEN_LEN",
     "SUBACCOUNT_WRITE",
+    "IdentitySigner",
+    "KeySigner",
     "Namespace",
+    "Signer",
     "Subaccount",
     "delete_all_params",
     "delete_all_string",
@@ -81,7 +84,9 @@ __all__ = [
     "member_signed",
     "retrieve_params",
     "retrieve_string",
+    "revocation_params",
     "revoke_string",
+    "signer_of",
     "store_params",
     "store_string",
     "subaccount_token",
@@ -260,16 +265,74 @@ def verify_swarm(
 # --- subaccounts ----------------------------------------------------------------------------------
 
 
+class Signer(Protocol):
+    """Who signs requests for an account: the account in hex (``pubkey``), the signature, and the
+    params that say whose signature it is."""
+
+    @property
+    def pubkey(self) -> str: ...
+
+    def sign(self, data: bytes) -> bytes: ...
+
+    def auth_params(self) -> Params: ...
+
+
+@dataclass(frozen=True, slots=True)
+class IdentitySigner:
+    """A Session ID's own signature (``pubkey_ed25519`` names the key)."""
+
+    identity: Identity
+
+    @property
+    def pubkey(self) -> str:
+        return self.identity.session_id
+
+    def sign(self, data: bytes) -> bytes:
+        return self.identity.sign(data)
+
+    def auth_params(self) -> Params:
+        return {"pubkey_ed25519": self.identity.ed25519_public_key.hex()}
+
+
+@dataclass(frozen=True, slots=True)
+class KeySigner:
+    """An Ed25519 account's own key (a group's, held by its admins): ``prefix`` ‖ public key."""
+
+    seed: bytes
+    prefix: int = 0x03
+
+    @property
+    def pubkey(self) -> str:
+        return f"{self.prefix:02x}{_core.ed25519_public_key(self.seed).hex()}"
+
+    def sign(self, data: bytes) -> bytes:
+        return _core.ed25519_sign(self.seed, data)
+
+    def auth_params(self) -> Params:
+        return {}
+
+    def __repr__(self) -> str:  # never the seed
+        return f"KeySigner({self.pubkey})"
+
+
 @dataclass(frozen=True, slots=True)
 class Subaccount:
-    """A delegation: the 36-byte token and the account owner's signature of it, and the
-    subaccount's own identity (which signs requests)."""
+    """A delegation to ``identity`` for the account ``account`` (hex): the 36-byte token and the
+    account key's signature of it. Requests are then signed by ``identity``."""
 
+    account: str
     token: bytes
     token_signature: bytes
     identity: Identity
 
-    def params(self) -> Params:
+    @property
+    def pubkey(self) -> str:
+        return self.account
+
+    def sign(self, data: bytes) -> bytes:
+        return self.identity.sign(data)
+
+    def auth_params(self) -> Params:
         return {
             "subaccount": base64.b64encode(self.token).decode("ascii"),
             "subaccount_sig": base64.b64encode(self.token_signature).decode("ascii"),
@@ -320,20 +383,30 @@ def _hashes(hashes: Sequence[str]) -> list[str]:
     return listed
 
 
-def _signature(identity: Identity, signed: bytes, subaccount: Subaccount | None = None) -> Params:
-    if subaccount is not None:
-        return {
-            "signature": base64.b64encode(subaccount.identity.sign(signed)).decode("ascii"),
-            **subaccount.params(),
-        }
+def signer_of(who: Identity | Signer) -> Signer:
+    """``who`` as a :class:`Signer` (an :class:`Identity` signs for its own Session ID)."""
+    return IdentitySigner(who) if isinstance(who, Identity) else who
+
+
+def _signature(who: Identity | Signer, signed: bytes) -> Params:
+    signer = signer_of(who)
     return {
-        "pubkey_ed25519": identity.ed25519_public_key.hex(),
-        "signature": base64.b64encode(identity.sign(signed)).decode("ascii"),
+        **signer.auth_params(),
+        "signature": base64.b64encode(signer.sign(signed)).decode("ascii"),
     }
 
 
-def _signed(identity: Identity, signed: bytes, **fields: Any) -> Params:
-    return {"pubkey": identity.session_id, **_signature(identity, signed), **fields}
+def _signed(who: Identity | Signer, signed: bytes, **fields: Any) -> Params:
+    return {"pubkey": signer_of(who).pubkey, **_signature(who, signed), **fields}
+
+
+def _account(pubkey: str) -> str:
+    """An account in hex: a Session ID, or any one-byte prefix and 32-byte key."""
+    if pubkey.startswith("05"):
+        parse_session_id(pubkey)
+    elif len(pubkey) != 66 or any(c not in "0123456789abcdef" for c in pubkey):
+        raise InvalidInputError("an account is 66 lower-case hex digits")
+    return pubkey
 
 
 def store_params(
@@ -342,13 +415,13 @@ def store_params(
     ttl_ms: int,
     *,
     namespace: int = 0,
-    identity: Identity | None = None,
+    identity: Identity | Signer | None = None,
     timestamp_ms: int | None = None,
 ) -> Params:
-    """A store of ``data`` for a Session ID. The public inboxes (namespaces divisible by 10, 0
-    among them) take anyone's messages unsigned; the others only the account's own, signed by
-    its ``identity``."""
-    parse_session_id(recipient_session_id)
+    """A store of ``data`` for an account (a Session ID, or a group's ``03`` account). The public
+    inboxes (namespaces divisible by 10, 0 among them) take anyone's messages unsigned; the others
+    only what the account signs (``identity``: its own, or a signer for it)."""
+    _account(recipient_session_id)
     namespace = _namespace(namespace)
     timestamp = now_ms() if timestamp_ms is None else timestamp_ms
     fields: Params = {
@@ -362,14 +435,14 @@ def store_params(
     if is_public_inbox_namespace(namespace):
         return fields
     if identity is None or not hmac.compare_digest(
-        identity.session_id.encode(), recipient_session_id.encode()
+        signer_of(identity).pubkey.encode(), recipient_session_id.encode()
     ):
         raise InvalidInputError("only the account itself stores outside the public inboxes")
     return {**fields, **_signature(identity, store_string(namespace, timestamp))}
 
 
 def retrieve_params(
-    identity: Identity,
+    identity: Identity | Signer,
     *,
     namespace: int = 0,
     cursor: str | None = None,
@@ -396,7 +469,9 @@ def retrieve_params(
     return params
 
 
-def delete_params(identity: Identity, hashes: Sequence[str], *, required: bool = False) -> Params:
+def delete_params(
+    identity: Identity | Signer, hashes: Sequence[str], *, required: bool = False
+) -> Params:
     """A delete of the account's messages ``hashes``; ``required``: answer 404 if no member
     deleted any."""
     listed = _hashes(hashes)
@@ -407,25 +482,29 @@ def delete_params(identity: Identity, hashes: Sequence[str], *, required: bool =
 
 
 def delete_all_params(
-    identity: Identity, namespace: Namespace = 0, *, timestamp_ms: int | None = None
+    identity: Identity | Signer, namespace: Namespace = 0, *, timestamp_ms: int | None = None
 ) -> Params:
     """A delete of every message of the account in ``namespace`` (or in all, for ``"all"``)."""
     timestamp = now_ms() if timestamp_ms is None else timestamp_ms
     return _account_wide(identity, delete_all_string, namespace, "timestamp", timestamp)
 
 
-def delete_before_params(identity: Identity, before_ms: int, namespace: Namespace = 0) -> Params:
+def delete_before_params(
+    identity: Identity | Signer, before_ms: int, namespace: Namespace = 0
+) -> Params:
     """A delete of the account's messages with a timestamp at or before ``before_ms``."""
     return _account_wide(identity, delete_before_string, namespace, "before", before_ms)
 
 
-def expire_all_params(identity: Identity, expiry_ms: int, namespace: Namespace = 0) -> Params:
+def expire_all_params(
+    identity: Identity | Signer, expiry_ms: int, namespace: Namespace = 0
+) -> Params:
     """A new expiry ``expiry_ms`` for every message of the account that expires later."""
     return _account_wide(identity, expire_all_string, namespace, "expiry", expiry_ms)
 
 
 def _account_wide(
-    identity: Identity,
+    identity: Identity | Signer,
     string: Callable[[Namespace, int], bytes],
     namespace: Namespace,
     name: str,
@@ -438,7 +517,7 @@ def _account_wide(
 
 
 def expire_params(
-    identity: Identity, hashes: Sequence[str], expiry_ms: int, *, mode: str = ""
+    identity: Identity | Signer, hashes: Sequence[str], expiry_ms: int, *, mode: str = ""
 ) -> Params:
     """A new expiry for the account's messages ``hashes``: set it (``mode=""``), or only shorten
     or only extend it."""
@@ -453,11 +532,33 @@ def expire_params(
 
 
 def get_expiries_params(
-    identity: Identity, hashes: Sequence[str], *, timestamp_ms: int | None = None
+    identity: Identity | Signer, hashes: Sequence[str], *, timestamp_ms: int | None = None
 ) -> Params:
     """A query of the expiries of the account's messages ``hashes``."""
     listed = _hashes(hashes)
     timestamp = now_ms() if timestamp_ms is None else timestamp_ms
     return _signed(
         identity, get_expiries_string(timestamp, listed), messages=listed, timestamp=timestamp
+    )
+
+
+def revocation_params(
+    owner: Identity | Signer,
+    tokens: Sequence[bytes],
+    *,
+    unrevoke: bool = False,
+    timestamp_ms: int | None = None,
+) -> Params:
+    """A ``revoke_subaccount`` (or ``unrevoke_subaccount``) of ``tokens``, by the account itself."""
+    listed = list(tokens)
+    if not listed or any(len(t) != SUBACCOUNT_TOKEN_LEN for t in listed):
+        raise InvalidInputError("revocations name at least one 36-byte subaccount token")
+    method = "unrevoke_subaccount" if unrevoke else "revoke_subaccount"
+    timestamp = now_ms() if timestamp_ms is None else timestamp_ms
+    texts = [base64.b64encode(t).decode("ascii") for t in listed]
+    return _signed(
+        owner,
+        revoke_string(method, timestamp, listed),
+        timestamp=timestamp,
+        **{"unrevoke" if unrevoke else "revoke": texts},
     )

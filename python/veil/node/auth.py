@@ -28,9 +28,23 @@ from dataclasses import dataclass
 from veil import _core
 from veil.errors import InvalidKeyError
 from veil.node.errors import RpcError
-from veil.protocol.storage_rpc import SUBACCOUNT_ANY_PREFIX, SUBACCOUNT_TOKEN_LEN
+from veil.protocol.storage_rpc import (
+    SUBACCOUNT_ANY_PREFIX,
+    SUBACCOUNT_DELETE,
+    SUBACCOUNT_TOKEN_LEN,
+    SUBACCOUNT_WRITE,
+    is_public_outbox_namespace,
+)
 
-__all__ = ["Authorised", "owns", "parse_account", "parse_token", "verify_request"]
+__all__ = [
+    "Authorised",
+    "owns",
+    "parse_account",
+    "parse_token",
+    "store_access",
+    "token_allows",
+    "verify_request",
+]
 
 _HEX = frozenset("0123456789abcdefABCDEF")
 _B64 = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=")
@@ -49,6 +63,32 @@ class Authorised:
     signature: bytes
     token: bytes = b""
     token_signature: bytes = b""
+
+
+def token_allows(
+    account: bytes,
+    owner: bytes,
+    token: bytes,
+    token_signature: bytes,
+    *,
+    access: int,
+    revoked: RevokedCheck | None,
+) -> bool:
+    """Whether a subaccount ``token`` lets its key act for ``account``: for the account's prefix
+    (or any, with the any-prefix flag), with every flag of ``access``, signed by the account's key
+    ``owner``, and not revoked (``revoked`` None: not checked)."""
+    return (
+        (token[0] == account[0] or bool(token[1] & SUBACCOUNT_ANY_PREFIX))
+        and token[1] & access == access
+        and _core.ed25519_verify(owner, token, token_signature)
+        and not (revoked is not None and revoked(account, token))
+    )
+
+
+def store_access(namespace: int) -> int:
+    """The subaccount flags a store to ``namespace`` needs: write, and delete too in a public
+    outbox (storing there replaces what it held)."""
+    return SUBACCOUNT_WRITE | (SUBACCOUNT_DELETE if is_public_outbox_namespace(namespace) else 0)
 
 
 def owns(account: bytes, key: bytes) -> bool:
@@ -155,13 +195,7 @@ def verify_request(
         owner = ed_key
     signer = owner
     if token:
-        if not (token[0] == account[0] or token[1] & SUBACCOUNT_ANY_PREFIX):
-            raise refused
-        if token[1] & access != access:
-            raise refused
-        if not _core.ed25519_verify(owner, token, token_signature):
-            raise refused
-        if revoked is not None and revoked(account, token):
+        if not token_allows(account, owner, token, token_signature, access=access, revoked=revoked):
             raise refused
         signer = token[4:]
     if not _core.ed25519_verify(signer, signed, signature):

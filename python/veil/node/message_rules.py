@@ -15,17 +15,10 @@ checks only that an expiry is no further than ``expire`` could have pushed it.
 from __future__ import annotations
 
 from veil import _core
-from veil.node.auth import RevokedCheck, owns
+from veil.node.auth import RevokedCheck, owns, store_access, token_allows
 from veil.node.config import Limits
 from veil.protocol.replication import Message
-from veil.protocol.storage_rpc import (
-    SUBACCOUNT_ANY_PREFIX,
-    SUBACCOUNT_DELETE,
-    SUBACCOUNT_WRITE,
-    is_public_inbox_namespace,
-    is_public_outbox_namespace,
-    store_string,
-)
+from veil.protocol.storage_rpc import is_public_inbox_namespace, store_string
 
 __all__ = ["acceptable", "max_ttl"]
 
@@ -58,17 +51,15 @@ def acceptable(
         return False
     signer = auth.signer
     if auth.token:
-        token = auth.token
-        need = SUBACCOUNT_WRITE | (
-            SUBACCOUNT_DELETE if is_public_outbox_namespace(message.namespace) else 0
-        )
-        if (
-            not (token[0] == message.account[0] or token[1] & SUBACCOUNT_ANY_PREFIX)
-            or token[1] & need != need
-            or not _core.ed25519_verify(auth.signer, token, auth.token_signature)
-            or (revoked is not None and revoked(message.account, token))
+        if not token_allows(
+            message.account,
+            auth.signer,
+            auth.token,
+            auth.token_signature,
+            access=store_access(message.namespace),
+            revoked=revoked,
         ):
             return False
-        signer = token[4:]
+        signer = auth.token[4:]
     signed = store_string(message.namespace, auth.sig_timestamp_ms)
     return _core.ed25519_verify(signer, signed, auth.signature)

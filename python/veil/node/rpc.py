@@ -29,7 +29,14 @@ from veil import __version__, _core
 from veil.clock import now_ms
 from veil.errors import InvalidInputError
 from veil.identity import Identity
-from veil.node.auth import Authorised, parse_account, parse_signer, parse_token, verify_request
+from veil.node.auth import (
+    Authorised,
+    parse_account,
+    parse_signer,
+    parse_token,
+    store_access,
+    verify_request,
+)
 from veil.node.config import Limits
 from veil.node.errors import RpcError
 from veil.node.message_rules import max_ttl
@@ -53,7 +60,6 @@ from veil.protocol.storage_rpc import (
     get_expiries_string,
     is_noauth_retrieve_namespace,
     is_public_inbox_namespace,
-    is_public_outbox_namespace,
     is_unrevocable_namespace,
     member_signed,
     retrieve_string,
@@ -515,15 +521,12 @@ class StorageRpc:
                 raise RpcError(401, f"store: signature required to store to namespace {namespace}")
             if not self._window(v["sig_timestamp"], now, False):
                 raise RpcError(406, "store signature timestamp too far from current time")
-            access = SUBACCOUNT_WRITE | (
-                SUBACCOUNT_DELETE if is_public_outbox_namespace(namespace) else 0
-            )
             who = verify_request(
                 "store",
                 account,
                 call.params,
                 store_string(namespace, v["sig_timestamp"]),
-                access=access,
+                access=store_access(namespace),
                 revoked=self.store.is_revoked,
             )
             auth = _store_auth(v["sig_timestamp"], who)

@@ -60,7 +60,6 @@ from veil.protocol.hashes import (
 )
 from veil.protocol.peers import PeerInfo
 from veil.protocol.swarms import SwarmMap
-from veil.session_id import parse_session_id
 
 __all__ = ["StoreError", "SwarmClient"]
 
@@ -218,7 +217,7 @@ class SwarmClient:
     ) -> dict[str, Any]:
         """Deposit a message for an account. Namespace 0 takes anyone's messages; the others only
         the account's own, signed by ``identity`` (else :class:`InvalidInputError`)."""
-        account = _account_bytes(recipient_session_id)
+        account = storage_rpc.account_bytes(recipient_session_id)
         timestamp = _now_ms()
         params = storage_rpc.store_params(
             recipient_session_id,
@@ -506,16 +505,6 @@ class SwarmClient:
 
 
 # --- what a node answers, checked before it is used ----------------------------------------------
-
-
-def _account_bytes(pubkey: str) -> bytes:
-    """The 33 bytes of an account named in hex: a Session ID (checked as one) or any other one-byte
-    prefix and 32-byte key (a group's ``03`` account)."""
-    if pubkey.startswith("05"):
-        return b"\x05" + parse_session_id(pubkey)
-    if len(pubkey) != 66 or any(c not in "0123456789abcdef" for c in pubkey):
-        raise InvalidInputError("an account is 66 lower-case hex digits")
-    return bytes.fromhex(pubkey)
 
 
 def _cursor_of(value: object) -> str | None:

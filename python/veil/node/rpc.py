@@ -43,7 +43,7 @@ from veil.node.message_rules import max_ttl
 from veil.node.metrics import NodeMetrics
 from veil.node.store import MessageStore, StoreOutcome
 from veil.node.writer import StorageFull, StoreClosed, StoreWriter
-from veil.protocol.hashes import cursor_decode, hash_b64, message_hash
+from veil.protocol.hashes import cursor_decode, hash_b64, hash_from_b64, message_hash
 from veil.protocol.replication import Message, StoreAuth
 from veil.protocol.storage_rpc import (
     NAMESPACE_MAX,
@@ -233,10 +233,15 @@ def _hash_texts(params: Params, limits: Limits, *, check: bool = True) -> list[s
     if len(texts) > limits.delete_max_hashes:
         raise RpcError(413, f"too many message hashes (at most {limits.delete_max_hashes})")
     if check:
-        for text in texts:
-            if len(text) != 43 or not _B64.issuperset(text):
-                raise RpcError.invalid(f"invalid message hash: {_excerpt(text)}")
+        _check_hash_texts(texts)
     return texts
+
+
+def _check_hash_texts(texts: list[str]) -> None:
+    """Refuse a text that is not 43 characters of base64, as Session's storage servers do."""
+    for text in texts:
+        if len(text) != 43 or not _B64.issuperset(text):
+            raise RpcError.invalid(f"invalid message hash: {_excerpt(text)}")
 
 
 def _retrieve_bounds(limits: Limits, count: int | None, size: int | None) -> tuple[int, int]:
@@ -271,13 +276,10 @@ def _cursor(params: Params) -> tuple[str | None, bytes | None]:
 
 def _digest(text: str) -> bytes | None:
     """The 32 bytes a hash text names, or None (it names no message here)."""
-    if len(text) != 43:
-        return None
     try:
-        raw = base64.b64decode(text + "=", validate=True)
-    except (binascii.Error, ValueError):
+        return hash_from_b64(text)
+    except InvalidInputError:
         return None
-    return raw if len(raw) == 32 and hash_b64(raw) == text else None
 
 
 def _signed_fields(params: Params, account: bytes, *, subaccount: bool = True) -> None:
@@ -444,11 +446,12 @@ class StorageRpc:
     def _sign(self, signed: bytes) -> str:
         return base64.b64encode(self.identity.sign(signed)).decode("ascii")
 
+    def _tolerance(self, forwarded: bool) -> int:
+        """How far a signature's timestamp may be from the clock (more for a forwarded one)."""
+        return self.limits.clock_skew_ms + (SIGNATURE_TOLERANCE_FORWARDED_MS if forwarded else 0)
+
     def _window(self, value: int, now: int, forwarded: bool) -> bool:
-        tolerance = self.limits.clock_skew_ms + (
-            SIGNATURE_TOLERANCE_FORWARDED_MS if forwarded else 0
-        )
-        return abs(value - now) <= tolerance
+        return abs(value - now) <= self._tolerance(forwarded)
 
     # --- store ----------------------------------------------------------------------------------
 
@@ -697,9 +700,7 @@ class StorageRpc:
             raise RpcError.invalid(
                 "'expiry' must be a single expiry, or the same length as 'messages'"
             )
-        for text in texts:
-            if len(text) != 43 or not _B64.issuperset(text):
-                raise RpcError.invalid(f"invalid message hash: {_excerpt(text)}")
+        _check_hash_texts(texts)
         mode = "shorten" if shorten else "extend" if extend else ""
         return Call("expire", params, account, {"expiries": expiries, "texts": texts, "mode": mode})
 
@@ -799,10 +800,7 @@ class StorageRpc:
 
     async def _apply_expire_all(self, call: Call, forwarded: bool) -> dict[str, Any]:
         namespace, expiry = call.values["namespace"], call.values["expiry"]
-        tolerance = self.limits.clock_skew_ms + (
-            SIGNATURE_TOLERANCE_FORWARDED_MS if forwarded else 0
-        )
-        if expiry < now_ms() - tolerance:
+        if expiry < now_ms() - self._tolerance(forwarded):
             raise RpcError(406, "expire_all timestamp should be >= current time")
         self._verify(call, expire_all_string(namespace, expiry), SUBACCOUNT_DELETE)
         scope = None if namespace == "all" else namespace

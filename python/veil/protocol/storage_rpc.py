@@ -65,6 +65,7 @@ __all__ = [
     "Namespace",
     "Signer",
     "Subaccount",
+    "account_bytes",
     "delete_all_params",
     "delete_all_string",
     "delete_before_params",
@@ -400,13 +401,15 @@ def _signed(who: Identity | Signer, signed: bytes, **fields: Any) -> Params:
     return {"pubkey": signer_of(who).pubkey, **_signature(who, signed), **fields}
 
 
-def _account(pubkey: str) -> str:
-    """An account in hex: a Session ID, or any one-byte prefix and 32-byte key."""
+def account_bytes(pubkey: str) -> bytes:
+    """The 33 bytes of an account named in hex: a Session ID (checked as one), or any other
+    one-byte prefix and 32-byte key (a group's ``03`` account); :class:`InvalidInputError`
+    otherwise."""
     if pubkey.startswith("05"):
-        parse_session_id(pubkey)
-    elif len(pubkey) != 66 or any(c not in "0123456789abcdef" for c in pubkey):
+        return b"\x05" + parse_session_id(pubkey)
+    if len(pubkey) != 66 or any(c not in "0123456789abcdef" for c in pubkey):
         raise InvalidInputError("an account is 66 lower-case hex digits")
-    return pubkey
+    return bytes.fromhex(pubkey)
 
 
 def store_params(
@@ -421,7 +424,7 @@ def store_params(
     """A store of ``data`` for an account (a Session ID, or a group's ``03`` account). The public
     inboxes (namespaces divisible by 10, 0 among them) take anyone's messages unsigned; the others
     only what the account signs (``identity``: its own, or a signer for it)."""
-    _account(recipient_session_id)
+    account_bytes(recipient_session_id)
     namespace = _namespace(namespace)
     timestamp = now_ms() if timestamp_ms is None else timestamp_ms
     fields: Params = {

@@ -387,9 +387,9 @@ class StorageRpc:
         method = request.get("method") if isinstance(request, dict) else None
         label = method if isinstance(method, str) and method in self.methods else "invalid"
         self.metrics.count(label, status)
-        if isinstance(answer, str):
-            return status, answer.encode("utf-8"), b"text/plain; charset=utf-8"
-        return status, orjson.dumps(answer), b"application/json"
+        text = isinstance(answer, str)
+        kind = b"text/plain; charset=utf-8" if text else b"application/json"
+        return status, answer_bytes(answer), kind
 
     async def call(self, request: object, *, forwarded: bool = False) -> tuple[int, Answer]:
         """Answer one request object. ``forwarded``: another member of the account's swarm sent

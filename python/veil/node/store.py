@@ -305,19 +305,13 @@ class MessageStore:
     ) -> list[tuple[int, bytes]]:
         """Delete every message of the account (in one namespace, or all if ``None``); returns
         (namespace, hash) of each."""
-        prefix = account if namespace is None else keys.namespace_prefix(account, namespace)
+        prefix = _scope(account, namespace)
         removed = self._remove_prefix(txn, prefix, tombstone=True)
         return [(split[1], split[3]) for split in map(keys.split_message_key, removed)]
 
     def _remove_prefix(self, txn: Txn, prefix: bytes, *, tombstone: bool) -> list[bytes]:
         """Remove every message whose key starts with ``prefix``; return their keys."""
-        doomed = []
-        cursor = txn.cursor(db=self._messages)
-        if cursor.set_range(prefix):
-            for key, value in cursor:
-                if not key.startswith(prefix):
-                    break
-                doomed.append((key, value))
+        doomed = self._under(txn, prefix)
         for key, value in doomed:
             self._remove(txn, key, value, tombstone=tombstone)
         return [key for key, _ in doomed]
@@ -358,7 +352,7 @@ class MessageStore:
     ) -> list[tuple[int, bytes]]:
         """Bring forward to ``expiry_ms`` every message of the account (in one namespace, or all
         if ``None``) that expires later; returns (namespace, hash) of each."""
-        prefix = account if namespace is None else keys.namespace_prefix(account, namespace)
+        prefix = _scope(account, namespace)
         changed = []
         for key, value in self._under(txn, prefix):
             (old,) = _U64.unpack_from(value)
@@ -373,7 +367,7 @@ class MessageStore:
     ) -> list[tuple[int, bytes]]:
         """Delete the account's messages (in one namespace, or all if ``None``) whose timestamp
         is at or before ``before_ms``; returns (namespace, hash) of each."""
-        prefix = account if namespace is None else keys.namespace_prefix(account, namespace)
+        prefix = _scope(account, namespace)
         doomed = []
         for key, value in self._under(txn, prefix):
             (timestamp_ms,) = _U64.unpack_from(value, 8)
@@ -590,6 +584,11 @@ _TOKEN_LEN = 36 + 64
 
 
 _ANSWER_OVERHEAD = 43 + 100
+
+
+def _scope(account: bytes, namespace: int | None) -> bytes:
+    """The key prefix of an account's messages in one namespace, or in all (``None``)."""
+    return account if namespace is None else keys.namespace_prefix(account, namespace)
 
 
 def answer_size(data_len: int) -> int:

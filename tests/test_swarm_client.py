@@ -4,6 +4,8 @@ from the consensus as the nodes compute them."""
 from __future__ import annotations
 
 import asyncio
+import base64
+import collections
 import random
 import time
 from pathlib import Path
@@ -243,3 +245,27 @@ def test_a_client_computes_the_same_swarms_as_the_nodes_of_one_consensus(tmp_pat
             await _stop(nodes)
 
     run(main())
+
+
+def test_arrivals_a_member_answers_are_kept_only_when_well_formed_and_one_per_message() -> None:
+    """``arrivals`` comes from a member and may lie: a list of the wrong length, or entries that
+    are not integer times, give no arrival; the messages themselves are kept either way. (The
+    messenger also caps an arrival at the start of the fetch that read it.)"""
+    client = SwarmClient.__new__(SwarmClient)
+    client.dropped = collections.Counter()
+    account = b"\x05" + bytes(32)
+    raw = [
+        {
+            "hash": base64.b64encode(message_hash(account, 0, data)).decode().rstrip("="),
+            "timestamp": 1_700_000_000_000,
+            "expiration": 1_700_000_060_000,
+            "data": base64.b64encode(data).decode(),
+        }
+        for data in (b"one", b"two")
+    ]
+    good = client._checked(raw, account, 0, [1_700_000_000_123_456, 1_700_000_000_999_000])
+    assert [m["arrival_ms"] for m in good] == [1_700_000_000_123, 1_700_000_000_999]
+    for hostile in ([5], [1, 2, 3], ["soon", None], [-1, True], [1 << 64, 2.5]):
+        kept = client._checked(raw, account, 0, hostile)
+        assert [m["hash"] for m in kept] == [m["hash"] for m in raw]
+        assert all("arrival_ms" not in m for m in kept), hostile

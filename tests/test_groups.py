@@ -53,7 +53,11 @@ def test_each_member_opens_its_key_and_no_one_else_does() -> None:
     sealed = seal_keys(seed, key, [m.x25519_public_key for m in (alice, bob, carol)], NOW)
     for member in (alice, bob, carol):
         opened = open_keys(group, member.x25519_secret_key, sealed)
-        assert (opened.generation, opened.created_ms, opened.key) == (7, NOW, key)
+        assert (opened.generation, opened.created_ms, opened.key) == (
+            7,
+            NOW,
+            GroupKey(7, key.key, NOW),
+        )
     dave = Identity.generate()
     assert open_keys(group, dave.x25519_secret_key, sealed).key is None
     assert group_account(group) == "03" + group.hex()

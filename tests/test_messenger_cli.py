@@ -179,6 +179,68 @@ def test_a_second_device_sees_what_the_first_sent(tmp_path: Path, seeds: list[st
     assert "(Alice L.)" in requests
 
 
+def test_a_closed_group_from_the_command_line(tmp_path: Path, seeds: list[str]) -> None:
+    """Alice creates a group with Bob and Carol; they accept and talk; Dave, not invited, has no
+    group to read; Alice removes Carol, who keeps the old history and reads nothing after it."""
+    alice, bob, a_id, b_id, net = _alice_and_bob(tmp_path, seeds)
+    carol, dave = tmp_path / "carol", tmp_path / "dave"
+    _ok("init", "--home", str(carol), "--name", "Carol")
+    _ok("init", "--home", str(dave), "--name", "Dave")
+    c_id = _session_id(carol)
+    created = _ok("group", "create", "hikers", b_id, c_id, "--home", str(alice), *net)
+    gid = created.split()[1]
+    assert gid.startswith("03")
+    assert len(gid) == 66
+    assert "invited 2 member(s)" in created
+
+    inbox = _ok("inbox", "--home", str(bob), *net)
+    assert "invited you to the group 'hikers'" in inbox
+    assert f"veil group accept {gid}" in inbox
+    assert gid in _ok("groups", "--home", str(bob), *net)  # listed as an invitation
+    joined = _ok("group", "accept", gid[:12], "--home", str(bob), *net)  # a prefix will do
+    assert f"joined {gid}  hikers" in joined
+    _ok("inbox", "--home", str(carol), *net)
+    _ok("group", "accept", gid, "--home", str(carol), *net)
+
+    _ok("send", gid, "hello hikers", "--home", str(alice), *net)
+    _ok("send", gid[:10], "hi from bob", "--home", str(bob), *net)
+    inbox = _ok("inbox", "--home", str(carol), *net)
+    assert "── hikers" in inbox
+    assert inbox.index("Alice: hello hikers") < inbox.index("Bob: hi from bob")
+    _ok("send", gid, "carol here", "--home", str(carol), *net)
+    history = _ok("history", gid, "--home", str(alice), *net)
+    assert [line.split("] ", 1)[1] for line in history.splitlines()] == [
+        "you: hello hikers",
+        "Bob: hi from bob",
+        "Carol: carol here",
+    ]
+    info = _ok("group", "info", gid, "--home", str(bob), *net)
+    assert f"admin   {a_id} (Alice)" in info
+    assert f"member  {b_id} (Bob)  (you)" in info
+    assert "your role: member" in info
+    assert "3 member(s), you: admin" in _ok("groups", "--home", str(alice), *net)
+
+    # Dave was not invited: no group to read or write.
+    refused = _veil("history", gid, "--home", str(dave), *net)
+    assert refused.returncode == 1
+    assert "names no group" in refused.stderr
+    refused = _veil("group", "remove", gid, a_id, "--home", str(bob), *net)
+    assert refused.returncode == 1
+    assert "only an admin" in refused.stderr
+
+    removed = _ok("group", "remove", gid, c_id, "--home", str(alice), *net)
+    assert "new key" in removed
+    _ok("send", gid, "after carol", "--home", str(alice), *net)
+    assert "you were removed from the group" in _ok("inbox", "--home", str(carol), *net)
+    carol_history = _ok("history", gid, "--home", str(carol), *net)
+    assert "hello hikers" in carol_history
+    assert "after carol" not in carol_history
+    bob_inbox = _ok("inbox", "--home", str(bob), *net)
+    assert "after carol" in bob_inbox
+    assert "carol here" in bob_inbox
+    assert "2 member(s)" in _ok("groups", "--home", str(alice), *net)
+
+
 def test_chat_shows_incoming_messages_as_they_come(tmp_path: Path, seeds: list[str]) -> None:
     alice, bob, a_id, b_id, net = _alice_and_bob(tmp_path, seeds)
     _ok("send", b_id, "are you there?", "--home", str(alice), *net)

@@ -13,16 +13,23 @@ config = {
     "name":     [name or nil, changed_ms],
     "contacts": {session_id: ["accepted" | "blocked", changed_ms], ...},
     "devices":  {device_id (hex): [device name, linked_ms, picked_ms, changed_ms, removed], ...},
+    "groups":   {group account (03…): [joined, changed_ms, invitation or nil], ...},
 }
 ```
+
+``groups``: the closed groups the account joined (with the invitation that lets each device read
+and write the group's swarm: ``veil.client.groups.Invite``, and for an admin the group's seed) or
+left (``joined`` false, no invitation kept). A device reads them from the config, so every device
+of the account is in the same groups.
 
 ``picked_ms``: the device has fetched every message of namespace 0 with a timestamp up to it. A
 message is deleted from the swarm (pickup deletion) only once every device's mark has passed it, so
 a device that is away does not lose what the others already read.
 
 **Book** is one device's local state (saved by :class:`veil.client.home.ClientHome`): its device id,
-the merged config, the conversations, the retrieve cursors, seen content ids and the hashes picked
-up but not yet deletable.
+the merged config, the conversations (a group's under the group's account), the retrieve cursors,
+seen content ids, the hashes picked up but not yet deletable, the groups it is in (keys, config)
+and the group invitations it holds.
 """
 
 from __future__ import annotations
@@ -72,6 +79,7 @@ class AccountConfig:
     name_ms: int = 0
     contacts: dict[str, tuple[str, int]] = field(default_factory=dict)
     devices: dict[str, Device] = field(default_factory=dict)
+    groups: dict[str, tuple[bool, int, dict[str, Any] | None]] = field(default_factory=dict)
 
     # --- reading ------------------------------------------------------------------------------
 
@@ -93,6 +101,12 @@ class AccountConfig:
         previous = self.contacts.get(session_id, ("", 0))[1]
         self.contacts[session_id] = (state, max(now_ms, previous + 1))
 
+    def set_group(
+        self, account: str, joined: bool, invite: dict[str, Any] | None, now_ms: int
+    ) -> None:
+        previous = self.groups.get(account, (False, 0, None))[1]
+        self.groups[account] = (joined, max(now_ms, previous + 1), invite if joined else None)
+
     def set_device(self, device_id: str, device: Device) -> None:
         previous = self.devices.get(device_id)
         if previous is not None:
@@ -113,6 +127,11 @@ class AccountConfig:
             if mine is None or (ms, state) > (mine[1], mine[0]):
                 self.contacts[sid] = (state, ms)
                 changed = True
+        for account, entry in other.groups.items():
+            ours = self.groups.get(account)
+            if ours is None or (entry[1], repr(entry)) > (ours[1], repr(ours)):
+                self.groups[account] = entry
+                changed = True
         for device_id, device in other.devices.items():
             current = self.devices.get(device_id)
             if current is None or (device.changed_ms, repr(device.wire())) > (
@@ -130,6 +149,7 @@ class AccountConfig:
             "name": [self.name, self.name_ms],
             "contacts": {sid: [state, ms] for sid, (state, ms) in sorted(self.contacts.items())},
             "devices": {i: d.wire() for i, d in sorted(self.devices.items())},
+            "groups": {a: list(entry) for a, entry in sorted(self.groups.items())},
         }
 
     @classmethod
@@ -164,7 +184,27 @@ class AccountConfig:
             device = Device.from_wire(entry)
             if isinstance(device_id, str) and len(device_id) == 16 and device is not None:
                 config.devices[device_id] = device
+        groups = value.get("groups")
+        for account, entry in groups.items() if isinstance(groups, dict) else ():
+            if (
+                _is_group_account(account)
+                and isinstance(entry, list)
+                and len(entry) == 3
+                and isinstance(entry[0], bool)
+                and isinstance(entry[1], int)
+                and (entry[2] is None or isinstance(entry[2], dict))
+            ):
+                config.groups[account] = (entry[0], entry[1], entry[2] if entry[0] else None)
         return config
+
+
+def _is_group_account(value: object) -> bool:
+    return (
+        isinstance(value, str)
+        and len(value) == 66
+        and value.startswith("03")
+        and all(c in "0123456789abcdef" for c in value)
+    )
 
 
 @dataclass(slots=True)
@@ -179,9 +219,12 @@ class Entry:
     disappear: tuple[str, int] | None = None
     read_ms: int | None = None
     expires_ms: int | None = None
+    sender: str | None = None
+    """In a group: who wrote it (a Session ID). In a 1:1 conversation: None (the peer)."""
 
     def wire(self) -> dict[str, Any]:
         return {
+            "from": self.sender,
             "id": self.id,
             "out": self.outgoing,
             "body": self.body,
@@ -204,6 +247,7 @@ class Entry:
             disappear=(str(dis[0]), int(dis[1])) if dis else None,
             read_ms=value.get("read_ms"),
             expires_ms=value.get("expires_ms"),
+            sender=value.get("from"),
         )
 
 
@@ -221,6 +265,10 @@ class Book:
     pending: dict[str, int] = field(default_factory=dict)  # picked up, not yet deleted: hash -> ts
     cursors: dict[str, Any] = field(default_factory=dict)
     seen: list[str] = field(default_factory=list)
+    groups: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """The groups this device is in (``veil.client.groups.Group.to_json``), by account."""
+    invites: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Invitations not accepted yet, by group account: ``{"invite", "from", "sent_ms"}``."""
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -235,6 +283,8 @@ class Book:
             "pending": self.pending,
             "cursors": self.cursors,
             "seen": self.seen,
+            "groups": self.groups,
+            "invites": self.invites,
         }
 
     @classmethod
@@ -257,4 +307,6 @@ class Book:
         book.pending = {str(h): int(t) for h, t in (state.get("pending") or {}).items()}
         book.cursors = dict(state.get("cursors") or {})
         book.seen = [str(s) for s in state.get("seen") or []]
+        book.groups = dict(state.get("groups") or {})
+        book.invites = dict(state.get("invites") or {})
         return book

@@ -1,4 +1,5 @@
-"""``veil chat SESSION_ID``: a conversation at the terminal, new messages shown as they come.
+"""``veil chat SESSION_ID`` (or a group's id): a conversation at the terminal, new messages shown
+as they come.
 
 On a terminal, prompt_toolkit keeps the input line at the bottom and prints what arrives above it
 (``patch_stdout``), so a message never lands in the middle of what is being typed. With stdin not
@@ -23,6 +24,13 @@ from veil.client.terminal import error_line
 from veil.errors import VeilError
 
 __all__ = ["Chat"]
+
+
+NOTICES = {
+    "group_removed": "you were removed from the group",
+    "group_deleted": "the group was deleted",
+    "group_admin": "you are now an admin of the group",
+}
 
 
 def _clock(ms: int) -> str:
@@ -51,12 +59,14 @@ class Chat:
             who = event.name or event.peer[:10]
             kind = "message request" if event.request else "message"
             return f"({kind} from {who} — `veil inbox` shows it)"
-        name = "you" if event.outgoing else (event.name or self.peer[:10])
-        if event.kind == "accept":
-            return f"[{_clock(event.sent_ms)}] {name} accepted your message request"
-        if event.kind == "unsend":
-            return f"[{_clock(event.sent_ms)}] {name} took a message back"
-        return f"[{_clock(event.sent_ms)}] {name}: {event.body}"
+        name = "you" if event.outgoing else (event.name or event.sender[:10])
+        said = {
+            "leave": f"{name} left the group",
+            "accept": f"{name} accepted your message request",
+            "unsend": f"{name} took a message back",
+            **NOTICES,
+        }
+        return f"[{_clock(event.sent_ms)}] " + said.get(event.kind, f"{name}: {event.body}")
 
     async def _fetch_once(self) -> None:
         async with self._lock:
@@ -101,7 +111,7 @@ class Chat:
     async def run(self) -> int:
         name = self.messenger.peer_name(self.peer) or self.peer[:10] + "…"
         for entry in self.messenger.conversation(self.peer)[-20:]:
-            who = "you" if entry.outgoing else (entry.name or self.peer[:10])
+            who = "you" if entry.outgoing else (entry.name or (entry.sender or self.peer)[:10])
             self._out(f"[{_clock(entry.sent_ms)}] {who}: {entry.body}")
         self.messenger.mark_read(self.peer)
         poller = asyncio.create_task(self._poll())

@@ -58,9 +58,14 @@ class CommandFailed(VeilError):
 
 def add_client_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     def command(
-        name: str, summary: str, handler: Callable[[argparse.Namespace], int], *, network: bool
+        name: str,
+        summary: str,
+        handler: Callable[[argparse.Namespace], int],
+        *,
+        network: bool,
+        into: argparse._SubParsersAction[argparse.ArgumentParser] = commands,
     ) -> argparse.ArgumentParser:
-        parser = commands.add_parser(name, help=summary, description=summary)
+        parser = into.add_parser(name, help=summary, description=summary)
         parser.add_argument(
             "--home", type=Path, default=Path.home() / ".veil", help="state directory (~/.veil)"
         )
@@ -82,9 +87,6 @@ def add_client_commands(commands: argparse._SubParsersAction[argparse.ArgumentPa
             )
         parser.set_defaults(handler=_guard(handler))
         return parser
-
-    def peer(parser: argparse.ArgumentParser) -> None:
-        parser.add_argument("session_id", metavar="SESSION_ID")
 
     init = command(
         "init", "create an account: Session ID and recovery phrase", _init, network=False
@@ -118,7 +120,7 @@ def add_client_commands(commands: argparse._SubParsersAction[argparse.ArgumentPa
     send = command(
         "send", "send a message (the text from the argument or stdin)", _send, network=True
     )
-    peer(send)
+    peer_or_group(send)
     send.add_argument("text", nargs="?", metavar="TEXT")
     send.add_argument(
         "--disappear",
@@ -127,7 +129,7 @@ def add_client_commands(commands: argparse._SubParsersAction[argparse.ArgumentPa
     )
 
     unsend = command("unsend", "take back a message you sent", _unsend, network=True)
-    peer(unsend)
+    peer_or_group(unsend)
     unsend.add_argument(
         "--id",
         metavar="ID",
@@ -140,11 +142,11 @@ def add_client_commands(commands: argparse._SubParsersAction[argparse.ArgumentPa
     chat = command(
         "chat", "talk with someone; new messages appear as they come", _chat, network=True
     )
-    peer(chat)
+    peer_or_group(chat)
     chat.add_argument("--poll", type=float, default=2.0, metavar="SECONDS", help="fetch interval")
 
     history = command("history", "show a conversation", _history, network=True)
-    peer(history)
+    peer_or_group(history)
 
     command("requests", "messages from people who are not contacts yet", _requests, network=True)
     accept = command("accept", "accept a message request (or unblock)", _accept, network=True)
@@ -157,6 +159,8 @@ def add_client_commands(commands: argparse._SubParsersAction[argparse.ArgumentPa
     devices = command("devices", "list the account's devices", _devices, network=True)
     devices.add_argument("--remove", metavar="DEVICE_ID", help="take a lost device off the list")
 
+    _add_group_commands(commands, command)
+
     safety = command(
         "safety-number",
         "the number (and QR code) to compare with a contact in person",
@@ -164,6 +168,18 @@ def add_client_commands(commands: argparse._SubParsersAction[argparse.ArgumentPa
         network=False,
     )
     peer(safety)
+
+
+def peer(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("session_id", metavar="SESSION_ID")
+
+
+def peer_or_group(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "session_id",
+        metavar="SESSION_ID|GROUP",
+        help="a Session ID, or a group's id (03…, or the start of it)",
+    )
 
 
 def _guard(handler: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
@@ -387,7 +403,21 @@ def _who(messenger: Messenger, session_id: str) -> str:
     return session_id + (f" ({name})" if name else "")
 
 
+GROUP_NOTICES = {
+    "group_removed": "you were removed from the group",
+    "group_deleted": "the group was deleted by an admin",
+    "group_admin": "you are now an admin of the group",
+}
+
+
 def _show(messenger: Messenger, event: Received) -> str:
+    if event.kind == "group_invite":
+        return (
+            f"{_when(event.sent_ms)}  {_who(messenger, event.sender)} invited you to the group "
+            f"{event.body!r}: `veil group accept {event.group}` joins it"
+        )
+    if event.kind in GROUP_NOTICES:
+        return f"{_when(event.sent_ms)}  {_who(messenger, event.peer)}: {GROUP_NOTICES[event.kind]}"
     if event.kind == "accept":
         return (
             f"{_when(event.sent_ms)}  {_who(messenger, event.peer)} accepted your message request"
@@ -415,7 +445,8 @@ def _disappear(text: str | None) -> tuple[str, int] | None:
 
 
 def _send(args: argparse.Namespace) -> int:
-    peer = _parse_peer(args.session_id)
+    if not args.session_id.startswith("03"):
+        _parse_peer(args.session_id)
     disappear = _disappear(args.disappear)
     text = args.text if args.text is not None else sys.stdin.read()
     if not text.strip():
@@ -423,6 +454,7 @@ def _send(args: argparse.Namespace) -> int:
 
     async def action(messenger: Messenger) -> int:
         await messenger.refresh_config()  # blocked or accepted on another device?
+        peer = _target(messenger, args.session_id)
         await messenger.send_text(peer, text.rstrip("\n"), disappear=disappear)
         print("sent")
         return 0
@@ -431,14 +463,13 @@ def _send(args: argparse.Namespace) -> int:
 
 
 def _unsend(args: argparse.Namespace) -> int:
-    peer = _parse_peer(args.session_id)
-
     async def action(messenger: Messenger) -> int:
+        peer = _target(messenger, args.session_id)
         mine = [e for e in messenger.conversation(peer) if e.outgoing]
         if args.id:
             mine = [e for e in mine if e.id.startswith(args.id.lower())]
         if not mine:
-            raise CommandFailed("no such message sent to that Session ID on this device")
+            raise CommandFailed("no such message sent in that conversation on this device")
         await messenger.unsend(peer, bytes.fromhex(mine[-1].id))
         print("taken back")
         return 0
@@ -454,7 +485,8 @@ def _inbox(args: argparse.Namespace) -> int:
         lines = [
             (e.sent_ms, _show(messenger, e))
             for e in events
-            if e.outgoing or e.kind in ("accept", "unsend")
+            if (e.group is None and (e.outgoing or e.kind in ("accept", "unsend")))
+            or e.kind in ("group_invite", *GROUP_NOTICES)
         ]
         for peer, state in messenger.contacts().items():
             if state != "accepted":
@@ -463,29 +495,55 @@ def _inbox(args: argparse.Namespace) -> int:
                 lines.append((entry.sent_ms, _show_entry(messenger, peer, entry)))
         for _, line in sorted(lines, key=lambda item: item[0]):
             print(line)
+        shown = _print_group_news(messenger, events)
         requests = messenger.requests()
         if requests:
             print(f"{len(requests)} message request(s): `veil requests` shows them")
-        elif not lines:
+        elif not lines and not shown:
             print("no new messages")
         return 0
 
     return _online(args, action)
 
 
+def _print_group_news(messenger: Messenger, events: list[Received]) -> bool:
+    """Each group's unread messages (and who left) under the group's name; whether any."""
+    left: dict[str, list[Received]] = {}
+    for event in events:
+        if event.kind == "leave" and event.group is not None:
+            left.setdefault(event.group, []).append(event)
+    shown = False
+    for account, group in messenger.groups.joined().items():
+        entries = messenger.mark_read(account)
+        if not entries and account not in left:
+            continue
+        shown = True
+        print(f"── {group.name or '(no name)'} ({account[:10]}…)")
+        lines = [
+            (e.sent_ms, f"{_when(e.sent_ms)}  {e.name or (e.sender or '')[:10]}: {e.body}")
+            for e in entries
+        ]
+        lines += [
+            (e.sent_ms, f"{_when(e.sent_ms)}  {_who(messenger, e.sender)} left the group")
+            for e in left.get(account, [])
+        ]
+        for _, line in sorted(lines):
+            print(f"  {line}")
+    return shown
+
+
 def _print_entries(messenger: Messenger, peer: str, entries: list[Entry]) -> None:
     for entry in entries:
-        who = "you" if entry.outgoing else (entry.name or peer[:10])
+        who = "you" if entry.outgoing else (entry.name or (entry.sender or peer)[:10])
         timer = "  ⏱" if entry.disappear else ""
         print(f"{_when(entry.sent_ms)}  [{entry.id[:8]}] {who}: {entry.body}{timer}")
     messenger.mark_read(peer)
 
 
 def _history(args: argparse.Namespace) -> int:
-    peer = _parse_peer(args.session_id)
-
     async def action(messenger: Messenger) -> int:
         await messenger.fetch()
+        peer = _target(messenger, args.session_id)
         entries = messenger.conversation(peer)
         _print_entries(messenger, peer, entries)
         if not entries:
@@ -601,16 +659,159 @@ def _link(args: argparse.Namespace) -> int:
     return _online(args, action, home=home, identity=identity)
 
 
+# --- closed groups ----------------------------------------------------------------------------
+
+
+def _add_group_commands(
+    commands: argparse._SubParsersAction[argparse.ArgumentParser],
+    command: Callable[..., argparse.ArgumentParser],
+) -> None:
+    command("groups", "list your groups and the invitations waiting", _groups, network=True)
+    summary = "closed groups: create, invite, accept, remove, promote, rename, leave, delete, info"
+    parent = commands.add_parser("group", help=summary, description=summary)
+    actions = parent.add_subparsers(dest="group_action", required=True, metavar="ACTION")
+
+    def action(name: str, summary: str, *arguments: str) -> argparse.ArgumentParser:
+        parser = command(name, summary, _group, network=True, into=actions)
+        for argument in arguments:
+            nargs = "*" if argument == "MEMBER…" else None
+            parser.add_argument(argument.lower().rstrip("…"), metavar=argument, nargs=nargs)
+        return parser
+
+    action("create", "create a group and invite its first members", "NAME", "MEMBER…")
+    invite = action("invite", "invite a member (admins)", "GROUP", "MEMBER")
+    invite.add_argument(
+        "--history",
+        action="store_true",
+        help="let the new member read what the group's swarm still holds (default: from now on)",
+    )
+    action("accept", "accept an invitation to a group", "GROUP")
+    action(
+        "remove", "remove a member (admins): the group is rekeyed without them", "GROUP", "MEMBER"
+    )
+    action("promote", "make a member an admin (admins)", "GROUP", "MEMBER")
+    action("rename", "rename the group (admins)", "GROUP", "NAME")
+    action("leave", "leave the group", "GROUP")
+    action("delete", "delete the group for everyone (admins)", "GROUP")
+    action("info", "the group's name, members, admins and your role", "GROUP")
+
+
+def _groups(args: argparse.Namespace) -> int:
+    async def action(messenger: Messenger) -> int:
+        await messenger.fetch()
+        joined = messenger.groups.joined()
+        for account, group in joined.items():
+            role = "admin" if group.is_admin else "member"
+            count = len(group.config.current_members())
+            print(f"{account}  {group.name or '(no name)'}  {count} member(s), you: {role}")
+        invitations = messenger.groups.invitations()
+        for account, held in sorted(invitations.items()):
+            name = held.get("invite", {}).get("name") or "(no name)"
+            print(f"{account}  {name}  invited by {_who(messenger, str(held.get('from')))}")
+        if invitations:
+            print("`veil group accept GROUP` joins a group you were invited to")
+        if not joined and not invitations:
+            print("no groups")
+        return 0
+
+    return _online(args, action)
+
+
+def _group(args: argparse.Namespace) -> int:
+    verb = args.group_action
+    if verb == "create":
+        members = [_parse_peer(m) for m in args.member]
+        name = _group_name(args.name)
+    elif verb in ("invite", "remove", "promote"):
+        member = _parse_peer(args.member)
+    elif verb == "rename":
+        name = _group_name(args.name)
+
+    async def action(messenger: Messenger) -> int:
+        await messenger.fetch()
+        if verb == "create":
+            group = await messenger.groups.create(name, members)
+            print(f"created {group.account}  {name}")
+            if members:
+                print(f"invited {len(members)} member(s)")
+            return 0
+        account = _group_of(messenger, args.group)
+        if verb == "info":
+            _print_group(messenger, account)
+        elif verb == "accept":
+            group = await messenger.groups.accept(account)
+            print(f"joined {account}  {group.name or ''}".rstrip())
+        elif verb == "invite":
+            await messenger.groups.invite(account, member, history=args.history)
+            print(f"invited {member}")
+        elif verb == "remove":
+            await messenger.groups.remove(account, member)
+            print(f"removed {member}; the group has a new key")
+        elif verb == "promote":
+            await messenger.groups.promote(account, member)
+            print(f"{member} is now an admin")
+        elif verb == "rename":
+            await messenger.groups.rename(account, name)
+            print(f"renamed to {name!r}")
+        elif verb == "leave":
+            await messenger.groups.leave(account)
+            print(f"left {account}")
+        else:
+            await messenger.groups.delete(account)
+            print(f"deleted {account} for everyone")
+        return 0
+
+    return _online(args, action)
+
+
+def _group_name(text: str) -> str:
+    name = text.strip()
+    if not name or len(name) > 100:
+        raise CommandFailed("a group name is 1 to 100 characters")
+    return name
+
+
+def _group_of(messenger: Messenger, text: str) -> str:
+    try:
+        return messenger.groups.find(text)
+    except InvalidInputError as exc:
+        raise CommandFailed(str(exc)) from None
+
+
+def _target(messenger: Messenger, text: str) -> str:
+    """A Session ID, or the group a text names (``03…`` or the start of it)."""
+    return _group_of(messenger, text) if text.strip().startswith("03") else _parse_peer(text)
+
+
+def _print_group(messenger: Messenger, account: str) -> None:
+    group = messenger.groups.get(account)
+    print(f"{account}  {group.name or '(no name)'}")
+    if group.state != "joined":
+        print(f"you have {group.state} this group")
+    description = group.config.description[0]
+    if description:
+        print(f"    {description}")
+    members = group.config.current_members()
+    names = {e.sender: e.name for e in messenger.conversation(account) if e.sender and e.name}
+    for sid, role in sorted(members.items(), key=lambda m: (m[1] != "admin", m[0])):
+        name = names.get(sid) or messenger.peer_name(sid)
+        shown = sid + (f" ({name})" if name else "") + ("  (you)" if sid == messenger.me else "")
+        print(f"  {role:<6}  {shown}")
+    role = members.get(messenger.me, "not a member")
+    keys = "holds the group's key" if group.is_admin else "no admin key on this device"
+    print(f"your role: {role}; {keys}; key generation {group.generation}")
+
+
 # --- chat -------------------------------------------------------------------------------------
 
 
 def _chat(args: argparse.Namespace) -> int:
-    peer = _parse_peer(args.session_id)
     poll = max(0.2, args.poll)
 
     async def action(messenger: Messenger) -> int:
         from veil.client.chat import Chat  # noqa: PLC0415
 
+        peer = _target(messenger, args.session_id)
         return await Chat(messenger, peer, poll_s=poll).run()
 
     return _online(args, action)

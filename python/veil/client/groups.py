@@ -16,22 +16,33 @@ end to end encrypted, as a 1:1 message would). Every membership change makes a n
 the group key, sealed to the members of the new config only: a removed member never gets it, and a
 new member reads nothing sent before it joined. A removal also revokes the removed member's token on
 the group's swarm, so it cannot even retrieve the ciphertexts any more.
+
+Two admins may change the group at once: configs merge entry by entry, and the config records the
+members the latest rekey was sealed to (``keyed``). An admin who syncs and finds the members
+changed since (the other admin's change, a member who left) rekeys for the members as they are;
+two keys made for the same generation at once are both kept, and each opens what it sealed.
+
+Keys are kept while messages sealed with them may still be in the swarm: a generation is dropped
+:data:`KEY_RETENTION_MS` after the next one was made (the swarm's TTL), the newest never.
 """
 
 from __future__ import annotations
 
 import base64
+import itertools
 import os
 from dataclasses import dataclass, field
+from typing import Any
 
 from veil import _core, clock
 from veil.client.swarm import StoreError, SwarmClient
 from veil.errors import InvalidInputError, VeilError
 from veil.identity import Identity
 from veil.protocol import storage_rpc
-from veil.protocol.content import pad, unpad
+from veil.protocol.content import Content, ContentError, decode_content, encode_content
 from veil.protocol.groups import (
     MAX_MEMBERS,
+    MAX_TEXT,
     NS_CONFIG,
     NS_KEYS,
     NS_MESSAGES,
@@ -48,11 +59,23 @@ from veil.protocol.groups import (
 )
 from veil.session_id import parse_session_id
 
-__all__ = ["Group", "GroupActionError", "GroupMessage", "Groups", "Invite", "member_subaccount"]
+__all__ = [
+    "KEY_RETENTION_MS",
+    "Group",
+    "GroupActionError",
+    "GroupMessage",
+    "Groups",
+    "Invite",
+    "member_subaccount",
+]
 
 TTL_MS = 14 * 24 * 3600 * 1000
 """How long a group's messages, keys and config are kept in its swarm."""
+KEY_RETENTION_MS = TTL_MS
+"""How long a generation's key is kept after the next generation was made."""
 MEMBER_FLAGS = storage_rpc.SUBACCOUNT_READ | storage_rpc.SUBACCOUNT_WRITE
+SEEN_KEPT = 5_000
+STATES = ("joined", "left", "removed", "deleted")
 
 
 class GroupActionError(VeilError):
@@ -70,7 +93,12 @@ def member_subaccount(group_seed: bytes, member: Identity | str) -> tuple[bytes,
 
 @dataclass(frozen=True, slots=True)
 class Invite:
-    """What a member needs to join: the group's key, its subaccount, and for an admin the seed."""
+    """What a member needs to join: the group's key, its subaccount, and for an admin the seed.
+
+    It travels in a ``group_invite`` message (:meth:`wire`, msgpack) and is kept in the account's
+    config and the device's book (:meth:`to_json`). :meth:`from_wire` and :meth:`from_json` take
+    only an invitation that proves itself: a token for the subaccount key it comes with, signed by
+    the group key, and an admin seed (if any) that is the group's."""
 
     group: bytes
     name: str | None
@@ -82,29 +110,174 @@ class Invite:
     def __repr__(self) -> str:  # never the seeds
         return f"Invite({group_account(self.group)})"
 
+    @property
+    def account(self) -> str:
+        return group_account(self.group)
+
+    def wire(self) -> dict[str, Any]:
+        fields: dict[str, Any] = {
+            "pk": self.group,
+            "name": self.name,
+            "sub": self.subaccount_seed,
+            "token": self.token,
+            "tsig": self.token_signature,
+        }
+        if self.admin_seed is not None:
+            fields["admin"] = self.admin_seed
+        return fields
+
+    def to_json(self) -> dict[str, Any]:
+        return {k: v.hex() if isinstance(v, bytes) else v for k, v in self.wire().items()}
+
+    @classmethod
+    def from_wire(cls, value: object) -> Invite:
+        """An invitation from a message; :class:`GroupError` unless it proves itself."""
+        if not isinstance(value, dict):
+            raise GroupError("not an invitation to a group")
+        pk, sub, token, tsig = (value.get(k) for k in ("pk", "sub", "token", "tsig"))
+        name, admin = value.get("name"), value.get("admin")
+        if (
+            not isinstance(pk, bytes)
+            or not isinstance(sub, bytes)
+            or not isinstance(token, bytes)
+            or not isinstance(tsig, bytes)
+            or (len(pk), len(sub), len(token), len(tsig))
+            != (32, 32, storage_rpc.SUBACCOUNT_TOKEN_LEN, 64)
+            or not (name is None or (isinstance(name, str) and len(name) <= MAX_TEXT))
+            or not (admin is None or _is_bytes(admin, 32))
+        ):
+            raise GroupError("not an invitation to a group")
+        expected = storage_rpc.subaccount_token(0x03, MEMBER_FLAGS, _core.ed25519_public_key(sub))
+        try:
+            signed = _core.ed25519_verify(pk, token, tsig)
+        except InvalidInputError:
+            signed = False
+        if token != expected or not signed:
+            raise GroupError("not an invitation to a group")
+        if isinstance(admin, bytes) and _core.ed25519_public_key(admin) != pk:
+            raise GroupError("not an invitation to a group")
+        return cls(pk, name, sub, token, tsig, admin if isinstance(admin, bytes) else None)
+
+    @classmethod
+    def from_json(cls, value: object) -> Invite:
+        if not isinstance(value, dict):
+            raise GroupError("not an invitation to a group")
+        try:
+            raw = {
+                k: bytes.fromhex(v) if k != "name" and isinstance(v, str) else v
+                for k, v in value.items()
+            }
+        except ValueError:
+            raise GroupError("not an invitation to a group") from None
+        return cls.from_wire(raw)
+
+
+def _is_bytes(value: object, length: int) -> bool:
+    return isinstance(value, bytes) and len(value) == length
+
 
 @dataclass(slots=True)
 class Group:
-    """One device's view of a group."""
+    """One device's view of a group: the invitation it joined with, the keys it opened (by
+    generation; the first of a generation is the one it sends with), the merged config, the
+    message hashes read, and whether it is still in the group."""
 
-    public_key: bytes
-    subaccount: storage_rpc.Subaccount
-    seed: bytes | None = None
-    keys: dict[int, GroupKey] = field(default_factory=dict)
+    invite: Invite
+    keys: dict[int, list[GroupKey]] = field(default_factory=dict)
     config: GroupConfig = field(default_factory=GroupConfig)
-    seen: set[str] = field(default_factory=set)
+    seen: dict[str, None] = field(default_factory=dict)
+    state: str = "joined"
+    config_hashes: set[str] = field(default_factory=set)
+    _subaccount: storage_rpc.Subaccount | None = None
+
+    @property
+    def public_key(self) -> bytes:
+        return self.invite.group
+
+    @property
+    def seed(self) -> bytes | None:
+        return self.invite.admin_seed
 
     @property
     def account(self) -> str:
         return group_account(self.public_key)
 
     @property
+    def subaccount(self) -> storage_rpc.Subaccount:
+        if self._subaccount is None:
+            self._subaccount = storage_rpc.Subaccount(
+                self.account,
+                self.invite.token,
+                self.invite.token_signature,
+                Identity(self.invite.subaccount_seed),
+            )
+        return self._subaccount
+
+    @property
     def is_admin(self) -> bool:
         return self.seed is not None
 
     @property
+    def name(self) -> str | None:
+        name = self.config.name[0]
+        return name if isinstance(name, str) else self.invite.name
+
+    @property
     def generation(self) -> int:
         return max(self.keys, default=0)
+
+    def current_key(self) -> GroupKey | None:
+        held = self.keys.get(self.generation)
+        return held[0] if held else None
+
+    def add_key(self, key: GroupKey) -> bool:
+        """Keep a key opened or made (the first of its generation, by time then bytes, is the
+        one sent with, so that members who hold both choose the same); whether it is new."""
+        held = self.keys.setdefault(key.generation, [])
+        if any(k.key == key.key for k in held):
+            return False
+        held.append(key)
+        held.sort(key=lambda k: (k.created_ms, k.key), reverse=True)
+        return True
+
+    def drop_old_keys(self, now_ms: int) -> None:
+        """Forget generations whose successor was made more than :data:`KEY_RETENTION_MS` ago."""
+        generations = sorted(self.keys)
+        for older, newer in itertools.pairwise(generations):
+            made = min(k.created_ms for k in self.keys[newer])
+            if made and made < now_ms - KEY_RETENTION_MS:
+                del self.keys[older]
+
+    def mark_seen(self, digest: str) -> None:
+        self.seen[digest] = None
+        while len(self.seen) > SEEN_KEPT:
+            del self.seen[next(iter(self.seen))]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "invite": self.invite.to_json(),
+            "keys": {
+                str(gen): [[k.key.hex(), k.created_ms] for k in keys]
+                for gen, keys in self.keys.items()
+            },
+            "config": self.config.wire(),
+            "seen": list(self.seen),
+            "state": self.state,
+            "config_hashes": sorted(self.config_hashes),
+        }
+
+    @classmethod
+    def from_json(cls, value: dict[str, Any]) -> Group:
+        group = cls(Invite.from_json(value.get("invite")))
+        for gen, keys in (value.get("keys") or {}).items():
+            for key, created in keys:
+                group.add_key(GroupKey(int(gen), bytes.fromhex(key), int(created)))
+        group.config = GroupConfig.from_wire(value.get("config"))
+        group.seen = dict.fromkeys(str(h) for h in value.get("seen") or [])
+        state = value.get("state")
+        group.state = state if state in STATES else "joined"
+        group.config_hashes = {str(h) for h in value.get("config_hashes") or []}
+        return group
 
     def __repr__(self) -> str:
         return f"Group({self.account}, generation {self.generation})"
@@ -112,13 +285,17 @@ class Group:
 
 @dataclass(frozen=True, slots=True)
 class GroupMessage:
-    """A message read from a group: its sender's Session ID, its text and the hash it is stored
-    under."""
+    """A message read from a group: its sender's Session ID, its content, the hash it is stored
+    under and the generation it was sealed with."""
 
     sender: str
-    text: str
+    content: Content
     hash: str
     generation: int
+
+    @property
+    def text(self) -> str:
+        return self.content.body
 
 
 class Groups:
@@ -134,50 +311,94 @@ class Groups:
         """A new group with this identity as its admin and ``members`` (Session IDs); the
         invitations to hand to them."""
         seed = os.urandom(32)
-        group = self._group(seed, self.identity.session_id)
+        me = self.identity.session_id
+        sub_seed, token, token_sig = member_subaccount(seed, me)
+        group = Group(
+            Invite(_core.ed25519_public_key(seed), name, sub_seed, token, token_sig, seed)
+        )
         now = clock.now_ms()
         group.config.set_name(name, now)
-        group.config.set_member(self.identity.session_id, "admin", now)
+        group.config.set_member(me, "admin", now)
         for member in members:
-            group.config.set_member(member, "member", now)
+            if member != me:
+                group.config.set_member(member, "member", now)
         await self._rekey(group)
-        invites = {m: self._invite(group, m) for m in members}
+        invites = {m: self.invite_for(group, m) for m in members if m != me}
         return group, invites
 
-    async def add(self, group: Group, member: str) -> Invite:
-        """Add a member (admins only): a new generation, which it can read from on."""
-        self._admin(group)
-        group.config.set_member(member, "member", clock.now_ms())
+    async def add(self, group: Group, member: str, *, history: bool = False) -> Invite:
+        """Add a member (admins only): a new generation, which it can read from on; with
+        ``history``, also the keys of the generations still kept (what the swarm still holds of
+        the group's messages)."""
+        seed = self._admin(group)
+        now = clock.now_ms()
+        group.config.set_member(member, "member", now)
+        if history:
+            recipient = [parse_session_id(member)]
+            for generation in sorted(group.keys):
+                for key in group.keys[generation]:
+                    sealed = seal_keys(seed, key, recipient, key.created_ms or now)
+                    await self._store_as_group(group, sealed, NS_KEYS)
         await self._rekey(group)
-        return self._invite(group, member)
+        return self.invite_for(group, member)
 
     async def remove(self, group: Group, member: str) -> None:
         """Remove a member (admins only): a new generation sealed to the others, and its access
         to the group's swarm revoked."""
         seed = self._admin(group)
-        group.config.set_member(member, "member", clock.now_ms(), removed=True)
+        entry = group.config.members.get(member)
+        role = entry[0] if entry else "member"
+        group.config.set_member(member, role, clock.now_ms(), removed=True)
         await self._rekey(group)
         _, token, _ = member_subaccount(seed, member)
         params = storage_rpc.revocation_params(storage_rpc.KeySigner(seed), [token])
         await self.swarm.swarm_write(bytes.fromhex(group.account), "revoke_subaccount", params)
 
+    async def promote(self, group: Group, member: str) -> Invite:
+        """Make a member an admin (admins only): the config says so, and the invitation returned
+        carries the group's seed (hand it to the member, end to end encrypted)."""
+        self._admin(group)
+        if member not in group.config.current_members():
+            raise GroupActionError("only a member of the group can be made an admin")
+        group.config.set_member(member, "admin", clock.now_ms())
+        await self._store_config(group)
+        return self.invite_for(group, member, admin=True)
+
+    async def rename(self, group: Group, name: str) -> None:
+        self._admin(group)
+        group.config.set_name(name, clock.now_ms())
+        await self._store_config(group)
+
+    async def delete(self, group: Group) -> None:
+        """Delete the group for everyone (admins only): the config says so, and its messages
+        are deleted from the swarm."""
+        seed = self._admin(group)
+        group.config.mark_deleted(clock.now_ms())
+        await self._store_config(group)
+        params = storage_rpc.delete_all_params(storage_rpc.KeySigner(seed), NS_MESSAGES)
+        await self.swarm.swarm_write(bytes.fromhex(group.account), "delete_all", params)
+        group.state = "deleted"
+
+    def invite_for(self, group: Group, member: str, *, admin: bool = False) -> Invite:
+        seed = self._admin(group)
+        sub_seed, token, token_sig = member_subaccount(seed, member)
+        return Invite(
+            group.public_key, group.name, sub_seed, token, token_sig, seed if admin else None
+        )
+
     def _admin(self, group: Group) -> bytes:
         if group.seed is None:
             raise GroupActionError("only an admin of the group may do that")
+        if group.state != "joined":
+            raise GroupActionError(f"this account has {group.state} the group")
         return group.seed
 
-    def _group(self, seed: bytes, session_id: str) -> Group:
-        public = _core.ed25519_public_key(seed)
-        sub_seed, token, token_sig = member_subaccount(seed, session_id)
-        subaccount = storage_rpc.Subaccount(
-            group_account(public), token, token_sig, Identity(sub_seed)
+    async def _store_as_group(self, group: Group, data: bytes, namespace: int) -> str:
+        signer = storage_rpc.KeySigner(self._admin(group))
+        answer = await self.swarm.store(
+            group.account, data, ttl_ms=TTL_MS, namespace=namespace, identity=signer
         )
-        return Group(public, subaccount, seed)
-
-    def _invite(self, group: Group, member: str) -> Invite:
-        seed = self._admin(group)
-        sub_seed, token, token_sig = member_subaccount(seed, member)
-        return Invite(group.public_key, group.config.name[0], sub_seed, token, token_sig)
+        return str(answer.get("hash", ""))
 
     async def _rekey(self, group: Group) -> None:
         """A new generation for the members of the config, and the config, stored."""
@@ -185,34 +406,40 @@ class Groups:
         members = group.config.current_members()
         if len(members) > MAX_MEMBERS:
             raise GroupActionError(f"a group has at most {MAX_MEMBERS} members")
-        key = GroupKey(group.generation + 1, os.urandom(32))
+        now = clock.now_ms()
+        key = GroupKey(group.generation + 1, os.urandom(32), now)
         recipients = [parse_session_id(sid) for sid in members]
-        sealed = seal_keys(seed, key, recipients, clock.now_ms())
-        signer = storage_rpc.KeySigner(seed)
-        await self.swarm.store(
-            group.account, sealed, ttl_ms=TTL_MS, namespace=NS_KEYS, identity=signer
-        )
-        group.keys[key.generation] = key
-        config = seal_config(seed, key, group.config)
-        await self.swarm.store(
-            group.account, config, ttl_ms=TTL_MS, namespace=NS_CONFIG, identity=signer
-        )
+        await self._store_as_group(group, seal_keys(seed, key, recipients, now), NS_KEYS)
+        group.add_key(key)
+        group.config.set_keyed(key.generation, now)
+        await self._store_config(group)
+
+    async def _store_config(self, group: Group) -> None:
+        """Store the config sealed with the current key, then delete the configs it replaces
+        (if that fails, they stay until their TTL: every member merges them all)."""
+        key = group.current_key()
+        seed = self._admin(group)
+        if key is None:
+            raise GroupActionError("no key of the group is held here")
+        digest = await self._store_as_group(group, seal_config(seed, key, group.config), NS_CONFIG)
+        replaced = sorted(group.config_hashes - {digest})
+        group.config_hashes = {digest}
+        if replaced:
+            try:
+                await self.swarm.delete(storage_rpc.KeySigner(seed), replaced)
+            except StoreError:
+                group.config_hashes.update(replaced)
 
     # --- members ------------------------------------------------------------------------------
 
     def join(self, invite: Invite) -> Group:
         """This device's view of a group it was invited to (nothing is read yet: :meth:`sync`)."""
-        subaccount = storage_rpc.Subaccount(
-            group_account(invite.group),
-            invite.token,
-            invite.token_signature,
-            Identity(invite.subaccount_seed),
-        )
-        return Group(invite.group, subaccount, invite.admin_seed)
+        return Group(invite)
 
     async def sync(self, group: Group) -> None:
         """Read the group's keys messages and config: the keys sealed to this identity, and the
-        config merged (configs and keys not signed by the group are ignored)."""
+        config merged (configs and keys not signed by the group are ignored). An admin then
+        rekeys if the members changed since the latest rekey."""
         for stored in await self.swarm.retrieve(
             group.subaccount, namespace=NS_KEYS, from_start=True
         ):
@@ -221,7 +448,8 @@ class Groups:
             except (GroupError, InvalidInputError):
                 continue
             if opened.key is not None:
-                group.keys[opened.generation] = opened.key
+                group.add_key(opened.key)
+        hashes = set()
         for stored in await self.swarm.retrieve(
             group.subaccount, namespace=NS_CONFIG, from_start=True
         ):
@@ -229,21 +457,51 @@ class Groups:
                 _, config = open_config(group.public_key, group.keys, _data(stored))
             except (GroupError, InvalidInputError):
                 continue
+            hashes.add(str(stored["hash"]))
             group.config.merge(config)
+        if hashes:
+            group.config_hashes = hashes
+        group.drop_old_keys(clock.now_ms())
+        if group.config.deleted[0]:
+            group.state = "deleted"
+        elif self.identity.session_id not in group.config.current_members() and hashes:
+            group.state = "removed" if group.state == "joined" else group.state
+        elif (
+            group.is_admin
+            and group.state == "joined"
+            and group.keys
+            and group.config.needs_rekey(group.generation)
+        ):
+            await self._rekey(group)
 
-    async def send(self, group: Group, text: str) -> str:
+    async def send(
+        self,
+        group: Group,
+        text: str,
+        *,
+        name: str | None = None,
+        disappear: tuple[str, int] | None = None,
+    ) -> str:
         """Send ``text`` to the group under its latest generation; the stored hash."""
+        content = Content.text(text, clock.now_ms(), name=name, disappear=disappear)
+        ttl = min(TTL_MS, disappear[1]) if disappear and disappear[0] == "after_send" else TTL_MS
+        return await self.send_content(group, content, ttl_ms=ttl)
+
+    async def send_content(self, group: Group, content: Content, *, ttl_ms: int = TTL_MS) -> str:
+        """Send any content (a text, an unsend, a leave) to the group; the stored hash."""
+        if group.state != "joined":
+            raise GroupActionError(f"this account has {group.state} the group")
         if not group.keys:
             await self.sync(group)
-        if not group.keys:
+        key = group.current_key()
+        if key is None:
             raise GroupActionError("no keys message of the group is sealed to this member")
-        key = group.keys[group.generation]
-        sealed = seal_message(group.public_key, key, self.identity.seed, pad(text.encode()))
+        sealed = seal_message(group.public_key, key, self.identity.seed, encode_content(content))
         try:
             answer = await self.swarm.store(
                 group.account,
                 sealed,
-                ttl_ms=TTL_MS,
+                ttl_ms=ttl_ms,
                 namespace=NS_MESSAGES,
                 identity=group.subaccount,
             )
@@ -251,10 +509,19 @@ class Groups:
             raise GroupActionError(f"the group's swarm did not take the message: {exc}") from exc
         return str(answer["hash"])
 
+    async def leave(self, group: Group) -> None:
+        """Leave the group: the admins are told (a ``leave`` message; the next admin to read it
+        removes this member and rekeys) and this device stops reading it."""
+        await self.send_content(group, Content.control("leave", clock.now_ms()))
+        group.state = "left"
+
     async def fetch(self, group: Group) -> list[GroupMessage]:
         """The group's new messages this device can read, oldest first, from members of the
-        config (others, and what does not open, are dropped)."""
+        config (others, and what does not open, are dropped). An admin removes a member whose
+        ``leave`` it reads."""
         await self.sync(group)
+        if group.state != "joined":
+            return []
         members = group.config.members
         out = []
         for stored in await self.swarm.retrieve(group.subaccount, namespace=NS_MESSAGES):
@@ -263,13 +530,18 @@ class Groups:
                 continue
             try:
                 opened = open_message(group.public_key, group.keys, _data(stored))
-                text = unpad(opened.padded_content).decode("utf-8")
-            except (GroupError, InvalidInputError, UnicodeDecodeError):
+                content = decode_content(opened.padded_content)
+            except (GroupError, InvalidInputError, ContentError):
                 continue
-            if opened.sender not in members:
+            if opened.sender not in members or content.kind not in ("text", "unsend", "leave"):
                 continue
-            group.seen.add(digest)
-            out.append(GroupMessage(opened.sender, text, digest, opened.generation))
+            group.mark_seen(digest)
+            out.append(GroupMessage(opened.sender, content, digest, opened.generation))
+        if group.is_admin:
+            for message in out:
+                leaving = message.sender
+                if message.content.kind == "leave" and leaving in group.config.current_members():
+                    await self.remove(group, leaving)
         return out
 
 

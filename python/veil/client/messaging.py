@@ -42,6 +42,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from veil.client.account import AccountConfig, Book, Device, Entry
+from veil.client.group_messaging import MessengerGroups, is_group_id
 from veil.client.network import NetworkError
 from veil.client.swarm import StoreError, SwarmClient
 from veil.client.terminal import printable
@@ -49,7 +50,13 @@ from veil.clock import now_ms
 from veil.crypto import decrypt_incoming, encrypt_for_recipient
 from veil.errors import DecryptionError, InvalidInputError
 from veil.identity import Identity
-from veil.protocol.content import Content, ContentError, decode_content, encode_content
+from veil.protocol.content import (
+    GROUP_KINDS,
+    Content,
+    ContentError,
+    decode_content,
+    encode_content,
+)
 from veil.session_id import parse_session_id
 
 __all__ = [
@@ -85,7 +92,9 @@ class Received:
     """Something new in a conversation, from a fetch."""
 
     kind: str
-    """``text``, ``accept`` (the peer accepted our request) or ``unsend`` (``ref`` taken back)."""
+    """``text``, ``accept`` (the peer accepted our request), ``unsend`` (``ref`` taken back);
+    in groups also ``leave`` (the sender left), ``group_invite``, ``group_admin`` (this account
+    was made an admin), ``group_removed`` and ``group_deleted``."""
     peer: str
     """The other side of the conversation."""
     sender: str
@@ -101,6 +110,9 @@ class Received:
     """From someone who is not a contact yet: held as a message request."""
     disappear: tuple[str, int] | None = None
     ref: bytes | None = None
+    group: str | None = None
+    """The group's account, for what happened in a group (``peer`` is then the group too),
+    and for an invitation to one (``peer`` is the inviter)."""
 
 
 class Messenger:
@@ -135,6 +147,7 @@ class Messenger:
         if name is not None and self.book.config.name != name:
             self.book.config.set_name(name, now_ms())
             self.config_dirty = True
+        self.groups = MessengerGroups(self)
 
     # --- what the device holds ----------------------------------------------------------------
 
@@ -171,6 +184,7 @@ class Messenger:
         if self._swarm is not None:
             self.book.cursors = self._swarm.export_cursors()
         self.book.seen = list(self._seen)[-SEEN_KEPT:]
+        self.groups.save()
         return self.book
 
     def conversation(self, peer: str) -> list[Entry]:
@@ -187,10 +201,15 @@ class Messenger:
         return {
             sid: entries
             for sid, entries in self.book.conversations.items()
-            if self.config.contact(sid) is None and any(not e.outgoing for e in entries)
+            if not is_group_id(sid)
+            and self.config.contact(sid) is None
+            and any(not e.outgoing for e in entries)
         }
 
     def peer_name(self, peer: str) -> str | None:
+        if is_group_id(peer):
+            group = self.groups.groups.get(peer)
+            return group.name if group else None
         for entry in reversed(self.book.conversations.get(peer, [])):
             if not entry.outgoing and entry.name:
                 return entry.name
@@ -293,22 +312,25 @@ class Messenger:
     ) -> bytes:
         """Send ``text``; returns the message's content id.
 
+        ``recipient_session_id`` may be a group's account (``03…``) this account is in.
+
         Raises :class:`~veil.errors.InvalidSessionIdError` for a malformed Session ID,
         :class:`BlockedContactError` for a blocked one, and the network's errors if the message
         was not stored (then nothing was recorded as sent)."""
+        if disappear is not None and disappear[1] < self.min_ttl_ms:
+            raise InvalidInputError(
+                f"a disappearing message lives at least {self.min_ttl_ms // 1000} seconds"
+            )
+        if is_group_id(recipient_session_id):
+            return await self.groups.send_text(recipient_session_id, text, disappear=disappear)
         parse_session_id(recipient_session_id)
         if self.config.contact(recipient_session_id) == "blocked":
             raise BlockedContactError(
                 f"{recipient_session_id} is blocked; `veil accept` it to write again"
             )
         ttl = self.ttl_ms
-        if disappear is not None:
-            if disappear[1] < self.min_ttl_ms:
-                raise InvalidInputError(
-                    f"a disappearing message lives at least {self.min_ttl_ms // 1000} seconds"
-                )
-            if disappear[0] == "after_send":
-                ttl = min(ttl, disappear[1])
+        if disappear is not None and disappear[0] == "after_send":
+            ttl = min(ttl, disappear[1])
         now = now_ms()
         content = Content.text(text, now, name=self.name, disappear=disappear)
         await self._send_content(recipient_session_id, content, ttl_ms=ttl)
@@ -335,7 +357,11 @@ class Messenger:
         return content.id
 
     async def unsend(self, peer: str, message_id: bytes) -> None:
-        """Take back a message sent to ``peer``: its devices and ours drop it."""
+        """Take back a message sent to ``peer`` (a Session ID or a group's account): its devices
+        and ours drop it."""
+        if is_group_id(peer):
+            await self.groups.unsend(peer, message_id)
+            return
         parse_session_id(peer)
         content = Content.control("unsend", now_ms(), ref=message_id)
         await self._send_content(peer, content, ttl_ms=self.ttl_ms)
@@ -382,6 +408,7 @@ class Messenger:
             self.book.pending[str(message["hash"])] = reached
             self.book.received_to_ms = max(self.book.received_to_ms, reached)
         received = self.ingest(messages)
+        received += await self.groups.fetch()
         self._advance_mark(started)
         if self.persist is not None:
             self.persist(self.save())  # kept on this device before anything leaves the swarm
@@ -431,6 +458,9 @@ class Messenger:
         state = self.config.contact(peer)
         if state == "blocked" and not outgoing:
             return None
+        if content.kind in GROUP_KINDS or content.kind == "leave":
+            # A leave belongs in a group, and a notice is never sent to oneself.
+            return None if outgoing else self._take_group_notice(content, sender, digest)
         content = dataclasses.replace(
             content,
             body=printable(content.body),
@@ -472,6 +502,24 @@ class Messenger:
             request=not outgoing and state is None,
             disappear=content.disappear,
             ref=content.ref,
+        )
+
+    def _take_group_notice(self, content: Content, sender: str, digest: str) -> Received | None:
+        """An invitation to a group, or a notice of removal from one, from ``sender``."""
+        shown = self.groups.take_direct(content, sender)
+        if shown is None:
+            return None
+        return Received(
+            kind=shown["kind"],
+            peer=shown["peer"],
+            sender=sender,
+            body=printable(shown["body"], one_line=True),
+            sent_ms=content.sent_ms,
+            name=printable(content.name, one_line=True) if content.name else None,
+            hash=digest,
+            id=content.id,
+            request=self.config.contact(sender) is None,
+            group=shown.get("group", shown["peer"]),
         )
 
     # --- the account's config and pickup deletion ---------------------------------------------
@@ -520,6 +568,7 @@ class Messenger:
             newest = max(newest, int(message.get("timestamp", 0)))
         self.book.config_hashes = hashes
         self._register_device()
+        self.groups.reconcile()
         # One config in the swarm, refreshed before it expires (or stored again if it has).
         if len(hashes) != 1 or newest < now_ms() - self.ttl_ms // 2:
             self.config_dirty = True

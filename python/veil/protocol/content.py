@@ -12,6 +12,7 @@ content = msgpack map {
     "ref": bytes (16),            "unsend": the id of the message taken back
     "dis": [mode, ttl_ms],        optional: disappearing ("after_send" | "after_read")
     "config": map,                "config": the account's settings (veil.client.account)
+    "group": map,                 "group_invite", "group_removed": see veil.client.groups
 }
 padded  = content ‖ 0x80 ‖ 0x00 … 0x00     (ISO/IEC 7816-4), to the next size bucket
 buckets = 256, 512, 1024, 2048, 4096, 8192, 16384, 32768, 65536 bytes (then multiples of 64 KiB)
@@ -20,6 +21,9 @@ buckets = 256, 512, 1024, 2048, 4096, 8192, 16384, 32768, 65536 bytes (then mult
 Kinds: ``text`` (a message), ``accept`` (the sender accepted the recipient's message request),
 ``unsend`` (take back message ``ref``), and, only between the devices of one account (the sender is
 the recipient), ``sent`` (a transcript of a message this account sent to ``to``) and ``config``.
+Closed groups add ``group_invite`` (an admin invites the recipient, or makes it an admin),
+``group_removed`` (an admin tells a member it was removed), both 1:1, and ``leave`` (a member
+leaves; inside a group message). A group message's content is this same format.
 
 Padding to a few sizes means a message's length tells an observer (a node holding it) little
 about what it says. Unknown fields are ignored, so later versions can add some; a newer ``v`` is
@@ -39,6 +43,7 @@ from veil.errors import InvalidInputError
 __all__ = [
     "BUCKETS",
     "DISAPPEAR_MODES",
+    "GROUP_KINDS",
     "KINDS",
     "Content",
     "ContentError",
@@ -51,7 +56,11 @@ __all__ = [
 VERSION = 1
 BUCKETS = (256, 512, 1024, 2048, 4096, 8192, 16384, 32768, 65536)
 MAX_CONTENT = 60 * 1024  # leaves room for the Session Protocol's 144 bytes in a 76,800-byte store
-KINDS = frozenset({"text", "accept", "unsend", "sent", "config"})
+KINDS = frozenset(
+    {"text", "accept", "unsend", "sent", "config", "group_invite", "group_removed", "leave"}
+)
+GROUP_KINDS = frozenset({"group_invite", "group_removed"})
+"""Kinds whose ``group`` field says which group and what the admin gives."""
 DISAPPEAR_MODES = frozenset({"after_send", "after_read"})
 
 
@@ -70,6 +79,7 @@ class Content:
     ref: bytes | None = None
     disappear: tuple[str, int] | None = None
     config: dict[str, Any] | None = None
+    group: dict[str, Any] | None = None
 
     @classmethod
     def text(
@@ -117,6 +127,7 @@ def encode_content(content: Content) -> bytes:
         "ref": content.ref,
         "dis": list(content.disappear) if content.disappear else None,
         "config": content.config,
+        "group": content.group,
     }
     fields.update((k, v) for k, v in optional.items() if v is not None)
     packed = msgpack.packb(fields, use_bin_type=True)
@@ -177,6 +188,9 @@ def decode_content(padded: bytes) -> Content:
     config = _optional(fields, "config", dict)
     if kind == "config" and config is None:
         raise ContentError("a config message holds no settings")
+    group = _optional(fields, "group", dict)
+    if kind in GROUP_KINDS and group is None:
+        raise ContentError("a group invitation or notice names no group")
     return Content(
         body=body,
         sent_ms=sent_ms,
@@ -187,4 +201,5 @@ def decode_content(padded: bytes) -> Content:
         ref=ref,
         disappear=_disappear(fields.get("dis")),
         config=config,
+        group=group,
     )

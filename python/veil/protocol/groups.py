@@ -41,7 +41,10 @@ config   = 0x01 ‖ generation (8) ‖ nonce (24) ‖ XChaCha20-Poly1305(group k
            aad = group public key ‖ generation ‖ "config", signature (64) ‖ JSON)
 JSON     = {"name": [text | null, changed_ms], "description": [text | null, changed_ms],
             "members": {session_id: ["admin" | "member", removed, changed_ms], ...},
-            "deleted": [bool, changed_ms]}      (keys sorted, no spaces)
+            "deleted": [bool, changed_ms],
+            "keyed": [generation, members digest, changed_ms]}   (keys sorted, no spaces)
+members digest = hex of BLAKE2b-128(key = "veil-group-mset", the members' Session IDs sorted,
+                 joined by ",") — the members the latest rekey was sealed to
 signature = Ed25519 by the group key over "veil-group-config-v1" ‖ group public key ‖ JSON
 ```
 
@@ -62,7 +65,7 @@ from __future__ import annotations
 
 import secrets
 import struct
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -81,14 +84,18 @@ __all__ = [
     "GroupConfig",
     "GroupError",
     "GroupKey",
+    "Keys",
     "OpenedMessage",
     "group_account",
+    "members_digest",
     "open_config",
     "open_keys",
     "open_message",
     "seal_config",
     "seal_keys",
     "seal_message",
+    "sign_removal",
+    "verify_removal",
 ]
 
 GROUP_PREFIX = 0x03
@@ -108,6 +115,7 @@ _KEYS_CONTEXT = b"veil-group-keys-v1"
 _ENTRY_KDF_KEY = b"veil-group-keys1"
 _MESSAGE_CONTEXT = b"veil-group-msg-v1"
 _CONFIG_CONTEXT = b"veil-group-config-v1"
+_REMOVED_CONTEXT = b"veil-group-removed-v1"
 ROLES = ("admin", "member")
 MAX_TEXT = 1000
 """Longest group name or description, in characters."""
@@ -125,9 +133,23 @@ class GroupKey:
 
     generation: int
     key: bytes
+    created_ms: int = 0
+    """When its keys message was made (the retention window counts from it)."""
 
     def __repr__(self) -> str:  # never the key
         return f"GroupKey(generation={self.generation})"
+
+
+Keys = Mapping[int, "GroupKey | Sequence[GroupKey]"]
+"""The keys a member holds, by generation: one, or several when two admins rekeyed at once and
+made two keys of the same generation (each opens what was sealed with it)."""
+
+
+def _candidates(keys: Keys, generation: int) -> Sequence[GroupKey]:
+    held = keys.get(generation)
+    if held is None:
+        return ()
+    return (held,) if isinstance(held, GroupKey) else held
 
 
 def group_account(group_public_key: bytes) -> str:
@@ -215,7 +237,7 @@ def open_keys(group_public_key: bytes, member_x25519_secret: bytes, message: obj
             key = _core.xchacha20poly1305_decrypt(k, _NONCE0, body[start : start + _ENTRY_LEN], aad)
         except DecryptionError:
             continue
-        return OpenedKeys(generation, created_ms, GroupKey(generation, key))
+        return OpenedKeys(generation, created_ms, GroupKey(generation, key, created_ms))
     return OpenedKeys(generation, created_ms, None)
 
 
@@ -245,22 +267,29 @@ class OpenedMessage:
     padded_content: bytes
 
 
-def open_message(
-    group_public_key: bytes, keys: Mapping[int, GroupKey], message: object
-) -> OpenedMessage:
+def _decrypt(
+    candidates: Sequence[GroupKey], nonce: bytes, sealed: bytes, aad: bytes
+) -> bytes | None:
+    for key in candidates:
+        try:
+            return _core.xchacha20poly1305_decrypt(key.key, nonce, sealed, aad)
+        except DecryptionError:
+            continue
+    return None
+
+
+def open_message(group_public_key: bytes, keys: Keys, message: object) -> OpenedMessage:
     """Decrypt a group message with the key of its generation (from ``keys``) and verify its
     sender's signature; :class:`GroupError` otherwise (no key held for it included)."""
     if not isinstance(message, bytes) or len(message) < _MSG_HEAD.size + 16 + 96:
         raise GroupError("not a message of this group that this member can read")
     version, generation, nonce = _MSG_HEAD.unpack_from(message)
-    key = keys.get(generation)
-    if version != VERSION or key is None:
+    if version != VERSION:
         raise GroupError("not a message of this group that this member can read")
     aad = group_public_key + _GEN.pack(generation)
-    try:
-        plaintext = _core.xchacha20poly1305_decrypt(key.key, nonce, message[_MSG_HEAD.size :], aad)
-    except DecryptionError:
-        raise GroupError("not a message of this group that this member can read") from None
+    plaintext = _decrypt(_candidates(keys, generation), nonce, message[_MSG_HEAD.size :], aad)
+    if plaintext is None:
+        raise GroupError("not a message of this group that this member can read")
     sender, signature, padded = plaintext[:32], plaintext[32:96], plaintext[96:]
     signed = _MESSAGE_CONTEXT + group_public_key + _GEN.pack(generation) + padded
     try:
@@ -292,6 +321,10 @@ class GroupConfig:
     description: list[Any] = field(default_factory=lambda: [None, 0])
     members: dict[str, list[Any]] = field(default_factory=dict)
     deleted: list[Any] = field(default_factory=lambda: [False, 0])
+    keyed: list[Any] = field(default_factory=lambda: [0, "", 0])
+    """[generation, :func:`members_digest` of the members it was sealed to, changed_ms]: the
+    latest rekey, so that an admin who finds the members changed since (another admin's
+    concurrent change, a leave) rekeys for the members as they are."""
 
     def set_name(self, name: str | None, now_ms: int) -> None:
         self.name = [_text(name), now_ms]
@@ -308,6 +341,21 @@ class GroupConfig:
     def mark_deleted(self, now_ms: int) -> None:
         self.deleted = [True, now_ms]
 
+    def set_keyed(self, generation: int, now_ms: int) -> None:
+        """Record a rekey for the current members."""
+        self.keyed = [generation, members_digest(self.current_members()), now_ms]
+
+    def needs_rekey(self, generation: int) -> bool:
+        """Whether the members are not those the latest rekey (``generation``, the newest this
+        member holds) was sealed to."""
+        keyed_generation, keyed_members = int(self.keyed[0]), str(self.keyed[1])
+        return keyed_generation != generation or keyed_members != members_digest(
+            self.current_members()
+        )
+
+    def admins(self) -> list[str]:
+        return sorted(sid for sid, role in self.current_members().items() if role == "admin")
+
     def current_members(self) -> dict[str, str]:
         """Session ID → role of every member not removed."""
         return {sid: entry[0] for sid, entry in self.members.items() if not entry[1]}
@@ -318,6 +366,7 @@ class GroupConfig:
         self.name = _later(self.name, other.name)
         self.description = _later(self.description, other.description)
         self.deleted = _later(self.deleted, other.deleted)
+        self.keyed = _later(self.keyed, other.keyed)
         for sid, entry in other.members.items():
             mine = self.members.get(sid)
             self.members[sid] = entry if mine is None else _later(mine, entry)
@@ -329,6 +378,7 @@ class GroupConfig:
             "description": list(self.description),
             "members": {sid: list(entry) for sid, entry in sorted(self.members.items())},
             "deleted": list(self.deleted),
+            "keyed": list(self.keyed),
         }
 
     @classmethod
@@ -339,6 +389,7 @@ class GroupConfig:
             "description",
             "members",
             "deleted",
+            "keyed",
         }:
             raise GroupError("not a config of this group")
         members = value["members"]
@@ -348,6 +399,7 @@ class GroupConfig:
             name=_text_entry(value["name"]),
             description=_text_entry(value["description"]),
             deleted=_flag_entry(value["deleted"]),
+            keyed=_keyed_entry(value["keyed"]),
         )
         for sid, entry in members.items():
             if not _is_session_id(sid) or not isinstance(entry, list) or len(entry) != 3:
@@ -391,6 +443,24 @@ def _flag_entry(value: object) -> list[Any]:
     return [value[0], value[1]]
 
 
+def _keyed_entry(value: object) -> list[Any]:
+    if (
+        not isinstance(value, list)
+        or len(value) != 3
+        or not _is_ms(value[0])
+        or not isinstance(value[1], str)
+        or len(value[1]) > 32
+        or not _is_ms(value[2])
+    ):
+        raise GroupError("not a config of this group")
+    return [value[0], value[1], value[2]]
+
+
+def members_digest(members: Iterable[str]) -> str:
+    """16 bytes (hex) naming a set of Session IDs."""
+    return _core.blake2b(",".join(sorted(members)).encode(), 16, b"veil-group-mset").hex()
+
+
 _HEX = frozenset("0123456789abcdef")
 
 
@@ -421,23 +491,19 @@ def seal_config(group_seed: bytes, key: GroupKey, config: GroupConfig) -> bytes:
     return _MSG_HEAD.pack(VERSION, key.generation, nonce) + sealed
 
 
-def open_config(
-    group_public_key: bytes, keys: Mapping[int, GroupKey], message: object
-) -> tuple[int, GroupConfig]:
+def open_config(group_public_key: bytes, keys: Keys, message: object) -> tuple[int, GroupConfig]:
     """(generation, config) of a sealed config signed by the group; :class:`GroupError`
     otherwise."""
     refused = GroupError("not a config of this group that this member can read")
     if not isinstance(message, bytes) or len(message) < _MSG_HEAD.size + 16 + 64:
         raise refused
     version, generation, nonce = _MSG_HEAD.unpack_from(message)
-    key = keys.get(generation)
-    if version != VERSION or key is None:
+    if version != VERSION:
         raise refused
     aad = group_public_key + _GEN.pack(generation) + b"config"
-    try:
-        plaintext = _core.xchacha20poly1305_decrypt(key.key, nonce, message[_MSG_HEAD.size :], aad)
-    except DecryptionError:
-        raise refused from None
+    plaintext = _decrypt(_candidates(keys, generation), nonce, message[_MSG_HEAD.size :], aad)
+    if plaintext is None:
+        raise refused
     signature, body = plaintext[:64], plaintext[64:]
     if not _core.ed25519_verify(
         group_public_key, _CONFIG_CONTEXT + group_public_key + body, signature
@@ -448,3 +514,25 @@ def open_config(
     except orjson.JSONDecodeError:
         raise refused from None
     return generation, GroupConfig.from_wire(value)
+
+
+# --- the notice to a removed member --------------------------------------------------------------
+
+
+def sign_removal(group_seed: bytes, member: str) -> bytes:
+    """The group key's signature that ``member`` (a Session ID) was removed: what an admin sends
+    the removed member (by 1:1 message), who can no longer read the group's config to learn it."""
+    _session_id(member)
+    group = _core.ed25519_public_key(group_seed)
+    return _core.ed25519_sign(group_seed, _REMOVED_CONTEXT + group + member.encode())
+
+
+def verify_removal(group_public_key: bytes, member: str, signature: object) -> bool:
+    if not isinstance(signature, bytes) or len(signature) != 64 or not _is_session_id(member):
+        return False
+    try:
+        return _core.ed25519_verify(
+            group_public_key, _REMOVED_CONTEXT + group_public_key + member.encode(), signature
+        )
+    except InvalidKeyError:
+        return False

@@ -48,6 +48,29 @@ def test_messages_of_similar_length_look_alike() -> None:
         pad(msgpack.packb({"v": 1, "id": bytes(15), "sent_ms": 0, "body": ""})),
         pad(msgpack.packb({"v": 1, "id": bytes(16), "sent_ms": "0", "body": ""})),
         pad(msgpack.packb([1, 2, 3])),
+        # a group invitation or removal notice that names no group, or a group that is no map
+        pad(
+            msgpack.packb(
+                {"v": 1, "id": bytes(16), "sent_ms": 0, "body": "", "kind": "group_invite"}
+            )
+        ),
+        pad(
+            msgpack.packb(
+                {"v": 1, "id": bytes(16), "sent_ms": 0, "body": "", "kind": "group_removed"}
+            )
+        ),
+        pad(
+            msgpack.packb(
+                {
+                    "v": 1,
+                    "id": bytes(16),
+                    "sent_ms": 0,
+                    "body": "",
+                    "kind": "group_invite",
+                    "group": [1],
+                }
+            )
+        ),
     ],
 )
 def test_malformed_content_is_a_content_error(padded: bytes) -> None:
@@ -58,3 +81,10 @@ def test_malformed_content_is_a_content_error(padded: bytes) -> None:
 def test_oversized_content_is_refused_before_sending() -> None:
     with pytest.raises(ContentError):
         encode_content(Content.text("x" * 70_000, 0))
+
+
+def test_group_fields_round_trip() -> None:
+    content = Content.control("group_invite", 5, group={"pk": bytes(32), "name": "g"})
+    assert decode_content(encode_content(content)) == content
+    leave = Content.control("leave", 6)
+    assert decode_content(encode_content(leave)).kind == "leave"

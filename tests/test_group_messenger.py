@@ -16,10 +16,11 @@ import pytest
 from client_helpers import directory_of
 from node_helpers import StubAuthorities, run, start_network
 from veil.client.account import Book
-from veil.client.groups import GroupActionError
+from veil.client.groups import GroupActionError, Invite, member_subaccount
 from veil.client.messaging import Messenger
 from veil.client.network import NetworkClient
 from veil.client.swarm import SwarmClient
+from veil.errors import InvalidInputError
 from veil.identity import Identity
 from veil.node.config import Limits, NetworkSettings
 from veil.protocol.content import Content
@@ -265,3 +266,37 @@ def test_two_admins_changing_the_group_at_once_converge(tmp_path: Path) -> None:
             assert bob.session_id not in ga.config.current_members()
 
     run(main())
+
+
+def test_damaged_saved_groups_and_hostile_config_entries_are_left_out() -> None:
+    alice = Identity.generate()
+    seed = bytes(range(32))
+    good = Invite(*_invite_fields(seed, alice.session_id))
+    book = Book()
+    book.groups = {
+        "03" + "a" * 64: {"invite": {"pk": "zz"}},
+        good.account: {"invite": good.to_json(), "keys": 5},
+        "03" + "d" * 64: {"invite": good.to_json(), "keys": {"1": [["zz", 0]]}},
+    }
+    # The account config (as another device, or a damaged store, might have it): an entry whose
+    # invitation does not prove itself, one filed under another group's id, and a good one.
+    forged = dict(good.to_json(), tsig="00" * 64)
+    book.config.groups = {
+        "03" + "b" * 64: (True, 1, forged),
+        "03" + "c" * 64: (True, 1, good.to_json()),
+        good.account: (True, 1, good.to_json()),
+    }
+    messenger = Messenger(alice, None, book=book)
+    assert messenger.groups.groups == {}  # both saved groups were damaged
+    messenger.groups.reconcile()
+    assert list(messenger.groups.groups) == [good.account]
+    assert messenger.groups.find(good.account[:8]) == good.account
+    with pytest.raises(InvalidInputError):
+        messenger.groups.find("03")  # too short to name a group
+    with pytest.raises(InvalidInputError):
+        messenger.groups.find("03" + "b" * 64)  # not a group this device holds
+
+
+def _invite_fields(seed: bytes, member: str) -> tuple[bytes, str, bytes, bytes, bytes]:
+    sub, token, tsig = member_subaccount(seed, member)
+    return Identity(seed).ed25519_public_key, "g", sub, token, tsig

@@ -17,6 +17,8 @@ from nacl.encoding import RawEncoder
 from nacl.hash import blake2b
 from nacl.signing import VerifyKey
 
+from veil import _core
+from veil.client.groups import Invite, member_subaccount
 from veil.identity import Identity
 from veil.protocol.content import pad, unpad
 from veil.protocol.groups import (
@@ -26,12 +28,15 @@ from veil.protocol.groups import (
     GroupError,
     GroupKey,
     group_account,
+    members_digest,
     open_config,
     open_keys,
     open_message,
     seal_config,
     seal_keys,
     seal_message,
+    sign_removal,
+    verify_removal,
 )
 
 NOW = 1_700_000_000_000
@@ -207,32 +212,84 @@ def test_the_config_round_trips_sealed_and_only_the_group_key_signs_it() -> None
         open_config(group, {3: key}, seal_config(seed, key, config))
 
 
+K = [0, "", 0]
+
+
 @pytest.mark.parametrize(
     "wire",
     [
         [],
-        {"name": [None, 0], "description": [None, 0], "members": {}},
-        {"name": [None, -1], "description": [None, 0], "members": {}, "deleted": [False, 0]},
-        {"name": ["x" * 1001, 0], "description": [None, 0], "members": {}, "deleted": [False, 0]},
+        {"name": [None, 0], "description": [None, 0], "members": {}, "deleted": [False, 0]},
+        {
+            "name": [None, 0],
+            "description": [None, 0],
+            "members": {},
+            "deleted": [False, 0],
+            "keyed": [1, "ab"],
+        },
+        {
+            "name": [None, 0],
+            "description": [None, 0],
+            "members": {},
+            "deleted": [False, 0],
+            "keyed": [-1, "", 0],
+        },
+        {
+            "name": [None, 0],
+            "description": [None, 0],
+            "members": {},
+            "deleted": [False, 0],
+            "keyed": [1, "a" * 33, 0],
+        },
+        {
+            "name": [None, 0],
+            "description": [None, 0],
+            "members": {},
+            "deleted": [False, 0],
+            "keyed": [1, 5, 0],
+        },
+        {
+            "name": [None, -1],
+            "description": [None, 0],
+            "members": {},
+            "deleted": [False, 0],
+            "keyed": K,
+        },
+        {
+            "name": ["x" * 1001, 0],
+            "description": [None, 0],
+            "members": {},
+            "deleted": [False, 0],
+            "keyed": K,
+        },
         {
             "name": [None, 0],
             "description": [None, 0],
             "members": {"03" + "a" * 64: ["member", False, 0]},
             "deleted": [False, 0],
+            "keyed": K,
         },
         {
             "name": [None, 0],
             "description": [None, 0],
             "members": {"05" + "a" * 64: ["owner", False, 0]},
             "deleted": [False, 0],
+            "keyed": K,
         },
         {
             "name": [None, 0],
             "description": [None, 0],
             "members": {"05" + "a" * 64: ["member", 1, 0]},
             "deleted": [False, 0],
+            "keyed": K,
         },
-        {"name": [None, 0], "description": [None, 0], "members": {}, "deleted": ["yes", 0]},
+        {
+            "name": [None, 0],
+            "description": [None, 0],
+            "members": {},
+            "deleted": ["yes", 0],
+            "keyed": K,
+        },
     ],
 )
 def test_malformed_configs_are_refused(wire: object) -> None:
@@ -250,6 +307,7 @@ _edits = st.lists(
             st.integers(0, 9),
         ),
         st.tuples(st.just("delete"), st.none(), st.integers(0, 9)),
+        st.tuples(st.just("keyed"), st.integers(0, 3), st.integers(0, 9)),
     ),
     max_size=6,
 )
@@ -263,6 +321,8 @@ def _apply(edits: list[tuple[str, Any, int]]) -> GroupConfig:
         elif kind == "member":
             sid, role, removed = value
             config.set_member(sid, role, at, removed=removed)
+        elif kind == "keyed":
+            config.set_keyed(value, at)
         else:
             config.mark_deleted(at)
     return config
@@ -305,3 +365,104 @@ def merged_config(a: GroupConfig, b: GroupConfig) -> GroupConfig:
     out = GroupConfig.from_wire(a.wire())
     out.merge(b)
     return out
+
+
+# --- invitations, removal notices, rekey bookkeeping ---------------------------------------------
+
+
+def _invite_wire(seed: bytes, *, admin: bool = False) -> dict[str, Any]:
+    return member_invite_wire(seed, Identity.generate().session_id, admin=admin)
+
+
+def member_invite_wire(seed: bytes, member: str, *, admin: bool = False) -> dict[str, Any]:
+    sub, token, tsig = member_subaccount(seed, member)
+    wire: dict[str, Any] = {
+        "pk": Identity(seed).ed25519_public_key,
+        "name": "g",
+        "sub": sub,
+        "token": token,
+        "tsig": tsig,
+    }
+    if admin:
+        wire["admin"] = seed
+    return wire
+
+
+def test_an_invitation_is_taken_only_if_it_proves_itself() -> None:
+    seed, group = _group()
+    good = Invite.from_wire(_invite_wire(seed, admin=True))
+    assert (good.group, good.admin_seed, good.name) == (group, seed, "g")
+    assert Invite.from_json(good.to_json()) == good
+    assert seed.hex() not in repr(good)
+    other_seed, _ = _group()
+    bad_cases: list[dict[str, Any]] = []
+    wire = _invite_wire(seed)
+    for key in ("pk", "sub", "token", "tsig"):
+        for bad in (None, "text", b"", wire[key][:-1], wire[key] + b"\0"):
+            bad_cases.append({**wire, key: bad})
+    bad_cases += [
+        {**wire, "tsig": os.urandom(64)},  # not the group's signature
+        {**wire, "pk": Identity(other_seed).ed25519_public_key},  # another group's key
+        {**wire, "sub": os.urandom(32)},  # a token for another subaccount key
+        {**wire, "admin": other_seed},  # an admin seed that is not the group's
+        {**wire, "admin": b"short"},
+        {**wire, "name": "x" * 1001},
+        {**wire, "name": 7},
+        {
+            **wire,
+            "token": b"\x03\x0f\x00\x00" + wire["token"][4:],  # more flags than a member gets
+            "tsig": _core.ed25519_sign(seed, b"\x03\x0f\x00\x00" + wire["token"][4:]),
+        },
+    ]
+    for case in bad_cases:
+        with pytest.raises(GroupError, match=r"^not an invitation to a group$"):
+            Invite.from_wire(case)
+    for junk in (None, [], "x", {"pk": 1}):
+        with pytest.raises(GroupError):
+            Invite.from_wire(junk)
+    with pytest.raises(GroupError):
+        Invite.from_json({"pk": "zz"})
+
+
+def test_a_removal_notice_verifies_only_for_its_member_and_group() -> None:
+    seed, group = _group()
+    bob, carol = (Identity.generate().session_id for _ in range(2))
+    signature = sign_removal(seed, bob)
+    assert verify_removal(group, bob, signature)
+    assert not verify_removal(group, carol, signature)
+    assert not verify_removal(_group()[1], bob, signature)
+    for junk in (None, b"", signature[:-1], bytes(64), "text"):
+        assert not verify_removal(group, bob, junk)
+    assert not verify_removal(group, "05zz", signature)
+    assert not verify_removal(b"\0" * 31, bob, signature)
+
+
+def test_the_config_says_when_the_members_changed_since_the_latest_rekey() -> None:
+    alice, bob, carol = (Identity.generate().session_id for _ in range(3))
+    config = GroupConfig()
+    config.set_member(alice, "admin", NOW)
+    config.set_member(bob, "member", NOW)
+    assert config.needs_rekey(1)  # never rekeyed
+    config.set_keyed(1, NOW)
+    assert not config.needs_rekey(1)
+    assert config.needs_rekey(2)  # a newer generation than the config records
+    config.set_member(bob, "admin", NOW + 1)  # a promotion is no membership change
+    assert not config.needs_rekey(1)
+    config.set_member(carol, "member", NOW + 2)
+    assert config.needs_rekey(1)
+    assert members_digest([alice, bob]) == members_digest([bob, alice])
+
+
+def test_two_keys_of_one_generation_each_open_what_they_sealed() -> None:
+    seed, group = _group()
+    sender = Identity.generate()
+    first, second = GroupKey(2, os.urandom(32), NOW), GroupKey(2, os.urandom(32), NOW + 1)
+    by_first = seal_message(group, first, sender.seed, pad(b"one"))
+    by_second = seal_message(group, second, sender.seed, pad(b"two"))
+    both = {2: [second, first]}
+    assert unpad(open_message(group, both, by_first).padded_content) == b"one"
+    assert unpad(open_message(group, both, by_second).padded_content) == b"two"
+    with pytest.raises(GroupError):
+        open_message(group, {2: [first]}, by_second)
+    config = seal_config(seed, second, GroupConfig())
+    assert open_config(group, both, config)[0] == 2

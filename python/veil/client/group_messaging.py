@@ -62,7 +62,7 @@ class MessengerGroups:
         for account, saved in messenger.book.groups.items():
             try:
                 self.groups[account] = Group.from_json(saved)
-            except (GroupError, InvalidInputError, TypeError, ValueError, KeyError):
+            except (InvalidInputError, TypeError, ValueError, KeyError, AttributeError):
                 log.warning("a saved group could not be read; it is left out")
 
     @property

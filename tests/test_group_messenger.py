@@ -113,6 +113,25 @@ def test_an_invitation_waits_for_accept_then_the_group_talks_on_every_device(
             await a.send_text(gid, "still here?")
             assert [e.body for e in await b1_again.fetch() if e.kind == "text"] == ["still here?"]
 
+            # Alice's second device is in the group as its admin, from the account's config.
+            a2 = await device(alice)
+            await a2.fetch()
+            assert a2.groups.get(gid).is_admin
+            assert [e.body for e in a2.conversation(gid)][-1] == "still here?"
+            # From it she removes Carol: the others see it; Carol keeps her history, is told,
+            # and reads nothing sent after.
+            await a2.groups.remove(gid, carol.session_id)
+            await a2.send_text(gid, "after carol")
+            events = await b1.fetch()
+            assert ("member_removed", carol.session_id) in [(e.kind, e.sender) for e in events]
+            assert [e.body for e in b1.conversation(gid)][-1] == "after carol"
+            events = await c.fetch()
+            assert ("group_removed", gid) in [(e.kind, e.peer) for e in events]
+            bodies = [e.body for e in c.conversation(gid)]
+            assert "welcome" in bodies
+            assert "after carol" not in bodies
+            assert c.groups.joined() == {}
+
     run(main())
 
 

@@ -237,6 +237,7 @@ def test_a_closed_group_from_the_command_line(tmp_path: Path, seeds: list[str]) 
     assert "after carol" not in carol_history
     bob_inbox = _ok("inbox", "--home", str(bob), *net)
     assert "after carol" in bob_inbox
+    assert f"{c_id} (Carol) was removed from the group" in bob_inbox
     assert "carol here" in bob_inbox
     assert "2 member(s)" in _ok("groups", "--home", str(alice), *net)
 

@@ -62,6 +62,8 @@ class Chat:
         name = "you" if event.outgoing else (event.name or event.sender[:10])
         said = {
             "leave": f"{name} left the group",
+            "member_added": f"{event.sender[:10]} joined the group",
+            "member_removed": f"{event.sender[:10]} was removed from the group",
             "accept": f"{name} accepted your message request",
             "unsend": f"{name} took a message back",
             **NOTICES,

@@ -508,9 +508,14 @@ def _inbox(args: argparse.Namespace) -> int:
 
 def _print_group_news(messenger: Messenger, events: list[Received]) -> bool:
     """Each group's unread messages (and who left) under the group's name; whether any."""
+    said = {
+        "leave": "left the group",
+        "member_added": "was added to the group",
+        "member_removed": "was removed from the group",
+    }
     left: dict[str, list[Received]] = {}
     for event in events:
-        if event.kind == "leave" and event.group is not None:
+        if event.kind in said and event.group is not None:
             left.setdefault(event.group, []).append(event)
     shown = False
     for account, group in messenger.groups.joined().items():
@@ -524,7 +529,10 @@ def _print_group_news(messenger: Messenger, events: list[Received]) -> bool:
             for e in entries
         ]
         lines += [
-            (e.sent_ms, f"{_when(e.sent_ms)}  {_who(messenger, e.sender)} left the group")
+            (
+                e.sent_ms,
+                f"{_when(e.sent_ms)}  {_member(messenger, account, e.sender)} {said[e.kind]}",
+            )
             for e in left.get(account, [])
         ]
         for _, line in sorted(lines):
@@ -783,6 +791,13 @@ def _target(messenger: Messenger, text: str) -> str:
     return _group_of(messenger, text) if text.strip().startswith("03") else _parse_peer(text)
 
 
+def _member(messenger: Messenger, account: str, session_id: str) -> str:
+    """A member's Session ID and the latest name it wrote under in the group (or 1:1)."""
+    names = [e.name for e in messenger.conversation(account) if e.sender == session_id and e.name]
+    name = names[-1] if names else messenger.peer_name(session_id)
+    return session_id + (f" ({name})" if name else "")
+
+
 def _print_group(messenger: Messenger, account: str) -> None:
     group = messenger.groups.get(account)
     print(f"{account}  {group.name or '(no name)'}")
@@ -792,11 +807,9 @@ def _print_group(messenger: Messenger, account: str) -> None:
     if description:
         print(f"    {description}")
     members = group.config.current_members()
-    names = {e.sender: e.name for e in messenger.conversation(account) if e.sender and e.name}
     for sid, role in sorted(members.items(), key=lambda m: (m[1] != "admin", m[0])):
-        name = names.get(sid) or messenger.peer_name(sid)
-        shown = sid + (f" ({name})" if name else "") + ("  (you)" if sid == messenger.me else "")
-        print(f"  {role:<6}  {shown}")
+        you = "  (you)" if sid == messenger.me else ""
+        print(f"  {role:<6}  {_member(messenger, account, sid)}{you}")
     role = members.get(messenger.me, "not a member")
     keys = "holds the group's key" if group.is_admin else "no admin key on this device"
     print(f"your role: {role}; {keys}; key generation {group.generation}")

@@ -300,6 +300,7 @@ class MessengerGroups:
         now is left for the next fetch."""
         events: list[Received] = []
         for account, group in self.joined().items():
+            before = set(group.config.current_members())
             try:
                 messages = await self.api.fetch(group)
             except (NetworkError, StoreError, GroupActionError) as exc:
@@ -309,16 +310,22 @@ class MessengerGroups:
                 self._record(group, joined=False)
                 events.append(self._notice(group, f"group_{group.state}"))
                 continue
+            after = set(group.config.current_members())
+            if before:  # not on the first read of a group: every member would be news
+                events += [self._notice(group, "member_added", s) for s in sorted(after - before)]
+                events += [self._notice(group, "member_removed", s) for s in sorted(before - after)]
             events.extend(e for e in (self._take(group, m) for m in messages) if e is not None)
         return events
 
-    def _notice(self, group: Group, kind: str) -> Received:
+    def _notice(self, group: Group, kind: str, member: str | None = None) -> Received:
+        """``group_removed``, ``group_deleted`` (this account's), or ``member_added`` and
+        ``member_removed`` (``member``, as the config now says)."""
         from veil.client.messaging import Received  # noqa: PLC0415  (a cycle otherwise)
 
         return Received(
             kind=kind,
             peer=group.account,
-            sender=self.m.me,
+            sender=member or self.m.me,
             body=group.name or "",
             sent_ms=now_ms(),
             name=None,

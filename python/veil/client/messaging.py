@@ -93,8 +93,9 @@ class Received:
 
     kind: str
     """``text``, ``accept`` (the peer accepted our request), ``unsend`` (``ref`` taken back);
-    in groups also ``leave`` (the sender left), ``group_invite``, ``group_admin`` (this account
-    was made an admin), ``group_removed`` and ``group_deleted``."""
+    in groups also ``leave`` (the sender left), ``member_added`` and ``member_removed`` (the
+    config now says so of ``sender``), ``group_invite``, ``group_admin`` (this account was made an
+    admin), ``group_removed`` and ``group_deleted``."""
     peer: str
     """The other side of the conversation."""
     sender: str

@@ -6,6 +6,8 @@ book saved and read back."""
 from __future__ import annotations
 
 import asyncio
+import base64
+import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -24,7 +26,15 @@ from veil.errors import InvalidInputError
 from veil.identity import Identity
 from veil.node.config import Limits, NetworkSettings
 from veil.protocol.content import Content
-from veil.protocol.groups import sign_removal
+from veil.protocol.groups import (
+    NS_CONFIG,
+    NS_KEYS,
+    GroupConfig,
+    GroupKey,
+    seal_config,
+    seal_keys,
+    sign_removal,
+)
 
 FAST = NetworkSettings(sync_interval_s=0.5, replication_timeout_s=2.0)
 LIMITS = Limits(min_ttl_ms=1_000)
@@ -319,3 +329,52 @@ def test_damaged_saved_groups_and_hostile_config_entries_are_left_out() -> None:
 def _invite_fields(seed: bytes, member: str) -> tuple[bytes, str, bytes, bytes, bytes]:
     sub, token, tsig = member_subaccount(seed, member)
     return Identity(seed).ed25519_public_key, "g", sub, token, tsig
+
+
+def test_a_members_forged_or_replayed_config_and_keys_change_nothing(tmp_path: Path) -> None:
+    """Bob is a member, not an admin: a config or keys message he signs with a key of his own,
+    stored with his subaccount, is ignored by everyone; an old config stored again (a replay)
+    loses to the newer one."""
+    alice, bob, carol = (Identity.generate() for _ in range(3))
+
+    async def main() -> None:
+        async with _people(tmp_path) as device:
+            a, b, c = [await device(p) for p in (alice, bob, carol)]
+            gid = (await a.groups.create("real name", [bob.session_id, carol.session_id])).account
+            for m in (b, c):
+                await m.fetch()
+                await m.groups.accept(gid)
+            gb = b.groups.get(gid)
+            first_config = [
+                base64.b64decode(stored["data"])
+                for stored in await b.swarm.retrieve(
+                    gb.subaccount, namespace=NS_CONFIG, from_start=True
+                )
+            ]
+            await a.groups.rename(gid, "renamed")
+            # Bob's forgeries: a config naming himself admin, a keys message with a key of his.
+            mine = os.urandom(32)
+            fake = GroupConfig.from_wire(gb.config.wire())
+            fake.set_name("bob's group", 2**62)
+            fake.set_member(bob.session_id, "admin", 2**62)
+            key = gb.current_key()
+            assert key is not None
+            forged_keys = seal_keys(
+                mine, GroupKey(99, os.urandom(32), 0), [bob.x25519_public_key], 0
+            )
+            for data, namespace in [
+                (seal_config(mine, key, fake), NS_CONFIG),
+                (forged_keys, NS_KEYS),
+                *[(old, NS_CONFIG) for old in first_config],  # the replay
+            ]:
+                await b.swarm.store(
+                    gid, data, ttl_ms=60_000, namespace=namespace, identity=gb.subaccount
+                )
+            for m in (a, c):
+                await m.fetch()
+                group = m.groups.get(gid)
+                assert group.name == "renamed"
+                assert group.config.current_members()[bob.session_id] == "member"
+                assert 99 not in group.keys
+
+    run(main())

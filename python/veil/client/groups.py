@@ -30,11 +30,13 @@ from __future__ import annotations
 
 import base64
 import itertools
+import logging
 import os
 from dataclasses import dataclass, field
 from typing import Any
 
 from veil import _core, clock
+from veil.client.network import NetworkError
 from veil.client.swarm import StoreError, SwarmClient
 from veil.errors import InvalidInputError, VeilError
 from veil.identity import Identity
@@ -73,6 +75,8 @@ TTL_MS = 14 * 24 * 3600 * 1000
 """How long a group's messages, keys and config are kept in its swarm."""
 KEY_RETENTION_MS = TTL_MS
 """How long a generation's key is kept after the next generation was made."""
+log = logging.getLogger("veil.client")
+
 MEMBER_FLAGS = storage_rpc.SUBACCOUNT_READ | storage_rpc.SUBACCOUNT_WRITE
 SEEN_KEPT = 5_000
 STATES = ("joined", "left", "removed", "deleted")
@@ -188,6 +192,9 @@ class Group:
     seen: dict[str, None] = field(default_factory=dict)
     state: str = "joined"
     config_hashes: set[str] = field(default_factory=set)
+    leaving: set[str] = field(default_factory=set)
+    """Members whose ``leave`` was read and who are still in the config (for an admin to
+    remove)."""
     _subaccount: storage_rpc.Subaccount | None = None
 
     @property
@@ -264,6 +271,7 @@ class Group:
             "seen": list(self.seen),
             "state": self.state,
             "config_hashes": sorted(self.config_hashes),
+            "leaving": sorted(self.leaving),
         }
 
     @classmethod
@@ -277,6 +285,7 @@ class Group:
         state = value.get("state")
         group.state = state if state in STATES else "joined"
         group.config_hashes = {str(h) for h in value.get("config_hashes") or []}
+        group.leaving = {str(m) for m in value.get("leaving") or []}
         return group
 
     def __repr__(self) -> str:
@@ -462,10 +471,11 @@ class Groups:
         if hashes:
             group.config_hashes = hashes
         group.drop_old_keys(clock.now_ms())
+        mine = group.config.members.get(self.identity.session_id)
         if group.config.deleted[0]:
             group.state = "deleted"
-        elif self.identity.session_id not in group.config.current_members() and hashes:
-            group.state = "removed" if group.state == "joined" else group.state
+        elif mine is not None and mine[1] and group.state == "joined":
+            group.state = "removed"  # (a config that does not list us yet is no removal)
         elif (
             group.is_admin
             and group.state == "joined"
@@ -537,12 +547,23 @@ class Groups:
                 continue
             group.mark_seen(digest)
             out.append(GroupMessage(opened.sender, content, digest, opened.generation))
-        if group.is_admin:
-            for message in out:
-                leaving = message.sender
-                if message.content.kind == "leave" and leaving in group.config.current_members():
-                    await self.remove(group, leaving)
+        group.leaving.update(m.sender for m in out if m.content.kind == "leave")
+        await self._remove_leavers(group)
         return out
+
+    async def _remove_leavers(self, group: Group) -> None:
+        """An admin removes the members whose ``leave`` it read; one that fails is tried again
+        at the next fetch (the messages read are returned whatever happens here)."""
+        for member in sorted(group.leaving):
+            if member not in group.config.current_members():
+                group.leaving.discard(member)
+            elif group.is_admin:
+                try:
+                    await self.remove(group, member)
+                except (StoreError, NetworkError, GroupActionError) as exc:
+                    log.warning("a leaving member not removed yet: %s", type(exc).__name__)
+                    return
+                group.leaving.discard(member)
 
 
 def _data(stored: dict[str, object]) -> bytes:

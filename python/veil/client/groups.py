@@ -28,6 +28,7 @@ Keys are kept while messages sealed with them may still be in the swarm: a gener
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import itertools
 import logging
@@ -192,6 +193,8 @@ class Group:
     seen: dict[str, None] = field(default_factory=dict)
     state: str = "joined"
     config_hashes: set[str] = field(default_factory=set)
+    config_unread: bool = False
+    """A config read last time did not open: the next sync reads them all again."""
     leaving: set[str] = field(default_factory=set)
     """Members whose ``leave`` was read and who are still in the config (for an admin to
     remove)."""
@@ -449,27 +452,43 @@ class Groups:
         """Read the group's keys messages and config: the keys sealed to this identity, and the
         config merged (configs and keys not signed by the group are ignored). An admin then
         rekeys if the members changed since the latest rekey."""
-        for stored in await self.swarm.retrieve(
-            group.subaccount, namespace=NS_KEYS, from_start=True
-        ):
+        await self._read(group, messages=False)
+
+    async def _read(self, group: Group, *, messages: bool) -> list[dict[str, Any]]:
+        """:meth:`sync`, and with ``messages`` the new messages read in the same round (the three
+        namespaces are read at once; keys are taken first, so a message or config sealed with a
+        key read in the same round opens). Whole the first time (or after the group was joined
+        again), then only what is new: the keys held and the merged config are kept in the
+        group."""
+        whole_config = not group.config.members or group.config_unread
+        group.config_unread = False
+        reads = [
+            self.swarm.retrieve(group.subaccount, namespace=NS_KEYS, from_start=not group.keys),
+            self.swarm.retrieve(group.subaccount, namespace=NS_CONFIG, from_start=whole_config),
+        ]
+        if messages:
+            reads.append(self.swarm.retrieve(group.subaccount, namespace=NS_MESSAGES))
+        keys, configs, *rest = await asyncio.gather(*reads)
+        for stored in keys:
             try:
                 opened = open_keys(group.public_key, self.identity.x25519_secret_key, _data(stored))
             except (GroupError, InvalidInputError):
                 continue
             if opened.key is not None:
                 group.add_key(opened.key)
-        hashes = set()
-        for stored in await self.swarm.retrieve(
-            group.subaccount, namespace=NS_CONFIG, from_start=True
-        ):
+        for stored in configs:
+            data = b""
             try:
-                _, config = open_config(group.public_key, group.keys, _data(stored))
+                data = _data(stored)
+                _, config = open_config(group.public_key, group.keys, data)
             except (GroupError, InvalidInputError):
+                # Sealed with a generation newer than any key held (its keys message missed by
+                # this read)? Then read them all again next time rather than pass it by.
+                newer = int.from_bytes(data[1:9], "big") > group.generation
+                group.config_unread = group.config_unread or (len(data) > 9 and newer)
                 continue
-            hashes.add(str(stored["hash"]))
+            group.config_hashes.add(str(stored["hash"]))
             group.config.merge(config)
-        if hashes:
-            group.config_hashes = hashes
         group.drop_old_keys(clock.now_ms())
         mine = group.config.members.get(self.identity.session_id)
         if group.config.deleted[0]:
@@ -483,6 +502,7 @@ class Groups:
             and group.config.needs_rekey(group.generation)
         ):
             await self._rekey(group)
+        return rest[0] if rest else []
 
     async def send(
         self,
@@ -529,12 +549,12 @@ class Groups:
         """The group's new messages this device can read, oldest first, from members of the
         config (others, and what does not open, are dropped). An admin removes a member whose
         ``leave`` it reads."""
-        await self.sync(group)
+        read = await self._read(group, messages=True)
         if group.state != "joined":
             return []
         members = group.config.members
         out = []
-        for stored in await self.swarm.retrieve(group.subaccount, namespace=NS_MESSAGES):
+        for stored in read:
             digest = str(stored["hash"])
             if digest in group.seen:
                 continue

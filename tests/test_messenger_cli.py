@@ -208,11 +208,14 @@ def test_a_closed_group_from_the_command_line(tmp_path: Path, seeds: list[str]) 
     assert "── hikers" in inbox
     assert inbox.index("Alice: hello hikers") < inbox.index("Bob: hi from bob")
     _ok("send", gid, "carol here", "--home", str(carol), *net)
+    chatted = _ok("chat", gid, "--home", str(bob), *net, stdin="typed in chat\n/quit\n")
+    assert "Alice: hello hikers" in chatted  # the group's recent messages first
     history = _ok("history", gid, "--home", str(alice), *net)
     assert [line.split("] ", 1)[1] for line in history.splitlines()] == [
         "you: hello hikers",
         "Bob: hi from bob",
         "Carol: carol here",
+        "Bob: typed in chat",
     ]
     info = _ok("group", "info", gid, "--home", str(bob), *net)
     assert f"admin   {a_id} (Alice)" in info
@@ -238,7 +241,6 @@ def test_a_closed_group_from_the_command_line(tmp_path: Path, seeds: list[str]) 
     bob_inbox = _ok("inbox", "--home", str(bob), *net)
     assert "after carol" in bob_inbox
     assert f"{c_id} (Carol) was removed from the group" in bob_inbox
-    assert "carol here" in bob_inbox
     assert "2 member(s)" in _ok("groups", "--home", str(alice), *net)
 
 

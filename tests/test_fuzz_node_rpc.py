@@ -37,6 +37,7 @@ from fuzzing import default_recursion_limit, tally
 from node_helpers import SMALL_MAP, TTL_MS, StubAuthorities, free_port, now_ms
 from veil import _core
 from veil.identity import Identity
+from veil.node.auth import revocation_acceptable
 from veil.node.config import NetworkSettings, NodeConfig, StoreSettings
 from veil.node.links import HopFailed
 from veil.node.message_rules import acceptable
@@ -51,17 +52,22 @@ from veil.protocol.node_rpc import (
     NodeRpcError,
     Replicate,
     Request,
+    Revocation,
+    Revocations,
     Summary,
     decode_differ,
     decode_messages,
     decode_receipts,
     decode_request,
     decode_status,
+    decode_summary_answer,
+    decode_taken,
     encode_differ,
     encode_messages,
     encode_receipts,
     encode_request,
     encode_status,
+    encode_taken,
 )
 from veil.protocol.replication import Message, StoreAuth, receipt_bytes
 from veil.protocol.storage_rpc import member_signed, revoke_string, subaccount_token
@@ -1052,3 +1058,146 @@ def test_the_checks_fail_when_a_message_is_stored_behind_the_answers_back(
 
 def test_an_apply_with_a_deeply_nested_pubkey_is_answered(peer_node: PeerNode) -> None:
     peer_node.check(_slot_body(APPLY_PUBKEY, b"\x91" * 1018 + b"\xc0"))
+
+
+# --- revocations (version 3) ----------------------------------------------------------------------
+
+tokens36 = st.binary(min_size=36, max_size=36)
+revocations = st.builds(
+    Revocation,
+    st.booleans(),
+    times,
+    st.lists(tokens36, min_size=1, max_size=4).map(tuple),
+    signatures,
+    st.none() | keys,
+)
+account_revocations = st.lists(st.tuples(accounts, st.lists(revocations, max_size=3)), max_size=3)
+
+
+@given(
+    pushed=account_revocations,
+    summary=st.lists(st.tuples(accounts, times, digests, st.none() | digests), max_size=5),
+    differ=differs,
+    more=st.booleans(),
+)
+def test_revocations_summaries_and_their_answers_round_trip(
+    pushed: list[tuple[bytes, list[Revocation]]],
+    summary: list[tuple[bytes, int, bytes, bytes | None]],
+    differ: list[tuple[bytes, list[bytes]]],
+    more: bool,
+) -> None:
+    request = Revocations(pushed)
+    assert decode_request(encode_request(request), max_items=LIMIT) == request
+    listed = Summary(
+        [(a, c, x) for a, c, x, _ in summary], {a: d for a, _, _, d in summary if d is not None}
+    )
+    decoded = decode_request(encode_request(listed), max_items=LIMIT)
+    assert isinstance(decoded, Summary)
+    assert decoded.accounts == listed.accounts
+    assert decoded.revoked == listed.revoked
+    answer = decode_summary_answer(encode_differ(differ, more, pushed), max_items=LIMIT)
+    assert (answer.differ, answer.revoked, answer.more) == (differ, pushed, more)
+    assert decode_differ(encode_differ(differ, more, pushed), max_items=LIMIT) == (differ, more)
+    for _, found in pushed:
+        for revocation in found:
+            assert Revocation.from_canonical(revocation.canonical()) == revocation
+    assert decode_taken(encode_taken(len(pushed))) == len(pushed)
+
+
+def check_revocation_answer(body: bytes) -> None:
+    answer = decode_summary_answer(body, max_items=LIMIT)
+    check_differ((answer.differ, answer.more))
+    for account, found in answer.revoked:
+        assert len(account) == 33
+        for revocation in found:
+            assert isinstance(revocation.revoke, bool)
+            assert 0 <= revocation.timestamp_ms < 2**63
+            assert revocation.tokens
+            assert all(len(t) == 36 for t in revocation.tokens)
+            assert len(revocation.signature) == 64
+            assert revocation.ed25519 is None or len(revocation.ed25519) == 32
+
+
+REVOCATION_SLOTS: list[dict[str, Any] | None] = [
+    {"m": "revocations", "accounts": None},
+    {"m": "revocations", "accounts": [[bytes(33), None]]},
+    {"m": "revocations", "accounts": [[bytes(33), [None]]]},
+    {
+        "m": "revocations",
+        "accounts": [[bytes(33), [[1, 2_000_000_000_000, None, bytes(64), None]]]],
+    },
+    {"m": "summary", "accounts": [[bytes(33), 0, bytes(32), None]]},
+    {"differ": [], "revoked": None, "more": False},
+    {"taken": None},
+]
+
+
+def check_any_request(body: bytes) -> None:
+    request = decode_request(body, max_items=LIMIT)
+    if isinstance(request, Revocations):
+        check_revocation_answer(encode_differ([], False, request.accounts))
+    else:
+        check_request(request)
+
+
+@given(body=hostile_bodies(REVOCATION_SLOTS) | st.sampled_from([b""]))
+def test_any_body_decodes_to_well_formed_revocations_or_is_refused(body: bytes) -> None:
+    for decode in (check_revocation_answer, decode_taken, check_any_request):
+        with contextlib.suppress(NodeRpcError), default_recursion_limit():
+            decode(body)
+
+
+def _held_revocations(node: Node, known: list[bytes]) -> dict[bytes, Any]:
+    store = node.store
+    return {a: (store.revocation_decisions(a), store.revocations_of(a)) for a in known}
+
+
+@given(
+    whose=st.sampled_from(["served", "not_served", "peer_outside"]),
+    revoke=st.booleans(),
+    data=st.data(),
+)
+def test_a_revocations_push_with_one_thing_changed_leaves_only_what_the_owner_signed(
+    peer_node: PeerNode, whose: str, revoke: bool, data: st.DataObject
+) -> None:
+    """A valid push of one signed revocation, mutated: ``handle`` answers ``taken`` or raises
+    HopFailed (exactly when the body is malformed), only an account both nodes serve changes, and
+    every revocation the node then holds is one its owner signed."""
+    identity: Identity = getattr(peer_node, whose)
+    account = bytes.fromhex(identity.session_id)
+    token = subaccount_token(0x05, 1, Identity.generate().ed25519_public_key)
+    timestamp = now_ms()
+    method = "revoke_subaccount" if revoke else "unrevoke_subaccount"
+    signed = Revocation(
+        revoke,
+        timestamp,
+        (token,),
+        identity.sign(revoke_string(method, timestamp, [token])),
+        identity.ed25519_public_key,
+    )
+    value = _unpacked(encode_request(Revocations([(account, [signed])])))
+    body = _packed(data.draw(mutations(value, peer_node.known_accounts)))
+    known = peer_node.known_accounts
+    before = _held_revocations(peer_node.node, known)
+    try:
+        request: Request | None = decode_request(body, max_items=NETWORK.rpc_max_items)
+    except NodeRpcError:
+        request = None
+    try:
+        answer = peer_node.handle(body)
+    except HopFailed:
+        assert request is None, "a well-formed body was not answered"
+        assert _held_revocations(peer_node.node, known) == before
+        return
+    assert request is not None, "a malformed body was answered"
+    after = _held_revocations(peer_node.node, known)
+    if not isinstance(request, Revocations):
+        return  # a mutation into another method: checked by the tests above
+    taken = decode_taken(answer)
+    tally(f"revocations taken: {taken}")
+    limits = peer_node.node.config.limits
+    for changed in (a for a in known if after[a] != before[a]):
+        assert changed == bytes.fromhex(peer_node.served.session_id)
+        for held in after[changed][1]:
+            assert revocation_acceptable(changed, held, limits, now_ms())
+    assert (taken > 0) == (after != before)

@@ -417,7 +417,8 @@ def test_an_invitation_is_taken_only_if_it_proves_itself() -> None:
     for case in bad_cases:
         with pytest.raises(GroupError, match=r"^not an invitation to a group$"):
             Invite.from_wire(case)
-    for junk in (None, [], "x", {"pk": 1}):
+    junks: list[object] = [None, [], "x", {"pk": 1}]
+    for junk in junks:
         with pytest.raises(GroupError):
             Invite.from_wire(junk)
     with pytest.raises(GroupError):

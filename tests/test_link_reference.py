@@ -113,8 +113,8 @@ def test_the_documented_replicate_body_is_what_the_codec_writes_and_reads() -> N
     )
     body = encode_request(Replicate([message]))
     assert body.hex() == v["body"]
-    # Version 2; a message of seven fields, the last the arrival (µs) as a msgpack uint64.
-    assert body[0] == 2
+    # Version 3; a message of seven fields, the last the arrival (µs) as a msgpack uint64.
+    assert body[0] == 3
     assert bytes([0x97]) + b"\xc4\x21" + account in body
     assert body.endswith(b"\xc0\xcf" + arrival_us.to_bytes(8, "big"))
     assert decode_request(body, max_items=8) == Replicate([message])

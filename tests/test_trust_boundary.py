@@ -44,15 +44,20 @@ from veil.node.server import Node
 from veil.protocol.hashes import hash_b64, message_hash
 from veil.protocol.link import HANDSHAKE_RESPONSE_LEN, FrameDecoder, FrameKind, encode_frame
 from veil.protocol.node_rpc import (
+    VERSION,
     Apply,
     Fetch,
     Replicate,
     Request,
+    Revocation,
+    Revocations,
     Summary,
     decode_differ,
     decode_messages,
     decode_receipts,
     decode_status,
+    decode_summary_answer,
+    decode_taken,
     encode_request,
 )
 from veil.protocol.replication import Message, StoreAuth, receipt_bytes
@@ -63,6 +68,7 @@ from veil.protocol.storage_rpc import (
     delete_string,
     expire_all_params,
     member_signed,
+    revocation_params,
     revoke_string,
     store_string,
     subaccount_token,
@@ -569,3 +575,79 @@ def test_apply_runs_only_a_clients_own_signed_swarm_writes(tmp_path: Path) -> No
             assert _held(node, kept, deleted) == {kept}
 
     run(main())
+
+
+def _signed_revocation(signer: Identity, token: bytes, *, revoke: bool) -> Revocation:
+    """A revoke_subaccount (or unrevoke) of ``token`` signed by ``signer``, naming its key."""
+    now = now_ms()
+    method = "revoke_subaccount" if revoke else "unrevoke_subaccount"
+    signature = signer.sign(revoke_string(method, now, [token]))
+    return Revocation(revoke, now, (token,), signature, signer.ed25519_public_key)
+
+
+def test_revocations_go_only_to_swarm_members_and_only_the_owners_are_taken(
+    tmp_path: Path,
+) -> None:
+    mallory = Account()
+    token = subaccount_token(0x05, 1, Identity.generate().ed25519_public_key)
+
+    async def main() -> None:
+        async with _network(tmp_path, 3, swarm_size=1) as nodes:
+            node, other = nodes[0], nodes[1]
+            carol = _account_served_only_by(node)
+            account = carol.account_bytes
+            async with await HttpClient.connect(node.port) as client:
+                status, body = await client.rpc(
+                    "revoke_subaccount", revocation_params(carol.identity, [token])
+                )
+            assert status == 200, body
+            summary = Summary([(account, 0, bytes(32))], {account: bytes(32)})
+            unrevoke = _signed_revocation(carol.identity, token, revoke=False)
+            async with link_pool(other.key, LINKS) as pool:
+                # Not in carol's swarm: no revocation of hers given, none taken.
+                answer = decode_summary_answer(await _ask(pool, node, summary), max_items=10)
+                assert (answer.differ, answer.revoked) == ([], [])
+                taken = await _ask(pool, node, Revocations([(account, [unrevoke])]))
+                assert decode_taken(taken) == 0
+                # A body of the previous version is refused whole, on any link.
+                old = bytes([VERSION - 1]) + encode_request(summary)[1:]
+                with pytest.raises(HopFailed):
+                    await pool.request(
+                        node.peer_info.link,
+                        node.identity.x25519_public_key,
+                        old,
+                        RPC_TIMEOUT_S,
+                        FrameKind.RPC,
+                    )
+            assert node.store.is_revoked(account, token)
+            assert node.peer_rpc.refusals["malformed"] == 1
+
+    run(main())
+
+    async def member_case() -> None:
+        async with _network(tmp_path / "pair", 2, swarm_size=2) as [node, member]:
+            carol = Account()
+            account = carol.account_bytes
+            async with link_pool(member.key, LINKS) as pool:
+                forged = [
+                    _signed_revocation(mallory.identity, token, revoke=True),
+                    dataclasses.replace(
+                        _signed_revocation(mallory.identity, token, revoke=True),
+                        ed25519=carol.identity.ed25519_public_key,
+                    ),
+                ]
+                taken = await _ask(pool, node, Revocations([(account, forged)]))
+                assert decode_taken(taken) == 0
+                assert not node.store.is_revoked(account, token)
+                assert node.peer_rpc.refusals["invalid_revocation"] == 2
+                signed = _signed_revocation(carol.identity, token, revoke=True)
+                taken = await _ask(pool, node, Revocations([(account, [signed])]))
+                assert decode_taken(taken) == 1
+                assert node.store.is_revoked(account, token)
+                # And a summary of carol's with no revocations gets the owner's signed one back.
+                answer = decode_summary_answer(
+                    await _ask(pool, node, Summary([(account, 0, bytes(32))])), max_items=10
+                )
+                assert answer.revoked == [(account, [signed])]
+
+    run(member_case())

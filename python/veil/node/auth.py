@@ -11,6 +11,11 @@ signature of the token), the request is signed by the token's own key instead, a
 only what the token's flags allow, for the token's prefix (or any with the any-prefix flag), and
 only while the account has not revoked the token.
 
+A ``revoke_subaccount`` or ``unrevoke_subaccount`` a member learns from another by anti-entropy is
+the owner's own signed request, kept as signed; ``revocation_acceptable`` checks it as the storage
+RPC checks one from a client (the owner's signature, no subaccount, as many tokens as a client may
+name), and refuses a timestamp further ahead of the clock than ``clock_skew_ms``.
+
 Every way a signature can fail — a bad signature, a ``pubkey_ed25519`` that is not the account's,
 a token not signed by the account, lacking the flag, for another prefix, or revoked — answers the
 same 401 text, so an answer does not tell which part was wrong. Comparisons of keys are constant
@@ -27,7 +32,9 @@ from dataclasses import dataclass
 
 from veil import _core
 from veil.errors import InvalidKeyError
+from veil.node.config import Limits
 from veil.node.errors import RpcError
+from veil.protocol.node_rpc import Revocation
 from veil.protocol.storage_rpc import (
     SUBACCOUNT_ANY_PREFIX,
     SUBACCOUNT_DELETE,
@@ -41,6 +48,7 @@ __all__ = [
     "owns",
     "parse_account",
     "parse_token",
+    "revocation_acceptable",
     "store_access",
     "token_allows",
     "verify_request",
@@ -49,6 +57,9 @@ __all__ = [
 _HEX = frozenset("0123456789abcdefABCDEF")
 _B64 = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=")
 SESSION_PREFIX = 0x05
+MIN_TIMESTAMP_MS = 1_000_000_000
+"""Below this a signed timestamp is taken for seconds, not milliseconds (as the storage RPC reads
+them), and refused."""
 
 RevokedCheck = Callable[[bytes, bytes], bool]
 """``(account, token) -> revoked?`` — the node's store answers it."""
@@ -201,3 +212,32 @@ def verify_request(
     if not _core.ed25519_verify(signer, signed, signature):
         raise refused
     return Authorised(owner, signature, token, token_signature)
+
+
+def revocation_acceptable(account: bytes, request: Revocation, limits: Limits, now_ms: int) -> bool:
+    """Whether a signed revocation learnt from another member may decide ``account``'s tokens:
+    at most as many tokens as a client's request may name (``account_max_revoked`` to revoke,
+    ``delete_max_hashes`` to unrevoke), a timestamp in milliseconds and no more than
+    ``clock_skew_ms`` ahead of ``now_ms``, and signed by the account's owner — checked by
+    :func:`verify_request` as the storage RPC checks a ``revoke_subaccount`` (no subaccount)."""
+    most = limits.account_max_revoked if request.revoke else limits.delete_max_hashes
+    if not 0 < len(request.tokens) <= most:
+        return False
+    if not MIN_TIMESTAMP_MS <= request.timestamp_ms <= now_ms + limits.clock_skew_ms:
+        return False
+    params: dict[str, object] = {"signature": base64.b64encode(request.signature).decode("ascii")}
+    if request.ed25519 is not None:
+        params["pubkey_ed25519"] = request.ed25519.hex()
+    try:
+        verify_request(
+            request.method,
+            account,
+            params,
+            request.signed(),
+            access=0,
+            revoked=None,
+            allow_subaccount=False,
+        )
+    except RpcError:
+        return False
+    return True

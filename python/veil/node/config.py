@@ -84,7 +84,15 @@ class Limits:
     )
     batch_max_requests: int = setting(20, "Most subrequests in one ``batch`` or ``sequence``.")
     account_max_revoked: int = setting(
-        50, "Most revoked subaccount tokens kept per account (the latest)."
+        50,
+        "Most revoked subaccount tokens kept per account (the latest by signed timestamp), each "
+        "with the owner's signed revocation so that anti-entropy can carry it to every member.",
+    )
+    account_max_unrevoked: int = setting(
+        50,
+        "Most unrevoked subaccount tokens remembered per account (the latest by signed timestamp), "
+        "each with the owner's signed unrevocation, so that an older revocation another swarm "
+        "member still holds cannot revoke them again through anti-entropy.",
     )
     delete_max_hashes: int = setting(
         1_000,
@@ -253,7 +261,7 @@ class NetworkSettings:
         "How often a node sends a forwarded delete or expiry change to a member that did not apply "
         "it (no answer, or a 5xx): 1 s, 2 s, 4 s… apart, past replication_timeout_s in the "
         "background. Anti-entropy does not carry deletes, so this is what makes them reach a "
-        "member whose link failed.",
+        "member whose link failed (revocations it carries too).",
     )
     sync_interval_s: float = setting(
         5.0, "How often a node compares its accounts with another swarm member (anti-entropy)."
@@ -266,6 +274,12 @@ class NetworkSettings:
     )
     sync_batch_messages: int = setting(
         500, "Most messages read, pushed or fetched at once (then cut by size into frames)."
+    )
+    sync_max_revocations: int = setting(
+        1_000,
+        "Most signed revocations (revoke_subaccount / unrevoke_subaccount requests) one "
+        "anti-entropy answer or push carries; a peer's answer or push with more is refused whole. "
+        "At least [limits] account_max_revoked + account_max_unrevoked.",
     )
     handover_window_s: float = setting(
         600.0,
@@ -465,6 +479,11 @@ def _check_consistency(
         raise ConfigError("[store] map_size_bytes must not exceed max_map_size_bytes")
     if store.commit_max_batch < 1:
         raise ConfigError("[store] commit_max_batch must be at least 1")
+    if network.sync_max_revocations < limits.account_max_revoked + limits.account_max_unrevoked:
+        raise ConfigError(
+            "[network] sync_max_revocations must be at least [limits] account_max_revoked + "
+            "account_max_unrevoked (one account's revocations fit in one exchange)"
+        )
 
 
 def load_config(data_dir: Path) -> NodeConfig:

@@ -8,11 +8,16 @@
   the client's own signed request, which each member verifies and applies itself, answering its
   own signed result; a deleted message leaves a tombstone.
 - **Anti-entropy**: every ``sync_interval_s`` a node compares, with one other node, the accounts
-  both serve — by (message count, XOR of hashes) — and exchanges only the messages of accounts
-  that differ: it pushes what the other lacks and fetches what it lacks. A node that joins gets its
-  share this way (others sync with it as soon as they see it), and one that was down catches up.
+  both serve — by (message count, XOR of hashes) and by the digest of their revocation state — and
+  exchanges only what differs: for messages it pushes what the other lacks and fetches what it
+  lacks; for revocations the other answers the signed requests that decide the account's tokens
+  there, this node checks each as a client's own and takes those later than its own decisions, and
+  pushes (``revocations``) those of its own that are later than the other's. A node that joins gets
+  its share this way (others sync with it as soon as they see it), and one that was down catches
+  up — so a member that missed a forwarded revocation refuses the revoked token after one round.
 - **Hand-over**: an account this node no longer serves (the view changed) is pushed to its current
-  swarm, and deleted here only once enough members acknowledged it.
+  swarm, its signed revocations with it, and its messages deleted here only once enough members
+  acknowledged them.
 
 No frame this side builds is larger than half the largest frame: summaries go in chunks of
 ``sync_max_accounts`` accounts, messages in chunks by size, fetches until the peer says no more.
@@ -39,6 +44,7 @@ from veil.identity import Identity
 from veil.node.config import Limits, NetworkSettings
 from veil.node.links import HopFailed, LinkPool
 from veil.node.message_rules import acceptable
+from veil.node.peer_rpc import acceptable_revocations
 from veil.node.store import MessageStore, StoreOutcome, Txn
 from veil.node.view import NetworkState
 from veil.node.writer import StoreWriter
@@ -51,19 +57,26 @@ from veil.protocol.node_rpc import (
     NodeRpcError,
     Replicate,
     Request,
+    Revocation,
+    Revocations,
     Summary,
-    decode_differ,
     decode_messages,
     decode_receipts,
     decode_status,
+    decode_summary_answer,
+    decode_taken,
     encode_request,
     message_entry_size,
+    revocation_entry_size,
 )
 from veil.protocol.replication import Message, receipt_bytes
 
 __all__ = ["Replicator"]
 
 log = logging.getLogger("veil.node.replication")
+
+_NOTHING = (0, bytes(32))
+"""The summary of an account with no messages here (listed for its revocations)."""
 
 
 class Replicator:
@@ -288,9 +301,12 @@ class Replicator:
     # --- anti-entropy and hand-over -----------------------------------------------------------
 
     def _shared_accounts(self, peer: bytes) -> list[bytes]:
+        """The accounts this node holds messages or revocations of, that both nodes serve."""
+        held = dict.fromkeys(self.store.held_accounts())
+        held.update(dict.fromkeys(self.store.revocation_accounts()))
         return [
             account
-            for account in self.store.held_accounts()
+            for account in held
             if self.network.serves(account) and peer in self.network.swarms.swarm(account)
         ]
 
@@ -316,11 +332,13 @@ class Replicator:
     async def _compare(
         self, peer: Announcement, accounts: list[bytes]
     ) -> tuple[list[bytes], list[bytes]]:
-        """(hashes to push, hashes to fetch) for the accounts whose summaries differ."""
+        """(hashes to push, hashes to fetch) for the accounts whose summaries differ; the
+        revocations of those whose revocation state differs are exchanged on the way."""
         summaries = self.store.summaries(accounts)
-        request = Summary([(a, count, digest) for a, (count, digest) in summaries.items()])
+        digests = self.store.revocation_digests(accounts)
+        request = Summary([(a, *summaries.get(a, _NOTHING)) for a in accounts], digests)
         try:
-            differ, _more = decode_differ(
+            answer = decode_summary_answer(
                 await self._rpc(peer, request), max_items=self.settings.rpc_max_items
             )
         except NodeRpcError:
@@ -329,14 +347,88 @@ class Replicator:
         asked = set(accounts)
         push: list[bytes] = []
         pull: list[bytes] = []
-        for account, their_hashes in differ:
+        for account, their_hashes in answer.differ:
             if account not in asked:
                 continue
             mine = set(self.store.hashes_of(account))
             theirs = set(their_hashes)
             push.extend(mine - theirs)
             pull.extend(theirs - mine)
+        revoked = [(a, found) for a, found in answer.revoked if a in asked]
+        if revoked:
+            await self._exchange_revocations(peer, revoked)
         return push, pull
+
+    async def _exchange_revocations(
+        self, peer: Announcement, theirs: list[tuple[bytes, list[Revocation]]]
+    ) -> None:
+        """Take the peer's revocations that are later than this node's decisions (each checked
+        as a client's own request), then push the peer this node's that it may lack."""
+        if sum(len(found) for _, found in theirs) > self.settings.sync_max_revocations:
+            self.counts["bad_answer"] += 1
+            return
+        pushes: list[tuple[bytes, list[Revocation]]] = []
+        for account, found in theirs:
+            good = acceptable_revocations(account, found, self.limits)
+            if len(good) < len(found):
+                self.counts["revocations_refused"] += len(found) - len(good)
+            if good:
+
+                def merge(txn: Txn, account: bytes = account, good: list[Revocation] = good) -> int:
+                    return self.store.merge_revocations(txn, account, good)
+
+                self.counts["revocations_taken"] += await self.writer.submit(merge, if_full=0)
+            ours = self._not_decided_by(account, good)
+            if ours:
+                pushes.append((account, ours))
+        await self._push_revocations(peer, pushes)
+
+    async def _push_revocations(
+        self, member: Announcement, pushes: list[tuple[bytes, list[Revocation]]]
+    ) -> None:
+        for chunk in self._revocation_chunks(pushes):
+            try:
+                taken = decode_taken(await self._rpc(member, Revocations(chunk)))
+            except NodeRpcError:
+                self.counts["bad_answer"] += 1
+                return
+            self.counts["revocations_pushed"] += taken
+
+    def _not_decided_by(self, account: bytes, theirs: list[Revocation]) -> list[Revocation]:
+        """This node's requests that decide a token of ``account`` which ``theirs`` (the peer's
+        checked requests) may not decide alike: unless the one request of theirs that names the
+        token is the one deciding it here. (With two of theirs naming it, which one decides it
+        there is not known here; pushing a request the peer holds is a no-op there.)"""
+        naming: dict[bytes, set[bytes]] = {}
+        for request in theirs:
+            rid = request.id
+            for token in request.tokens:
+                naming.setdefault(token, set()).add(rid)
+        wanted = {
+            rid
+            for token, (_revoke, _ts, rid) in self.store.revocation_decisions(account).items()
+            if naming.get(token) != {rid}
+        }
+        return [r for r in self.store.revocations_of(account) if r.id in wanted]
+
+    def _revocation_chunks(
+        self, pushes: list[tuple[bytes, list[Revocation]]]
+    ) -> Iterator[list[tuple[bytes, list[Revocation]]]]:
+        """``pushes`` in bodies of at most ``sync_max_revocations`` revocations and the frame
+        budget (one account's are never split)."""
+        chunk: list[tuple[bytes, list[Revocation]]] = []
+        used = count = 0
+        for account, found in pushes:
+            size = 64 + sum(map(revocation_entry_size, found))
+            full = count + len(found) > self.settings.sync_max_revocations
+            if chunk and (full or used + size > self.budget):
+                yield chunk
+                chunk, used, count = [], 0, 0
+            chunk.append((account, found))
+            used += size
+            count += len(found)
+        if chunk:
+            yield chunk
 
     async def _fetch_all(self, peer: Announcement, hashes: list[bytes]) -> int:
         """Fetch ``hashes`` from ``peer``, a batch at a time; within a batch, ask again while the
@@ -390,9 +482,12 @@ class Replicator:
             if not members:
                 continue
             hashes = self.store.hashes_of(account)
+            revocations = self.store.revocations_of(account)
             held_by = 0
             for member in members:
                 try:
+                    if revocations:
+                        await self._push_revocations(member, [(account, revocations)])
                     taken = await self._push_all(member, hashes)
                 except HopFailed:
                     continue

@@ -44,6 +44,7 @@ from veil.node.metrics import NodeMetrics
 from veil.node.store import MessageStore, StoreOutcome
 from veil.node.writer import StorageFull, StoreClosed, StoreWriter
 from veil.protocol.hashes import cursor_decode, hash_b64, hash_from_b64, message_hash
+from veil.protocol.node_rpc import Revocation
 from veil.protocol.replication import Message, StoreAuth
 from veil.protocol.storage_rpc import (
     NAMESPACE_MAX,
@@ -858,19 +859,26 @@ class StorageRpc:
         return self._result(call, result)
 
     async def _apply_revoke(self, call: Call, forwarded: bool) -> dict[str, Any]:
+        """revoke_subaccount, unrevoke_subaccount: the request decides its tokens here whatever
+        decided them before (as in Session's storage servers), and is kept as the owner signed it
+        so that anti-entropy can hand it to a member that missed it (``veil.node.replication``)."""
         v = call.values
         if not self._window(v["timestamp"], now_ms(), forwarded):
             raise RpcError(406, f"{call.method} timestamp too far from current time")
-        self._verify(call, revoke_string(call.method, v["timestamp"], v["tokens"]), 0)
-        if call.method == "revoke_subaccount":
-            await self.writer.submit(
-                lambda txn: self.store.revoke(txn, call.account, v["tokens"], now_ms())
-            )
-            return self._result(call, {})
-        count = await self.writer.submit(
-            lambda txn: self.store.unrevoke(txn, call.account, v["tokens"])
+        who = self._verify(call, revoke_string(call.method, v["timestamp"], v["tokens"]), 0)
+        ed_key, _signature = parse_signer(call.account, call.params)
+        request = Revocation(
+            revoke=call.method == "revoke_subaccount",
+            timestamp_ms=v["timestamp"],
+            tokens=tuple(v["tokens"]),
+            signature=who.signature,
+            ed25519=ed_key,
         )
-        return self._result(call, {"count": count})
+        applied_us = self._arrival_us()
+        count = await self.writer.submit(
+            lambda txn: self.store.revoke(txn, call.account, request, applied_us)
+        )
+        return self._result(call, {} if request.revoke else {"count": count})
 
     # --- reads and the rest ---------------------------------------------------------------------
 

@@ -3,8 +3,10 @@
 Layout (``docs/storage.md``, encodings in :mod:`veil.node.keys` and :mod:`veil.protocol.hashes`):
 tables in one environment — ``messages`` (account | namespace | arrival | hash → expiry |
 timestamp | data), ``expiry`` (expiry | message key), ``hashes`` (hash → message key), ``accounts``
-(account → count | bytes), ``auth``, ``tombstones``, ``revoked`` (account | subaccount token →
-revocation time), plus ``meta`` (totals).
+(account → count | bytes), ``auth``, ``tombstones``, ``revocations`` (account | subaccount token →
+the signed revocation or unrevocation that decides it), ``revocation_requests`` (account | id → that
+signed request), ``revocation_digests`` (account → digest of its revocation state), plus ``meta``
+(totals).
 
 Writes: every mutation runs in :meth:`MessageStore.write`, called only from the single writer thread
 of :class:`veil.node.writer.StoreWriter`, which takes all waiting operations (up to
@@ -32,6 +34,7 @@ import lmdb
 from veil.node import keys
 from veil.node.config import ConfigError, Limits, StoreSettings
 from veil.protocol.hashes import ACCOUNT_LEN, cursor_encode
+from veil.protocol.node_rpc import Revocation, revocation_digest
 from veil.protocol.replication import Message, StoreAuth
 from veil.protocol.storage_rpc import is_public_outbox_namespace
 
@@ -49,8 +52,12 @@ _ACCOUNT = struct.Struct(">QQ32s")  # count, bytes, XOR of the account's message
 _NO_HASH = bytes(32)
 _TOTALS_KEY = b"totals"
 _FORMAT_KEY = b"format"
-STORE_FORMAT = b"2"
-"""The store's layout: 2 = messages keyed by arrival, the value with the sender's timestamp."""
+STORE_FORMAT = b"3"
+"""The store's layout: 2 = messages keyed by arrival, the value with the sender's timestamp; 3 =
+revocations kept as the owner's signed requests (``revocations``, ``revocation_requests``)."""
+_DECISION = struct.Struct(">BQQ32s")
+"""A token's decision: revoked (1) or not (0), the signed timestamp, when it was applied here (µs,
+0 if learnt by anti-entropy), the id of the signed request."""
 
 
 class StoreOutcome(enum.Enum):
@@ -142,7 +149,9 @@ class MessageStore:
         self._tombstones = self.env.open_db(b"tombstones")
         self._tombstone_expiry = self.env.open_db(b"tombstone_expiry")
         self._auth = self.env.open_db(b"auth")
-        self._revoked = self.env.open_db(b"revoked")
+        self._revocations = self.env.open_db(b"revocations")
+        self._revocation_requests = self.env.open_db(b"revocation_requests")
+        self._revocation_digests = self.env.open_db(b"revocation_digests")
         self.env.reader_check()
         try:
             self._check_format()
@@ -391,23 +400,113 @@ class MessageStore:
                 out.append((bytes(key), bytes(value)))
         return out
 
-    def revoke(self, txn: Txn, account: bytes, tokens: list[bytes], now_ms: int) -> None:
-        """Revoke subaccount tokens of an account; it keeps its ``max_revoked`` latest."""
-        for token in tokens:
-            txn.put(account + token, _U64.pack(now_ms), db=self._revoked)
-        held = [(bytes(k), _U64.unpack(v)[0]) for k, v in self._under(txn, account, self._revoked)]
-        excess = len(held) - self.limits.account_max_revoked
-        if excess > 0:
-            for key, _when in sorted(held, key=lambda kv: kv[1])[:excess]:
-                txn.delete(key, db=self._revoked)
+    # --- revocations: one signed decision per (account, subaccount token) ----------------------
 
-    def unrevoke(self, txn: Txn, account: bytes, tokens: list[bytes]) -> int:
-        """Take back revocations; how many there were."""
-        return sum(bool(txn.delete(account + token, db=self._revoked)) for token in tokens)
+    def revoke(self, txn: Txn, account: bytes, request: Revocation, applied_us: int) -> int:
+        """Apply a client's signed ``revoke_subaccount`` or ``unrevoke_subaccount`` (verified by
+        the caller) as Session's storage servers do: it decides every token it names, whatever
+        decided it before. ``applied_us`` (> 0, increasing) orders it among those applied here.
+        Returns how many of its tokens were revoked before."""
+        was_revoked, _changed = self._decide(txn, account, request, applied_us, merge=False)
+        return was_revoked
+
+    def merge_revocations(self, txn: Txn, account: bytes, requests: list[Revocation]) -> int:
+        """Take signed revocations learnt from another member (verified by the caller): each
+        decides a token only if it is later than the token's decision here — by signed
+        timestamp, then a revocation before an unrevocation, then the larger id — so that every
+        member converges on the same decision whatever order it learnt them in. Returns how many
+        changed a token's decision."""
+        return sum(self._decide(txn, account, r, 0, merge=True)[1] for r in requests)
+
+    def _decide(
+        self, txn: Txn, account: bytes, request: Revocation, applied_us: int, *, merge: bool
+    ) -> tuple[int, int]:
+        """(tokens revoked before, tokens whose decision changed)."""
+        rid = request.id
+        value = _DECISION.pack(int(request.revoke), request.timestamp_ms, applied_us, rid)
+        later = (request.timestamp_ms, int(request.revoke), rid)
+        was_revoked = changed = 0
+        for token in dict.fromkeys(request.tokens):
+            key = account + token
+            held = txn.get(key, db=self._revocations)
+            if held is not None:
+                kind, timestamp_ms, _applied, held_id = _DECISION.unpack(held)
+                was_revoked += kind
+                if held_id == rid or (merge and (timestamp_ms, kind, bytes(held_id)) >= later):
+                    continue
+            txn.put(key, value, db=self._revocations)
+            changed += 1
+        if changed:
+            txn.put(account + rid, request.canonical(), db=self._revocation_requests)
+            self._trim_revocations(txn, account)
+        return was_revoked, changed
+
+    def _trim_revocations(self, txn: Txn, account: bytes) -> None:
+        """Keep the account's ``account_max_revoked`` latest revoked tokens and
+        ``account_max_unrevoked`` latest unrevoked ones (by signed timestamp, then by when they
+        were applied here), the requests that still decide a token, and the account's digest."""
+        kinds: tuple[list[Any], list[Any]] = ([], [])
+        for key, value in self._under(txn, account, self._revocations):
+            kind, timestamp_ms, applied_us, rid = _DECISION.unpack(value)
+            kinds[kind].append((timestamp_ms, applied_us, bytes(rid), key))
+        caps = (self.limits.account_max_unrevoked, self.limits.account_max_revoked)
+        for held, cap in zip(kinds, caps, strict=True):
+            held.sort()
+            excess = max(0, len(held) - cap)
+            for *_order, key in held[:excess]:
+                txn.delete(key, db=self._revocations)
+            del held[:excess]
+        kept = {rid for held in kinds for _ts, _applied, rid, _key in held}
+        for key, _ in self._under(txn, account, self._revocation_requests):
+            if key[ACCOUNT_LEN:] not in kept:
+                txn.delete(key, db=self._revocation_requests)
+        entries = sorted(
+            (key[ACCOUNT_LEN:], bool(kind), timestamp_ms, rid)
+            for kind, held in enumerate(kinds)
+            for timestamp_ms, _applied, rid, key in held
+        )
+        if entries:
+            txn.put(account, revocation_digest(entries), db=self._revocation_digests)
+        else:
+            txn.delete(account, db=self._revocation_digests)
 
     def is_revoked(self, account: bytes, token: bytes) -> bool:
         with self.read() as txn:
-            return txn.get(account + token, db=self._revoked) is not None
+            held = txn.get(account + token, db=self._revocations)
+        return held is not None and held[0] == 1
+
+    def revocation_digests(self, accounts: list[bytes]) -> dict[bytes, bytes]:
+        """The revocation-state digest of each of ``accounts`` that has any."""
+        with self.read() as txn:
+            if txn.stat(self._revocation_digests)["entries"] < len(accounts):
+                wanted = set(accounts)  # few accounts have any: read them all instead
+                held = txn.cursor(db=self._revocation_digests).iternext()
+                return {bytes(a): bytes(digest) for a, digest in held if a in wanted}
+            found = ((a, txn.get(a, db=self._revocation_digests)) for a in accounts)
+            return {account: bytes(digest) for account, digest in found if digest is not None}
+
+    def revocation_accounts(self) -> list[bytes]:
+        """The accounts with any revocation state."""
+        with self.read() as txn:
+            cursor = txn.cursor(db=self._revocation_digests)
+            return [bytes(key) for key in cursor.iternext(values=False)]
+
+    def revocations_of(self, account: bytes) -> list[Revocation]:
+        """The signed requests that decide the account's tokens, as their owner signed them."""
+        with self.read() as txn:
+            held = self._under(txn, account, self._revocation_requests)
+        found = (Revocation.from_canonical(value) for _key, value in held)
+        return [r for r in found if r is not None]
+
+    def revocation_decisions(self, account: bytes) -> dict[bytes, tuple[bool, int, bytes]]:
+        """Each token's decision: (revoked, signed timestamp, request id)."""
+        with self.read() as txn:
+            held = self._under(txn, account, self._revocations)
+        out = {}
+        for key, value in held:
+            kind, timestamp_ms, _applied, rid = _DECISION.unpack(value)
+            out[key[ACCOUNT_LEN:]] = (bool(kind), int(timestamp_ms), bytes(rid))
+        return out
 
     def sweep(self, txn: Txn, now_ms: int, limit: int) -> int:
         """Remove up to ``limit`` messages whose expiry is at or before ``now_ms``."""

@@ -1,41 +1,53 @@
-"""Node RPCs, version 2: the bodies of ``RPC`` frames between the members of a swarm, and of their
+"""Node RPCs, version 3: the bodies of ``RPC`` frames between the members of a swarm, and of their
 answers (``docs/protocol.md``, "Node RPCs", with a worked example).
 
-Every body is ``version (1) = 0x01 ‖ msgpack map``; byte strings are msgpack ``bin``, never base64.
+Every body is ``version (1) = 0x03 ‖ msgpack map``; byte strings are msgpack ``bin``, never base64.
 
 ```
 request   = {"m": "replicate", "msgs": [message, …]}           → {"receipts": [sig | nil, …]}
-          | {"m": "summary", "accounts": [[account, count, xor], …]}
+          | {"m": "summary", "accounts": [[account, count, xor (, rdigest)], …]}
                                                      → {"differ": [[account, [hash, …]], …],
-                                                        "more": bool}
+                                                        "revoked": [[account, [revocation, …]], …],
+                                                        "more": bool}    ("revoked": optional)
           | {"m": "fetch", "hashes": [hash, …]}                 → {"msgs": [message, …],
                                                                    "more": bool}
           | {"m": "apply", "method": str, "params": map}        → {"status": int, "body": bin}
+          | {"m": "revocations", "accounts": [[account, [revocation, …]], …]}
+                                                                → {"taken": int}
 message   = [account (bin 33), namespace (int), timestamp_ms (int), expiry_ms (int), data (bin),
              auth, arrival_us (int)]
 auth      = nil | [sig_timestamp_ms (int), signer (bin 32), signature (bin 64)]
                 | [sig_timestamp_ms, signer, signature, token (bin 36), token_sig (bin 64)]
+revocation = [kind (0 unrevoke | 1 revoke), timestamp_ms (int), [token (bin 36), …],
+              signature (bin 64), pubkey_ed25519 (bin 32) | nil]
 ```
 
 ``receipts`` answer ``replicate`` in order, one per message: the member's 64-byte signature
 (:func:`veil.protocol.replication.receipt_bytes`; the link says which member) or nil for a message
-it did not take. ``summary`` compares accounts by message count and XOR of message hashes and
-answers, for those that differ, the member's hashes; ``fetch`` answers the messages asked for that
-it holds. Both stop at a size budget and say ``more``; the caller asks again for the rest.
-``apply`` carries a client's own signed storage-RPC request (``delete``, ``delete_all``,
-``delete_before``, ``expire``, ``expire_all``, ``revoke_subaccount``, ``unrevoke_subaccount``),
-which the member verifies and applies itself; it answers the status and the body it would give the
-client (JSON of its signed result, or the error text), which the member the client asked puts in
-its swarm answer.
+it did not take. ``summary`` compares accounts by message count and XOR of message hashes, and by
+the digest of their revocation state (``rdigest``, :func:`revocation_digest`; an account without
+it has none); it answers, for those whose messages differ, the member's hashes, and for
+those whose revocation state differs, the member's signed revocations. ``fetch`` answers the
+messages asked for that it holds. Both stop at a size budget and say ``more``; the caller asks
+again for the rest. ``apply`` carries a client's own signed storage-RPC request (``delete``,
+``delete_all``, ``delete_before``, ``expire``, ``expire_all``, ``revoke_subaccount``,
+``unrevoke_subaccount``), which the member verifies and applies itself; it answers the status and
+the body it would give the client (JSON of its signed result, or the error text), which the member
+the client asked puts in its swarm answer. ``revocations`` hands a member the signed revocations it
+lacks; it answers how many changed its state.
+
+A revocation is the client's own ``revoke_subaccount`` or ``unrevoke_subaccount`` as it signed it:
+every member checks the owner's signature itself before it takes one.
 
 Decoding checks structure and hard bounds only (types, lengths, counts, integer ranges) and raises
-:class:`NodeRpcError` for anything else; what a message may be (sizes, lifetimes, signatures) is
-the receiving node's to check.
+:class:`NodeRpcError` for anything else; what a message or a revocation may be (sizes, lifetimes,
+signatures) is the receiving node's to check.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import hashlib
+from dataclasses import dataclass, field
 from typing import Any
 
 import msgpack
@@ -43,6 +55,7 @@ import msgpack
 from veil.errors import InvalidInputError
 from veil.protocol.hashes import ACCOUNT_LEN, HASH_LEN, message_hash
 from veil.protocol.replication import Message, StoreAuth
+from veil.protocol.storage_rpc import SUBACCOUNT_TOKEN_LEN, revoke_string
 
 __all__ = [
     "VERSION",
@@ -51,21 +64,31 @@ __all__ = [
     "NodeRpcError",
     "Replicate",
     "Request",
+    "Revocation",
+    "Revocations",
     "Summary",
+    "SummaryAnswer",
     "decode_differ",
     "decode_messages",
     "decode_receipts",
     "decode_request",
     "decode_status",
+    "decode_summary_answer",
+    "decode_taken",
     "encode_differ",
     "encode_messages",
     "encode_receipts",
     "encode_request",
     "encode_status",
+    "encode_taken",
     "message_entry_size",
+    "revocation_digest",
+    "revocation_entry_size",
 ]
 
-VERSION = 2
+VERSION = 3
+"""3: ``summary`` compares revocation state too, and ``revocations`` carries it (2: messages only).
+A body of another version is refused whole (the link answers FAILURE)."""
 SIGNATURE_LEN = 64
 _INT64 = 1 << 63
 
@@ -82,6 +105,9 @@ class Replicate:
 @dataclass(frozen=True, slots=True)
 class Summary:
     accounts: list[tuple[bytes, int, bytes]]
+    revoked: dict[bytes, bytes] = field(default_factory=dict)
+    """The revocation digest of each listed account that has any revocation state (sent as the
+    fourth field of the account's entry; one for an account not listed is not sent)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,7 +121,93 @@ class Apply:
     params: dict[str, Any]
 
 
-Request = Replicate | Summary | Fetch | Apply
+@dataclass(frozen=True, slots=True)
+class Revocation:
+    """A client's signed ``revoke_subaccount`` (``revoke``) or ``unrevoke_subaccount``, kept as
+    the client signed it so that any member can check it again: the timestamp and tokens it
+    signed, the signature, and for a ``05`` account the ``pubkey_ed25519`` it named (else None)."""
+
+    revoke: bool
+    timestamp_ms: int
+    tokens: tuple[bytes, ...]
+    signature: bytes
+    ed25519: bytes | None = None
+
+    @property
+    def method(self) -> str:
+        return "revoke_subaccount" if self.revoke else "unrevoke_subaccount"
+
+    def signed(self) -> bytes:
+        """What the owner signed: ``method ‖ timestamp ‖ token…``."""
+        return revoke_string(self.method, self.timestamp_ms, self.tokens)
+
+    def canonical(self) -> bytes:
+        """kind (1) ‖ timestamp (8) ‖ key length (1) ‖ pubkey_ed25519 (0 or 32) ‖ signature (64)
+        ‖ token (36) ‖ …: how the store keeps it, and what :attr:`id` hashes."""
+        ed = self.ed25519 or b""
+        return (
+            bytes([int(self.revoke)])
+            + self.timestamp_ms.to_bytes(8, "big")
+            + bytes([len(ed)])
+            + ed
+            + self.signature
+            + b"".join(self.tokens)
+        )
+
+    @property
+    def id(self) -> bytes:
+        """BLAKE2b-256 of :meth:`canonical`: the same on every member."""
+        return hashlib.blake2b(self.canonical(), digest_size=32).digest()
+
+    @classmethod
+    def from_canonical(cls, raw: bytes) -> Revocation | None:
+        """The revocation :meth:`canonical` made, or None if ``raw`` is not one."""
+        if len(raw) < 10:
+            return None
+        ed_len = raw[9]
+        tokens_at = 10 + ed_len + SIGNATURE_LEN
+        rest = len(raw) - tokens_at
+        if raw[0] > 1 or ed_len not in (0, 32) or rest <= 0 or rest % SUBACCOUNT_TOKEN_LEN:
+            return None
+        tokens = tuple(
+            raw[i : i + SUBACCOUNT_TOKEN_LEN]
+            for i in range(tokens_at, len(raw), SUBACCOUNT_TOKEN_LEN)
+        )
+        return cls(
+            revoke=raw[0] == 1,
+            timestamp_ms=int.from_bytes(raw[1:9], "big"),
+            tokens=tokens,
+            signature=raw[10 + ed_len : tokens_at],
+            ed25519=raw[10 : 10 + ed_len] if ed_len else None,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Revocations:
+    accounts: list[tuple[bytes, list[Revocation]]]
+
+
+@dataclass(frozen=True, slots=True)
+class SummaryAnswer:
+    """A ``summary`` answer: the hashes of the accounts whose messages differ, the revocations of
+    those whose revocation state differs, and whether the answer stopped at its budget."""
+
+    differ: list[tuple[bytes, list[bytes]]]
+    revoked: list[tuple[bytes, list[Revocation]]]
+    more: bool
+
+
+Request = Replicate | Summary | Fetch | Apply | Revocations
+
+
+def revocation_digest(entries: list[tuple[bytes, bool, int, bytes]]) -> bytes:
+    """The digest two members compare an account's revocation state by: BLAKE2b-256 over each
+    token's decision — token (36) ‖ kind (1) ‖ timestamp (8) ‖ revocation id (32) — in token
+    order. ``entries`` are (token, revoke, timestamp_ms, id), sorted by token."""
+    digest = hashlib.blake2b(digest_size=32)
+    for token, revoke, timestamp_ms, rid in entries:
+        digest.update(token + bytes([int(revoke)]) + timestamp_ms.to_bytes(8, "big") + rid)
+    return digest.digest()
 
 
 # --- encoding -----------------------------------------------------------------------------------
@@ -126,9 +238,28 @@ def _auth(auth: StoreAuth) -> list[Any]:
     return fields
 
 
+def _revocation(revocation: Revocation) -> list[Any]:
+    return [
+        int(revocation.revoke),
+        revocation.timestamp_ms,
+        list(revocation.tokens),
+        revocation.signature,
+        revocation.ed25519,
+    ]
+
+
+def _revoked(entries: list[tuple[bytes, list[Revocation]]]) -> list[list[Any]]:
+    return [[account, [_revocation(r) for r in found]] for account, found in entries]
+
+
 def message_entry_size(message: Message) -> int:
     """An upper bound of the bytes ``message`` takes in a body (for chunking by size)."""
     return len(message.data) + 200
+
+
+def revocation_entry_size(revocation: Revocation) -> int:
+    """An upper bound of the bytes ``revocation`` takes in a body (for chunking by size)."""
+    return 38 * len(revocation.tokens) + 130
 
 
 def encode_request(request: Request) -> bytes:
@@ -136,9 +267,16 @@ def encode_request(request: Request) -> bytes:
     if isinstance(request, Replicate):
         return _pack({"m": "replicate", "msgs": [_entry(m) for m in request.messages]})
     if isinstance(request, Summary):
-        return _pack({"m": "summary", "accounts": [list(entry) for entry in request.accounts]})
+        revoked = request.revoked
+        accounts = [
+            [*entry, revoked[entry[0]]] if entry[0] in revoked else list(entry)
+            for entry in request.accounts
+        ]
+        return _pack({"m": "summary", "accounts": accounts})
     if isinstance(request, Fetch):
         return _pack({"m": "fetch", "hashes": request.hashes})
+    if isinstance(request, Revocations):
+        return _pack({"m": "revocations", "accounts": _revoked(request.accounts)})
     return _pack({"m": "apply", "method": request.method, "params": request.params})
 
 
@@ -146,8 +284,17 @@ def encode_receipts(receipts: list[bytes | None]) -> bytes:
     return _pack({"receipts": receipts})
 
 
-def encode_differ(differ: list[tuple[bytes, list[bytes]]], more: bool) -> bytes:
-    return _pack({"differ": [[account, hashes] for account, hashes in differ], "more": more})
+def encode_differ(
+    differ: list[tuple[bytes, list[bytes]]],
+    more: bool,
+    revoked: list[tuple[bytes, list[Revocation]]] | None = None,
+) -> bytes:
+    """The answer to ``summary``; ``revoked`` only when some account's revocations differ."""
+    fields: dict[str, Any] = {"differ": [[account, hashes] for account, hashes in differ]}
+    if revoked:
+        fields["revoked"] = _revoked(revoked)
+    fields["more"] = more
+    return _pack(fields)
 
 
 def encode_messages(messages: list[Message], more: bool) -> bytes:
@@ -157,6 +304,11 @@ def encode_messages(messages: list[Message], more: bool) -> bytes:
 def encode_status(status: int, body: bytes = b"") -> bytes:
     """The answer to ``apply``: the status and body the member would give the client."""
     return _pack({"status": status, "body": body})
+
+
+def encode_taken(taken: int) -> bytes:
+    """The answer to ``revocations``: how many of them changed the member's state."""
+    return _pack({"taken": taken})
 
 
 # --- decoding -----------------------------------------------------------------------------------
@@ -231,6 +383,32 @@ def _bool(value: object) -> bool:
     return value
 
 
+def _revocation_entry(entry: object) -> Revocation:
+    fields = _list(entry)
+    if len(fields) != 5:
+        raise NodeRpcError("a revocation has five fields")
+    tokens = _list(fields[2])
+    if not tokens:
+        raise NodeRpcError("a revocation names at least one token")
+    return Revocation(
+        revoke=_int(fields[0], 0, 2) == 1,
+        timestamp_ms=_int(fields[1], 0, _INT64),
+        tokens=tuple(_bytes(t, SUBACCOUNT_TOKEN_LEN) for t in tokens),
+        signature=_bytes(fields[3], SIGNATURE_LEN),
+        ed25519=None if fields[4] is None else _bytes(fields[4], 32),
+    )
+
+
+def _revoked_entries(value: object) -> list[tuple[bytes, list[Revocation]]]:
+    out = []
+    for entry in _list(value):
+        item = _list(entry)
+        if len(item) != 2:
+            raise NodeRpcError("an account's revocations are [account, revocations]")
+        out.append((_bytes(item[0], ACCOUNT_LEN), [_revocation_entry(r) for r in _list(item[1])]))
+    return out
+
+
 def decode_request(body: bytes, *, max_items: int) -> Request:
     """A request body; at most ``max_items`` entries in any list or map."""
     fields = _unpack(body, max_items)
@@ -239,16 +417,20 @@ def decode_request(body: bytes, *, max_items: int) -> Request:
         return Replicate([_message(entry) for entry in _list(fields.get("msgs"))])
     if method == "summary":
         accounts = []
+        revoked = {}
         for entry in _list(fields.get("accounts")):
             item = _list(entry)
-            if len(item) != 3:
-                raise NodeRpcError("an account summary has three fields")
-            accounts.append(
-                (_bytes(item[0], ACCOUNT_LEN), _int(item[1], 0, _INT64), _bytes(item[2], HASH_LEN))
-            )
-        return Summary(accounts)
+            if len(item) not in (3, 4):
+                raise NodeRpcError("an account summary has three fields, or four with revocations")
+            account = _bytes(item[0], ACCOUNT_LEN)
+            accounts.append((account, _int(item[1], 0, _INT64), _bytes(item[2], HASH_LEN)))
+            if len(item) == 4:
+                revoked[account] = _bytes(item[3], HASH_LEN)
+        return Summary(accounts, revoked)
     if method == "fetch":
         return Fetch([_bytes(h, HASH_LEN) for h in _list(fields.get("hashes"))])
+    if method == "revocations":
+        return Revocations(_revoked_entries(fields.get("accounts")))
     if method == "apply":
         name, params = fields.get("method"), fields.get("params")
         if not isinstance(name, str) or not isinstance(params, dict):
@@ -265,7 +447,7 @@ def decode_receipts(body: bytes, *, expected: int) -> list[bytes | None]:
     return [None if r is None else _bytes(r, SIGNATURE_LEN) for r in receipts]
 
 
-def decode_differ(body: bytes, *, max_items: int) -> tuple[list[tuple[bytes, list[bytes]]], bool]:
+def decode_summary_answer(body: bytes, *, max_items: int) -> SummaryAnswer:
     fields = _unpack(body, max_items)
     differ = []
     for entry in _list(fields.get("differ")):
@@ -273,7 +455,14 @@ def decode_differ(body: bytes, *, max_items: int) -> tuple[list[tuple[bytes, lis
         if len(item) != 2:
             raise NodeRpcError("a differing account is [account, hashes]")
         differ.append((_bytes(item[0], ACCOUNT_LEN), [_bytes(h, HASH_LEN) for h in _list(item[1])]))
-    return differ, _bool(fields.get("more"))
+    revoked = _revoked_entries(fields.get("revoked", []))
+    return SummaryAnswer(differ, revoked, _bool(fields.get("more")))
+
+
+def decode_differ(body: bytes, *, max_items: int) -> tuple[list[tuple[bytes, list[bytes]]], bool]:
+    """The message part of a ``summary`` answer: (differing accounts and hashes, more)."""
+    answer = decode_summary_answer(body, max_items=max_items)
+    return answer.differ, answer.more
 
 
 def decode_messages(body: bytes, *, max_items: int) -> tuple[list[Message], bool]:
@@ -285,3 +474,8 @@ def decode_status(body: bytes) -> tuple[int, bytes]:
     """(status, body) of an ``apply`` answer."""
     fields = _unpack(body, 4)
     return _int(fields.get("status"), 0, 1000), _bytes(fields.get("body", b""))
+
+
+def decode_taken(body: bytes) -> int:
+    """How many revocations a ``revocations`` answer says changed the member's state."""
+    return _int(_unpack(body, 4).get("taken"), 0, _INT64)

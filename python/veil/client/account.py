@@ -40,6 +40,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from veil.errors import InvalidSessionIdError
+from veil.protocol.content import Content
 from veil.session_id import parse_session_id
 
 __all__ = ["CONTACT_STATES", "AccountConfig", "Book", "Device", "Entry"]
@@ -221,6 +222,25 @@ class Entry:
     expires_ms: int | None = None
     sender: str | None = None
     """In a group: who wrote it (a Session ID). In a 1:1 conversation: None (the peer)."""
+
+    @classmethod
+    def of(cls, content: Content, *, outgoing: bool, sender: str | None = None) -> Entry:
+        """The entry for a text as a device keeps it: a message of our own is read, and its
+        timer (if it disappears) runs from its sending; so does another's ``after_send`` timer,
+        while an ``after_read`` one starts when it is shown (``Messenger.mark_read``)."""
+        dis = content.disappear
+        timed = dis is not None and (outgoing or dis[0] == "after_send")
+        return cls(
+            id=content.id.hex(),
+            outgoing=outgoing,
+            body=content.body,
+            sent_ms=content.sent_ms,
+            name=content.name,
+            disappear=dis,
+            read_ms=content.sent_ms if outgoing else None,
+            expires_ms=content.sent_ms + dis[1] if dis is not None and timed else None,
+            sender=sender,
+        )
 
     def wire(self) -> dict[str, Any]:
         return {

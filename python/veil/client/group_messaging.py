@@ -270,20 +270,7 @@ class MessengerGroups:
         ttl = min(TTL_MS, disappear[1]) if disappear and disappear[0] == "after_send" else TTL_MS
         await self.api.send_content(group, content, ttl_ms=ttl)
         self.m._seen[content.id.hex()] = None
-        self.m._add(
-            account,
-            Entry(
-                id=content.id.hex(),
-                outgoing=True,
-                body=text,
-                sent_ms=now,
-                name=self.m.name,
-                disappear=disappear,
-                read_ms=now,
-                expires_ms=now + disappear[1] if disappear else None,
-                sender=self.m.me,
-            ),
-        )
+        self.m._add(account, Entry.of(content, outgoing=True, sender=self.m.me))
         return content.id
 
     async def unsend(self, account: str, message_id: bytes) -> None:
@@ -357,24 +344,7 @@ class MessengerGroups:
                 return None
             self.m.book.conversations[account] = [e for e in entries if e not in mine]
         elif content.kind == "text":
-            dis = content.disappear
-            expires = (
-                content.sent_ms + dis[1] if dis and (outgoing or dis[0] == "after_send") else None
-            )
-            self.m._add(
-                account,
-                Entry(
-                    id=content.id.hex(),
-                    outgoing=outgoing,
-                    body=content.body,
-                    sent_ms=content.sent_ms,
-                    name=content.name,
-                    disappear=dis,
-                    read_ms=content.sent_ms if outgoing else None,
-                    expires_ms=expires,
-                    sender=message.sender,
-                ),
-            )
+            self.m._add(account, Entry.of(content, outgoing=outgoing, sender=message.sender))
         return Received(
             kind=content.kind,
             peer=account,

@@ -336,19 +336,7 @@ class Messenger:
         content = Content.text(text, now, name=self.name, disappear=disappear)
         await self._send_content(recipient_session_id, content, ttl_ms=ttl)
         self._seen[content.id.hex()] = None
-        self._add(
-            recipient_session_id,
-            Entry(
-                id=content.id.hex(),
-                outgoing=True,
-                body=text,
-                sent_ms=now,
-                name=self.name,
-                disappear=disappear,
-                read_ms=now,
-                expires_ms=now + disappear[1] if disappear else None,
-            ),
-        )
+        self._add(recipient_session_id, Entry.of(content, outgoing=True))
         if self.config.contact(recipient_session_id) is None:
             self.config.set_contact(recipient_session_id, "accepted", now)
             self.config_dirty = True
@@ -473,23 +461,7 @@ class Messenger:
             if not self._drop(peer, content.ref.hex(), outgoing=outgoing):
                 return None
         elif content.kind in ("text", "sent"):
-            dis = content.disappear
-            expires = (
-                content.sent_ms + dis[1] if dis and (outgoing or dis[0] == "after_send") else None
-            )
-            self._add(
-                peer,
-                Entry(
-                    id=content.id.hex(),
-                    outgoing=outgoing,
-                    body=content.body,
-                    sent_ms=content.sent_ms,
-                    name=content.name,
-                    disappear=dis,
-                    read_ms=content.sent_ms if outgoing else None,
-                    expires_ms=expires,
-                ),
-            )
+            self._add(peer, Entry.of(content, outgoing=outgoing))
         return Received(
             kind="text" if content.kind == "sent" else content.kind,
             peer=peer,

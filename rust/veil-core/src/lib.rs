@@ -6,8 +6,10 @@
 //! - [`hop`]: the per-hop key and encryption of onion requests. [`onion`]: Veil's onion layers.
 //! - [`link`]: node links (a Noise handshake bound to the nodes' keys, then encrypted records).
 //! - [`session`]: the Session Protocol for one-to-one messages.
+//! - [`blind`]: blinded identities for communities (blind25).
 
 pub mod aead;
+pub mod blind;
 pub mod ed25519;
 pub mod error;
 pub mod hash;

@@ -12,7 +12,9 @@ use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList, PyTuple};
 use veil_core::error::fixed;
-use veil_core::{aead, ed25519, hash, hop, link, onion, sealed_box, session, store_index, x25519};
+use veil_core::{
+    aead, blind, ed25519, hash, hop, link, onion, sealed_box, session, store_index, x25519,
+};
 use zeroize::Zeroizing;
 
 mod errors {
@@ -231,6 +233,119 @@ fn session_decrypt<'py>(
         bytes(py, &opened.sender_x25519),
     ];
     PyTuple::new(py, items).map_err(|_| CoreError(veil_core::Error::Decryption))
+}
+
+// --- Blinded identities (communities) -------------------------------------------------------------
+
+/// A user's blinded key pair on one community server (`veil.protocol.blinding`), derived once from
+/// the Ed25519 seed and the server's public key; the blinded secret never returns to Python.
+#[pyclass(module = "veil._core", frozen)]
+struct Blind25Key(blind::BlindedKey);
+
+#[pymethods]
+impl Blind25Key {
+    #[new]
+    fn new(seed: &[u8], server_pk: &[u8]) -> CoreResult<Self> {
+        let seed = zeroizing(fixed::<32>("seed", seed)?);
+        let server_pk = fixed::<32>("server public key", server_pk)?;
+        Ok(Self(blind::BlindedKey::new(&seed, &server_pk)?))
+    }
+
+    /// The blinded public key B (32 bytes).
+    #[getter]
+    fn public<'py>(&self, py: Python<'py>) -> Bound<'py, PyBytes> {
+        bytes(py, self.0.public())
+    }
+
+    /// A 64-byte Ed25519 signature of `message` under B.
+    fn sign<'py>(&self, py: Python<'py>, message: &[u8]) -> Bound<'py, PyBytes> {
+        bytes(py, &self.0.sign(message))
+    }
+
+    /// The 32-byte direct-message key shared with the blinded key `other`, this user sending or not.
+    fn dm_key<'py>(
+        &self,
+        py: Python<'py>,
+        other: &[u8],
+        sending: bool,
+    ) -> CoreResult<Bound<'py, PyBytes>> {
+        let other = fixed::<32>("blinded public key", other)?;
+        Ok(bytes(py, self.0.dm_key(&other, sending)?.as_ref()))
+    }
+
+    #[allow(clippy::unused_self)] // a method, because Python calls it on the instance
+    fn __repr__(&self) -> &'static str {
+        "Blind25Key(..)"
+    }
+}
+
+/// The blinded key pair `(b, B)` of `seed` on `server_pk`: b the secret scalar (32 bytes,
+/// little-endian), B the public key.
+#[pyfunction]
+fn blind25_keypair<'py>(
+    py: Python<'py>,
+    seed: &[u8],
+    server_pk: &[u8],
+) -> CoreResult<(Bound<'py, PyBytes>, Bound<'py, PyBytes>)> {
+    let key = Blind25Key::new(seed, server_pk)?;
+    Ok((
+        bytes(py, key.0.secret_bytes().as_ref()),
+        bytes(py, key.0.public()),
+    ))
+}
+
+/// The blinded public key B of a Session ID (33 bytes, 0x05 ‖ u) on `server_pk`.
+#[pyfunction]
+fn blind25_public<'py>(
+    py: Python<'py>,
+    session_id: &[u8],
+    server_pk: &[u8],
+) -> CoreResult<Bound<'py, PyBytes>> {
+    let session_id = fixed::<33>("Session ID", session_id)?;
+    let server_pk = fixed::<32>("server public key", server_pk)?;
+    Ok(bytes(py, &blind::blinded_public(&session_id, &server_pk)?))
+}
+
+/// Whether the blinded public key `blinded` is that of the Session ID `session_id` on `server_pk`.
+#[pyfunction]
+fn blind25_matches(blinded: &[u8], session_id: &[u8], server_pk: &[u8]) -> CoreResult<bool> {
+    let blinded = fixed::<32>("blinded public key", blinded)?;
+    let session_id = fixed::<33>("Session ID", session_id)?;
+    let server_pk = fixed::<32>("server public key", server_pk)?;
+    Ok(blind::matches(&blinded, &session_id, &server_pk)?)
+}
+
+/// Raises `InvalidKeyError` unless `public` is a usable blinded public key: the canonical encoding
+/// of a point of the prime-order subgroup, not the identity.
+#[pyfunction]
+fn blind25_check_public(public: &[u8]) -> CoreResult<()> {
+    let public = fixed::<32>("blinded public key", public)?;
+    blind::parse_public(&public)?;
+    Ok(())
+}
+
+/// A 64-byte Ed25519 signature of `message` under the blinded key of `seed` on `server_pk`.
+#[pyfunction]
+fn blind25_sign<'py>(
+    py: Python<'py>,
+    seed: &[u8],
+    server_pk: &[u8],
+    message: &[u8],
+) -> CoreResult<Bound<'py, PyBytes>> {
+    Ok(Blind25Key::new(seed, server_pk)?.sign(py, message))
+}
+
+/// The direct-message key between the blinded key of `seed` on `server_pk` and the blinded key
+/// `other`, this user sending or not (see `Blind25Key.dm_key`).
+#[pyfunction]
+fn blind25_dm_key<'py>(
+    py: Python<'py>,
+    seed: &[u8],
+    server_pk: &[u8],
+    other: &[u8],
+    sending: bool,
+) -> CoreResult<Bound<'py, PyBytes>> {
+    Blind25Key::new(seed, server_pk)?.dm_key(py, other, sending)
 }
 
 // --- Hop keys and onions --------------------------------------------------------------------------
@@ -753,12 +868,19 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(store_message_hash, m)?)?;
     m.add_function(wrap_pyfunction!(retrieve_messages_json, m)?)?;
     m.add_function(wrap_pyfunction!(verify_identity_batch, m)?)?;
+    m.add_function(wrap_pyfunction!(blind25_keypair, m)?)?;
+    m.add_function(wrap_pyfunction!(blind25_public, m)?)?;
+    m.add_function(wrap_pyfunction!(blind25_matches, m)?)?;
+    m.add_function(wrap_pyfunction!(blind25_check_public, m)?)?;
+    m.add_function(wrap_pyfunction!(blind25_sign, m)?)?;
+    m.add_function(wrap_pyfunction!(blind25_dm_key, m)?)?;
     m.add_class::<HopKey>()?;
     m.add_class::<PeeledLayer>()?;
     m.add_class::<NodeKey>()?;
     m.add_class::<LinkInitiator>()?;
     m.add_class::<LinkResponder>()?;
     m.add_class::<LinkCipher>()?;
+    m.add_class::<Blind25Key>()?;
     m.add("ONION_VERSION", onion::VERSION)?;
     m.add("MAX_ONION_LEN", onion::MAX_ONION_LEN)?;
     m.add("MAX_ROUTE_LEN", onion::MAX_ROUTE_LEN)?;

@@ -11,6 +11,11 @@ and returns the exit code::
     veil devnet up [--nodes N] [--dir DIR] [--detach]
     veil devnet status [--dir DIR] [--json]
     veil devnet down [--dir DIR]
+    veil community init --data-dir DIR [--url URL] [--listen HOST:PORT]
+    veil community run --data-dir DIR
+    veil community add-room --data-dir DIR TOKEN NAME [--description TEXT] [--read-only]
+    veil community add-moderator --data-dir DIR USER [--room TOKEN] [--admin]
+    veil community rooms --data-dir DIR
 
 A new command group (``veil node ...``, ``veil devnet ...``) is a function
 ``_add_<group>(commands)`` called from :func:`build_parser`. Handlers import what they need when
@@ -74,6 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_authority(commands)
     _add_client(commands)
     _add_devnet(commands)
+    _add_community(commands)
     return parser
 
 
@@ -99,6 +105,19 @@ def _add_devnet(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
     from veil.devnet import add_devnet_commands  # noqa: PLC0415  (argparse wiring only)
 
     add_devnet_commands(commands)
+
+
+def _add_community(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from veil.community.cli import add_server_commands  # noqa: PLC0415  (argparse wiring only)
+
+    community = commands.add_parser(
+        "community",
+        help="communities (open groups): run a community server",
+        description="Communities: open groups served by a community server that clients reach "
+        "through onion requests (docs/community.md).",
+    )
+    actions = community.add_subparsers(dest="community_action", required=True, metavar="ACTION")
+    add_server_commands(actions)
 
 
 # --------------------------------------------------------------------------------------------------

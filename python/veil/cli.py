@@ -112,12 +112,15 @@ def _add_community(commands: argparse._SubParsersAction[argparse.ArgumentParser]
 
     community = commands.add_parser(
         "community",
-        help="communities (open groups): run a community server",
+        help="communities (open groups): join and moderate rooms, or run a community server",
         description="Communities: open groups served by a community server that clients reach "
         "through onion requests (docs/community.md).",
     )
     actions = community.add_subparsers(dest="community_action", required=True, metavar="ACTION")
     add_server_commands(actions)
+    from veil.client.community_cli import add_community_commands  # noqa: PLC0415
+
+    add_community_commands(actions)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -14,6 +14,7 @@ config = {
     "contacts": {session_id: ["accepted" | "blocked", changed_ms], ...},
     "devices":  {device_id (hex): [device name, linked_ms, picked_ms, changed_ms, removed], ...},
     "groups":   {group account (03…): [joined, changed_ms, invitation or nil], ...},
+    "communities": {room key: [joined, changed_ms, join link or nil], ...},
 }
 ```
 
@@ -81,6 +82,7 @@ class AccountConfig:
     contacts: dict[str, tuple[str, int]] = field(default_factory=dict)
     devices: dict[str, Device] = field(default_factory=dict)
     groups: dict[str, tuple[bool, int, dict[str, Any] | None]] = field(default_factory=dict)
+    communities: dict[str, tuple[bool, int, str | None]] = field(default_factory=dict)
 
     # --- reading ------------------------------------------------------------------------------
 
@@ -108,6 +110,11 @@ class AccountConfig:
         previous = self.groups.get(account, (False, 0, None))[1]
         self.groups[account] = (joined, max(now_ms, previous + 1), invite if joined else None)
 
+    def set_community(self, room: str, link: str | None, now_ms: int) -> None:
+        """Joined (``link``: the room's join link) or left (None)."""
+        previous = self.communities.get(room, (False, 0, None))[1]
+        self.communities[room] = (link is not None, max(now_ms, previous + 1), link)
+
     def set_device(self, device_id: str, device: Device) -> None:
         previous = self.devices.get(device_id)
         if previous is not None:
@@ -133,6 +140,11 @@ class AccountConfig:
             if ours is None or (entry[1], repr(entry)) > (ours[1], repr(ours)):
                 self.groups[account] = entry
                 changed = True
+        for room, joined in other.communities.items():
+            held = self.communities.get(room)
+            if held is None or (joined[1], repr(joined)) > (held[1], repr(held)):
+                self.communities[room] = joined
+                changed = True
         for device_id, device in other.devices.items():
             current = self.devices.get(device_id)
             if current is None or (device.changed_ms, repr(device.wire())) > (
@@ -151,6 +163,7 @@ class AccountConfig:
             "contacts": {sid: [state, ms] for sid, (state, ms) in sorted(self.contacts.items())},
             "devices": {i: d.wire() for i, d in sorted(self.devices.items())},
             "groups": {a: list(entry) for a, entry in sorted(self.groups.items())},
+            "communities": {r: list(entry) for r, entry in sorted(self.communities.items())},
         }
 
     @classmethod
@@ -196,6 +209,19 @@ class AccountConfig:
                 and (entry[2] is None or isinstance(entry[2], dict))
             ):
                 config.groups[account] = (entry[0], entry[1], entry[2] if entry[0] else None)
+        communities = value.get("communities")
+        for room, entry in communities.items() if isinstance(communities, dict) else ():
+            if (
+                isinstance(room, str)
+                and len(room) <= 200
+                and isinstance(entry, list)
+                and len(entry) == 3
+                and isinstance(entry[0], bool)
+                and isinstance(entry[1], int)
+                and (entry[2] is None or (isinstance(entry[2], str) and len(entry[2]) <= 1000))
+                and entry[0] == (entry[2] is not None)
+            ):
+                config.communities[room] = (entry[0], entry[1], entry[2])
         return config
 
 
@@ -221,7 +247,12 @@ class Entry:
     read_ms: int | None = None
     expires_ms: int | None = None
     sender: str | None = None
-    """In a group: who wrote it (a Session ID). In a 1:1 conversation: None (the peer)."""
+    """In a group: who wrote it (a Session ID); in a community room its blinded ID. In a 1:1
+    conversation: None (the peer)."""
+    reply_to: str | None = None
+    """In a community room: the post it answers."""
+    reactions: dict[str, int] | None = None
+    """In a community room: emoji → how many reacted so."""
 
     @classmethod
     def of(cls, content: Content, *, outgoing: bool, sender: str | None = None) -> Entry:
@@ -253,6 +284,8 @@ class Entry:
             "dis": list(self.disappear) if self.disappear else None,
             "read_ms": self.read_ms,
             "expires_ms": self.expires_ms,
+            "re": self.reply_to,
+            "rx": self.reactions,
         }
 
     @classmethod
@@ -268,6 +301,8 @@ class Entry:
             read_ms=value.get("read_ms"),
             expires_ms=value.get("expires_ms"),
             sender=value.get("from"),
+            reply_to=value.get("re"),
+            reactions=value.get("rx"),
         )
 
 
@@ -289,6 +324,8 @@ class Book:
     """The groups this device is in (``veil.client.groups.Group.to_json``), by account."""
     invites: dict[str, dict[str, Any]] = field(default_factory=dict)
     """Invitations not accepted yet, by group account: ``{"invite", "from", "sent_ms"}``."""
+    rooms: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Community rooms this device reads, by room key: ``{"link", "since"}``."""
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -305,6 +342,7 @@ class Book:
             "seen": self.seen,
             "groups": self.groups,
             "invites": self.invites,
+            "rooms": self.rooms,
         }
 
     @classmethod
@@ -329,4 +367,5 @@ class Book:
         book.seen = [str(s) for s in state.get("seen") or []]
         book.groups = dict(state.get("groups") or {})
         book.invites = dict(state.get("invites") or {})
+        book.rooms = dict(state.get("rooms") or {})
         return book

@@ -95,7 +95,7 @@ class Chat:
                 if text.strip() == "/unsend":
                     mine = [e for e in self.messenger.conversation(self.peer) if e.outgoing]
                     if mine:
-                        await self.messenger.unsend(self.peer, bytes.fromhex(mine[-1].id))
+                        await self.messenger.take_back(self.peer, mine[-1].id)
                         self._out("(taken back)")
                 elif text.startswith("/") and not text.startswith("//"):
                     self._out(

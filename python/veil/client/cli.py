@@ -56,6 +56,40 @@ class CommandFailed(VeilError):
     """A failure reported as one line on stderr with exit code 1."""
 
 
+def client_command(
+    into: argparse._SubParsersAction[argparse.ArgumentParser],
+    name: str,
+    summary: str,
+    handler: Callable[[argparse.Namespace], int],
+    *,
+    network: bool,
+) -> argparse.ArgumentParser:
+    """A messenger command: ``--home``, and for one that reaches the network ``--network`` and
+    ``--seed``; failures reported as one line (exit code 1)."""
+    parser = into.add_parser(name, help=summary, description=summary)
+    parser.add_argument(
+        "--home", type=Path, default=Path.home() / ".veil", help="state directory (~/.veil)"
+    )
+    if network:
+        parser.add_argument(
+            "--network",
+            type=Path,
+            metavar="FILE",
+            help="the network file: its authorities' keys are what the client trusts "
+            "(else VEIL_NETWORK, else the local devnet's)",
+        )
+        parser.add_argument(
+            "--seed",
+            action="append",
+            default=[],
+            metavar="HOST:PORT",
+            help="a node to fetch the consensus from (repeatable; else VEIL_SEEDS, else the "
+            "seeds of the devnet.json beside the network file)",
+        )
+    parser.set_defaults(handler=_guard(handler))
+    return parser
+
+
 def add_client_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     def command(
         name: str,
@@ -65,28 +99,7 @@ def add_client_commands(commands: argparse._SubParsersAction[argparse.ArgumentPa
         network: bool,
         into: argparse._SubParsersAction[argparse.ArgumentParser] = commands,
     ) -> argparse.ArgumentParser:
-        parser = into.add_parser(name, help=summary, description=summary)
-        parser.add_argument(
-            "--home", type=Path, default=Path.home() / ".veil", help="state directory (~/.veil)"
-        )
-        if network:
-            parser.add_argument(
-                "--network",
-                type=Path,
-                metavar="FILE",
-                help="the network file: its authorities' keys are what the client trusts "
-                "(else VEIL_NETWORK, else the local devnet's)",
-            )
-            parser.add_argument(
-                "--seed",
-                action="append",
-                default=[],
-                metavar="HOST:PORT",
-                help="a node to fetch the consensus from (repeatable; else VEIL_SEEDS, else the "
-                "seeds of the devnet.json beside the network file)",
-            )
-        parser.set_defaults(handler=_guard(handler))
-        return parser
+        return client_command(into, name, summary, handler, network=network)
 
     init = command(
         "init", "create an account: Session ID and recovery phrase", _init, network=False
@@ -160,6 +173,9 @@ def add_client_commands(commands: argparse._SubParsersAction[argparse.ArgumentPa
     devices.add_argument("--remove", metavar="DEVICE_ID", help="take a lost device off the list")
 
     _add_group_commands(commands, command)
+    from veil.client.community_cli import add_room_commands  # noqa: PLC0415  (it imports this)
+
+    add_room_commands(commands)
 
     safety = command(
         "safety-number",
@@ -445,7 +461,7 @@ def _disappear(text: str | None) -> tuple[str, int] | None:
 
 
 def _send(args: argparse.Namespace) -> int:
-    if not args.session_id.startswith("03"):
+    if args.session_id.startswith("05"):
         _parse_peer(args.session_id)
     disappear = _disappear(args.disappear)
     text = args.text if args.text is not None else sys.stdin.read()
@@ -470,7 +486,7 @@ def _unsend(args: argparse.Namespace) -> int:
             mine = [e for e in mine if e.id.startswith(args.id.lower())]
         if not mine:
             raise CommandFailed("no such message sent in that conversation on this device")
-        await messenger.unsend(peer, bytes.fromhex(mine[-1].id))
+        await messenger.take_back(peer, mine[-1].id)
         print("taken back")
         return 0
 
@@ -495,7 +511,10 @@ def _inbox(args: argparse.Namespace) -> int:
                 lines.append((entry.sent_ms, _show_entry(messenger, peer, entry)))
         for _, line in sorted(lines, key=lambda item: item[0]):
             print(line)
+        from veil.client.community_cli import print_room_news  # noqa: PLC0415
+
         shown = _print_group_news(messenger, events)
+        shown = print_room_news(messenger) or shown
         requests = messenger.requests()
         if requests:
             print(f"{len(requests)} message request(s): `veil requests` shows them")
@@ -541,10 +560,25 @@ def _print_group_news(messenger: Messenger, events: list[Received]) -> bool:
 
 
 def _print_entries(messenger: Messenger, peer: str, entries: list[Entry]) -> None:
+    from veil.client.community_cli import author  # noqa: PLC0415
+
     for entry in entries:
-        who = "you" if entry.outgoing else (entry.name or (entry.sender or peer)[:10])
+        if entry.outgoing:
+            who = "you"
+        elif (entry.sender or "").startswith("25"):  # a community room: never a Session ID
+            who = author(entry.name, entry.sender)
+        else:
+            who = entry.name or (entry.sender or peer)[:10]
         timer = "  ⏱" if entry.disappear else ""
-        print(f"{_when(entry.sent_ms)}  [{entry.id[:8]}] {who}: {entry.body}{timer}")
+        reply = f"↪ #{entry.reply_to} " if entry.reply_to else ""
+        reactions = (
+            "  " + " ".join(f"{e} {n}" for e, n in entry.reactions.items())
+            if entry.reactions
+            else ""
+        )
+        print(
+            f"{_when(entry.sent_ms)}  [{entry.id[:8]}] {who}: {reply}{entry.body}{timer}{reactions}"
+        )
     messenger.mark_read(peer)
 
 
@@ -787,8 +821,15 @@ def _group_of(messenger: Messenger, text: str) -> str:
 
 
 def _target(messenger: Messenger, text: str) -> str:
-    """A Session ID, or the group a text names (``03…`` or the start of it)."""
-    return _group_of(messenger, text) if text.strip().startswith("03") else _parse_peer(text)
+    """A Session ID, the group a text names (``03…`` or the start of it), or a community room
+    (its token, or token@ and the start of its server key)."""
+    if text.strip().startswith("03"):
+        return _group_of(messenger, text)
+    if text.strip().startswith("05"):
+        return _parse_peer(text)
+    from veil.client.community_cli import room_of  # noqa: PLC0415
+
+    return room_of(messenger, text)
 
 
 def _member(messenger: Messenger, account: str, session_id: str) -> str:

@@ -42,6 +42,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from veil.client.account import AccountConfig, Book, Device, Entry
+from veil.client.community_messaging import MessengerCommunities
 from veil.client.group_messaging import MessengerGroups, is_group_id
 from veil.client.network import NetworkError
 from veil.client.swarm import StoreError, SwarmClient
@@ -114,6 +115,9 @@ class Received:
     group: str | None = None
     """The group's account, for what happened in a group (``peer`` is then the group too),
     and for an invitation to one (``peer`` is the inviter)."""
+    room: str | None = None
+    """The community room's key (``peer`` too) for ``post``, ``edit`` and ``delete``; ``sender``
+    is then the author's blinded ID."""
 
 
 class Messenger:
@@ -149,6 +153,7 @@ class Messenger:
             self.book.config.set_name(name, now_ms())
             self.config_dirty = True
         self.groups = MessengerGroups(self)
+        self.communities = MessengerCommunities(self)
 
     # --- what the device holds ----------------------------------------------------------------
 
@@ -202,7 +207,8 @@ class Messenger:
         return {
             sid: entries
             for sid, entries in self.book.conversations.items()
-            if not is_group_id(sid)
+            if sid.startswith("05")
+            and not is_group_id(sid)
             and self.config.contact(sid) is None
             and any(not e.outgoing for e in entries)
         }
@@ -211,6 +217,8 @@ class Messenger:
         if is_group_id(peer):
             group = self.groups.groups.get(peer)
             return group.name if group else None
+        if peer in self.book.rooms:
+            return peer.partition("@")[0]
         for entry in reversed(self.book.conversations.get(peer, [])):
             if not entry.outgoing and entry.name:
                 return entry.name
@@ -324,6 +332,11 @@ class Messenger:
             )
         if is_group_id(recipient_session_id):
             return await self.groups.send_text(recipient_session_id, text, disappear=disappear)
+        if recipient_session_id in self.book.rooms:
+            if disappear is not None:
+                raise InvalidInputError("a community post does not disappear")
+            post_id = await self.communities.post(recipient_session_id, text)
+            return post_id.encode()
         parse_session_id(recipient_session_id)
         if self.config.contact(recipient_session_id) == "blocked":
             raise BlockedContactError(
@@ -356,6 +369,14 @@ class Messenger:
         await self._send_content(peer, content, ttl_ms=self.ttl_ms)
         self._drop(peer, message_id.hex(), outgoing=True)
         await self._to_own_devices(self._transcript(peer, content), self.ttl_ms)
+
+    async def take_back(self, peer: str, entry_id: str) -> None:
+        """Take back the message of a conversation whose entry id is ``entry_id``: an unsend in
+        a 1:1 conversation or a group, a deletion of one's post in a community room."""
+        if peer in self.book.rooms:
+            await self.communities.delete(peer, entry_id)
+        else:
+            await self.unsend(peer, bytes.fromhex(entry_id))
 
     async def _to_own_devices(self, content: Content, ttl_ms: int) -> None:
         """A transcript for the account's other devices. Failing to store it does not unsend
@@ -398,6 +419,7 @@ class Messenger:
             self.book.received_to_ms = max(self.book.received_to_ms, reached)
         received = self.ingest(messages)
         received += await self.groups.fetch()
+        received += await self.communities.fetch()
         self._advance_mark(started)
         if self.persist is not None:
             self.persist(self.save())  # kept on this device before anything leaves the swarm
@@ -542,6 +564,7 @@ class Messenger:
         self.book.config_hashes = hashes
         self._register_device()
         self.groups.reconcile()
+        self.communities.reconcile()
         # One config in the swarm, refreshed before it expires (or stored again if it has).
         if len(hashes) != 1 or newest < now_ms() - self.ttl_ms // 2:
             self.config_dirty = True

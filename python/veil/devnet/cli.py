@@ -113,6 +113,14 @@ def add_devnet_commands(subparsers: argparse._SubParsersAction[argparse.Argument
         ),
     )
     up.add_argument(
+        "--external-service",
+        action="append",
+        default=[],
+        metavar="URL_PREFIX",
+        help="an http(s):// URL prefix every node may POST onion requests to, such as a "
+        "community server's (repeatable)",
+    )
+    up.add_argument(
         "--interval",
         type=_seconds,
         default=1.0,
@@ -264,7 +272,10 @@ def _up(args: argparse.Namespace) -> int:
         _check_free(root)  # again, now that no other `up` can start nodes here
         if args.guard_uptime < 0:
             raise DevnetError("--guard-uptime cannot be negative")
-        state = network.prepare_nodes(root, count, args.guard_uptime)
+        bad = [u for u in args.external_service if not u.startswith(("http://", "https://"))]
+        if bad:
+            raise DevnetError(f"--external-service takes an http(s):// URL prefix, not {bad[0]!r}")
+        state = network.prepare_nodes(root, count, args.guard_uptime, tuple(args.external_service))
         if not args.detach:
             state.supervisor = ProcessRef.of(os.getpid())
         processes = []

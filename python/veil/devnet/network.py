@@ -168,9 +168,15 @@ def _authority_records(
     return records, network
 
 
-def prepare_nodes(root: Path, count: int, guard_uptime_s: float = 0.0) -> DevnetState:
+def prepare_nodes(
+    root: Path,
+    count: int,
+    guard_uptime_s: float = 0.0,
+    external_services: tuple[str, ...] = (),
+) -> DevnetState:
     """Write (or rewrite) the authorities, the network file and ``count`` node directories under
-    ``root``, keeping existing keys and state."""
+    ``root``, keeping existing keys and state. Every node allows ``external_services`` (URL
+    prefixes an onion request's last hop may POST to: a community server, say)."""
     ports = free_ports(2 * (AUTHORITIES + count))
     authorities, network_file = _authority_records(root, ports[: 2 * AUTHORITIES], guard_uptime_s)
     network_path = root / NETWORK_FILE
@@ -195,6 +201,7 @@ def prepare_nodes(root: Path, count: int, guard_uptime_s: float = 0.0) -> Devnet
             network_file=str(network_path),
             store=StoreSettings(map_size_bytes=MAP_SIZE_BYTES),
             network=network,
+            external_services=external_services,
         )
         try:
             data_dir.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,186 @@
+"""Community rooms through the messenger (``veil.client.community_messaging``): six in-process
+nodes that allow the community servers as external services, two in-process community servers,
+and every request an onion request whose exit node POSTs the sealed request to the server."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from client_helpers import directory_of
+from node_helpers import StubAuthorities, run, start_network
+from veil.client.account import Book
+from veil.client.messaging import Messenger
+from veil.client.network import NetworkClient
+from veil.client.swarm import SwarmClient
+from veil.community.config import CommunityConfig, create_server_key
+from veil.community.server import CommunityServer
+from veil.identity import Identity
+from veil.node.config import NetworkSettings
+from veil.node.server import Node
+from veil.protocol.blinding import session_id_matches
+from veil.protocol.community import CommunityError, build_link
+
+FAST = NetworkSettings(sync_interval_s=0.5, replication_timeout_s=2.0)
+
+
+@dataclass
+class World:
+    nodes: list[Node]
+    servers: list[CommunityServer]
+    networks: list[NetworkClient] = field(default_factory=list)
+
+    def link(self, server: int, room: str) -> str:
+        s = self.servers[server]
+        return build_link(f"http://127.0.0.1:{s.port}", s.server_key, room).veil_link()
+
+    async def device(
+        self, identity: Identity, name: str | None = None, **options: object
+    ) -> Messenger:
+        network = await NetworkClient(directory_of(self.nodes[0])).__aenter__()
+        self.networks.append(network)
+        book = options.pop("book", None) or Book()
+        assert isinstance(book, Book)
+        return Messenger(identity, SwarmClient(network), book=book, name=name)
+
+
+@asynccontextmanager
+async def _world(tmp_path: Path) -> AsyncIterator[World]:
+    servers = []
+    for i in range(2):
+        data_dir = tmp_path / f"community{i}"
+        data_dir.mkdir()
+        create_server_key(data_dir / "community.key")
+        server = CommunityServer(CommunityConfig(data_dir=data_dir, listen_port=0))
+        await server.start()
+        assert server.db.create_room("lobby", "The lobby", "say hi", read_only=False, now_ms=1)
+        servers.append(server)
+    authorities = StubAuthorities(tmp_path / "authorities")
+    nodes = await start_network(
+        authorities, tmp_path, 6, network=FAST, external_services=("http://127.0.0.1:",)
+    )
+    world = World(nodes, servers)
+    try:
+        yield world
+    finally:
+        for network in world.networks:
+            await network.close()
+        for node in nodes:
+            await node.stop()
+        for server in servers:
+            await server.stop()
+
+
+def _posts(messenger: Messenger, room: str) -> list[tuple[str | None, str]]:
+    return [(e.name, e.body) for e in messenger.conversation(room)]
+
+
+def test_three_users_post_reply_react_and_a_moderator_deletes_and_bans(tmp_path: Path) -> None:
+    alice, bob, carol = (Identity.generate() for _ in range(3))
+
+    async def main() -> None:
+        async with _world(tmp_path) as world:
+            a = await world.device(alice, "Alice")
+            b = await world.device(bob, "Bob")
+            c = await world.device(carol, "Carol")
+            link = world.link(0, "lobby")
+            for m in (a, b, c):
+                key, info = await m.communities.join(link)
+                assert info["name"] == "The lobby"
+            assert key.startswith("lobby@")
+
+            first = await a.communities.post(key, "hello room")
+            await b.fetch()
+            await b.communities.post(key, "hi alice", reply_to=int(first))
+            await c.fetch()
+            await c.communities.react(key, first, "👍")
+            for m in (a, b, c):
+                await m.fetch()
+                assert _posts(m, key) == [("Alice", "hello room"), ("Bob", "hi alice")]
+            entries = a.conversation(key)
+            assert entries[0].reactions == {"👍": 1}
+            assert entries[1].reply_to == first
+            # Authors are blinded IDs, never Session IDs.
+            assert {e.sender for e in entries} == {
+                a.communities.blinded_id(key),
+                b.communities.blinded_id(key),
+            }
+            assert all((e.sender or "").startswith("25") for e in entries)
+            assert bob.session_id not in repr(c.book.to_json())
+
+            # Alice becomes a moderator (the operator's add-moderator), deletes Bob's post and
+            # bans Carol, whose next post is refused and stores nothing.
+            server = world.servers[0]
+            server.db.set_moderator(
+                server.db.room("lobby").id,  # type: ignore[union-attr]
+                server.db.user_id(a.communities.blinded_id(key), 1),
+                moderator=True,
+                admin=False,
+            )
+            second = entries[1].id
+            await a.communities.delete(key, second)
+            await c.fetch()
+            assert _posts(c, key) == [("Alice", "hello room")]
+            assert await a.communities.moderate(key, "ban", c.communities.blinded_id(key))
+            posts_before = server.db.post_count(server.db.room("lobby").id)  # type: ignore[union-attr]
+            with pytest.raises(CommunityError) as refused:
+                await c.communities.post(key, "let me in")
+            assert refused.value.status == 403
+            assert server.db.post_count(server.db.room("lobby").id) == posts_before  # type: ignore[union-attr]
+            # Bob (not a moderator) cannot ban.
+            with pytest.raises(CommunityError) as refused:
+                await b.communities.moderate(key, "ban", a.communities.blinded_id(key))
+            assert refused.value.status == 403
+
+    run(main())
+
+
+def test_two_servers_see_unlinkable_ids_and_a_second_device_reads_the_rooms(
+    tmp_path: Path,
+) -> None:
+    bob = Identity.generate()
+
+    async def main() -> None:
+        async with _world(tmp_path) as world:
+            b = await world.device(bob, "Bob")
+            one, _ = await b.communities.join(world.link(0, "lobby"))
+            two, _ = await b.communities.join(world.link(1, "lobby"))
+            await b.communities.post(one, "on the first")
+            await b.communities.post(two, "on the second")
+            first_id, second_id = b.communities.blinded_id(one), b.communities.blinded_id(two)
+            assert first_id != second_id
+            for server, blinded in zip(world.servers, (first_id, second_id), strict=True):
+                # The server can confirm a Session ID it guesses, and nothing more: what it
+                # stores holds neither the Session ID nor the account's keys.
+                assert session_id_matches(blinded, bob.session_id, server.server_key)
+                assert not session_id_matches(
+                    blinded, Identity.generate().session_id, server.server_key
+                )
+                stored = b"".join(
+                    p.read_bytes() for p in server.config.data_dir.iterdir() if p.is_file()
+                )
+                assert blinded[2:].encode() in stored or bytes.fromhex(blinded[2:]) in stored
+                for secret in (
+                    bob.session_id[2:].encode(),
+                    bob.ed25519_public_key.hex().encode(),
+                    bob.x25519_public_key,
+                    bob.ed25519_public_key,
+                ):
+                    assert secret not in stored
+
+            # Bob's second device reads both rooms from the account's config.
+            b2 = await world.device(bob)
+            await b2.fetch()
+            assert set(b2.communities.rooms()) == {one, two}
+            assert [e.body for e in b2.conversation(one)] == ["on the first"]
+            assert [e.outgoing for e in b2.conversation(two)] == [True]
+            # Leaving on one device leaves on the other at its next fetch.
+            await b2.communities.leave(two)
+            await b.fetch()
+            assert set(b.communities.rooms()) == {one}
+
+    run(main())

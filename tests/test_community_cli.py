@@ -154,6 +154,11 @@ def test_users_post_reply_react_a_moderator_deletes_and_bans(setup: Setup) -> No
     # Bob is no moderator.
     refused = _veil("community", "ban", "lobby", alice_blinded, "--home", str(bob), *net)
     assert refused.returncode == 1
+    # A direct message through the server's inbox, end to end between the blinded IDs.
+    _ok("community", "dm", "lobby", alice_blinded, "just between us", "--home", str(bob), *net)
+    inbox = _ok("inbox", "--home", str(alice), *net)
+    assert "── direct, Bob (25" in inbox
+    assert "just between us" in inbox
 
 
 def test_one_user_in_two_communities_has_two_unlinkable_ids(setup: Setup) -> None:

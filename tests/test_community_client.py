@@ -184,3 +184,88 @@ def test_two_servers_see_unlinkable_ids_and_a_second_device_reads_the_rooms(
             assert set(b.communities.rooms()) == {one}
 
     run(main())
+
+
+def test_direct_messages_are_end_to_end_and_a_shared_session_id_makes_a_1to1(
+    tmp_path: Path,
+) -> None:
+    alice, bob, carol, mallory = (Identity.generate() for _ in range(4))
+
+    async def main() -> None:
+        async with _world(tmp_path) as world:
+            a, b, c, m = [
+                await world.device(p, n)
+                for p, n in ((alice, "Alice"), (bob, "Bob"), (carol, "Carol"), (mallory, "M"))
+            ]
+            link = world.link(0, "lobby")
+            for device in (a, b, c, m):
+                key, _ = await device.communities.join(link)
+            bob_blinded = b.communities.blinded_id(key)
+            # Alice writes to Bob's blinded ID: only Bob reads it; what the server keeps is
+            # ciphertext.
+            conversation = await a.communities.send_dm(key, bob_blinded, "psst, bob")
+            events = await b.fetch()
+            direct = [e for e in events if e.room and e.room.startswith("dm:")]
+            assert [(e.body, e.name) for e in direct] == [("psst, bob", "Alice")]
+            alice_conv = direct[0].peer
+            assert (
+                alice_conv
+                == f"dm:{a.communities.blinded_id(key)}@{world.servers[0].server_key.hex()}"
+            )
+            assert [e for e in await c.fetch() if e.room and e.room.startswith("dm:")] == []
+            data_dir = world.servers[0].config.data_dir
+            stored = b"".join(p.read_bytes() for p in data_dir.iterdir() if p.is_file())
+            assert len(stored) > 10_000  # the database and its write-ahead log
+            assert b"psst, bob" not in stored
+            # Bob answers in the same conversation; Alice reads it under hers.
+            await b.send_text(alice_conv, "hi alice")
+            await a.fetch()
+            assert [e.body for e in a.conversation(conversation)] == ["psst, bob", "hi alice"]
+
+            # Mallory claims to be Alice (her Session ID in the content): not taken, the message
+            # stays with Mallory's blinded ID.
+            await m.communities.send_dm(key, bob_blinded, "it's alice, really")
+            # A server that names another sender makes the message fail to open.
+            server = world.servers[0]
+            forged = await _sealed_dm(m, key, bob_blinded, "from alice, says the server")
+            server.db.inbox_add(
+                server.db.user_id(bob_blinded, 1),
+                server.db.user_id(a.communities.blinded_id(key), 1),
+                forged,
+                now_ms=1,
+                expires_ms=2**62,
+            )
+            before = b.undecryptable
+            await b.fetch()
+            assert b.undecryptable == before + 1
+            assert alice.session_id not in b.book.conversations
+            mallory_conv = f"dm:{m.communities.blinded_id(key)}@{server.server_key.hex()}"
+            assert [e.body for e in b.conversation(mallory_conv)] == ["it's alice, really"]
+
+            # Alice shares her Session ID: it checks out, and the conversation is a 1:1 one (a
+            # message request, as any first message from a stranger).
+            await a.communities.send_dm(key, bob_blinded, "this is me", share_session_id=True)
+            await b.fetch()
+            assert [e.body for e in b.conversation(alice.session_id)] == ["this is me"]
+            assert alice.session_id in b.requests()
+
+    run(main())
+
+
+async def _sealed_dm(sender: Messenger, key: str, to: str, text: str) -> bytes:
+    """What ``sender`` would store for ``to``, sealed with its own DM key."""
+    import base64  # noqa: PLC0415
+
+    sent: list[str] = []
+    client = sender.communities.client(sender.communities.link(key))
+
+    async def capture(to_: str, data: str) -> None:
+        sent.append(data)
+
+    original = client.inbox_send
+    client.inbox_send = capture  # type: ignore[method-assign]
+    try:
+        await sender.communities.send_dm(key, to, text)
+    finally:
+        client.inbox_send = original  # type: ignore[method-assign]
+    return base64.b64decode(sent[0])

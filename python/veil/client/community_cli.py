@@ -46,6 +46,14 @@ def add_community_commands(actions: argparse._SubParsersAction[argparse.Argument
     for verb, summary in (("ban", "ban a user (moderators)"), ("unban", "lift a ban")):
         parser = action(verb, summary, "ROOM", "USER")
         parser.add_argument("--global", dest="everywhere", action="store_true", help="server-wide")
+    dm = action(
+        "dm", "a direct message to a user of the room's server, end to end", "ROOM", "USER", "TEXT"
+    )
+    dm.add_argument(
+        "--share-id",
+        action="store_true",
+        help="also give your Session ID: the conversation becomes a normal 1:1 one",
+    )
     mod = action("mod", "make a user a moderator of the room (admins)", "ROOM", "USER")
     mod.add_argument("--admin", action="store_true", help="an admin, who can add moderators")
     mod.add_argument("--global", dest="everywhere", action="store_true", help="of every room")
@@ -127,6 +135,11 @@ async def _act(messenger: Messenger, args: argparse.Namespace) -> int:
     elif verb == "react":
         await rooms.react(key, args.id, args.emoji, remove=args.remove)
         print("reaction taken back" if args.remove else "reacted")
+    elif verb == "dm":
+        conversation = await rooms.send_dm(
+            key, args.user, args.text, share_session_id=args.share_id
+        )
+        print(f"sent; `veil history {conversation[:13]}` shows the conversation")
     elif verb == "delete":
         await rooms.delete(key, args.id)
         print(f"deleted #{args.id}")
@@ -153,6 +166,14 @@ def print_room_news(messenger: Messenger) -> bool:
         print(f"── {link.room} ({link.url})")
         for entry in entries:
             print(f"  #{entry.id}  {author(entry.name, entry.sender)}: {entry.body}")
+    for key in sorted(k for k in messenger.book.conversations if k.startswith("dm:")):
+        entries = messenger.mark_read(key)
+        if not entries:
+            continue
+        shown = True
+        print(f"── direct, {author(entries[-1].name, entries[-1].sender)} ({key[:13]}…)")
+        for entry in entries:
+            print(f"  {entry.body}")
     return shown
 
 

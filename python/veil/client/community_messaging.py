@@ -10,26 +10,44 @@ own poll cursor (the room's ``seqno``) in its book.
 A fetch polls every server once for all of the account's rooms on it (one ``poll`` request, so
 the server answers only what changed since each room's cursor) and applies the changes: a new post
 is added, an edited or reacted-to one replaced, a deleted one dropped.
+
+**Direct messages** between two users of a server go through the server's inbox, end to end
+encrypted with the key the two blinded keys agree on (``BlindedIdentity.dm_key``)::
+
+    data = nonce (24) ‖ XChaCha20-Poly1305(key, nonce, padded content, aad = B_sender ‖ B_recipient)
+
+Only the holder of the sender's blinded key (or the recipient) can make a message that opens, so a
+server that names another sender makes it fail. Such a conversation is kept under
+``dm:<blinded ID>@<server key hex>``. A sender may share its Session ID in the content (``sid``);
+the recipient takes it only if the sender's blinded key is that Session ID's on this server
+(``session_id_matches``), and from then on the conversation is a normal 1:1 one (a message
+request until accepted).
 """
 
 from __future__ import annotations
 
+import base64
+import dataclasses
 import logging
+import secrets
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeGuard
 
+from veil import _core
 from veil.client.account import Entry
 from veil.client.community import CommunityClient, OnionTransport, Transport
 from veil.client.network import NetworkError
 from veil.client.terminal import printable
 from veil.clock import now_ms
 from veil.errors import InvalidInputError
+from veil.protocol.blinding import parse_blinded_id, session_id_matches
 from veil.protocol.community import CommunityError, CommunityLink, parse_link
+from veil.protocol.content import Content, decode_content, encode_content
 
 if TYPE_CHECKING:
     from veil.client.messaging import Messenger, Received
 
-__all__ = ["MessengerCommunities", "room_key"]
+__all__ = ["MessengerCommunities", "dm_key_of", "room_key"]
 
 log = logging.getLogger("veil.client")
 
@@ -37,6 +55,15 @@ log = logging.getLogger("veil.client")
 def room_key(link: CommunityLink) -> str:
     """How the book names a room: ``token@<server key hex>``."""
     return f"{link.room}@{link.server_key.hex()}"
+
+
+def dm_key_of(blinded_id: str, server_key: bytes) -> str:
+    """How the book names a direct conversation with a blinded user of a server."""
+    return f"dm:{blinded_id}@{server_key.hex()}"
+
+
+def _is_count(value: object) -> TypeGuard[int]:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
 class MessengerCommunities:
@@ -67,6 +94,10 @@ class MessengerCommunities:
         rooms = self.rooms()
         if text in rooms:
             return text
+        if text.startswith("dm:"):
+            direct = [k for k in self.m.book.conversations if k.startswith(text)]
+            if len(direct) == 1:
+                return direct[0]
         token, _, server = text.partition("@")
         matches = [
             key
@@ -186,6 +217,108 @@ class MessengerCommunities:
         room = None if everywhere else link.room
         return await self.client(link).moderate(method, user, room=room, admin=admin)
 
+    # --- direct messages ----------------------------------------------------------------------
+
+    async def send_dm(self, key: str, to: str, text: str, *, share_session_id: bool = False) -> str:
+        """Send ``text`` to the user ``to`` (a blinded ID) of the room's server through its inbox;
+        with ``share_session_id`` the content also carries this account's Session ID. The
+        conversation's key (``dm:…``)."""
+        link = self.link(key)
+        client = self.client(link)
+        parse_blinded_id(to)
+        content = dataclasses.replace(
+            Content.text(text, now_ms(), name=self.m.name),
+            sid=self.m.me if share_session_id else None,
+        )
+        dm_key = client.blinded.dm_key(to, sending=True)
+        nonce = secrets.token_bytes(24)
+        aad = client.blinded.public_key + bytes.fromhex(to[2:])
+        sealed = nonce + _core.xchacha20poly1305_encrypt(
+            dm_key, nonce, encode_content(content), aad
+        )
+        await client.inbox_send(to, base64.b64encode(sealed).decode("ascii"))
+        conversation = dm_key_of(to, link.server_key)
+        self.m._seen[content.id.hex()] = None
+        self.m._add(conversation, Entry.of(content, outgoing=True, sender=client.blinded_id))
+        return conversation
+
+    async def reply_dm(self, conversation: str, text: str) -> None:
+        """Send ``text`` in a direct conversation (``dm:<blinded ID>@<server key hex>``)."""
+        blinded, _, server = conversation.removeprefix("dm:").partition("@")
+        key = next((k for k, link in self.rooms().items() if link.server_key.hex() == server), None)
+        if key is None:
+            raise InvalidInputError("no room of that community is joined any more")
+        await self.send_dm(key, blinded, text)
+
+    async def _read_inbox(self, link: CommunityLink, keys: list[str]) -> list[Received]:
+        """The server's inbox for this account: each message opened, checked and kept."""
+        client = self.client(link)
+        since = max(int(self.m.book.rooms[k].get("inbox") or 0) for k in keys)
+        answer = await client.inbox_poll(since)
+        events: list[Received] = []
+        messages = answer.get("messages")
+        for message in messages if isinstance(messages, list) else []:
+            if not isinstance(message, dict) or not _is_count(message.get("id")):
+                continue
+            since = max(since, message["id"])
+            event = self._open_dm(client, link, message)
+            if event is not None:
+                events.append(event)
+        for k in keys:
+            self.m.book.rooms[k]["inbox"] = since
+        return events
+
+    def _open_dm(
+        self, client: CommunityClient, link: CommunityLink, message: dict[str, Any]
+    ) -> Received | None:
+        from veil.client.messaging import Received  # noqa: PLC0415
+
+        sender, data = message.get("from"), message.get("data")
+        if not _is_blinded_id(sender) or not isinstance(data, str):
+            return None
+        try:
+            sealed = base64.b64decode(data, validate=True)
+            aad = bytes.fromhex(sender[2:]) + client.blinded.public_key
+            padded = _core.xchacha20poly1305_decrypt(
+                client.blinded.dm_key(sender, sending=False), sealed[:24], sealed[24:], aad
+            )
+            content = decode_content(padded)
+        except (ValueError, InvalidInputError):
+            self.m.undecryptable += 1
+            return None
+        if content.kind != "text" or content.id.hex() in self.m._seen:
+            return None
+        self.m._seen[content.id.hex()] = None
+        shared = content.sid
+        if shared is not None and session_id_matches(sender, shared, link.server_key):
+            peer, who = shared, None  # a normal 1:1 conversation from now on
+        else:
+            peer, who = dm_key_of(sender, link.server_key), sender
+        if self.m.config.contact(peer) == "blocked":
+            return None
+        entry = Entry.of(
+            dataclasses.replace(
+                content,
+                body=printable(content.body),
+                name=printable(content.name, one_line=True) if content.name else None,
+            ),
+            outgoing=False,
+            sender=who,
+        )
+        self.m._add(peer, entry)
+        return Received(
+            kind="text",
+            peer=peer,
+            sender=peer if who is None else sender,
+            body=entry.body,
+            sent_ms=entry.sent_ms,
+            name=entry.name,
+            hash="",
+            id=content.id,
+            request=who is None and self.m.config.contact(peer) is None,
+            room=None if who is None else peer,
+        )
+
     # --- reading ------------------------------------------------------------------------------
 
     async def fetch(self) -> list[Received]:
@@ -207,6 +340,10 @@ class MessengerCommunities:
                 entry = answer.get(link.room)
                 if isinstance(entry, dict) and entry.get("status") == 200:
                     events += self._apply(key, entry)
+            try:
+                events += await self._read_inbox(first, list(rooms))
+            except (NetworkError, CommunityError) as exc:
+                log.warning("community inbox not read: %s", type(exc).__name__)
         return events
 
     def _apply(self, key: str, polled: dict[str, Any]) -> list[Received]:

@@ -208,7 +208,6 @@ class Messenger:
             sid: entries
             for sid, entries in self.book.conversations.items()
             if sid.startswith("05")
-            and not is_group_id(sid)
             and self.config.contact(sid) is None
             and any(not e.outgoing for e in entries)
         }
@@ -332,6 +331,9 @@ class Messenger:
             )
         if is_group_id(recipient_session_id):
             return await self.groups.send_text(recipient_session_id, text, disappear=disappear)
+        if recipient_session_id.startswith("dm:"):
+            await self.communities.reply_dm(recipient_session_id, text)
+            return b""
         if recipient_session_id in self.book.rooms:
             if disappear is not None:
                 raise InvalidInputError("a community post does not disappear")

@@ -13,6 +13,7 @@ content = msgpack map {
     "dis": [mode, ttl_ms],        optional: disappearing ("after_send" | "after_read")
     "config": map,                "config": the account's settings (veil.client.account)
     "group": map,                 "group_invite", "group_removed": see veil.client.groups
+    "sid": str,                   optional, in a community direct message: the sender's Session ID
 }
 padded  = content ‖ 0x80 ‖ 0x00 … 0x00     (ISO/IEC 7816-4), to the next size bucket
 buckets = 256, 512, 1024, 2048, 4096, 8192, 16384, 32768, 65536 bytes (then multiples of 64 KiB)
@@ -80,6 +81,7 @@ class Content:
     disappear: tuple[str, int] | None = None
     config: dict[str, Any] | None = None
     group: dict[str, Any] | None = None
+    sid: str | None = None
 
     @classmethod
     def text(
@@ -128,6 +130,7 @@ def encode_content(content: Content) -> bytes:
         "dis": list(content.disappear) if content.disappear else None,
         "config": content.config,
         "group": content.group,
+        "sid": content.sid,
     }
     fields.update((k, v) for k, v in optional.items() if v is not None)
     packed = msgpack.packb(fields, use_bin_type=True)
@@ -202,4 +205,5 @@ def decode_content(padded: bytes) -> Content:
         disappear=_disappear(fields.get("dis")),
         config=config,
         group=group,
+        sid=_optional(fields, "sid", str),
     )

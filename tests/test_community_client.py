@@ -4,6 +4,7 @@ and every request an onion request whose exit node POSTs the sealed request to t
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -13,6 +14,7 @@ import pytest
 
 from client_helpers import directory_of
 from node_helpers import StubAuthorities, run, start_network
+from veil import _core
 from veil.client.account import Book
 from veil.client.messaging import Messenger
 from veil.client.network import NetworkClient
@@ -24,6 +26,7 @@ from veil.node.config import NetworkSettings
 from veil.node.server import Node
 from veil.protocol.blinding import session_id_matches
 from veil.protocol.community import CommunityError, build_link
+from veil.protocol.content import Content, encode_content
 
 FAST = NetworkSettings(sync_interval_s=0.5, replication_timeout_s=2.0)
 
@@ -227,7 +230,7 @@ def test_direct_messages_are_end_to_end_and_a_shared_session_id_makes_a_1to1(
             await m.communities.send_dm(key, bob_blinded, "it's alice, really")
             # A server that names another sender makes the message fail to open.
             server = world.servers[0]
-            forged = await _sealed_dm(m, key, bob_blinded, "from alice, says the server")
+            forged = _sealed_dm(m, key, bob_blinded, "from alice, says the server")
             server.db.inbox_add(
                 server.db.user_id(bob_blinded, 1),
                 server.db.user_id(a.communities.blinded_id(key), 1),
@@ -252,20 +255,12 @@ def test_direct_messages_are_end_to_end_and_a_shared_session_id_makes_a_1to1(
     run(main())
 
 
-async def _sealed_dm(sender: Messenger, key: str, to: str, text: str) -> bytes:
-    """What ``sender`` would store for ``to``, sealed with its own DM key."""
-    import base64  # noqa: PLC0415
-
-    sent: list[str] = []
-    client = sender.communities.client(sender.communities.link(key))
-
-    async def capture(to_: str, data: str) -> None:
-        sent.append(data)
-
-    original = client.inbox_send
-    client.inbox_send = capture  # type: ignore[method-assign]
-    try:
-        await sender.communities.send_dm(key, to, text)
-    finally:
-        client.inbox_send = original  # type: ignore[method-assign]
-    return base64.b64decode(sent[0])
+def _sealed_dm(sender: Messenger, key: str, to: str, text: str) -> bytes:
+    """What ``sender`` would store for ``to``, sealed as the module's docstring says."""
+    blinded = sender.communities.client(sender.communities.link(key)).blinded
+    nonce = os.urandom(24)
+    content = encode_content(Content.text(text, 0))
+    aad = blinded.public_key + bytes.fromhex(to[2:])
+    return nonce + _core.xchacha20poly1305_encrypt(
+        blinded.dm_key(to, sending=True), nonce, content, aad
+    )

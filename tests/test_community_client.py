@@ -264,3 +264,62 @@ def _sealed_dm(sender: Messenger, key: str, to: str, text: str) -> bytes:
     return nonce + _core.xchacha20poly1305_encrypt(
         blinded.dm_key(to, sending=True), nonce, content, aad
     )
+
+
+class _NoTransport:
+    async def post(self, url: str, body: bytes) -> bytes:
+        raise AssertionError("no request is made here")
+
+
+def test_what_a_hostile_server_polls_back_is_checked_before_it_is_kept() -> None:
+    from veil.client.community_messaging import MessengerCommunities  # noqa: PLC0415
+
+    me = Identity.generate()
+    messenger = Messenger(me, None, book=Book())
+    messenger.communities = MessengerCommunities(messenger, transport=_NoTransport)
+    link = build_link("http://127.0.0.1:9", bytes(range(32)), "lobby")
+    key = f"lobby@{link.server_key.hex()}"
+    messenger.book.rooms[key] = {"link": link.veil_link(), "since": 5}
+    author = "25" + "ab" * 32
+    good = {"id": 1, "author": author, "text": "fine", "posted": 10, "name": "N"}
+    hostile: list[object] = [
+        None,
+        "text",
+        [],
+        {**good, "id": -1},
+        {**good, "id": True},
+        {**good, "id": "1"},
+        {**good, "author": "05" + "ab" * 32},  # a Session ID is no author here
+        {**good, "author": author.upper()},
+        {**good, "author": author + "00"},
+        {**good, "text": 5},
+        {**good, "posted": "10"},
+        {**good, "posted": False},
+        {"id": 2, "deleted": "yes"},  # neither a post nor a tombstone
+    ]
+    odd = {
+        **good,
+        "id": 3,
+        "text": "line\x1b[31m red",
+        "name": "\x07" + "n" * 100,
+        "reactions": {"👍": {"count": 2}, "x": {"count": -1}, "y": "many", "z": None},
+        "reply_to": "1",
+    }
+    events = messenger.communities._apply(key, {"changes": [*hostile, good, odd], "seqno": -4})
+    assert [e.kind for e in events] == ["post", "post"]
+    kept = {e.id: e for e in messenger.conversation(key)}
+    assert set(kept) == {"1", "3"}
+    assert "\x1b" not in kept["3"].body
+    assert kept["3"].name is not None
+    assert "\x07" not in kept["3"].name
+    assert len(kept["3"].name) <= 64
+    assert kept["3"].reactions == {"👍": 2}
+    assert kept["3"].reply_to is None
+    assert messenger.book.rooms[key]["since"] == 5  # a negative seqno moves no cursor
+    # A tombstone removes; a repeated one changes nothing.
+    events = messenger.communities._apply(
+        key, {"changes": [{"id": 1, "deleted": True}] * 2, "seqno": 9}
+    )
+    assert [e.kind for e in events] == ["delete"]
+    assert [e.id for e in messenger.conversation(key)] == ["3"]
+    assert messenger.book.rooms[key]["since"] == 9

@@ -104,6 +104,15 @@ def test_three_users_post_reply_react_and_a_moderator_deletes_and_bans(tmp_path:
             for m in (a, b, c):
                 await m.fetch()
                 assert _posts(m, key) == [("Alice", "hello room"), ("Bob", "hi alice")]
+            # Alice edits her post; the others see the new text at their next fetch.
+            await a.communities.edit(key, first, "hello, room")
+            events = await b.fetch()
+            assert [(e.kind, e.body) for e in events if e.room == key] == [("edit", "hello, room")]
+            with pytest.raises(CommunityError) as refused:  # not Bob's post to edit
+                await b.communities.edit(key, first, "hijacked")
+            assert refused.value.status == 403
+            await c.fetch()
+            await a.fetch()
             entries = a.conversation(key)
             assert entries[0].reactions == {"👍": 1}
             assert entries[1].reply_to == first
@@ -127,7 +136,7 @@ def test_three_users_post_reply_react_and_a_moderator_deletes_and_bans(tmp_path:
             second = entries[1].id
             await a.communities.delete(key, second)
             await c.fetch()
-            assert _posts(c, key) == [("Alice", "hello room")]
+            assert _posts(c, key) == [("Alice", "hello, room")]
             assert await a.communities.moderate(key, "ban", c.communities.blinded_id(key))
             posts_before = server.db.post_count(server.db.room("lobby").id)  # type: ignore[union-attr]
             with pytest.raises(CommunityError) as refused:

@@ -134,6 +134,12 @@ class CommunityClient:
             params["reply_to"] = reply_to
         return _dict(await self.call("post", params))
 
+    async def edit(self, room: str, post_id: int, text: str) -> None:
+        await self.call("edit", {"room": room, "id": post_id, "text": text})
+
+    async def pin(self, room: str, post_id: int, *, remove: bool = False) -> None:
+        await self.call("unpin" if remove else "pin", {"room": room, "id": post_id})
+
     async def delete(self, room: str, post_id: int) -> None:
         await self.call("delete", {"room": room, "id": post_id})
 

@@ -1,7 +1,7 @@
-"""The messenger's community commands: ``veil community join|leave|react|delete|ban|unban|mod``
-(beside the server's own ``veil community init|run|add-room|…``), ``veil communities`` and
-``veil post``. Reading is ``veil inbox``, ``veil history ROOM`` and ``veil chat ROOM``
-(``docs/community.md``, "The client")."""
+"""The messenger's community commands: ``veil community join|leave|edit|react|pin|delete|ban|
+unban|mod|dm`` (beside the server's own ``veil community init|run|add-room|…``), ``veil
+communities`` and ``veil post``. Reading is ``veil inbox``, ``veil history ROOM`` and ``veil
+chat ROOM`` (``docs/community.md``, "The client")."""
 
 from __future__ import annotations
 
@@ -42,6 +42,9 @@ def add_community_commands(actions: argparse._SubParsersAction[argparse.Argument
     action("leave", "leave a community room", "ROOM")
     react = action("react", "react to a post with an emoji", "ROOM", "ID", "EMOJI")
     react.add_argument("--remove", action="store_true", help="take the reaction back")
+    action("edit", "change the text of your post", "ROOM", "ID", "TEXT")
+    pin = action("pin", "pin a post to the room (moderators)", "ROOM", "ID")
+    pin.add_argument("--remove", action="store_true", help="unpin it")
     action("delete", "delete a post: your own, or anyone's as a moderator", "ROOM", "ID")
     for verb, summary in (("ban", "ban a user (moderators)"), ("unban", "lift a ban")):
         parser = action(verb, summary, "ROOM", "USER")
@@ -140,6 +143,12 @@ async def _act(messenger: Messenger, args: argparse.Namespace) -> int:
             key, args.user, args.text, share_session_id=args.share_id
         )
         print(f"sent; `veil history {conversation[:13]}` shows the conversation")
+    elif verb == "edit":
+        await rooms.edit(key, args.id, args.text)
+        print(f"edited #{args.id}")
+    elif verb == "pin":
+        await rooms.pin(key, args.id, remove=args.remove)
+        print(f"{'unpinned' if args.remove else 'pinned'} #{args.id}")
     elif verb == "delete":
         await rooms.delete(key, args.id)
         print(f"deleted #{args.id}")

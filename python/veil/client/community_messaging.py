@@ -204,6 +204,19 @@ class MessengerCommunities:
             e for e in self.m.book.conversations.get(key, []) if e.id != post_id
         ]
 
+    async def edit(self, key: str, post_id: str, text: str) -> None:
+        """Change the text of one's own post."""
+        link = self.link(key)
+        await self.client(link).edit(link.room, _post_id(post_id), text)
+        for entry in self.m.book.conversations.get(key, []):
+            if entry.id == post_id:
+                entry.body = text
+
+    async def pin(self, key: str, post_id: str, *, remove: bool = False) -> None:
+        """Pin a post to the room, or unpin it (moderators)."""
+        link = self.link(key)
+        await self.client(link).pin(link.room, _post_id(post_id), remove=remove)
+
     async def react(self, key: str, post_id: str, emoji: str, *, remove: bool = False) -> None:
         link = self.link(key)
         await self.client(link).react(link.room, _post_id(post_id), emoji, remove=remove)

@@ -7,13 +7,14 @@ sealed in ``setup`` (untimed; every one has its own nonce). On a SQLite file in 
 directory (WAL, ``synchronous=NORMAL``) holding ``HISTORY`` posts in each of 10 rooms:
 
 - ``community-poll``: a poll of 1 and of 10 rooms, with 0 and with 100 new changes per room (the
-  ``since`` of each room is its seqno, or its seqno - 100).
+  ``since`` of each room is its seqno, or its seqno - 100). Every post is stored with its proof
+  (the signed request), as the server stores it, so each change carries one.
 - ``community-post``: one 200-byte post (a new row and the room's counter, one commit).
 - ``community-floor``: a signed ``info`` (the envelope, the signature, the replay cache: what every
   signed request costs before its method runs), and the hop to a single worker thread and back
   (``run_in_executor`` of a no-op on uvloop), the price of moving the database off the event loop.
 - ``test_db_size_per_10k_posts``: the database file after 10,000 posts of 100 and of 1,000 bytes
-  (WAL checkpointed), in bytes per post.
+  with their proofs (WAL checkpointed), in bytes per post.
 
 Benchmarks are disabled by default (``--benchmark-disable`` in ``pyproject.toml``): each then runs
 once, small, as a correctness check. ``--benchmark-enable`` times them; the medians are printed at
@@ -39,10 +40,10 @@ import uvloop
 from benchkit import Benchmark, median_s, pick
 from veil import _core
 from veil.community.config import CommunityLimits
-from veil.community.db import CommunityDb
-from veil.community.rpc import CommunityRpc
+from veil.community.db import CommunityDb, Proof
+from veil.community.rpc import CommunityRpc, proof_of
 from veil.identity import Identity
-from veil.protocol.community import open_answer, seal_request, sign_request
+from veil.protocol.community import open_answer, parse_request, seal_request, sign_request
 
 ROOMS = 10
 HISTORY = (2_000, 150)
@@ -75,6 +76,8 @@ def summary(request: pytest.FixtureRequest) -> Iterator[None]:
     for key, value in FIGURES.items():
         if key.startswith("size/"):
             lines.append(f"  {key[5:]:28} {value:9.0f} bytes per post")
+        elif key.startswith("bytes/"):
+            lines.append(f"  {key[6:]:28} {value:9.0f} bytes of answer JSON")
         else:
             lines.append(f"  {key:28} {value * 1e6:9.1f} us")
     capture = request.config.pluginmanager.getplugin("capturemanager")
@@ -94,18 +97,28 @@ class Server:
         self.rpc = CommunityRpc(self.db, limits, _core.x25519_generate_secret())
         self.signer = Signer()
         self.tokens = [f"room{index}" for index in range(ROOMS)]
-        writer = self.db.user_id(Signer().pubkey, 1)
+        author = Signer()
+        writer = self.db.user_id(author.pubkey, 1)
         text = "x" * 200
         for token in self.tokens:
             room = self.db.create_room(token, token, "", read_only=False, now_ms=1)
             assert room is not None
             for _ in range(history):
-                self.db.add_post(room.id, writer, "name", text, reply_to=None, now_ms=1)
+                params = {"room": token, "text": text, "name": "name"}
+                proof = _proof(author, self.rpc.server_key, params)
+                self.db.add_post(
+                    room.id, writer, "name", text, reply_to=None, now_ms=1, proof=proof
+                )
         self.seqno = {token: self.db.room(token).seqno for token in self.tokens}  # type: ignore[union-attr]
 
     def sealed(self, method: str, params: dict[str, Any]) -> tuple[bytes, bytes]:
         request = sign_request(self.signer, self.rpc.server_key, method, params)
         return seal_request(self.rpc.server_key, request)
+
+
+def _proof(signer: Signer, server_key: bytes, params: dict[str, Any]) -> Proof:
+    """What the server keeps of a signed ``post`` of ``params``."""
+    return proof_of(parse_request(sign_request(signer, server_key, "post", params)))
 
 
 def _disabled(config: pytest.Config) -> bool:
@@ -161,6 +174,8 @@ def test_poll(benchmark: Benchmark, server: Server, rooms: int, new: int) -> Non
         assert len(entry["changes"]) == new
         assert entry["more"] is False
     benchmark.extra_info["answer_bytes"] = len(orjson.dumps(body))
+    if not benchmark.disabled and new:
+        FIGURES[f"bytes/poll {rooms:2} room(s), {new:3} new"] = len(orjson.dumps(body))
 
 
 def test_post(benchmark: Benchmark, server: Server) -> None:
@@ -209,12 +224,18 @@ def test_db_size_per_10k_posts(tmp_path: Path, request: pytest.FixtureRequest, s
     posts = SIZE_POSTS[1] if disabled else SIZE_POSTS[0]
     path = tmp_path / "size.sqlite3"
     db = CommunityDb(path)
-    users = [db.user_id(Signer().pubkey, 1) for _ in range(50)]
+    signers = [Signer() for _ in range(50)]
+    users = [db.user_id(signer.pubkey, 1) for signer in signers]
     room = db.create_room("lobby", "Lobby", "", read_only=False, now_ms=1)
     assert room is not None
     text = "z" * size
+    server_key = _core.x25519_public_key(_core.x25519_generate_secret())
     for index in range(posts):
-        db.add_post(room.id, users[index % 50], "A name", text, reply_to=None, now_ms=index)
+        params = {"room": "lobby", "text": text, "name": "A name"}
+        proof = _proof(signers[index % 50], server_key, params)
+        db.add_post(
+            room.id, users[index % 50], "A name", text, reply_to=None, now_ms=index, proof=proof
+        )
     db.close()
     with sqlite3.connect(path) as conn:
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")

@@ -173,8 +173,8 @@ def test_one_user_in_two_communities_has_two_unlinkable_ids(setup: Setup) -> Non
         if "you: " in line
     }
     assert len(set(ids.values())) == 2
-    for link in map(parse_link, setup.links):
-        assert session_id_matches(ids[link.url], dave_id, link.server_key)
+    for parsed in map(parse_link, setup.links):
+        assert session_id_matches(ids[parsed.url], dave_id, parsed.server_key)
     # What each server keeps on disk names Dave only by its blinded ID there.
     _ok(
         "post",

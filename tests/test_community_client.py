@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -25,7 +26,7 @@ from veil.identity import Identity
 from veil.node.config import NetworkSettings
 from veil.node.server import Node
 from veil.protocol.blinding import session_id_matches
-from veil.protocol.community import CommunityError, build_link
+from veil.protocol.community import CommunityError, build_link, sign_request
 from veil.protocol.content import Content, encode_content
 
 FAST = NetworkSettings(sync_interval_s=0.5, replication_timeout_s=2.0)
@@ -280,17 +281,53 @@ class _NoTransport:
         raise AssertionError("no request is made here")
 
 
+def _signed_change(
+    author: Identity, server_key: bytes, post_id: int, params: dict[str, Any]
+) -> dict[str, Any]:
+    """A poll's change for a post ``author`` made with ``params``, with its proof."""
+    signer = _StandIn(author)
+    request = sign_request(signer, server_key, "post", params)
+    return {
+        "id": post_id,
+        "author": signer.pubkey,
+        "text": params["text"],
+        "name": params.get("name", ""),
+        "posted": 10,
+        "proof": {
+            **{k: request[k] for k in ("method", "ts", "nonce", "sig")},
+            "params": {k: v for k, v in params.items() if k != "text"},
+        },
+    }
+
+
+class _StandIn:
+    """A plain Ed25519 key under the ``25`` prefix, as a server's test stands in for a blinded
+    key (the client checks a signature under whatever key a post names)."""
+
+    def __init__(self, identity: Identity) -> None:
+        self.identity = identity
+
+    @property
+    def pubkey(self) -> str:
+        return "25" + self.identity.ed25519_public_key.hex()
+
+    def sign(self, message: bytes) -> bytes:
+        return self.identity.sign(message)
+
+
 def test_what_a_hostile_server_polls_back_is_checked_before_it_is_kept() -> None:
     from veil.client.community_messaging import MessengerCommunities  # noqa: PLC0415
 
-    me = Identity.generate()
+    me, writer = Identity.generate(), Identity.generate()
     messenger = Messenger(me, None, book=Book())
     messenger.communities = MessengerCommunities(messenger, transport=_NoTransport)
     link = build_link("http://127.0.0.1:9", bytes(range(32)), "lobby")
     key = f"lobby@{link.server_key.hex()}"
     messenger.book.rooms[key] = {"link": link.veil_link(), "since": 5}
-    author = "25" + "ab" * 32
-    good = {"id": 1, "author": author, "text": "fine", "posted": 10, "name": "N"}
+    good = _signed_change(
+        writer, link.server_key, 1, {"room": "lobby", "text": "fine", "name": "N"}
+    )
+    author = good["author"]
     hostile: list[object] = [
         None,
         "text",
@@ -298,7 +335,7 @@ def test_what_a_hostile_server_polls_back_is_checked_before_it_is_kept() -> None
         {**good, "id": -1},
         {**good, "id": True},
         {**good, "id": "1"},
-        {**good, "author": "05" + "ab" * 32},  # a Session ID is no author here
+        {**good, "author": "05" + author[2:]},  # a Session ID is no author here
         {**good, "author": author.upper()},
         {**good, "author": author + "00"},
         {**good, "text": 5},
@@ -306,16 +343,24 @@ def test_what_a_hostile_server_polls_back_is_checked_before_it_is_kept() -> None
         {**good, "posted": False},
         {"id": 2, "deleted": "yes"},  # neither a post nor a tombstone
     ]
-    odd = {
-        **good,
-        "id": 3,
-        "text": "line\x1b[31m red",
-        "name": "\x07" + "n" * 100,
-        "reactions": {"👍": {"count": 2}, "x": {"count": -1}, "y": "many", "z": None},
-        "reply_to": "1",
-    }
-    events = messenger.communities._apply(key, {"changes": [*hostile, good, odd], "seqno": -4})
+    # Well formed, but not what the author signed: the server changed the text, the name or the
+    # reply, put it under another author or in another room, or dropped the proof.
+    unsigned = [
+        {**good, "id": 4, "text": "altered"},
+        {**good, "id": 5, "name": "Someone else"},
+        {**good, "id": 6, "reply_to": 1},
+        {**good, "id": 7, "author": "25" + Identity.generate().ed25519_public_key.hex()},
+        {**_signed_change(writer, link.server_key, 8, {"room": "other", "text": "x"})},
+        {key: value for key, value in good.items() if key != "proof"} | {"id": 9},
+    ]
+    odd_params = {"room": "lobby", "text": "line\x1b[31m red", "name": "\x07" + "n" * 100}
+    odd = _signed_change(writer, link.server_key, 3, odd_params)
+    odd["reactions"] = {"👍": {"count": 2}, "x": {"count": -1}, "y": "many", "z": None}
+    events = messenger.communities._apply(
+        key, {"changes": [*hostile, *unsigned, good, odd], "seqno": -4}
+    )
     assert [e.kind for e in events] == ["post", "post"]
+    assert messenger.communities.unverified == len(unsigned)
     kept = {e.id: e for e in messenger.conversation(key)}
     assert set(kept) == {"1", "3"}
     assert "\x1b" not in kept["3"].body
@@ -323,7 +368,6 @@ def test_what_a_hostile_server_polls_back_is_checked_before_it_is_kept() -> None
     assert "\x07" not in kept["3"].name
     assert len(kept["3"].name) <= 64
     assert kept["3"].reactions == {"👍": 2}
-    assert kept["3"].reply_to is None
     assert messenger.book.rooms[key]["since"] == 5  # a negative seqno moves no cursor
     # A tombstone removes; a repeated one changes nothing.
     events = messenger.communities._apply(

@@ -28,6 +28,7 @@ import pytest
 from node_helpers import run
 from veil import _core
 from veil.community.config import (
+    DB_FILE,
     CommunityConfig,
     CommunityLimits,
     ConfigError,
@@ -35,7 +36,7 @@ from veil.community.config import (
     load_config,
     render_config,
 )
-from veil.community.db import LATEST_SQL, POLL_SQL, SCHEMA_VERSION, CommunityDb
+from veil.community.db import LATEST_SQL, MIGRATIONS, POLL_SQL, SCHEMA_VERSION, CommunityDb
 from veil.community.rpc import RateLimiter, ReplayCache
 from veil.community.server import CommunityServer
 from veil.errors import DecryptionError, InvalidInputError, InvalidKeyError
@@ -52,6 +53,7 @@ from veil.protocol.community import (
     seal_answer,
     seal_request,
     sign_request,
+    verify_post,
 )
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "community.md"
@@ -340,6 +342,14 @@ def test_rooms_and_posts_round_trip(tmp_path: Path) -> None:
             assert lobby["info"]["token"] == "lobby"
             assert lobby["info"]["active_users"] == 1
             first, second = lobby["changes"]
+            proof = first.pop("proof")
+            assert proof == {
+                "method": "post",
+                "params": {"room": "lobby", "name": "A"},  # the text is the change's
+                "ts": proof["ts"],
+                "nonce": proof["nonce"],
+                "sig": proof["sig"],
+            }
             assert first == {
                 "id": posted["id"],
                 "seqno": 1,
@@ -356,6 +366,9 @@ def test_rooms_and_posts_round_trip(tmp_path: Path) -> None:
                 bob.pubkey,
             )
             assert second["id"] == reply["id"]
+            assert second["proof"]["params"] == {"room": "lobby", "reply_to": posted["id"]}
+            assert verify_post(c.server.server_key, "lobby", {**first, "proof": proof})
+            assert verify_post(c.server.server_key, "lobby", second)
             room = await c.client.ok(alice, "room", {"room": "lobby"})
             assert room["you"] == {"moderator": False, "admin": False}
             assert (room["seqno"], room["moderators"], room["pinned"]) == (2, [], [])
@@ -487,6 +500,306 @@ def test_edits_deletions_reactions_and_pins_appear_as_changes(tmp_path: Path) ->
                 await c.client.refused(mod if method == "pin" else alice, method, params, 404)
 
     run(scenario())
+
+
+# --- proofs: every post's text is signed by its author ----------------------------------------
+
+
+def _tampered(change: dict[str, Any], **edits: Any) -> dict[str, Any]:
+    """A deep copy of ``change`` with ``edits`` applied: ``text=…`` sets the change's field,
+    ``proof__ts=…`` the proof's, ``params__text=…`` the signed params'."""
+    copy = orjson.loads(orjson.dumps(change))
+    for key, value in edits.items():
+        target, name = copy, key
+        if key.startswith("proof__"):
+            target, name = copy["proof"], key[7:]
+        elif key.startswith("params__"):
+            target, name = copy["proof"]["params"], key[8:]
+        if value is _DROP:
+            target.pop(name, None)
+        else:
+            target[name] = value
+    return copy  # type: ignore[no-any-return]
+
+
+_DROP = object()
+
+
+def test_posts_and_edits_carry_proofs_that_readers_verify_and_tampering_is_refused(
+    tmp_path: Path,
+) -> None:
+    async def scenario() -> None:
+        async with serving(tmp_path / "c") as c:
+            c.add_room("lobby")
+            c.add_room("other")
+            key = c.server.server_key
+            alice, bob, mod = Signer(), Signer(), Signer()
+            c.make_moderator(mod, "lobby")
+            text = 'héllo "quoted" \\ back\nslash 👋 \u2028 <b>'
+            first = await c.client.ok(alice, "post", {"room": "lobby", "text": "first"})
+            params = {"room": "lobby", "text": text, "name": "Ålice", "reply_to": first["id"]}
+            request = sign_request(alice, key, "post", params)
+            posted = (await c.client.sealed(request))["body"]
+            plain = await c.client.ok(bob, "post", {"room": "lobby", "text": "no name"})
+            nulled = {"room": "lobby", "text": "null reply", "reply_to": None, "name": ""}
+            await c.client.ok(bob, "post", nulled)
+            same = await c.client.ok(alice, "post", {"room": "lobby", "text": "same"})
+            elsewhere = await c.client.ok(alice, "post", {"room": "other", "text": "same"})
+            before_edit = await c.client.ok(alice, "poll", {"rooms": {"lobby": None}})
+            old_first = before_edit["rooms"]["lobby"]["changes"][0]
+            assert old_first["proof"]["method"] == "post"
+            edit = sign_request(
+                alice, key, "edit", {"room": "lobby", "id": first["id"], "text": "same"}
+            )
+            assert (await c.client.sealed(edit))["status"] == 200
+            # reactions and pins change a post's seqno, not its proof
+            await c.client.ok(bob, "react", {"room": "lobby", "id": posted["id"], "emoji": "👍"})
+            await c.client.ok(mod, "pin", {"room": "lobby", "id": posted["id"]})
+            polled = await c.client.ok(bob, "poll", {"rooms": {"lobby": 0, "other": 0}})
+            lobby = {ch["id"]: ch for ch in polled["rooms"]["lobby"]["changes"]}
+            (other,) = polled["rooms"]["other"]["changes"]
+            assert other["id"] == elsewhere["id"]
+            edited, signed, unnamed = lobby[first["id"]], lobby[posted["id"]], lobby[plain["id"]]
+            same_post = lobby[same["id"]]
+            assert len(lobby) == 5
+            for change in lobby.values():
+                assert verify_post(key, "lobby", change), change
+            unsent = {k: v for k, v in nulled.items() if k != "text"}
+            assert [ch["proof"]["params"] for ch in lobby.values()].count(unsent) == 1
+            assert verify_post(key, "other", other)
+            # the proof is the request as signed: its params, ts, nonce and signature
+            assert signed["proof"] == {
+                "method": "post",
+                "params": {k: v for k, v in params.items() if k != "text"},
+                "ts": request["ts"],
+                "nonce": request["nonce"],
+                "sig": request["sig"],
+            }
+            assert (signed["text"], signed["name"], signed["pinned"]) == (text, "Ålice", True)
+            assert unnamed["proof"]["params"] == {"room": "lobby"}
+            assert unnamed["name"] == ""
+            # an edit replaces the post's proof with its own
+            assert edited["proof"] == {
+                "method": "edit",
+                "params": {"room": "lobby", "id": first["id"]},
+                "ts": edit["ts"],
+                "nonce": edit["nonce"],
+                "sig": edit["sig"],
+            }
+            # what the server stores: the params as signed but for the text, which is the post's
+            with sqlite3.connect(tmp_path / "c" / DB_FILE) as conn:
+                stored = conn.execute(
+                    "SELECT proof_method, proof_params, proof_ts, length(proof_nonce), "
+                    "length(proof_sig) FROM posts WHERE id = ?",
+                    (posted["id"],),
+                ).fetchone()
+            assert stored == (
+                "post",
+                orjson.dumps(
+                    {"name": "Ålice", "reply_to": first["id"], "room": "lobby"},
+                    option=orjson.OPT_SORT_KEYS,
+                ),
+                request["ts"],
+                16,
+                64,
+            )
+            forgeries = {
+                "text": _tampered(signed, text="hello"),
+                "text, also signed": _tampered(signed, text="hello", params__text="hello"),
+                "name": _tampered(signed, name="Mallory"),
+                "name, also signed": _tampered(signed, name="Mallory", params__name="Mallory"),
+                "no name shown": _tampered(unnamed, name="Bob"),
+                "reply_to": _tampered(signed, reply_to=plain["id"]),
+                "reply_to dropped": _tampered(signed, reply_to=_DROP),
+                "reply_to added": _tampered(unnamed, reply_to=first["id"]),
+                "reply_to, also signed": _tampered(
+                    signed, reply_to=plain["id"], params__reply_to=plain["id"]
+                ),
+                "room, signed": _tampered(signed, params__room="other"),
+                "edit's id": _tampered(edited, id=posted["id"]),
+                "edit's id, also signed": _tampered(
+                    edited, id=posted["id"], params__id=posted["id"]
+                ),
+                "author": _tampered(signed, author=bob.pubkey),
+                "author not a blinded ID": _tampered(signed, author="05" + alice.pubkey[2:]),
+                "ts": _tampered(signed, proof__ts=request["ts"] + 1),
+                "nonce": _tampered(signed, proof__nonce=base64.b64encode(bytes(16)).decode()),
+                "sig": _tampered(signed, proof__sig=edited["proof"]["sig"]),
+                "method": _tampered(edited, proof__method="post"),
+                "a param the method does not take": _tampered(unnamed, params__id=unnamed["id"]),
+                # proofs copied from another post, another room, an older text
+                "another author's proof": {**signed, "proof": unnamed["proof"]},
+                "another post's proof": {**signed, "proof": same_post["proof"]},
+                "the edit's proof on another post with its text": {
+                    **same_post,
+                    "proof": edited["proof"],
+                },
+                "the post's proof after an edit": {**edited, "proof": old_first["proof"]},
+                "another room's proof": {**same_post, "proof": other["proof"]},
+                "no proof": _tampered(signed, proof=_DROP),
+            }
+            for why, forged in forgeries.items():
+                assert not verify_post(key, "lobby", forged), why
+            assert not verify_post(key, "other", signed)  # shown in another room
+            assert not verify_post(key, "other", same_post)  # the same text, another room
+            assert not verify_post(bytes(32), "lobby", signed)  # another server
+            # a deleted post is a tombstone: no proof, nothing of it kept
+            await c.client.ok(alice, "delete", {"room": "lobby", "id": posted["id"]})
+            after = await c.client.ok(
+                bob, "poll", {"rooms": {"lobby": polled["rooms"]["lobby"]["seqno"]}}
+            )
+            (tombstone,) = after["rooms"]["lobby"]["changes"]
+            assert tombstone == {"id": posted["id"], "seqno": tombstone["seqno"], "deleted": True}
+            assert not verify_post(key, "lobby", tombstone)
+            with sqlite3.connect(tmp_path / "c" / DB_FILE) as conn:
+                kept = conn.execute(
+                    "SELECT proof_method, proof_params, proof_ts, proof_nonce, proof_sig "
+                    "FROM posts WHERE id = ?",
+                    (posted["id"],),
+                ).fetchone()
+            assert kept == (None, None, None, None, None)
+
+    run(scenario())
+
+
+def test_verify_post_refuses_hostile_changes_without_raising() -> None:
+    key = bytes(range(32))
+    alice = Signer()
+    params = {"room": "lobby", "text": "hi", "reply_to": 3}
+    request = sign_request(alice, key, "post", params)
+    good: dict[str, Any] = {
+        "id": 7,
+        "seqno": 9,
+        "author": alice.pubkey,
+        "name": "",
+        "text": "hi",
+        "reply_to": 3,
+        "posted": 1,
+        "reactions": {},
+        "pinned": False,
+        "proof": {
+            **{k: request[k] for k in ("method", "ts", "nonce", "sig")},
+            "params": {"room": "lobby", "reply_to": 3},  # as signed, but for the text
+        },
+    }
+    assert verify_post(key, "lobby", good)
+    assert verify_post(key, "lobby", _tampered(good, author=alice.pubkey.upper()))
+    deep: dict[str, Any] = {}
+    for _ in range(300):
+        deep = {"x": deep}
+    cyclic: dict[str, Any] = {}
+    cyclic["self"] = cyclic
+    hostile: list[object] = [
+        None,
+        [],
+        "change",
+        {},
+        {"proof": None},
+        _tampered(good, proof=[]),
+        _tampered(good, proof__params=[]),
+        _tampered(good, proof__params=None),
+        _tampered(good, proof__ts="1"),
+        _tampered(good, proof__ts=True),
+        _tampered(good, proof__ts=-1),
+        _tampered(good, proof__ts=1.5),
+        _tampered(good, proof__ts=1 << 80),
+        _tampered(good, proof__nonce="!!"),
+        _tampered(good, proof__nonce=None),
+        _tampered(good, proof__nonce=base64.b64encode(bytes(17)).decode()),
+        _tampered(good, proof__sig="A" * 100_000),
+        _tampered(good, proof__sig=base64.b64encode(bytes(64)).decode()),
+        _tampered(good, proof__method=None),
+        _tampered(good, proof__method="delete"),
+        _tampered(good, proof__method="post\n"),
+        _tampered(good, author=None),
+        _tampered(good, author=7),
+        _tampered(good, author="25" + "00" * 32),  # a small-order point
+        _tampered(good, author="25" + "ff" * 32),  # not a point
+        _tampered(good, text=None),
+        _tampered(good, text=["hi"]),
+        _tampered(good, params__text=None),
+        _tampered(good, name=None),
+        _tampered(good, params__name=None),
+        _tampered(good, reply_to=True, params__reply_to=True),
+        _tampered(good, reply_to=3.0),
+        # values that pass the checks of the params but are not JSON: the signed string fails
+        _tampered(good, reply_to=1 << 80, params__reply_to=1 << 80),
+        _tampered(good, text="\ud800", params__text="\ud800"),
+        _tampered(good, params__room=None),
+        _tampered(good, params__deep=deep),
+        {**good, "proof": {**good["proof"], "params": {**params, "cycle": cyclic}}},
+        {**good, "proof": {**good["proof"], "params": {**params, 1: "x"}}},
+        {**good, "proof": {**good["proof"], "params": {**params, "nan": float("nan")}}},
+    ]
+    edit = sign_request(alice, key, "edit", {"room": "lobby", "id": 1, "text": "hi"})
+    edited: dict[str, Any] = {
+        **good,
+        "id": 1,
+        "proof": {
+            **{k: edit[k] for k in ("method", "ts", "nonce", "sig")},
+            "params": {"room": "lobby", "id": 1},
+        },
+    }
+    assert verify_post(key, "lobby", edited)
+    hostile += [
+        _tampered(edited, id=True, params__id=True),
+        _tampered(edited, id=1.0),
+        _tampered(edited, params__id=_DROP),
+        _tampered(edited, params__name=""),
+    ]
+    for index, change in enumerate(hostile):
+        assert verify_post(key, "lobby", change) is False, index
+    for key_, room in ((b"short", "lobby"), ("00" * 32, "lobby"), (key, None)):
+        assert verify_post(key_, room, good) is False  # type: ignore[arg-type]
+
+
+def test_a_database_of_the_previous_schema_is_migrated_and_its_posts_have_no_proof(
+    tmp_path: Path,
+) -> None:
+    data_dir = tmp_path / "c"
+    data_dir.mkdir()
+    alice = Signer()
+    old = sqlite3.connect(data_dir / DB_FILE)
+    old.executescript(MIGRATIONS[1])
+    old.executescript(
+        f"""
+        INSERT INTO rooms (id, token, name, created_ms, seqno) VALUES (1, 'lobby', 'Lobby', 1, 2);
+        INSERT INTO users (id, pubkey, created_ms) VALUES (1, '{alice.pubkey}', 1);
+        INSERT INTO posts (id, room, user, seqno, posted_ms, name, text)
+            VALUES (1, 1, 1, 1, 5, 'A', 'from before'), (2, 1, 1, 2, 6, 'A', 'edit me');
+        PRAGMA user_version = 1;
+        """
+    )
+    old.close()
+    assert SCHEMA_VERSION == 2
+
+    async def scenario() -> None:
+        async with serving(data_dir) as c:
+            assert c.db.schema_version == SCHEMA_VERSION
+            key = c.server.server_key
+            await c.client.ok(alice, "edit", {"room": "lobby", "id": 2, "text": "edited"})
+            new = await c.client.ok(alice, "post", {"room": "lobby", "text": "after"})
+            polled = await c.client.ok(alice, "poll", {"rooms": {"lobby": None}})
+            changes = polled["rooms"]["lobby"]["changes"]
+            assert [(ch["id"], ch["text"]) for ch in changes] == [
+                (1, "from before"),
+                (2, "edited"),
+                (new["id"], "after"),
+            ]
+            unsigned, edited, fresh = changes
+            assert "proof" not in unsigned  # stored before proofs: unverified
+            assert not verify_post(key, "lobby", unsigned)
+            assert (unsigned["name"], unsigned["posted"]) == ("A", 5)
+            assert edited["proof"]["method"] == "edit"
+            assert verify_post(key, "lobby", edited)
+            assert verify_post(key, "lobby", fresh)
+
+    run(scenario())
+    with sqlite3.connect(data_dir / DB_FILE) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+        columns = [row[1] for row in conn.execute("PRAGMA table_info(posts)")]
+    assert columns[-5:] == ["proof_method", "proof_params", "proof_ts", "proof_nonce", "proof_sig"]
+    assert CommunityDb(data_dir / DB_FILE).schema_version == SCHEMA_VERSION  # opens again as is
 
 
 # --- moderation --------------------------------------------------------------------------------

@@ -9,7 +9,10 @@ own poll cursor (the room's ``seqno``) in its book.
 
 A fetch polls every server once for all of the account's rooms on it (one ``poll`` request, so
 the server answers only what changed since each room's cursor) and applies the changes: a new post
-is added, an edited or reacted-to one replaced, a deleted one dropped.
+is added, an edited or reacted-to one replaced, a deleted one dropped. A post is kept only if its
+proof — its author's signed ``post`` or ``edit`` request — covers the text, name and reply shown
+(:func:`veil.protocol.community.verify_post`): the server cannot alter a post or put words under
+someone's name; others are counted in ``unverified`` and not shown.
 
 **Direct messages** between two users of a server go through the server's inbox, end to end
 encrypted with the key the two blinded keys agree on (``BlindedIdentity.dm_key``)::
@@ -41,7 +44,7 @@ from veil.client.terminal import printable
 from veil.clock import now_ms
 from veil.errors import InvalidInputError
 from veil.protocol.blinding import parse_blinded_id, session_id_matches
-from veil.protocol.community import CommunityError, CommunityLink, parse_link
+from veil.protocol.community import CommunityError, CommunityLink, parse_link, verify_post
 from veil.protocol.content import Content, decode_content, encode_content
 
 if TYPE_CHECKING:
@@ -75,6 +78,9 @@ class MessengerCommunities:
         self.m = messenger
         self._transport = transport
         self._clients: dict[tuple[str, bytes], CommunityClient] = {}
+        self.unverified = 0
+        """Posts a server showed without their author's signature over what it showed (a post
+        from before the server kept proofs, or one the server altered): not kept."""
 
     # --- what the device holds ----------------------------------------------------------------
 
@@ -363,12 +369,16 @@ class MessengerCommunities:
         from veil.client.messaging import Received  # noqa: PLC0415  (a cycle otherwise)
 
         mine = self.blinded_id(key)
+        link = self.link(key)
         held = {e.id: e for e in self.m.book.conversations.get(key, [])}
         events = []
         changes = polled.get("changes")
         for change in changes if isinstance(changes, list) else []:
             entry = _entry(change, mine)
             if entry is None:
+                continue
+            if entry.sent_ms >= 0 and not verify_post(link.server_key, link.room, change):
+                self.unverified += 1  # its author's signature does not cover what is shown
                 continue
             if entry.sent_ms < 0:  # deleted
                 if held.pop(entry.id, None) is not None:

@@ -10,7 +10,7 @@ power loss may lose the last commits but never corrupts the file, which suits a 
 client whose post was lost sees it missing from the next poll). What SQLite cannot do is let
 several machines write one community; a community this large is beyond Veil's scope.
 
-Schema (version 1; ``PRAGMA user_version`` holds the version and :data:`MIGRATIONS` lead from each
+Schema (version 2; ``PRAGMA user_version`` holds the version and :data:`MIGRATIONS` lead from each
 version to the next)::
 
     rooms       id, token (unique), name, description, read_only, created_ms,
@@ -19,7 +19,10 @@ version to the next)::
     users       id, pubkey (blinded ID, unique), moderator, admin, banned (server-wide), created_ms
     room_users  (room, user): moderator, admin, banned (this room), last_active_ms
     posts       id, room, user, seqno (the room's seqno of the post's latest change), posted_ms,
-                edited_ms, name, text (both NULL once deleted: a tombstone), reply_to, pinned_ms
+                edited_ms, name, text (both NULL once deleted: a tombstone), reply_to, pinned_ms,
+                proof_method, proof_params, proof_ts, proof_nonce, proof_sig (version 2: the
+                signed request that gave the post its text, see :class:`Proof`; NULL for posts
+                stored before version 2, and for tombstones)
     reactions   (post, emoji, user): at_ms
     inbox       id (AUTOINCREMENT: never reused), recipient, sender, posted_ms, expires_ms, data
 
@@ -31,11 +34,14 @@ is ``WHERE room = ? AND seqno > ? ORDER BY seqno LIMIT ?`` on the unique index
 from __future__ import annotations
 
 import sqlite3
+from base64 import b64encode
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import orjson
 
 from veil.node.config import ConfigError
 
@@ -47,6 +53,7 @@ __all__ = [
     "CommunityDb",
     "Perms",
     "Post",
+    "Proof",
     "Room",
 ]
 
@@ -114,13 +121,24 @@ CREATE INDEX inbox_recipient ON inbox(recipient, id);
 CREATE INDEX inbox_expiry ON inbox(expires_ms);
 """
 
-MIGRATIONS: dict[int, str] = {1: _SCHEMA_V1}
+_PROOFS_V2 = """
+ALTER TABLE posts ADD COLUMN proof_method TEXT;
+ALTER TABLE posts ADD COLUMN proof_params BLOB;
+ALTER TABLE posts ADD COLUMN proof_ts INTEGER;
+ALTER TABLE posts ADD COLUMN proof_nonce BLOB;
+ALTER TABLE posts ADD COLUMN proof_sig BLOB;
+"""
+"""Version 2: each post keeps the signed request that gave it its current text (rows already
+there get NULL: no proof). Adding a column with no default rewrites no row."""
+
+MIGRATIONS: dict[int, str] = {1: _SCHEMA_V1, 2: _PROOFS_V2}
 """Version → the script that brings a database of the version before it to that version."""
 SCHEMA_VERSION = max(MIGRATIONS)
 
 _CHANGES = (
     "SELECT p.id, p.seqno, u.pubkey, p.name, p.text, p.posted_ms, p.edited_ms, p.reply_to, "
-    "p.pinned_ms FROM posts p JOIN users u ON u.id = p.user "
+    "p.pinned_ms, p.proof_method, p.proof_params, p.proof_ts, p.proof_nonce, p.proof_sig "
+    "FROM posts p JOIN users u ON u.id = p.user "
 )
 POLL_SQL = _CHANGES + "WHERE p.room = ? AND p.seqno > ? ORDER BY p.seqno LIMIT ?"
 """A poll of one room: the changes after a seqno (an index range scan on posts_room_seqno)."""
@@ -161,6 +179,20 @@ class Post:
     user: int
     deleted: bool
     pinned: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Proof:
+    """The signed request (``post`` or ``edit``) that gave a post its current text, as stored:
+    ``params`` is the canonical JSON (``canonical_params``) of the request's params without
+    ``text`` — the text is the post's own column, so it is not stored twice; a poll puts it back
+    (the canonical JSON sorts keys, so the params rebuilt sign to the same bytes)."""
+
+    method: str
+    params: bytes
+    ts_ms: int
+    nonce: bytes
+    signature: bytes
 
 
 class CommunityDb:
@@ -411,29 +443,43 @@ class CommunityDb:
         return None if row is None else Post(row[0], row[1], bool(row[2]), bool(row[3]))
 
     def add_post(
-        self, room: int, user: int, name: str, text: str, *, reply_to: int | None, now_ms: int
+        self,
+        room: int,
+        user: int,
+        name: str,
+        text: str,
+        *,
+        reply_to: int | None,
+        now_ms: int,
+        proof: Proof | None = None,
     ) -> tuple[int, int]:
-        """(post id, seqno)."""
+        """(post id, seqno). ``proof``: the signed ``post`` request (None: a post no reader can
+        verify, as benchmarks and tests may seed)."""
         with self._write() as conn:
             seqno = self._bump(conn, room)
             row = conn.execute(
-                "INSERT INTO posts (room, user, seqno, posted_ms, name, text, reply_to) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id",
-                (room, user, seqno, now_ms, name, text, reply_to),
+                "INSERT INTO posts (room, user, seqno, posted_ms, name, text, reply_to, "
+                "proof_method, proof_params, proof_ts, proof_nonce, proof_sig) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+                (room, user, seqno, now_ms, name, text, reply_to, *_proof_columns(proof)),
             ).fetchone()
         return int(row[0]), seqno
 
-    def edit_post(self, room: int, post_id: int, text: str, now_ms: int) -> int:
+    def edit_post(
+        self, room: int, post_id: int, text: str, now_ms: int, proof: Proof | None = None
+    ) -> int:
+        """The new seqno; the edit's ``proof`` replaces the post's (None leaves it none)."""
         with self._write() as conn:
             seqno = self._bump(conn, room)
             conn.execute(
-                "UPDATE posts SET text = ?, edited_ms = ?, seqno = ? WHERE id = ?",
-                (text, now_ms, seqno, post_id),
+                "UPDATE posts SET text = ?, edited_ms = ?, seqno = ?, proof_method = ?, "
+                "proof_params = ?, proof_ts = ?, proof_nonce = ?, proof_sig = ? WHERE id = ?",
+                (text, now_ms, seqno, *_proof_columns(proof), post_id),
             )
         return seqno
 
     def delete_post(self, room: int, post_id: int, now_ms: int) -> int:
-        """Leave a tombstone: no text, name, reactions or pin (a pinned post's room info
+        """Leave a tombstone: no text, name, proof, reactions or pin (a pinned post's room info
         changes too)."""
         with self._write() as conn:
             seqno = self._bump(conn, room)
@@ -442,7 +488,8 @@ class CommunityDb:
             )
             conn.execute(
                 "UPDATE posts SET text = NULL, name = NULL, reply_to = NULL, edited_ms = ?, "
-                "seqno = ?, pinned_ms = NULL WHERE id = ?",
+                "seqno = ?, pinned_ms = NULL, proof_method = NULL, proof_params = NULL, "
+                "proof_ts = NULL, proof_nonce = NULL, proof_sig = NULL WHERE id = ?",
                 (now_ms, seqno, post_id),
             )
             conn.execute("DELETE FROM reactions WHERE post = ?", (post_id,))
@@ -585,8 +632,14 @@ class CommunityDb:
         return cursor.rowcount
 
 
+def _proof_columns(proof: Proof | None) -> tuple[Any, ...]:
+    if proof is None:
+        return (None, None, None, None, None)
+    return (proof.method, proof.params, proof.ts_ms, proof.nonce, proof.signature)
+
+
 def _change(row: tuple[Any, ...], reactions: dict[str, Any] | None) -> dict[str, Any]:
-    post_id, seqno, author, name, text, posted, edited, reply_to, pinned = row
+    post_id, seqno, author, name, text, posted, edited, reply_to, pinned = row[:9]
     if text is None:
         return {"id": post_id, "seqno": seqno, "deleted": True}
     change: dict[str, Any] = {
@@ -603,4 +656,13 @@ def _change(row: tuple[Any, ...], reactions: dict[str, Any] | None) -> dict[str,
         change["edited"] = edited
     if reply_to is not None:
         change["reply_to"] = reply_to
+    method, params, ts, nonce, signature = row[9:]
+    if method is not None:
+        change["proof"] = {  # params as signed, but for the text: the change's own (once)
+            "method": method,
+            "params": orjson.loads(params),
+            "ts": ts,
+            "nonce": b64encode(nonce).decode("ascii"),
+            "sig": b64encode(signature).decode("ascii"),
+        }
     return change

@@ -34,11 +34,12 @@ import orjson
 from veil import _core
 from veil.clock import now_ms
 from veil.community.config import CommunityLimits
-from veil.community.db import CommunityDb, Perms, Post, Room
+from veil.community.db import CommunityDb, Perms, Post, Proof, Room
 from veil.errors import DecryptionError, InvalidKeyError
 from veil.protocol.community import (
     CommunityError,
     Request,
+    canonical_params,
     check_blinded_id,
     check_room_token,
     decode_request,
@@ -47,7 +48,7 @@ from veil.protocol.community import (
     verify_request,
 )
 
-__all__ = ["PROTOCOL_VERSION", "CommunityRpc", "RateLimiter", "ReplayCache"]
+__all__ = ["PROTOCOL_VERSION", "CommunityRpc", "RateLimiter", "ReplayCache", "proof_of"]
 
 log = logging.getLogger("veil.community.rpc")
 
@@ -165,6 +166,16 @@ def _bool(value: object, name: str) -> bool:
 
 def _has_control(text: str) -> bool:
     return any(unicodedata.category(c) == "Cc" for c in text)
+
+
+def proof_of(request: Request) -> Proof:
+    """What a post keeps of the signed request that gave it its text (``verify_post`` in
+    ``veil.protocol.community`` checks it): its params as signed, but for the text, which the
+    post holds already."""
+    rest = {key: value for key, value in request.params.items() if key != "text"}
+    return Proof(
+        request.method, canonical_params(rest), request.ts_ms, request.nonce, request.signature
+    )
 
 
 def _user_param(value: object, name: str) -> str:
@@ -465,7 +476,13 @@ class CommunityRpc:
                 "in a room; slow down",
             )
         post_id, seqno = self.db.add_post(
-            room.id, user, name, text, reply_to=reply_to, now_ms=call.now
+            room.id,
+            user,
+            name,
+            text,
+            reply_to=reply_to,
+            now_ms=call.now,
+            proof=proof_of(call.request),
         )
         return {"id": post_id, "seqno": seqno}
 
@@ -476,7 +493,8 @@ class CommunityRpc:
         if post.user != user:
             raise CommunityError(403, "only its author may edit a post")
         text = self._text(call.params["text"])
-        return {"seqno": self.db.edit_post(room.id, post.id, text, call.now)}
+        seqno = self.db.edit_post(room.id, post.id, text, call.now, proof_of(call.request))
+        return {"seqno": seqno}
 
     def _delete(self, call: Call) -> Any:
         _fields(call.params, ("room", "id"), ())

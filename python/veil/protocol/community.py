@@ -69,6 +69,7 @@ __all__ = [
     "seal_answer",
     "seal_request",
     "sign_request",
+    "verify_post",
     "verify_request",
 ]
 
@@ -447,3 +448,84 @@ def verify_request(request: Request, server_key: bytes) -> None:
         valid = False
     if not valid:
         raise CommunityError(401, "the signature does not verify")
+
+
+# --- reading a post -------------------------------------------------------------------------------
+
+_POST_PARAMS = frozenset({"room", "text", "name", "reply_to"})
+_EDIT_PARAMS = frozenset({"room", "id", "text"})
+
+
+def _proof_bytes(value: object, length: int) -> bytes | None:
+    if not isinstance(value, str) or len(value) > 4 * length:
+        return None
+    try:
+        decoded = base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        return None
+    return decoded if len(decoded) == length else None
+
+
+def verify_post(server_key: bytes, room: str, change: object) -> bool:
+    """Whether ``change`` — a poll's change of a live post in room ``room`` of the server whose
+    key is ``server_key`` — carries a ``proof`` that its author signed its text there.
+
+    ``proof`` is ``{"method": "post" | "edit", "params", "ts", "nonce", "sig"}``: the signed
+    request that gave the post its current text, its params without the ``text`` (the change's
+    own text is what was signed, so it travels once). True when ``proof.params`` names ``room``,
+    holds no ``text`` and no param the method does not take; for a
+    ``post``, its ``name`` (default ``""``) and ``reply_to`` (default none) are the change's; for
+    an ``edit``, its ``id`` is the change's ``id``; and ``sig`` verifies (strict Ed25519) under the
+    change's ``author`` over :func:`request_string` ``(server_key, method, params, ts, nonce)``.
+    Anything else — no proof (a post stored before proofs existed), a malformed one, values of the
+    wrong type — is False; it never raises on what a server sends.
+
+    What True proves: the holder of ``author``'s key wrote this text (and, for a post, this name
+    and reply link) for this room of this server, at ``proof.ts`` by the author's clock. What it
+    does not: that the server shows every post, or in the order they were made (it may withhold
+    or reorder them); the post id, ``posted``, ``edited``, ``reactions`` and ``pinned``, which the
+    server sets (a ``post`` proof does not name the id the server gave it, so a server could show
+    one signed post twice); for an edited post, the name and reply link of the original post (the
+    edit's proof replaces the post's and names only room, id and text)."""
+    if not (isinstance(server_key, bytes) and len(server_key) == 32 and isinstance(change, dict)):
+        return False
+    proof = change.get("proof")
+    if not isinstance(proof, dict):
+        return False
+    method, params, ts = proof.get("method"), proof.get("params"), proof.get("ts")
+    if not (isinstance(method, str) and isinstance(params, dict) and type(ts) is int and ts >= 0):
+        return False
+    nonce = _proof_bytes(proof.get("nonce"), REQUEST_NONCE_LEN)
+    signature = _proof_bytes(proof.get("sig"), 64)
+    params = {**params, "text": change.get("text")} if "text" not in params else {}
+    if nonce is None or signature is None or not _names(method, params, room, change):
+        return False
+    try:
+        _, point = check_blinded_id(change.get("author"), check_point=False)
+        message = request_string(server_key, method, params, ts, nonce)
+        return bool(_core.ed25519_verify(point, message, signature))
+    except InvalidInputError:  # not a blinded ID, params that are not JSON, not a point
+        return False
+
+
+def _same(signed: object, shown: object, kind: type) -> bool:
+    """Equal values, both exactly of ``kind`` (so that ``True`` is not ``1``)."""
+    return type(signed) is kind and type(shown) is kind and signed == shown
+
+
+def _names(method: str, params: dict[Any, Any], room: str, change: dict[Any, Any]) -> bool:
+    """Whether a proof's method and params are those of ``change`` in ``room``."""
+    if not (
+        _same(params.get("room"), room, str) and _same(params.get("text"), change.get("text"), str)
+    ):
+        return False
+    if method == "post":
+        reply_to, shown = params.get("reply_to"), change.get("reply_to")
+        return (
+            set(params) <= _POST_PARAMS
+            and _same(params.get("name", ""), change.get("name"), str)
+            and (_same(reply_to, shown, int) or (reply_to is None and shown is None))
+        )
+    if method == "edit":
+        return set(params) == _EDIT_PARAMS and _same(params.get("id"), change.get("id"), int)
+    return False

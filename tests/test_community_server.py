@@ -1240,3 +1240,41 @@ def test_the_worked_example_of_the_document_follows_from_its_inputs() -> None:
     assert answer.hex() == v["answer body"]
     opened, opened_key = open_request(server_secret, body)
     assert (opened, opened_key) == (signed, key)
+
+
+def test_polls_are_recorded_in_batches_and_the_pairs_remembered_stay_bounded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from veil.community import db as db_module  # noqa: PLC0415
+
+    monkeypatch.setattr(db_module, "_TOUCH_MAX_ENTRIES", 100)
+    monkeypatch.setattr(db_module, "_TOUCH_BATCH", 50)
+    db = CommunityDb(tmp_path / "c.sqlite3")
+    room = db.create_room("lobby", "Lobby", "", read_only=False, now_ms=1)
+    assert room is not None
+    users = [db.user_id(f"25{n:064x}", 1) for n in range(149)]
+    commits = 0
+    write = db._write
+
+    def counting() -> Any:
+        nonlocal commits
+        commits += 1
+        return write()
+
+    monkeypatch.setattr(db, "_write", counting)
+    for user in users[:49]:
+        db.touch(room.id, user, 1_000)
+    assert commits == 0  # waiting for the batch
+    assert db.active_users(room.id, 0) == 49  # counting writes what waits first
+    assert commits == 1
+    for user in users[49:]:  # 100 more: two batches of 50
+        db.touch(room.id, user, 1_000)
+    assert commits == 3
+    # 149 pairs seen, 100 remembered: the oldest are forgotten, not all of them. A pair still
+    # remembered is not written again within the minute; a forgotten one is.
+    db.touch(room.id, users[148], 2_000)
+    db.touch(room.id, users[0], 2_000)
+    db.flush_touches()
+    assert commits == 4
+    assert db.active_users(room.id, 1_500) == 1  # only the forgotten pair was written again
+    db.close()

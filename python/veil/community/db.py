@@ -147,6 +147,7 @@ LATEST_SQL = _CHANGES + "WHERE p.room = ? AND p.text IS NOT NULL ORDER BY p.seqn
 
 _TOUCH_INTERVAL_MS = 60_000
 _TOUCH_MAX_ENTRIES = 200_000
+_TOUCH_BATCH = 512
 _SWEEP_BATCH = 10_000
 
 
@@ -201,6 +202,7 @@ class CommunityDb:
     def __init__(self, path: Path | str) -> None:
         self.path = path
         self._touched: dict[tuple[int, int], int] = {}
+        self._pending_touches: dict[tuple[int, int], int] = {}
         try:
             self._conn = sqlite3.connect(path, isolation_level=None, check_same_thread=True)
         except sqlite3.DatabaseError as exc:
@@ -218,6 +220,7 @@ class CommunityDb:
             raise ConfigError(f"{path}: {exc}") from None
 
     def close(self) -> None:
+        self.flush_touches()
         self._conn.close()
 
     # --- schema -----------------------------------------------------------------------------------
@@ -288,6 +291,7 @@ class CommunityDb:
         return [self._room(row) for row in self._conn.execute(self._ROOM + " ORDER BY token")]
 
     def active_users(self, room: int, since_ms: int) -> int:
+        self.flush_touches()
         return int(
             self._one(
                 "SELECT count(*) FROM room_users WHERE room = ? AND last_active_ms >= ?",
@@ -321,18 +325,34 @@ class CommunityDb:
         return [row[0] for row in rows]
 
     def touch(self, room: int, user: int, now_ms: int) -> None:
-        """Record that ``user`` polled ``room`` (written at most once a minute per pair)."""
+        """Record that ``user`` polled ``room``: at most once a minute per pair, and written in
+        batches (:meth:`flush_touches`: when :data:`_TOUCH_BATCH` wait, before active users are
+        counted, at housekeeping and on close), so that many members polling cost one commit, not
+        one each. The pairs remembered are bounded; past the bound the least recently written
+        go first."""
         key = (room, user)
-        if now_ms - self._touched.get(key, -_TOUCH_INTERVAL_MS) < _TOUCH_INTERVAL_MS:
+        last = self._touched.get(key)
+        if last is not None and now_ms - last < _TOUCH_INTERVAL_MS:
             return
-        if len(self._touched) >= _TOUCH_MAX_ENTRIES:
-            self._touched.clear()
+        self._touched.pop(key, None)  # re-inserted last: the dict is oldest-first
         self._touched[key] = now_ms
+        while len(self._touched) > _TOUCH_MAX_ENTRIES:
+            del self._touched[next(iter(self._touched))]
+        self._pending_touches[key] = now_ms
+        if len(self._pending_touches) >= _TOUCH_BATCH:
+            self.flush_touches()
+
+    def flush_touches(self) -> None:
+        """Write the polls :meth:`touch` recorded, in one transaction."""
+        if not self._pending_touches:
+            return
+        rows = [(room, user, ms) for (room, user), ms in self._pending_touches.items()]
+        self._pending_touches.clear()
         with self._write() as conn:
-            conn.execute(
+            conn.executemany(
                 "INSERT INTO room_users (room, user, last_active_ms) VALUES (?, ?, ?) "
                 "ON CONFLICT (room, user) DO UPDATE SET last_active_ms = excluded.last_active_ms",
-                (room, user, now_ms),
+                rows,
             )
 
     # --- users and permissions --------------------------------------------------------------------

@@ -119,6 +119,7 @@ class CommunityServer:
         while True:
             await asyncio.sleep(self._housekeeping_s)
             try:
+                self.db.flush_touches()
                 swept = self.db.sweep(now_ms())
                 if swept:
                     log.info("expired inbox messages removed", extra={"fields": {"count": swept}})

@@ -7,14 +7,22 @@ keys, and values of the wrong type, are refused with :class:`ConfigError` naming
 
 from __future__ import annotations
 
-import dataclasses
-import textwrap
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from veil.node.config import ConfigError, Limits, LinkSettings, parse_listen, setting
+from veil.node.config import (
+    ConfigError,
+    Limits,
+    LinkSettings,
+    build_section,
+    format_address,
+    parse_listen,
+    section_toml,
+    setting,
+    toml_value,
+)
 from veil.protocol.consensus import MAX_NODES
 
 __all__ = [
@@ -237,31 +245,9 @@ class AuthorityConfig:
         return {
             "name": self.name,
             "ed25519": ed25519.hex(),
-            "http": _address(self.listen_host, self.listen_port),
-            "link": _address(self.link_host, self.link_port),
+            "http": format_address(self.listen_host, self.listen_port),
+            "link": format_address(self.link_host, self.link_port),
         }
-
-
-def _address(host: str, port: int) -> str:
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
-def _toml_value(value: object) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return f"{value:_}" if abs(value) >= 10_000 else str(value)
-    if isinstance(value, float):
-        return repr(value)
-    return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
-def _section_toml(instance: object) -> str:
-    lines = []
-    for f in dataclasses.fields(instance):  # type: ignore[arg-type]
-        lines += textwrap.wrap(f.metadata["doc"], 98, initial_indent="# ", subsequent_indent="# ")
-        lines.append(f"{f.name} = {_toml_value(getattr(instance, f.name))}")
-    return "\n".join(lines)
 
 
 def render_config(config: AuthorityConfig) -> str:
@@ -271,45 +257,23 @@ def render_config(config: AuthorityConfig) -> str:
         "# Sizes are in bytes, times in seconds (_s).\n\n"
         "[authority]\n"
         "# This authority's name in the network file.\n"
-        f"name = {_toml_value(config.name)}\n"
+        f"name = {toml_value(config.name)}\n"
         "# Address of the HTTP API (registration, votes, signatures, the consensus).\n"
-        f"listen = {_toml_value(_address(config.listen_host, config.listen_port))}\n"
+        f"listen = {toml_value(format_address(config.listen_host, config.listen_port))}\n"
         "# Address of its node-link port: it completes a handshake there with its candidates and\n"
         "# the other authorities (and serves no requests).\n"
-        f"link_listen = {_toml_value(_address(config.link_host, config.link_port))}\n"
+        f"link_listen = {toml_value(format_address(config.link_host, config.link_port))}\n"
         "# Log level: debug, info, warning, error. Logs never hold a registering address.\n"
-        f"log_level = {_toml_value(config.log_level)}\n\n"
+        f"log_level = {toml_value(config.log_level)}\n\n"
         "[admission]\n"
-        f"{_section_toml(config.admission)}\n\n"
+        f"{section_toml(config.admission, wrap=98)}\n\n"
         "[schedule]\n"
-        f"{_section_toml(config.schedule)}\n\n"
+        f"{section_toml(config.schedule, wrap=98)}\n\n"
         "[http]\n"
-        f"{_section_toml(config.http)}\n\n"
+        f"{section_toml(config.http, wrap=98)}\n\n"
         "[link]\n"
-        f"{_section_toml(config.link)}\n"
+        f"{section_toml(config.link, wrap=98)}\n"
     )
-
-
-def _build_section(cls: Any, table: object, name: str) -> Any:
-    if not isinstance(table, dict):
-        raise ConfigError(f"[{name}] must be a table")
-    defaults = cls()
-    known = {f.name for f in dataclasses.fields(cls)}
-    values: dict[str, Any] = {}
-    for key, raw in table.items():
-        if key not in known:
-            raise ConfigError(f"[{name}] has an unknown setting {key!r}")
-        default, value = getattr(defaults, key), raw
-        if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
-            value = float(value)
-        if type(value) is not type(default):
-            raise ConfigError(
-                f"[{name}] {key} must be a {type(default).__name__}, got {type(value).__name__}"
-            )
-        if isinstance(value, int | float) and value < 0:
-            raise ConfigError(f"[{name}] {key} must not be negative")
-        values[key] = value
-    return cls(**values)
 
 
 def _authority_section(table: object) -> dict[str, Any]:
@@ -392,10 +356,10 @@ def load_config(data_dir: Path) -> AuthorityConfig:
     try:
         config = AuthorityConfig(
             data_dir=data_dir,
-            admission=_build_section(AdmissionSettings, document.get("admission", {}), "admission"),
-            schedule=_build_section(ScheduleSettings, document.get("schedule", {}), "schedule"),
-            http=_build_section(HttpSettings, document.get("http", {}), "http"),
-            link=_build_section(LinkPortSettings, document.get("link", {}), "link"),
+            admission=build_section(AdmissionSettings, document.get("admission", {}), "admission"),
+            schedule=build_section(ScheduleSettings, document.get("schedule", {}), "schedule"),
+            http=build_section(HttpSettings, document.get("http", {}), "http"),
+            link=build_section(LinkPortSettings, document.get("link", {}), "link"),
             **_authority_section(document.get("authority", {})),
         )
         check_config(config)

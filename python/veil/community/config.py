@@ -8,10 +8,8 @@ them. The server's X25519 secret key is ``DATA_DIR/community.key`` (32 bytes, mo
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import stat
-import textwrap
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +17,16 @@ from typing import Any
 
 from veil import _core
 from veil.errors import InvalidInputError
-from veil.node.config import ConfigError, Limits, parse_listen, setting
+from veil.node.config import (
+    ConfigError,
+    Limits,
+    build_section,
+    format_address,
+    parse_listen,
+    section_toml,
+    setting,
+    toml_value,
+)
 from veil.protocol.community import check_base_url
 
 __all__ = [
@@ -159,28 +166,6 @@ class CommunityConfig:
         return self.data_dir / DB_FILE
 
 
-def _address(host: str, port: int) -> str:
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
-def _toml_value(value: object) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return f"{value:_}" if abs(value) >= 10_000 else str(value)
-    if isinstance(value, float):
-        return repr(value)
-    return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
-def _section_toml(instance: object) -> str:
-    lines = []
-    for f in dataclasses.fields(instance):  # type: ignore[arg-type]
-        lines += textwrap.wrap(f.metadata["doc"], 98, initial_indent="# ", subsequent_indent="# ")
-        lines.append(f"{f.name} = {_toml_value(getattr(instance, f.name))}")
-    return "\n".join(lines)
-
-
 def render_config(config: CommunityConfig) -> str:
     """The text of community.toml for ``config``, every setting with its comment."""
     return (
@@ -189,38 +174,16 @@ def render_config(config: CommunityConfig) -> str:
         "[server]\n"
         "# The base URL published in join links: exit nodes POST sealed requests to <url>/v1\n"
         "# (their operators allow-list it in external_services).\n"
-        f"url = {_toml_value(config.url)}\n"
+        f"url = {toml_value(config.url)}\n"
         "# Address to listen on (HTTP/1.1).\n"
-        f"listen = {_toml_value(_address(config.listen_host, config.listen_port))}\n"
+        f"listen = {toml_value(format_address(config.listen_host, config.listen_port))}\n"
         "# Log level: debug, info, warning, error. Logs never hold addresses or post contents.\n"
-        f"log_level = {_toml_value(config.log_level)}\n\n"
+        f"log_level = {toml_value(config.log_level)}\n\n"
         "[limits]\n"
-        f"{_section_toml(config.limits)}\n\n"
+        f"{section_toml(config.limits, wrap=98)}\n\n"
         "[http]\n"
-        f"{_section_toml(config.http)}\n"
+        f"{section_toml(config.http, wrap=98)}\n"
     )
-
-
-def _build_section(cls: Any, table: object, name: str) -> Any:
-    if not isinstance(table, dict):
-        raise ConfigError(f"[{name}] must be a table")
-    defaults = cls()
-    known = {f.name for f in dataclasses.fields(cls)}
-    values: dict[str, Any] = {}
-    for key, raw in table.items():
-        if key not in known:
-            raise ConfigError(f"[{name}] has an unknown setting {key!r}")
-        default, value = getattr(defaults, key), raw
-        if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
-            value = float(value)
-        if type(value) is not type(default):
-            raise ConfigError(
-                f"[{name}] {key} must be a {type(default).__name__}, got {type(value).__name__}"
-            )
-        if isinstance(value, int | float) and value < 0:
-            raise ConfigError(f"[{name}] {key} must not be negative")
-        values[key] = value
-    return cls(**values)
 
 
 def _server_section(table: object) -> dict[str, Any]:
@@ -234,7 +197,7 @@ def _server_section(table: object) -> dict[str, Any]:
             raise ConfigError(f"[server] {key} must be a str, got {type(table[key]).__name__}")
     host, port = parse_listen(table.get("listen", "127.0.0.1:22030"))
     try:
-        url = check_base_url(table.get("url", f"http://{_address(host, port)}"))
+        url = check_base_url(table.get("url", f"http://{format_address(host, port)}"))
     except InvalidInputError as exc:
         raise ConfigError(f"[server] url: {exc}") from None
     log_level = table.get("log_level", "info")
@@ -296,8 +259,8 @@ def load_config(data_dir: Path) -> CommunityConfig:
         raise ConfigError(f"{path}: unknown section(s) {sorted(unknown)}")
     config = CommunityConfig(
         data_dir=data_dir,
-        limits=_build_section(CommunityLimits, document.get("limits", {}), "limits"),
-        http=_build_section(HttpSettings, document.get("http", {}), "http"),
+        limits=build_section(CommunityLimits, document.get("limits", {}), "limits"),
+        http=build_section(HttpSettings, document.get("http", {}), "http"),
         **_server_section(document.get("server", {})),
     )
     check_config(config)

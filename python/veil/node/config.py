@@ -8,6 +8,7 @@ refused with :class:`ConfigError` naming the key, so a typo never silently falls
 from __future__ import annotations
 
 import dataclasses
+import textwrap
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -327,17 +328,21 @@ class NodeConfig:
         return self.data_dir / STORE_DIR
 
 
-def _section_toml(instance: object) -> str:
+def section_toml(instance: object, *, wrap: int | None = None) -> str:
+    """A settings dataclass as TOML lines, each setting after its doc as a comment (wrapped at
+    ``wrap`` columns if given): the node's, the authority's and the community server's."""
     lines = []
     for f in dataclasses.fields(instance):  # type: ignore[arg-type]
         doc = f.metadata.get("doc", "")
-        if doc:
+        if doc and wrap:
+            lines += textwrap.wrap(doc, wrap, initial_indent="# ", subsequent_indent="# ")
+        elif doc:
             lines.append(f"# {doc}")
-        lines.append(f"{f.name} = {_toml_value(getattr(instance, f.name))}")
+        lines.append(f"{f.name} = {toml_value(getattr(instance, f.name))}")
     return "\n".join(lines)
 
 
-def _toml_value(value: object) -> str:
+def toml_value(value: object) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, int):
@@ -347,6 +352,11 @@ def _toml_value(value: object) -> str:
     return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
+def format_address(host: str, port: int) -> str:
+    """``host:port``, with an IPv6 host in brackets."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 def render_config(config: NodeConfig) -> str:
     """The text of node.toml for ``config``, every setting with its comment."""
     return (
@@ -354,28 +364,28 @@ def render_config(config: NodeConfig) -> str:
         "# Sizes are in bytes, times in milliseconds (_ms) or seconds (_s).\n\n"
         "[node]\n"
         "# Address to listen on for the client RPC (HTTP/1.1).\n"
-        f"listen = {_toml_value(f'{config.listen_host}:{config.listen_port}')}\n"
+        f"listen = {toml_value(f'{config.listen_host}:{config.listen_port}')}\n"
         "# Log level: debug, info, warning, error. Logs never hold client addresses or contents.\n"
-        f"log_level = {_toml_value(config.log_level)}\n"
+        f"log_level = {toml_value(config.log_level)}\n"
         "# Address for node links (other nodes forward onion requests here).\n"
-        f"link_listen = {_toml_value(f'{config.link_host}:{config.link_port}')}\n"
+        f"link_listen = {toml_value(f'{config.link_host}:{config.link_port}')}\n"
         "# The other nodes this node may forward to (JSON list, relative to this directory).\n"
-        f"peers_file = {_toml_value(config.peers_file)}\n"
+        f"peers_file = {toml_value(config.peers_file)}\n"
         "# URL prefixes of external HTTP services an onion request may end at (none by default).\n"
-        f"external_services = [{', '.join(_toml_value(u) for u in config.external_services)}]\n"
+        f"external_services = [{', '.join(toml_value(u) for u in config.external_services)}]\n"
         "# The network file (its directory authorities; relative to this directory). Empty: a\n"
         "# node on its own, serving every account itself.\n"
-        f"network_file = {_toml_value(config.network_file)}\n\n"
+        f"network_file = {toml_value(config.network_file)}\n\n"
         "[limits]\n"
-        f"{_section_toml(config.limits)}\n\n"
+        f"{section_toml(config.limits)}\n\n"
         "[store]\n"
-        f"{_section_toml(config.store)}\n\n"
+        f"{section_toml(config.store)}\n\n"
         "[onion]\n"
-        f"{_section_toml(config.onion)}\n\n"
+        f"{section_toml(config.onion)}\n\n"
         "[links]\n"
-        f"{_section_toml(config.links)}\n\n"
+        f"{section_toml(config.links)}\n\n"
         "[network]\n"
-        f"{_section_toml(config.network)}\n"
+        f"{section_toml(config.network)}\n"
     )
 
 
@@ -394,14 +404,19 @@ def parse_listen(text: str) -> tuple[str, int]:
     return host, port
 
 
-def _build_section(cls: Any, table: dict[str, Any], name: str) -> Any:
-    known = {f.name: f for f in dataclasses.fields(cls)}
+def build_section(cls: Any, table: object, name: str) -> Any:
+    """A settings dataclass from its TOML table: known keys only, each of its default's type
+    (an integer taken for a float), none negative."""
+    if not isinstance(table, dict):
+        raise ConfigError(f"[{name}] must be a table")
+    known = {f.name for f in dataclasses.fields(cls)}
+    defaults = cls()
     values: dict[str, Any] = {}
     for key, raw in table.items():
         value = raw
         if key not in known:
             raise ConfigError(f"[{name}] has an unknown setting {key!r}")
-        default = getattr(cls(), key)
+        default = getattr(defaults, key)
         if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
         if type(value) is not type(default):
@@ -499,11 +514,11 @@ def load_config(data_dir: Path) -> NodeConfig:
     if unknown:
         raise ConfigError(f"{path}: unknown section(s) {sorted(unknown)}")
     node = _node_section(document.get("node", {}))
-    limits = _build_section(Limits, document.get("limits", {}), "limits")
-    store = _build_section(StoreSettings, document.get("store", {}), "store")
-    onion = _build_section(OnionSettings, document.get("onion", {}), "onion")
-    links = _build_section(LinkSettings, document.get("links", {}), "links")
-    network = _build_section(NetworkSettings, document.get("network", {}), "network")
+    limits = build_section(Limits, document.get("limits", {}), "limits")
+    store = build_section(StoreSettings, document.get("store", {}), "store")
+    onion = build_section(OnionSettings, document.get("onion", {}), "onion")
+    links = build_section(LinkSettings, document.get("links", {}), "links")
+    network = build_section(NetworkSettings, document.get("network", {}), "network")
     _check_consistency(limits, store, onion, links, network)
     return NodeConfig(
         data_dir=data_dir,

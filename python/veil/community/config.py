@@ -8,8 +8,6 @@ them. The server's X25519 secret key is ``DATA_DIR/community.key`` (32 bytes, mo
 
 from __future__ import annotations
 
-import os
-import stat
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +25,7 @@ from veil.node.config import (
     setting,
     toml_value,
 )
+from veil.node.identity import read_secret, write_secret
 from veil.protocol.community import check_base_url
 
 __all__ = [
@@ -274,25 +273,11 @@ def create_server_key(path: Path) -> bytes:
     """Write a new X25519 secret key to ``path`` (which must not exist), mode 0600; return the
     public key."""
     secret = _core.x25519_generate_secret()
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(secret)
-        handle.flush()
-        os.fsync(handle.fileno())
+    write_secret(path, secret)
     return _core.x25519_public_key(secret)
 
 
 def load_server_key(path: Path) -> tuple[bytes, bytes]:
     """(secret, public) from ``path``; refuse a key file that others can read."""
-    try:
-        mode = path.stat().st_mode
-        secret = path.read_bytes()
-    except FileNotFoundError:
-        raise ConfigError(f"{path} does not exist; run `veil community init` first") from None
-    except OSError as exc:
-        raise ConfigError(f"cannot read {path}: {exc.strerror}") from None
-    if mode & (stat.S_IRWXG | stat.S_IRWXO):
-        raise ConfigError(f"{path} must be readable by its owner only (chmod 600)")
-    if len(secret) != 32:
-        raise ConfigError(f"{path} must hold a 32-byte X25519 secret key")
+    secret = read_secret(path, init="veil community init", what="a 32-byte X25519 secret key")
     return secret, _core.x25519_public_key(secret)

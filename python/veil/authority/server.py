@@ -24,7 +24,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import signal
 import weakref
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -48,6 +47,7 @@ from veil.errors import InvalidInputError
 from veil.identity import Identity
 from veil.node.http import HttpApp, Request, Response
 from veil.node.identity import load_node_key
+from veil.node.lifecycle import serve_until_signalled
 from veil.node.links import HopFailed, Link, LinkGate, LinkHandlers
 from veil.protocol.consensus import SignedConsensus, SignedVote
 from veil.protocol.network_file import NetworkFile
@@ -463,20 +463,7 @@ def _period(text: bytes) -> int | None:
 
 
 async def _serve_until_signalled(config: AuthorityConfig, network: NetworkFile) -> None:
-    authority = Authority(config, network)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    signals = (signal.SIGTERM, signal.SIGINT)
-    for sig in signals:
-        loop.add_signal_handler(sig, stop.set)
-    try:
-        await authority.start()
-        await stop.wait()
-        log.info("stopping")
-    finally:
-        await authority.stop()
-        for sig in signals:
-            loop.remove_signal_handler(sig)
+    await serve_until_signalled(Authority(config, network), log)
 
 
 def run_authority(config: AuthorityConfig, network: NetworkFile) -> None:

@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import signal
 
 import uvloop
 
@@ -30,6 +29,7 @@ from veil.community.config import CommunityConfig, load_server_key
 from veil.community.db import CommunityDb
 from veil.community.rpc import CommunityRpc
 from veil.node.http import HttpApp, Request, Response
+from veil.node.lifecycle import serve_until_signalled
 
 __all__ = ["CommunityServer", "run_server"]
 
@@ -138,20 +138,7 @@ class CommunityServer:
 
 
 async def _serve_until_signalled(config: CommunityConfig) -> None:
-    server = CommunityServer(config)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    signals = (signal.SIGTERM, signal.SIGINT)
-    for sig in signals:
-        loop.add_signal_handler(sig, stop.set)
-    try:
-        await server.start()
-        await stop.wait()
-        log.info("stopping")
-    finally:
-        await server.stop()
-        for sig in signals:
-            loop.remove_signal_handler(sig)
+    await serve_until_signalled(CommunityServer(config), log)
 
 
 def run_server(config: CommunityConfig) -> None:

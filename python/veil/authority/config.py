@@ -7,7 +7,6 @@ keys, and values of the wrong type, are refused with :class:`ConfigError` naming
 
 from __future__ import annotations
 
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ from veil.node.config import (
     build_section,
     format_address,
     parse_listen,
+    read_toml,
     section_toml,
     setting,
     toml_value,
@@ -344,15 +344,11 @@ def check_config(config: AuthorityConfig) -> None:
 def load_config(data_dir: Path) -> AuthorityConfig:
     """Read ``data_dir/authority.toml``."""
     path = data_dir / CONFIG_FILE
-    try:
-        document = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"{path} does not exist; run `veil authority init` first") from None
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-        raise ConfigError(f"{path}: {exc}") from None
-    unknown = set(document) - {"authority", "admission", "schedule", "http", "link"}
-    if unknown:
-        raise ConfigError(f"{path}: unknown section(s) {sorted(unknown)}")
+    document = read_toml(
+        path,
+        init="veil authority init",
+        sections={"authority", "admission", "schedule", "http", "link"},
+    )
     try:
         config = AuthorityConfig(
             data_dir=data_dir,

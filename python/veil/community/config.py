@@ -8,7 +8,6 @@ them. The server's X25519 secret key is ``DATA_DIR/community.key`` (32 bytes, mo
 
 from __future__ import annotations
 
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ from veil.node.config import (
     build_section,
     format_address,
     parse_listen,
+    read_toml,
     section_toml,
     setting,
     toml_value,
@@ -247,15 +247,7 @@ def check_config(config: CommunityConfig) -> None:
 def load_config(data_dir: Path) -> CommunityConfig:
     """Read ``data_dir/community.toml``."""
     path = data_dir / CONFIG_FILE
-    try:
-        document = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"{path} does not exist; run `veil community init` first") from None
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-        raise ConfigError(f"{path}: {exc}") from None
-    unknown = set(document) - {"server", "limits", "http"}
-    if unknown:
-        raise ConfigError(f"{path}: unknown section(s) {sorted(unknown)}")
+    document = read_toml(path, init="veil community init", sections={"server", "limits", "http"})
     config = CommunityConfig(
         data_dir=data_dir,
         limits=build_section(CommunityLimits, document.get("limits", {}), "limits"),

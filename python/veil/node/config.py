@@ -501,18 +501,28 @@ def _check_consistency(
         )
 
 
-def load_config(data_dir: Path) -> NodeConfig:
-    """Read ``data_dir/node.toml``."""
-    path = data_dir / CONFIG_FILE
+def read_toml(path: Path, *, init: str, sections: set[str]) -> dict[str, Any]:
+    """A service's TOML file as a document holding only ``sections``; :class:`ConfigError` if
+    it is missing (``init`` is the command that writes it), unreadable or has another section."""
     try:
         document = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise ConfigError(f"{path} does not exist; run `veil node init` first") from None
+        raise ConfigError(f"{path} does not exist; run `{init}` first") from None
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise ConfigError(f"{path}: {exc}") from None
-    unknown = set(document) - {"node", "limits", "store", "onion", "links", "network"}
+    unknown = set(document) - sections
     if unknown:
         raise ConfigError(f"{path}: unknown section(s) {sorted(unknown)}")
+    return document
+
+
+def load_config(data_dir: Path) -> NodeConfig:
+    """Read ``data_dir/node.toml``."""
+    document = read_toml(
+        data_dir / CONFIG_FILE,
+        init="veil node init",
+        sections={"node", "limits", "store", "onion", "links", "network"},
+    )
     node = _node_section(document.get("node", {}))
     limits = build_section(Limits, document.get("limits", {}), "limits")
     store = build_section(StoreSettings, document.get("store", {}), "store")

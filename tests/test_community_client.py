@@ -357,7 +357,7 @@ def test_what_a_hostile_server_polls_back_is_checked_before_it_is_kept() -> None
     odd = _signed_change(writer, link.server_key, 3, odd_params)
     odd["reactions"] = {"👍": {"count": 2}, "x": {"count": -1}, "y": "many", "z": None}
     events = messenger.communities._apply(
-        key, {"changes": [*hostile, *unsigned, good, odd], "seqno": -4}
+        key, link, {"changes": [*hostile, *unsigned, good, odd], "seqno": -4}
     )
     assert [e.kind for e in events] == ["post", "post"]
     assert messenger.communities.unverified == len(unsigned)
@@ -371,7 +371,7 @@ def test_what_a_hostile_server_polls_back_is_checked_before_it_is_kept() -> None
     assert messenger.book.rooms[key]["since"] == 5  # a negative seqno moves no cursor
     # A tombstone removes; a repeated one changes nothing.
     events = messenger.communities._apply(
-        key, {"changes": [{"id": 1, "deleted": True}] * 2, "seqno": 9}
+        key, link, {"changes": [{"id": 1, "deleted": True}] * 2, "seqno": 9}
     )
     assert [e.kind for e in events] == ["delete"]
     assert [e.id for e in messenger.conversation(key)] == ["3"]

@@ -358,18 +358,18 @@ class MessengerCommunities:
             for key, link in rooms.items():
                 entry = answer.get(link.room)
                 if isinstance(entry, dict) and entry.get("status") == 200:
-                    events += self._apply(key, entry)
+                    events += self._apply(key, link, entry)
             try:
                 events += await self._read_inbox(first, list(rooms))
             except (NetworkError, CommunityError) as exc:
                 log.warning("community inbox not read: %s", type(exc).__name__)
         return events
 
-    def _apply(self, key: str, polled: dict[str, Any]) -> list[Received]:
+    def _apply(self, key: str, link: CommunityLink, polled: dict[str, Any]) -> list[Received]:
+        """Apply one room's poll answer to its conversation (``key``, ``link``)."""
         from veil.client.messaging import Received  # noqa: PLC0415  (a cycle otherwise)
 
-        mine = self.blinded_id(key)
-        link = self.link(key)
+        mine = self.client(link).blinded_id
         held = {e.id: e for e in self.m.book.conversations.get(key, [])}
         events = []
         changes = polled.get("changes")

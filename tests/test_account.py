@@ -102,3 +102,35 @@ def test_a_book_survives_its_json() -> None:
     book.config_dirty = True
     again = Book.from_json(book.to_json())
     assert again.to_json() == book.to_json()
+
+
+def test_malformed_group_and_community_entries_of_a_config_are_skipped() -> None:
+    group = "03" + "ab" * 32
+    room = "lobby@" + "cd" * 32
+    hostile = {
+        "groups": {
+            "05" + "ab" * 32: [True, 1, {}],  # not a group's account
+            "03ZZ" + "ab" * 31: [True, 1, {}],
+            group: [True, "1", {}],
+            "03" + "ef" * 32: [True, 1, "an invitation"],
+            "03" + "12" * 32: ["yes", 1, None],
+        },
+        "communities": {
+            room: [True, 1, None],  # joined, but no link
+            "left@" + "cd" * 32: [False, 1, "veil://community?…"],  # left, yet a link
+            "x" * 201: [True, 1, "link"],
+            "long@x": [True, 1, "l" * 1001],
+            "odd@x": [True, 1.5, "link"],
+            7: [True, 1, "link"],
+        },
+    }
+    parsed = AccountConfig.from_wire(hostile)
+    assert parsed.groups == {}
+    assert parsed.communities == {}
+    good = {
+        "groups": {group: [False, 3, None]},
+        "communities": {room: [True, 4, "veil://community?url=x"]},
+    }
+    parsed = AccountConfig.from_wire(good)
+    assert parsed.groups == {group: (False, 3, None)}
+    assert parsed.communities == {room: (True, 4, "veil://community?url=x")}

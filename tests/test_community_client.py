@@ -4,6 +4,7 @@ and every request an onion request whose exit node POSTs the sealed request to t
 
 from __future__ import annotations
 
+import base64
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -26,7 +27,13 @@ from veil.identity import Identity
 from veil.node.config import NetworkSettings
 from veil.node.server import Node
 from veil.protocol.blinding import session_id_matches
-from veil.protocol.community import CommunityError, build_link, sign_request
+from veil.protocol.community import (
+    CommunityError,
+    build_link,
+    open_request,
+    seal_answer,
+    sign_request,
+)
 from veil.protocol.content import Content, encode_content
 
 FAST = NetworkSettings(sync_interval_s=0.5, replication_timeout_s=2.0)
@@ -376,3 +383,96 @@ def test_what_a_hostile_server_polls_back_is_checked_before_it_is_kept() -> None
     assert [e.kind for e in events] == ["delete"]
     assert [e.id for e in messenger.conversation(key)] == ["3"]
     assert messenger.book.rooms[key]["since"] == 9
+
+
+class _FakeServer:
+    """A transport that answers as a community server holding ``secret`` would: ``answer``
+    returns the answer object for a request (or raw bytes, sent as they are)."""
+
+    def __init__(self, answer: Any) -> None:
+        self.secret = os.urandom(32)
+        self.public = _core.x25519_public_key(self.secret)
+        self.answer = answer
+        self.requests: list[dict[str, Any]] = []
+
+    async def post(self, url: str, body: bytes) -> bytes:
+        request, key = open_request(self.secret, body)
+        self.requests.append(request)
+        answer = self.answer(request)
+        return answer if isinstance(answer, bytes) else seal_answer(key, answer)
+
+
+def test_a_hostile_server_answer_is_a_typed_error_and_a_hostile_inbox_keeps_nothing() -> None:
+    from veil.client.community import CommunityClient  # noqa: PLC0415
+    from veil.client.community_messaging import MessengerCommunities  # noqa: PLC0415
+
+    me = Identity.generate()
+
+    async def main() -> None:
+        for answer, status in (
+            (lambda r: os.urandom(40), 502),  # does not open
+            (lambda r: b"", 502),
+            (lambda r: {"status": 403, "error": "you are banned"}, 403),
+            (lambda r: {"status": 200, "body": ["not", "a", "room"]}, 502),
+            (lambda r: {"status": 500}, 500),
+        ):
+            server = _FakeServer(answer)
+            client = CommunityClient(me, "http://127.0.0.1:9", server.public, server)
+            with pytest.raises(CommunityError) as refused:
+                await client.room("lobby")
+            assert refused.value.status == status
+            assert "\n" not in str(refused.value)
+
+        # An inbox answer with every kind of junk: nothing kept, nothing raised.
+        junk: list[object] = [
+            None,
+            {"id": True, "from": "25" + "ab" * 32, "data": ""},
+            {"id": -1, "from": "25" + "ab" * 32, "data": ""},
+            {"id": 1, "from": "05" + "ab" * 32, "data": ""},
+            {"id": 2, "from": "25" + "ab" * 32, "data": "%%%"},
+            {"id": 3, "from": "25" + "ab" * 32, "data": base64.b64encode(b"short").decode()},
+            {"id": 4, "from": "25" + "ab" * 32, "data": base64.b64encode(os.urandom(80)).decode()},
+        ]
+        server = _FakeServer(lambda r: {"status": 200, "body": {"messages": junk, "more": False}})
+        messenger = Messenger(me, None, book=Book())
+        messenger.communities = MessengerCommunities(messenger, transport=lambda: server)
+        link = build_link("http://127.0.0.1:9", server.public, "lobby")
+        key = f"lobby@{server.public.hex()}"
+        messenger.book.rooms[key] = {"link": link.veil_link(), "since": None}
+        assert await messenger.communities._read_inbox(link, [key]) == []
+        assert not any(k.startswith("dm:") for k in messenger.book.conversations)
+        assert messenger.book.rooms[key]["inbox"] == 4  # read past, not read again
+        assert server.requests[-1]["params"] == {"since": 0}
+
+    run(main())
+
+
+def test_the_exit_node_is_tried_again_elsewhere_only_when_another_could_answer() -> None:
+    from veil.client.community import OnionTransport  # noqa: PLC0415
+    from veil.client.network import NetworkError  # noqa: PLC0415
+
+    class Network:
+        def __init__(self, statuses: list[int]) -> None:
+            self.statuses = statuses
+            self.nodes = [f"node{i}" for i in range(6)]
+            self.asked: list[str] = []
+
+        async def request_external(self, node: str, url: str, body: bytes) -> Any:
+            self.asked.append(node)
+            return self.statuses[len(self.asked) - 1], b"answer", "application/octet-stream"
+
+    async def main() -> None:
+        network = Network([403, 403, 200])  # two nodes that do not allow the server
+        assert await OnionTransport(network).post("http://x/v1", b"body") == b"answer"  # type: ignore[arg-type]
+        assert len(set(network.asked)) == 3
+        network = Network([403, 403, 403, 200])
+        with pytest.raises(NetworkError, match="does not allow"):
+            await OnionTransport(network).post("http://x/v1", b"body")  # type: ignore[arg-type]
+        assert len(network.asked) == 3  # at most EXIT_TRIES
+        network = Network([400, 200])  # the server could not open it: no other exit helps
+        with pytest.raises(CommunityError) as refused:
+            await OnionTransport(network).post("http://x/v1", b"body")  # type: ignore[arg-type]
+        assert refused.value.status == 400
+        assert len(network.asked) == 1
+
+    run(main())

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -71,6 +72,10 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
                     stderr=subprocess.DEVNULL,
                 )
             )
+        # The servers must hold their ports before the devnet picks its own free ports, or a
+        # devnet process may be handed a port a starting server is about to bind.
+        for port, process in zip(ports, processes, strict=True):
+            _wait_listening(port, process)
         allow = [a for port in ports for a in ("--external-service", f"http://127.0.0.1:{port}/")]
         up = _veil("devnet", "up", "--detach", "--nodes", "4", "--dir", str(devnet), *allow)
         assert up.returncode == 0, up.stderr
@@ -90,6 +95,18 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
                 process.wait(timeout=max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 process.kill()
+
+
+def _wait_listening(port: int, process: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        assert process.poll() is None, f"community server on port {port} exited"
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise AssertionError(f"community server on port {port} did not listen in time")
 
 
 def _user(setup: Setup, name: str) -> tuple[Path, str]:

@@ -65,6 +65,11 @@ class Limits:
         "Longest lifetime of a message the account stores for itself (other namespaces), and the "
         "furthest ``expire`` may push an expiry from now: 30 days.",
     )
+    attachment_max_ttl_ms: int = setting(
+        21 * 24 * 3600 * 1000,
+        "Longest lifetime of an attachment chunk (namespace 17), and the furthest ``expire`` may "
+        "push one from now: 21 days, as long as Session's file server keeps a file.",
+    )
     store_tolerance_ms: int = setting(
         10_000,
         "Most a store's timestamp may be ahead of the node's clock, and its expiry behind it.",
@@ -110,6 +115,11 @@ class Limits:
     storage_max_bytes: int = setting(
         8 * 1024 * 1024 * 1024,
         "Global cap on message data bytes held by the node; past it stores get `storage full`.",
+    )
+    attachments_max_bytes: int = setting(
+        4 * 1024 * 1024 * 1024,
+        "Cap on attachment chunk bytes (namespace 17) held by the node, inside storage_max_bytes: "
+        "past it chunk stores get `storage full` while messages are still taken.",
     )
     max_connections: int = setting(
         10_000,
@@ -488,8 +498,10 @@ def _check_consistency(
         raise ConfigError("[network] write_quorum must be between 1 and swarm_size")
     if not 1 <= network.min_swarm_size <= network.swarm_size:
         raise ConfigError("[network] min_swarm_size must be between 1 and swarm_size")
-    if limits.min_ttl_ms > limits.max_ttl_ms:
-        raise ConfigError("[limits] min_ttl_ms must not exceed max_ttl_ms")
+    if limits.min_ttl_ms > min(limits.max_ttl_ms, limits.attachment_max_ttl_ms):
+        raise ConfigError(
+            "[limits] min_ttl_ms must not exceed max_ttl_ms nor attachment_max_ttl_ms"
+        )
     if store.map_size_bytes > store.max_map_size_bytes:
         raise ConfigError("[store] map_size_bytes must not exceed max_map_size_bytes")
     if store.commit_max_batch < 1:

@@ -3,7 +3,8 @@
 A client's ``store`` is checked field by field by the storage RPC (``veil.node.rpc``), which answers
 each failure with its own error. A message that arrives from another swarm member (``replicate``,
 or fetched by anti-entropy) has no client to answer, so :func:`acceptable` says yes or no — by the
-same rules: its size; not yet expired, and expiring no later than ``max_ttl_private_ms`` from now;
+same rules: its size; where it is placed (:func:`placement_error`); not yet expired, and expiring no
+later than ``expire`` could push it (:func:`max_lifetime`) from now;
 a timestamp and an arrival time not ahead of the clock window;
 and, outside the public inboxes, the store authorisation the client's store carried (the signature
 of ``"store" ‖ ns ‖ sig_timestamp`` by the account's key, or by a subaccount that key signed with
@@ -17,15 +18,44 @@ from __future__ import annotations
 from veil import _core
 from veil.node.auth import RevokedCheck, owns, store_access, token_allows
 from veil.node.config import Limits
+from veil.protocol.attachments import ATTACHMENT_PREFIX, NS_ATTACHMENTS
 from veil.protocol.replication import Message
 from veil.protocol.storage_rpc import is_public_inbox_namespace, store_string
 
-__all__ = ["acceptable", "max_ttl"]
+__all__ = ["acceptable", "max_lifetime", "max_ttl", "placement_error"]
+
+ATTACHMENT_ACCOUNT_MAX_MESSAGES = 1
+"""An attachment account (prefix ``0a``) holds one chunk: its key is derived for that chunk alone
+(``veil.protocol.attachments``)."""
 
 
 def max_ttl(limits: Limits, namespace: int) -> int:
     """The longest lifetime a store to ``namespace`` may ask for."""
+    if namespace == NS_ATTACHMENTS:
+        return limits.attachment_max_ttl_ms
     return limits.max_ttl_ms if is_public_inbox_namespace(namespace) else limits.max_ttl_private_ms
+
+
+def max_lifetime(limits: Limits, account: bytes) -> int:
+    """The furthest from now ``expire`` may push the expiry of a message of ``account``."""
+    if account[:1] == bytes([ATTACHMENT_PREFIX]):
+        return limits.attachment_max_ttl_ms
+    return limits.max_ttl_private_ms
+
+
+def placement_error(account: bytes, namespace: int) -> str | None:
+    """Why ``account`` may not hold a message in ``namespace``, or None. Attachment chunks live
+    in namespace 17 of attachment accounts (prefix ``0a``), and those accounts hold nothing else:
+    the attachment rules (their lifetime, their cap, one chunk per account) then bind every byte
+    of attachment data, and no other message can be passed off as a chunk."""
+    chunk_account = account[:1] == bytes([ATTACHMENT_PREFIX])
+    if namespace == NS_ATTACHMENTS and not chunk_account:
+        return (
+            f"namespace {NS_ATTACHMENTS} holds attachment chunks, only for accounts with prefix 0a"
+        )
+    if chunk_account and namespace != NS_ATTACHMENTS:
+        return f"an attachment account (prefix 0a) holds only namespace {NS_ATTACHMENTS}"
+    return None
 
 
 def acceptable(
@@ -38,8 +68,9 @@ def acceptable(
     if (
         len(message.data) > limits.max_message_bytes
         or not 0 < timestamp <= now_ms + skew
-        or not now_ms < expiry <= now_ms + limits.max_ttl_private_ms + skew
+        or not now_ms < expiry <= now_ms + max_lifetime(limits, message.account) + skew
         or not now_ms - limits.max_ttl_private_ms - skew <= arrival_ms <= now_ms + skew
+        or placement_error(message.account, message.namespace) is not None
     ):
         return False
     if is_public_inbox_namespace(message.namespace):

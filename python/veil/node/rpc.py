@@ -39,7 +39,7 @@ from veil.node.auth import (
 )
 from veil.node.config import Limits
 from veil.node.errors import RpcError
-from veil.node.message_rules import max_ttl
+from veil.node.message_rules import max_lifetime, max_ttl, placement_error
 from veil.node.metrics import NodeMetrics
 from veil.node.store import MessageStore, StoreOutcome
 from veil.node.writer import StorageFull, StoreClosed, StoreWriter
@@ -515,6 +515,9 @@ class StorageRpc:
         namespace, timestamp, expiry = v["namespace"], v["timestamp"], v["expiry"]
         if not limits.min_ttl_ms <= expiry - timestamp <= max_ttl(limits, namespace):
             raise RpcError(403, "Provided expiry/TTL is not valid.")
+        misplaced = placement_error(account, namespace)
+        if misplaced is not None:
+            raise RpcError(400, f"store: {misplaced}")
         now = now_ms()
         tolerance = limits.store_tolerance_ms
         if timestamp > now + tolerance or expiry < now - tolerance:
@@ -813,7 +816,7 @@ class StorageRpc:
     async def _apply_expire(self, call: Call, forwarded: bool) -> dict[str, Any]:
         v = call.values
         now = now_ms()
-        ceiling = now + self.limits.max_ttl_private_ms
+        ceiling = now + max_lifetime(self.limits, call.account)
         for expiry in v["expiries"]:
             if expiry < now - self.limits.clock_skew_ms:
                 raise RpcError(401, "expire: timestamp should be >= current time")

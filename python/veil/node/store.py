@@ -6,7 +6,7 @@ timestamp | data), ``expiry`` (expiry | message key), ``hashes`` (hash → messa
 (account → count | bytes), ``auth``, ``tombstones``, ``revocations`` (account | subaccount token →
 the signed revocation or unrevocation that decides it), ``revocation_requests`` (account | id → that
 signed request), ``revocation_digests`` (account → digest of its revocation state), plus ``meta``
-(totals).
+(totals: all messages, and attachment chunks apart).
 
 Writes: every mutation runs in :meth:`MessageStore.write`, called only from the single writer thread
 of :class:`veil.node.writer.StoreWriter`, which takes all waiting operations (up to
@@ -33,6 +33,8 @@ import lmdb
 
 from veil.node import keys
 from veil.node.config import ConfigError, Limits, StoreSettings
+from veil.node.message_rules import ATTACHMENT_ACCOUNT_MAX_MESSAGES
+from veil.protocol.attachments import ATTACHMENT_PREFIX
 from veil.protocol.hashes import ACCOUNT_LEN, cursor_encode
 from veil.protocol.node_rpc import Revocation, revocation_digest
 from veil.protocol.replication import Message, StoreAuth
@@ -51,10 +53,14 @@ _STATS = struct.Struct(">QQ")
 _ACCOUNT = struct.Struct(">QQ32s")  # count, bytes, XOR of the account's message hashes
 _NO_HASH = bytes(32)
 _TOTALS_KEY = b"totals"
+_ATTACHMENT_TOTALS_KEY = b"attachment_totals"
 _FORMAT_KEY = b"format"
-STORE_FORMAT = b"3"
+STORE_FORMAT = b"4"
 """The store's layout: 2 = messages keyed by arrival, the value with the sender's timestamp; 3 =
-revocations kept as the owner's signed requests (``revocations``, ``revocation_requests``)."""
+revocations kept as the owner's signed requests (``revocations``, ``revocation_requests``); 4 =
+the totals of attachment chunks (accounts with prefix ``0a``) kept apart. A format-3 store is
+brought to 4 when opened (its attachment totals counted once)."""
+_ATTACHMENT = bytes([ATTACHMENT_PREFIX])
 _DECISION = struct.Struct(">BQQ32s")
 """A token's decision: revoked (1) or not (0), the signed timestamp, when it was applied here (µs,
 0 if learnt by anti-entropy), the id of the signed request."""
@@ -165,11 +171,21 @@ class MessageStore:
             found = txn.get(_FORMAT_KEY, db=self._meta)
             if found is None and txn.get(_TOTALS_KEY, db=self._meta) is None:
                 txn.put(_FORMAT_KEY, STORE_FORMAT, db=self._meta)
+            elif found == b"3":
+                self._count_attachments(txn)
+                txn.put(_FORMAT_KEY, STORE_FORMAT, db=self._meta)
             elif found != STORE_FORMAT:
                 raise ConfigError(
                     "the message store in the data directory was written by another version of "
                     "Veil (store format changed); start the node on an empty data directory"
                 )
+
+    def _count_attachments(self, txn: Txn) -> None:
+        count = size = 0
+        for _key, value in self._under(txn, _ATTACHMENT):
+            count += 1
+            size += len(value) - _HEAD
+        txn.put(_ATTACHMENT_TOTALS_KEY, _STATS.pack(count, size), db=self._meta)
 
     def close(self) -> None:
         self.env.sync(True)
@@ -220,15 +236,21 @@ class MessageStore:
         if tombstone is not None and tombstone[8:] in (b"", message.account):
             return StoreOutcome.ALREADY  # deleted by its owner: never brought back
         size = len(message.data)
+        attachment = message.account[:1] == _ATTACHMENT
         count, used, digest = _account_stats(txn.get(message.account, db=self._accounts))
-        if (
-            count + 1 > self.limits.account_max_messages
-            or used + size > self.limits.account_max_bytes
-        ):
+        most = ATTACHMENT_ACCOUNT_MAX_MESSAGES if attachment else self.limits.account_max_messages
+        if count + 1 > most or used + size > self.limits.account_max_bytes:
             return StoreOutcome.QUOTA_EXCEEDED
         total_count, total_bytes = _stats(txn.get(_TOTALS_KEY, db=self._meta))
         if total_bytes + size > self.limits.storage_max_bytes:
             return StoreOutcome.STORAGE_FULL
+        if attachment:
+            chunks, chunk_bytes = _stats(txn.get(_ATTACHMENT_TOTALS_KEY, db=self._meta))
+            if chunk_bytes + size > self.limits.attachments_max_bytes:
+                return StoreOutcome.STORAGE_FULL
+            txn.put(
+                _ATTACHMENT_TOTALS_KEY, _STATS.pack(chunks + 1, chunk_bytes + size), db=self._meta
+            )
         if is_public_outbox_namespace(message.namespace):
             prefix = keys.namespace_prefix(message.account, message.namespace)
             self._remove_prefix(txn, prefix, tombstone=True)
@@ -276,6 +298,13 @@ class MessageStore:
             _STATS.pack(max(0, total_count - 1), max(0, total_bytes - size)),
             db=self._meta,
         )
+        if account[:1] == _ATTACHMENT:
+            chunks, chunk_bytes = _stats(txn.get(_ATTACHMENT_TOTALS_KEY, db=self._meta))
+            txn.put(
+                _ATTACHMENT_TOTALS_KEY,
+                _STATS.pack(max(0, chunks - 1), max(0, chunk_bytes - size)),
+                db=self._meta,
+            )
 
     def _tombstone(self, txn: Txn, account: bytes, digest: bytes, expiry_ms: int) -> None:
         txn.put(digest, _U64.pack(expiry_ms) + account, db=self._tombstones)
@@ -667,6 +696,11 @@ class MessageStore:
         """(messages, bytes of message data) held."""
         with self.read() as txn:
             return _stats(txn.get(_TOTALS_KEY, db=self._meta))
+
+    def attachment_totals(self) -> tuple[int, int]:
+        """(chunks, bytes of chunk data) held: messages of attachment accounts (prefix 0a)."""
+        with self.read() as txn:
+            return _stats(txn.get(_ATTACHMENT_TOTALS_KEY, db=self._meta))
 
     def map_bytes(self) -> tuple[int, int]:
         """(bytes of the map in use, map size)."""

@@ -32,14 +32,14 @@ from veil.errors import VeilError
 from veil.identity import Identity
 from veil.protocol.consensus import SignedConsensus
 
-__all__ = ["ClientHome", "HomeError"]
+__all__ = ["ClientHome", "HomeError", "write_private"]
 
 
 class HomeError(VeilError):
     """The client's state directory is missing, unreadable, or already holds an account."""
 
 
-def _write_private(path: Path, data: bytes) -> None:
+def write_private(path: Path, data: bytes) -> None:
     tmp = path.with_name(path.name + ".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "wb") as handle:
@@ -65,7 +65,7 @@ class ClientHome:
             raise HomeError(f"{self.root} already holds an account (veil whoami shows it)")
         self.root.mkdir(parents=True, exist_ok=True)
         self.root.chmod(0o700)
-        _write_private(self.key_path, encode_key_file(identity.seed, passphrase))
+        write_private(self.key_path, encode_key_file(identity.seed, passphrase))
         book = Book()
         if name:
             book.config.set_name(name, now_ms())
@@ -89,7 +89,7 @@ class ClientHome:
 
     def set_passphrase(self, identity: Identity, passphrase: str | None) -> None:
         """Seal the key with a new passphrase (``None``: store it plain)."""
-        _write_private(self.key_path, encode_key_file(identity.seed, passphrase))
+        write_private(self.key_path, encode_key_file(identity.seed, passphrase))
 
     def state(self) -> dict[str, Any]:
         try:
@@ -110,7 +110,7 @@ class ClientHome:
 
     def save_book(self, book: Book) -> None:
         data = json.dumps(book.to_json(), sort_keys=True).encode("utf-8")
-        _write_private(self.state_path, data)
+        write_private(self.state_path, data)
 
     def _json(self, path: Path) -> object:
         """A JSON file of the home, or None if it is missing or unreadable (a cache)."""
@@ -124,11 +124,11 @@ class ClientHome:
         return self._json(self.consensus_path)
 
     def save_consensus(self, signed: SignedConsensus) -> None:
-        _write_private(self.consensus_path, orjson.dumps(signed.to_json()))
+        write_private(self.consensus_path, orjson.dumps(signed.to_json()))
 
     def guards(self, *, size: int = GUARDS, lifetime_ms: int = GUARD_LIFETIME_MS) -> GuardSet:
         """The client's guards as saved (none if never saved)."""
         return GuardSet.from_json(self._json(self.guards_path), size=size, lifetime_ms=lifetime_ms)
 
     def save_guards(self, guards: GuardSet) -> None:
-        _write_private(self.guards_path, json.dumps(guards.to_json()).encode("utf-8"))
+        write_private(self.guards_path, json.dumps(guards.to_json()).encode("utf-8"))

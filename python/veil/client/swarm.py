@@ -370,6 +370,16 @@ class SwarmClient:
         self._prune_recent(account, namespace)
         return fresh
 
+    async def retrieve_from(
+        self, identity: Identity | storage_rpc.Signer, member: PeerInfo, *, namespace: int = 0
+    ) -> list[dict[str, Any]] | None:
+        """Every message of the account's ``namespace`` that one swarm member gives (checked as
+        :meth:`retrieve` checks them; no cursor used or kept), or None if it did not answer: for
+        a caller that tries the members itself (an attachment chunk, opened before it is
+        trusted)."""
+        messages, answered = await self._drain(identity, member, namespace, from_start=True)
+        return messages if answered else None
+
     def _best(self, account: bytes, namespace: int) -> str | None:
         """Where a member read for the first time starts (less the look-back window): the least
         advanced cursor of the members read before (cursors are the same on every member:

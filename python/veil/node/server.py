@@ -188,6 +188,7 @@ class Node:
         )
         self._server: asyncio.Server | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        self._stopping = False
         self.port = config.listen_port
 
     async def start(self) -> None:
@@ -281,6 +282,11 @@ class Node:
         )
 
     async def stop(self) -> None:
+        """Stop serving and close the store; a second call (a stop under way or done) returns
+        at once."""
+        if self._stopping:
+            return
+        self._stopping = True
         if self._server is not None:
             self._server.close()
         if self._link_server is not None:

@@ -35,12 +35,14 @@ and the group invitations it holds.
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 import socket
 from dataclasses import dataclass, field
 from typing import Any
 
 from veil.errors import InvalidSessionIdError
+from veil.protocol.attachments import AttachmentError, Manifest, manifest_from_text, manifest_text
 from veil.protocol.content import Content
 from veil.session_id import parse_session_id
 
@@ -253,6 +255,17 @@ class Entry:
     """In a community room: the post it answers."""
     reactions: dict[str, int] | None = None
     """In a community room: emoji → how many reacted so."""
+    attachments: list[str] | None = None
+    """The manifests of the attachments it carries (``manifest_text``), if any."""
+
+    def manifests(self) -> list[Manifest]:
+        """The attachments it carries; one that does not read back (a damaged book) is left
+        out."""
+        kept = []
+        for text in self.attachments or []:
+            with contextlib.suppress(AttachmentError):
+                kept.append(manifest_from_text(text))
+        return kept
 
     @classmethod
     def of(cls, content: Content, *, outgoing: bool, sender: str | None = None) -> Entry:
@@ -271,6 +284,7 @@ class Entry:
             read_ms=content.sent_ms if outgoing else None,
             expires_ms=content.sent_ms + dis[1] if dis is not None and timed else None,
             sender=sender,
+            attachments=[manifest_text(m) for m in content.attachments] or None,
         )
 
     def wire(self) -> dict[str, Any]:
@@ -286,6 +300,7 @@ class Entry:
             "expires_ms": self.expires_ms,
             "re": self.reply_to,
             "rx": self.reactions,
+            "att": self.attachments,
         }
 
     @classmethod
@@ -303,6 +318,7 @@ class Entry:
             sender=value.get("from"),
             reply_to=value.get("re"),
             reactions=value.get("rx"),
+            attachments=[str(a) for a in value.get("att") or []] or None,
         )
 
 

@@ -56,8 +56,6 @@ from veil.protocol.attachments import (
     AttachmentError,
     Manifest,
     chunk_seed,
-    decode_manifest,
-    encode_manifest,
     make_manifest,
     open_attachment,
     open_chunk,
@@ -71,8 +69,6 @@ __all__ = [
     "Progress",
     "TransferError",
     "Transfers",
-    "manifest_from_wire",
-    "manifest_wire",
 ]
 
 ATTACHMENT_TTL_MS = 14 * 24 * 3600 * 1000
@@ -157,8 +153,10 @@ class Transfers:
         duration_ms: int | None = None,
         waveform: bytes | Iterable[int] | None = None,
         progress: Progress | None = None,
+        ttl_ms: int | None = None,
     ) -> Manifest:
-        """Store ``data`` on the network; its manifest (to send in a message). Raises
+        """Store ``data`` on the network for ``ttl_ms`` (else the default); its manifest (to send
+        in a message). Raises
         :class:`~veil.protocol.attachments.AttachmentError` for data the format refuses (too
         large, a bad MIME type…) and :class:`TransferError` if a chunk could not be stored."""
         digest = hashlib.blake2b(data, digest_size=32).digest()
@@ -185,8 +183,10 @@ class Transfers:
             progress(len(done) * stored)
         pending = [i for i in range(manifest.chunks) if i not in done]
 
+        lifetime = self.ttl_ms if ttl_ms is None else ttl_ms
+
         async def store(index: int) -> None:
-            await self._store_chunk(manifest, data, index)
+            await self._store_chunk(manifest, data, index, lifetime)
             done.add(index)
             self._save_upload(digest, manifest, done)
             if progress is not None:
@@ -196,7 +196,7 @@ class Transfers:
         self._forget_upload(digest)
         return manifest
 
-    async def _store_chunk(self, manifest: Manifest, data: bytes, index: int) -> None:
+    async def _store_chunk(self, manifest: Manifest, data: bytes, index: int, ttl_ms: int) -> None:
         chunk = _chunk(manifest, index)
         sealed = seal_chunk(manifest, data, index).data
         last: Exception | None = None
@@ -207,7 +207,7 @@ class Transfers:
                 await self.swarm.store(
                     chunk.account_hex,
                     sealed,
-                    ttl_ms=self.ttl_ms,
+                    ttl_ms=ttl_ms,
                     namespace=NS_ATTACHMENTS,
                     identity=chunk.signer,
                 )
@@ -401,19 +401,3 @@ class Transfers:
         folder = self._download_dir(manifest)
         if folder is not None:
             shutil.rmtree(folder, ignore_errors=True)
-
-
-def manifest_wire(manifest: Manifest) -> str:
-    """A manifest as text, for a book or a JSON answer (base64 of its msgpack)."""
-    return base64.b64encode(encode_manifest(manifest)).decode("ascii")
-
-
-def manifest_from_wire(text: object, *, max_size: int = MAX_ATTACHMENT_SIZE) -> Manifest:
-    """The manifest :func:`manifest_wire` wrote; :class:`AttachmentError` otherwise."""
-    if not isinstance(text, str):
-        raise AttachmentError("a saved manifest is text")
-    try:
-        raw = base64.b64decode(text, validate=True)
-    except (binascii.Error, ValueError):
-        raise AttachmentError("a saved manifest is not base64") from None
-    return decode_manifest(raw, max_size=max_size)

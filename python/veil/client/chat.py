@@ -5,7 +5,8 @@ On a terminal, prompt_toolkit keeps the input line at the bottom and prints what
 (``patch_stdout``), so a message never lands in the middle of what is being typed. With stdin not
 a terminal (a pipe, a script, a test), every line read is sent and what arrives is printed as it
 comes. Lines starting with ``/`` are commands: ``/quit`` (or end of input) leaves, ``/unsend``
-takes back the last message sent; ``//`` at the start sends one ``/``. The conversation's
+takes back the last message sent, ``/file PATH`` sends a file (``/voice PATH`` a recording as a
+voice message); ``//`` at the start sends one ``/``. The conversation's
 messages are marked read as they are shown, so ``after_read`` timers start then.
 """
 
@@ -16,6 +17,7 @@ import contextlib
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 from veil.client.messaging import Messenger, Received
 from veil.client.network import NetworkError
@@ -68,7 +70,13 @@ class Chat:
             "unsend": f"{name} took a message back",
             **NOTICES,
         }
-        return f"[{_clock(event.sent_ms)}] " + said.get(event.kind, f"{name}: {event.body}")
+        text = said.get(event.kind, f"{name}: {event.body}")
+        if event.kind == "text" and event.attachments:
+            from veil.client.attachment_cli import describe  # noqa: PLC0415
+
+            shown = [text] if event.body else [f"{name}:"]
+            text = " ".join(shown + [describe(m) for m in event.attachments])
+        return f"[{_clock(event.sent_ms)}] {text}"
 
     async def _fetch_once(self) -> None:
         async with self._lock:
@@ -92,14 +100,18 @@ class Chat:
             return False
         async with self._lock:
             try:
+                command, _, argument = text.strip().partition(" ")
                 if text.strip() == "/unsend":
                     mine = [e for e in self.messenger.conversation(self.peer) if e.outgoing]
                     if mine:
                         await self.messenger.take_back(self.peer, mine[-1].id)
                         self._out("(taken back)")
+                elif command in ("/file", "/voice") and argument.strip():
+                    await self._attach(command, Path(argument.strip()).expanduser())
                 elif text.startswith("/") and not text.startswith("//"):
                     self._out(
-                        "(/unsend takes back your last message, /quit leaves; "
+                        "(/unsend takes back your last message, /file PATH sends a file, "
+                        "/voice PATH a voice message, /quit leaves; "
                         "start a line with // to send a slash)"
                     )
                 elif text.strip():
@@ -110,11 +122,25 @@ class Chat:
                 self._out(f"(not sent: {error_line(str(exc))})")
         return True
 
+    async def _attach(self, command: str, path: Path) -> None:
+        from veil.client.attachment_cli import send_attachments  # noqa: PLC0415
+
+        if command == "/voice":
+            await send_attachments(self.messenger, self.peer, "", files=[], voice=path)
+        else:
+            await send_attachments(self.messenger, self.peer, "", files=[path])
+        self._out(f"(sent {path.name})")
+
     async def run(self) -> int:
         name = self.messenger.peer_name(self.peer) or self.peer[:10] + "…"
         for entry in self.messenger.conversation(self.peer)[-20:]:
             who = "you" if entry.outgoing else (entry.name or (entry.sender or self.peer)[:10])
-            self._out(f"[{_clock(entry.sent_ms)}] {who}: {entry.body}")
+            shown = [entry.body] if entry.body else []
+            if entry.attachments:
+                from veil.client.attachment_cli import describe  # noqa: PLC0415
+
+                shown += [describe(m) for m in entry.manifests()]
+            self._out(f"[{_clock(entry.sent_ms)}] {who}: {' '.join(shown)}")
         self.messenger.mark_read(self.peer)
         poller = asyncio.create_task(self._poll())
         try:

@@ -25,7 +25,7 @@ import os
 import re
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -41,6 +41,7 @@ if TYPE_CHECKING:
     from veil.client.account import Entry
     from veil.client.directory import ClientDirectory
     from veil.client.messaging import Messenger, Received
+    from veil.protocol.attachments import Manifest
 
 __all__ = ["add_client_commands"]
 
@@ -131,7 +132,10 @@ def add_client_commands(commands: argparse._SubParsersAction[argparse.ArgumentPa
     passphrase.add_argument("--remove", action="store_true", help="store the key unsealed")
 
     send = command(
-        "send", "send a message (the text from the argument or stdin)", _send, network=True
+        "send",
+        "send a message (the text from the argument or stdin) and attachments",
+        _send,
+        network=True,
     )
     peer_or_group(send)
     send.add_argument("text", nargs="?", metavar="TEXT")
@@ -139,6 +143,20 @@ def add_client_commands(commands: argparse._SubParsersAction[argparse.ArgumentPa
         "--disappear",
         metavar="MODE:TIME",
         help="after-send:TIME or after-read:TIME, TIME like 30s, 5m, 1h, 1d",
+    )
+    send.add_argument(
+        "--file",
+        type=Path,
+        action="append",
+        default=[],
+        metavar="PATH",
+        help="attach a file, image or audio (repeatable; 10 MiB each at most)",
+    )
+    send.add_argument(
+        "--voice",
+        type=Path,
+        metavar="FILE",
+        help="send a recording (any audio format) as a voice message, converted to Ogg Opus",
     )
 
     unsend = command("unsend", "take back a message you sent", _unsend, network=True)
@@ -173,6 +191,9 @@ def add_client_commands(commands: argparse._SubParsersAction[argparse.ArgumentPa
     devices.add_argument("--remove", metavar="DEVICE_ID", help="take a lost device off the list")
 
     _add_group_commands(commands, command)
+    from veil.client.attachment_cli import add_attachment_commands  # noqa: PLC0415
+
+    add_attachment_commands(command)
     from veil.client.community_cli import add_room_commands  # noqa: PLC0415  (it imports this)
 
     add_room_commands(commands)
@@ -384,6 +405,7 @@ def _online(
     guards = home.guards(lifetime_ms=_guard_lifetime_ms())
 
     async def main() -> int:
+        from veil.client.attachments import TransferError  # noqa: PLC0415
         from veil.client.messaging import Messenger  # noqa: PLC0415
         from veil.client.network import NetworkClient, NetworkError  # noqa: PLC0415
         from veil.client.swarm import StoreError, SwarmClient  # noqa: PLC0415
@@ -398,11 +420,19 @@ def _online(
                 file=sys.stderr,
             )
         async with network:
-            messenger = Messenger(identity, SwarmClient(network), book=book, persist=home.save_book)
+            messenger = Messenger(
+                identity,
+                SwarmClient(network),
+                book=book,
+                persist=home.save_book,
+                transfer_dir=home.transfers_path,
+            )
             try:
                 return await action(messenger)
             except (NetworkError, StoreError) as exc:
                 raise CommandFailed(f"the network did not take it: {exc}") from None
+            except TransferError as exc:
+                raise CommandFailed(str(exc)) from None
             finally:
                 home.save_book(messenger.save())
                 home.save_guards(guards)
@@ -441,11 +471,23 @@ def _show(messenger: Messenger, event: Received) -> str:
     if event.kind == "unsend":
         who = "you" if event.outgoing else _who(messenger, event.peer)
         return f"{_when(event.sent_ms)}  {who} took a message back"
-    return f"{_when(event.sent_ms)}  you → {_who(messenger, event.peer)}\n    {event.body}"
+    body = _with_attachments(event.body, event.attachments)
+    return f"{_when(event.sent_ms)}  you → {_who(messenger, event.peer)}\n    {body}"
 
 
 def _show_entry(messenger: Messenger, peer: str, entry: Entry) -> str:
-    return f"{_when(entry.sent_ms)}  {_who(messenger, peer)}\n    {entry.body}"
+    body = _with_attachments(entry.body, entry.manifests())
+    return f"{_when(entry.sent_ms)}  {_who(messenger, peer)}\n    {body}"
+
+
+def _with_attachments(body: str, manifests: Sequence[Manifest]) -> str:
+    """The text, then a line for each attachment it carries."""
+    if not manifests:
+        return body
+    from veil.client.attachment_cli import describe  # noqa: PLC0415
+
+    lines = [body] if body else []
+    return "\n    ".join(lines + [describe(m) for m in manifests])
 
 
 def _disappear(text: str | None) -> tuple[str, int] | None:
@@ -464,14 +506,30 @@ def _send(args: argparse.Namespace) -> int:
     if args.session_id.startswith("05"):
         _parse_peer(args.session_id)
     disappear = _disappear(args.disappear)
-    text = args.text if args.text is not None else sys.stdin.read()
-    if not text.strip():
+    attaching = bool(args.file) or args.voice is not None
+    if args.text is not None:
+        text = args.text
+    else:
+        text = "" if attaching and sys.stdin.isatty() else sys.stdin.read()
+    if not text.strip() and not attaching:
         raise CommandFailed("nothing to send")
 
     async def action(messenger: Messenger) -> int:
         await messenger.refresh_config()  # blocked or accepted on another device?
         peer = _target(messenger, args.session_id)
-        await messenger.send_text(peer, text.rstrip("\n"), disappear=disappear)
+        if attaching:
+            from veil.client.attachment_cli import send_attachments  # noqa: PLC0415
+
+            await send_attachments(
+                messenger,
+                peer,
+                text.rstrip("\n"),
+                files=args.file,
+                voice=args.voice,
+                disappear=disappear,
+            )
+        else:
+            await messenger.send_text(peer, text.rstrip("\n"), disappear=disappear)
         print("sent")
         return 0
 
@@ -544,7 +602,11 @@ def _print_group_news(messenger: Messenger, events: list[Received]) -> bool:
         shown = True
         print(f"── {group.name or '(no name)'} ({account[:10]}…)")
         lines = [
-            (e.sent_ms, f"{_when(e.sent_ms)}  {e.name or (e.sender or '')[:10]}: {e.body}")
+            (
+                e.sent_ms,
+                f"{_when(e.sent_ms)}  {e.name or (e.sender or '')[:10]}: "
+                + _with_attachments(e.body, e.manifests()).replace("\n    ", "\n      "),
+            )
             for e in entries
         ]
         lines += [
@@ -576,9 +638,8 @@ def _print_entries(messenger: Messenger, peer: str, entries: list[Entry]) -> Non
             if entry.reactions
             else ""
         )
-        print(
-            f"{_when(entry.sent_ms)}  [{entry.id[:8]}] {who}: {reply}{entry.body}{timer}{reactions}"
-        )
+        body = _with_attachments(entry.body, entry.manifests())
+        print(f"{_when(entry.sent_ms)}  [{entry.id[:8]}] {who}: {reply}{body}{timer}{reactions}")
     messenger.mark_read(peer)
 
 

@@ -35,6 +35,7 @@ from veil.client.swarm import StoreError
 from veil.client.terminal import printable
 from veil.clock import now_ms
 from veil.errors import InvalidInputError
+from veil.protocol.attachments import Manifest
 from veil.protocol.content import Content
 from veil.protocol.groups import GroupError, sign_removal, verify_removal
 from veil.session_id import parse_session_id
@@ -262,11 +263,18 @@ class MessengerGroups:
         await self.m.sync()
 
     async def send_text(
-        self, account: str, text: str, *, disappear: tuple[str, int] | None = None
+        self,
+        account: str,
+        text: str,
+        *,
+        disappear: tuple[str, int] | None = None,
+        attachments: tuple[Manifest, ...] = (),
     ) -> bytes:
         group = self._live(account)
         now = now_ms()
-        content = Content.text(text, now, name=self.m.name, disappear=disappear)
+        content = Content.text(
+            text, now, name=self.m.name, disappear=disappear, attachments=attachments
+        )
         ttl = min(TTL_MS, disappear[1]) if disappear and disappear[0] == "after_send" else TTL_MS
         await self.api.send_content(group, content, ttl_ms=ttl)
         self.m._seen[content.id.hex()] = None
@@ -358,6 +366,7 @@ class MessengerGroups:
             disappear=content.disappear,
             ref=content.ref,
             group=account,
+            attachments=content.attachments,
         )
 
 

@@ -5,6 +5,7 @@ HOME/identity.key    the account's Ed25519 seed, plain or sealed   0600  veil.cl
 HOME/state.json      this device's book                            0600  veil.client.account
 HOME/consensus.json  the last consensus taken, as it was signed    0600  veil.client.directory
 HOME/guards.json     the client's guards, each with when chosen    0600  veil.client.guards
+HOME/transfers/      unfinished attachment uploads and downloads   0700  veil.client.attachments
 ```
 
 The saved consensus is a cache, not a source of trust: it is checked against the network file
@@ -56,6 +57,7 @@ class ClientHome:
         self.state_path = root / "state.json"
         self.consensus_path = root / "consensus.json"
         self.guards_path = root / "guards.json"
+        self.transfers_path = root / "transfers"
 
     def exists(self) -> bool:
         return self.key_path.exists()

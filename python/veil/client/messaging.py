@@ -27,6 +27,9 @@ Around that, what a messenger needs (all of it in :class:`Messenger`):
 - **Disappearing messages** (``after_send``: gone ``ttl`` after it was sent, on the nodes too;
   ``after_read``: gone ``ttl`` after the recipient first showed it) and **unsend** (the recipient's
   devices and the sender's other devices drop the message).
+- **Attachments** (files, images, audio, voice messages): stored on the network chunk by chunk,
+  their manifests carried in a ``text`` (:attr:`Messenger.attachments`,
+  :mod:`veil.client.attachment_messaging`).
 """
 
 from __future__ import annotations
@@ -39,9 +42,11 @@ import dataclasses
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from veil.client.account import AccountConfig, Book, Device, Entry
+from veil.client.attachment_messaging import MessengerAttachments
 from veil.client.community_messaging import MessengerCommunities
 from veil.client.group_messaging import MessengerGroups, is_group_id
 from veil.client.network import NetworkError
@@ -51,6 +56,7 @@ from veil.clock import now_ms
 from veil.crypto import decrypt_incoming, encrypt_for_recipient
 from veil.errors import DecryptionError, InvalidInputError
 from veil.identity import Identity
+from veil.protocol.attachments import Manifest
 from veil.protocol.content import (
     GROUP_KINDS,
     Content,
@@ -118,6 +124,8 @@ class Received:
     room: str | None = None
     """The community room's key (``peer`` too) for ``post``, ``edit`` and ``delete``; ``sender``
     is then the author's blinded ID."""
+    attachments: tuple[Manifest, ...] = ()
+    """What a ``text`` carries: its attachments, fetched on demand (``Messenger.attachments``)."""
 
 
 class Messenger:
@@ -137,6 +145,7 @@ class Messenger:
         ttl_ms: int = DEFAULT_TTL_MS,
         min_ttl_ms: int = MIN_TTL_MS,
         persist: Callable[[Book], None] | None = None,
+        transfer_dir: Path | None = None,
     ) -> None:
         self.identity = identity
         self._swarm = swarm
@@ -154,6 +163,7 @@ class Messenger:
             self.config_dirty = True
         self.groups = MessengerGroups(self)
         self.communities = MessengerCommunities(self)
+        self.attachments = MessengerAttachments(self, transfer_dir)
 
     # --- what the device holds ----------------------------------------------------------------
 
@@ -313,14 +323,22 @@ class Messenger:
             to=peer,
             ref=content.ref,
             disappear=content.disappear,
+            attachments=content.attachments,
         )
 
     async def send_text(
-        self, recipient_session_id: str, text: str, *, disappear: tuple[str, int] | None = None
+        self,
+        recipient_session_id: str,
+        text: str,
+        *,
+        disappear: tuple[str, int] | None = None,
+        attachments: tuple[Manifest, ...] = (),
     ) -> bytes:
         """Send ``text``; returns the message's content id.
 
         ``recipient_session_id`` may be a group's account (``03…``) this account is in.
+        ``attachments`` are manifests of uploaded attachments (``self.attachments.upload``); the
+        text may then be empty.
 
         Raises :class:`~veil.errors.InvalidSessionIdError` for a malformed Session ID,
         :class:`BlockedContactError` for a blocked one, and the network's errors if the message
@@ -330,7 +348,13 @@ class Messenger:
                 f"a disappearing message lives at least {self.min_ttl_ms // 1000} seconds"
             )
         if is_group_id(recipient_session_id):
-            return await self.groups.send_text(recipient_session_id, text, disappear=disappear)
+            return await self.groups.send_text(
+                recipient_session_id, text, disappear=disappear, attachments=attachments
+            )
+        if attachments and (
+            recipient_session_id.startswith("dm:") or recipient_session_id in self.book.rooms
+        ):
+            raise InvalidInputError("attachments go in 1:1 and group conversations only")
         if recipient_session_id.startswith("dm:"):
             await self.communities.reply_dm(recipient_session_id, text)
             return b""
@@ -348,7 +372,9 @@ class Messenger:
         if disappear is not None and disappear[0] == "after_send":
             ttl = min(ttl, disappear[1])
         now = now_ms()
-        content = Content.text(text, now, name=self.name, disappear=disappear)
+        content = Content.text(
+            text, now, name=self.name, disappear=disappear, attachments=attachments
+        )
         await self._send_content(recipient_session_id, content, ttl_ms=ttl)
         self._seen[content.id.hex()] = None
         self._add(recipient_session_id, Entry.of(content, outgoing=True))
@@ -362,7 +388,8 @@ class Messenger:
 
     async def unsend(self, peer: str, message_id: bytes) -> None:
         """Take back a message sent to ``peer`` (a Session ID or a group's account): its devices
-        and ours drop it."""
+        and ours drop it. Its attachments, if it carried any, are deleted from the network."""
+        await self.attachments.delete_sent(peer, message_id.hex())
         if is_group_id(peer):
             await self.groups.unsend(peer, message_id)
             return
@@ -499,6 +526,7 @@ class Messenger:
             request=not outgoing and state is None,
             disappear=content.disappear,
             ref=content.ref,
+            attachments=content.attachments,
         )
 
     def _take_group_notice(self, content: Content, sender: str, digest: str) -> Received | None:

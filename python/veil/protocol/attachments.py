@@ -89,6 +89,8 @@ failures all carry the same message. No key material appears in a repr or an err
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import re
 import secrets
@@ -120,6 +122,8 @@ __all__ = [
     "decode_manifest",
     "encode_manifest",
     "make_manifest",
+    "manifest_from_text",
+    "manifest_text",
     "open_attachment",
     "open_chunk",
     "open_chunks",
@@ -407,6 +411,22 @@ def decode_manifest(data: object, *, max_size: int = MAX_ATTACHMENT_SIZE) -> Man
         )
     except TypeError as exc:  # an unhashable value where a kind is looked up
         raise AttachmentError("a manifest field is mistyped") from exc
+
+
+def manifest_text(manifest: Manifest) -> str:
+    """A manifest as text, for a saved book or a JSON answer: base64 of its msgpack."""
+    return base64.b64encode(encode_manifest(manifest)).decode("ascii")
+
+
+def manifest_from_text(text: object, *, max_size: int = FORMAT_MAX_SIZE) -> Manifest:
+    """The manifest :func:`manifest_text` wrote; :class:`AttachmentError` otherwise."""
+    if not isinstance(text, str):
+        raise AttachmentError("a saved manifest is text")
+    try:
+        raw = base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise AttachmentError("a saved manifest is not base64") from None
+    return decode_manifest(raw, max_size=max_size)
 
 
 # --- chunks --------------------------------------------------------------------------------------

@@ -14,6 +14,8 @@ content = msgpack map {
     "config": map,                "config": the account's settings (veil.client.account)
     "group": map,                 "group_invite", "group_removed": see veil.client.groups
     "sid": str,                   optional, in a community direct message: the sender's Session ID
+    "att": [bytes, …],            optional, "text" and "sent": attachments, each the msgpack of its
+                                  manifest (veil.protocol.attachments), at most 32
 }
 padded  = content ‖ 0x80 ‖ 0x00 … 0x00     (ISO/IEC 7816-4), to the next size bucket
 buckets = 256, 512, 1024, 2048, 4096, 8192, 16384, 32768, 65536 bytes (then multiples of 64 KiB)
@@ -25,6 +27,10 @@ the recipient), ``sent`` (a transcript of a message this account sent to ``to``)
 Closed groups add ``group_invite`` (an admin invites the recipient, or makes it an admin),
 ``group_removed`` (an admin tells a member it was removed), both 1:1, and ``leave`` (a member
 leaves; inside a group message). A group message's content is this same format.
+
+A ``text`` may carry attachments (files, images, audio, voice messages) with or without text: the
+manifest of each (its key among it) travels inside the sealed content, so only the recipients can
+find, fetch and open its chunks. A malformed manifest makes the whole content malformed.
 
 Padding to a few sizes means a message's length tells an observer (a node holding it) little
 about what it says. Unknown fields are ignored, so later versions can add some; a newer ``v`` is
@@ -40,12 +46,20 @@ from typing import Any
 import msgpack
 
 from veil.errors import InvalidInputError
+from veil.protocol.attachments import (
+    FORMAT_MAX_SIZE,
+    AttachmentError,
+    Manifest,
+    decode_manifest,
+    encode_manifest,
+)
 
 __all__ = [
     "BUCKETS",
     "DISAPPEAR_MODES",
     "GROUP_KINDS",
     "KINDS",
+    "MAX_ATTACHMENTS",
     "Content",
     "ContentError",
     "decode_content",
@@ -63,6 +77,8 @@ KINDS = frozenset(
 GROUP_KINDS = frozenset({"group_invite", "group_removed"})
 """Kinds whose ``group`` field says which group and what the admin gives."""
 DISAPPEAR_MODES = frozenset({"after_send", "after_read"})
+MAX_ATTACHMENTS = 32
+"""Most attachments one message carries (as Session allows)."""
 
 
 class ContentError(InvalidInputError):
@@ -82,6 +98,7 @@ class Content:
     config: dict[str, Any] | None = None
     group: dict[str, Any] | None = None
     sid: str | None = None
+    attachments: tuple[Manifest, ...] = ()
 
     @classmethod
     def text(
@@ -90,9 +107,17 @@ class Content:
         sent_ms: int,
         name: str | None = None,
         disappear: tuple[str, int] | None = None,
+        attachments: tuple[Manifest, ...] = (),
     ) -> Content:
+        if len(attachments) > MAX_ATTACHMENTS:
+            raise ContentError(f"a message carries at most {MAX_ATTACHMENTS} attachments")
         return cls(
-            body=body, sent_ms=sent_ms, id=secrets.token_bytes(16), name=name, disappear=disappear
+            body=body,
+            sent_ms=sent_ms,
+            id=secrets.token_bytes(16),
+            name=name,
+            disappear=disappear,
+            attachments=attachments,
         )
 
     @classmethod
@@ -131,6 +156,7 @@ def encode_content(content: Content) -> bytes:
         "config": content.config,
         "group": content.group,
         "sid": content.sid,
+        "att": [encode_manifest(m) for m in content.attachments] or None,
     }
     fields.update((k, v) for k, v in optional.items() if v is not None)
     packed = msgpack.packb(fields, use_bin_type=True)
@@ -206,4 +232,21 @@ def decode_content(padded: bytes) -> Content:
         config=config,
         group=group,
         sid=_optional(fields, "sid", str),
+        attachments=_attachments(fields.get("att"), kind),
     )
+
+
+def _attachments(value: object, kind: str) -> tuple[Manifest, ...]:
+    if value is None:
+        return ()
+    if (
+        kind not in ("text", "sent")
+        or not isinstance(value, list)
+        or not 0 < len(value) <= MAX_ATTACHMENTS
+    ):
+        raise ContentError("message content field 'att' is malformed")
+    try:
+        # Any size the format describes: whether to fetch one is the reader's choice.
+        return tuple(decode_manifest(raw, max_size=FORMAT_MAX_SIZE) for raw in value)
+    except AttachmentError as exc:
+        raise ContentError(f"an attachment of the message is malformed: {exc}") from None

@@ -46,7 +46,15 @@ def main(argv: list[str] | None = None) -> int:
     """Runs ``veil`` with ``argv`` (default: ``sys.argv[1:]``) and returns the exit code."""
     parser = build_parser()
     try:
-        args = parser.parse_args(argv)
+        args, extra = parser.parse_known_args(argv)
+        if extra:
+            # argparse gives optional positionals their value before the options that follow
+            # them: `veil send ID --file F TEXT` leaves TEXT over; a command that allows it
+            # (``text_after_options``) takes one such word as its text.
+            late = getattr(args, "text_after_options", False) and args.text is None
+            if not late or len(extra) != 1 or extra[0].startswith("-"):
+                parser.error(f"unrecognized arguments: {' '.join(extra)}")
+            args.text = extra[0]
     except SystemExit as exit_:  # usage errors (2), --help and --version (0)
         return exit_.code if isinstance(exit_.code, int) else 1
     handler: Handler = args.handler

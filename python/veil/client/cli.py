@@ -158,6 +158,7 @@ def add_client_commands(commands: argparse._SubParsersAction[argparse.ArgumentPa
         metavar="FILE",
         help="send a recording (any audio format) as a voice message, converted to Ogg Opus",
     )
+    send.set_defaults(text_after_options=True)
 
     unsend = command("unsend", "take back a message you sent", _unsend, network=True)
     peer_or_group(unsend)

@@ -66,6 +66,10 @@ def test_a_chunk_is_stored_once_in_its_own_account_and_read_back_with_its_key(
                 assert status == 200, body
                 assert [base64.b64decode(m["data"]) for m in body["messages"]] == [chunk]
             assert node.store.attachment_totals() == (1, len(chunk))
+            async with await HttpClient.connect(node.port) as client:
+                metrics = (await client.request("GET", "/metrics")).body.decode()
+            assert "veil_attachment_chunks_stored 1.0" in metrics
+            assert f"veil_attachment_bytes_stored {float(len(chunk))}" in metrics
 
     run(main())
 

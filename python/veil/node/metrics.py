@@ -3,24 +3,43 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-__all__ = ["NodeMetrics"]
+__all__ = ["NodeMetrics", "StoreFigures"]
+
+
+class StoreFigures(NamedTuple):
+    messages: int
+    data_bytes: int
+    chunks: int
+    chunk_bytes: int
+    map_used: int
+    map_size: int
 
 
 class _StoreCollector(Collector):
-    def __init__(self, read: Callable[[], tuple[int, int, int, int]]) -> None:
+    def __init__(self, read: Callable[[], StoreFigures]) -> None:
         self._read = read
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
-        messages, data_bytes, used, size = self._read()
+        messages, data_bytes, chunks, chunk_bytes, used, size = self._read()
         yield GaugeMetricFamily("veil_messages_stored", "Messages held.", value=messages)
         yield GaugeMetricFamily(
             "veil_bytes_stored", "Bytes of message data held.", value=data_bytes
+        )
+        yield GaugeMetricFamily(
+            "veil_attachment_chunks_stored",
+            "Attachment chunks held (namespace 17; counted in veil_messages_stored too).",
+            value=chunks,
+        )
+        yield GaugeMetricFamily(
+            "veil_attachment_bytes_stored",
+            "Bytes of attachment chunk data held (what attachments_max_bytes caps).",
+            value=chunk_bytes,
         )
         yield GaugeMetricFamily("veil_lmdb_used_bytes", "Bytes of the LMDB map in use.", value=used)
         yield GaugeMetricFamily("veil_lmdb_map_bytes", "Size of the LMDB map.", value=size)
@@ -76,8 +95,8 @@ class NodeMetrics:
             registry=self.registry,
         )
 
-    def watch_store(self, read: Callable[[], tuple[int, int, int, int]]) -> None:
-        """Report (messages, bytes, LMDB bytes used, LMDB map size) from ``read`` on each scrape."""
+    def watch_store(self, read: Callable[[], StoreFigures]) -> None:
+        """Report the store's figures from ``read`` on each scrape."""
         self.registry.register(_StoreCollector(read))
 
     def watch_counts(

@@ -26,7 +26,7 @@ from veil.node.directory import Directory
 from veil.node.http import HttpApp, Request, Response
 from veil.node.identity import load_node_key
 from veil.node.links import HopFailed, Link, LinkGate, LinkHandlers, LinkPool
-from veil.node.metrics import NodeMetrics
+from veil.node.metrics import NodeMetrics, StoreFigures
 from veil.node.onion import OnionRouter
 from veil.node.peer_rpc import PeerRpc
 from veil.node.peers import load_peers
@@ -348,10 +348,11 @@ class Node:
     def _refused(self, status: int) -> None:
         self.metrics.http_errors.labels(status=str(status)).inc()
 
-    def _store_figures(self) -> tuple[int, int, int, int]:
+    def _store_figures(self) -> StoreFigures:
         messages, data_bytes = self.store.totals()
+        chunks, chunk_bytes = self.store.attachment_totals()
         used, size = self.store.map_bytes()
-        return messages, data_bytes, used, size
+        return StoreFigures(messages, data_bytes, chunks, chunk_bytes, used, size)
 
     async def _sweep_forever(self) -> None:
         settings = self.config.store

@@ -235,3 +235,24 @@ def test_an_entry_keeps_its_attachments_in_the_saved_book() -> None:
     assert kept.manifests() == [manifest]
     kept.attachments = ["damaged"]
     assert kept.manifests() == []
+
+
+def test_play_hands_a_player_only_real_audio(tmp_path: Path) -> None:
+    import av  # noqa: PLC0415
+    import numpy as np  # noqa: PLC0415
+
+    from veil.client.attachment_cli import playable  # noqa: PLC0415
+
+    wav = tmp_path / "tone.wav"
+    with av.open(str(wav), "w", format="wav") as container:
+        stream = container.add_stream("pcm_s16le", rate=16_000, layout="mono")
+        samples = (0.3 * np.sin(np.arange(16_000) / 5)).astype(np.float32).reshape(1, -1)
+        frame = av.AudioFrame.from_ndarray(samples, format="flt", layout="mono")
+        frame.sample_rate = 16_000
+        for packet in [*stream.encode(frame), *stream.encode(None)]:
+            container.mux(packet)
+    assert playable(wav.read_bytes())
+    playlist = b"ffconcat version 1.0\nfile '/etc/passwd'\n"
+    hls = b"#EXTM3U\n#EXTINF:1,\nhttp://127.0.0.1:9/x.ts\n"
+    for hostile in (playlist, hls, b"OggS" + os.urandom(500), b"RIFF" + bytes(40), b""):
+        assert not playable(hostile)

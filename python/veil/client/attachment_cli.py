@@ -20,11 +20,14 @@ from veil.protocol.attachments import Manifest
 if TYPE_CHECKING:
     from veil.client.messaging import Messenger
 
-__all__ = ["add_attachment_commands", "describe", "send_attachments", "transfer_bar"]
+__all__ = ["add_attachment_commands", "describe", "playable", "send_attachments", "transfer_bar"]
 
 SHORT_ID = 8
 """Hex digits of an attachment id shown (``veil save`` takes any unique prefix of four or more)."""
 PLAY_TIMEOUT_S = 3600
+AUDIO_MAGIC = (b"OggS", b"RIFF", b"fLaC", b"ID3", b"\xff\xfb", b"\xff\xf3", b"\xff\xf2")
+"""Containers `veil play` hands to a player: a sender's file must be real audio, never a text
+playlist (an ffconcat or HLS list would make a player such as ffplay open local files or URLs)."""
 
 
 def _size(count: int) -> str:
@@ -199,6 +202,20 @@ def _save(args: argparse.Namespace) -> int:
     return _online(args, action)
 
 
+def playable(data: bytes) -> bool:
+    """Whether a received file may go to an audio player: a known audio container that PyAV
+    (which may open no URL) decodes."""
+    from veil.client.voice import VoiceError, audio_summary  # noqa: PLC0415
+
+    if not data.startswith(AUDIO_MAGIC):
+        return False
+    try:
+        audio_summary(data)
+    except VoiceError:
+        return False
+    return True
+
+
 def _play(args: argparse.Namespace) -> int:
     from veil.client.cli import CommandFailed, _online  # noqa: PLC0415
     from veil.client.voice import find_player  # noqa: PLC0415
@@ -207,6 +224,8 @@ def _play(args: argparse.Namespace) -> int:
         manifest, data = await _fetch(messenger, args.id)
         if manifest.kind not in ("voice", "audio"):
             raise CommandFailed(f"{manifest.name} is not audio; `veil save` saves it")
+        if not playable(data):
+            raise CommandFailed(f"{manifest.name} is not playable audio; `veil save` saves it")
         player = find_player()
         if player is None:
             path = save_attachment(data, manifest, args.to)

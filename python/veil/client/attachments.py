@@ -31,8 +31,6 @@ as chunks complete (resumed chunks at once): the CLI draws a bar from it.
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import contextlib
 import hashlib
 import json
@@ -53,11 +51,12 @@ from veil.protocol.attachments import (
     ATTACHMENT_PREFIX,
     MAX_ATTACHMENT_SIZE,
     NS_ATTACHMENTS,
+    STORED_OVERHEAD,
     AttachmentError,
     Manifest,
+    assemble,
     chunk_seed,
     make_manifest,
-    open_attachment,
     open_chunk,
     seal_chunk,
 )
@@ -178,7 +177,7 @@ class Transfers:
             done &= set(range(manifest.chunks))
         else:
             self._save_upload(digest, manifest, done)
-        stored = manifest.chunk_size + 17
+        stored = manifest.chunk_size + STORED_OVERHEAD
         if progress is not None and done:
             progress(len(done) * stored)
         pending = [i for i in range(manifest.chunks) if i not in done]
@@ -246,21 +245,21 @@ class Transfers:
         some chunk no swarm member gave, or gave only in a form that does not open."""
         if manifest.size > self.max_size:
             raise TransferError(f"the attachment is larger than {self.max_size} bytes")
-        chunks: dict[int, bytes] = self._saved_chunks(manifest)
-        stored = manifest.chunk_size + 17
-        if progress is not None and chunks:
-            progress(len(chunks) * stored)
-        pending = [i for i in range(manifest.chunks) if i not in chunks]
+        pieces: dict[int, bytes] = self._saved_chunks(manifest)
+        stored_size = manifest.chunk_size + STORED_OVERHEAD
+        if progress is not None and pieces:
+            progress(len(pieces) * stored_size)
+        pending = [i for i in range(manifest.chunks) if i not in pieces]
 
         async def fetch(index: int) -> None:
-            chunks[index] = await self._fetch_chunk(manifest, index)
-            self._save_chunk(manifest, index, chunks[index])
+            stored, pieces[index] = await self._fetch_chunk(manifest, index)
+            self._save_chunk(manifest, index, stored)
             if progress is not None:
-                progress(stored)
+                progress(stored_size)
 
         await self._run(pending, fetch)
         try:
-            data = open_attachment(manifest, chunks)
+            data = assemble(manifest, pieces)
         except AttachmentError:
             # Every chunk opened, so only a sender's manifest that does not match what it sealed
             # (a wrong digest) gets here: nothing to fetch again.
@@ -269,7 +268,8 @@ class Transfers:
         self._forget_download(manifest)
         return data
 
-    async def _fetch_chunk(self, manifest: Manifest, index: int) -> bytes:
+    async def _fetch_chunk(self, manifest: Manifest, index: int) -> tuple[bytes, bytes]:
+        """(stored chunk, the attachment bytes it holds) of chunk ``index``."""
         chunk = _chunk(manifest, index)
         members = self.swarm.swarm(bytes.fromhex(chunk.account_hex))
         self._rng.shuffle(members)
@@ -290,10 +290,9 @@ class Transfers:
                 missing += 1
                 continue
             for message in messages:
-                with contextlib.suppress(binascii.Error, ValueError, AttachmentError):
-                    stored = base64.b64decode(message["data"], validate=True)
-                    open_chunk(manifest, index, stored)
-                    return stored
+                stored = message["raw"]
+                with contextlib.suppress(AttachmentError):
+                    return stored, open_chunk(manifest, index, stored)
             tampered += 1
         raise TransferError(
             f"chunk {index + 1} of {manifest.chunks} is not on the network "
@@ -375,8 +374,8 @@ class Transfers:
         return self.state_dir / "downloads" / manifest.id.hex()
 
     def _saved_chunks(self, manifest: Manifest) -> dict[int, bytes]:
-        """The chunks an interrupted download kept, each opened again (a damaged file is
-        dropped and fetched anew)."""
+        """What the chunks an interrupted download kept hold, each opened again (a damaged file
+        is dropped and fetched anew)."""
         folder = self._download_dir(manifest)
         if folder is None or not folder.is_dir():
             return {}
@@ -384,11 +383,9 @@ class Transfers:
         for index in range(manifest.chunks):
             path = folder / f"{index}.chunk"
             try:
-                stored = path.read_bytes()
-                open_chunk(manifest, index, stored)
+                saved[index] = open_chunk(manifest, index, path.read_bytes())
             except (OSError, AttachmentError):
                 continue
-            saved[index] = stored
         return saved
 
     def _save_chunk(self, manifest: Manifest, index: int, stored: bytes) -> None:

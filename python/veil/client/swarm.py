@@ -291,6 +291,7 @@ class SwarmClient:
         namespace: int,
         *,
         from_start: bool,
+        keep_raw: bool = False,
     ) -> tuple[list[dict[str, Any]], bool]:
         """The messages ``member`` gives (after the client's cursor for it, unless
         ``from_start``), and whether it answered at all."""
@@ -318,6 +319,7 @@ class SwarmClient:
                 account,
                 namespace,
                 arrivals if isinstance(arrivals, list) else [],
+                keep_raw=keep_raw,
             )
             messages.extend(page)
             answered_cursor = _cursor_of(body.get("cursor"))
@@ -374,11 +376,39 @@ class SwarmClient:
         self, identity: Identity | storage_rpc.Signer, member: PeerInfo, *, namespace: int = 0
     ) -> list[dict[str, Any]] | None:
         """Every message of the account's ``namespace`` that one swarm member gives (checked as
-        :meth:`retrieve` checks them; no cursor used or kept), or None if it did not answer: for
-        a caller that tries the members itself (an attachment chunk, opened before it is
-        trusted)."""
-        messages, answered = await self._drain(identity, member, namespace, from_start=True)
+        :meth:`retrieve` checks them, each with its decoded bytes as ``raw``; no cursor used or
+        kept), or None if it did not answer: for a caller that tries the members itself (an
+        attachment chunk, opened before it is trusted)."""
+        messages, answered = await self._drain(
+            identity, member, namespace, from_start=True, keep_raw=True
+        )
         return messages if answered else None
+
+    async def read_public(self, account_hex: str, *, namespace: int) -> list[dict[str, Any]]:
+        """Every message held in a namespace anyone may read (an account's public outbox, where
+        its prekey bundle is), unsigned, from ``read_members`` members, checked as
+        :meth:`retrieve` checks them and merged by hash."""
+        if not storage_rpc.is_noauth_retrieve_namespace(namespace):
+            raise InvalidInputError(f"namespace {namespace} is not readable without signing")
+        account = storage_rpc.account_bytes(account_hex)
+        members = self.swarm(account)
+        self._rng.shuffle(members)
+        params = {"pubkey": account_hex, "namespace": namespace}
+
+        async def read(member: PeerInfo) -> list[dict[str, Any]]:
+            try:
+                _, status, body = await self._swarm_request(account, "retrieve", params, member)
+            except NetworkError:
+                return []
+            raw = body.get("messages") if status == 200 and isinstance(body, dict) else None
+            return self._checked(raw if isinstance(raw, list) else [], account, namespace, [])
+
+        pages = await asyncio.gather(*(read(m) for m in members[: self.read_members]))
+        merged: dict[str, dict[str, Any]] = {}
+        for page in pages:
+            for message in page:
+                merged.setdefault(message["hash"], message)
+        return sorted(merged.values(), key=lambda m: (m["timestamp"], m["hash"]))
 
     def _best(self, account: bytes, namespace: int) -> str | None:
         """Where a member read for the first time starts (less the look-back window): the least
@@ -414,7 +444,13 @@ class SwarmClient:
             del recent[digest]
 
     def _checked(
-        self, raw: list[Any], account: bytes, namespace: int, arrivals: list[Any]
+        self,
+        raw: list[Any],
+        account: bytes,
+        namespace: int,
+        arrivals: list[Any],
+        *,
+        keep_raw: bool = False,
     ) -> list[dict[str, Any]]:
         """The messages of a retrieved page that are what they claim: well formed, and their
         hash that of their data; each other one dropped and counted. A message keeps the
@@ -436,6 +472,8 @@ class SwarmClient:
                 self.dropped["future"] += 1
                 continue
             kept = {k: message[k] for k in ("hash", "timestamp", "data")}
+            if keep_raw:
+                kept["raw"] = data  # decoded once, here
             if _is_ms(message.get("expiration")):
                 kept["expiration"] = message["expiration"]
             if _is_ms(arrival):

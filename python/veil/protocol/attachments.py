@@ -116,6 +116,7 @@ __all__ = [
     "AttachmentError",
     "Manifest",
     "SealedChunk",
+    "assemble",
     "attachment_id",
     "chunk_layout",
     "chunk_seed",
@@ -539,6 +540,20 @@ def open_chunks(manifest: Manifest, stored: Iterable[object]) -> Iterator[bytes]
         yield piece
     if index != manifest.chunks - 1 or digest.digest() != manifest.digest:
         raise AttachmentError(_OPEN_FAILED)
+
+
+def assemble(manifest: Manifest, pieces: Mapping[int, bytes]) -> bytes:
+    """The attachment from the pieces :func:`open_chunk` returned for each index (each chunk
+    already authenticated): every index present, none extra, the size and the digest checked;
+    :class:`AttachmentError` otherwise."""
+    if not isinstance(pieces, Mapping) or set(pieces) != set(range(manifest.chunks)):
+        raise AttachmentError(_OPEN_FAILED)
+    data = b"".join(pieces[i] for i in range(manifest.chunks))
+    if len(data) != manifest.size:
+        raise AttachmentError(_OPEN_FAILED)
+    if hashlib.blake2b(data, digest_size=32).digest() != manifest.digest:
+        raise AttachmentError(_OPEN_FAILED)
+    return data
 
 
 def open_attachment(manifest: Manifest, chunks: Mapping[int, object]) -> bytes:

@@ -41,7 +41,7 @@ import base64
 import binascii
 import hmac
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 from veil import _core
@@ -301,10 +301,12 @@ class KeySigner:
 
     seed: bytes
     prefix: int = 0x03
+    pubkey: str = field(init=False)
+    """The account in hex, derived once (a request may name it several times)."""
 
-    @property
-    def pubkey(self) -> str:
-        return f"{self.prefix:02x}{_core.ed25519_public_key(self.seed).hex()}"
+    def __post_init__(self) -> None:
+        pubkey = f"{self.prefix:02x}{_core.ed25519_public_key(self.seed).hex()}"
+        object.__setattr__(self, "pubkey", pubkey)
 
     def sign(self, data: bytes) -> bytes:
         return _core.ed25519_sign(self.seed, data)

@@ -13,12 +13,21 @@ from typing import Protocol, final
 from veil.errors import InvalidInputError
 
 __all__ = [
+    "ENVELOPE_MAX_SLOTS",
+    "ENVELOPE_SLOT_LEN",
     "HOP_OVERHEAD",
+    "HYBRID_CIPHERTEXT_LEN",
+    "HYBRID_LABEL",
+    "HYBRID_PUBLIC_KEY_LEN",
+    "HYBRID_SEED_LEN",
     "LINK_MAX_RECORD_DATA",
     "LINK_NOISE_PROTOCOL",
     "MAX_ONION_LEN",
     "MAX_ROUTE_LEN",
     "MAX_ROUTING_LEN",
+    "MLKEM768_CIPHERTEXT_LEN",
+    "MLKEM768_PUBLIC_KEY_LEN",
+    "MLKEM768_SEED_LEN",
     "ONION_LAYER_OVERHEAD",
     "ONION_VERSION",
     "SEALED_BOX_OVERHEAD",
@@ -42,6 +51,15 @@ __all__ = [
     "ed25519_seed_to_x25519",
     "ed25519_sign",
     "ed25519_verify",
+    "envelope_is",
+    "envelope_open",
+    "envelope_seal",
+    "hybrid_decapsulate",
+    "hybrid_encapsulate",
+    "hybrid_keypair",
+    "mlkem768_decapsulate",
+    "mlkem768_encapsulate",
+    "mlkem768_keypair",
     "retrieve_messages_json",
     "sealed_box_open",
     "sealed_box_seal",
@@ -66,6 +84,15 @@ HOP_OVERHEAD: int
 SEALED_BOX_OVERHEAD: int
 LINK_NOISE_PROTOCOL: str
 LINK_MAX_RECORD_DATA: int
+MLKEM768_SEED_LEN: int
+MLKEM768_PUBLIC_KEY_LEN: int
+MLKEM768_CIPHERTEXT_LEN: int
+HYBRID_SEED_LEN: int
+HYBRID_PUBLIC_KEY_LEN: int
+HYBRID_CIPHERTEXT_LEN: int
+HYBRID_LABEL: bytes
+ENVELOPE_SLOT_LEN: int
+ENVELOPE_MAX_SLOTS: int
 
 def x25519_generate_secret() -> bytes: ...
 def x25519_public_key(secret: bytes) -> bytes: ...
@@ -169,6 +196,25 @@ def blind25_matches(blinded: bytes, session_id: bytes, server_pk: bytes) -> bool
 def blind25_check_public(public: bytes) -> None: ...
 def blind25_sign(seed: bytes, server_pk: bytes, message: bytes) -> bytes: ...
 def blind25_dm_key(seed: bytes, server_pk: bytes, other: bytes, sending: bool) -> bytes: ...
+def mlkem768_keypair(seed: bytes | None = None) -> tuple[bytes, bytes]: ...
+def mlkem768_encapsulate(ek: bytes, m: bytes | None = None) -> tuple[bytes, bytes]: ...
+def mlkem768_decapsulate(secret: bytes, ct: bytes) -> bytes: ...
+def hybrid_keypair(seed: bytes | None = None) -> tuple[bytes, bytes]: ...
+def hybrid_encapsulate(public: bytes, randomness: bytes | None = None) -> tuple[bytes, bytes]: ...
+def hybrid_decapsulate(secret: bytes, ct: bytes) -> bytes: ...
+def envelope_seal(
+    sender_seed: bytes,
+    recipient_x25519: bytes,
+    recipients: Sequence[tuple[bytes, bytes]],
+    plaintext: bytes,
+    cek: bytes | None = None,
+    nonce: bytes | None = None,
+    kem_randomness: Sequence[bytes] | None = None,
+) -> bytes: ...
+def envelope_open(
+    data: bytes, recipient_x25519: bytes, prekeys: Sequence[tuple[bytes, bytes]]
+) -> tuple[bytes, bytes, bytes]: ...
+def envelope_is(data: bytes) -> bool: ...
 def verify_identity_batch(
     items: Sequence[tuple[bytes, bytes, bytes, bytes]],
 ) -> list[bool]: ...

@@ -7,13 +7,16 @@
 //! - [`link`]: node links (a Noise handshake bound to the nodes' keys, then encrypted records).
 //! - [`session`]: the Session Protocol for one-to-one messages.
 //! - [`blind`]: blinded identities for communities (blind25).
+//! - [`kem`]: ML-KEM-768 and the hybrid KEM `veil-hybrid-v1` (X25519 + ML-KEM-768).
 
 pub mod aead;
 pub mod blind;
 pub mod ed25519;
+pub mod envelope;
 pub mod error;
 pub mod hash;
 pub mod hop;
+pub mod kem;
 pub mod link;
 pub mod onion;
 pub mod sealed_box;

@@ -13,7 +13,8 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList, PyTuple};
 use veil_core::error::fixed;
 use veil_core::{
-    aead, blind, ed25519, hash, hop, link, onion, sealed_box, session, store_index, x25519,
+    aead, blind, ed25519, envelope, hash, hop, kem, link, onion, sealed_box, session, store_index,
+    x25519,
 };
 use zeroize::Zeroizing;
 
@@ -774,6 +775,221 @@ fn zeroizing(value: [u8; 32]) -> Zeroizing<[u8; 32]> {
     Zeroizing::new(value)
 }
 
+// --- Key encapsulation: ML-KEM-768 and veil-hybrid-v1 ---------------------------------------------
+// Each call is tens of microseconds of work: like the other single operations, they keep the GIL.
+
+/// `(ek, seed)`: the ML-KEM-768 encapsulation key (1,184 bytes) of `seed`, the private key (the
+/// 64-byte FIPS 203 seed `d ‖ z`); a fresh random seed when `seed` is `None`.
+#[pyfunction]
+#[pyo3(signature = (seed = None))]
+fn mlkem768_keypair<'py>(
+    py: Python<'py>,
+    seed: Option<&[u8]>,
+) -> CoreResult<(Bound<'py, PyBytes>, Bound<'py, PyBytes>)> {
+    let seed = match seed {
+        Some(seed) => Zeroizing::new(fixed::<{ kem::MLKEM768_SEED_LEN }>(
+            "ML-KEM-768 secret key",
+            seed,
+        )?),
+        None => kem::mlkem768_generate_seed(),
+    };
+    Ok((
+        bytes(py, &kem::mlkem768_public_key(&seed)),
+        bytes(py, seed.as_ref()),
+    ))
+}
+
+/// `(ct, ss)`: ML-KEM-768 encapsulation to `ek` (1,088-byte ciphertext, 32-byte secret). `m`, the
+/// 32-byte message, is random when `None`; give it only for test vectors. Raises `InvalidKeyError`
+/// for a key of the wrong length or one that fails the FIPS 203 modulus check.
+#[pyfunction]
+#[pyo3(signature = (ek, m = None))]
+fn mlkem768_encapsulate<'py>(
+    py: Python<'py>,
+    ek: &[u8],
+    m: Option<&[u8]>,
+) -> CoreResult<(Bound<'py, PyBytes>, Bound<'py, PyBytes>)> {
+    let (ct, ss) = match m {
+        Some(m) => {
+            let m = Zeroizing::new(fixed::<{ kem::MLKEM768_M_LEN }>("ML-KEM-768 message m", m)?);
+            kem::mlkem768_encapsulate_deterministic(ek, &m)?
+        }
+        None => kem::mlkem768_encapsulate(ek)?,
+    };
+    Ok((bytes(py, &ct), bytes(py, ss.as_ref())))
+}
+
+/// The 32-byte secret of an ML-KEM-768 ciphertext, with the private key `secret` (the 64-byte
+/// seed). A ciphertext of the right length that is not valid for the key gives FIPS 203's
+/// implicit-rejection secret, not an error.
+#[pyfunction]
+fn mlkem768_decapsulate<'py>(
+    py: Python<'py>,
+    secret: &[u8],
+    ct: &[u8],
+) -> CoreResult<Bound<'py, PyBytes>> {
+    let key = kem::MlKem768DecapsulationKey::from_seed_bytes(secret)?;
+    Ok(bytes(py, key.decapsulate(ct)?.as_ref()))
+}
+
+/// `(public, secret)` of the hybrid KEM `veil-hybrid-v1`: public = X25519 key ‖ ML-KEM-768 key
+/// (1,216 bytes), secret = the 32-byte seed both are derived from; a fresh random seed when `seed`
+/// is `None`.
+#[pyfunction]
+#[pyo3(signature = (seed = None))]
+fn hybrid_keypair<'py>(
+    py: Python<'py>,
+    seed: Option<&[u8]>,
+) -> CoreResult<(Bound<'py, PyBytes>, Bound<'py, PyBytes>)> {
+    let seed = match seed {
+        Some(seed) => Zeroizing::new(fixed::<{ kem::HYBRID_SEED_LEN }>(
+            "hybrid secret key",
+            seed,
+        )?),
+        None => kem::hybrid_generate_seed(),
+    };
+    Ok((
+        bytes(py, &kem::hybrid_public_key(&seed)?),
+        bytes(py, seed.as_ref()),
+    ))
+}
+
+/// `(ct, ss)`: hybrid encapsulation to `public` (ct = X25519 ephemeral key ‖ ML-KEM-768
+/// ciphertext, 1,120 bytes; ss 32 bytes). `randomness` (64 bytes: ML-KEM's m ‖ the X25519
+/// ephemeral secret) is random when `None`; give it only for test vectors. Raises
+/// `InvalidKeyError` for a public key of the wrong length, a low-order X25519 key or an ML-KEM key
+/// that fails the FIPS 203 modulus check.
+#[pyfunction]
+#[pyo3(signature = (public, randomness = None))]
+fn hybrid_encapsulate<'py>(
+    py: Python<'py>,
+    public: &[u8],
+    randomness: Option<&[u8]>,
+) -> CoreResult<(Bound<'py, PyBytes>, Bound<'py, PyBytes>)> {
+    let (ct, ss) = match randomness {
+        Some(randomness) => {
+            let randomness = Zeroizing::new(fixed::<{ kem::HYBRID_RANDOMNESS_LEN }>(
+                "hybrid randomness",
+                randomness,
+            )?);
+            kem::hybrid_encapsulate_deterministic(public, &randomness)?
+        }
+        None => kem::hybrid_encapsulate(public)?,
+    };
+    Ok((bytes(py, &ct), bytes(py, ss.as_ref())))
+}
+
+/// The 32-byte secret of a hybrid ciphertext, with `secret` (the 32-byte seed). Raises
+/// `InvalidInputError` for a ciphertext of the wrong length and `InvalidKeyError` when its X25519
+/// half is a low-order point; a wrong ML-KEM half gives a secret no encapsulator knows.
+#[pyfunction]
+fn hybrid_decapsulate<'py>(
+    py: Python<'py>,
+    secret: &[u8],
+    ct: &[u8],
+) -> CoreResult<Bound<'py, PyBytes>> {
+    let key = kem::HybridSecretKey::from_seed_bytes(secret)?;
+    Ok(bytes(py, key.decapsulate(ct)?.as_ref()))
+}
+
+// --- Veil v2 one-to-one messages ----------------------------------------------------------------
+
+fn key_ids(items: &[(Vec<u8>, Vec<u8>)]) -> CoreResult<Vec<([u8; 8], &[u8])>> {
+    items
+        .iter()
+        .map(|(id, key)| {
+            Ok((
+                fixed::<{ envelope::KEY_ID_LEN }>("prekey id", id)?,
+                key.as_slice(),
+            ))
+        })
+        .collect()
+}
+
+/// A v2 envelope of `plaintext` from the sender (Ed25519 seed) to the recipient account
+/// (`recipient_x25519`), one slot per `(key id, hybrid public key)` in `recipients`. `cek`,
+/// `nonce` and `kem_randomness` (one 64-byte value per recipient) are for test vectors only.
+#[pyfunction]
+#[pyo3(signature = (sender_seed, recipient_x25519, recipients, plaintext, cek = None, nonce = None, kem_randomness = None))]
+#[allow(clippy::too_many_arguments, clippy::needless_pass_by_value)] // pyo3 extracts by value
+fn envelope_seal<'py>(
+    py: Python<'py>,
+    sender_seed: &[u8],
+    recipient_x25519: &[u8],
+    recipients: Vec<(Vec<u8>, Vec<u8>)>,
+    plaintext: &[u8],
+    cek: Option<&[u8]>,
+    nonce: Option<&[u8]>,
+    kem_randomness: Option<Vec<Vec<u8>>>,
+) -> CoreResult<Bound<'py, PyBytes>> {
+    let seed = zeroizing(fixed::<32>("seed", sender_seed)?);
+    let recipient = fixed::<32>("X25519 public key", recipient_x25519)?;
+    let slots: Vec<envelope::Recipient<'_>> = key_ids(&recipients)?
+        .into_iter()
+        .map(|(key_id, public)| envelope::Recipient { key_id, public })
+        .collect();
+    let mut randomness = envelope::Randomness::fresh(slots.len());
+    if let Some(cek) = cek {
+        randomness.cek = zeroizing(fixed::<32>("content key", cek)?);
+    }
+    if let Some(nonce) = nonce {
+        randomness.nonce = fixed::<24>("nonce", nonce)?;
+    }
+    if let Some(values) = kem_randomness {
+        randomness.kem = values
+            .iter()
+            .map(|value| {
+                Ok(Zeroizing::new(fixed::<{ kem::HYBRID_RANDOMNESS_LEN }>(
+                    "hybrid randomness",
+                    value,
+                )?))
+            })
+            .collect::<CoreResult<_>>()?;
+    }
+    Ok(bytes(
+        py,
+        &envelope::seal_with(&seed, &recipient, &slots, plaintext, &randomness)?,
+    ))
+}
+
+/// Opens a v2 envelope with the device's prekeys `(key id, hybrid secret)`: (plaintext, sender's
+/// Ed25519 key, sender's X25519 key). Every failure is `DecryptionError`.
+#[pyfunction]
+fn envelope_open<'py>(
+    py: Python<'py>,
+    data: &[u8],
+    recipient_x25519: &[u8],
+    prekeys: Vec<(Vec<u8>, Vec<u8>)>,
+) -> CoreResult<Bound<'py, PyTuple>> {
+    let recipient = fixed::<32>("X25519 public key", recipient_x25519)?;
+    let secrets: Vec<(Vec<u8>, Zeroizing<Vec<u8>>)> = prekeys
+        .into_iter()
+        .map(|(id, secret)| (id, Zeroizing::new(secret)))
+        .collect();
+    let ids = secrets
+        .iter()
+        .map(|(id, secret)| {
+            Ok((
+                fixed::<{ envelope::KEY_ID_LEN }>("prekey id", id)?,
+                secret.as_slice(),
+            ))
+        })
+        .collect::<CoreResult<Vec<_>>>()?;
+    let opened = envelope::open(data, &recipient, &ids)?;
+    let items = [
+        bytes(py, &opened.plaintext),
+        bytes(py, &opened.sender_ed25519),
+        bytes(py, &opened.sender_x25519),
+    ];
+    PyTuple::new(py, items).map_err(|_| CoreError(veil_core::Error::Decryption))
+}
+
+/// Whether `data` starts as a v2 envelope does.
+#[pyfunction]
+fn envelope_is(data: &[u8]) -> bool {
+    envelope::is_envelope(data)
+}
+
 // --- Storage encodings of the service node -------------------------------------------------------
 
 /// The 75-byte key of a message in the node's messages table.
@@ -874,6 +1090,15 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(blind25_check_public, m)?)?;
     m.add_function(wrap_pyfunction!(blind25_sign, m)?)?;
     m.add_function(wrap_pyfunction!(blind25_dm_key, m)?)?;
+    m.add_function(wrap_pyfunction!(mlkem768_keypair, m)?)?;
+    m.add_function(wrap_pyfunction!(mlkem768_encapsulate, m)?)?;
+    m.add_function(wrap_pyfunction!(mlkem768_decapsulate, m)?)?;
+    m.add_function(wrap_pyfunction!(hybrid_keypair, m)?)?;
+    m.add_function(wrap_pyfunction!(hybrid_encapsulate, m)?)?;
+    m.add_function(wrap_pyfunction!(hybrid_decapsulate, m)?)?;
+    m.add_function(wrap_pyfunction!(envelope_seal, m)?)?;
+    m.add_function(wrap_pyfunction!(envelope_open, m)?)?;
+    m.add_function(wrap_pyfunction!(envelope_is, m)?)?;
     m.add_class::<HopKey>()?;
     m.add_class::<PeeledLayer>()?;
     m.add_class::<NodeKey>()?;
@@ -890,5 +1115,14 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("SEALED_BOX_OVERHEAD", sealed_box::OVERHEAD)?;
     m.add("LINK_NOISE_PROTOCOL", link::NOISE_PROTOCOL)?;
     m.add("LINK_MAX_RECORD_DATA", link::MAX_RECORD_DATA)?;
+    m.add("MLKEM768_SEED_LEN", kem::MLKEM768_SEED_LEN)?;
+    m.add("MLKEM768_PUBLIC_KEY_LEN", kem::MLKEM768_EK_LEN)?;
+    m.add("MLKEM768_CIPHERTEXT_LEN", kem::MLKEM768_CT_LEN)?;
+    m.add("HYBRID_SEED_LEN", kem::HYBRID_SEED_LEN)?;
+    m.add("HYBRID_PUBLIC_KEY_LEN", kem::HYBRID_PUBLIC_LEN)?;
+    m.add("HYBRID_CIPHERTEXT_LEN", kem::HYBRID_CT_LEN)?;
+    m.add("HYBRID_LABEL", kem::HYBRID_LABEL)?;
+    m.add("ENVELOPE_SLOT_LEN", envelope::SLOT_LEN)?;
+    m.add("ENVELOPE_MAX_SLOTS", envelope::MAX_SLOTS)?;
     Ok(())
 }

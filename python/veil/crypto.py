@@ -2,6 +2,8 @@
 
 - The Session Protocol for one-to-one messages: :func:`encrypt_for_recipient`,
   :func:`decrypt_incoming`.
+- Veil v2 one-to-one messages (forward secret and post-quantum, to the recipient's devices'
+  prekeys): :func:`encrypt_v2`, :func:`decrypt_v2`, :func:`is_v2`.
 - Hop encryption (libsession-util's "xchacha20"): :class:`HopKey`.
 - Onion layers (``docs/protocol.md``): :func:`build_onion`, :class:`NodeKey` (a node's key, held in
   Rust: it peels layers one at a time or in batches, and keys node links), :class:`PeeledLayer`;
@@ -25,7 +27,10 @@ __all__ = [
     "PeeledLayer",
     "build_onion",
     "decrypt_incoming",
+    "decrypt_v2",
     "encrypt_for_recipient",
+    "encrypt_v2",
+    "is_v2",
     "peel_onion",
     "peel_onion_batch",
 ]
@@ -52,6 +57,34 @@ def decrypt_incoming(recipient: Identity, ciphertext: bytes) -> tuple[bytes, str
     """
     plaintext, _sender_ed25519, sender_x25519 = _core.session_decrypt(
         recipient.x25519_secret_key, recipient.x25519_public_key, ciphertext
+    )
+    return plaintext, format_session_id(sender_x25519)
+
+
+def encrypt_v2(
+    sender: Identity,
+    recipient_session_id: str,
+    prekeys: Sequence[tuple[bytes, bytes]],
+    plaintext: bytes,
+) -> bytes:
+    """A v2 envelope of ``plaintext`` from ``sender`` to the recipient account's devices, one
+    slot per ``(key id, hybrid public key)`` of ``prekeys`` (``docs/protocol.md``)."""
+    recipient = parse_session_id(recipient_session_id)
+    return _core.envelope_seal(sender.seed, recipient, list(prekeys), plaintext)
+
+
+def is_v2(data: bytes) -> bool:
+    """Whether ``data`` starts as a v2 envelope does (opening decides the rest)."""
+    return _core.envelope_is(data)
+
+
+def decrypt_v2(
+    recipient: Identity, envelope: bytes, prekeys: Sequence[tuple[bytes, bytes]]
+) -> tuple[bytes, str]:
+    """Open a v2 envelope with this device's prekeys ``(key id, secret)``: ``(plaintext, the
+    sender's Session ID)``; any failure raises :class:`~veil.errors.DecryptionError`."""
+    plaintext, _sender_ed25519, sender_x25519 = _core.envelope_open(
+        envelope, recipient.x25519_public_key, list(prekeys)
     )
     return plaintext, format_session_id(sender_x25519)
 

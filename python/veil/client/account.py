@@ -35,6 +35,8 @@ and the group invitations it holds.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import contextlib
 import secrets
 import socket
@@ -44,6 +46,7 @@ from typing import Any
 from veil.errors import InvalidSessionIdError
 from veil.protocol.attachments import AttachmentError, Manifest, manifest_from_text, manifest_text
 from veil.protocol.content import Content
+from veil.protocol.prekeys import HYBRID_PUBLIC_LEN
 from veil.session_id import parse_session_id
 
 __all__ = ["CONTACT_STATES", "AccountConfig", "Book", "Device", "Entry"]
@@ -85,6 +88,9 @@ class AccountConfig:
     devices: dict[str, Device] = field(default_factory=dict)
     groups: dict[str, tuple[bool, int, dict[str, Any] | None]] = field(default_factory=dict)
     communities: dict[str, tuple[bool, int, str | None]] = field(default_factory=dict)
+    prekeys: dict[str, tuple[bytes, int]] = field(default_factory=dict)
+    """Each device's current prekey (its public half, when it was made): what the account's
+    bundle lists (``veil.protocol.prekeys``)."""
 
     # --- reading ------------------------------------------------------------------------------
 
@@ -116,6 +122,9 @@ class AccountConfig:
         """Joined (``link``: the room's join link) or left (None)."""
         previous = self.communities.get(room, (False, 0, None))[1]
         self.communities[room] = (link is not None, max(now_ms, previous + 1), link)
+
+    def set_prekey(self, device_id: str, public: bytes, created_ms: int) -> None:
+        self.prekeys[device_id] = (public, created_ms)
 
     def set_device(self, device_id: str, device: Device) -> None:
         previous = self.devices.get(device_id)
@@ -155,6 +164,11 @@ class AccountConfig:
             ):
                 self.devices[device_id] = Device(*device.wire())
                 changed = True
+        for device_id, (public, created) in other.prekeys.items():
+            held_key = self.prekeys.get(device_id)
+            if held_key is None or (created, public) > (held_key[1], held_key[0]):
+                self.prekeys[device_id] = (public, created)
+                changed = True
         return changed
 
     # --- the wire -----------------------------------------------------------------------------
@@ -166,6 +180,10 @@ class AccountConfig:
             "devices": {i: d.wire() for i, d in sorted(self.devices.items())},
             "groups": {a: list(entry) for a, entry in sorted(self.groups.items())},
             "communities": {r: list(entry) for r, entry in sorted(self.communities.items())},
+            "prekeys": {
+                d: [base64.b64encode(pk).decode("ascii"), ms]
+                for d, (pk, ms) in sorted(self.prekeys.items())
+            },
         }
 
     @classmethod
@@ -224,7 +242,35 @@ class AccountConfig:
                 and entry[0] == (entry[2] is not None)
             ):
                 config.communities[room] = (entry[0], entry[1], entry[2])
+        config.prekeys = _prekeys_from_wire(value.get("prekeys"))
         return config
+
+
+def _prekeys_from_wire(prekeys: object) -> dict[str, tuple[bytes, int]]:
+    found = {}
+    for device_id, entry in prekeys.items() if isinstance(prekeys, dict) else ():
+        public = _prekey_public(entry)
+        if isinstance(device_id, str) and len(device_id) == 16 and public is not None:
+            found[device_id] = (public, entry[1])
+    return found
+
+
+def _prekey_public(entry: object) -> bytes | None:
+    """The public key of a ``prekeys`` entry ``[base64, created_ms]``, if it is one."""
+    if (
+        not isinstance(entry, list)
+        or len(entry) != 2
+        or not isinstance(entry[0], str)
+        or len(entry[0]) > 2 * HYBRID_PUBLIC_LEN
+        or not isinstance(entry[1], int)
+        or isinstance(entry[1], bool)
+    ):
+        return None
+    try:
+        public = base64.b64decode(entry[0], validate=True)
+    except (binascii.Error, ValueError):
+        return None
+    return public if len(public) == HYBRID_PUBLIC_LEN else None
 
 
 def _is_group_account(value: object) -> bool:
@@ -257,6 +303,8 @@ class Entry:
     """In a community room: emoji → how many reacted so."""
     attachments: list[str] | None = None
     """The manifests of the attachments it carries (``manifest_text``), if any."""
+    unprotected: bool = False
+    """Received without forward secrecy from a peer pinned to v2 (``veil.client.protection``)."""
 
     def manifests(self) -> list[Manifest]:
         """The attachments it carries; one that does not read back (a damaged book) is left
@@ -301,6 +349,7 @@ class Entry:
             "re": self.reply_to,
             "rx": self.reactions,
             "att": self.attachments,
+            "v1": self.unprotected or None,
         }
 
     @classmethod
@@ -319,6 +368,7 @@ class Entry:
             reply_to=value.get("re"),
             reactions=value.get("rx"),
             attachments=[str(a) for a in value.get("att") or []] or None,
+            unprotected=bool(value.get("v1")),
         )
 
 
@@ -342,6 +392,14 @@ class Book:
     """Invitations not accepted yet, by group account: ``{"invite", "from", "sent_ms"}``."""
     rooms: dict[str, dict[str, Any]] = field(default_factory=dict)
     """Community rooms this device reads, by room key: ``{"link", "since"}``."""
+    prekeys: list[dict[str, Any]] = field(default_factory=list)
+    """This device's prekeys, secrets included (``veil.client.prekeys.PrekeyRing``)."""
+    bundle_stored_ms: int = 0
+    """When this device last stored the account's prekey bundle."""
+    bundles: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Peers' prekey bundles as last read: ``{"data": base64, "read_ms"}``, by Session ID."""
+    pinned: dict[str, int] = field(default_factory=dict)
+    """Peers that have shown v2 (a bundle or a v2 message), and since when."""
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -359,6 +417,10 @@ class Book:
             "groups": self.groups,
             "invites": self.invites,
             "rooms": self.rooms,
+            "prekeys": self.prekeys,
+            "bundle_stored_ms": self.bundle_stored_ms,
+            "bundles": self.bundles,
+            "pinned": self.pinned,
         }
 
     @classmethod
@@ -384,4 +446,8 @@ class Book:
         book.groups = dict(state.get("groups") or {})
         book.invites = dict(state.get("invites") or {})
         book.rooms = dict(state.get("rooms") or {})
+        book.prekeys = list(state.get("prekeys") or [])
+        book.bundle_stored_ms = int(state.get("bundle_stored_ms") or 0)
+        book.bundles = dict(state.get("bundles") or {})
+        book.pinned = {str(p): int(t) for p, t in (state.get("pinned") or {}).items()}
         return book

@@ -133,6 +133,12 @@ class Chat:
 
     async def run(self) -> int:
         name = self.messenger.peer_name(self.peer) or self.peer[:10] + "…"
+        if self.peer.startswith("05"):
+            from veil.client.protection import PROTECTION_LEVELS  # noqa: PLC0415
+
+            self._out(
+                f"(protection: {PROTECTION_LEVELS[self.messenger.protection.level(self.peer)]})"
+            )
         for entry in self.messenger.conversation(self.peer)[-20:]:
             who = "you" if entry.outgoing else (entry.name or (entry.sender or self.peer)[:10])
             shown = [entry.body] if entry.body else []

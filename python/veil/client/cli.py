@@ -633,6 +633,7 @@ def _print_entries(messenger: Messenger, peer: str, entries: list[Entry]) -> Non
         else:
             who = entry.name or (entry.sender or peer)[:10]
         timer = "  ⏱" if entry.disappear else ""
+        timer += "  ⚠ sent without forward secrecy" if entry.unprotected else ""
         reply = f"↪ #{entry.reply_to} " if entry.reply_to else ""
         reactions = (
             "  " + " ".join(f"{e} {n}" for e, n in entry.reactions.items())
@@ -644,11 +645,19 @@ def _print_entries(messenger: Messenger, peer: str, entries: list[Entry]) -> Non
     messenger.mark_read(peer)
 
 
+def _protected(messenger: Messenger, peer: str) -> bool:
+    return messenger.protection.level(peer) == "v2"
+
+
 def _history(args: argparse.Namespace) -> int:
     async def action(messenger: Messenger) -> int:
         await messenger.fetch()
         peer = _target(messenger, args.session_id)
         entries = messenger.conversation(peer)
+        if peer.startswith("05"):
+            from veil.client.protection import PROTECTION_LEVELS  # noqa: PLC0415
+
+            print(f"protection: {PROTECTION_LEVELS[messenger.protection.level(peer)]}")
         _print_entries(messenger, peer, entries)
         if not entries:
             print("no messages")
@@ -704,7 +713,8 @@ def _contacts(args: argparse.Namespace) -> int:
         await messenger.fetch()
         contacts = messenger.contacts()
         for peer, state in contacts.items():
-            print(_who(messenger, peer) + ("  (blocked)" if state == "blocked" else ""))
+            level = "  [forward secret, post-quantum]" if _protected(messenger, peer) else ""
+            print(_who(messenger, peer) + ("  (blocked)" if state == "blocked" else level))
         if not contacts:
             print("no contacts yet")
         return 0

@@ -50,10 +50,11 @@ from veil.client.attachment_messaging import MessengerAttachments
 from veil.client.community_messaging import MessengerCommunities
 from veil.client.group_messaging import MessengerGroups, is_group_id
 from veil.client.network import NetworkError
+from veil.client.protection import MessengerProtection
 from veil.client.swarm import StoreError, SwarmClient
 from veil.client.terminal import printable
 from veil.clock import now_ms
-from veil.crypto import decrypt_incoming, encrypt_for_recipient
+from veil.crypto import encrypt_for_recipient
 from veil.errors import DecryptionError, InvalidInputError
 from veil.identity import Identity
 from veil.protocol.attachments import Manifest
@@ -146,6 +147,8 @@ class Messenger:
         min_ttl_ms: int = MIN_TTL_MS,
         persist: Callable[[Book], None] | None = None,
         transfer_dir: Path | None = None,
+        prekey_clock: Callable[[], int] | None = None,
+        v2: bool = True,
     ) -> None:
         self.identity = identity
         self._swarm = swarm
@@ -164,6 +167,7 @@ class Messenger:
         self.groups = MessengerGroups(self)
         self.communities = MessengerCommunities(self)
         self.attachments = MessengerAttachments(self, transfer_dir)
+        self.protection = MessengerProtection(self, prekey_clock, enabled=v2)
 
     # --- what the device holds ----------------------------------------------------------------
 
@@ -201,6 +205,7 @@ class Messenger:
             self.book.cursors = self._swarm.export_cursors()
         self.book.seen = list(self._seen)[-SEEN_KEPT:]
         self.groups.save()
+        self.protection.save()
         return self.book
 
     def conversation(self, peer: str) -> list[Entry]:
@@ -308,9 +313,10 @@ class Messenger:
     # --- sending ------------------------------------------------------------------------------
 
     async def _send_content(self, recipient: str, content: Content, *, ttl_ms: int) -> str:
-        answer = await self.swarm.store(
-            recipient, seal(self.identity, recipient, content), ttl_ms=ttl_ms
-        )
+        """Store ``content`` for ``recipient``: a v2 envelope to its devices' prekeys when it
+        publishes them, else the Session Protocol (``Messenger.protection``)."""
+        sealed = await self.protection.seal(recipient, encode_content(content))
+        answer = await self.swarm.store(recipient, sealed, ttl_ms=ttl_ms)
         return str(answer.get("hash", ""))
 
     def _transcript(self, peer: str, content: Content) -> Content:
@@ -418,14 +424,15 @@ class Messenger:
 
     # --- fetching -----------------------------------------------------------------------------
 
-    def _open(self, message: dict[str, Any]) -> tuple[Content, str] | None:
+    def _open(self, message: dict[str, Any]) -> tuple[Content, str, bool] | None:
+        """``(content, sender, v2?)`` of a retrieved message, or None (counted)."""
         try:
             data = message["data"]
             if not isinstance(data, str):
                 raise ValueError("data is not text")
             sealed = base64.b64decode(data, validate=True)
-            plaintext, sender = decrypt_incoming(self.identity, sealed)
-            return decode_content(plaintext), sender
+            plaintext, sender, v2 = self.protection.open(sealed)
+            return decode_content(plaintext), sender, v2
         except (binascii.Error, ValueError, KeyError, DecryptionError, ContentError):
             self.undecryptable += 1
             return None
@@ -436,6 +443,7 @@ class Messenger:
         counted in ``undecryptable``, not raised. Then publishes this device's pickup mark and
         config if needed and deletes from the swarm what every device has picked up."""
         started = now_ms()
+        prekeys_started = self.protection.ring.clock()
         await self._pull_config()
         messages = await self.swarm.retrieve(self.identity)
         for message in messages:
@@ -452,10 +460,19 @@ class Messenger:
         self._advance_mark(started)
         if self.persist is not None:
             self.persist(self.save())  # kept on this device before anything leaves the swarm
-        await self.sync()
+        await self._keep_prekeys()
+        self.protection.destroy_old(prekeys_started)  # every message it can open was read now
         await self._delete_picked_up()
         self._purge_expired()
         return received
+
+    async def _keep_prekeys(self) -> None:
+        """Rotate this device's prekey if due, store the config (which lists it) and publish the
+        account's bundle when it changed."""
+        publish = self.protection.maintain()
+        await self.sync()
+        if publish and not self.config_dirty:  # the bundle follows the config, never leads it
+            await self.protection.publish()
 
     def ingest(self, messages: list[dict[str, Any]]) -> list[Received]:
         """Open retrieved messages (``retrieve``'s dicts, in order) and apply them to the book:
@@ -466,11 +483,12 @@ class Messenger:
             opened = self._open(message)
             if opened is None:
                 continue
-            content, sender = opened
+            content, sender, v2 = opened
             if content.id.hex() in self._seen:
                 continue
             self._seen[content.id.hex()] = None
-            event = self._take(content, sender, digest)
+            unprotected = self.protection.downgraded(sender, content.sent_ms, v2)
+            event = self._take(content, sender, digest, unprotected=unprotected)
             if event is not None:
                 received.append(event)
         # A message taken back in the same fetch is not shown at all.
@@ -482,7 +500,9 @@ class Messenger:
             if e.id not in unsent and not (e.kind == "unsend" and e.ref in shown)
         ]
 
-    def _take(self, content: Content, sender: str, digest: str) -> Received | None:
+    def _take(
+        self, content: Content, sender: str, digest: str, *, unprotected: bool = False
+    ) -> Received | None:
         """Apply one opened message to the book; the event to show, if any."""
         if sender == self.me:
             if content.kind == "text":
@@ -512,7 +532,9 @@ class Messenger:
             if not self._drop(peer, content.ref.hex(), outgoing=outgoing):
                 return None
         elif content.kind in ("text", "sent"):
-            self._add(peer, Entry.of(content, outgoing=outgoing))
+            entry = Entry.of(content, outgoing=outgoing)
+            entry.unprotected = unprotected
+            self._add(peer, entry)
         return Received(
             kind="text" if content.kind == "sent" else content.kind,
             peer=peer,
@@ -604,8 +626,10 @@ class Messenger:
 
     async def refresh_config(self) -> None:
         """Read the account's config from the swarm (contacts, name, devices) without fetching
-        messages: what a device does before it sends."""
+        messages, and make sure this device's prekey is published: what a device does before it
+        sends."""
         await self._pull_config()
+        await self._keep_prekeys()
 
     async def sync(self) -> None:
         """Store the config if it changed, then delete the configs it replaces. A failure leaves

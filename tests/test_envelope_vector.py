@@ -78,7 +78,7 @@ def test_the_worked_example_of_the_docs() -> None:
         nonce=NONCE,
         kem_randomness=[KEM_RANDOMNESS],
     )
-    section = DOC.read_text(encoding="utf-8").split("### Worked example: a v2 envelope", 1)[1]
+    section = DOC.read_text(encoding="utf-8").split("### Example: a v2 envelope", 1)[1]
     block = re.findall(r"```\n(.*?)```", section, flags=re.S)[0]
     values = {
         label.strip(): value.strip()

@@ -172,6 +172,11 @@ def test_a_10_mb_file_a_voice_message_and_a_group_file_round_trip(devnet: Path) 
     _ok("save", in_group["plan.csv"], "--to", str(saved), "--home", str(bob), *net)
     assert (saved / "plan.csv").read_text() == "day,route\n1,ridge\n"
 
+    # Bob's accept went to Alice's published prekeys: the conversation is forward secret now.
+    alice_id = _ok("whoami", "--home", str(alice)).split()[0]
+    history = _ok("history", alice_id, "--home", str(bob), *net)
+    assert history.startswith("protection: forward secrecy + post-quantum"), history
+
     # A hostile or unknown reference is a one-line error.
     for reference in ("zz", "0000000000"):
         refused = _veil("save", reference, "--home", str(bob), *net)

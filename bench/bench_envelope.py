@@ -27,8 +27,7 @@ from typing import Any
 
 import pytest
 
-from bench_kem import calibrate, time_loop
-from benchkit import Benchmark
+from benchkit import Benchmark, calibrate, time_loop
 from veil import _core
 from veil.identity import Identity
 from veil.protocol.prekeys import key_id

@@ -28,9 +28,7 @@ the end of the module::
 
 from __future__ import annotations
 
-import gc
 import statistics
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -38,7 +36,7 @@ from typing import Any
 import nacl.bindings
 import pytest
 
-from benchkit import Benchmark
+from benchkit import Benchmark, calibrate, time_loop
 from veil import _core
 
 GROUPS = ("kem-keygen", "kem-encaps", "kem-decaps")
@@ -207,30 +205,6 @@ def test_kem(benchmark: Benchmark, keys: Keys, group: str, name: str) -> None:
 
 
 # --- the figures: interleaved ---------------------------------------------------------------------
-
-
-def time_loop(op: Callable[[], object], loops: int) -> float:
-    """Seconds per call of ``op``, over ``loops`` calls, with the garbage collector off."""
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        started = time.perf_counter()
-        for _ in range(loops):
-            op()
-        return (time.perf_counter() - started) / loops
-    finally:
-        if enabled:
-            gc.enable()
-
-
-def calibrate(op: Callable[[], object], target_s: float) -> int:
-    """Calls of ``op`` that take about ``target_s``."""
-    loops = 1
-    while True:
-        spent = time_loop(op, loops) * loops
-        if spent >= target_s / 4 or loops >= 1 << 20:
-            return max(1, round(loops * target_s / max(spent, 1e-9)))
-        loops *= 4
 
 
 def test_interleaved(benchmark: Benchmark, keys: Keys) -> None:

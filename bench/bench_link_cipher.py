@@ -43,13 +43,11 @@ one short repetition: a smoke check of a few seconds.
 
 from __future__ import annotations
 
-import gc
 import os
 import shutil
 import ssl
 import statistics
 import subprocess
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -58,7 +56,7 @@ from typing import Any
 import nacl.bindings
 import pytest
 
-from benchkit import Benchmark, median_s, now_ms
+from benchkit import Benchmark, calibrate, median_s, now_ms, time_loop
 from veil import _core
 from veil.protocol.link import HANDSHAKE_INIT_LEN, HANDSHAKE_RESPONSE_LEN
 
@@ -416,30 +414,6 @@ def test_handshake(benchmark: Benchmark, candidates: Candidates, name: str) -> N
 
 
 # --- the decision's figures: interleaved ----------------------------------------------------------
-
-
-def time_loop(op: Callable[[], object], loops: int) -> float:
-    """Seconds per call of ``op``, over ``loops`` calls, with the garbage collector off."""
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        started = time.perf_counter()
-        for _ in range(loops):
-            op()
-        return (time.perf_counter() - started) / loops
-    finally:
-        if enabled:
-            gc.enable()
-
-
-def calibrate(op: Callable[[], object], target_s: float) -> int:
-    """Calls of ``op`` that take about ``target_s``."""
-    loops = 1
-    while True:
-        spent = time_loop(op, loops) * loops
-        if spent >= target_s / 4 or loops >= 1 << 20:
-            return max(1, round(loops * target_s / max(spent, 1e-9)))
-        loops *= 4
 
 
 def test_interleaved(benchmark: Benchmark, candidates: Candidates) -> None:

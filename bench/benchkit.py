@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import subprocess
 import sys
 import time
@@ -109,3 +110,27 @@ class ChildProcess:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def time_loop(op: Callable[[], object], loops: int) -> float:
+    """Seconds per call of ``op``, over ``loops`` calls, with the garbage collector off."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        started = time.perf_counter()
+        for _ in range(loops):
+            op()
+        return (time.perf_counter() - started) / loops
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def calibrate(op: Callable[[], object], target_s: float) -> int:
+    """Calls of ``op`` that take about ``target_s``."""
+    loops = 1
+    while True:
+        spent = time_loop(op, loops) * loops
+        if spent >= target_s / 4 or loops >= 1 << 20:
+            return max(1, round(loops * target_s / max(spent, 1e-9)))
+        loops *= 4

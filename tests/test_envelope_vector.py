@@ -46,10 +46,8 @@ def _by_hand(recipient_x25519: bytes, public: bytes) -> bytes:
     return header + body
 
 
-def test_the_envelope_is_what_the_formulas_give() -> None:
-    recipient = Identity.from_seed(RECIPIENT_SEED)
-    public, secret = _core.hybrid_keypair(PREKEY_SEED)
-    sealed = _core.envelope_seal(
+def _example_envelope(recipient: Identity, public: bytes) -> bytes:
+    return _core.envelope_seal(
         SENDER_SEED,
         recipient.x25519_public_key,
         [(key_id(public), public)],
@@ -58,6 +56,12 @@ def test_the_envelope_is_what_the_formulas_give() -> None:
         nonce=NONCE,
         kem_randomness=[KEM_RANDOMNESS],
     )
+
+
+def test_the_envelope_is_what_the_formulas_give() -> None:
+    recipient = Identity.from_seed(RECIPIENT_SEED)
+    public, secret = _core.hybrid_keypair(PREKEY_SEED)
+    sealed = _example_envelope(recipient, public)
     assert sealed == _by_hand(recipient.x25519_public_key, public)
     sender = Identity.from_seed(SENDER_SEED)
     assert decrypt_v2(recipient, sealed, [(key_id(public), secret)]) == (
@@ -69,15 +73,7 @@ def test_the_envelope_is_what_the_formulas_give() -> None:
 def test_the_worked_example_of_the_docs() -> None:
     recipient = Identity.from_seed(RECIPIENT_SEED)
     public, _ = _core.hybrid_keypair(PREKEY_SEED)
-    sealed = _core.envelope_seal(
-        SENDER_SEED,
-        recipient.x25519_public_key,
-        [(key_id(public), public)],
-        MESSAGE,
-        cek=CEK,
-        nonce=NONCE,
-        kem_randomness=[KEM_RANDOMNESS],
-    )
+    sealed = _example_envelope(recipient, public)
     section = DOC.read_text(encoding="utf-8").split("### Example: a v2 envelope", 1)[1]
     block = re.findall(r"```\n(.*?)```", section, flags=re.S)[0]
     values = {

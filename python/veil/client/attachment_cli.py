@@ -127,15 +127,8 @@ async def _upload_file(
 
     prepared = prepare_file(path, messenger.attachments.transfers.max_size)
     async with transfer_bar(path.name, _stored_size(len(prepared.data))) as bar:
-        return await messenger.attachments.upload(
-            prepared.data,
-            path.name,
-            prepared.mime,
-            prepared.kind,
-            duration_ms=prepared.duration_ms,
-            waveform=prepared.waveform,
-            progress=bar,
-            disappear=disappear,
+        return await messenger.attachments.upload_prepared(
+            prepared, path.name, progress=bar, disappear=disappear
         )
 
 

@@ -154,6 +154,26 @@ class MessengerAttachments:
             ttl_ms=ttl,
         )
 
+    async def upload_prepared(
+        self,
+        prepared: Prepared,
+        name: str,
+        *,
+        progress: Progress | None = None,
+        disappear: tuple[str, int] | None = None,
+    ) -> Manifest:
+        """Store a file :func:`prepare_file` read, under ``name``."""
+        return await self.upload(
+            prepared.data,
+            name,
+            prepared.mime,
+            prepared.kind,
+            duration_ms=prepared.duration_ms,
+            waveform=prepared.waveform,
+            progress=progress,
+            disappear=disappear,
+        )
+
     async def send_file(
         self,
         recipient: str,
@@ -167,15 +187,8 @@ class MessengerAttachments:
         message's content id. Its MIME type comes from its name; an audio file gets its duration
         and waveform if it can be decoded."""
         prepared = prepare_file(path, self.transfers.max_size)
-        manifest = await self.upload(
-            prepared.data,
-            path.name,
-            prepared.mime,
-            prepared.kind,
-            duration_ms=prepared.duration_ms,
-            waveform=prepared.waveform,
-            progress=progress,
-            disappear=disappear,
+        manifest = await self.upload_prepared(
+            prepared, path.name, progress=progress, disappear=disappear
         )
         return await self.m.send_text(recipient, text, disappear=disappear, attachments=(manifest,))
 

@@ -22,7 +22,7 @@ from veil.client.network import NetworkClient
 from veil.client.swarm import SwarmClient
 from veil.node.config import NetworkSettings
 from veil.node.server import Node
-from veil.protocol.attachments import NS_ATTACHMENTS, Manifest, chunk_seed
+from veil.protocol.attachments import NS_ATTACHMENTS, Manifest, chunk_seed, seal_attachment
 from veil.protocol.hashes import message_hash
 from veil.protocol.replication import Message
 from veil.protocol.storage_rpc import KeySigner
@@ -247,5 +247,37 @@ def test_deleted_chunks_are_gone_from_their_swarms(tmp_path: Path) -> None:
             # Only the manifest's holder can: the chunk keys come from its key alone.
             signer = KeySigner(chunk_seed(manifest.key, 0), prefix=0x0A)
             assert signer.pubkey == manifest.account(0).hex()
+
+    run(main())
+
+
+def test_a_chunk_whose_members_do_not_answer_is_asked_for_again_after_a_pause() -> None:
+    """Paths through a node that is down fail for a while: a round where no member answered is
+    tried again; a round where every member answered is final."""
+    manifest, chunks = seal_attachment(b"x" * 100, "a.txt", "text/plain")
+
+    class Swarm:
+        def __init__(self, silent_rounds: int) -> None:
+            self.silent_rounds = silent_rounds
+            self.asked = 0
+
+        def swarm(self, account: bytes) -> list[str]:
+            return ["m1", "m2", "m3"]
+
+        async def retrieve_from(self, signer: Any, member: str, *, namespace: int) -> Any:
+            self.asked += 1
+            if self.asked <= 3 * self.silent_rounds:
+                return None
+            return [{"raw": chunks[0].data}]
+
+    async def main() -> None:
+        flaky = Swarm(silent_rounds=2)
+        transfers = Transfers(flaky, attempts=3)  # type: ignore[arg-type]
+        assert await transfers.download(manifest) == b"x" * 100
+        assert flaky.asked == 7
+        down = Swarm(silent_rounds=5)
+        with pytest.raises(TransferError, match="3 did not answer"):
+            await Transfers(down, attempts=3).download(manifest)  # type: ignore[arg-type]
+        assert down.asked == 9
 
     run(main())

@@ -60,6 +60,7 @@ from veil.protocol.attachments import (
     open_chunk,
     seal_chunk,
 )
+from veil.protocol.peers import PeerInfo
 from veil.protocol.storage_rpc import KeySigner, delete_all_params
 
 __all__ = [
@@ -78,6 +79,8 @@ PARALLEL_CHUNKS = 4
 that one client does not load a swarm with dozens of 64 KiB stores at once."""
 ATTEMPTS = 3
 """Times a chunk's store is tried (each at up to three swarm members) before an upload fails."""
+RETRY_PAUSE_S = 0.5
+"""Pause before asking a chunk's members again (times the round)."""
 UPLOAD_STATE_TTL_MS = 7 * 24 * 3600 * 1000
 """An unfinished upload's record is reused only this long (its chunks outlive it by a week)."""
 
@@ -269,11 +272,33 @@ class Transfers:
         return data
 
     async def _fetch_chunk(self, manifest: Manifest, index: int) -> tuple[bytes, bytes]:
-        """(stored chunk, the attachment bytes it holds) of chunk ``index``."""
+        """(stored chunk, the attachment bytes it holds) of chunk ``index``: the members are
+        asked one at a time, and asked again (up to ``attempts`` rounds, after a pause) while
+        some did not answer — a path through a node that is down fails, another may not."""
         chunk = _chunk(manifest, index)
         members = self.swarm.swarm(bytes.fromhex(chunk.account_hex))
-        self._rng.shuffle(members)
-        missing = tampered = silent = 0
+        counts: dict[str, int] = {}
+        for attempt in range(self.attempts):
+            if attempt:
+                await asyncio.sleep(RETRY_PAUSE_S * attempt)
+            self._rng.shuffle(members)
+            found, counts = await self._ask_members(chunk, manifest, members)
+            if found is not None:
+                return found
+            if not counts["silent"]:
+                break  # every member answered: asking again would tell the same
+        raise TransferError(
+            f"chunk {index + 1} of {manifest.chunks} is not on the network "
+            f"({len(members)} members asked: {counts['missing']} did not hold it, "
+            f"{counts['tampered']} gave one that does not open, {counts['silent']} did not "
+            "answer)",
+            chunk=index,
+        )
+
+    async def _ask_members(
+        self, chunk: _Chunk, manifest: Manifest, members: list[PeerInfo]
+    ) -> tuple[tuple[bytes, bytes] | None, dict[str, int]]:
+        counts = {"missing": 0, "tampered": 0, "silent": 0}
         for position, member in enumerate(members):
             if position:
                 self.retried += 1
@@ -284,22 +309,17 @@ class Transfers:
             except NetworkError:
                 messages = None
             if messages is None:
-                silent += 1
+                counts["silent"] += 1
                 continue
             if not messages:
-                missing += 1
+                counts["missing"] += 1
                 continue
             for message in messages:
                 stored = message["raw"]
                 with contextlib.suppress(AttachmentError):
-                    return stored, open_chunk(manifest, index, stored)
-            tampered += 1
-        raise TransferError(
-            f"chunk {index + 1} of {manifest.chunks} is not on the network "
-            f"({len(members)} members asked: {missing} did not hold it, {tampered} gave one that "
-            f"does not open, {silent} did not answer)",
-            chunk=index,
-        )
+                    return (stored, open_chunk(manifest, chunk.index, stored)), counts
+            counts["tampered"] += 1
+        return None, counts
 
     # --- deletion -------------------------------------------------------------------------------
 

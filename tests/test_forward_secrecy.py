@@ -377,3 +377,26 @@ def test_every_damaged_envelope_is_the_one_decryption_error() -> None:
     with pytest.raises(DecryptionError):  # opened for another account
         decrypt_v2(alice, envelope, secrets)
     del other
+
+
+def test_a_transcript_reaches_an_own_device_without_v2_the_old_way(tmp_path: Path) -> None:
+    alice, bob = Identity.generate(), Identity.generate()
+
+    async def main() -> None:
+        async with _network(tmp_path) as (nodes, device):
+            a1, a2 = await device(alice), await device(alice)
+            old_a3 = await device(alice, v2=False)
+            b = await device(bob)
+            for messenger in (a1, a2, old_a3, b, a1):
+                await messenger.fetch()
+            assert len(a1.protection.own_prekeys(others_only=True)) == 1  # a2's
+            await a1.send_text(bob.session_id, "seen on my old device too")
+            transcripts = _recorded(nodes, alice.session_id)
+            assert transcripts
+            assert not any(is_v2(d) for d in transcripts)
+            assert all(is_v2(d) for d in _recorded(nodes, bob.session_id))
+            for other in (a2, old_a3):
+                await other.fetch()
+                assert _texts(other, bob.session_id) == ["seen on my old device too"]
+
+    run(main())

@@ -207,8 +207,12 @@ class NetworkClient:
         held = self.directory.consensus.period
         answered = False
         adopted = False
-        candidates = list(self.nodes)
+        # Not one of the client's guards, when another node will do: a guard sees the client's
+        # address, and should not also run a request of the client's as its destination.
+        guards = {g.x25519 for g in self.guards}
+        candidates = [n for n in self.nodes if n.x25519 not in guards]
         self._rng.shuffle(candidates)
+        candidates += [n for n in self.nodes if n.x25519 in guards]
         for node in candidates[:2]:
             try:
                 status, body = await self.request(node, "get_consensus", {})

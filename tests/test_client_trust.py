@@ -996,20 +996,69 @@ def test_a_guard_gone_from_the_consensus_is_replaced_and_only_it(tmp_path: Path)
                 listed = [n for n in nodes if n.identity.ed25519_public_key != gone.node_id]
                 authorities.issue(listed, to=nodes)
                 # The client asks through paths of the consensus it holds, which still lists the
-                # node that left: a path through it fails, and two in a row can (a few percent
-                # of refreshes): the client tries again, as it would at its next fetch.
-                adopted = False
-                for _ in range(5):
-                    adopted = await client.refresh_consensus()
-                    if adopted:
-                        break
-                assert adopted
+                # node that left: a path through it fails, and the client goes another way.
+                assert await client.refresh_consensus()
                 home.save_guards(client.guard_set)
                 now = client.guard_set.guards
                 assert now[:2] == kept  # the others kept, chosen when they were
                 assert now[2].node_id not in {g.node_id for g in chosen}
                 assert now[2].node_id in client.directory.guard_ids
             assert ClientHome(home.root).guards().guards == now  # as saved
+        finally:
+            await _stop(nodes)
+
+    run(main())
+
+
+class _Unlucky(random.Random):
+    """Draws, whenever it may, the node in ``first``, then one of ``then``: the worst luck for a
+    client one of whose guards has left the network."""
+
+    def __init__(self) -> None:
+        super().__init__(7)
+        self.first: bytes = b""
+        self.then: set[bytes] = set()
+
+    def choice(self, seq: Any) -> Any:
+        items = list(seq)
+        for wanted in (lambda p: p.x25519 == self.first, lambda p: p.x25519 in self.then):
+            hits = [p for p in items if isinstance(p, PeerInfo) and wanted(p)]
+            if hits:
+                return hits[0]
+        return super().choice(items)
+
+
+def test_a_guard_cut_off_from_the_network_cannot_pass_its_failures_off_on_the_other_guards(
+    tmp_path: Path,
+) -> None:
+    """A guard that has left the consensus still answers, and says "path failed" for every path:
+    the relays are blamed first, and they may be the client's other guards. Even when every draw
+    goes the worst way, the client stops going in through that guard after its second failure
+    with another relay, and keeps its other guards usable as guards."""
+
+    async def main() -> None:
+        authorities, nodes = await _network(tmp_path, 7)
+        unlucky = _Unlucky()
+        try:
+            async with NetworkClient(
+                directory_of(nodes[0]), guards=GuardSet(), rng=unlucky
+            ) as client:
+                gone, *kept = client.guards
+                unlucky.first = gone.x25519
+                unlucky.then = {g.x25519 for g in kept}
+                listed = [n for n in nodes if n.identity.x25519_public_key != gone.x25519]
+                authorities.issue(listed, to=nodes)
+                destination = next(
+                    p for p in client.nodes if p.x25519 not in {g.x25519 for g in client.guards}
+                )
+                status, _ = await client.request(destination, "info", {})
+                assert status == 200
+                # Through the guard that left, with each of the other guards as the relay; then
+                # through one of the others.
+                assert client.paths_failed == 2
+                path = client.choose_path(destination)
+                assert path[0].x25519 in unlucky.then
+                assert path[1].x25519 not in unlucky.then | {gone.x25519}
         finally:
             await _stop(nodes)
 

@@ -11,7 +11,11 @@ destination never on its own path, the guard always one of the client's few guar
 (:func:`~veil.protocol.onion_request.open_reply`), and when a path fails — the guard answers "path
 failed" or "overloaded", cannot be reached, or the answer does not open or is too large — it avoids
 those nodes for a while and builds another path. A failing guard is avoided the same way, in favour
-of the client's other guards; it is never replaced for failing.
+of the client's other guards; it is never replaced for failing. Nodes are avoided by role: a
+"path failed" answer blames the relay as a relay (it may well be one of the client's other guards,
+which stays usable as a guard), and the guard itself once it has failed with two different relays
+since it last delivered — a guard cut off from the rest of the network cannot pass its failures off
+on the relays for long.
 
 When the consensus is no longer fresh (past its ``fresh_until_ms``) the next request first asks a
 node for a newer one, through an onion path (``get_consensus``), else the seeds
@@ -82,7 +86,11 @@ class NetworkClient:
         self.guard_set.update(directory.consensus, now_ms())
         if not self.guard_set.ids:
             raise NoGuardsError("the consensus lists no Guard node: no way into the network")
-        self._avoid: dict[bytes, float] = {}
+        self._avoid_guard: dict[bytes, float] = {}
+        self._avoid_relay: dict[bytes, float] = {}
+        self._guard_failed_with: dict[bytes, bytes] = {}
+        """guard → the relay of its last "path failed", forgotten once a request through it
+        works."""
         self._session: aiohttp.ClientSession | None = None
         self._refresh: asyncio.Future[bool] | None = None
         self._next_refresh_ms = 0
@@ -136,13 +144,13 @@ class NetworkClient:
         if not guards:
             raise NetworkError("no guard of this client leads to that node (it is the only one)")
         guard = self._rng.choice(
-            [g for g in guards if self._avoid.get(g.x25519, 0.0) <= now] or guards
+            [g for g in guards if self._avoid_guard.get(g.x25519, 0.0) <= now] or guards
         )
         relays = [n for n in self.nodes if n.x25519 not in (guard.x25519, destination.x25519)]
         if not relays:
             raise NetworkError("an onion path needs three distinct nodes")
         relay = self._rng.choice(
-            [n for n in relays if self._avoid.get(n.x25519, 0.0) <= now] or relays
+            [n for n in relays if self._avoid_relay.get(n.x25519, 0.0) <= now] or relays
         )
         return guard, relay
 
@@ -261,11 +269,11 @@ class NetworkClient:
                     body = await read_bounded(answer, self.directory.max_answer_bytes, "the path")
             except AnswerTooLarge as exc:  # the guard, or a node behind it, sends too much
                 last = str(exc)
-                self._path_failed(guard, relay)
+                self._path_failed(guard=guard, relay=relay)
                 continue
             except (aiohttp.ClientError, TimeoutError, OSError):
                 last = "the guard could not be reached"
-                self._path_failed(guard)
+                self._path_failed(guard=guard)
                 continue
             if status == 503:  # overloaded somewhere on the path: another path, nobody blamed
                 last = "the path was overloaded"
@@ -273,17 +281,27 @@ class NetworkClient:
                 continue
             if status != 200:  # the guard answered, so the failure was further along
                 last = "the path failed"
-                self._path_failed(relay)
+                before = self._guard_failed_with.get(guard.x25519, relay.x25519)
+                self._guard_failed_with[guard.x25519] = relay.x25519
+                self._path_failed(guard=guard if before != relay.x25519 else None, relay=relay)
                 continue
             try:
-                return open_reply(reply_key, body, external=bool(target))
+                answered = open_reply(reply_key, body, external=bool(target))
             except InvalidInputError:  # DecryptionError included
                 last = "the answer did not open"
-                self._path_failed(guard, relay)
+                self._path_failed(guard=guard, relay=relay)
+                continue
+            self._guard_failed_with.pop(guard.x25519, None)
+            return answered
         raise NetworkError(f"no path delivered the request in {self.attempts} attempts ({last})")
 
-    def _path_failed(self, *suspects: PeerInfo) -> None:
+    def _path_failed(self, *, guard: PeerInfo | None = None, relay: PeerInfo | None = None) -> None:
+        """Avoid ``guard`` (in either role: it failed as the client's way in) and ``relay`` (as a
+        relay only) for ``avoid_s``."""
         self.paths_failed += 1
         until = time.monotonic() + self.avoid_s
-        for node in suspects:
-            self._avoid[node.x25519] = until
+        if guard is not None:
+            self._avoid_guard[guard.x25519] = until
+            self._avoid_relay[guard.x25519] = until
+        if relay is not None:
+            self._avoid_relay[relay.x25519] = until

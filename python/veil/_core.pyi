@@ -13,6 +13,17 @@ from typing import Protocol, final
 from veil.errors import InvalidInputError
 
 __all__ = [
+    "CELL_CREATE",
+    "CELL_CREATE_HEADER",
+    "CELL_CREATE_REPLY_LEN",
+    "CELL_DATA",
+    "CELL_DATA_HEADER",
+    "CELL_MAX_BUCKET",
+    "CELL_MAX_HOPS",
+    "CELL_MIN_BUCKET",
+    "CELL_ONESHOT",
+    "CELL_ONESHOT_HEADER",
+    "CELL_VERSION",
     "ENVELOPE_MAX_SLOTS",
     "ENVELOPE_SLOT_LEN",
     "HOP_OVERHEAD",
@@ -32,12 +43,17 @@ __all__ = [
     "ONION_VERSION",
     "SEALED_BOX_OVERHEAD",
     "Blind25Key",
+    "CellReply",
+    "CircuitHop",
+    "ClientCircuit",
     "HopKey",
     "LinkCipher",
     "LinkInitiator",
     "LinkResponder",
     "NodeKey",
+    "PeeledCell",
     "PeeledLayer",
+    "PendingCircuit",
     "blake2b",
     "blind25_check_public",
     "blind25_dm_key",
@@ -45,6 +61,8 @@ __all__ = [
     "blind25_matches",
     "blind25_public",
     "blind25_sign",
+    "build_create_cell",
+    "build_oneshot_cell",
     "build_onion",
     "ed25519_public_key",
     "ed25519_public_key_to_x25519",
@@ -76,6 +94,17 @@ __all__ = [
 ]
 
 ONION_VERSION: int
+CELL_VERSION: int
+CELL_ONESHOT: int
+CELL_CREATE: int
+CELL_DATA: int
+CELL_MAX_HOPS: int
+CELL_MIN_BUCKET: int
+CELL_MAX_BUCKET: int
+CELL_ONESHOT_HEADER: int
+CELL_CREATE_HEADER: int
+CELL_DATA_HEADER: int
+CELL_CREATE_REPLY_LEN: int
 MAX_ONION_LEN: int
 MAX_ROUTE_LEN: int
 MAX_ROUTING_LEN: int
@@ -145,12 +174,56 @@ def build_onion(
 ) -> tuple[bytes, HopKey]: ...
 
 @final
+class CellReply:
+    def open(self, reply: bytes) -> bytes: ...
+
+def build_oneshot_cell(
+    route: Sequence[bytes], content: bytes, issued_s: Sequence[int]
+) -> tuple[bytes, CellReply]: ...
+def build_create_cell(
+    route: Sequence[bytes], issued_s: Sequence[int]
+) -> tuple[bytes, PendingCircuit]: ...
+
+@final
+class PendingCircuit:
+    def finish(self, reply: bytes) -> ClientCircuit: ...
+
+@final
+class ClientCircuit:
+    def seal(self, content: bytes) -> tuple[bytes, CellReply]: ...
+    @property
+    def hops(self) -> int: ...
+
+@final
+class PeeledCell:
+    @property
+    def next_hop(self) -> bytes | None: ...
+    @property
+    def issued_s(self) -> int: ...
+    @property
+    def seq(self) -> int: ...
+    @property
+    def replay_tag(self) -> bytes: ...
+    @property
+    def next(self) -> bytes: ...
+    def content(self) -> bytes: ...
+    def seal_reply(self, answer: bytes) -> bytes: ...
+    def wrap_reply(self, reply: bytes) -> bytes: ...
+    def accept_circuit(self) -> tuple[CircuitHop, bytes]: ...
+    def wrap_create_reply(self, slot: bytes, from_next: bytes | None = None) -> bytes: ...
+
+@final
+class CircuitHop:
+    def peel(self, cell: bytes) -> PeeledCell: ...
+
+@final
 class NodeKey:
     def __new__(cls, x25519_secret: bytes) -> NodeKey: ...
     @property
     def public(self) -> bytes: ...
     def peel(self, onion_bytes: bytes) -> PeeledLayer: ...
     def peel_batch(self, onions: Sequence[bytes]) -> list[PeeledLayer | InvalidInputError]: ...
+    def peel_cell(self, cell_type: int, cell: bytes) -> PeeledCell: ...
     def link_initiate(self, remote_public: bytes, timestamp_ms: int) -> LinkInitiator: ...
     def link_accept(self, message: bytes) -> LinkResponder: ...
     def link_respond(self, message: bytes) -> tuple[bytes, int, bytes, LinkCipher]: ...

@@ -11,6 +11,7 @@
 
 pub mod aead;
 pub mod blind;
+pub mod cells;
 pub mod ed25519;
 pub mod envelope;
 pub mod error;

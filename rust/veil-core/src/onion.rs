@@ -51,6 +51,12 @@ impl NodeKey {
     pub fn public(&self) -> &[u8; 32] {
         self.0.public()
     }
+
+    /// The parsed key, for the version 2 cells of [`crate::cells`].
+    #[must_use]
+    pub fn secret(&self) -> &StaticSecret {
+        &self.0
+    }
 }
 
 /// One peeled layer.

@@ -13,8 +13,8 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList, PyTuple};
 use veil_core::error::fixed;
 use veil_core::{
-    aead, blind, ed25519, envelope, hash, hop, kem, link, onion, sealed_box, session, store_index,
-    x25519,
+    aead, blind, cells, ed25519, envelope, hash, hop, kem, link, onion, sealed_box, session,
+    store_index, x25519,
 };
 use zeroize::Zeroizing;
 
@@ -458,6 +458,194 @@ fn build_onion<'py>(
     Ok((bytes(py, &onion), HopKey(reply_key)))
 }
 
+// --- Onion v2 cells and circuits ------------------------------------------------------------------
+
+fn route_keys(route: &Bound<'_, PyAny>) -> PyResult<Vec<[u8; 32]>> {
+    let route = owned_byte_strings(route)?;
+    Ok(route
+        .iter()
+        .map(|hop| fixed::<32>("X25519 public key", hop))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(CoreError)?)
+}
+
+/// What a client keeps to open the reply to one v2 cell.
+#[pyclass(module = "veil._core", frozen)]
+struct CellReply(cells::ReplyOpener);
+
+#[pymethods]
+impl CellReply {
+    /// The destination's answer; raises `DecryptionError` on any failure.
+    fn open<'py>(&self, py: Python<'py>, reply: &[u8]) -> CoreResult<Bound<'py, PyBytes>> {
+        Ok(bytes(py, &self.0.open(reply)?))
+    }
+}
+
+/// A one-shot cell for `route` (first hop first) carrying `content`; each hop's `issued_s` goes
+/// in its own layer. Returns the cell and what opens the reply.
+#[pyfunction]
+#[allow(clippy::needless_pass_by_value)] // PyO3 extracts the list into a Vec
+fn build_oneshot_cell<'py>(
+    py: Python<'py>,
+    route: &Bound<'py, PyAny>,
+    content: &[u8],
+    issued_s: Vec<u64>,
+) -> PyResult<(Bound<'py, PyBytes>, CellReply)> {
+    let route = route_keys(route)?;
+    let (cell, opener) = cells::build_oneshot(&route, content, &issued_s).map_err(CoreError)?;
+    Ok((bytes(py, &cell), CellReply(opener)))
+}
+
+/// A create cell for a circuit along `route`. Returns the cell and what finishes the circuit.
+#[pyfunction]
+#[allow(clippy::needless_pass_by_value)] // PyO3 extracts the list into a Vec
+fn build_create_cell<'py>(
+    py: Python<'py>,
+    route: &Bound<'py, PyAny>,
+    issued_s: Vec<u64>,
+) -> PyResult<(Bound<'py, PyBytes>, PendingCircuit)> {
+    let route = route_keys(route)?;
+    let (cell, pending) = cells::build_create(&route, &issued_s).map_err(CoreError)?;
+    Ok((
+        bytes(py, &cell),
+        PendingCircuit(std::sync::Mutex::new(Some(pending))),
+    ))
+}
+
+/// A create cell in flight, until its reply finishes it (once).
+#[pyclass(module = "veil._core", frozen)]
+struct PendingCircuit(std::sync::Mutex<Option<cells::PendingCircuit>>);
+
+#[pymethods]
+impl PendingCircuit {
+    /// The circuit, from the create cell's reply; raises `DecryptionError` on any failure.
+    fn finish(&self, reply: &[u8]) -> CoreResult<ClientCircuit> {
+        let pending = self
+            .0
+            .lock()
+            .map_err(|_| veil_core::Error::InvalidArgument("circuit state poisoned"))?
+            .take()
+            .ok_or(veil_core::Error::InvalidArgument(
+                "this circuit is already finished",
+            ))?;
+        Ok(ClientCircuit(pending.finish(reply)?))
+    }
+}
+
+/// A client's end of a circuit: seals data cells for its destination.
+#[pyclass(module = "veil._core")]
+struct ClientCircuit(cells::ClientCircuit);
+
+#[pymethods]
+impl ClientCircuit {
+    /// A data cell carrying `content`, and what opens its reply.
+    fn seal<'py>(
+        &mut self,
+        py: Python<'py>,
+        content: &[u8],
+    ) -> CoreResult<(Bound<'py, PyBytes>, CellReply)> {
+        let (cell, opener) = self.0.seal(content)?;
+        Ok((bytes(py, &cell), CellReply(opener)))
+    }
+
+    #[getter]
+    fn hops(&self) -> usize {
+        self.0.hops()
+    }
+}
+
+/// One peeled v2 layer at a node.
+#[pyclass(module = "veil._core", frozen)]
+struct PeeledCell {
+    inner: cells::Peeled,
+    cell_type: cells::CellType,
+}
+
+#[pymethods]
+impl PeeledCell {
+    /// The next hop's X25519 key, or None at the destination (one-shot and create cells).
+    #[getter]
+    fn next_hop<'py>(&self, py: Python<'py>) -> Option<Bound<'py, PyBytes>> {
+        self.inner.next_hop().map(|hop| bytes(py, &hop))
+    }
+
+    /// The issue time (s) the client put in this layer (one-shot and create cells).
+    #[getter]
+    fn issued_s(&self) -> u64 {
+        self.inner.issued_s()
+    }
+
+    /// This layer's sequence number on its circuit (data cells).
+    #[getter]
+    fn seq(&self) -> u64 {
+        self.inner.seq()
+    }
+
+    /// 16 bytes unique to this layer (one-shot and create cells), to drop replays.
+    #[getter]
+    fn replay_tag<'py>(&self, py: Python<'py>) -> Bound<'py, PyBytes> {
+        bytes(py, &self.inner.replay_tag())
+    }
+
+    /// The cell for the next hop.
+    #[getter]
+    fn next<'py>(&self, py: Python<'py>) -> Bound<'py, PyBytes> {
+        bytes(py, &self.inner.next)
+    }
+
+    /// At the destination: the request the cell carries.
+    fn content<'py>(&self, py: Python<'py>) -> CoreResult<Bound<'py, PyBytes>> {
+        Ok(bytes(py, self.inner.content(self.cell_type)?))
+    }
+
+    /// At the destination: the sealed, padded reply carrying `answer`.
+    fn seal_reply<'py>(&self, py: Python<'py>, answer: &[u8]) -> CoreResult<Bound<'py, PyBytes>> {
+        Ok(bytes(py, &self.inner.seal_reply(answer)?))
+    }
+
+    /// On the way back: the next hop's reply under this hop's keystream.
+    fn wrap_reply<'py>(&self, py: Python<'py>, reply: &[u8]) -> Bound<'py, PyBytes> {
+        bytes(py, &self.inner.wrap_reply(reply.to_vec()))
+    }
+
+    /// A create cell: this hop's end of the circuit, and its sealed handshake answer.
+    fn accept_circuit<'py>(
+        &self,
+        py: Python<'py>,
+    ) -> CoreResult<(CircuitHop, Bound<'py, PyBytes>)> {
+        let (hop, slot) = self.inner.accept_circuit()?;
+        Ok((CircuitHop(hop), bytes(py, &slot)))
+    }
+
+    /// A create cell's reply from this hop: its `slot` ahead of the next hop's reply (None at the
+    /// destination).
+    #[pyo3(signature = (slot, from_next = None))]
+    fn wrap_create_reply<'py>(
+        &self,
+        py: Python<'py>,
+        slot: &[u8],
+        from_next: Option<&[u8]>,
+    ) -> CoreResult<Bound<'py, PyBytes>> {
+        let slot = fixed::<{ cells::SLOT_LEN }>("create slot", slot)?;
+        Ok(bytes(py, &self.inner.wrap_create_reply(&slot, from_next)?))
+    }
+}
+
+/// A node's end of one circuit: peels its data cells, refusing replays.
+#[pyclass(module = "veil._core")]
+struct CircuitHop(cells::NodeCircuitHop);
+
+#[pymethods]
+impl CircuitHop {
+    /// Peels a data cell; raises `DecryptionError` on any failure, a replay included.
+    fn peel(&mut self, cell: &[u8]) -> CoreResult<PeeledCell> {
+        Ok(PeeledCell {
+            inner: self.0.peel(cell)?,
+            cell_type: cells::CellType::Data,
+        })
+    }
+}
+
 /// The `bytes` objects of a sequence (strong references). A lone `bytes` object is refused: it is a
 /// sequence of ints.
 fn bytes_objects<'py>(items: &Bound<'py, PyAny>) -> PyResult<Vec<Bound<'py, PyBytes>>> {
@@ -525,6 +713,15 @@ impl NodeKey {
     fn peel(&self, py: Python<'_>, onion_bytes: &[u8]) -> PyResult<PeeledLayer> {
         let layer = onion::peel(&self.onion, onion_bytes).map_err(CoreError)?;
         PeeledLayer::from_core(py, layer)
+    }
+
+    /// Peels a v2 one-shot (`cell_type` 1) or create (2) cell addressed to this node.
+    fn peel_cell(&self, cell_type: u8, cell: &[u8]) -> CoreResult<PeeledCell> {
+        let cell_type = cells::CellType::from_byte(cell_type)?;
+        Ok(PeeledCell {
+            inner: cells::peel_routed(self.onion.secret(), cell_type, cell)?,
+            cell_type,
+        })
     }
 
     /// Peels many onions on every core with the GIL released; one result per input, in order: a
@@ -1080,6 +1277,8 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(session_encrypt, m)?)?;
     m.add_function(wrap_pyfunction!(session_decrypt, m)?)?;
     m.add_function(wrap_pyfunction!(build_onion, m)?)?;
+    m.add_function(wrap_pyfunction!(build_oneshot_cell, m)?)?;
+    m.add_function(wrap_pyfunction!(build_create_cell, m)?)?;
     m.add_function(wrap_pyfunction!(store_message_key, m)?)?;
     m.add_function(wrap_pyfunction!(store_message_hash, m)?)?;
     m.add_function(wrap_pyfunction!(retrieve_messages_json, m)?)?;
@@ -1101,12 +1300,34 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(envelope_is, m)?)?;
     m.add_class::<HopKey>()?;
     m.add_class::<PeeledLayer>()?;
+    m.add_class::<CellReply>()?;
+    m.add_class::<PendingCircuit>()?;
+    m.add_class::<ClientCircuit>()?;
+    m.add_class::<PeeledCell>()?;
+    m.add_class::<CircuitHop>()?;
     m.add_class::<NodeKey>()?;
     m.add_class::<LinkInitiator>()?;
     m.add_class::<LinkResponder>()?;
     m.add_class::<LinkCipher>()?;
     m.add_class::<Blind25Key>()?;
     m.add("ONION_VERSION", onion::VERSION)?;
+    m.add("CELL_VERSION", cells::VERSION)?;
+    m.add("CELL_ONESHOT", cells::CellType::OneShot as u8)?;
+    m.add("CELL_CREATE", cells::CellType::Create as u8)?;
+    m.add("CELL_DATA", cells::CellType::Data as u8)?;
+    m.add("CELL_MAX_HOPS", cells::MAX_HOPS)?;
+    m.add("CELL_MIN_BUCKET", cells::MIN_BUCKET)?;
+    m.add("CELL_MAX_BUCKET", cells::MAX_BUCKET)?;
+    m.add(
+        "CELL_ONESHOT_HEADER",
+        cells::CellType::OneShot.header_region(),
+    )?;
+    m.add(
+        "CELL_CREATE_HEADER",
+        cells::CellType::Create.header_region(),
+    )?;
+    m.add("CELL_DATA_HEADER", cells::CellType::Data.header_region())?;
+    m.add("CELL_CREATE_REPLY_LEN", cells::CREATE_REPLY_LEN)?;
     m.add("MAX_ONION_LEN", onion::MAX_ONION_LEN)?;
     m.add("MAX_ROUTE_LEN", onion::MAX_ROUTE_LEN)?;
     m.add("MAX_ROUTING_LEN", onion::MAX_ROUTING_LEN)?;

@@ -4,6 +4,7 @@
 //! [`TARGETS`] lists them with their seed inputs. See `README.md`.
 
 pub mod boxes;
+pub mod cells;
 pub mod identity;
 pub mod input;
 pub mod keys;
@@ -20,6 +21,11 @@ pub struct Target {
 }
 
 pub const TARGETS: &[Target] = &[
+    Target {
+        name: "cells",
+        run: cells::cell,
+        seeds: cells::cell_seeds,
+    },
     Target {
         name: "onion_peel",
         run: onion::peel_bytes,

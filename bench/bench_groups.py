@@ -218,10 +218,15 @@ class _CountingNetworkClient(NetworkClient):
         self.methods: Counter[str] = Counter()
 
     async def request(
-        self, destination: PeerInfo, method: str, params: dict[str, Any]
+        self,
+        destination: PeerInfo,
+        method: str,
+        params: dict[str, Any],
+        *,
+        onion: str | None = None,
     ) -> tuple[int, Any]:
         self.methods[method] += 1
-        status, body = await super().request(destination, method, params)
+        status, body = await super().request(destination, method, params, onion=onion)
         if method == "retrieve" and isinstance(body, dict):
             self.methods["retrieved messages"] += len(body.get("messages") or ())
         return status, body

@@ -77,10 +77,15 @@ class CountingNetworkClient(NetworkClient):
         self.statuses: Counter[str] = Counter()
 
     async def request(
-        self, destination: PeerInfo, method: str, params: dict[str, Any]
+        self,
+        destination: PeerInfo,
+        method: str,
+        params: dict[str, Any],
+        *,
+        onion: str | None = None,
     ) -> tuple[int, Any]:
         try:
-            status, body = await super().request(destination, method, params)
+            status, body = await super().request(destination, method, params, onion=onion)
         except Exception as exc:
             self.statuses[f"{method} {type(exc).__name__}"] += 1
             raise

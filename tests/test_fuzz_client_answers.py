@@ -266,7 +266,12 @@ class ScriptedNetwork(NetworkClient):
         """The answers given so far."""
 
     async def request(
-        self, destination: PeerInfo, method: str, params: dict[str, Any]
+        self,
+        destination: PeerInfo,
+        method: str,
+        params: dict[str, Any],
+        *,
+        onion: str | None = None,
     ) -> tuple[int, Any]:
         self.asked.append(method)
         self.destinations.append(destination)

@@ -131,10 +131,15 @@ class CountingNetworkClient(NetworkClient):
         self.methods: Counter[str] = Counter()
 
     async def request(
-        self, destination: PeerInfo, method: str, params: dict[str, Any]
+        self,
+        destination: PeerInfo,
+        method: str,
+        params: dict[str, Any],
+        *,
+        onion: str | None = None,
     ) -> tuple[int, Any]:
         self.methods[method] += 1
-        return await super().request(destination, method, params)
+        return await super().request(destination, method, params, onion=onion)
 
 
 @dataclass

@@ -152,7 +152,7 @@ def test_a_short_headless_run_against_a_devnet_has_no_failures(devnet: Path) -> 
     names = {e["name"] for e in entries}
     assert requests > 20, report
     assert failures == 0, report
-    assert {"consensus", "onion store", "onion retrieve"} <= names, report
+    assert {"consensus", "circuit create", "onion store", "onion retrieve"} <= names, report
     assert not any("wrong swarm" in name for name in names), report  # placements were used
     summary = re.search(
         r"veil: (\d+) messages stored, (\d+) seen by their recipients, (\d+) opened",

@@ -254,7 +254,7 @@ def test_between_nodes_a_conversation_shows_only_sizes_and_timing(
     requests = [r for s in http if s.dst[1] in devnet.http_ports for r in http_requests(s)]
     assert {line for line, _ in requests} == {
         b"GET /consensus HTTP/1.1",
-        b"POST /onion_req HTTP/1.1",
+        b"POST /onion2 HTTP/1.1",
     }
 
     # (e) No 64 bytes cross two links, or a link and a client's connection to a guard.
@@ -270,7 +270,7 @@ def test_between_nodes_a_conversation_shows_only_sizes_and_timing(
     assert across_links == []
 
     # Controls: each check fires on the client side of this capture, or on a copied link.
-    assert len([line for line, _ in requests if line.startswith(b"POST /onion_req ")]) >= 6
+    assert len([line for line, _ in requests if line.startswith(b"POST /onion2 ")]) >= 6
     assert any(looks_like_json(s) for s in http)  # the seed's consensus, in JSON,
     assert find_needles(http, list(node_names))  # names the nodes' keys,
     assert shared  # and the clients' requests repeat the same HTTP headers.

@@ -4,11 +4,16 @@
 (:class:`~veil.client.directory.ClientDirectory`, which only ever holds one that a majority of the
 network file's authorities signed) as guard → relay → destination: three distinct nodes, the
 destination never on its own path, the guard always one of the client's few guards
-(:class:`~veil.client.guards.GuardSet`). It builds each onion with
-:func:`veil.protocol.onion_request.build_request`, posts it to the guard over keep-alive HTTP
-(aiohttp: no redirect followed, nothing decompressed), reads the answer up to
-``max_answer_bytes`` (:mod:`veil.client.http`), opens it with the reply key
-(:func:`~veil.protocol.onion_request.open_reply`), and when a path fails — the guard answers "path
+(:class:`~veil.client.guards.GuardSet`). By default requests travel on onion v2 circuits
+(:mod:`veil.protocol.cells`): one per destination, set up once with a hybrid X25519 + ML-KEM-768
+handshake per hop (``POST /onion2``, a create cell), then carrying each request in a fixed-size
+data cell with symmetric keys only; a circuit is kept at most ``circuit_lifetime_s`` (idle:
+``circuit_idle_s``) and rebuilt on any failure. A request asked once of a node (the consensus)
+goes in a one-shot v2 cell; ``onion="v1"`` keeps version 1 onions
+(:func:`veil.protocol.onion_request.build_request`). Bodies go to the guard over keep-alive HTTP
+(aiohttp: no redirect followed, nothing decompressed), answers are read up to
+``max_answer_bytes`` (:mod:`veil.client.http`) and opened with the keys of the request, and when a
+path fails — the guard answers "path
 failed" or "overloaded", cannot be reached, or the answer does not open or is too large — it avoids
 those nodes for a while and builds another path. A failing guard is avoided the same way, in favour
 of the client's other guards; it is never replaced for failing. Nodes are avoided by role: a
@@ -42,10 +47,15 @@ from veil.client.http import AnswerTooLarge, client_session, read_bounded
 from veil.client.http import url as http_url
 from veil.clock import now_ms
 from veil.errors import InvalidInputError, VeilError
+from veil.protocol import cells
 from veil.protocol.onion_request import build_request, open_reply
 from veil.protocol.peers import PeerInfo
 
-__all__ = ["NetworkClient", "NetworkError"]
+__all__ = ["ONION_MODES", "NetworkClient", "NetworkError"]
+
+ONION_MODES = ("circuit", "oneshot", "v1")
+"""How a client's requests travel: on onion v2 circuits (the default), in v2 one-shot cells, or
+as version 1 onions."""
 
 
 class NetworkError(VeilError):
@@ -71,12 +81,25 @@ class NetworkClient:
         avoid_s: float = 30.0,
         local_address: str | None = None,
         rng: random.Random | None = None,
+        onion: str = "circuit",
+        circuit_lifetime_s: float = 600.0,
+        circuit_idle_s: float = 120.0,
+        max_circuits: int = 64,
     ) -> None:
         if len(directory.nodes) < 3:
             raise NetworkError(
                 f"the consensus lists {len(directory.nodes)} node(s); an onion path needs 3"
             )
+        if onion not in ONION_MODES:
+            raise ValueError(f"onion must be one of {', '.join(ONION_MODES)}")
         self.directory = directory
+        self.onion = onion
+        self.circuit_lifetime_s = circuit_lifetime_s
+        self.circuit_idle_s = circuit_idle_s
+        self.max_circuits = max_circuits
+        self._circuits: dict[bytes, _OpenCircuit] = {}
+        """destination → the circuit to it (at most ``max_circuits``, the oldest dropped)."""
+        self.circuits_opened = 0
         self.attempts = attempts
         self.timeout_s = timeout_s
         self.avoid_s = avoid_s
@@ -155,15 +178,21 @@ class NetworkClient:
         return guard, relay
 
     async def request(
-        self, destination: PeerInfo, method: str, params: dict[str, Any]
+        self,
+        destination: PeerInfo,
+        method: str,
+        params: dict[str, Any],
+        *,
+        onion: str | None = None,
     ) -> tuple[int, Any]:
         """Send ``{"method", "params"}`` to ``destination``'s storage RPC through an onion path.
 
         Returns the destination's (status, answer). Raises :class:`NetworkError` if no path got
-        through in ``attempts`` tries."""
+        through in ``attempts`` tries. ``onion`` overrides the client's way for this request (one
+        of :data:`ONION_MODES`)."""
         await self._keep_fresh()
         payload = orjson.dumps({"method": method, "params": params})
-        return await self._send(destination, payload, target="")
+        return await self._send(destination, payload, target="", mode=onion)
 
     async def request_external(
         self, destination: PeerInfo, url: str, body: bytes
@@ -223,7 +252,9 @@ class NetworkClient:
         candidates += [n for n in self.nodes if n.x25519 in guards]
         for node in candidates[:2]:
             try:
-                status, body = await self.request(node, "get_consensus", {})
+                # One-shot: a circuit to a node asked once would not be used again.
+                mode = "v1" if self.onion == "v1" else "oneshot"
+                status, body = await self.request(node, "get_consensus", {}, onion=mode)
             except NetworkError:
                 continue
             if status != 200:
@@ -248,52 +279,135 @@ class NetworkClient:
 
     # --- paths --------------------------------------------------------------------------------
 
-    async def _send(self, destination: PeerInfo, payload: bytes, target: str) -> tuple[int, Any]:
+    async def _send(
+        self, destination: PeerInfo, payload: bytes, target: str, mode: str | None = None
+    ) -> tuple[int, Any]:
         if self._session is None:
             raise RuntimeError("use NetworkClient as an async context manager")
         last = "no answer"
         for _ in range(self.attempts):
-            guard, relay = self.choose_path(destination)
-            onion, reply_key = build_request(
-                [guard.x25519, relay.x25519, destination.x25519], payload, target=target
-            )
-            try:
-                async with self._session.post(
-                    http_url(guard.http, "/onion_req"),
-                    data=onion,
-                    headers={"Content-Type": "application/octet-stream"},
-                    timeout=aiohttp.ClientTimeout(total=self.timeout_s),
-                    allow_redirects=False,
-                ) as answer:
-                    status = answer.status
-                    body = await read_bounded(answer, self.directory.max_answer_bytes, "the path")
-            except AnswerTooLarge as exc:  # the guard, or a node behind it, sends too much
-                last = str(exc)
-                self._path_failed(guard=guard, relay=relay)
-                continue
-            except (aiohttp.ClientError, TimeoutError, OSError):
-                last = "the guard could not be reached"
-                self._path_failed(guard=guard)
-                continue
-            if status == 503:  # overloaded somewhere on the path: another path, nobody blamed
-                last = "the path was overloaded"
-                self.paths_failed += 1
-                continue
-            if status != 200:  # the guard answered, so the failure was further along
-                last = "the path failed"
-                before = self._guard_failed_with.get(guard.x25519, relay.x25519)
-                self._guard_failed_with[guard.x25519] = relay.x25519
-                self._path_failed(guard=guard if before != relay.x25519 else None, relay=relay)
-                continue
-            try:
-                answered = open_reply(reply_key, body, external=bool(target))
-            except InvalidInputError:  # DecryptionError included
-                last = "the answer did not open"
-                self._path_failed(guard=guard, relay=relay)
-                continue
-            self._guard_failed_with.pop(guard.x25519, None)
-            return answered
+            outcome = await self._attempt(destination, payload, target, mode or self.onion)
+            if not isinstance(outcome, str):
+                return outcome
+            last = outcome
         raise NetworkError(f"no path delivered the request in {self.attempts} attempts ({last})")
+
+    async def _attempt(
+        self, destination: PeerInfo, payload: bytes, target: str, mode: str
+    ) -> tuple[int, Any] | str:
+        """One try: the answer, or why it failed (the nodes to blame are avoided already)."""
+        circuit = self._circuit_to(destination) if mode == "circuit" else None
+        if circuit is not None:
+            guard, relay = circuit.guard, circuit.relay
+        else:
+            guard, relay = self.choose_path(destination)
+        path = [guard.x25519, relay.x25519, destination.x25519]
+        if mode == "circuit" and circuit is None:
+            create, pending = cells.build_create(path)
+            answer = await self._exchange(guard, relay, "/onion2", create)
+            if isinstance(answer, str):
+                return answer
+            try:
+                opened = cells.Circuit.finish(path, pending, answer)
+            except InvalidInputError:  # DecryptionError included
+                self._path_failed(guard=guard, relay=relay)
+                return "the circuit's handshake did not open"
+            circuit = self._keep_circuit(destination, guard, relay, opened)
+        if circuit is not None:
+            body, reply = circuit.keys.seal(payload, target=target)
+            answer = await self._exchange(guard, relay, "/onion2", body)
+        elif mode == "oneshot":
+            body, reply = cells.build_oneshot(path, payload, target=target)
+            answer = await self._exchange(guard, relay, "/onion2", body)
+        else:
+            onion, reply_key = build_request(path, payload, target=target)
+            answer = await self._exchange(guard, relay, "/onion_req", onion)
+        if isinstance(answer, str):
+            self._circuits.pop(destination.x25519, None)
+            return answer
+        try:
+            if mode == "v1":
+                answered = open_reply(reply_key, answer, external=bool(target))
+            else:
+                answered = cells.open_answer(reply, answer, external=bool(target))
+        except InvalidInputError:  # DecryptionError included
+            self._circuits.pop(destination.x25519, None)
+            self._path_failed(guard=guard, relay=relay)
+            return "the answer did not open"
+        self._guard_failed_with.pop(guard.x25519, None)
+        return answered
+
+    async def _exchange(
+        self, guard: PeerInfo, relay: PeerInfo, endpoint: str, body: bytes
+    ) -> bytes | str:
+        """POST ``body`` to ``guard``: the body of its 200 answer, or why not (after avoiding the
+        nodes to blame)."""
+        if self._session is None:
+            raise RuntimeError("use NetworkClient as an async context manager")
+        try:
+            async with self._session.post(
+                http_url(guard.http, endpoint),
+                data=body,
+                headers={"Content-Type": "application/octet-stream"},
+                timeout=aiohttp.ClientTimeout(total=self.timeout_s),
+                allow_redirects=False,
+            ) as answer:
+                status = answer.status
+                content = await read_bounded(answer, self.directory.max_answer_bytes, "the path")
+        except AnswerTooLarge as exc:  # the guard, or a node behind it, sends too much
+            self._path_failed(guard=guard, relay=relay)
+            return str(exc)
+        except (aiohttp.ClientError, TimeoutError, OSError):
+            self._path_failed(guard=guard)
+            return "the guard could not be reached"
+        if status == 200:
+            return content
+        if status == 503:  # overloaded somewhere on the path: another path, nobody blamed
+            self.paths_failed += 1
+            return "the path was overloaded"
+        if status == 410:  # the guard no longer holds the circuit (expired, or restarted)
+            self.paths_failed += 1
+            return "the circuit was gone"
+        # The guard answered, so the failure was further along: the relay is blamed, and the
+        # guard too once it has failed with two different relays.
+        before = self._guard_failed_with.get(guard.x25519, relay.x25519)
+        self._guard_failed_with[guard.x25519] = relay.x25519
+        self._path_failed(guard=guard if before != relay.x25519 else None, relay=relay)
+        return "the path failed"
+
+    # --- circuits -----------------------------------------------------------------------------
+
+    def _circuit_to(self, destination: PeerInfo) -> _OpenCircuit | None:
+        """The open circuit to ``destination``, if one is young and fresh enough and its guard
+        and relay are still in the consensus."""
+        circuit = self._circuits.get(destination.x25519)
+        if circuit is None:
+            return None
+        now = time.monotonic()
+        keys = circuit.keys
+        usable = (
+            now - keys.opened_at < self.circuit_lifetime_s
+            and now - keys.last_used < self.circuit_idle_s
+        )
+        period = self.directory.consensus.period
+        if usable and circuit.period != period:  # a new consensus: do its nodes still serve?
+            listed = {n.x25519 for n in self.nodes}
+            usable = circuit.guard.x25519 in listed and circuit.relay.x25519 in listed
+            circuit.period = period
+        if not usable:
+            del self._circuits[destination.x25519]
+            return None
+        return circuit
+
+    def _keep_circuit(
+        self, destination: PeerInfo, guard: PeerInfo, relay: PeerInfo, keys: cells.Circuit
+    ) -> _OpenCircuit:
+        while len(self._circuits) >= self.max_circuits:
+            del self._circuits[next(iter(self._circuits))]
+        circuit = _OpenCircuit(guard, relay, keys, self.directory.consensus.period)
+        self._circuits[destination.x25519] = circuit
+        self.circuits_opened += 1
+        return circuit
 
     def _path_failed(self, *, guard: PeerInfo | None = None, relay: PeerInfo | None = None) -> None:
         """Avoid ``guard`` (in either role: it failed as the client's way in) and ``relay`` (as a
@@ -305,3 +419,16 @@ class NetworkClient:
             self._avoid_relay[guard.x25519] = until
         if relay is not None:
             self._avoid_relay[relay.x25519] = until
+
+
+class _OpenCircuit:
+    """A circuit this client holds, with the guard and relay it goes through."""
+
+    __slots__ = ("guard", "keys", "period", "relay")
+
+    def __init__(self, guard: PeerInfo, relay: PeerInfo, keys: cells.Circuit, period: int) -> None:
+        self.guard = guard
+        self.relay = relay
+        self.keys = keys
+        self.period = period
+        """The consensus period in which its guard and relay were last seen listed."""

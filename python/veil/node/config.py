@@ -189,6 +189,23 @@ class OnionSettings:
     max_hops: int = setting(
         8, "Most nodes a request may pass through; a layer arriving after more is refused."
     )
+    circuit_idle_s: float = setting(
+        300.0, "An onion v2 circuit unused for this long is dropped (its client builds another)."
+    )
+    circuit_lifetime_s: float = setting(
+        3600.0, "An onion v2 circuit is dropped this long after it was opened, used or not."
+    )
+    max_circuits: int = setting(
+        50_000, "Most onion v2 circuits this node holds; past it new ones are refused."
+    )
+    max_circuits_per_client: int = setting(
+        1024,
+        "Most circuits one client address (IPv4, or IPv6 /64) may open through this node (many "
+        "clients may share an address behind a NAT).",
+    )
+    max_circuits_per_peer: int = setting(
+        20_000, "Most circuits one peer node may open through this node (for all its clients)."
+    )
 
 
 @dataclass(frozen=True, slots=True)

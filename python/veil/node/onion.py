@@ -1,5 +1,11 @@
 """Onion requests at a node: peel a layer, then forward it to the next hop or execute it.
 
+Two formats: version 1 (``/onion_req``; a fresh X25519 per layer) and version 2 (``/onion2``;
+fixed-size cells, one-shot or on circuits: :mod:`veil.protocol.cells`). A v2 circuit's state is
+this node's end of it (:class:`CircuitTable`): its hop keys, where it goes next, bounded in number
+overall, per client address and per peer, dropped when idle or old, and lost on a restart (its
+client builds another).
+
 A node learns from a layer only the next hop's key (or that it is the destination), so no node sees
 both the client's connection and the request: the first hop sees the client and the second hop's
 key; the destination sees the hop before it and the request. Every failure — a layer that does not
@@ -14,6 +20,7 @@ import asyncio
 import base64
 import collections
 import logging
+import os
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -28,11 +35,12 @@ from veil.errors import InvalidInputError
 from veil.node.config import OnionSettings
 from veil.node.links import HopFailed, LinkPool
 from veil.node.rpc import StorageRpc
+from veil.protocol import cells
 from veil.protocol.link import FailureCode
 from veil.protocol.onion_request import decode_routing
 from veil.protocol.peers import PeerInfo
 
-__all__ = ["LayerPeeler", "OnionRouter", "ReplayCache"]
+__all__ = ["CircuitTable", "LayerPeeler", "OnionRouter", "ReplayCache", "UnknownCircuit"]
 
 log = logging.getLogger("veil.node.onion")
 
@@ -76,6 +84,111 @@ class ReplayCache:
 
     def __len__(self) -> int:
         return sum(len(generation) for generation in self._generations)
+
+
+class UnknownCircuit(HopFailed):
+    """A data cell for a circuit this node does not hold (never opened, expired, or lost to a
+    restart): the client builds another."""
+
+
+class _Circuit:
+    __slots__ = ("hop", "last_used", "next", "opened", "source")
+
+    def __init__(
+        self,
+        hop: _core.CircuitHop,
+        next_hop: tuple[PeerInfo, bytes] | None,
+        source: str | bytes,
+        now: float,
+    ) -> None:
+        self.hop = hop
+        self.next = next_hop
+        self.source = source
+        self.opened = now
+        self.last_used = now
+
+
+class CircuitTable:
+    """This node's ends of onion v2 circuits, keyed by (where the circuit comes from, its id on
+    that link): at most ``max_circuits`` in all, ``per_client`` from one client address and
+    ``per_peer`` from one peer node; one unused for ``idle_s`` or opened ``lifetime_s`` ago is
+    dropped (swept at most once a second, as circuits are added or used)."""
+
+    def __init__(self, settings: OnionSettings) -> None:
+        self.settings = settings
+        self._circuits: dict[tuple[str | bytes, bytes], _Circuit] = {}
+        self._by_source: collections.Counter[str | bytes] = collections.Counter()
+        self._swept = time.monotonic()
+        self.expired = 0
+
+    def __len__(self) -> int:
+        return len(self._circuits)
+
+    def per_source(self, source: str | bytes) -> int:
+        return self._by_source.get(source, 0)
+
+    def add(
+        self,
+        source: str | bytes,
+        circuit_id: bytes,
+        hop: _core.CircuitHop,
+        next_hop: tuple[PeerInfo, bytes] | None,
+    ) -> None:
+        """Hold a new circuit; raise :class:`HopFailed` (OVERLOADED) past a cap."""
+        self._sweep(time.monotonic(), force=len(self._circuits) >= self.settings.max_circuits)
+        if len(self._circuits) >= self.settings.max_circuits:
+            raise HopFailed(FailureCode.OVERLOADED, limit="max_circuits")
+        cap, name = (
+            (self.settings.max_circuits_per_peer, "max_circuits_per_peer")
+            if isinstance(source, bytes)
+            else (self.settings.max_circuits_per_client, "max_circuits_per_client")
+        )
+        if self._by_source.get(source, 0) >= cap:
+            raise HopFailed(FailureCode.OVERLOADED, limit=name)
+        key = (source, circuit_id)
+        if key in self._circuits:  # an id already in use on that link: refused, never replaced
+            raise HopFailed()
+        self._circuits[key] = _Circuit(hop, next_hop, source, time.monotonic())
+        self._by_source[source] += 1
+
+    def get(self, source: str | bytes, circuit_id: bytes) -> _Circuit:
+        """The circuit, marked used; raise :class:`UnknownCircuit` if not held (or expired)."""
+        now = time.monotonic()
+        self._sweep(now)
+        circuit = self._circuits.get((source, circuit_id))
+        if circuit is None:
+            raise UnknownCircuit()
+        if self._expired(circuit, now):
+            self._drop((source, circuit_id))
+            raise UnknownCircuit()
+        circuit.last_used = now
+        return circuit
+
+    def clear(self) -> None:
+        self._circuits.clear()
+        self._by_source.clear()
+
+    def _expired(self, circuit: _Circuit, now: float) -> bool:
+        return (
+            now - circuit.last_used > self.settings.circuit_idle_s
+            or now - circuit.opened > self.settings.circuit_lifetime_s
+        )
+
+    def _sweep(self, now: float, *, force: bool = False) -> None:
+        if not force and now - self._swept < 1.0:
+            return
+        self._swept = now
+        for key in [key for key, c in self._circuits.items() if self._expired(c, now)]:
+            self._drop(key)
+
+    def _drop(self, key: tuple[str | bytes, bytes]) -> None:
+        circuit = self._circuits.pop(key)
+        left = self._by_source[circuit.source] - 1
+        if left > 0:
+            self._by_source[circuit.source] = left
+        else:
+            del self._by_source[circuit.source]
+        self.expired += 1
 
 
 class LayerPeeler:
@@ -190,6 +303,8 @@ class OnionRouter:
         )
         self.peers: dict[bytes, PeerInfo] = {}
         self.counts: collections.Counter[str] = collections.Counter()
+        self.circuits = CircuitTable(settings)
+        self._node_key = key
         self._http: Any = None
 
     def set_peers(self, peers: list[PeerInfo]) -> None:
@@ -206,10 +321,25 @@ class OnionRouter:
             self.counts["timeout"] += 1
             raise HopFailed() from None
 
+    async def handle_v2(self, body: bytes, budget_s: float, source: str) -> bytes:
+        """An onion v2 request from a client (``POST /onion2``: frame type ‖ [circuit id] ‖
+        cell): the answer (for a create, the client's new circuit id first), or
+        :class:`HopFailed` (:class:`UnknownCircuit` for a circuit this node does not hold)."""
+        try:
+            async with asyncio.timeout(budget_s):
+                return await self._handle_v2(body, budget_s, source, cells.CLIENT_CIRCUIT_ID_LEN)
+        except TimeoutError:
+            self.counts["timeout"] += 1
+            raise HopFailed() from None
+
     async def handle_from_peer(self, peer: bytes, body: bytes) -> bytes:
-        """A REQUEST frame's body (hops ‖ layer) from the previous hop ``peer`` (an admitted
-        node), which keeps its own deadline for the answer; at most ``[links] max_streams`` of
-        these run per link."""
+        """A REQUEST frame's body (hops ‖ layer, or a v2 frame type ‖ [circuit id] ‖ cell) from
+        the previous hop ``peer`` (an admitted node), which keeps its own deadline for the answer;
+        at most ``[links] max_streams`` of these run per link."""
+        if body and body[0] in cells.CELL_TYPES:
+            return await self._handle_v2(
+                body, self.settings.hop_timeout_s, peer, cells.LINK_CIRCUIT_ID_LEN
+            )
         if not body or body[0] >= self.settings.max_hops:
             self.counts["too_many_hops"] += 1
             raise HopFailed()
@@ -255,6 +385,133 @@ class OnionRouter:
             answer = await self._external(target, layer.payload)
         return layer.reply_key.encrypt(answer)
 
+    # --- onion v2 ---------------------------------------------------------------------------
+
+    async def _handle_v2(
+        self, body: bytes, budget_s: float, source: str | bytes, id_len: int
+    ) -> bytes:
+        if len(body) > self.settings.max_onion_bytes:
+            self.counts["refused"] += 1
+            raise HopFailed()
+        frame = body[0]
+        if frame == cells.FRAME_DATA:
+            return await self._data_cell(body[1 : 1 + id_len], body[1 + id_len :], budget_s, source)
+        if frame == cells.FRAME_ONESHOT:
+            layer = self._peel_routed(_core.CELL_ONESHOT, body[1:], source)
+            if layer.next_hop is None:
+                return layer.seal_reply(await self._deliver(layer.content()))
+            return layer.wrap_reply(
+                await self._forward(layer.next_hop, cells.FRAME_ONESHOT, b"", layer.next, budget_s)
+            )
+        # A create: on a link the previous node names the circuit; a client is given an id.
+        from_peer = isinstance(source, bytes)
+        circuit_id = body[1 : 1 + id_len] if from_peer else os.urandom(id_len)
+        cell = body[1 + id_len :] if from_peer else body[1:]
+        if len(circuit_id) != id_len or len(cell) != _core.CELL_CREATE_HEADER:
+            self.counts["undecryptable"] += 1
+            raise HopFailed()
+        layer = self._peel_routed(_core.CELL_CREATE, cell, source)
+        answer = await self._create(layer, source, circuit_id, budget_s)
+        return answer if from_peer else circuit_id + answer
+
+    def _peel_routed(self, cell_type: int, cell: bytes, source: str | bytes) -> _core.PeeledCell:
+        try:
+            layer = self._node_key.peel_cell(cell_type, cell)
+        except InvalidInputError:  # DecryptionError included
+            self.counts["undecryptable"] += 1
+            raise HopFailed() from None
+        if abs(time.time() - layer.issued_s) > self.settings.replay_window_s:
+            self.counts["stale"] += 1
+            raise HopFailed()
+        try:
+            self.replays.check_and_add(layer.replay_tag, source)
+        except HopFailed as failure:
+            if failure.code is FailureCode.OVERLOADED:
+                self.counts["replay_cache_full"] += 1
+                self.on_limit(failure.limit or "replay_max_entries")
+            else:
+                self.counts["replayed"] += 1
+            raise
+        return layer
+
+    async def _create(
+        self, layer: _core.PeeledCell, source: str | bytes, circuit_id: bytes, budget_s: float
+    ) -> bytes:
+        try:
+            hop, slot = layer.accept_circuit()
+        except InvalidInputError:
+            self.counts["undecryptable"] += 1
+            raise HopFailed() from None
+        next_hop: tuple[PeerInfo, bytes] | None = None
+        from_next: bytes | None = None
+        if layer.next_hop is not None:
+            link_id = os.urandom(cells.LINK_CIRCUIT_ID_LEN)
+            peer = self._peer(layer.next_hop)
+            from_next = await self._forward(
+                layer.next_hop, cells.FRAME_CREATE, link_id, layer.next, budget_s
+            )
+            next_hop = (peer, link_id)
+        try:
+            self.circuits.add(source, circuit_id, hop, next_hop)
+        except HopFailed as failure:
+            self.counts["circuits_refused"] += 1
+            self.on_limit(failure.limit or "max_circuits")
+            raise
+        self.counts["circuits_opened"] += 1
+        try:
+            return layer.wrap_create_reply(slot, from_next)
+        except InvalidInputError:
+            raise HopFailed() from None
+
+    async def _data_cell(
+        self, circuit_id: bytes, cell: bytes, budget_s: float, source: str | bytes
+    ) -> bytes:
+        try:
+            circuit = self.circuits.get(source, circuit_id)
+        except UnknownCircuit:
+            self.counts["unknown_circuit"] += 1
+            raise
+        try:
+            layer = circuit.hop.peel(cell)
+        except InvalidInputError:  # a bad cell or a replayed one, alike
+            self.counts["undecryptable"] += 1
+            raise HopFailed() from None
+        if circuit.next is None:
+            return layer.seal_reply(await self._deliver(layer.content()))
+        peer, link_id = circuit.next
+        self.counts["forwarded"] += 1
+        return layer.wrap_reply(
+            await self._forward(peer.x25519, cells.FRAME_DATA, link_id, layer.next, budget_s)
+        )
+
+    def _peer(self, x25519: bytes) -> PeerInfo:
+        peer = self.peers.get(x25519)
+        if peer is None:
+            self.counts["unknown_next_hop"] += 1
+            raise HopFailed()
+        return peer
+
+    async def _forward(
+        self, x25519: bytes, frame: int, circuit_id: bytes, cell: bytes, budget_s: float
+    ) -> bytes:
+        peer = self._peer(x25519)
+        if frame == cells.FRAME_ONESHOT:  # data cells are counted by _data_cell, creates apart
+            self.counts["forwarded"] += 1
+        timeout = min(self.settings.hop_timeout_s, budget_s)
+        return await self.pool.request(
+            peer.link, peer.x25519, bytes([frame]) + circuit_id + cell, timeout
+        )
+
+    async def _deliver(self, content: bytes) -> bytes:
+        self.counts["delivered"] += 1
+        try:
+            target, request = cells.decode_content(content)
+        except InvalidInputError:
+            return orjson.dumps({"status": 400, "body": "malformed cell content"})
+        if not target:
+            return await self._storage_rpc(request)
+        return await self._external(target, request)
+
     async def _storage_rpc(self, request: bytes) -> bytes:
         try:
             parsed = orjson.loads(request)
@@ -285,6 +542,7 @@ class OnionRouter:
             raise HopFailed() from None
 
     async def close(self) -> None:
+        self.circuits.clear()
         self.peeler.close()
         await self.pool.close()
         if self._http is not None:

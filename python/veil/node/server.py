@@ -27,7 +27,7 @@ from veil.node.http import HttpApp, Request, Response
 from veil.node.identity import load_node_key
 from veil.node.links import HopFailed, Link, LinkGate, LinkHandlers, LinkPool
 from veil.node.metrics import NodeMetrics, StoreFigures
-from veil.node.onion import OnionRouter
+from veil.node.onion import OnionRouter, UnknownCircuit
 from veil.node.peer_rpc import PeerRpc
 from veil.node.peers import load_peers
 from veil.node.replication import Replicator
@@ -51,6 +51,9 @@ _PATH_FAILED = (
 )
 _OVERLOADED = (
     b'{"error":{"code":"overloaded","message":"the path is overloaded; try another path"}}'
+)
+_UNKNOWN_CIRCUIT = (
+    b'{"error":{"code":"unknown_circuit","message":"no such circuit here; build another"}}'
 )
 _NO_CONSENSUS = b'{"error":{"code":"unavailable","message":"this node holds no valid consensus"}}'
 
@@ -138,6 +141,7 @@ class Node:
         self._routes: dict[bytes, tuple[bytes, Callable[[Request], Awaitable[Response]]]] = {
             b"/storage_rpc/v1": (b"POST", self._storage_rpc),
             b"/onion_req": (b"POST", self._onion_req),
+            b"/onion2": (b"POST", self._onion2),
             b"/metrics": (b"GET", self._metrics),
             b"/consensus": (b"GET", self._consensus),
         }
@@ -328,6 +332,19 @@ class Node:
             answer = await self.router.handle(
                 request.body, self.config.onion.request_budget_s, request.source
             )
+        except HopFailed as failure:
+            if failure.code is FailureCode.OVERLOADED:
+                return Response(503, _OVERLOADED)
+            return Response(502, _PATH_FAILED)
+        return Response(200, answer, b"application/octet-stream")
+
+    async def _onion2(self, request: Request) -> Response:
+        try:
+            answer = await self.router.handle_v2(
+                request.body, self.config.onion.request_budget_s, request.source
+            )
+        except UnknownCircuit:
+            return Response(410, _UNKNOWN_CIRCUIT)
         except HopFailed as failure:
             if failure.code is FailureCode.OVERLOADED:
                 return Response(503, _OVERLOADED)

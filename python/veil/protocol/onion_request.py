@@ -37,7 +37,7 @@ from veil.clock import now_ms
 from veil.crypto import HopKey, build_onion
 from veil.errors import InvalidInputError
 
-__all__ = ["build_request", "decode_routing", "encode_routing", "open_reply"]
+__all__ = ["build_request", "decode_routing", "encode_routing", "open_reply", "parse_answer"]
 
 _ISSUED = struct.Struct(">Q")
 
@@ -87,7 +87,12 @@ def open_reply(reply_key: HopKey, body: bytes, *, external: bool) -> tuple[int, 
     Raises :class:`~veil.errors.DecryptionError` if ``body`` does not decrypt with the reply key,
     and :class:`InvalidInputError` if the plaintext is not the answer described above.
     """
-    plaintext = reply_key.decrypt(body)
+    return parse_answer(reply_key.decrypt(body), external=external)
+
+
+def parse_answer(plaintext: bytes, *, external: bool) -> tuple[int, Any]:
+    """The destination's answer from its plaintext (the same JSON for onion v1 and v2): see
+    :func:`open_reply`."""
     try:
         reply = orjson.loads(plaintext)
     except orjson.JSONDecodeError:

@@ -14,8 +14,10 @@ Session ID in this process's user list, and then, until the run ends:
   (``Messenger.ingest``); a message that does not open, or names another sender, is a failure.
 
 Swarms are computed from the consensus, with its placements, as the nodes compute them. A request
-counts as a success only if the guard answers 200, the answer decrypts with the reply key and the
-destination's inner status is 200. A "wrong swarm" (421) answer is only a reason to fetch the
+counts as a success only if the guard answers 200, the answer decrypts with the reply keys and the
+destination's inner status is 200. Requests travel on onion v2 circuits, as the client's do: a user
+opens one per destination (``circuit create``, a request of its own in the statistics) and uses it
+until it fails. A "wrong swarm" (421) answer is only a reason to fetch the
 consensus again: if by the consensus then held the node is no longer in the account's swarm, the
 421 is listed as ``onion store (wrong swarm)`` and the request is sent once more, to a member of
 the swarm computed from it; otherwise the 421 is a failure. What the node names as the swarm is
@@ -63,6 +65,8 @@ CONSENSUS_REFRESH_MS = 60_000
 sooner if half of what is left of its validity has passed)."""
 
 ONION_HEADERS = {"Content-Type": "application/octet-stream"}
+MAX_CIRCUITS = 16
+"""Most circuits one user keeps (one per destination; the oldest is dropped)."""
 
 _users: list[str] = []
 """Session IDs of this process's running users: who can be sent a message."""
@@ -118,6 +122,7 @@ class VeilUser(FastHttpUser):
         self.seen: dict[str, int] = {}  # message hash -> expiry (ms), to deduplicate
         self.cursors: dict[bytes, str] = {}  # swarm member's Ed25519 id -> retrieve cursor
         self.guards: list[bytes] = []
+        self.circuits: dict[bytes, vl.OpenCircuit] = {}  # destination's Ed25519 id -> circuit
         self.next_fetch_ms = 0
         self.refetch_after_ms = 0  # a "wrong swarm" answer refetches no sooner than this
         if not self._fetch_consensus():
@@ -257,12 +262,10 @@ class VeilUser(FastHttpUser):
         for attempt in range(2):
             if destination is None or attempt:
                 destination = self.rng.choice(self.directory.swarm(account))
-            try:
-                guard, relay = self.directory.path(destination, self.rng, self.guards)
-            except ValueError as exc:
-                self._report_failure(name, str(exc))
+            circuit = self._circuit(name, destination)
+            if circuit is None:
                 return None
-            request = vl.build_request(guard, relay, destination, method, params_for(destination))
+            request = vl.build_request(circuit, destination, method, params_for(destination))
             with self.client.post(
                 request.url,
                 data=request.onion,  # type: ignore[arg-type]
@@ -271,11 +274,13 @@ class VeilUser(FastHttpUser):
                 catch_response=True,
             ) as resp:
                 if resp.status_code != 200:
+                    self.circuits.pop(destination.ed25519, None)
                     resp.failure(_path_failure(resp.status_code, resp.error))
                     return None
                 try:
-                    status, body = vl.open_reply(request.reply_key, resp.content or b"")
+                    status, body = vl.open_reply(request.reply, resp.content or b"")
                 except vl.BadReply as exc:
+                    self.circuits.pop(destination.ed25519, None)
                     resp.failure(str(exc))
                     return None
                 if status == 421 and attempt == 0 and self._swarm_moved(account, destination):
@@ -289,6 +294,39 @@ class VeilUser(FastHttpUser):
                 resp.success()
                 return destination, body
         return None
+
+    def _circuit(self, name: str, destination: Announcement) -> vl.OpenCircuit | None:
+        """The user's circuit to ``destination``, opened now if it has none (None: reported)."""
+        circuit = self.circuits.get(destination.ed25519)
+        if circuit is not None:
+            return circuit
+        assert self.directory is not None
+        try:
+            guard, relay = self.directory.path(destination, self.rng, self.guards)
+        except ValueError as exc:
+            self._report_failure(name, str(exc))
+            return None
+        url, body, pending = vl.build_create(guard, relay, destination)
+        with self.client.post(
+            url,
+            data=body,  # type: ignore[arg-type]
+            headers=ONION_HEADERS,
+            name="circuit create",
+            catch_response=True,
+        ) as resp:
+            if resp.status_code != 200:
+                resp.failure(_path_failure(resp.status_code, resp.error))
+                return None
+            try:
+                circuit = vl.finish_circuit(guard, relay, destination, pending, resp.content or b"")
+            except vl.BadReply as exc:
+                resp.failure(str(exc))
+                return None
+            resp.success()
+        if len(self.circuits) >= MAX_CIRCUITS:
+            del self.circuits[next(iter(self.circuits))]
+        self.circuits[destination.ed25519] = circuit
+        return circuit
 
     def _received(self, messages: list[dict[str, Any]]) -> None:
         now = vl.now_ms()

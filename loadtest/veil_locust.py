@@ -10,9 +10,11 @@
 - :class:`Directory`: the consensus a user holds: its nodes (whom paths are built from), its Guard
   nodes (whom the user enters through), and the swarm of an account computed from its nodes and
   placements, as the nodes compute it.
-- :func:`build_request` / :func:`open_reply`: one storage RPC request as a three-hop onion, and the
-  destination's answer decrypted with the reply key (over :mod:`veil.protocol.onion_request`, as
-  the client's).
+- :func:`build_create` / :func:`finish_circuit`: an onion v2 circuit guard → relay → destination
+  (a create cell, and the circuit from the guard's answer); :func:`build_request` /
+  :func:`open_reply`: one storage RPC request in a data cell on such a circuit, and the
+  destination's answer (over :mod:`veil.protocol.cells`, as the client's). The user keeps one
+  circuit per destination, as the client does.
 
 The RPC parameters are built, and signed where needed, by :mod:`veil.protocol.storage_rpc`, as the
 client builds them.
@@ -31,9 +33,9 @@ from typing import Any
 
 import orjson
 
-from veil.crypto import HopKey
+from veil import _core
 from veil.errors import DecryptionError, InvalidInputError
-from veil.protocol import onion_request
+from veil.protocol import cells
 from veil.protocol.announcement import Announcement, parse_address
 from veil.protocol.consensus import SignedConsensus
 from veil.protocol.network_file import NetworkFile, load_network_file
@@ -50,9 +52,12 @@ __all__ = [
     "BadReply",
     "Directory",
     "OnionRequest",
+    "OpenCircuit",
+    "build_create",
     "build_request",
     "devnet_file",
     "error_code",
+    "finish_circuit",
     "load_network",
     "network_path",
     "now_ms",
@@ -265,39 +270,64 @@ class Directory:
 
 
 class BadReply(Exception):
-    """The guard's 200 answer did not decrypt to ``{"status", "body"}``."""
+    """The guard's 200 answer did not decrypt to ``{"status", "body"}`` (or to a circuit)."""
 
 
 @dataclass(frozen=True, slots=True)
 class OnionRequest:
     url: str
-    """``http://GUARD/onion_req``: where the onion is posted."""
+    """``http://GUARD/onion2``: where the cell is posted."""
     onion: bytes
-    reply_key: HopKey
+    reply: _core.CellReply
     destination: Announcement
 
 
-def build_request(
+@dataclass(frozen=True, slots=True)
+class OpenCircuit:
+    """A circuit a user holds: its guard and relay, and its keys."""
+
+    guard: Announcement
+    relay: Announcement
+    keys: cells.Circuit
+
+
+def build_create(
+    guard: Announcement, relay: Announcement, destination: Announcement
+) -> tuple[str, bytes, _core.PendingCircuit]:
+    """(URL, body, what finishes it) of a create for a circuit guard → relay → ``destination``."""
+    body, pending = cells.build_create([guard.x25519, relay.x25519, destination.x25519])
+    return f"http://{guard.http}/onion2", body, pending
+
+
+def finish_circuit(
     guard: Announcement,
     relay: Announcement,
     destination: Announcement,
-    method: str,
-    params: Mapping[str, Any],
+    pending: _core.PendingCircuit,
+    answer: bytes,
+) -> OpenCircuit:
+    """The circuit from the guard's 200 answer to a create; raise :class:`BadReply`."""
+    path = [guard.x25519, relay.x25519, destination.x25519]
+    try:
+        return OpenCircuit(guard, relay, cells.Circuit.finish(path, pending, answer))
+    except InvalidInputError:  # DecryptionError included
+        raise BadReply("the answer to a create does not open") from None
+
+
+def build_request(
+    circuit: OpenCircuit, destination: Announcement, method: str, params: Mapping[str, Any]
 ) -> OnionRequest:
-    """``{"method", "params"}`` for ``destination``'s storage RPC, through guard → relay."""
-    onion, reply_key = onion_request.build_request(
-        [guard.x25519, relay.x25519, destination.x25519],
-        orjson.dumps({"method": method, "params": params}),
-    )
-    return OnionRequest(f"http://{guard.http}/onion_req", onion, reply_key, destination)
+    """``{"method", "params"}`` for ``destination``'s storage RPC, on ``circuit``."""
+    body, reply = circuit.keys.seal(orjson.dumps({"method": method, "params": params}))
+    return OnionRequest(f"http://{circuit.guard.http}/onion2", body, reply, destination)
 
 
-def open_reply(reply_key: HopKey, body: bytes) -> tuple[int, Any]:
+def open_reply(reply: _core.CellReply, body: bytes) -> tuple[int, Any]:
     """The destination's (status, RPC answer); raise :class:`BadReply`."""
     try:
-        return onion_request.open_reply(reply_key, body, external=False)
+        return cells.open_answer(reply, body, external=False)
     except DecryptionError:
-        raise BadReply("the answer does not decrypt with the reply key") from None
+        raise BadReply("the answer does not decrypt with the reply keys") from None
     except InvalidInputError:
         raise BadReply('the decrypted answer is not {"status", "body"}') from None
 

@@ -22,9 +22,10 @@ over node links version 2 (Noise handshake, encrypted records), and what the lin
 Part B — a three-hop onion request against the same request sent directly (``rpc-info``,
 ``rpc-store``, ``rpc-info-sequential``): four node processes that all know each other; a client
 process sends ``info`` or 1 KiB ``store`` requests to node 0 from ``CONCURRENCY`` coroutines,
-through ``NetworkClient`` (guard → relay → node 0) or directly (``POST /storage_rpc/v1``, aiohttp
-keep-alive). The ``sequential`` group sends one request at a time: its latency difference gives the
-unloaded cost of a hop.
+through ``NetworkClient`` (guard → relay → node 0; ``onion``: version 1 onions, a fresh X25519 per
+hop; ``circuit``: onion v2 circuits, the client's default) or directly (``POST /storage_rpc/v1``,
+aiohttp keep-alive). The ``sequential`` group sends one request at a time: its latency difference
+gives the unloaded cost of a hop.
 
 Benchmarks are disabled by default (``--benchmark-disable``): each then runs once, small, as a
 correctness check. Every answer is checked (forwarded layers: the sink's answer, and sampled bodies
@@ -46,7 +47,7 @@ import orjson
 import pytest
 
 from benchkit import Benchmark, ChildProcess, median_s, now_ms, pick
-from onion_load import SINK_ANSWER
+from onion_load import SINK_ANSWER, SINK_SAMPLES
 from veil import _core
 from veil.node.config import NodeConfig, StoreSettings, render_config
 from veil.node.identity import create_node_key, load_node_key
@@ -161,21 +162,31 @@ def summary(request: pytest.FixtureRequest) -> Iterator[None]:
             f"  link handshake, both ends   {link['handshake']:9.1f} us"
             f"  (= {link['handshake'] * fw['peel'] / 1e6:.1f} peels)"
         )
+    fc = f.get("forward-circuits")
+    if fc:
+        lines.append(
+            f"  forwarding on circuits      {fc['rate']:9.0f} hops/s against {fc['v1_rate']:.0f}"
+            f" with a fresh X25519 per hop (same run): {fc['ratio']:.2f}x"
+            f"  (rounds: circuits {fc['circuit_rates']}, version 1 {fc['v1_rates']})"
+        )
     for group in ("rpc-info", "rpc-store", "rpc-info-sequential"):
-        direct, onion = f.get(f"{group}/direct"), f.get(f"{group}/onion")
-        if not direct or not onion:
+        direct = f.get(f"{group}/direct")
+        if not direct:
             continue
-        for name, r in (("direct", direct), ("onion", onion)):
+        ways = [(n, f[f"{group}/{n}"]) for n in ("onion", "circuit") if f"{group}/{n}" in f]
+        for name, r in (("direct", direct), *ways):
             lines.append(
-                f"  {group:20} {name:6} {r['rate']:8.0f} req/s  p50 {r['p50_ms']:7.2f} ms"
+                f"  {group:20} {name:7} {r['rate']:8.0f} req/s  p50 {r['p50_ms']:7.2f} ms"
                 f"  p99 {r['p99_ms']:7.2f} ms  client CPU {r['client_cpu_us']:5.0f} us/req"
             )
-        hop_ms = (onion["p50_ms"] - direct["p50_ms"]) / 3
-        hop_cost_us = (1 / onion["rate"] - 1 / direct["rate"]) / 3 * 1e6
-        lines.append(
-            f"  {group:20} direct/onion rate {direct['rate'] / onion['rate']:.2f}x;"
-            f" per hop: +{hop_ms:.2f} ms p50 latency, +{hop_cost_us:.0f} us of throughput time"
-        )
+        for name, r in ways:
+            hop_ms = (r["p50_ms"] - direct["p50_ms"]) / 3
+            hop_cost_us = (1 / r["rate"] - 1 / direct["rate"]) / 3 * 1e6
+            lines.append(
+                f"  {group:20} direct/{name} rate {direct['rate'] / r['rate']:.2f}x, p50"
+                f" {r['p50_ms'] / direct['p50_ms']:.2f}x; per hop: +{hop_ms:.2f} ms p50 latency,"
+                f" +{hop_cost_us:.0f} us of throughput time"
+            )
     capture = request.config.pluginmanager.getplugin("capturemanager")
     with capture.global_and_fixture_disabled():
         for line in lines:
@@ -446,6 +457,93 @@ def test_node_forwarding(benchmark: Benchmark, tmp_path: Path) -> None:
     benchmark.extra_info["link_us"] = {k: round(v, 3) for k, v in figures["link_us"].items()}
 
 
+CIRCUITS = 16
+"""Circuits the load opens through the node under test (data cells go round robin over them)."""
+
+
+@pytest.mark.timeout(600)
+def test_node_forwarding_on_circuits(benchmark: Benchmark, tmp_path: Path) -> None:
+    """Part A on onion v2: the same node, sink and load; rounds of version 1 layers (a fresh
+    X25519 per hop) and of data cells on circuits alternate, so both rates come from one run."""
+    benchmark.group = "onion-forwarding-circuits"
+    n = pick(benchmark, N_FORWARD)
+    # Half as many version 1 layers per round: with every round's, the load's replay tags stay
+    # under the node's per-source cap (replay_max_entries_per_source) within one window.
+    n_v1 = n // 2
+    sink_secret = _core.x25519_generate_secret()
+    sink_public = _core.x25519_public_key(sink_secret)
+    v1_results: list[dict[str, Any]] = []
+    results: list[dict[str, Any]] = []
+    with Processes(tmp_path) as procs:
+        sink = procs.start("sink", "sink")
+        load = procs.start("load", "load")
+        sink_link = int(sink.read()["link"])
+        assert sink.ask(op="key", x25519_secret=sink_secret.hex())["x25519"] == sink_public.hex()
+        sink_peer = PeerInfo(
+            ed25519=os.urandom(32),
+            x25519=sink_public,
+            http=("127.0.0.1", 1),
+            link=("127.0.0.1", sink_link),
+        )
+        data_dir, _ = procs.node_dir("node", [sink_peer])
+        node = procs.start("node", "node", str(data_dir))
+        node_peer = peer_from_json(node.read()["peer"])
+        load_peer = load.ask(op="identity")["peer"]
+        node.ask(op="peers", peers=[peer_to_json(sink_peer), load_peer])
+        load.ask(op="connect_link", port=node_peer.link[1], x25519=node_peer.x25519.hex())
+        route = [node_peer.x25519.hex(), sink_public.hex()]
+        opened = load.ask(op="open_circuits", k=CIRCUITS, route=route)
+        assert opened == {"opened": CIRCUITS, "ok": CIRCUITS}, opened
+
+        def v1_round() -> None:
+            load.ask(op="prep_forward_v1", n=n_v1, route=route, size=SIZE)
+            v1_results.append(load.ask(op="go_forward", window=WINDOW, time_limit=TIME_LIMIT_S))
+
+        def setup() -> tuple[tuple[()], dict[str, Any]]:
+            v1_round()  # the fresh-DH rate, in the same run, just before
+            load.ask(op="prep_circuit_forward", n=n)
+            return (), {}
+
+        def go() -> dict[str, Any]:
+            result = load.ask(op="go_forward", window=WINDOW, time_limit=TIME_LIMIT_S)
+            results.append(result)
+            return result
+
+        before = node.ask(op="stats")
+        benchmark.pedantic(go, setup=setup, rounds=pick(benchmark, ROUNDS_FORWARD))
+        node_stats, sink_stats = node.ask(op="stats"), sink.ask(op="stats")
+
+    for result in v1_results:
+        assert result["sent"] == n_v1
+    for result in [*results, *v1_results]:
+        done = (result["ok"], result["bad"], result["sent"])
+        assert done in {(n, 0, n), (n_v1, 0, n_v1)}, result["error"]
+    total = n * len(results) + n_v1 * len(v1_results)
+    counts = node_stats["counts"]
+    assert counts.get("forwarded", 0) - before["counts"].get("forwarded", 0) == total, counts
+    assert counts.get("circuits_opened") == CIRCUITS, counts
+    assert set(counts) <= {"forwarded", "circuits_opened"}, counts
+    assert sink_stats["circuits"] == CIRCUITS
+    assert sink_stats["requests"] == total
+    assert sink_stats["verified"] == SINK_SAMPLES  # data cells peeled to their request at the sink
+    median = median_s(benchmark)
+    if median is None:
+        return
+    rate = n / median
+    v1_rate = statistics.median(n_v1 / r["elapsed"] for r in v1_results)
+    figures = {
+        "rate": rate,
+        "v1_rate": v1_rate,
+        "ratio": rate / v1_rate,
+        "circuit_rates": [round(n / r["elapsed"], 1) for r in results],
+        "v1_rates": [round(n_v1 / r["elapsed"], 1) for r in v1_results],
+    }
+    FIGURES["forward-circuits"] = figures
+    benchmark.extra_info.update(
+        {k: round(v, 3) if isinstance(v, float) else v for k, v in figures.items()}
+    )
+
+
 # --- Part B: three-hop onion requests against direct RPC ------------------------------------------
 
 
@@ -507,22 +605,22 @@ def _rpc_benchmark(
 
 
 @pytest.mark.timeout(300)
-@pytest.mark.parametrize("mode", ["direct", "onion"])
+@pytest.mark.parametrize("mode", ["direct", "onion", "circuit"])
 @pytest.mark.parametrize("method", ["info", "store"])
 def test_rpc(benchmark: Benchmark, network: Network, method: str, mode: str) -> None:
     benchmark.group = f"rpc-{method}"
     _rpc_benchmark(benchmark, network, method, mode, CONCURRENCY, pick(benchmark, N_RPC))
-    if mode == "onion":  # every onion request went through three distinct nodes
+    if mode != "direct":  # every onion request went through three distinct nodes
         counts = [node.ask(op="stats")["counts"] for node in network.nodes]
         assert counts[0].get("delivered", 0) > 0
         assert sum(c.get("forwarded", 0) for c in counts) == 2 * sum(
             c.get("delivered", 0) for c in counts
         )
-        assert all(set(c) <= {"forwarded", "delivered"} for c in counts), counts
+        assert all(set(c) <= {"forwarded", "delivered", "circuits_opened"} for c in counts), counts
 
 
 @pytest.mark.timeout(300)
-@pytest.mark.parametrize("mode", ["direct", "onion"])
+@pytest.mark.parametrize("mode", ["direct", "onion", "circuit"])
 def test_rpc_sequential(benchmark: Benchmark, network: Network, mode: str) -> None:
     benchmark.group = "rpc-info-sequential"
     _rpc_benchmark(benchmark, network, "info", mode, 1, pick(benchmark, N_RPC_SEQUENTIAL))

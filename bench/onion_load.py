@@ -62,6 +62,7 @@ from veil.client.network import NetworkClient
 from veil.errors import DecryptionError
 from veil.identity import Identity
 from veil.protocol.announcement import Announcement
+from veil.protocol.cells import FRAME_CREATE, FRAME_DATA, LINK_CIRCUIT_ID_LEN
 from veil.protocol.consensus import SignedConsensus, Vote, VoteEntry, assemble
 from veil.protocol.hashes import hash_b64, message_hash
 from veil.protocol.link import (
@@ -80,6 +81,8 @@ from veil.protocol.storage_rpc import store_params
 HOST = "127.0.0.1"
 SINK_ANSWER = b"sink-ok"
 SINK_SAMPLES = 8
+CIRCUIT_REQUEST_BYTES = 1000
+"""A forwarded data cell's request: with its 2-byte target length, in the 1 KiB bucket."""
 MAX_FRAME = 1 << 24
 TTL_MS = 24 * 3600 * 1000
 
@@ -146,6 +149,10 @@ class SinkProtocol(asyncio.Protocol):
     key: _core.NodeKey | None = None  # set by the "key" command, before the node connects
     requests = 0
     samples: list[bytes] = []  # noqa: RUF012  (shared by every connection on purpose)
+    circuits: dict[bytes, _core.CircuitHop] = {}  # noqa: RUF012  (link circuit id -> its hop)
+    checked = 0
+    verified = 0
+    """Sampled data cells that peeled, with the sink's end of their circuit, to a whole request."""
 
     def __init__(self) -> None:
         self.decoder = FrameDecoder(MAX_FRAME)
@@ -170,14 +177,40 @@ class SinkProtocol(asyncio.Protocol):
         out = []
         for frame in frames:
             if frame.kind is FrameKind.REQUEST:
-                SinkProtocol.requests += 1
-                if len(SinkProtocol.samples) < SINK_SAMPLES:
-                    SinkProtocol.samples.append(frame.body)
-                out.append(encode_frame(FrameKind.RESPONSE, frame.stream, SINK_ANSWER))
+                answer = SINK_ANSWER
+                if frame.body[:1] == bytes([FRAME_CREATE]):
+                    answer = self._accept_circuit(frame.body)
+                else:
+                    SinkProtocol.requests += 1
+                    if frame.body[:1] == bytes([FRAME_DATA]):
+                        self._verify(frame.body)
+                    elif len(SinkProtocol.samples) < SINK_SAMPLES:
+                        SinkProtocol.samples.append(frame.body)
+                out.append(encode_frame(FrameKind.RESPONSE, frame.stream, answer))
             elif frame.kind is FrameKind.PING:
                 out.append(encode_frame(FrameKind.PONG, frame.stream))
         if out:
             self.transport.write(self.cipher.seal(b"".join(out)))
+
+    @staticmethod
+    def _accept_circuit(body: bytes) -> bytes:
+        """The sink's end of a circuit the node under test extends to it (an onion v2 create)."""
+        assert SinkProtocol.key is not None
+        circuit_id, cell = body[1 : 1 + LINK_CIRCUIT_ID_LEN], body[1 + LINK_CIRCUIT_ID_LEN :]
+        layer = SinkProtocol.key.peel_cell(_core.CELL_CREATE, cell)
+        hop, slot = layer.accept_circuit()
+        SinkProtocol.circuits[circuit_id] = hop
+        return layer.wrap_create_reply(slot)
+
+    @staticmethod
+    def _verify(body: bytes) -> None:
+        """Peel the first data cells of each circuit, which arrive in order (the rest are only
+        counted: the sink stays cheap)."""
+        hop = SinkProtocol.circuits.get(body[1 : 1 + LINK_CIRCUIT_ID_LEN])
+        if hop is not None and SinkProtocol.checked < SINK_SAMPLES:
+            SinkProtocol.checked += 1
+            content = hop.peel(body[1 + LINK_CIRCUIT_ID_LEN :]).content()
+            SinkProtocol.verified += len(content) == 2 + CIRCUIT_REQUEST_BYTES
 
     def _respond(self, data: bytes) -> bytes:
         """Take handshake bytes; once the caller's message is whole, answer it and return what
@@ -216,6 +249,8 @@ async def run_sink() -> None:
                 {
                     "requests": SinkProtocol.requests,
                     "samples": [s.hex() for s in SinkProtocol.samples],
+                    "circuits": len(SinkProtocol.circuits),
+                    "verified": SinkProtocol.verified,
                     "cpu_s": time.process_time(),
                 }
             )
@@ -243,6 +278,10 @@ class PeerProtocol(asyncio.Protocol):
         self.deadline = 0.0
         self.done: asyncio.Future[None] | None = None
         self.lost = False
+        self.answer_len = len(SINK_ANSWER)
+        """RESPONSE bodies must be SINK_ANSWER, or with ``keep`` this long."""
+        self.keep: dict[int, bytes] | None = None
+        """When set, every RESPONSE body by stream."""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -277,7 +316,12 @@ class PeerProtocol(asyncio.Protocol):
             if frame.kind is FrameKind.PONG:
                 continue
             answered += 1
-            if frame.kind is FrameKind.RESPONSE and frame.body == SINK_ANSWER:
+            if self.keep is not None and frame.kind is FrameKind.RESPONSE:
+                self.keep[frame.stream] = frame.body
+            if frame.kind is FrameKind.RESPONSE and (
+                frame.body == SINK_ANSWER
+                or (self.keep is not None and len(frame.body) == self.answer_len)
+            ):
                 self.ok += 1
             else:
                 self.bad += 1
@@ -371,6 +415,7 @@ class Loader:
         self.identity: Identity | None = None
         self.peer: PeerProtocol | None = None
         self.frames: list[bytes] = []
+        self.circuits: list[tuple[bytes, _core.ClientCircuit]] = []
         self.nodes: list[PeerInfo] = []
         self.destination: PeerInfo | None = None
         self.client: NetworkClient | None = None
@@ -410,6 +455,48 @@ class Loader:
             frames.append(encode_frame(FrameKind.REQUEST, i + 1, b"\x01" + onion))
         self.frames = frames
         return {"prepared": n, "frame_bytes": len(frames[0]) if frames else 0}
+
+    async def open_circuits(self, k: int, route: list[str]) -> dict[str, Any]:
+        """``k`` onion v2 circuits along ``route`` (the node under test, then the sink), opened
+        with create cells over the load's link, as the hop before the node would."""
+        assert self.peer is not None
+        path = [bytes.fromhex(key) for key in route]
+        pending, frames = [], []
+        for i in range(k):
+            cell, circuit = _core.build_create_cell(path, [int(time.time())] * len(path))
+            circuit_id = os.urandom(LINK_CIRCUIT_ID_LEN)
+            pending.append((circuit_id, circuit))
+            body = bytes([FRAME_CREATE]) + circuit_id + cell
+            frames.append(encode_frame(FrameKind.REQUEST, i + 1, body))
+        self.peer.keep, self.peer.answer_len = {}, _core.CELL_CREATE_REPLY_LEN
+        await asyncio.wait_for(self.peer.start(frames, k, 60), 75)
+        answers = self.peer.keep
+        self.circuits = [
+            (circuit_id, circuit.finish(answers[i + 1]))
+            for i, (circuit_id, circuit) in enumerate(pending)
+        ]
+        return {"opened": len(self.circuits), "ok": self.peer.ok}
+
+    def prep_circuit_forward(self, n: int) -> dict[str, Any]:
+        """``n`` data cells, round robin over the open circuits, each carrying a fresh request of
+        ``CIRCUIT_REQUEST_BYTES``."""
+        assert self.peer is not None
+        blob = os.urandom(CIRCUIT_REQUEST_BYTES + n)
+        frames = []
+        for i in range(n):
+            circuit_id, circuit = self.circuits[i % len(self.circuits)]
+            content = b"\x00\x00" + blob[i : i + CIRCUIT_REQUEST_BYTES]  # no target
+            cell, _reply = circuit.seal(content)
+            body = bytes([FRAME_DATA]) + circuit_id + cell
+            frames.append(encode_frame(FrameKind.REQUEST, i + 1, body))
+        self.frames = frames
+        self.peer.keep, self.peer.answer_len = {}, len(SINK_ANSWER)
+        return {"prepared": n, "frame_bytes": len(frames[0]) if frames else 0}
+
+    def prep_forward_v1(self, n: int, route: list[str], size: int) -> dict[str, Any]:
+        assert self.peer is not None
+        self.peer.keep = None
+        return self.prep_forward(n, route, size)
 
     async def go_forward(self, window: int, time_limit: float) -> dict[str, Any]:
         assert self.peer is not None
@@ -485,8 +572,9 @@ class Loader:
         failed_before = client.paths_failed
 
         async def one(i: int) -> tuple[int, Any]:
-            if mode == "onion":
-                return await client.request(destination, self.method, self.params[i])
+            if mode in ("onion", "circuit"):  # onion: version 1; circuit: onion v2's circuits
+                way = "v1" if mode == "onion" else "circuit"
+                return await client.request(destination, self.method, self.params[i], onion=way)
             payload = orjson.dumps({"method": self.method, "params": self.params[i]})
             async with session.post(
                 url, data=payload, headers={"Content-Type": "application/json"}
@@ -547,6 +635,14 @@ async def handle_load(loader: Loader, command: dict[str, Any]) -> dict[str, Any]
         return await loader.connect_link(int(command["port"]), bytes.fromhex(command["x25519"]))
     if op == "prep_forward":
         return loader.prep_forward(int(command["n"]), list(command["route"]), int(command["size"]))
+    if op == "open_circuits":
+        return await loader.open_circuits(int(command["k"]), list(command["route"]))
+    if op == "prep_circuit_forward":
+        return loader.prep_circuit_forward(int(command["n"]))
+    if op == "prep_forward_v1":
+        return loader.prep_forward_v1(
+            int(command["n"]), list(command["route"]), int(command["size"])
+        )
     if op == "go_forward":
         return await loader.go_forward(int(command["window"]), float(command["time_limit"]))
     if op == "network":

@@ -312,27 +312,63 @@ def test_a_tagged_cell_never_reaches_the_destination(tmp_path: Path) -> None:
     run(main())
 
 
-def test_a_node_that_loses_its_circuits_gets_the_client_to_build_another(
+def test_a_node_restart_drops_its_circuits_and_the_client_builds_another(
     tmp_path: Path,
 ) -> None:
-    """Circuits live in memory only: a restart loses them, as clearing the table does here."""
-
     async def main() -> None:
-        _, nodes = await _network(tmp_path)
+        authorities, nodes = await _network(tmp_path)
         try:
             async with NetworkClient(directory_of(nodes[0])) as client:
                 guards = {g.x25519 for g in client.guards}
                 destination = next(p for p in client.nodes if p.x25519 not in guards)
                 assert (await client.request(destination, "info", {}))[0] == 200
-                by_key = {n.peer_info.x25519: n for n in nodes}
                 for role in ("guard", "relay"):
                     circuit = client._circuits[destination.x25519]
-                    lost = circuit.guard if role == "guard" else circuit.relay
-                    by_key[lost.x25519].router.circuits.clear()
+                    gone = circuit.guard if role == "guard" else circuit.relay
+                    i = next(i for i, n in enumerate(nodes) if n.peer_info.x25519 == gone.x25519)
+                    await nodes[i].stop()
+                    nodes[i] = Node(nodes[i].config)  # the same keys, data and ports
+                    await nodes[i].start()
+                    authorities.issue(nodes)
+                    assert len(nodes[i].router.circuits) == 0
                     status, _ = await client.request(destination, "info", {})
                     assert status == 200
                     assert client._circuits[destination.x25519] is not circuit
                 assert client.circuits_opened == 3
+        finally:
+            await _stop(nodes)
+
+    run(main())
+
+
+def test_circuits_past_a_nodes_caps_are_refused_and_its_table_stays_within_them(
+    tmp_path: Path,
+) -> None:
+    async def main() -> None:
+        authorities = StubAuthorities(tmp_path / "authorities")
+        nodes = await start_network(
+            authorities,
+            tmp_path,
+            4,
+            onion=OnionSettings(max_circuits_per_client=5, max_circuits=8),
+        )
+        try:
+            async with NetworkClient(directory_of(nodes[0])) as client:
+                session = client._session
+                assert session is not None
+                guard, others = nodes[0].peer_info, [n.peer_info for n in nodes[1:]]
+                url = http_url(guard.http, "/onion2")
+                statuses = []
+                for i in range(12):  # one client address: five, then refused
+                    relay, destination = others[i % 3], others[(i + 1) % 3]
+                    path = [guard.x25519, relay.x25519, destination.x25519]
+                    async with session.post(url, data=cells.build_create(path)[0]) as answer:
+                        statuses.append(answer.status)
+                assert statuses == [200] * 5 + [503] * 7
+                assert len(nodes[0].router.circuits) == 5
+                assert nodes[0].router.counts["circuits_refused"] == 7
+                # Each relay and destination holds its ends: all within max_circuits.
+                assert all(len(n.router.circuits) <= 8 for n in nodes)
         finally:
             await _stop(nodes)
 

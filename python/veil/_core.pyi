@@ -63,6 +63,7 @@ __all__ = [
     "blind25_sign",
     "build_create_cell",
     "build_oneshot_cell",
+    "build_oneshot_cell_with",
     "build_onion",
     "ed25519_public_key",
     "ed25519_public_key_to_x25519",
@@ -179,6 +180,13 @@ class CellReply:
 
 def build_oneshot_cell(
     route: Sequence[bytes], content: bytes, issued_s: Sequence[int]
+) -> tuple[bytes, CellReply]: ...
+def build_oneshot_cell_with(
+    route: Sequence[bytes],
+    content: bytes,
+    issued_s: Sequence[int],
+    ephemeral_secrets: Sequence[bytes],
+    nonces: Sequence[bytes],
 ) -> tuple[bytes, CellReply]: ...
 def build_create_cell(
     route: Sequence[bytes], issued_s: Sequence[int]

@@ -127,14 +127,9 @@ class CircuitTable:
     def per_source(self, source: str | bytes) -> int:
         return self._by_source.get(source, 0)
 
-    def add(
-        self,
-        source: str | bytes,
-        circuit_id: bytes,
-        hop: _core.CircuitHop,
-        next_hop: tuple[PeerInfo, bytes] | None,
-    ) -> None:
-        """Hold a new circuit; raise :class:`HopFailed` (OVERLOADED) past a cap."""
+    def admit(self, source: str | bytes) -> None:
+        """Raise :class:`HopFailed` (OVERLOADED) if ``source`` may not open one more circuit
+        now: checked before a create goes on, so that a refused one leaves nothing behind."""
         self._sweep(time.monotonic(), force=len(self._circuits) >= self.settings.max_circuits)
         if len(self._circuits) >= self.settings.max_circuits:
             raise HopFailed(FailureCode.OVERLOADED, limit="max_circuits")
@@ -145,6 +140,16 @@ class CircuitTable:
         )
         if self._by_source.get(source, 0) >= cap:
             raise HopFailed(FailureCode.OVERLOADED, limit=name)
+
+    def add(
+        self,
+        source: str | bytes,
+        circuit_id: bytes,
+        hop: _core.CircuitHop,
+        next_hop: tuple[PeerInfo, bytes] | None,
+    ) -> None:
+        """Hold a new circuit; raise :class:`HopFailed` (OVERLOADED) past a cap."""
+        self.admit(source)
         key = (source, circuit_id)
         if key in self._circuits:  # an id already in use on that link: refused, never replaced
             raise HopFailed()
@@ -437,6 +442,12 @@ class OnionRouter:
     async def _create(
         self, layer: _core.PeeledCell, source: str | bytes, circuit_id: bytes, budget_s: float
     ) -> bytes:
+        try:
+            self.circuits.admit(source)  # again in add(): creates may be under way meanwhile
+        except HopFailed as failure:
+            self.counts["circuits_refused"] += 1
+            self.on_limit(failure.limit or "max_circuits")
+            raise
         try:
             hop, slot = layer.accept_circuit()
         except InvalidInputError:

@@ -382,26 +382,41 @@ fn open_sealed_reply(key: &[u8; KEY_LEN], sealed: &[u8]) -> Result<Vec<u8>> {
     Ok(unpad(&body)?.to_vec())
 }
 
+/// The client's randomness for one layer of a one-shot or create cell.
+pub struct LayerRandomness {
+    pub ephemeral_secret: [u8; 32],
+    pub nonce: [u8; NONCE_LEN],
+}
+
 fn layer_plans(
     route: &[[u8; 32]],
     issued_s: &[u64],
     extra: impl Fn(usize) -> Vec<u8>,
+    given: Option<&[LayerRandomness]>,
 ) -> Result<(Vec<LayerPlan>, Vec<Ephemeral>)> {
     if route.is_empty() || route.len() > MAX_HOPS {
         return Err(Error::InvalidArgument("a path has 1 to 3 hops"));
     }
-    if issued_s.len() != route.len() {
-        return Err(Error::InvalidArgument("one issue time per hop"));
+    if issued_s.len() != route.len() || given.is_some_and(|g| g.len() != route.len()) {
+        return Err(Error::InvalidArgument(
+            "one issue time (and randomness) per hop",
+        ));
     }
     let mut plans = Vec::with_capacity(route.len());
     let mut ephemerals = Vec::with_capacity(route.len());
     for (i, node) in route.iter().enumerate() {
-        let ephemeral = StaticSecret::generate()?;
+        let (ephemeral, nonce) = match given {
+            Some(given) => (
+                StaticSecret::from_bytes(&given[i].ephemeral_secret)?,
+                given[i].nonce,
+            ),
+            None => (StaticSecret::generate()?, random_nonce()),
+        };
         let shared = ephemeral.diffie_hellman(node)?;
         let keys = HopKeys::for_layer(&shared, ephemeral.public(), node);
         let mut prefix = Vec::with_capacity(KEY_LEN + NONCE_LEN);
         prefix.extend_from_slice(ephemeral.public());
-        prefix.extend_from_slice(&random_nonce());
+        prefix.extend_from_slice(&nonce);
         let mut header = route_header(route.get(i + 1), issued_s[i]);
         header.extend_from_slice(&extra(i));
         ephemerals.push(Ephemeral {
@@ -424,8 +439,19 @@ pub fn build_oneshot(
     content: &[u8],
     issued_s: &[u64],
 ) -> Result<(Vec<u8>, ReplyOpener)> {
+    build_oneshot_with(route, content, issued_s, None)
+}
+
+/// As [`build_oneshot`], with the client's randomness given (`None`: drawn from the OS): for
+/// test vectors and the worked example of `docs/protocol.md`, never for sending.
+pub fn build_oneshot_with(
+    route: &[[u8; 32]],
+    content: &[u8],
+    issued_s: &[u64],
+    given: Option<&[LayerRandomness]>,
+) -> Result<(Vec<u8>, ReplyOpener)> {
     let region = pad(content, bucket(content.len())?);
-    let (plans, _) = layer_plans(route, issued_s, |_| Vec::new())?;
+    let (plans, _) = layer_plans(route, issued_s, |_| Vec::new(), given)?;
     let cell = build_cell(CellType::OneShot, &plans, region)?;
     Ok((cell, ReplyOpener::new(&plans)))
 }
@@ -452,7 +478,7 @@ pub fn build_create(route: &[[u8; 32]], issued_s: &[u64]) -> Result<(Vec<u8>, Pe
         .collect();
     let eks: Vec<[u8; MLKEM768_EK_LEN]> =
         seeds.iter().map(|s| kem::mlkem768_public_key(s)).collect();
-    let (plans, ephemerals) = layer_plans(route, issued_s, |i| eks[i].to_vec())?;
+    let (plans, ephemerals) = layer_plans(route, issued_s, |i| eks[i].to_vec(), None)?;
     let cell = build_cell(CellType::Create, &plans, Vec::new())?;
     Ok((
         cell,

@@ -496,6 +496,43 @@ fn build_oneshot_cell<'py>(
     Ok((bytes(py, &cell), CellReply(opener)))
 }
 
+/// As `build_oneshot_cell`, with each layer's ephemeral X25519 secret and nonce given: for test
+/// vectors and the worked example of `docs/protocol.md`, never for sending.
+#[pyfunction]
+#[allow(clippy::needless_pass_by_value)] // PyO3 extracts the lists into Vecs
+fn build_oneshot_cell_with<'py>(
+    py: Python<'py>,
+    route: &Bound<'py, PyAny>,
+    content: &[u8],
+    issued_s: Vec<u64>,
+    ephemeral_secrets: &Bound<'py, PyAny>,
+    nonces: &Bound<'py, PyAny>,
+) -> PyResult<(Bound<'py, PyBytes>, CellReply)> {
+    let route = route_keys(route)?;
+    let secrets = owned_byte_strings(ephemeral_secrets)?;
+    let nonces = owned_byte_strings(nonces)?;
+    let given = secrets
+        .iter()
+        .zip(&nonces)
+        .map(|(secret, nonce)| {
+            Ok(cells::LayerRandomness {
+                ephemeral_secret: fixed::<32>("X25519 secret key", secret)?,
+                nonce: fixed::<24>("nonce", nonce)?,
+            })
+        })
+        .collect::<Result<Vec<_>, veil_core::Error>>()
+        .map_err(CoreError)?;
+    if given.len() != route.len() || nonces.len() != secrets.len() {
+        return Err(CoreError(veil_core::Error::InvalidArgument(
+            "one ephemeral secret and one nonce per hop",
+        ))
+        .into());
+    }
+    let (cell, opener) =
+        cells::build_oneshot_with(&route, content, &issued_s, Some(&given)).map_err(CoreError)?;
+    Ok((bytes(py, &cell), CellReply(opener)))
+}
+
 /// A create cell for a circuit along `route`. Returns the cell and what finishes the circuit.
 #[pyfunction]
 #[allow(clippy::needless_pass_by_value)] // PyO3 extracts the list into a Vec
@@ -1278,6 +1315,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(session_decrypt, m)?)?;
     m.add_function(wrap_pyfunction!(build_onion, m)?)?;
     m.add_function(wrap_pyfunction!(build_oneshot_cell, m)?)?;
+    m.add_function(wrap_pyfunction!(build_oneshot_cell_with, m)?)?;
     m.add_function(wrap_pyfunction!(build_create_cell, m)?)?;
     m.add_function(wrap_pyfunction!(store_message_key, m)?)?;
     m.add_function(wrap_pyfunction!(store_message_hash, m)?)?;

@@ -509,9 +509,14 @@ def test_node_forwarding_on_circuits(benchmark: Benchmark, tmp_path: Path) -> No
             results.append(result)
             return result
 
+        profile = os.environ.get(PROFILE_VARIABLE)
+        if profile:
+            node.ask(op="profile_start")
         before = node.ask(op="stats")
         benchmark.pedantic(go, setup=setup, rounds=pick(benchmark, ROUNDS_FORWARD))
         node_stats, sink_stats = node.ask(op="stats"), sink.ask(op="stats")
+        if profile:
+            node.ask(op="profile_stop", path=str(Path(profile).resolve()))
 
     for result in v1_results:
         assert result["sent"] == n_v1

@@ -41,7 +41,7 @@ use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
 use crate::error::{Error, Result};
 use crate::hash::blake2b_256;
-use crate::kem::{self, MLKEM768_CT_LEN, MLKEM768_EK_LEN, MLKEM768_SEED_LEN};
+use crate::kem::{self, MlKem768DecapsulationKey, MLKEM768_CT_LEN, MLKEM768_EK_LEN};
 use crate::x25519::StaticSecret;
 
 pub const VERSION: u8 = 2;
@@ -466,18 +466,21 @@ struct Ephemeral {
 pub struct PendingCircuit {
     plans: Vec<LayerPlan>,
     ephemerals: Vec<Ephemeral>,
-    mlkem_seeds: Vec<Zeroizing<[u8; MLKEM768_SEED_LEN]>>,
+    mlkem_keys: Vec<MlKem768DecapsulationKey>,
     route: Vec<[u8; 32]>,
 }
 
 /// A create cell for a circuit along `route`, and what finishes it once the reply comes.
 pub fn build_create(route: &[[u8; 32]], issued_s: &[u64]) -> Result<(Vec<u8>, PendingCircuit)> {
-    let seeds: Vec<_> = route
+    // Expanded once: the same key gives the encapsulation key now and decapsulates later.
+    let keys: Vec<MlKem768DecapsulationKey> = route
         .iter()
-        .map(|_| kem::mlkem768_generate_seed())
+        .map(|_| MlKem768DecapsulationKey::from_seed(&kem::mlkem768_generate_seed()))
         .collect();
-    let eks: Vec<[u8; MLKEM768_EK_LEN]> =
-        seeds.iter().map(|s| kem::mlkem768_public_key(s)).collect();
+    let eks: Vec<[u8; MLKEM768_EK_LEN]> = keys
+        .iter()
+        .map(MlKem768DecapsulationKey::encapsulation_key)
+        .collect();
     let (plans, ephemerals) = layer_plans(route, issued_s, |i| eks[i].to_vec(), None)?;
     let cell = build_cell(CellType::Create, &plans, Vec::new())?;
     Ok((
@@ -485,7 +488,7 @@ pub fn build_create(route: &[[u8; 32]], issued_s: &[u64]) -> Result<(Vec<u8>, Pe
         PendingCircuit {
             plans,
             ephemerals,
-            mlkem_seeds: seeds,
+            mlkem_keys: keys,
             route: route.to_vec(),
         },
     ))
@@ -538,7 +541,8 @@ impl PendingCircuit {
                 .map_err(|_| Error::Decryption)?;
             let node_ephemeral: [u8; 32] = slot[..32].try_into().map_err(|_| Error::Decryption)?;
             let ct = &slot[32..];
-            let kem_shared = kem::mlkem768_decapsulate(&self.mlkem_seeds[i], ct)
+            let kem_shared = self.mlkem_keys[i]
+                .decapsulate(ct)
                 .map_err(|_| Error::Decryption)?;
             let ephemeral = &self.ephemerals[i];
             let ephemeral_shared = ephemeral

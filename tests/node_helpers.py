@@ -489,3 +489,10 @@ async def start_network(
         await node.start()
     authorities.issue(nodes)
     return nodes
+
+
+async def stop_network(nodes: Sequence[Node]) -> None:
+    """Stop those of ``nodes`` still serving (a test may have stopped some already)."""
+    for node in nodes:
+        if node._server is not None and node._server.is_serving():
+            await node.stop()

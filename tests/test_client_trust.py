@@ -33,7 +33,7 @@ import pytest
 from aiohttp import web
 
 from client_helpers import consensus_of, directory_of, network_of, signed_by
-from node_helpers import StubAuthorities, now_ms, run, start_network
+from node_helpers import StubAuthorities, now_ms, run, start_network, stop_network
 from veil.cli import main as veil_main
 from veil.client.bootstrap import find_seeds, network_path, open_directory
 from veil.client.directory import ClientDirectory, ConsensusRefused
@@ -477,12 +477,6 @@ async def _network(tmp_path: Path, size: int = 6) -> tuple[StubAuthorities, list
     return authorities, await start_network(authorities, tmp_path, size)
 
 
-async def _stop(nodes: list[Node]) -> None:
-    for node in nodes:
-        if node._server is not None and node._server.is_serving():
-            await node.stop()
-
-
 Call = Callable[..., Awaitable[tuple[int, Any]]]
 
 
@@ -612,7 +606,7 @@ def test_swarm_members_that_lie_about_messages_wipe_hide_and_show_nothing(
                 await a.send_text(bob.session_id, "three")
                 assert [e.body for e in await b.fetch()] == ["three"]
         finally:
-            await _stop(nodes)
+            await stop_network(nodes)
 
     run(main())
 
@@ -913,7 +907,7 @@ def test_a_store_the_swarm_does_not_acknowledge_is_not_sent(
                 assert said.startswith("acknowledged by ")
             assert ClientHome(alice_home).book().conversations == {}
         finally:
-            await _stop(nodes)
+            await stop_network(nodes)
 
     run(main())
 
@@ -987,7 +981,7 @@ def test_guards_are_kept_across_runs_not_replaced_when_they_fail_and_rotate_afte
                 "VEIL_GUARD_LIFETIME is a TIME such as 30d or 8w"
             )
         finally:
-            await _stop(nodes)
+            await stop_network(nodes)
 
     run(main())
 
@@ -1015,7 +1009,7 @@ def test_a_guard_gone_from_the_consensus_is_replaced_and_only_it(tmp_path: Path)
                 assert now[2].node_id in client.directory.guard_ids
             assert ClientHome(home.root).guards().guards == now  # as saved
         finally:
-            await _stop(nodes)
+            await stop_network(nodes)
 
     run(main())
 
@@ -1070,7 +1064,7 @@ def test_a_guard_cut_off_from_the_network_cannot_pass_its_failures_off_on_the_ot
                 assert path[0].x25519 in unlucky.then
                 assert path[1].x25519 not in unlucky.then | {gone.x25519}
         finally:
-            await _stop(nodes)
+            await stop_network(nodes)
 
     run(main())
 

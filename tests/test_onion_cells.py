@@ -14,7 +14,7 @@ import orjson
 import pytest
 
 from client_helpers import directory_of
-from node_helpers import StubAuthorities, run, start_network
+from node_helpers import StubAuthorities, run, start_network, stop_network
 from veil import _core
 from veil.client.http import url as http_url
 from veil.client.network import NetworkClient
@@ -210,12 +210,6 @@ async def _network(tmp_path: Path, size: int = 5) -> tuple[StubAuthorities, list
     return authorities, await start_network(authorities, tmp_path, size)
 
 
-async def _stop(nodes: list[Node]) -> None:
-    for node in nodes:
-        if node._server is not None and node._server.is_serving():
-            await node.stop()
-
-
 def _opened(nodes: list[Node]) -> int:
     return sum(n.router.counts["circuits_opened"] for n in nodes)
 
@@ -235,7 +229,7 @@ def test_requests_go_on_one_circuit_per_destination(tmp_path: Path) -> None:
                 answers = sum(n.router.counts["delivered"] for n in nodes)
                 assert answers == 10
         finally:
-            await _stop(nodes)
+            await stop_network(nodes)
 
     run(main())
 
@@ -273,7 +267,7 @@ def test_a_replayed_request_is_refused(tmp_path: Path) -> None:
                 async with session.post(url, data=forged) as answer:
                     assert answer.status == 410
         finally:
-            await _stop(nodes)
+            await stop_network(nodes)
 
     run(main())
 
@@ -307,7 +301,7 @@ def test_a_tagged_cell_never_reaches_the_destination(tmp_path: Path) -> None:
                 assert by_key[relay.x25519].router.counts["undecryptable"] == 1
                 assert by_key[destination.x25519].router.counts["delivered"] == 0
         finally:
-            await _stop(nodes)
+            await stop_network(nodes)
 
     run(main())
 
@@ -336,7 +330,7 @@ def test_a_node_restart_drops_its_circuits_and_the_client_builds_another(
                     assert client._circuits[destination.x25519] is not circuit
                 assert client.circuits_opened == 3
         finally:
-            await _stop(nodes)
+            await stop_network(nodes)
 
     run(main())
 
@@ -370,7 +364,7 @@ def test_circuits_past_a_nodes_caps_are_refused_and_its_table_stays_within_them(
                 # Each relay and destination holds its ends: all within max_circuits.
                 assert all(len(n.router.circuits) <= 8 for n in nodes)
         finally:
-            await _stop(nodes)
+            await stop_network(nodes)
 
     run(main())
 

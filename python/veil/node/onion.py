@@ -363,15 +363,7 @@ class OnionRouter:
         if abs(now_ms() - issued_ms) > self.settings.replay_window_s * 1000:
             self.counts["stale"] += 1
             raise HopFailed()
-        try:
-            self.replays.check_and_add(layer.replay_tag, source)
-        except HopFailed as failure:
-            if failure.code is FailureCode.OVERLOADED:
-                self.counts["replay_cache_full"] += 1
-                self.on_limit(failure.limit or "replay_max_entries")
-            else:
-                self.counts["replayed"] += 1
-            raise
+        self._check_replay(layer.replay_tag, source)
         if layer.next_hop is not None:
             peer = self.peers.get(layer.next_hop)
             if peer is None:
@@ -428,8 +420,13 @@ class OnionRouter:
         if abs(time.time() - layer.issued_s) > self.settings.replay_window_s:
             self.counts["stale"] += 1
             raise HopFailed()
+        self._check_replay(layer.replay_tag, source)
+        return layer
+
+    def _check_replay(self, tag: bytes, source: str | bytes) -> None:
+        """Remember a layer's replay tag; :class:`HopFailed` for a replay or a full cache."""
         try:
-            self.replays.check_and_add(layer.replay_tag, source)
+            self.replays.check_and_add(tag, source)
         except HopFailed as failure:
             if failure.code is FailureCode.OVERLOADED:
                 self.counts["replay_cache_full"] += 1
@@ -437,7 +434,6 @@ class OnionRouter:
             else:
                 self.counts["replayed"] += 1
             raise
-        return layer
 
     async def _create(
         self, layer: _core.PeeledCell, source: str | bytes, circuit_id: bytes, budget_s: float

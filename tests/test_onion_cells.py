@@ -405,3 +405,73 @@ def _open(keys: list[_core.NodeKey]) -> tuple[cells.Circuit, list[_core.CircuitH
     assert reply is not None
     circuit = cells.Circuit.finish(path, pending, bytes(cells.CLIENT_CIRCUIT_ID_LEN) + reply)
     return circuit, [hop for hop, _ in accepted]
+
+
+class _Layer:
+    """What a hostile client can make a destination peel: a cell that authenticates (its sender
+    built it) but whose payload region's length prefix runs past the region."""
+
+    next_hop = None
+    replay_tag = b"\x07" * 16
+
+    def __init__(self) -> None:
+        self.issued_s = int(time.time())
+
+    def content(self) -> bytes:
+        raise DecryptionError("decryption failed")
+
+    def seal_reply(self, answer: bytes) -> bytes:
+        return answer
+
+
+class _Key:
+    def peel_cell(self, cell_type: int, cell: bytes) -> _Layer:
+        return _Layer()
+
+
+def test_malformed_content_in_a_cell_that_opens_gets_a_400_answer(tmp_path: Path) -> None:
+    async def main() -> None:
+        _, nodes = await _network(tmp_path, 3)
+        try:
+            router = nodes[0].router
+            router._node_key = _Key()  # type: ignore[assignment]
+            body = bytes([cells.FRAME_ONESHOT]) + b"\x00" * _core.CELL_ONESHOT_HEADER
+            answer = await router.handle_v2(body, 5.0, "a client")
+            assert orjson.loads(answer) == {"status": 400, "body": "malformed cell content"}
+            assert router.counts["malformed_content"] == 1
+        finally:
+            await stop_network(nodes)
+
+    run(main())
+
+
+def test_garbage_gets_the_answer_a_bad_cell_gets(tmp_path: Path) -> None:
+    async def main() -> None:
+        _, nodes = await _network(tmp_path, 3)
+        try:
+            async with NetworkClient(directory_of(nodes[0])) as client:
+                session = client._session
+                assert session is not None
+                url = http_url(nodes[0].peer_info.http, "/onion2")
+                bodies = [
+                    b"",
+                    b"\x00",
+                    b"\xc4" + bytes(2000),
+                    bytes([cells.FRAME_ONESHOT]),
+                    bytes([cells.FRAME_ONESHOT]) + bytes(5000),
+                    bytes([cells.FRAME_CREATE]) + bytes(_core.CELL_CREATE_HEADER),
+                    bytes([cells.FRAME_CREATE]) + bytes(10),
+                    bytes([cells.FRAME_DATA]) + bytes(3),
+                ]
+                answers = []
+                for body in bodies:
+                    async with session.post(url, data=body) as answer:
+                        answers.append((answer.status, await answer.read()))
+            assert {status for status, _ in answers} <= {502, 410}
+            assert len({content for status, content in answers if status == 502}) == 1
+            # A data cell names a circuit first: too short to name one, it names none held.
+            assert [status for status, _ in answers][-1] == 410
+        finally:
+            await stop_network(nodes)
+
+    run(main())

@@ -390,13 +390,16 @@ class OnionRouter:
         if len(body) > self.settings.max_onion_bytes:
             self.counts["refused"] += 1
             raise HopFailed()
+        if not body or body[0] not in cells.CELL_TYPES:
+            self.counts["undecryptable"] += 1
+            raise HopFailed()
         frame = body[0]
         if frame == cells.FRAME_DATA:
             return await self._data_cell(body[1 : 1 + id_len], body[1 + id_len :], budget_s, source)
         if frame == cells.FRAME_ONESHOT:
             layer = self._peel_routed(_core.CELL_ONESHOT, body[1:], source)
             if layer.next_hop is None:
-                return layer.seal_reply(await self._deliver(layer.content()))
+                return self._seal(layer, await self._deliver(layer))
             return layer.wrap_reply(
                 await self._forward(layer.next_hop, cells.FRAME_ONESHOT, b"", layer.next, budget_s)
             )
@@ -484,7 +487,7 @@ class OnionRouter:
             self.counts["undecryptable"] += 1
             raise HopFailed() from None
         if circuit.next is None:
-            return layer.seal_reply(await self._deliver(layer.content()))
+            return self._seal(layer, await self._deliver(layer))
         peer, link_id = circuit.next
         self.counts["forwarded"] += 1
         return layer.wrap_reply(
@@ -509,11 +512,21 @@ class OnionRouter:
             peer.link, peer.x25519, bytes([frame]) + circuit_id + cell, timeout
         )
 
-    async def _deliver(self, content: bytes) -> bytes:
+    def _seal(self, layer: _core.PeeledCell, answer: bytes) -> bytes:
+        try:
+            return layer.seal_reply(answer)
+        except InvalidInputError:  # an answer past the largest reply bucket
+            self.counts["answer_too_large"] += 1
+            raise HopFailed() from None
+
+    async def _deliver(self, layer: _core.PeeledCell) -> bytes:
+        """The answer to the request a cell delivers here. The cell authenticated, so its sender
+        (who built it) gets an answer even when what it carries is malformed: a 400."""
         self.counts["delivered"] += 1
         try:
-            target, request = cells.decode_content(content)
-        except InvalidInputError:
+            target, request = cells.decode_content(layer.content())
+        except InvalidInputError:  # a length prefix past the region (DecryptionError), or so
+            self.counts["malformed_content"] += 1
             return orjson.dumps({"status": 400, "body": "malformed cell content"})
         if not target:
             return await self._storage_rpc(request)

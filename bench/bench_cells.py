@@ -52,7 +52,7 @@ def _circuit(keys: list[_core.NodeKey]) -> tuple[cells.Circuit, list[_core.Circu
     for layer, (_, slot) in zip(reversed(layers), reversed(accepted), strict=True):
         reply = layer.wrap_create_reply(slot, reply)
     assert reply is not None
-    circuit = cells.Circuit.finish(path, pending, bytes(cells.CLIENT_CIRCUIT_ID_LEN) + reply)
+    circuit = cells.Circuit.finish(pending, bytes(cells.CLIENT_CIRCUIT_ID_LEN) + reply)
     return circuit, [hop for hop, _ in accepted]
 
 
@@ -204,7 +204,7 @@ def test_setup_client_three_hops(benchmark: Benchmark, way: str) -> None:
             # (each answer belongs to a create built in the set-up).
             cells.build_create(path)
         for pending, answer in answers:
-            done += cells.Circuit.finish(path, pending, answer).keys.hops == 3
+            done += cells.Circuit.finish(pending, answer).keys.hops == 3
         return done
 
     _run(benchmark, setup, client)

@@ -40,6 +40,8 @@ import os
 import statistics
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -362,6 +364,52 @@ def test_link_handshake(benchmark: Benchmark) -> None:
     _per_operation(benchmark, "handshake")
 
 
+@dataclass
+class Forwarding:
+    """The processes of Part A: the node under test, its next hop (the sink), and the load linked
+    to the node as a peer."""
+
+    node: Helper
+    sink: Helper
+    load: Helper
+    node_peer: PeerInfo
+    node_secret: bytes
+
+
+def start_forwarding(procs: Processes, sink_secret: bytes) -> Forwarding:
+    sink_public = _core.x25519_public_key(sink_secret)
+    sink = procs.start("sink", "sink")
+    load = procs.start("load", "load")
+    sink_link = int(sink.read()["link"])
+    assert sink.ask(op="key", x25519_secret=sink_secret.hex())["x25519"] == sink_public.hex()
+    sink_peer = PeerInfo(
+        ed25519=os.urandom(32),  # never checked on the forwarding path
+        x25519=sink_public,
+        http=("127.0.0.1", 1),  # never used: the node reaches the sink over its link
+        link=("127.0.0.1", sink_link),
+    )
+    data_dir, node_secret = procs.node_dir("node", [sink_peer])
+    node = procs.start("node", "node", str(data_dir))
+    node_peer = peer_from_json(node.read()["peer"])
+    # The node admits links only from the nodes it knows: the load joins its peers.
+    load_peer = load.ask(op="identity")["peer"]
+    node.ask(op="peers", peers=[peer_to_json(sink_peer), load_peer])
+    load.ask(op="connect_link", port=node_peer.link[1], x25519=node_peer.x25519.hex())
+    return Forwarding(node, sink, load, node_peer, node_secret)
+
+
+@contextmanager
+def profiled(node: Helper) -> Iterator[None]:
+    """A cProfile of the node's event-loop thread while inside, if ``VEIL_BENCH_PROFILE`` names a
+    file for it."""
+    profile = os.environ.get(PROFILE_VARIABLE)
+    if profile:
+        node.ask(op="profile_start")
+    yield
+    if profile:
+        node.ask(op="profile_stop", path=str(Path(profile).resolve()))
+
+
 @pytest.mark.timeout(600)
 def test_node_forwarding(benchmark: Benchmark, tmp_path: Path) -> None:
     benchmark.group = "onion-forwarding"
@@ -374,23 +422,9 @@ def test_node_forwarding(benchmark: Benchmark, tmp_path: Path) -> None:
     peel_rates: list[float] = []
     link_costs: list[dict[str, float]] = []
     with Processes(tmp_path) as procs:
-        sink = procs.start("sink", "sink")
-        load = procs.start("load", "load")
-        sink_link = int(sink.read()["link"])
-        assert sink.ask(op="key", x25519_secret=sink_secret.hex())["x25519"] == sink_public.hex()
-        sink_peer = PeerInfo(
-            ed25519=os.urandom(32),  # never checked on the forwarding path
-            x25519=sink_public,
-            http=("127.0.0.1", 1),  # never used: the node reaches the sink over its link
-            link=("127.0.0.1", sink_link),
-        )
-        data_dir, node_secret = procs.node_dir("node", [sink_peer])
-        node = procs.start("node", "node", str(data_dir))
-        node_peer = peer_from_json(node.read()["peer"])
-        # The node admits links only from the nodes it knows: the load joins its peers.
-        load_peer = load.ask(op="identity")["peer"]
-        node.ask(op="peers", peers=[peer_to_json(sink_peer), load_peer])
-        load.ask(op="connect_link", port=node_peer.link[1], x25519=node_peer.x25519.hex())
+        started = start_forwarding(procs, sink_secret)
+        node, sink, load = started.node, started.sink, started.load
+        node_peer, node_secret = started.node_peer, started.node_secret
         peel_layers = forward_layers(node_peer.x25519, sink_public, 256)
         frames = hop_frames(node_secret, peel_layers[0])
         route = [node_peer.x25519.hex(), sink_public.hex()]
@@ -407,14 +441,10 @@ def test_node_forwarding(benchmark: Benchmark, tmp_path: Path) -> None:
             results.append(result)
             return result
 
-        profile = os.environ.get(PROFILE_VARIABLE)
-        if profile:
-            node.ask(op="profile_start")
-        before = (node.ask(op="stats"), sink.ask(op="stats"))
-        benchmark.pedantic(go, setup=setup, rounds=pick(benchmark, ROUNDS_FORWARD))
-        node_stats, sink_stats = node.ask(op="stats"), sink.ask(op="stats")
-        if profile:
-            node.ask(op="profile_stop", path=str(Path(profile).resolve()))
+        with profiled(node):
+            before = (node.ask(op="stats"), sink.ask(op="stats"))
+            benchmark.pedantic(go, setup=setup, rounds=pick(benchmark, ROUNDS_FORWARD))
+            node_stats, sink_stats = node.ask(op="stats"), sink.ask(op="stats")
 
     for result in results:
         assert (result["ok"], result["bad"], result["sent"]) == (n, 0, n), result
@@ -475,22 +505,8 @@ def test_node_forwarding_on_circuits(benchmark: Benchmark, tmp_path: Path) -> No
     v1_results: list[dict[str, Any]] = []
     results: list[dict[str, Any]] = []
     with Processes(tmp_path) as procs:
-        sink = procs.start("sink", "sink")
-        load = procs.start("load", "load")
-        sink_link = int(sink.read()["link"])
-        assert sink.ask(op="key", x25519_secret=sink_secret.hex())["x25519"] == sink_public.hex()
-        sink_peer = PeerInfo(
-            ed25519=os.urandom(32),
-            x25519=sink_public,
-            http=("127.0.0.1", 1),
-            link=("127.0.0.1", sink_link),
-        )
-        data_dir, _ = procs.node_dir("node", [sink_peer])
-        node = procs.start("node", "node", str(data_dir))
-        node_peer = peer_from_json(node.read()["peer"])
-        load_peer = load.ask(op="identity")["peer"]
-        node.ask(op="peers", peers=[peer_to_json(sink_peer), load_peer])
-        load.ask(op="connect_link", port=node_peer.link[1], x25519=node_peer.x25519.hex())
+        started = start_forwarding(procs, sink_secret)
+        node, sink, load, node_peer = started.node, started.sink, started.load, started.node_peer
         route = [node_peer.x25519.hex(), sink_public.hex()]
         opened = load.ask(op="open_circuits", k=CIRCUITS, route=route)
         assert opened == {"opened": CIRCUITS, "ok": CIRCUITS}, opened
@@ -509,14 +525,10 @@ def test_node_forwarding_on_circuits(benchmark: Benchmark, tmp_path: Path) -> No
             results.append(result)
             return result
 
-        profile = os.environ.get(PROFILE_VARIABLE)
-        if profile:
-            node.ask(op="profile_start")
-        before = node.ask(op="stats")
-        benchmark.pedantic(go, setup=setup, rounds=pick(benchmark, ROUNDS_FORWARD))
-        node_stats, sink_stats = node.ask(op="stats"), sink.ask(op="stats")
-        if profile:
-            node.ask(op="profile_stop", path=str(Path(profile).resolve()))
+        with profiled(node):
+            before = node.ask(op="stats")
+            benchmark.pedantic(go, setup=setup, rounds=pick(benchmark, ROUNDS_FORWARD))
+            node_stats, sink_stats = node.ask(op="stats"), sink.ask(op="stats")
 
     for result in v1_results:
         assert result["sent"] == n_v1

@@ -318,7 +318,7 @@ class VeilUser(FastHttpUser):
                 resp.failure(_path_failure(resp.status_code, resp.error))
                 return None
             try:
-                circuit = vl.finish_circuit(guard, relay, destination, pending, resp.content or b"")
+                circuit = vl.finish_circuit(guard, relay, pending, resp.content or b"")
             except vl.BadReply as exc:
                 resp.failure(str(exc))
                 return None

@@ -300,16 +300,11 @@ def build_create(
 
 
 def finish_circuit(
-    guard: Announcement,
-    relay: Announcement,
-    destination: Announcement,
-    pending: _core.PendingCircuit,
-    answer: bytes,
+    guard: Announcement, relay: Announcement, pending: _core.PendingCircuit, answer: bytes
 ) -> OpenCircuit:
     """The circuit from the guard's 200 answer to a create; raise :class:`BadReply`."""
-    path = [guard.x25519, relay.x25519, destination.x25519]
     try:
-        return OpenCircuit(guard, relay, cells.Circuit.finish(path, pending, answer))
+        return OpenCircuit(guard, relay, cells.Circuit.finish(pending, answer))
     except InvalidInputError:  # DecryptionError included
         raise BadReply("the answer to a create does not open") from None
 

@@ -254,7 +254,7 @@ def test_a_replayed_request_is_refused(tmp_path: Path) -> None:
                         assert again.status == 502
                 create, pending = cells.build_create(path)
                 async with session.post(url, data=create) as answer:
-                    circuit = cells.Circuit.finish(path, pending, await answer.read())
+                    circuit = cells.Circuit.finish(pending, await answer.read())
                 data, _ = circuit.seal(request)
                 statuses = []
                 for _ in range(2):
@@ -403,7 +403,7 @@ def _open(keys: list[_core.NodeKey]) -> tuple[cells.Circuit, list[_core.CircuitH
     for layer, (_, slot) in zip(reversed(layers), reversed(accepted), strict=True):
         reply = layer.wrap_create_reply(slot, reply)
     assert reply is not None
-    circuit = cells.Circuit.finish(path, pending, bytes(cells.CLIENT_CIRCUIT_ID_LEN) + reply)
+    circuit = cells.Circuit.finish(pending, bytes(cells.CLIENT_CIRCUIT_ID_LEN) + reply)
     return circuit, [hop for hop, _ in accepted]
 
 

@@ -282,8 +282,6 @@ class NetworkClient:
     async def _send(
         self, destination: PeerInfo, payload: bytes, target: str, mode: str | None = None
     ) -> tuple[int, Any]:
-        if self._session is None:
-            raise RuntimeError("use NetworkClient as an async context manager")
         last = "no answer"
         for _ in range(self.attempts):
             outcome = await self._attempt(destination, payload, target, mode or self.onion)
@@ -308,7 +306,7 @@ class NetworkClient:
             if isinstance(answer, str):
                 return answer
             try:
-                opened = cells.Circuit.finish(path, pending, answer)
+                opened = cells.Circuit.finish(pending, answer)
             except InvalidInputError:  # DecryptionError included
                 self._path_failed(guard=guard, relay=relay)
                 return "the circuit's handshake did not open"

@@ -400,8 +400,10 @@ class OnionRouter:
             layer = self._peel_routed(_core.CELL_ONESHOT, body[1:], source)
             if layer.next_hop is None:
                 return self._seal(layer, await self._deliver(layer))
+            peer = self._peer(layer.next_hop)
+            self.counts["forwarded"] += 1
             return layer.wrap_reply(
-                await self._forward(layer.next_hop, cells.FRAME_ONESHOT, b"", layer.next, budget_s)
+                await self._forward(peer, cells.FRAME_ONESHOT, b"", layer.next, budget_s)
             )
         # A create: on a link the previous node names the circuit; a client is given an id.
         from_peer = isinstance(source, bytes)
@@ -441,12 +443,8 @@ class OnionRouter:
     async def _create(
         self, layer: _core.PeeledCell, source: str | bytes, circuit_id: bytes, budget_s: float
     ) -> bytes:
-        try:
-            self.circuits.admit(source)  # again in add(): creates may be under way meanwhile
-        except HopFailed as failure:
-            self.counts["circuits_refused"] += 1
-            self.on_limit(failure.limit or "max_circuits")
-            raise
+        # Admitted before it goes on, and again when added: creates may be under way meanwhile.
+        self._admit_circuit(self.circuits.admit, source)
         try:
             hop, slot = layer.accept_circuit()
         except InvalidInputError:
@@ -457,16 +455,9 @@ class OnionRouter:
         if layer.next_hop is not None:
             link_id = os.urandom(cells.LINK_CIRCUIT_ID_LEN)
             peer = self._peer(layer.next_hop)
-            from_next = await self._forward(
-                layer.next_hop, cells.FRAME_CREATE, link_id, layer.next, budget_s
-            )
+            from_next = await self._forward(peer, cells.FRAME_CREATE, link_id, layer.next, budget_s)
             next_hop = (peer, link_id)
-        try:
-            self.circuits.add(source, circuit_id, hop, next_hop)
-        except HopFailed as failure:
-            self.counts["circuits_refused"] += 1
-            self.on_limit(failure.limit or "max_circuits")
-            raise
+        self._admit_circuit(lambda s: self.circuits.add(s, circuit_id, hop, next_hop), source)
         self.counts["circuits_opened"] += 1
         try:
             return layer.wrap_create_reply(slot, from_next)
@@ -489,9 +480,10 @@ class OnionRouter:
         if circuit.next is None:
             return self._seal(layer, await self._deliver(layer))
         peer, link_id = circuit.next
+        peer = self._peer(peer.x25519)  # still one of this node's peers
         self.counts["forwarded"] += 1
         return layer.wrap_reply(
-            await self._forward(peer.x25519, cells.FRAME_DATA, link_id, layer.next, budget_s)
+            await self._forward(peer, cells.FRAME_DATA, link_id, layer.next, budget_s)
         )
 
     def _peer(self, x25519: bytes) -> PeerInfo:
@@ -501,12 +493,18 @@ class OnionRouter:
             raise HopFailed()
         return peer
 
+    def _admit_circuit(self, admit: Callable[[str | bytes], None], source: str | bytes) -> None:
+        """``admit(source)``, counting a refusal (past a cap) before it goes on."""
+        try:
+            admit(source)
+        except HopFailed as failure:
+            self.counts["circuits_refused"] += 1
+            self.on_limit(failure.limit or "max_circuits")
+            raise
+
     async def _forward(
-        self, x25519: bytes, frame: int, circuit_id: bytes, cell: bytes, budget_s: float
+        self, peer: PeerInfo, frame: int, circuit_id: bytes, cell: bytes, budget_s: float
     ) -> bytes:
-        peer = self._peer(x25519)
-        if frame == cells.FRAME_ONESHOT:  # data cells are counted by _data_cell, creates apart
-            self.counts["forwarded"] += 1
         timeout = min(self.settings.hop_timeout_s, budget_s)
         return await self.pool.request(
             peer.link, peer.x25519, bytes([frame]) + circuit_id + cell, timeout

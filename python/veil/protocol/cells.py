@@ -118,9 +118,8 @@ def build_create(path: list[bytes]) -> tuple[bytes, _core.PendingCircuit]:
 
 @dataclass
 class Circuit:
-    """A client's open circuit: its path, the first hop's circuit id, the core's keys."""
+    """A client's open circuit: the first hop's circuit id and the core's keys."""
 
-    path: tuple[bytes, ...]
     circuit_id: bytes
     keys: _core.ClientCircuit
     opened_at: float = field(default_factory=time.monotonic)
@@ -128,13 +127,13 @@ class Circuit:
     requests: int = 0
 
     @classmethod
-    def finish(cls, path: list[bytes], pending: _core.PendingCircuit, answer: bytes) -> Circuit:
+    def finish(cls, pending: _core.PendingCircuit, answer: bytes) -> Circuit:
         """The circuit from the first hop's answer to a create; raise
         :class:`~veil.errors.DecryptionError` (or :class:`InvalidInputError`) if it is not one."""
         if len(answer) != CLIENT_CIRCUIT_ID_LEN + _core.CELL_CREATE_REPLY_LEN:
             raise InvalidInputError("the answer to a create has the wrong size")
         keys = pending.finish(answer[CLIENT_CIRCUIT_ID_LEN:])
-        return cls(tuple(path), answer[:CLIENT_CIRCUIT_ID_LEN], keys)
+        return cls(answer[:CLIENT_CIRCUIT_ID_LEN], keys)
 
     def seal(self, request: bytes, *, target: str = "") -> tuple[bytes, _core.CellReply]:
         """``POST /onion2`` body carrying ``request`` on this circuit, and what opens the reply."""

@@ -475,3 +475,45 @@ def test_garbage_gets_the_answer_a_bad_cell_gets(tmp_path: Path) -> None:
             await stop_network(nodes)
 
     run(main())
+
+
+def test_a_peer_node_sending_garbage_or_forged_answers_gets_a_failure_and_leaves_nothing(
+    tmp_path: Path,
+) -> None:
+    """What another node sends on a link is as hostile as what a client sends: v2 frames too short
+    to name a circuit or hold a cell, unknown circuits, and a next hop whose answer to a create is
+    not a create reply."""
+
+    async def main() -> None:
+        _, nodes = await _network(tmp_path, 3)
+        try:
+            router = nodes[0].router
+            peer = nodes[1].peer_info.ed25519
+            bodies = [
+                bytes([cells.FRAME_ONESHOT]),
+                bytes([cells.FRAME_CREATE]) + bytes(3),
+                bytes([cells.FRAME_CREATE]) + bytes(cells.LINK_CIRCUIT_ID_LEN + 10),
+                bytes([cells.FRAME_CREATE, *bytes(8)]) + bytes(_core.CELL_CREATE_HEADER),
+                bytes([cells.FRAME_DATA]) + bytes(2),
+                bytes([cells.FRAME_DATA]) + bytes(8 + 1168),
+            ]
+            for body in bodies:
+                with pytest.raises(HopFailed):
+                    await router.handle_from_peer(peer, body)
+            assert len(router.circuits) == 0
+
+            # A next hop that answers a create with anything but a create reply.
+            async def lying(*args: Any) -> bytes:
+                return b"not a create reply"
+
+            router.pool.request = lying  # type: ignore[method-assign,assignment]
+            path = [n.peer_info.x25519 for n in nodes]
+            create = cells.build_create(path)[0]
+            with pytest.raises(HopFailed):
+                await router.handle_v2(create, 5.0, "a client")
+            assert router.counts["circuits_opened"] == 0
+            assert len(router.circuits) == 0
+        finally:
+            await stop_network(nodes)
+
+    run(main())

@@ -457,12 +457,13 @@ class OnionRouter:
             peer = self._peer(layer.next_hop)
             from_next = await self._forward(peer, cells.FRAME_CREATE, link_id, layer.next, budget_s)
             next_hop = (peer, link_id)
-        self._admit_circuit(lambda s: self.circuits.add(s, circuit_id, hop, next_hop), source)
-        self.counts["circuits_opened"] += 1
-        try:
-            return layer.wrap_create_reply(slot, from_next)
+        try:  # before the circuit is kept: a next hop's bad answer leaves nothing here either
+            reply = layer.wrap_create_reply(slot, from_next)
         except InvalidInputError:
             raise HopFailed() from None
+        self._admit_circuit(lambda s: self.circuits.add(s, circuit_id, hop, next_hop), source)
+        self.counts["circuits_opened"] += 1
+        return reply
 
     async def _data_cell(
         self, circuit_id: bytes, cell: bytes, budget_s: float, source: str | bytes

@@ -34,6 +34,7 @@ from aiohttp import web
 
 from client_helpers import consensus_of, directory_of, network_of, signed_by
 from node_helpers import StubAuthorities, now_ms, run, start_network, stop_network
+from veil import _core
 from veil.cli import main as veil_main
 from veil.client.bootstrap import find_seeds, network_path, open_directory
 from veil.client.directory import ClientDirectory, ConsensusRefused
@@ -465,6 +466,31 @@ def test_a_guard_that_answers_100_MB_is_cut_off_at_the_bound(
         await asyncio.sleep(0.1)  # the handlers see the connections go
         assert len(written) == 3
         assert max(written) < 48 * MiB  # 16 MiB read at most, the rest in socket buffers
+
+    run(main())
+
+
+@pytest.mark.parametrize("onion", ["circuit", "oneshot"])
+def test_a_guard_that_forges_onion_v2_answers_gets_nothing_opened(
+    tmp_path: Path, onion: str
+) -> None:
+    """A guard answers 200 with bytes of the right sizes that it made up: a create's answer that
+    no handshake opens, a reply no hop sealed. Nothing opens; the guard is avoided, not replaced."""
+
+    async def forged(request: web.Request) -> web.StreamResponse:
+        body = await request.read()
+        size = 16 + _core.CELL_CREATE_REPLY_LEN if body[:1] == b"\xc2" else 1024
+        return web.Response(body=bytes(random.getrandbits(8) for _ in range(size)))
+
+    async def main() -> None:
+        async with _behind_a_guard(forged) as (guard, client, others):
+            client.onion = onion
+            before = client.guard_set.to_json()
+            with pytest.raises(NetworkError, match="did not open"):
+                await client.request(others[0], "retrieve", {})
+            assert guard.hits == ["/onion2"] * 3
+            assert client.circuits_opened == 0
+            assert client.guard_set.to_json() == before
 
     run(main())
 

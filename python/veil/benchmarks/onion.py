@@ -29,6 +29,7 @@ others and against what the onion was built with: a benchmark of a wrong result 
 
 from __future__ import annotations
 
+import functools
 import gc
 import hashlib
 import itertools
@@ -42,7 +43,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, TypeAlias
 
 import nacl
 import nacl.bindings
@@ -58,12 +59,18 @@ __all__ = [
     "Prepared",
     "PythonPeeledLayer",
     "Report",
+    "Timer",
+    "calibrate",
+    "candidate_timers",
     "check_results",
     "format_table",
+    "interleave",
+    "loop_timer",
     "peel_floor",
     "peel_python",
     "prepare",
     "run",
+    "time_calls",
     "write_json",
     "write_png",
 ]
@@ -76,6 +83,10 @@ DEFAULT_REPEAT: Final = 15
 DEFAULT_TARGET_SECONDS: Final = 0.2
 QUICK_REPEAT: Final = 3
 QUICK_TARGET_SECONDS: Final = 0.01
+
+Timer: TypeAlias = Callable[[int], float]
+"""Seconds that ``n`` calls of an operation take (what :func:`calibrate` and :func:`interleave`
+time); any set-up it needs before the calls is untimed."""
 
 TARGET_RUST_OVER_FLOOR: Final = 1.10
 TARGET_BATCH_SPEEDUP: Final = 1.7
@@ -334,9 +345,9 @@ def _candidates(prepared: Prepared, batch: int) -> list[_Timed]:
     ]
 
 
-def _time_loop(timed: _Timed, loops: int) -> float:
-    """Seconds for ``loops`` calls, with the garbage collector off (as ``timeit`` does)."""
-    function, args = timed.function, timed.args
+def time_calls(function: Callable[..., object], args: Sequence[object], loops: int) -> float:
+    """Seconds for ``loops`` calls of ``function(*args)``, with the garbage collector off (as
+    ``timeit`` does)."""
     gc_was_enabled = gc.isenabled()
     gc.disable()
     try:
@@ -349,16 +360,54 @@ def _time_loop(timed: _Timed, loops: int) -> float:
             gc.enable()
 
 
-def _calibrate(timed: _Timed, target_seconds: float) -> int:
-    """The loop count that takes about ``target_seconds``."""
+def loop_timer(function: Callable[..., object], *args: object) -> Timer:
+    """The :data:`Timer` of calls of ``function(*args)`` (:func:`time_calls`)."""
+    return functools.partial(time_calls, function, args)
+
+
+def candidate_timers(prepared: Prepared, batch: int) -> dict[str, tuple[Timer, int]]:
+    """Every candidate of :data:`CANDIDATES` on ``prepared``: its timer and the onions one call
+    peels (``batch`` for ``rust-batch``, else 1)."""
+    return {
+        t.name: (loop_timer(t.function, *t.args), t.onions_per_call)
+        for t in _candidates(prepared, batch)
+    }
+
+
+def calibrate(timer: Timer, target_seconds: float) -> int:
+    """The loop count for which ``timer`` takes about ``target_seconds``."""
     loops = 1
     floor = target_seconds / 10
     while True:
-        elapsed = _time_loop(timed, loops)
+        elapsed = timer(loops)
         if elapsed >= floor:
             break
         loops *= 10 if elapsed < floor / 10 else 2
     return max(1, round(loops * target_seconds / elapsed))
+
+
+def interleave(
+    groups: Sequence[Sequence[Timer]],
+    loops: Sequence[Sequence[int]],
+    repeat: int,
+    progress: Callable[[str], None] | None = None,
+) -> list[list[list[float]]]:
+    """Times every timer of every group once per repetition, ``loops[g][i]`` calls each; returns
+    the elapsed seconds, ``[group][timer][repetition]``.
+
+    Within a group the order rotates from one repetition to the next, and every group takes its
+    turn in every repetition, so that noise on the machine falls on all candidates alike and a
+    burst of it on a few repetitions only.
+    """
+    say = progress or (lambda _message: None)
+    samples: list[list[list[float]]] = [[[] for _ in row] for row in groups]
+    for rep in range(repeat):
+        say(f"repetition {rep + 1}/{repeat}")
+        for g, row in enumerate(groups):
+            k = len(row)
+            for i in [(rep + j) % k for j in range(k)]:
+                samples[g][i].append(row[i](loops[g][i]))
+    return samples
 
 
 @dataclass(frozen=True)
@@ -589,19 +638,18 @@ def run(config: Config, progress: Callable[[str], None] | None = None) -> Report
     for case in prepared:
         check_results(case, batch=min(config.batch, 8))
     timed = [_candidates(case, config.batch) for case in prepared]
+    timers = [[loop_timer(t.function, *t.args) for t in row] for row in timed]
 
     say("calibrating")
-    loops = [[_calibrate(t, config.target_seconds) for t in row] for row in timed]
-    samples: list[list[list[float]]] = [[[] for _ in row] for row in timed]
-    k = len(CANDIDATES)
-    for rep in range(config.repeat):
-        say(f"repetition {rep + 1}/{config.repeat}")
-        order = [(rep + i) % k for i in range(k)]
-        for s, row in enumerate(timed):
-            for i in order:
-                elapsed = _time_loop(row[i], loops[s][i])
-                per_onion_us = elapsed / (loops[s][i] * row[i].onions_per_call) * 1e6
-                samples[s][i].append(per_onion_us)
+    loops = [[calibrate(timer, config.target_seconds) for timer in row] for row in timers]
+    elapsed = interleave(timers, loops, config.repeat, say)
+    samples = [
+        [
+            [seconds / (loops[s][i] * t.onions_per_call) * 1e6 for seconds in elapsed[s][i]]
+            for i, t in enumerate(row)
+        ]
+        for s, row in enumerate(timed)
+    ]
 
     sizes = [
         SizeResult(

@@ -116,3 +116,150 @@ class NodeMetrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+# --- the sizes of the node's in-memory tables ----------------------------------------------------
+#
+# Everything a node keeps in memory per client address, peer node, circuit or request is bounded
+# (a cap, an expiry or a sweep: docs/soak.md lists which). These gauges show how full each table
+# is, read when /metrics is scraped: the hot paths that fill the tables pay nothing for them.
+# Some tables have no public size; each such read is one small function below, and only these
+# functions reach into another module's private attributes.
+
+from typing import TYPE_CHECKING  # noqa: E402  (with the section, appended to the module)
+
+if TYPE_CHECKING:
+    from veil.node.server import Node
+
+TABLES_METRIC = "veil_node_table_entries"
+"""The gauge family of table sizes, labelled ``table``."""
+
+
+def _replay(node: Node) -> int:  # tags in every generation: 3 x replay_max_entries at most
+    return len(node.router.replays)
+
+
+def _replay_sources(node: Node) -> int:  # sources of the current generation only
+    return len(node.router.replays._sources)
+
+
+def _circuits(node: Node) -> int:
+    return len(node.router.circuits)
+
+
+def _circuit_sources(node: Node) -> int:
+    return len(node.router.circuits._by_source)
+
+
+def _peel_pending(node: Node) -> int:  # version 1 layers waiting for the peeler
+    return len(node.router.peeler._pending)
+
+
+def _links_in(node: Node) -> int:
+    return len(node.gate.links())
+
+
+def _link_handshakes(node: Node) -> int:  # addresses with a connection in handshake
+    return len(node.gate._handshakes_by_address)
+
+
+def _link_handshake_times(node: Node) -> int:  # the last handshake time of each admitted key
+    return len(node.gate._last_handshake)
+
+
+def _links_out(node: Node) -> int:
+    return len(node.router.pool._links)
+
+
+def _link_locks(node: Node) -> int:
+    return len(node.router.pool._locks)
+
+
+def _link_backoff(node: Node) -> int:
+    return len(node.router.pool._backoff)
+
+
+def _link_streams(node: Node) -> int:  # requests in flight on every link, both directions
+    links = [*node.gate.links(), *node.router.pool._links.values()]
+    return sum(link.in_flight for link in links)
+
+
+def _http_connections(node: Node) -> int:
+    return len(node.app.connections)
+
+
+def _http_sources(node: Node) -> int:
+    return len(node.app.by_source)
+
+
+def _replication_tasks(node: Node) -> int:
+    return len(node.replicator._background)
+
+
+def _version_warnings(node: Node) -> int:
+    return len(node.peer_rpc._versions_seen)
+
+
+def _writer_queue(node: Node) -> int:
+    return node.writer._queue.qsize()
+
+
+def _swarm_views(node: Node) -> int:  # earlier swarm mappings kept for hand-over
+    return len(node.network._replaced)
+
+
+def _swarm_cache(node: Node) -> int:  # accounts' swarms cached, in every mapping kept
+    maps = [node.network.swarms, *(swarms for _, swarms in node.network._replaced)]
+    return sum(swarms._swarm.cache_info().currsize for swarms in maps)
+
+
+NODE_TABLES: dict[str, Callable[[Node], int]] = {
+    "replay": _replay,
+    "replay_sources": _replay_sources,
+    "circuits": _circuits,
+    "circuit_sources": _circuit_sources,
+    "peel_pending": _peel_pending,
+    "links_in": _links_in,
+    "links_out": _links_out,
+    "link_locks": _link_locks,
+    "link_backoff": _link_backoff,
+    "link_handshakes": _link_handshakes,
+    "link_handshake_times": _link_handshake_times,
+    "link_streams": _link_streams,
+    "http_connections": _http_connections,
+    "http_sources": _http_sources,
+    "replication_tasks": _replication_tasks,
+    "version_warnings": _version_warnings,
+    "writer_queue": _writer_queue,
+    "swarm_views": _swarm_views,
+    "swarm_cache": _swarm_cache,
+}
+"""Each table's label and how to read its size from a running node."""
+
+
+class _TablesCollector(Collector):
+    def __init__(self, node: Node) -> None:
+        self._node = node
+
+    def describe(self) -> Iterator[GaugeMetricFamily]:
+        yield self._family()
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        family = self._family()
+        for table, read in NODE_TABLES.items():
+            family.add_metric([table], read(self._node))
+        yield family
+
+    @staticmethod
+    def _family() -> GaugeMetricFamily:
+        return GaugeMetricFamily(
+            TABLES_METRIC,
+            "Entries in the node's in-memory tables (replay tags, circuits, links, connections, "
+            "requests in flight), by table; each is bounded (docs/soak.md).",
+            labels=["table"],
+        )
+
+
+def watch_tables(metrics: NodeMetrics, node: Node) -> None:
+    """Export the sizes of ``node``'s in-memory tables (:data:`NODE_TABLES`) on each scrape."""
+    metrics.registry.register(_TablesCollector(node))

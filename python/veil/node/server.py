@@ -26,7 +26,7 @@ from veil.node.directory import Directory
 from veil.node.http import HttpApp, Request, Response
 from veil.node.identity import load_node_key
 from veil.node.links import HopFailed, Link, LinkGate, LinkHandlers, LinkPool
-from veil.node.metrics import NodeMetrics, StoreFigures
+from veil.node.metrics import NodeMetrics, StoreFigures, watch_tables
 from veil.node.onion import OnionRouter, UnknownCircuit
 from veil.node.peer_rpc import PeerRpc
 from veil.node.peers import load_peers
@@ -190,6 +190,7 @@ class Node:
             "reason",
             lambda: self.peer_rpc.refusals,
         )
+        watch_tables(self.metrics, self)  # table sizes, read only when /metrics is scraped
         self._server: asyncio.Server | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = False

@@ -4,6 +4,8 @@ Subcommands are argparse subparsers, each leaf setting a ``handler`` that takes 
 and returns the exit code::
 
     veil bench onion [--json PATH] [--png PATH] [--repeat N] [--batch N] [--sizes N,N] [--quick]
+    veil bench network [--nodes N[,N...]] [--messages N] [--rounds N] [--concurrency N]
+                       [--json PATH] [--png PATH] [--quick]
     veil node init --data-dir DIR [--listen HOST:PORT]
     veil node run --data-dir DIR
     veil authority init --data-dir DIR --listen HOST:PORT --link-listen HOST:PORT [--name NAME]
@@ -32,10 +34,12 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 __all__ = ["build_parser", "main"]
 
 Handler = Callable[[argparse.Namespace], int]
+_R = TypeVar("_R")
 
 
 class CommandError(Exception):
@@ -175,6 +179,37 @@ def _sizes(text: str) -> tuple[int, ...]:
     return tuple(dict.fromkeys(sizes))  # drop repeats, keep the order
 
 
+def _bounded_int(low: int, high: int) -> Callable[[str], int]:
+    """An argparse type: an integer from ``low`` to ``high``."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"must be from {low} to {high}: {text!r}")
+        return value
+
+    return parse
+
+
+# `veil bench network`'s limits, here so that parsing imports no benchmark (checked again there).
+_NETWORK_NODES = (3, 100)
+_NETWORK_MESSAGES = 1_000_000
+_NETWORK_ROUNDS = 100
+_NETWORK_CONCURRENCY = 1024
+
+
+def _node_counts(text: str) -> tuple[int, ...]:
+    """A comma-separated list of devnet sizes: ``6,12,24``."""
+    parts = [part.strip() for part in text.split(",") if part.strip()]
+    if not parts:
+        raise argparse.ArgumentTypeError("expected one or more node counts, such as 6,12,24")
+    count = _bounded_int(*_NETWORK_NODES)
+    return tuple(dict.fromkeys(count(part) for part in parts))  # drop repeats, keep the order
+
+
 def _output_path(text: str) -> Path:
     if not text:
         raise argparse.ArgumentTypeError("empty path")
@@ -250,18 +285,63 @@ def _add_bench(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     onion.set_defaults(handler=_bench_onion)
 
+    network = benchmarks.add_parser(
+        "network",
+        help="the network end to end: stores through onion requests on a devnet of N nodes",
+        description=(
+            "For each N: start a devnet of N nodes (veil devnet up --detach), store 1 KiB messages "
+            "through three-hop onion requests from a client process, each checked against three "
+            "signed results of the recipient's swarm, read a sample back, and bring the devnet "
+            "down. Reports messages/s, p50/p99 latency, node CPU per message (also beyond the "
+            "idle nodes' own use, and in peel units: one single-core v1 onion peel, measured in "
+            "the same run) and client CPU per message. A wrong result voids the run."
+        ),
+    )
+    network.add_argument(
+        "--nodes",
+        type=_node_counts,
+        default=(6, 12, 24),
+        metavar="N[,N...]",
+        help=f"devnet sizes, comma-separated, {_NETWORK_NODES[0]} to {_NETWORK_NODES[1]} "
+        "(default 6,12,24)",
+    )
+    network.add_argument(
+        "--messages",
+        type=_bounded_int(1, _NETWORK_MESSAGES),
+        metavar="N",
+        help="messages per round (default 2000; 48 with --quick)",
+    )
+    network.add_argument(
+        "--rounds",
+        type=_bounded_int(1, _NETWORK_ROUNDS),
+        metavar="N",
+        help="timed rounds per devnet size (default 3; 1 with --quick)",
+    )
+    network.add_argument(
+        "--concurrency",
+        type=_bounded_int(1, _NETWORK_CONCURRENCY),
+        default=32,
+        metavar="N",
+        help="stores in flight (default 32)",
+    )
+    network.add_argument(
+        "--json", type=_output_path, metavar="PATH", help="write the report as JSON"
+    )
+    network.add_argument(
+        "--png", type=_output_path, metavar="PATH", help="draw bar charts (needs matplotlib)"
+    )
+    network.add_argument(
+        "--quick",
+        action="store_true",
+        help="a short, rough run: a few dozen messages, one round, a short warm-up and idle",
+    )
+    network.set_defaults(handler=_bench_network)
+
 
 def _bench_onion(args: argparse.Namespace) -> int:
     json_path: Path | None = args.json
     png_path: Path | None = args.png
-    if json_path is not None:
-        _check_writable(json_path, "--json")
-    if png_path is not None:
-        _check_writable(png_path, "--png")
-        try:
-            import matplotlib  # noqa: F401, PLC0415
-        except ImportError:
-            raise CommandError("--png needs matplotlib (pip install 'veil[bench]')") from None
+    _check_outputs(json_path, png_path)
 
     try:
         from veil.benchmarks import onion  # noqa: PLC0415
@@ -293,11 +373,17 @@ def _bench_onion(args: argparse.Namespace) -> int:
         _progress("")
     print(onion.format_table(report))
 
+    return _write_outputs(
+        ((json_path, "--json", onion.write_json), (png_path, "--png", onion.write_png)), report
+    )
+
+
+def _write_outputs(
+    outputs: tuple[tuple[Path | None, str, Callable[[_R, Path], None]], ...], report: _R
+) -> int:
+    """Writes ``report`` to each output given; 1 if one could not be written (said on stderr)."""
     status = 0
-    for path, option, write in (
-        (json_path, "--json", onion.write_json),
-        (png_path, "--png", onion.write_png),
-    ):
+    for path, option, write in outputs:
         if path is None:
             continue
         try:
@@ -306,6 +392,68 @@ def _bench_onion(args: argparse.Namespace) -> int:
             print(f"veil: cannot write {option} {path}: {_one_line(error)}", file=sys.stderr)
             status = 1
     return status
+
+
+def _check_outputs(json_path: Path | None, png_path: Path | None) -> None:
+    """Refuses, before a run, output paths that cannot be written and --png without matplotlib."""
+    if json_path is not None:
+        _check_writable(json_path, "--json")
+    if png_path is not None:
+        _check_writable(png_path, "--png")
+        try:
+            import matplotlib  # noqa: F401, PLC0415
+        except ImportError:
+            raise CommandError("--png needs matplotlib (pip install 'veil[bench]')") from None
+
+
+def _bench_network(args: argparse.Namespace) -> int:
+    json_path: Path | None = args.json
+    png_path: Path | None = args.png
+    _check_outputs(json_path, png_path)
+
+    try:
+        from veil.benchmarks import network  # noqa: PLC0415
+    except ImportError as error:
+        raise CommandError(f"cannot load the benchmark: {_one_line(error)}") from None
+
+    try:
+        if args.quick:
+            config = network.Config.quick(
+                nodes=args.nodes,
+                messages=args.messages,
+                rounds=args.rounds,
+                concurrency=args.concurrency,
+            )
+        else:
+            config = network.Config(
+                nodes=args.nodes,
+                messages=args.messages or network.DEFAULT_MESSAGES,
+                rounds=args.rounds or network.DEFAULT_ROUNDS,
+                concurrency=args.concurrency,
+            )
+    except ValueError as error:
+        raise CommandError(str(error)) from None
+
+    progress = _progress if sys.stderr.isatty() else None
+    try:
+        report = network.run(config, progress=progress)
+    except network.WrongResultError as error:
+        raise CommandError(f"wrong result, benchmark void: {_with_notes(error)}") from None
+    except network.NetworkBenchError as error:
+        raise CommandError(f"network benchmark failed: {_with_notes(error)}") from None
+    finally:
+        if progress is not None:
+            _progress("")
+    print(network.format_table(report))
+
+    return _write_outputs(
+        ((json_path, "--json", network.write_json), (png_path, "--png", network.write_png)), report
+    )
+
+
+def _with_notes(error: BaseException) -> str:
+    notes = getattr(error, "__notes__", ())
+    return "; ".join([_one_line(error), *(" ".join(str(note).split()) for note in notes)])
 
 
 def _progress(message: str) -> None:

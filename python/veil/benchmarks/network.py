@@ -989,6 +989,7 @@ def write_png(report: Report, path: str | os.PathLike[str]) -> None:
     latency_axes.set_title("latency (lower is better)", fontsize=10)
     latency_axes.legend(frameon=False)
     for axes in (rate_axes, latency_axes):
+        axes.set_xlim(-0.8, len(xs) - 0.2)
         axes.grid(axis="y", alpha=0.3)
         axes.set_axisbelow(True)
 

@@ -1,0 +1,318 @@
+"""``veil bench network``: option validation (no devnet), and one real ``--quick --nodes 4`` run
+on a devnet — table, JSON and PNG checked, and no node process left afterwards."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from veil.benchmarks import network
+from veil.cli import main
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+HAS_MATPLOTLIB = importlib.util.find_spec("matplotlib") is not None
+
+
+# --------------------------------------------------------------------------------------------------
+# Options (fast: refused before any devnet starts)
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        ["--nodes", "2"],  # a path has three hops
+        ["--nodes", "101"],
+        ["--nodes", "six"],
+        ["--nodes", ","],
+        ["--nodes", "6,x"],
+        ["--messages", "0"],
+        ["--messages", "many"],
+        ["--rounds", "0"],
+        ["--rounds", "101"],
+        ["--concurrency", "0"],
+        ["--concurrency", "2000"],
+        ["--json", ""],
+        ["--frobnicate"],
+    ],
+)
+def test_bad_option_is_a_usage_error(bad: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["bench", "network", *bad]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.startswith("usage: veil")
+    assert "error:" in captured.err
+    assert "Traceback" not in captured.err
+
+
+def test_help_names_every_option(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["bench", "network", "--help"]) == 0
+    out = capsys.readouterr().out
+    for option in ("--nodes", "--messages", "--rounds", "--concurrency", "--json", "--png"):
+        assert option in out
+    assert "--quick" in out
+
+
+@pytest.mark.parametrize("option", ["--json", "--png"])
+@pytest.mark.parametrize("where", ["missing-directory", "is-a-directory"])
+def test_unwritable_output_is_refused_before_the_run(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    option: str,
+    where: str,
+) -> None:
+    def no_run(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the benchmark ran")
+
+    monkeypatch.setattr(network, "run", no_run)
+    target = tmp_path / "no" / "such" / "out" if where == "missing-directory" else tmp_path
+    assert main(["bench", "network", "--quick", "--nodes", "4", option, str(target)]) == 1
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.count("\n") == 1
+    assert captured.err.startswith(f"veil: cannot write {option} ")
+    assert "Traceback" not in captured.err
+    assert not list(tmp_path.iterdir())
+
+
+def test_config_refuses_values_out_of_range() -> None:
+    with pytest.raises(ValueError, match="nodes"):
+        network.Config(nodes=(2,))
+    with pytest.raises(ValueError, match="repeat"):
+        network.Config(nodes=(6, 6))
+    with pytest.raises(ValueError, match="messages"):
+        network.Config(messages=0)
+    with pytest.raises(ValueError, match="sample"):
+        network.Config(sample=300)
+    quick = network.Config.quick(nodes=(4,))
+    assert (quick.messages, quick.rounds) == (network.QUICK_MESSAGES, network.QUICK_ROUNDS)
+
+
+def test_import_of_the_cli_loads_no_benchmark() -> None:
+    code = (
+        "import sys, veil.cli; veil.cli.build_parser(); "
+        "print(sorted(m for m in sys.modules if m.startswith('veil.benchmarks')))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], check=True, capture_output=True, text=True
+    ).stdout
+    assert out.strip() == "[]"
+
+
+def _processes_in(directory: Path) -> list[int]:
+    """The pids of live processes with ``directory`` in their arguments (node data directories)."""
+    needle = str(directory).encode()
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if needle in (entry / "cmdline").read_bytes():
+                pids.append(int(entry.name))
+        except OSError:
+            continue
+    return pids
+
+
+# --------------------------------------------------------------------------------------------------
+# One real run
+
+
+@pytest.mark.timeout(90)
+def test_quick_run_on_four_nodes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    work = tmp_path / "work"  # where the run's temporary directory (the devnet) goes
+    work.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(work))
+    json_path, png_path = tmp_path / "network.json", tmp_path / "network.png"
+    argv = ["bench", "network", "--quick", "--nodes", "4", "--json", str(json_path)]
+    if HAS_MATPLOTLIB:
+        argv += ["--png", str(png_path)]
+    code = main(argv)
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert _processes_in(work) == []  # the devnet came down: no node or authority left
+    assert list(work.iterdir()) == []  # and its directory was removed
+
+    out = captured.out
+    assert "peel unit: NodeKey.peel of a 1 KiB v1 onion on one core" in out
+    for column in ("msgs/s", "p50 ms", "p99 ms", "node CPU/msg us", "peel units", "delivered"):
+        assert column in out
+    row = next(line.split() for line in out.splitlines() if line.split()[:1] == ["4"])
+
+    report: dict[str, Any] = json.loads(json_path.read_text(encoding="utf-8"))
+    assert report["schema"] == network.SCHEMA
+    assert {"config", "machine", "versions", "peel", "results", "started_at", "duration_s"} <= set(
+        report
+    )
+    config = report["config"]
+    assert config["nodes"] == [4]
+    assert (config["messages"], config["rounds"]) == (network.QUICK_MESSAGES, 1)
+    assert config["size"] == 1024
+    assert config["concurrency"] == network.DEFAULT_CONCURRENCY
+    assert report["machine"]["cpu_count"] == os.cpu_count()
+    assert {"veil", "pynacl", "libsodium"} <= set(report["versions"])
+
+    peel = report["peel"]
+    assert peel["payload_size"] == 1024
+    assert peel["onion_len"] > 1024
+    assert len(peel["samples_us"]) == config["peel"]["repeat"]
+    assert 0 < peel["min_us"] <= peel["median_us"] <= peel["max_us"] < 10_000
+
+    (result,) = report["results"]
+    assert result["nodes"] == 4
+    (timed,) = result["rounds"]
+    assert timed["ok"] == timed["sent"] == timed["messages"] == network.QUICK_MESSAGES
+    assert timed["complete"] is True
+    assert result["stores"] == network.QUICK_MESSAGES
+    assert timed["elapsed_s"] > 0
+    assert result["rate"] == pytest.approx(timed["ok"] / timed["elapsed_s"])
+    assert 0 < result["p50_ms"] <= result["p99_ms"] <= result["max_ms"]
+    # every store took one onion request, each answered 200 (no path failed, no retry); the
+    # client's consensus refreshes are counted too
+    stores = {k: v for k, v in timed["requests"].items() if k.startswith("store")}
+    assert stores == {"store 200": network.QUICK_MESSAGES}
+    assert result["requests_per_store"] == 1.0
+    assert result["paths_failed"] == 0
+    # CPU: the nodes did work for every message, more than the client's peel of a layer
+    assert result["nodes_cpu_us"] > result["peel_us"] == peel["median_us"]
+    assert result["nodes_cpu_us"] == pytest.approx(
+        timed["nodes_cpu_s"] / network.QUICK_MESSAGES * 1e6
+    )
+    assert result["peel_units"] == pytest.approx(result["nodes_cpu_us"] / peel["median_us"])
+    assert 0 <= result["idle_cpu"] <= (os.cpu_count() or 1)  # a share of one core
+    assert result["nodes_cpu_busy_us"] <= result["nodes_cpu_us"]
+    assert result["peel_units_busy"] == pytest.approx(
+        result["nodes_cpu_busy_us"] / peel["median_us"]
+    )
+    assert result["client_cpu_us"] > 0
+    delivery = result["delivery"]
+    assert delivery["recipients"] == network.QUICK_SAMPLE
+    assert delivery["found"] == delivery["expected"] > 0
+    assert (delivery["unexpected"], delivery["corrupt"]) == (0, 0)
+
+    # the table shows the same figures
+    assert row[1] == f"{result['rate']:,.0f}"
+    assert row[2:4] == [f"{result['p50_ms']:.1f}", f"{result['p99_ms']:.1f}"]
+    assert f"{result['peel_units']:,.1f}" in row
+    assert row[-1] == f"{delivery['found']}/{delivery['expected']}"
+
+    if HAS_MATPLOTLIB:
+        assert png_path.read_bytes()[:8] == PNG_SIGNATURE
+    else:
+        pytest.skip("matplotlib is not installed: the PNG was not drawn (JSON and table checked)")
+
+
+# --------------------------------------------------------------------------------------------------
+# Wrong results void the run (the checks, without a devnet)
+
+
+class FakeClient:
+    """Answers the session's commands with what a test gives, as the load client would."""
+
+    def __init__(self, answers: dict[str, dict[str, Any]]) -> None:
+        self.answers = answers
+        self.asked: list[str] = []
+
+    def ask(self, timeout: float, **command: Any) -> dict[str, Any]:
+        self.asked.append(command["op"])
+        return self.answers[command["op"]]
+
+    def stop(self, timeout: float = 15.0) -> None:
+        pass
+
+
+def _round_answer(**changes: Any) -> dict[str, Any]:
+    answer = {
+        "ok": 48,
+        "bad": 0,
+        "sent": 48,
+        "elapsed": 0.5,
+        "error": None,
+        "p50_ms": 10.0,
+        "p99_ms": 20.0,
+        "max_ms": 25.0,
+        "mean_ms": 11.0,
+        "requests": {"store 200": 48},
+        "paths_failed": 0,
+        "cpu_s": 0.05,
+    }
+    return answer | changes
+
+
+def _session(tmp_path: Path, answers: dict[str, dict[str, Any]]) -> network.Session:
+    session = network.Session(4, network.Config.quick(nodes=(4,)), tmp_path)
+    session.client = FakeClient(answers)  # type: ignore[assignment]
+    session.devnet.cpu_seconds = lambda: 1.0  # type: ignore[method-assign]
+    return session
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"ok": 47, "bad": 1, "error": "signed results: 5, valid from swarm members: 2 (need 3)"},
+        {"ok": 46, "sent": 48},  # an answer neither counted good nor bad
+        {"ok": 49, "sent": 49},  # more than prepared
+    ],
+)
+def test_a_wrong_store_voids_the_round(tmp_path: Path, changes: dict[str, Any]) -> None:
+    session = _session(tmp_path, {"go": _round_answer(**changes)})
+    with pytest.raises(network.WrongResultError, match="4 nodes, round 1"):
+        session.run_round()
+    assert session.rounds == []
+    good = _session(tmp_path, {"go": _round_answer()})
+    assert good.run_round().ok == 48
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"found": 7, "missing": ["aGFzaA"]},
+        {"unexpected": 1},
+        {"corrupt": 1},
+        {"expected": 0, "found": 0},
+        {"recipients": 0},
+    ],
+)
+def test_a_message_not_read_back_voids_the_run(tmp_path: Path, changes: dict[str, Any]) -> None:
+    check = {
+        "recipients": 8,
+        "expected": 8,
+        "found": 8,
+        "unexpected": 0,
+        "corrupt": 0,
+        "missing": [],
+        "elapsed": 0.1,
+    }
+    with pytest.raises(network.WrongResultError, match="4 nodes, delivery"):
+        _session(tmp_path, {"check": check | changes}).check_delivery()
+    assert _session(tmp_path, {"check": check}).check_delivery().found == 8
+
+
+def test_cli_reports_a_void_run_in_one_line_and_exit_1(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def wrong(*args: object, **kwargs: object) -> None:
+        error = network.WrongResultError("4 nodes, delivery: 7 of 8 acknowledged messages")
+        error.add_note("and then: veil devnet down failed")
+        raise error
+
+    monkeypatch.setattr(network, "run", wrong)
+    json_path = tmp_path / "network.json"
+    assert main(["bench", "network", "--quick", "--nodes", "4", "--json", str(json_path)]) == 1
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err == (
+        "veil: wrong result, benchmark void: 4 nodes, delivery: 7 of 8 acknowledged messages; "
+        "and then: veil devnet down failed\n"
+    )
+    assert not json_path.exists()

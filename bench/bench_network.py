@@ -68,7 +68,7 @@ def summary(request: pytest.FixtureRequest) -> Iterator[None]:
         "",
         f"network end to end, this run ({network.SIZE} B stores, "
         f"{network.DEFAULT_CONCURRENCY} concurrent, medians over rounds; peel unit: "
-        f"NodeKey.peel of a 1 KiB onion on one core, {PEEL[0].median_us:.2f} us):",
+        f"NodeKey.peel of a 1 KiB onion, {PEEL[0].median_us:.2f} us of one core's CPU):",
     ]
     for n in sorted(FIGURES):
         f = FIGURES[n].summary()

@@ -18,6 +18,7 @@ import pytest
 
 from veil import _core
 from veil.crypto import HopKey, decrypt_incoming, encrypt_for_recipient, peel_onion
+from veil.errors import InvalidKeyError
 from veil.identity import Identity
 
 SEEDS = [bytes(32), bytes(range(32)), b"\xff" * 32, os.urandom(32)]
@@ -159,6 +160,21 @@ def test_ed25519_signatures_are_identical_and_verify_both_ways(seed: bytes, mess
     with pytest.raises(nacl.exceptions.BadSignatureError):
         theirs.verify_key.verify(message + b"!", ours)
     assert _core.ed25519_verify(public, message + b"!", their_signature) is False
+    # The expanded key pair and the decompressed public key a node keeps: the same answers.
+    key_pair = _core.Ed25519KeyPair(seed)
+    assert key_pair.public_key == public
+    assert key_pair.sign(message) == their_signature
+    verifier = _core.Ed25519PublicKey(public)
+    assert verifier.verify(message, their_signature) is True
+    assert verifier.verify(message + b"!", their_signature) is False
+    assert verifier.verify(message, their_signature[:63]) is False
+
+
+def test_an_ed25519_public_key_that_is_not_a_point_is_refused() -> None:
+    not_a_point = bytes([2]) + bytes(31)
+    with pytest.raises(InvalidKeyError):
+        _core.Ed25519PublicKey(not_a_point)
+    assert _core.ed25519_verify(not_a_point, b"m", bytes(64)) is False
 
 
 @pytest.mark.parametrize("seed", SEEDS, ids=["zero", "counting", "ones", "random"])

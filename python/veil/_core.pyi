@@ -46,6 +46,8 @@ __all__ = [
     "CellReply",
     "CircuitHop",
     "ClientCircuit",
+    "Ed25519KeyPair",
+    "Ed25519PublicKey",
     "HopKey",
     "LinkCipher",
     "LinkInitiator",
@@ -262,6 +264,18 @@ class LinkCipher:
         self, frames: Iterable[tuple[int, int, bytes]], rekey: bool = False
     ) -> bytes: ...
     def open_frames(self, received: bytes, max_frame: int) -> list[tuple[int, int, bytes]]: ...
+
+@final
+class Ed25519KeyPair:
+    def __new__(cls, seed: bytes) -> Ed25519KeyPair: ...
+    @property
+    def public_key(self) -> bytes: ...
+    def sign(self, message: bytes) -> bytes: ...
+
+@final
+class Ed25519PublicKey:
+    def __new__(cls, public_key: bytes) -> Ed25519PublicKey: ...
+    def verify(self, message: bytes, signature: bytes) -> bool: ...
 
 @final
 class Blind25Key:

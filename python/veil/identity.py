@@ -26,13 +26,22 @@ class Identity:
     The repr names the Session ID only; the seed and secret keys never appear in a repr or an error.
     """
 
-    __slots__ = ("_ed25519_public_key", "_seed", "_x25519_public_key", "_x25519_secret_key")
+    __slots__ = (
+        "_ed25519_public_key",
+        "_key_pair",
+        "_seed",
+        "_x25519_public_key",
+        "_x25519_secret_key",
+    )
 
     def __init__(self, seed: bytes) -> None:
         if not isinstance(seed, bytes) or len(seed) != 32:
             raise InvalidKeyError("an Identity seed is 32 bytes (use Identity.from_seed for 16)")
         self._seed = seed
-        self._ed25519_public_key = _core.ed25519_public_key(seed)
+        # Expanded once: signing from the seed would expand it again on every signature (2x the
+        # cost of a node's receipt).
+        self._key_pair = _core.Ed25519KeyPair(seed)
+        self._ed25519_public_key = self._key_pair.public_key
         self._x25519_secret_key = _core.ed25519_seed_to_x25519(seed)
         self._x25519_public_key = _core.x25519_public_key(self._x25519_secret_key)
 
@@ -88,7 +97,7 @@ class Identity:
 
     def sign(self, message: bytes) -> bytes:
         """A 64-byte Ed25519 signature of ``message``."""
-        return _core.ed25519_sign(self._seed, message)
+        return self._key_pair.sign(message)
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Identity):

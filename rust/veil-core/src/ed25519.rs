@@ -41,6 +41,50 @@ pub fn verify(
         .is_ok()
 }
 
+/// An Ed25519 key pair expanded once (the secret scalar, the nonce prefix and the public key), for
+/// a signer that signs often: [`sign`] derives all three from the seed on every call, which costs
+/// about as much as the signature itself. The expanded secret is zeroized on drop.
+pub struct KeyPair(SigningKey);
+
+impl KeyPair {
+    #[must_use]
+    pub fn new(seed: &[u8; SEED_LEN]) -> Self {
+        Self(SigningKey::from_bytes(seed))
+    }
+
+    #[must_use]
+    pub fn public_key(&self) -> [u8; PUBLIC_KEY_LEN] {
+        self.0.verifying_key().to_bytes()
+    }
+
+    /// The same signature [`sign`] makes with this key pair's seed.
+    #[must_use]
+    pub fn sign(&self, message: &[u8]) -> [u8; SIGNATURE_LEN] {
+        self.0.sign(message).to_bytes()
+    }
+}
+
+/// An Ed25519 public key decompressed once, for a key that verifies many signatures (a swarm
+/// member's receipts): [`verify`] decompresses the key on every call.
+pub struct PublicKey(VerifyingKey);
+
+impl PublicKey {
+    /// Fails for an encoding that is not a point.
+    pub fn new(public_key: &[u8; PUBLIC_KEY_LEN]) -> Result<Self> {
+        VerifyingKey::from_bytes(public_key)
+            .map(Self)
+            .map_err(|_| Error::InvalidKey("Ed25519 public key"))
+    }
+
+    /// What [`verify`] answers for this key (strict verification).
+    #[must_use]
+    pub fn verify(&self, message: &[u8], signature: &[u8; SIGNATURE_LEN]) -> bool {
+        self.0
+            .verify_strict(message, &Signature::from_bytes(signature))
+            .is_ok()
+    }
+}
+
 /// The X25519 public key that corresponds to an Ed25519 public key (birational map `u = (1+y)/(1-y)`).
 ///
 /// Rejects, as libsodium does, encodings that are not points, points of small order and points outside
@@ -131,6 +175,28 @@ mod tests {
         assert_eq!(sig.to_vec(), hex("e5564300c360ac729086e2cc806e828a84877f1eb8e5d974d873e065224901555fb8821590a33bacc61e39701cf9b46bd25bf5f0595bbe24655141438e7a100b"));
         assert!(verify(&pk, b"", &sig));
         assert!(!verify(&pk, b"x", &sig));
+    }
+
+    #[test]
+    fn signer_and_verifier_agree_with_the_one_shot_functions() {
+        for seed in [[0u8; 32], [7u8; 32], [0xff; 32]] {
+            let signer = KeyPair::new(&seed);
+            assert_eq!(signer.public_key(), public_key(&seed));
+            let verifier = PublicKey::new(&signer.public_key()).unwrap();
+            for message in [&b""[..], b"receipt", &[0x5a; 1000]] {
+                let signature = signer.sign(message);
+                assert_eq!(signature, sign(&seed, message));
+                assert!(verifier.verify(message, &signature));
+                let mut tampered = signature;
+                tampered[5] ^= 1;
+                assert!(!verifier.verify(message, &tampered));
+                assert!(!verifier.verify(b"other", &signature));
+            }
+        }
+        // Not a point (y = 2 has no x on the curve): refused when the verifier is made.
+        let mut not_a_point = [0u8; 32];
+        not_a_point[0] = 2;
+        assert!(PublicKey::new(&not_a_point).is_err());
     }
 
     #[test]

@@ -238,6 +238,53 @@ fn session_decrypt<'py>(
 
 // --- Blinded identities (communities) -------------------------------------------------------------
 
+/// An Ed25519 key pair expanded once from its seed, for a key that signs often (a node's receipts):
+/// `ed25519_sign` expands the seed on every call. The secret never returns to Python.
+#[pyclass(module = "veil._core", frozen)]
+struct Ed25519KeyPair(ed25519::KeyPair);
+
+#[pymethods]
+impl Ed25519KeyPair {
+    #[new]
+    fn new(seed: &[u8]) -> CoreResult<Self> {
+        let seed = zeroizing(fixed::<32>("seed", seed)?);
+        Ok(Self(ed25519::KeyPair::new(&seed)))
+    }
+
+    /// The 32-byte Ed25519 public key.
+    #[getter]
+    fn public_key<'py>(&self, py: Python<'py>) -> Bound<'py, PyBytes> {
+        bytes(py, &self.0.public_key())
+    }
+
+    /// A 64-byte Ed25519 signature of `message` (what `ed25519_sign` makes with the seed).
+    fn sign<'py>(&self, py: Python<'py>, message: &[u8]) -> Bound<'py, PyBytes> {
+        bytes(py, &self.0.sign(message))
+    }
+}
+
+/// An Ed25519 public key decompressed once, for a key whose signatures are checked often (a swarm
+/// member's receipts): `ed25519_verify` decompresses the key on every call.
+#[pyclass(module = "veil._core", frozen)]
+struct Ed25519PublicKey(ed25519::PublicKey);
+
+#[pymethods]
+impl Ed25519PublicKey {
+    #[new]
+    fn new(public_key: &[u8]) -> CoreResult<Self> {
+        let public_key = fixed::<32>("Ed25519 public key", public_key)?;
+        Ok(Self(ed25519::PublicKey::new(&public_key)?))
+    }
+
+    /// What `ed25519_verify` answers for this key: `False` for any invalid signature.
+    fn verify(&self, message: &[u8], signature: &[u8]) -> bool {
+        let Ok(signature) = fixed::<64>("signature", signature) else {
+            return false;
+        };
+        self.0.verify(message, &signature)
+    }
+}
+
 /// A user's blinded key pair on one community server (`veil.protocol.blinding`), derived once from
 /// the Ed25519 seed and the server's public key; the blinded secret never returns to Python.
 #[pyclass(module = "veil._core", frozen)]
@@ -1347,6 +1394,8 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<LinkInitiator>()?;
     m.add_class::<LinkResponder>()?;
     m.add_class::<LinkCipher>()?;
+    m.add_class::<Ed25519KeyPair>()?;
+    m.add_class::<Ed25519PublicKey>()?;
     m.add_class::<Blind25Key>()?;
     m.add("ONION_VERSION", onion::VERSION)?;
     m.add("CELL_VERSION", cells::VERSION)?;

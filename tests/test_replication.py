@@ -3,6 +3,7 @@ and joins."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from veil.node.config import NetworkSettings
 from veil.node.links import HopFailed
 from veil.node.server import Node
 from veil.protocol.hashes import hash_b64, message_hash
+from veil.protocol.node_rpc import Replicate, decode_receipts, decode_request, encode_receipts
 from veil.protocol.storage_rpc import verify_swarm
 
 FAST = NetworkSettings(sync_interval_s=0.3, replication_timeout_s=2.0)
@@ -251,6 +253,76 @@ def test_a_delete_or_delete_all_at_one_member_reaches_the_whole_swarm(tmp_path: 
                 lambda: all(not m.store.hashes_of(carol.account_bytes) for m in members), 10
             )
             assert await retrieved() == [set()] * len(members)
+        finally:
+            for node in nodes:
+                if node._server is not None and node._server.is_serving():
+                    await node.stop()
+
+    run(main())
+
+
+def test_stores_of_one_turn_travel_to_each_member_in_one_frame_and_a_bad_receipt_fails_alone(
+    tmp_path: Path,
+) -> None:
+    """Stores that commit together at the entry replicate together (one ``replicate`` frame per
+    member for the lot); a member's receipt that does not verify fails only its own message."""
+    alice = Account()
+    stores = 12
+
+    async def main() -> None:
+        _, nodes = await _network(tmp_path, 5)  # one swarm of five: every node is a member
+        try:
+            entry = nodes[0]
+            liar = next(
+                m
+                for m in entry.network.swarm(alice.account_bytes)
+                if m.ed25519 != entry.identity.ed25519_public_key
+            )
+            honest_request = entry.replicator.pool.request
+            spoiled: list[bytes] = []
+
+            async def spoil_second_receipt(
+                address: tuple[str, int], x25519: bytes, body: bytes, *args: Any
+            ) -> bytes:
+                answer = await honest_request(address, x25519, body, *args)
+                request = decode_request(body, max_items=1000)
+                if x25519 != liar.x25519 or not isinstance(request, Replicate):
+                    return answer
+                receipts = decode_receipts(answer, expected=len(request.messages))
+                if len(receipts) > 1 and receipts[1] is not None:
+                    spoiled.append(request.messages[1].hash)
+                    receipts[1] = bytes(64 - 1) + b"\x01"
+                return encode_receipts(receipts)
+
+            entry.replicator.pool.request = spoil_second_receipt  # type: ignore[method-assign]
+            requests = [alice.store(b"message %d" % i) for i in range(stores)]
+            clients = [await HttpClient.connect(entry.port) for _ in requests]
+            try:
+                answers = await asyncio.gather(
+                    *(c.rpc("store", r) for c, r in zip(clients, requests, strict=True))
+                )
+            finally:
+                for client in clients:
+                    await client.close()
+            frames = entry.replicator.counts["replicate_frames"]
+            assert frames < stores * 4, frames  # some frames carried several stores
+            assert spoiled, "no frame carried two stores to the member"
+            liar_key = liar.ed25519.hex()
+            for request, (status, body) in zip(requests, answers, strict=True):
+                assert status == 200, body
+                digest = base64.b64decode(body["hash"] + "=")
+                signers = verify_swarm(
+                    "store",
+                    request,
+                    body,
+                    {m.ed25519 for m in entry.network.swarm(alice.account_bytes)},
+                )
+                if digest in spoiled:
+                    assert body["swarm"][liar_key]["failed"] is True
+                    assert liar.ed25519 not in signers
+                else:
+                    assert liar.ed25519 in signers
+                assert len(signers) >= 3
         finally:
             for node in nodes:
                 if node._server is not None and node._server.is_serving():

@@ -40,6 +40,7 @@ import orjson
 
 from veil import _core
 from veil.clock import now_ms
+from veil.errors import InvalidKeyError
 from veil.identity import Identity
 from veil.node.config import Limits, NetworkSettings
 from veil.node.links import HopFailed, LinkPool
@@ -75,6 +76,11 @@ __all__ = ["Replicator"]
 
 log = logging.getLogger("veil.node.replication")
 
+_FAILED = object()
+"""A queued replication's outcome when the member did not answer (or answered garbage)."""
+_MAX_PUBLIC_KEYS = 4096
+"""Members' decompressed keys kept at most (a swarm's members, and those anti-entropy meets)."""
+
 _NOTHING = (0, bytes(32))
 """The summary of an account with no messages here (listed for its revocations)."""
 
@@ -107,6 +113,11 @@ class Replicator:
         self._background: set[asyncio.Task[Any]] = set()
         self._rng = random.SystemRandom()
         self.counts: collections.Counter[str] = collections.Counter()
+        self._queued: dict[bytes, tuple[Announcement, list[tuple[Message, asyncio.Future[Any]]]]]
+        self._queued = {}
+        """Stores of this turn of the event loop waiting for their ``replicate`` frame, by
+        member."""
+        self._public_keys: dict[bytes, _core.Ed25519PublicKey | None] = {}
 
     # --- receipts and writes ------------------------------------------------------------------
 
@@ -125,41 +136,84 @@ class Replicator:
         """Send a stored message to the other members; return each one's part of the swarm
         answer (``{"hash", "signature", "expiry"}``, or ``{"failed": true, …}``), keyed by its
         Ed25519 key in hex. Waits for all of them, up to ``replication_timeout_s``, and at most
-        ``swarm_answer_grace_s`` once the quorum holds the message."""
+        ``swarm_answer_grace_s`` once the quorum holds the message.
+
+        Messages stored in the same turn of the event loop travel to each member together: one
+        ``replicate`` frame, one commit and one answer for all of them (:meth:`_send_queued`)."""
         members = self.others(message.account)
         need = self.quorum(message.account) - 1
-        tasks = {self._spawn(self._push(member, [message])): member for member in members}
+        pending = {self._queue_push(member, message): member for member in members}
         results: dict[str, dict[str, Any]] = {}
         held = 0
 
-        def took(task: asyncio.Task[Any], member: Announcement) -> None:
+        def took(pushed: asyncio.Future[Any], member: Announcement) -> None:
             nonlocal held
             key = member.ed25519.hex()
-            if task.cancelled() or task.exception() is not None:
+            signature = pushed.result()
+            if signature is _FAILED:
                 results[key] = {"failed": True, "code": 502, "reason": "no answer on the link"}
                 return
-            signatures: list[bytes] = task.result()
-            if not signatures:
+            if signature is None:
                 results[key] = {"failed": True, "code": 507, "reason": "did not take the message"}
                 return
             held += 1
             results[key] = {
                 "hash": hash_b64(message.hash),
-                "signature": base64.b64encode(signatures[0]).decode("ascii"),
+                "signature": base64.b64encode(signature).decode("ascii"),
                 "expiry": message.expiry_ms,
             }
 
-        await self._gather(tasks, took, lambda: held >= need)
+        await self._gather(pending, took, lambda: held >= need)
         if held < need:
             self.counts["quorum_timeout"] += 1
         for member in members:
             results.setdefault(member.ed25519.hex(), {"failed": True, "timeout": True})
         return results
 
+    def _queue_push(self, member: Announcement, message: Message) -> asyncio.Future[Any]:
+        """``message`` for ``member``'s next ``replicate`` frame; the future is its valid
+        receipt, ``None`` if the member took no copy, or ``_FAILED`` if no answer came."""
+        loop = asyncio.get_running_loop()
+        pushed: asyncio.Future[Any] = loop.create_future()
+        if not self._queued:
+            loop.call_soon(self._send_queued)
+        self._queued.setdefault(member.ed25519, (member, []))[1].append((message, pushed))
+        return pushed
+
+    def _send_queued(self) -> None:
+        """One task per member for what this turn queued, in frames within the budget."""
+        queued, self._queued = self._queued, {}
+        for member, entries in queued.values():
+            chunk: list[tuple[Message, asyncio.Future[Any]]] = []
+            used = 0
+            for entry in entries:
+                size = message_entry_size(entry[0])
+                full = len(chunk) >= self.settings.sync_batch_messages
+                if chunk and (full or used + size > self.budget):
+                    self._spawn(self._push_queued(member, chunk))
+                    chunk, used = [], 0
+                chunk.append(entry)
+                used += size
+            self._spawn(self._push_queued(member, chunk))
+
+    async def _push_queued(
+        self, member: Announcement, entries: list[tuple[Message, asyncio.Future[Any]]]
+    ) -> None:
+        self.counts["replicate_frames"] += 1
+        signatures: list[Any] = [_FAILED] * len(entries)
+        try:
+            signatures = await self._push(member, [message for message, _ in entries])
+        except HopFailed:
+            pass
+        finally:  # also when cancelled: every waiting store learns the outcome
+            for (_, pushed), signature in zip(entries, signatures, strict=True):
+                if not pushed.done():
+                    pushed.set_result(signature)
+
     async def _gather(
         self,
-        tasks: dict[asyncio.Task[Any], Announcement],
-        took: Callable[[asyncio.Task[Any], Announcement], None],
+        tasks: dict[asyncio.Future[Any], Announcement],
+        took: Callable[[asyncio.Future[Any], Announcement], None],
         enough: Callable[[], bool],
     ) -> None:
         """Collect ``tasks`` as they finish (``took``), until all did, or
@@ -176,7 +230,7 @@ class Replicator:
             if not settled.done():
                 settled.set_result(None)
 
-        def finished(task: asyncio.Task[Any]) -> None:
+        def finished(task: asyncio.Future[Any]) -> None:
             nonlocal left, grace
             if settled.done():
                 return
@@ -201,22 +255,39 @@ class Replicator:
             for task in tasks:
                 task.remove_done_callback(finished)
 
-    async def _push(self, member: Announcement, messages: list[Message]) -> list[bytes]:
-        """Replicate ``messages`` (one frame's worth) to ``member``; its valid receipts."""
+    async def _push(self, member: Announcement, messages: list[Message]) -> list[bytes | None]:
+        """Replicate ``messages`` (one frame's worth) to ``member``; its receipt for each, in
+        order, ``None`` where it gave none or one that does not verify."""
         answer = await self._rpc(member, Replicate(messages))
         try:
             signatures = decode_receipts(answer, expected=len(messages))
         except NodeRpcError:
             self.counts["bad_answer"] += 1
             raise HopFailed() from None
-        valid = []
-        for message, signature in zip(messages, signatures, strict=True):
-            if signature is not None and _core.ed25519_verify(
-                member.ed25519, receipt_bytes(message.hash), signature
-            ):
-                valid.append(signature)
-        self.counts["pushed"] += len(valid)
+        key = self._public_key(member.ed25519)
+        valid: list[bytes | None] = [
+            signature
+            if signature is not None
+            and key is not None
+            and key.verify(receipt_bytes(message.hash), signature)
+            else None
+            for message, signature in zip(messages, signatures, strict=True)
+        ]
+        self.counts["pushed"] += sum(signature is not None for signature in valid)
         return valid
+
+    def _public_key(self, ed25519: bytes) -> _core.Ed25519PublicKey | None:
+        """A member's key, decompressed once (``None`` if it is not a point): receipts from the
+        same few members are checked for every store."""
+        if ed25519 in self._public_keys:
+            return self._public_keys[ed25519]
+        if len(self._public_keys) >= _MAX_PUBLIC_KEYS:
+            self._public_keys.clear()  # members churn: start again rather than track age
+        key: _core.Ed25519PublicKey | None = None
+        with contextlib.suppress(InvalidKeyError):
+            key = _core.Ed25519PublicKey(ed25519)
+        self._public_keys[ed25519] = key
+        return key
 
     async def _push_all(self, member: Announcement, hashes: list[bytes]) -> int:
         """Replicate the messages ``hashes`` to ``member`` in frames of bounded size; how many
@@ -225,7 +296,8 @@ class Replicator:
         for batch in _chunks(hashes, self.settings.sync_batch_messages):
             messages = await self._read(batch)
             for chunk in self._by_size(messages):
-                taken += len(await self._push(member, chunk))
+                received = await self._push(member, chunk)
+                taken += sum(signature is not None for signature in received)
         return taken
 
     def _by_size(self, messages: list[Message]) -> Iterator[list[Message]]:
@@ -265,10 +337,12 @@ class Replicator:
         members still being retried then finish in the background."""
         request = Apply(method, params)
         members = self.others(account)
-        tasks = {self._spawn(self._forward_to(member, request)): member for member in members}
+        tasks: dict[asyncio.Future[Any], Announcement] = {
+            self._spawn(self._forward_to(member, request)): member for member in members
+        }
         results: dict[str, dict[str, Any]] = {}
 
-        def took(task: asyncio.Task[Any], member: Announcement) -> None:
+        def took(task: asyncio.Future[Any], member: Announcement) -> None:
             key = member.ed25519.hex()
             if task.cancelled() or task.exception() is not None:
                 results[key] = {"failed": True, "timeout": True}

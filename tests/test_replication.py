@@ -294,7 +294,7 @@ def test_stores_of_one_turn_travel_to_each_member_in_one_frame_and_a_bad_receipt
                     receipts[1] = bytes(64 - 1) + b"\x01"
                 return encode_receipts(receipts)
 
-            entry.replicator.pool.request = spoil_second_receipt  # type: ignore[method-assign]
+            entry.replicator.pool.request = spoil_second_receipt  # type: ignore[method-assign,assignment]
             requests = [alice.store(b"message %d" % i) for i in range(stores)]
             clients = [await HttpClient.connect(entry.port) for _ in requests]
             try:

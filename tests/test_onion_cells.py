@@ -202,6 +202,37 @@ def test_idle_and_old_circuits_are_dropped(monkeypatch: pytest.MonkeyPatch) -> N
     assert table.expired == 2
 
 
+def test_a_sweep_drops_every_idle_circuit_and_a_full_table_also_the_old_ones(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    now = [1000.0]
+    monkeypatch.setattr(time, "monotonic", lambda: now[0])
+    table = _table(circuit_idle_s=10.0, circuit_lifetime_s=25.0, max_circuits=4)
+    hop = _hop()
+    for i in range(4):
+        table.add("a", b"%d" % i, hop, None)
+    now[0] += 6
+    for i in (3, 1):  # used out of their order of opening
+        table.get("a", b"%d" % i)
+    now[0] += 5  # 0 and 2 idle for 11 s; 1 and 3 for 5 s
+    table.add("b", b"0", hop, None)  # sweeps (more than a second since the last one)
+    assert len(table) == 3
+    assert table.expired == 2
+    for step in range(3):  # 1 and 3 in use, 1,024 the last time: 24 s old, 2 s idle at 1,026
+        now[0] += 6.5 if step else 0.0
+        table.get("a", b"1")
+        table.get("a", b"3")
+    now[0] += 2
+    table.add("c", b"0", hop, None)  # "b"/"0" idle for 15 s is swept; 1 and 3 are not idle
+    assert len(table) == 3
+    table.add("c", b"1", hop, None)
+    table.admit("d")  # full: this sweep also drops those past their lifetime (26 s)
+    assert len(table) == 2
+    assert table.expired == 5
+    with pytest.raises(UnknownCircuit):
+        table.get("a", b"1")
+
+
 # --- through real nodes ------------------------------------------------------------------------
 
 

@@ -112,11 +112,16 @@ class CircuitTable:
     """This node's ends of onion v2 circuits, keyed by (where the circuit comes from, its id on
     that link): at most ``max_circuits`` in all, ``per_client`` from one client address and
     ``per_peer`` from one peer node; one unused for ``idle_s`` or opened ``lifetime_s`` ago is
-    dropped (swept at most once a second, as circuits are added or used)."""
+    dropped (swept at most once a second, as circuits are added or used).
+
+    The table is kept in order of last use (a use moves a circuit to the end), so a sweep reads
+    only the idle circuits at the front, not the whole table; one past its lifetime but in use is
+    dropped at its next use."""
 
     def __init__(self, settings: OnionSettings) -> None:
         self.settings = settings
-        self._circuits: dict[tuple[str | bytes, bytes], _Circuit] = {}
+        self._circuits: collections.OrderedDict[tuple[str | bytes, bytes], _Circuit]
+        self._circuits = collections.OrderedDict()
         self._by_source: collections.Counter[str | bytes] = collections.Counter()
         self._swept = time.monotonic()
         self.expired = 0
@@ -160,13 +165,15 @@ class CircuitTable:
         """The circuit, marked used; raise :class:`UnknownCircuit` if not held (or expired)."""
         now = time.monotonic()
         self._sweep(now)
-        circuit = self._circuits.get((source, circuit_id))
+        key = (source, circuit_id)
+        circuit = self._circuits.get(key)
         if circuit is None:
             raise UnknownCircuit()
         if self._expired(circuit, now):
-            self._drop((source, circuit_id))
+            self._drop(key)
             raise UnknownCircuit()
         circuit.last_used = now
+        self._circuits.move_to_end(key)
         return circuit
 
     def clear(self) -> None:
@@ -183,8 +190,16 @@ class CircuitTable:
         if not force and now - self._swept < 1.0:
             return
         self._swept = now
-        for key in [key for key, c in self._circuits.items() if self._expired(c, now)]:
+        idle_since = now - self.settings.circuit_idle_s
+        circuits = self._circuits
+        while circuits:
+            key, oldest = next(iter(circuits.items()))
+            if oldest.last_used >= idle_since:
+                break  # the rest were used later
             self._drop(key)
+        if force:  # full: those past their lifetime go too, however recently used
+            for key in [key for key, c in circuits.items() if self._expired(c, now)]:
+                self._drop(key)
 
     def _drop(self, key: tuple[str | bytes, bytes]) -> None:
         circuit = self._circuits.pop(key)

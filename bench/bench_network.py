@@ -27,6 +27,7 @@ import pytest
 
 from benchkit import Benchmark, pick
 from veil.benchmarks import network
+from veil.devnet.state import ProcessRef
 
 NODES = network.DEFAULT_NODES
 N_MESSAGES = (network.DEFAULT_MESSAGES, 48)  # per round (enabled, disabled)
@@ -37,6 +38,15 @@ SAMPLE = (network.DEFAULT_SAMPLE, 8)  # recipients whose messages are read back
 
 FIGURES: dict[int, network.NodesResult] = {}
 PEEL: list[network.PeelTime] = []
+
+# What bench_messenger.py and bench_attachment_network.py import from here: the devnet as a context
+# (``veil devnet down`` on exit, whatever happened) and the nodes' CPU seconds by pid.
+Devnet = network.Devnet
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU seconds of these processes so far (``/proc/PID/stat``)."""
+    return network.cpu_seconds(ProcessRef.of(pid) for pid in pids)
 
 
 def config(benchmark: Benchmark, nodes: int) -> network.Config:

@@ -49,7 +49,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -71,6 +71,7 @@ __all__ = [
     "Round",
     "Session",
     "WrongResultError",
+    "cpu_seconds",
     "format_table",
     "measure_peel",
     "run",
@@ -360,8 +361,9 @@ def _devnet_command(log: Path, timeout: float, *args: str) -> int:
 
 
 class Devnet:
-    """``veil devnet up --detach`` in ``work/devnet`` (:meth:`up`) and ``veil devnet down``
-    (:meth:`down`); the commands' output goes to ``work/devnet-commands.log``."""
+    """``veil devnet up --detach`` in ``work/devnet`` (:meth:`up`, or entering it as a context)
+    and ``veil devnet down`` (:meth:`down`, or leaving the context, whatever happened); the
+    commands' output goes to ``work/devnet-commands.log``."""
 
     def __init__(self, work: Path, nodes: int) -> None:
         self.dir = work / "devnet"
@@ -404,6 +406,21 @@ class Devnet:
             self._down_after(error)
             raise
 
+    def __enter__(self) -> Devnet:
+        self.up()
+        return self
+
+    def __exit__(self, kind: object, error: BaseException | None, trace: object) -> None:
+        if error is None:
+            self.down()
+        else:
+            self._down_after(error)
+
+    @property
+    def pids(self) -> list[int]:
+        """The node processes' ids."""
+        return [process.pid for process in self.processes]
+
     def _down_after(self, error: BaseException) -> None:
         try:
             self.down()
@@ -430,10 +447,13 @@ class Devnet:
 
     def cpu_seconds(self) -> float:
         """User + system CPU seconds of the node processes so far (``/proc/PID/stat``)."""
-        ticks = 0
-        for process in self.processes:
-            ticks += _cpu_ticks(process)
-        return ticks / os.sysconf("SC_CLK_TCK")
+        return cpu_seconds(self.processes)
+
+
+def cpu_seconds(processes: Iterable[ProcessRef]) -> float:
+    """User + system CPU seconds of these processes so far (``/proc/PID/stat``); raises
+    :class:`NetworkBenchError` if one has exited."""
+    return sum(_cpu_ticks(process) for process in processes) / os.sysconf("SC_CLK_TCK")
 
 
 def _same_process(process: ProcessRef) -> bool:

@@ -196,6 +196,10 @@ def _replication_tasks(node: Node) -> int:
     return len(node.replicator._background)
 
 
+def _replication_keys(node: Node) -> int:  # members' decompressed keys
+    return len(node.replicator._public_keys)
+
+
 def _version_warnings(node: Node) -> int:
     return len(node.peer_rpc._versions_seen)
 
@@ -229,6 +233,7 @@ NODE_TABLES: dict[str, Callable[[Node], int]] = {
     "http_connections": _http_connections,
     "http_sources": _http_sources,
     "replication_tasks": _replication_tasks,
+    "replication_keys": _replication_keys,
     "version_warnings": _version_warnings,
     "writer_queue": _writer_queue,
     "swarm_views": _swarm_views,

@@ -8,10 +8,11 @@ process start-up, and the client never shares an interpreter with the node proce
 pytest). Only loopback is used.
 
 - ``{"op": "devnet", "dir": D}``: find the devnet as a client does (its network file, and the
-  consensus from a seed, checked: ``network_load.devnet_directory``), open a counting
-  :class:`~veil.client.network.NetworkClient` and a :class:`~veil.client.swarm.SwarmClient` on it,
-  and a keep-alive aiohttp session for the direct requests (``veil.client.http.client_session``,
-  as the client's own). Answers the devnet's number of nodes and the number the consensus lists.
+  consensus from a seed, checked: ``veil.benchmarks.network_load.devnet_directory``), open a
+  counting :class:`~veil.client.network.NetworkClient` and a
+  :class:`~veil.client.swarm.SwarmClient` on it, and a keep-alive aiohttp session for the direct
+  requests (``veil.client.http.client_session``, as the client's own). Answers the devnet's number
+  of nodes and the number the consensus lists.
 - ``{"op": "prep", "size": S}``: two fresh attachments of S random bytes (untimed): one for the
   onion upload (``Transfers`` seals it as it goes), one sealed here at once
   (``seal_attachment``: its chunks and their keys) for the direct store. Fresh keys every time, so
@@ -65,7 +66,7 @@ import orjson
 import uvloop
 
 from loadkit import serve
-from network_load import CountingNetworkClient, devnet_directory
+from veil.benchmarks.network_load import CountingNetworkClient, devnet_directory
 from veil.client.attachments import ATTACHMENT_TTL_MS, Transfers
 from veil.client.http import MAX_ANSWER_BYTES, client_session, read_bounded, url
 from veil.client.swarm import SwarmClient

@@ -1,8 +1,9 @@
 """The client process of ``bench_messenger.py``: messenger accounts that send and fetch (devnet).
 
 Run as ``python bench/messenger_load.py``; one JSON command per line on stdin, one JSON answer per
-line on stdout (as ``network_load.py``), so the benchmark times operations without paying for
-process start-up, and the client never shares an interpreter with the node processes or pytest.
+line on stdout (as ``veil.benchmarks.network_load``), so the benchmark times operations without
+paying for process start-up, and the client never shares an interpreter with the node processes or
+pytest.
 
 Every account is a *device* of its own: an :class:`~veil.client.messaging.Messenger` with its own
 :class:`~veil.client.account.Book`, on its own :class:`~veil.client.swarm.SwarmClient` and its own
@@ -62,7 +63,7 @@ from typing import Any
 import uvloop
 
 from loadkit import percentile, serve
-from network_load import CountingNetworkClient
+from veil.benchmarks.network_load import CountingNetworkClient
 from veil.client.account import Book
 from veil.client.bootstrap import open_directory
 from veil.client.messaging import Messenger, Received, seal

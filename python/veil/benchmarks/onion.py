@@ -391,17 +391,22 @@ def interleave(
     loops: Sequence[Sequence[int]],
     repeat: int,
     progress: Callable[[str], None] | None = None,
+    more: Callable[[int], bool] | None = None,
 ) -> list[list[list[float]]]:
     """Times every timer of every group once per repetition, ``loops[g][i]`` calls each; returns
     the elapsed seconds, ``[group][timer][repetition]``.
 
     Within a group the order rotates from one repetition to the next, and every group takes its
     turn in every repetition, so that noise on the machine falls on all candidates alike and a
-    burst of it on a few repetitions only.
+    burst of it on a few repetitions only. ``more``, if given, is asked before each repetition
+    after the first, with the number done: false stops there (a time budget), with fewer than
+    ``repeat`` samples.
     """
     say = progress or (lambda _message: None)
     samples: list[list[list[float]]] = [[[] for _ in row] for row in groups]
     for rep in range(repeat):
+        if rep and more is not None and not more(rep):
+            break
         say(f"repetition {rep + 1}/{repeat}")
         for g, row in enumerate(groups):
             k = len(row)

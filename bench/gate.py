@@ -833,7 +833,7 @@ def format_table(verdicts: Sequence[Verdict]) -> str:
                 "-" if v.baseline is None else f"{v.baseline:.3f}",
                 "-" if v.value is None else f"{v.value:.3f}",
                 change,
-                "-" if v.tolerance is None else f"{v.tolerance:.0%}",
+                "-" if v.tolerance is None or v.status == NOT_GATED else f"{v.tolerance:.0%}",
                 v.status,
             )
         )

@@ -29,6 +29,8 @@ step "ruff format" .venv/bin/ruff format --check .
 step "mypy" .venv/bin/mypy
 step "stubtest" .venv/bin/python -m mypy.stubtest veil._core
 step "pytest" .venv/bin/python -m pytest -p no:cacheprovider
+# Same-run ratios of hot paths against bench/baseline.json (~1-2 min): bench/README.md, CI gate.
+step "bench gate" .venv/bin/python bench/gate.py
 # Coverage-guided fuzzing of every parser of network bytes in the Rust core: 20 s per target, two
 # at a time (~2 min, plus ~2 min to build); any finding fails. rust/veil-core/fuzz/README.md.
 step "cargo fuzz" bash rust/veil-core/fuzz/run.sh 20

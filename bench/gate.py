@@ -401,6 +401,7 @@ def build_store(stack: contextlib.ExitStack) -> list[Candidate]:
             total = 0.0
             for _ in range(loops):
                 # A fresh store and fresh messages per round, untimed; the store is gone after.
+                # The garbage collector stays on, as in a node: these rounds allocate a lot.
                 path = base / f"round{next(rounds)}"
                 target, messages = store.open_store(path), store.make_messages(STORES_PER_ROUND)
                 try:

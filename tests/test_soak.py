@@ -133,15 +133,15 @@ DRAIN_S = 3 * (ONION.replay_window_s + 1) + LIMITS.request_timeout_s + 10
 """Replay tags go after three rotations (a rotation needs a window and a layer); half-open HTTP
 connections after ``request_timeout_s``; circuits after ``circuit_idle_s``."""
 
-RSS_GROWTH_BOUND_KB = 16 * 1024
+RSS_GROWTH_BOUND_KB = 10 * 1024
 """RSS growth allowed from the end of the warm-up to the peak while the load runs.
 
 Measured on a 2-core machine with benchmarks running alongside (docs/soak.md has the figures): a
-node starts at ~55 MB, grows ~3-6 MB in the warm-up while its tables fill to their caps, and then at
-most ~3.5 MB more, over 20 s and over 120 s alike (allocator arenas, the LMDB map's pages). 16 MB is
-four times that, room for a slower machine's bigger backlogs; a table that kept ~1 kB per request
-at this load (~100 requests a second at each node) passes it within three minutes, and one that
-kept ~10 kB per request passes it in the default 20 s."""
+node starts at ~55 MB, grows ~3-8 MB in the warm-up while its tables fill to their caps, and then by
+at most 4 MB more, in 20-s and 120-s runs alike: it levels off. 10 MB is 2.5 times that, room for
+bigger backlogs on a slower or busier machine. A node made to keep 4 kB per onion request (~100
+requests a second each) grew 7-9 MB in a 20-s run and 15-17 MB in a 40-s run, which fails: the
+default run catches a leak of ~6 kB a request or more, longer runs (VEIL_SOAK_S) smaller ones."""
 
 
 # --- the devnet -------------------------------------------------------------------------------

@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 
 from node_helpers import SMALL_MAP, make_message, now_ms, run
+from veil import _core
+from veil.identity import Identity
 from veil.node.config import ConfigError, Limits, StoreSettings
 from veil.node.store import (
     Message,
@@ -227,6 +229,57 @@ def test_map_grows_from_tiny_and_keeps_every_message(tmp_path: Path) -> None:
         assert put(reopened, message) is StoreOutcome.STORED
     assert len(read_all(reopened, ALICE)) == len(messages) + len(more)
     reopened.close()
+
+
+def test_signed_writes_are_signed_on_the_writer_thread_once_durable(tmp_path: Path) -> None:
+    """``submit_signed``: the payloads' signatures come with the outcome, made after the commit
+    on the writer's thread; a full map answers no signature; a failing signer fails only its
+    own job, and its write stays committed."""
+    settings = StoreSettings(map_size_bytes=128 * KIB, max_map_size_bytes=128 * KIB)
+    store = open_store(tmp_path, settings=settings)
+    key = Identity.generate()
+    signed_on: list[str] = []
+    committed_before_signing: list[bool] = []
+
+    def sign_many(payloads: list[bytes]) -> list[bytes]:
+        signed_on.append(threading.current_thread().name)
+        committed_before_signing.append(bool(store.messages_of([first.hash])))
+        return key.sign_many(payloads)
+
+    def broken(payloads: list[bytes]) -> list[bytes]:
+        raise RuntimeError("no signer")
+
+    first = make_message(ALICE, b"first")
+    second = make_message(ALICE, b"second")
+
+    async def main() -> None:
+        writer = StoreWriter(store)
+        writer.start()
+        outcome, signatures = await writer.submit_signed(
+            put_op(store, first), sign_many, [b"one", b"two"]
+        )
+        assert outcome is StoreOutcome.STORED
+        assert [
+            _core.ed25519_verify(key.ed25519_public_key, p, s)
+            for p, s in zip([b"one", b"two"], signatures, strict=True)
+        ] == [True, True]
+        with pytest.raises(RuntimeError):
+            await writer.submit_signed(put_op(store, second), broken, [b"x"])
+        assert store.messages_of([second.hash])  # the commit stands
+        for i in range(1000):  # fill the map: the full answer carries no signature
+            message = make_message(BOB, bytes([i % 256]) * 2 * KIB + i.to_bytes(4, "big"))
+            answer = await writer.submit_signed(
+                put_op(store, message), sign_many, [b"r"], if_full=StoreOutcome.STORAGE_FULL
+            )
+            if answer[0] is not StoreOutcome.STORED:
+                break
+        assert answer == (StoreOutcome.STORAGE_FULL, [])
+        await writer.close()
+
+    run(main())
+    assert set(signed_on) == {"veil-store-writer"}
+    assert all(committed_before_signing)
+    store.close()
 
 
 def test_map_at_its_maximum_answers_storage_full_and_reads_work(tmp_path: Path) -> None:

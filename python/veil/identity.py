@@ -99,6 +99,11 @@ class Identity:
         """A 64-byte Ed25519 signature of ``message``."""
         return self._key_pair.sign(message)
 
+    def sign_many(self, messages: list[bytes]) -> list[bytes]:
+        """The signature of each of ``messages``, made with the GIL released (for a thread that
+        signs while the event loop runs)."""
+        return self._key_pair.sign_many(messages)
+
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Identity):
             return NotImplemented

@@ -31,7 +31,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 
 from veil.clock import now_ms
 from veil.identity import Identity
@@ -190,24 +190,30 @@ class PeerRpc:
             else:
                 taken.append(message)
         good = [m for m in taken if m is not None]
-        outcomes: Iterable[StoreOutcome] = ()
+        outcomes: list[StoreOutcome] = []
+        signatures: list[bytes] = []
         if good:
 
             def put_all(txn: Txn) -> list[StoreOutcome]:
                 return [self.store.put(txn, m) for m in good]
 
-            outcomes = await self.writer.submit(
-                put_all, if_full=[StoreOutcome.STORAGE_FULL] * len(good)
+            # The receipts are signed on the writer thread once the commit is durable.
+            outcomes, signatures = await self.writer.submit_signed(
+                put_all,
+                self.identity.sign_many,
+                [receipt_bytes(m.hash) for m in good],
+                if_full=[StoreOutcome.STORAGE_FULL] * len(good),
             )
-        held = iter(outcomes)
+        made: list[bytes | None] = list(signatures) if signatures else [None] * len(outcomes)
+        held = iter(zip(outcomes, made, strict=True))
         receipts: list[bytes | None] = []
         for entry in taken:
             if entry is None:
                 receipts.append(None)
-            elif next(held) in (StoreOutcome.STORED, StoreOutcome.ALREADY):
-                receipts.append(self.identity.sign(receipt_bytes(entry.hash)))
-            else:
-                receipts.append(None)
+                continue
+            outcome, signature = next(held)
+            kept = outcome in (StoreOutcome.STORED, StoreOutcome.ALREADY)
+            receipts.append(signature if kept else None)
         self.counts["taken"] += sum(r is not None for r in receipts)
         return receipts
 

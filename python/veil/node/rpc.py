@@ -542,17 +542,20 @@ class StorageRpc:
             account, namespace, timestamp, expiry, v["data"], digest, auth, self._arrival_us()
         )
         started = time.perf_counter()
-        outcome = await self.writer.submit(
-            lambda txn: self.store.put(txn, message), if_full=StoreOutcome.STORAGE_FULL
+        text = hash_b64(digest)
+        outcome, signatures = await self.writer.submit_signed(
+            lambda txn: self.store.put(txn, message),
+            self.identity.sign_many,  # this node's result, signed off the event loop
+            [text.encode("ascii")],
+            if_full=StoreOutcome.STORAGE_FULL,
         )
         if outcome is StoreOutcome.QUOTA_EXCEEDED:
             raise RpcError.quota_exceeded()
         if outcome is StoreOutcome.STORAGE_FULL:
             raise RpcError.storage_full()
-        text = hash_b64(digest)
         mine: dict[str, Any] = {
             "hash": text,
-            "signature": self._sign(text.encode("ascii")),
+            "signature": base64.b64encode(signatures[0]).decode("ascii"),
             "expiry": expiry,
         }
         if outcome is StoreOutcome.ALREADY:

@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 
 from veil.node.store import MessageStore, StorageFullError, Txn
 
-__all__ = ["StorageFull", "StoreClosed", "StoreWriter"]
+__all__ = ["Signer", "StorageFull", "StoreClosed", "StoreWriter"]
 
 T = TypeVar("T")
 log = logging.getLogger("veil.node.store")
@@ -34,11 +34,17 @@ class StorageFull(Exception):
     """The store's map is at its maximum size; the write was not applied."""
 
 
+Signer = Callable[[list[bytes]], list[bytes]]
+"""Signs each of a list of payloads (``Identity.sign_many``: the GIL released while it signs)."""
+
+
 @dataclass(slots=True)
 class _Job:
     op: Callable[[Txn], Any]
     future: asyncio.Future[Any]
     if_full: Any = field(default=None)
+    sign: Signer | None = field(default=None)
+    payloads: list[bytes] = field(default_factory=list)
 
 
 _STOP = None
@@ -72,6 +78,22 @@ class StoreWriter:
             raise StoreClosed
         future: asyncio.Future[T] = self._loop.create_future()
         self._queue.put(_Job(op, future, if_full))
+        return await future
+
+    async def submit_signed(
+        self, op: Callable[[Txn], T], sign: Signer, payloads: list[bytes], *, if_full: Any = None
+    ) -> tuple[T, list[bytes]]:
+        """:meth:`submit`, and once the commit is durable, ``sign(payloads)`` on the writer
+        thread: a node's receipts (signatures that it holds what it stored) cost the event loop
+        nothing, and are only ever made for what is on disk. The signatures are an empty list
+        when the commit did not happen (the ``if_full`` answer)."""
+        if self._loop is None:
+            raise RuntimeError("StoreWriter.start() was not called")
+        if self._closing:
+            raise StoreClosed
+        future: asyncio.Future[tuple[T, list[bytes]]] = self._loop.create_future()
+        full: tuple[Any, list[bytes]] | None = None if if_full is None else (if_full, [])
+        self._queue.put(_Job(op, future, full, sign, payloads))
         return await future
 
     async def close(self) -> None:
@@ -112,6 +134,7 @@ class StoreWriter:
             outcomes = self.store.write(apply)
             self.commits += 1
             self.jobs += len(batch)
+            outcomes = [_signed(job, outcome) for job, outcome in zip(batch, outcomes, strict=True)]
         except StorageFullError:
             outcomes = [
                 (True, job.if_full) if job.if_full is not None else (False, StorageFull())
@@ -123,6 +146,17 @@ class StoreWriter:
         loop = self._loop
         if loop is not None and not loop.is_closed():
             loop.call_soon_threadsafe(_deliver, batch, outcomes)
+
+
+def _signed(job: _Job, outcome: tuple[bool, Any]) -> tuple[bool, Any]:
+    """A committed job's outcome, with its payloads' signatures if it asked for them."""
+    if job.sign is None:
+        return outcome
+    try:
+        return True, (outcome[1], job.sign(job.payloads))
+    except Exception:  # the commit stands; only this job's answer fails
+        log.exception("signing a committed write failed")
+        return False, RuntimeError("signing failed")
 
 
 def _deliver(batch: list[_Job], outcomes: list[tuple[bool, Any]]) -> None:

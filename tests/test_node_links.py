@@ -78,8 +78,9 @@ async def _server(
     handler: Handler,
     admitted: list[Keys],
     settings: LinkSettings = SETTINGS,
+    keys: Keys | None = None,
 ) -> AsyncIterator[Server]:
-    keys = _keys()
+    keys = keys if keys is not None else _keys()
     events: Counter[str] = Counter()
     by_key = {k.x25519: k.node_id for k in admitted}
     gate = LinkGate(settings, by_key.get, _counter(events))
@@ -375,6 +376,33 @@ def test_links_of_a_peer_that_left_the_view_are_closed() -> None:
             assert server.gate.retain([]) == 1
             await asyncio.wait_for(link.closed.wait(), 2.0)
             await pool.close()
+
+    run(main())
+
+
+def test_a_peer_that_moved_keeps_one_slot_in_the_pool_and_its_old_link_is_closed() -> None:
+    client, moving = _keys(), _keys()
+
+    async def main() -> None:
+        pool = _pool(client)
+        async with _server(_echo, [client], keys=moving) as gone:
+            dead = gone.address
+        with pytest.raises(HopFailed):  # a dial that fails leaves back-off state for the slot
+            await pool.get(dead, moving.x25519)
+        async with (
+            _server(_echo, [client], keys=moving) as first,
+            _server(_echo, [client], keys=moving) as second,
+        ):
+            old = await pool.get(first.address, moving.x25519)
+            new = await pool.get(second.address, moving.x25519)
+            assert new is not old
+            await asyncio.wait_for(old.closed.wait(), 2.0)
+            slots = {*pool._links, *pool._locks, *pool._backoff}
+            assert slots == {(second.address, moving.x25519)}
+            assert await pool.request(second.address, moving.x25519, b"ab", 2.0) == b"ba"
+            pool.retain([])  # and a key that leaves the view leaves nothing behind
+            assert not {*pool._links, *pool._locks, *pool._backoff}
+        await pool.close()
 
     run(main())
 

@@ -630,6 +630,7 @@ class LinkPool:
                 raise HopFailed() from None
             self._backoff.pop(slot, None)
             self._links[slot] = link
+            self._forget(x25519, but=slot)  # a node that moved: its old address's slot goes
             return link
 
     async def _dial(self, address: tuple[str, int], x25519: bytes) -> Link:
@@ -666,12 +667,25 @@ class LinkPool:
         return await link.request(body, timeout, kind)
 
     def retain(self, admitted: Iterable[bytes]) -> None:
-        """Close the outgoing links to keys no longer admitted (X25519 keys)."""
+        """Close the outgoing links to keys no longer admitted (X25519 keys), and forget their
+        dial state."""
         keep = set(admitted)
-        for slot in [s for s in self._links if s[1] not in keep]:
-            self._links.pop(slot).close()
-            self._backoff.pop(slot, None)
-            self._locks.pop(slot, None)
+        for slot in {*self._links, *self._locks, *self._backoff}:
+            if slot[1] not in keep:
+                self._drop(slot)
+
+    def _forget(self, x25519: bytes, *, but: tuple[tuple[str, int], bytes]) -> None:
+        """Drop every slot of ``x25519`` other than ``but`` (at most one slot a key is kept)."""
+        for slot in {*self._links, *self._locks, *self._backoff}:
+            if slot[1] == x25519 and slot != but:
+                self._drop(slot)
+
+    def _drop(self, slot: tuple[tuple[str, int], bytes]) -> None:
+        link = self._links.pop(slot, None)
+        if link is not None:
+            link.close()
+        self._backoff.pop(slot, None)
+        self._locks.pop(slot, None)
 
     async def close(self) -> None:
         links = list(self._links.values())

@@ -21,7 +21,7 @@ from veil.client.network import NetworkClient
 from veil.errors import DecryptionError
 from veil.node.config import OnionSettings
 from veil.node.links import HopFailed
-from veil.node.onion import CircuitTable, UnknownCircuit
+from veil.node.onion import CircuitTable, ReplayCache, UnknownCircuit
 from veil.node.server import Node
 from veil.protocol import cells
 from veil.protocol.link import FailureCode
@@ -231,6 +231,27 @@ def test_a_sweep_drops_every_idle_circuit_and_a_full_table_also_the_old_ones(
     assert table.expired == 5
     with pytest.raises(UnknownCircuit):
         table.get("a", b"1")
+
+
+def test_an_idle_nodes_replay_cache_and_circuits_are_emptied_by_its_sweeper(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """What the node's sweeper calls each second: with no layer arriving, tags older than three
+    windows and idle circuits are dropped all the same."""
+    now = [1000.0]
+    monkeypatch.setattr(time, "monotonic", lambda: now[0])
+    replays = ReplayCache(window_s=10.0, max_entries=100, max_per_source=100)
+    for i in range(50):
+        replays.check_and_add(b"tag %d" % i, "a")
+    table = _table(circuit_idle_s=10.0)
+    table.add("a", b"0", _hop(), None)
+    for _ in range(3):
+        now[0] += 10.5
+        replays.expire()
+        table.sweep()
+    assert len(replays) == 0
+    assert len(table) == 0
+    replays.check_and_add(b"tag 0", "a")  # long gone: no longer a replay
 
 
 # --- through real nodes ------------------------------------------------------------------------

@@ -63,13 +63,19 @@ class ReplayCache:
         self._sources: dict[str | bytes, int] = {}
         self._rotated = time.monotonic()
 
-    def check_and_add(self, tag: bytes, source: str | bytes) -> None:
-        """Remember ``tag``; raise :class:`HopFailed` if it was seen (a replay) or if full."""
-        now = time.monotonic()
+    def expire(self, now: float | None = None) -> None:
+        """Start a new generation if a window passed since the last (the oldest of three is
+        dropped): on each layer, and from the node's sweeper, so that a node left idle holds no
+        tags older than its window for long."""
+        now = time.monotonic() if now is None else now
         if now - self._rotated >= self.window_s:
             self._generations.append(set())
             self._sources = {}
             self._rotated = now
+
+    def check_and_add(self, tag: bytes, source: str | bytes) -> None:
+        """Remember ``tag``; raise :class:`HopFailed` if it was seen (a replay) or if full."""
+        self.expire()
         for generation in self._generations:  # a plain loop: this is the per-hop hot path
             if tag in generation:
                 raise HopFailed()
@@ -128,6 +134,11 @@ class CircuitTable:
 
     def __len__(self) -> int:
         return len(self._circuits)
+
+    def sweep(self) -> None:
+        """Drop idle circuits now (the node's sweeper calls it: as circuits are used, it runs at
+        most once a second anyway)."""
+        self._sweep(time.monotonic())
 
     def per_source(self, source: str | bytes) -> int:
         return self._by_source.get(source, 0)

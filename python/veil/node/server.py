@@ -376,6 +376,8 @@ class Node:
         settings = self.config.store
         while True:
             await asyncio.sleep(settings.sweep_interval_s)
+            self.router.replays.expire()  # also when no layer arrives to do it
+            self.router.circuits.sweep()
             now = now_ms()
 
             def sweep(txn: Txn, now: int = now) -> int:

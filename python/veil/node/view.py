@@ -38,6 +38,7 @@ class NetworkState:
         if tuple(ids) != self.swarms.node_ids or any(
             self.swarms.placements.get(node) != placements.get(node, node) for node in ids
         ):
+            self.swarms.forget()  # the cache of a replaced mapping refills only in a hand-over
             self._replaced.append((time.monotonic(), self.swarms))
             self.swarms = SwarmMap(ids, self.size, placements)
 

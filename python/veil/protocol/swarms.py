@@ -45,6 +45,11 @@ class SwarmMap:
         """The account's swarm, highest weight first."""
         return self._swarm(account)
 
+    def forget(self) -> None:
+        """Empty the cache of computed swarms (a mapping kept only for the odd hand-over
+        question should not hold one of up to 65,536 entries)."""
+        self._swarm.cache_clear()
+
     def holds(self, node_id: bytes, account: bytes) -> bool:
         """Whether ``node_id`` is a member of the account's swarm."""
         return node_id in self.swarm(account)

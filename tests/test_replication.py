@@ -329,3 +329,29 @@ def test_stores_of_one_turn_travel_to_each_member_in_one_frame_and_a_bad_receipt
                     await node.stop()
 
     run(main())
+
+
+def test_past_max_background_tasks_a_store_is_not_sent_on_and_is_answered_503(
+    tmp_path: Path,
+) -> None:
+    alice = Account()
+
+    async def main() -> None:
+        authorities = StubAuthorities(tmp_path / "authorities")
+        settings = NetworkSettings(max_background_tasks=0, replication_timeout_s=2.0)
+        nodes = await start_network(authorities, tmp_path, 5, network=settings)
+        try:
+            entry = nodes[0]
+            before = entry.replicator.counts["background_full"]  # joins' syncs were refused too
+            async with await HttpClient.connect(entry.port) as client:
+                status, body = await client.rpc("store", alice.store(b"no room"))
+            assert status == 503, body
+            assert entry.replicator.counts["background_full"] - before == 4  # one a member
+            assert entry.replicator.counts["replicate_frames"] == 0
+            assert not entry.replicator._background
+        finally:
+            for node in nodes:
+                if node._server is not None and node._server.is_serving():
+                    await node.stop()
+
+    run(main())

@@ -303,6 +303,13 @@ class NetworkSettings:
     sync_batch_messages: int = setting(
         500, "Most messages read, pushed or fetched at once (then cut by size into frames)."
     )
+    max_background_tasks: int = setting(
+        20_000,
+        "Most replications, forwarded writes and joins' syncs a node runs in the background at "
+        "once (they outlive the request that made them: a member that does not answer holds "
+        "them up to its timeouts). Past it a store or forwarded write is not sent to that "
+        "member, and its part of the answer says failed.",
+    )
     sync_max_revocations: int = setting(
         1_000,
         "Most signed revocations (revoke_subaccount / unrevoke_subaccount requests) one "

@@ -190,11 +190,18 @@ class Replicator:
                 size = message_entry_size(entry[0])
                 full = len(chunk) >= self.settings.sync_batch_messages
                 if chunk and (full or used + size > self.budget):
-                    self._spawn(self._push_queued(member, chunk))
+                    self._push_soon(member, chunk)
                     chunk, used = [], 0
                 chunk.append(entry)
                 used += size
-            self._spawn(self._push_queued(member, chunk))
+            self._push_soon(member, chunk)
+
+    def _push_soon(
+        self, member: Announcement, entries: list[tuple[Message, asyncio.Future[Any]]]
+    ) -> None:
+        if self._bounded(self._push_queued(member, entries)) is None:
+            for _, pushed in entries:  # past max_background_tasks: this member misses them
+                pushed.set_result(_FAILED)
 
     async def _push_queued(
         self, member: Announcement, entries: list[tuple[Message, asyncio.Future[Any]]]
@@ -337,10 +344,14 @@ class Replicator:
         members still being retried then finish in the background."""
         request = Apply(method, params)
         members = self.others(account)
-        tasks: dict[asyncio.Future[Any], Announcement] = {
-            self._spawn(self._forward_to(member, request)): member for member in members
-        }
+        tasks: dict[asyncio.Future[Any], Announcement] = {}
         results: dict[str, dict[str, Any]] = {}
+        for member in members:
+            task = self._bounded(self._forward_to(member, request))
+            if task is None:
+                results[member.ed25519.hex()] = {"failed": True, "code": 503}
+            else:
+                tasks[task] = member
 
         def took(task: asyncio.Future[Any], member: Announcement) -> None:
             key = member.ed25519.hex()
@@ -586,10 +597,21 @@ class Replicator:
             await self.hand_over()
 
     def sync_soon(self, peer: Announcement) -> None:
-        """Sync with a node just seen (a join), without waiting for the next round."""
-        self._spawn(self.sync_with(peer))
+        """Sync with a node just seen (a join), without waiting for the next round (if there is
+        room: otherwise the next round will)."""
+        self._bounded(self.sync_with(peer))
 
     # --- bookkeeping ------------------------------------------------------------------------------
+
+    def _bounded(self, coroutine: Coroutine[Any, Any, Any]) -> asyncio.Task[Any] | None:
+        """``coroutine`` as a background task, unless ``max_background_tasks`` are running
+        (replications and forwarded writes outlive the request that made them: a member that
+        does not answer holds them up to its timeouts). None, counted, if there is no room."""
+        if len(self._background) >= self.settings.max_background_tasks:
+            coroutine.close()
+            self.counts["background_full"] += 1
+            return None
+        return self._spawn(coroutine)
 
     def _spawn(self, coroutine: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
         task = asyncio.get_running_loop().create_task(coroutine)

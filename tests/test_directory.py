@@ -237,6 +237,37 @@ def test_a_node_adopts_only_a_newer_consensus_a_majority_signed_inside_its_valid
     run(main())
 
 
+def test_a_new_period_with_the_same_nodes_reuses_their_parsed_entries_and_changes_no_view(
+    tmp_path: Path,
+) -> None:
+    authorities = StubAuthorities(tmp_path / "authorities")
+    network = authorities.network
+    base = authorities.issue([], others=[_announcement(Identity.generate())]).consensus
+    first = SignedConsensus.from_json(authorities.sign(base).to_json(), network)
+    same_nodes = _at_period(authorities, base, base.period + 1)
+    again = SignedConsensus.from_json(same_nodes.to_json(), network)
+    assert again.consensus.nodes[0] is first.consensus.nodes[0]  # parsed once
+    tampered = same_nodes.to_json()
+    tampered["consensus"]["nodes"][0]["http"] = "203.0.113.9:1"  # not the cached entry's
+    with pytest.raises(InvalidInputError):
+        SignedConsensus.from_json(tampered, network)
+
+    directory = Directory(
+        Identity.generate(),
+        network=network,
+        version="0",
+        settings=NetworkSettings(),
+        clock_skew_ms=60_000,
+    )
+    changes: list[int] = []
+    directory.on_change.append(lambda: changes.append(len(directory.nodes)))
+    assert directory.adopt(first)
+    assert directory.adopt(again)  # held, and nothing derived from it recomputed
+    assert directory.adopt(_at_period(authorities, base, base.period + 2, nodes=()))
+    assert changes == [1, 0]
+    assert directory.counts["adopted"] == 3
+
+
 def test_a_node_of_a_network_registers_with_its_authorities_and_adopts_the_consensus_they_serve(
     tmp_path: Path,
 ) -> None:

@@ -109,11 +109,14 @@ class Directory:
             self.counts["refused_stale"] += 1
             return False
         self.consensus = signed
-        self.nodes = {e.node_id: e.announcement for e in consensus.nodes}
-        self.placements = {e.node_id: e.placement for e in consensus.nodes}
-        self.guards = frozenset(e.node_id for e in consensus.nodes if e.guard)
+        nodes = {e.node_id: e.announcement for e in consensus.nodes}
+        placements = {e.node_id: e.placement for e in consensus.nodes}
+        guards = frozenset(e.node_id for e in consensus.nodes if e.guard)
+        same = (nodes, placements, guards) == (self.nodes, self.placements, self.guards)
+        self.nodes, self.placements, self.guards = nodes, placements, guards
         self.counts["adopted"] += 1
-        self._changed()
+        if not same:  # a new period with the same nodes changes nothing a node derives from it
+            self._changed()
         return True
 
     def announcements(self) -> list[dict[str, Any]]:

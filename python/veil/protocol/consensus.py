@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import struct
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -238,18 +239,41 @@ class NodeEntry:
     def from_json(cls, entry: object) -> NodeEntry:
         if not isinstance(entry, dict) or not isinstance(entry.get("guard"), bool):
             raise InvalidInputError("a consensus entry is an announcement with its roles")
-        announcement, _ = Announcement.parse(
-            {
-                k: entry.get(k)
-                for k in ("ed25519", "x25519", "http", "link", "version", "issued_ms", "signature")
-            }
-        )
-        return cls(
-            announcement,
-            _int(entry.get("admitted"), "admitted"),
-            _hex(entry.get("placement"), 32, "a placement"),
-            entry["guard"],
-        )
+        fields = tuple(entry.get(k) for k in _ENTRY_FIELDS)
+        if all(type(value) in _PLAIN for value in fields):
+            # Each period's consensus repeats most entries of the last: parsed once (a pure
+            # function of these fields; what fails to parse is not cached).
+            return _parsed_entry(fields)
+        return _parse_entry(fields)
+
+
+_ENTRY_FIELDS = (
+    "ed25519",
+    "x25519",
+    "http",
+    "link",
+    "version",
+    "issued_ms",
+    "signature",
+    "admitted",
+    "placement",
+    "guard",
+)
+_PLAIN = (str, int, bool, type(None))
+
+
+def _parse_entry(fields: tuple[Any, ...]) -> NodeEntry:
+    entry = dict(zip(_ENTRY_FIELDS, fields, strict=True))
+    announcement, _ = Announcement.parse({k: entry[k] for k in _ENTRY_FIELDS[:7]})
+    return NodeEntry(
+        announcement,
+        _int(entry["admitted"], "admitted"),
+        _hex(entry["placement"], 32, "a placement"),
+        entry["guard"],
+    )
+
+
+_parsed_entry = functools.lru_cache(maxsize=4096)(_parse_entry)
 
 
 @dataclass(frozen=True, slots=True)

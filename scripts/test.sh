@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Sets everything up, then runs every check: rustfmt, clippy (pedantic), cargo test, ruff, mypy
 # (strict, with stubtest for veil._core), pytest (unit, property, interop, vector and benchmark
-# smoke tests) and the Rust core's fuzz targets (cargo fuzz, 20 s each). Stops at the first failure.
+# smoke tests, and a 20 s soak of node processes), the benchmark gate (same-run ratios against
+# bench/baseline.json) and the Rust core's fuzz targets (cargo fuzz, 20 s each). Stops at the first
+# failure.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/bootstrap.sh

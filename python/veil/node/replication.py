@@ -34,7 +34,7 @@ import contextlib
 import logging
 import random
 from collections.abc import Callable, Coroutine, Iterator
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 
@@ -75,6 +75,8 @@ from veil.protocol.replication import Message, receipt_bytes
 __all__ = ["Replicator"]
 
 log = logging.getLogger("veil.node.replication")
+
+_T = TypeVar("_T")
 
 _FAILED = object()
 """A queued replication's outcome when the member did not answer (or answered garbage)."""
@@ -184,17 +186,8 @@ class Replicator:
         """One task per member for what this turn queued, in frames within the budget."""
         queued, self._queued = self._queued, {}
         for member, entries in queued.values():
-            chunk: list[tuple[Message, asyncio.Future[Any]]] = []
-            used = 0
-            for entry in entries:
-                size = message_entry_size(entry[0])
-                full = len(chunk) >= self.settings.sync_batch_messages
-                if chunk and (full or used + size > self.budget):
-                    self._push_soon(member, chunk)
-                    chunk, used = [], 0
-                chunk.append(entry)
-                used += size
-            self._push_soon(member, chunk)
+            for chunk in self._by_size(entries, lambda entry: message_entry_size(entry[0])):
+                self._push_soon(member, chunk)
 
     def _push_soon(
         self, member: Announcement, entries: list[tuple[Message, asyncio.Future[Any]]]
@@ -302,20 +295,22 @@ class Replicator:
         taken = 0
         for batch in _chunks(hashes, self.settings.sync_batch_messages):
             messages = await self._read(batch)
-            for chunk in self._by_size(messages):
+            for chunk in self._by_size(messages, message_entry_size):
                 received = await self._push(member, chunk)
                 taken += sum(signature is not None for signature in received)
         return taken
 
-    def _by_size(self, messages: list[Message]) -> Iterator[list[Message]]:
-        chunk: list[Message] = []
+    def _by_size(self, items: list[_T], size_of: Callable[[_T], int]) -> Iterator[list[_T]]:
+        """``items`` in frames' worth: at most ``sync_batch_messages`` and the frame budget."""
+        chunk: list[_T] = []
         used = 0
-        for message in messages:
-            size = message_entry_size(message)
-            if chunk and used + size > self.budget:
+        for item in items:
+            size = size_of(item)
+            full = len(chunk) >= self.settings.sync_batch_messages
+            if chunk and (full or used + size > self.budget):
                 yield chunk
                 chunk, used = [], 0
-            chunk.append(message)
+            chunk.append(item)
             used += size
         if chunk:
             yield chunk

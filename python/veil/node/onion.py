@@ -63,11 +63,11 @@ class ReplayCache:
         self._sources: dict[str | bytes, int] = {}
         self._rotated = time.monotonic()
 
-    def expire(self, now: float | None = None) -> None:
+    def expire(self) -> None:
         """Start a new generation if a window passed since the last (the oldest of three is
         dropped): on each layer, and from the node's sweeper, so that a node left idle holds no
         tags older than its window for long."""
-        now = time.monotonic() if now is None else now
+        now = time.monotonic()
         if now - self._rotated >= self.window_s:
             self._generations.append(set())
             self._sources = {}

@@ -263,13 +263,11 @@ _PLAIN = (str, int, bool, type(None))
 
 
 def _parse_entry(fields: tuple[Any, ...]) -> NodeEntry:
-    entry = dict(zip(_ENTRY_FIELDS, fields, strict=True))
-    announcement, _ = Announcement.parse({k: entry[k] for k in _ENTRY_FIELDS[:7]})
+    """An entry from its :data:`_ENTRY_FIELDS`: the announcement's seven, then its roles."""
+    announcement, _ = Announcement.parse(dict(zip(_ENTRY_FIELDS[:7], fields[:7], strict=True)))
+    admitted, placement, guard = fields[7:]
     return NodeEntry(
-        announcement,
-        _int(entry["admitted"], "admitted"),
-        _hex(entry["placement"], 32, "a placement"),
-        entry["guard"],
+        announcement, _int(admitted, "admitted"), _hex(placement, 32, "a placement"), guard
     )
 
 

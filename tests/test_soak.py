@@ -481,26 +481,37 @@ all together short of ``max_handshakes`` (filling that refuses the authorities' 
 too, and a node failing three in a row is voted out of the consensus)."""
 
 
-async def _half_open_links(load: _Load, node: _Node) -> None:
-    """Connections to the link port, from many addresses, that never send a handshake."""
+async def _half_open(
+    load: _Load,
+    node: _Node,
+    port: int,
+    addresses: list[str],
+    per_address: int,
+    opening: bytes,
+    closed_after_s: float,
+    tally: str,
+) -> None:
+    """Connections to ``port`` from each of ``addresses`` (``per_address`` each) that send
+    ``opening`` and never finish, held until the node closes them (after ``closed_after_s``; waited
+    for a little longer), round after round."""
     for _ in range(MAX_ROUNDS):
         if not load.going():
             return
         held: list[asyncio.StreamWriter] = []
         readers: list[asyncio.StreamReader] = []
         try:
-            for a in range(HALF_OPEN_ADDRESSES):
-                for _connection in range(LINKS.max_handshakes_per_address + 1):
+            for address in addresses:
+                for _connection in range(per_address):
                     with contextlib.suppress(OSError):
                         reader, writer = await asyncio.open_connection(
-                            node.host, node.link_port, local_addr=(f"127.4.{node.index}.{a + 1}", 0)
+                            node.host, port, local_addr=(address, 0)
                         )
+                        writer.write(opening)
                         held.append(writer)
                         readers.append(reader)
-            load.tally["half_open_links"] += len(held)
-            # The node closes each after handshake_timeout_s: wait for that, a little longer.
+            load.tally[tally] += len(held)
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(LINKS.handshake_timeout_s + 3):
+                async with asyncio.timeout(closed_after_s + 3):
                     for reader in readers:
                         with contextlib.suppress(OSError):
                             await reader.read()
@@ -509,6 +520,16 @@ async def _half_open_links(load: _Load, node: _Node) -> None:
                 writer.close()
                 with contextlib.suppress(OSError):
                     await writer.wait_closed()
+
+
+async def _half_open_links(load: _Load, node: _Node) -> None:
+    """Connections to the link port, from many addresses, that never send a handshake."""
+    addresses = [f"127.4.{node.index}.{a + 1}" for a in range(HALF_OPEN_ADDRESSES)]
+    per_address = LINKS.max_handshakes_per_address + 1
+    closed_after_s = LINKS.handshake_timeout_s
+    await _half_open(
+        load, node, node.link_port, addresses, per_address, b"", closed_after_s, "half_open_links"
+    )
 
 
 HALF_REQUEST_ADDRESSES = 6
@@ -517,32 +538,13 @@ HALF_REQUEST_ADDRESSES = 6
 
 async def _half_requests(load: _Load, node: _Node) -> None:
     """HTTP connections, from many addresses, whose request never finishes its headers."""
-    for _ in range(MAX_ROUNDS):
-        if not load.going():
-            return
-        held: list[asyncio.StreamWriter] = []
-        readers: list[asyncio.StreamReader] = []
-        try:
-            for a in range(HALF_REQUEST_ADDRESSES):
-                for _connection in range(LIMITS.max_connections_per_address + 1):
-                    with contextlib.suppress(OSError):
-                        reader, writer = await asyncio.open_connection(
-                            node.host, node.port, local_addr=(f"127.5.{node.index}.{a + 1}", 0)
-                        )
-                        writer.write(b"POST /storage_rpc/v1 HTTP/1.1\r\nHost: node\r\n")
-                        held.append(writer)
-                        readers.append(reader)
-            load.tally["half_requests"] += len(held)
-            with contextlib.suppress(TimeoutError):  # closed after request_timeout_s
-                async with asyncio.timeout(LIMITS.request_timeout_s + 3):
-                    for reader in readers:
-                        with contextlib.suppress(OSError):
-                            await reader.read()
-        finally:
-            for writer in held:
-                writer.close()
-                with contextlib.suppress(OSError):
-                    await writer.wait_closed()
+    addresses = [f"127.5.{node.index}.{a + 1}" for a in range(HALF_REQUEST_ADDRESSES)]
+    per_address = LIMITS.max_connections_per_address + 1
+    opening = b"POST /storage_rpc/v1 HTTP/1.1\r\nHost: node\r\n"
+    closed_after_s = LIMITS.request_timeout_s
+    await _half_open(
+        load, node, node.port, addresses, per_address, opening, closed_after_s, "half_requests"
+    )
 
 
 def _load_tasks(load: _Load) -> list[asyncio.Task[None]]:

@@ -215,7 +215,7 @@ class Config:
 
 
 @dataclass(frozen=True)
-class PeelTime:
+class PeelTime(onion.Samples):
     """The single-core v1 onion peel (``NodeKey.peel``, 1 KiB): µs of this thread's CPU time per
     onion, one sample per repetition; ``wall_samples_us`` are the same loops on the wall clock
     (more than the CPU time when other processes took the core)."""
@@ -225,18 +225,6 @@ class PeelTime:
     loops: int
     samples_us: tuple[float, ...]
     wall_samples_us: tuple[float, ...]
-
-    @property
-    def median_us(self) -> float:
-        return statistics.median(self.samples_us)
-
-    @property
-    def min_us(self) -> float:
-        return min(self.samples_us)
-
-    @property
-    def max_us(self) -> float:
-        return max(self.samples_us)
 
     @property
     def wall_median_us(self) -> float:

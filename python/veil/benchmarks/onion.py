@@ -59,6 +59,7 @@ __all__ = [
     "Prepared",
     "PythonPeeledLayer",
     "Report",
+    "Samples",
     "Timer",
     "calibrate",
     "candidate_timers",
@@ -415,13 +416,10 @@ def interleave(
     return samples
 
 
-@dataclass(frozen=True)
-class CandidateResult:
-    """One candidate at one payload size: microseconds per onion, one sample per repetition."""
+class Samples:
+    """Microseconds per operation, one sample per repetition (``samples_us``, a field of the
+    dataclass that takes this in): their median, minimum and maximum."""
 
-    name: str
-    loops: int
-    onions_per_call: int
     samples_us: tuple[float, ...]
 
     @property
@@ -435,6 +433,16 @@ class CandidateResult:
     @property
     def max_us(self) -> float:
         return max(self.samples_us)
+
+
+@dataclass(frozen=True)
+class CandidateResult(Samples):
+    """One candidate at one payload size: microseconds per onion, one sample per repetition."""
+
+    name: str
+    loops: int
+    onions_per_call: int
+    samples_us: tuple[float, ...]
 
     @property
     def ops_per_s(self) -> float:

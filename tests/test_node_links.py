@@ -251,6 +251,42 @@ def test_unauthenticated_connections_are_capped_per_source_address() -> None:
     run(main())
 
 
+def test_when_the_handshake_slots_are_full_the_oldest_silent_connection_goes_not_the_peer() -> None:
+    client = _keys()
+    settings = replace(
+        SETTINGS, max_handshakes=4, max_handshakes_per_address=64, handshake_timeout_s=30.0
+    )
+
+    async def main() -> None:
+        async with _server(_echo, [client], settings) as server:
+            # Twelve connections that never say a word: never more than four held at once, and
+            # each newcomer past four closes the oldest.
+            silent = []
+            for _ in range(12):
+                silent.append(await asyncio.open_connection(*server.address))
+                await asyncio.sleep(0.01)
+                assert server.gate.handshaking <= 4
+            assert server.gate.handshaking == 4
+            assert server.events["closed_oldest_handshake"] == 8
+            for reader, _ in silent[:8]:
+                assert await answer_until_closed(reader, timeout=2.0) == (b"", True)
+            # An admitted peer still gets its link, well before any handshake timeout.
+            pool = _pool(client)
+            assert await pool.request(server.address, server.keys.x25519, b"\x01ab", 2.0) == (
+                b"ba\x01"
+            )
+            assert server.events["closed_oldest_handshake"] == 9
+            assert server.events["refused_handshakes_full"] == 0
+            assert server.events["closed_handshake_timeout"] == 0
+            await pool.close()
+            for _, writer in silent:
+                writer.close()
+            await asyncio.sleep(0.1)
+            assert server.gate.handshaking == 0
+
+    run(main())
+
+
 def test_a_peer_keeps_at_most_the_configured_number_of_links_and_the_oldest_goes() -> None:
     client = _keys()
     settings = replace(SETTINGS, max_links_per_peer=2)
@@ -308,6 +344,41 @@ def test_requests_past_the_in_flight_limit_are_answered_overloaded() -> None:
             assert refused.value.code is FailureCode.OVERLOADED
             release.set()
             assert await asyncio.gather(*waiting) == [b"late"] * 4
+            await pool.close()
+
+    run(main())
+
+
+def test_request_bodies_past_the_links_serving_bytes_are_answered_overloaded() -> None:
+    client = _keys()
+    release = asyncio.Event()
+    settings = replace(SETTINGS, max_streams=64, max_serving_bytes=2_500)
+
+    async def stuck(peer: bytes, body: bytes) -> bytes:
+        await release.wait()
+        return body[:4]
+
+    async def main() -> None:
+        async with _server(stuck, [client], settings) as server:
+            pool = _pool(client)
+            target = (server.address, server.keys.x25519)
+            body = bytes(1_000)
+            waiting = [asyncio.create_task(pool.request(*target, body, 5.0)) for _ in range(2)]
+            await asyncio.sleep(0.1)
+            with pytest.raises(HopFailed) as refused:  # 3,000 bytes would be held
+                await pool.request(*target, body, 5.0)
+            assert refused.value.code is FailureCode.OVERLOADED
+            assert server.events["refused_serving_bytes_full"] == 1
+            waiting.append(asyncio.create_task(pool.request(*target, bytes(400), 5.0)))
+            await asyncio.sleep(0.1)
+            assert not waiting[-1].done()  # 2,400 bytes fit: it is being answered
+            release.set()
+            assert await asyncio.gather(*waiting) == [bytes(4)] * 3
+            # Answered requests no longer count: the same bodies are taken again.
+            assert await asyncio.gather(*(pool.request(*target, body, 5.0) for _ in range(2))) == (
+                [bytes(4)] * 2
+            )
+            assert server.events["refused_serving_bytes_full"] == 1
             await pool.close()
 
     run(main())

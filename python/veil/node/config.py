@@ -220,6 +220,11 @@ class LinkSettings:
     max_streams: int = setting(
         4096, "Most requests in flight on one node link; past it the link answers OVERLOADED."
     )
+    max_serving_bytes: int = setting(
+        64 * 1024 * 1024,
+        "Most bytes of a peer's requests being answered on one link at once (at least "
+        "max_frame); past it the link answers OVERLOADED.",
+    )
     connect_timeout_s: float = setting(3.0, "Time to open a TCP connection to a peer.")
     backoff_max_s: float = setting(10.0, "Longest wait between reconnection attempts.")
     handshake_timeout_s: float = setting(
@@ -518,6 +523,8 @@ def _check_consistency(
 ) -> None:
     if links.max_frame < onion.max_onion_bytes + 64:
         raise ConfigError("[links] max_frame must be at least [onion] max_onion_bytes + 64")
+    if links.max_serving_bytes < links.max_frame:
+        raise ConfigError("[links] max_serving_bytes must be at least max_frame")
     if not 1 <= network.write_quorum <= network.swarm_size:
         raise ConfigError("[network] write_quorum must be between 1 and swarm_size")
     if not 1 <= network.min_swarm_size <= network.swarm_size:

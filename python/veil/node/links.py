@@ -18,9 +18,11 @@ Bounds (``[links]`` in node.toml), each counted in ``veil_link_events_total`` wh
 unauthenticated connections in handshake, overall and per source address; links per admitted peer
 (the oldest goes); a handshake that does not finish in time; a frame left half-received; an idle
 link; a peer that does not read what it is sent (write buffer cap); at most ``max_streams`` requests
-in flight per link (more are answered ``OVERLOADED``); frames larger than the limit. Writes of
-answers and requests wait while the transport is over its high-water mark; the small control
-answers (``PONG`` is dropped then, ``FAILURE`` is queued) are bounded by the write-buffer cap.
+and ``max_serving_bytes`` of their bodies in flight per link (more are answered ``OVERLOADED``);
+frames larger than the limit. When the handshake slots are full, a new connection closes the oldest
+one still in handshake. Writes of answers and requests wait while the transport is over its
+high-water mark; the small control answers (``PONG`` is dropped then, ``FAILURE`` is queued) are
+bounded by the write-buffer cap.
 """
 
 from __future__ import annotations
@@ -114,26 +116,47 @@ class LinkGate:
         self.settings = settings
         self.admit = admit
         self.count = count
-        self.handshaking = 0
+        self._in_handshake: dict[Link, None] = {}
+        """Connections in handshake, oldest first."""
         self._handshakes_by_address: dict[str, int] = {}
         self._links_by_peer: dict[bytes, list[Link]] = {}
         self._last_handshake: dict[bytes, int] = {}
         """The newest handshake timestamp of each admitted node's X25519 key."""
 
-    def start_handshake(self, source: str) -> bool:
-        """Room for one more unauthenticated connection from ``source``? (Counts it if so.)"""
-        if self.handshaking >= self.settings.max_handshakes:
-            self.count("refused_handshakes_full")
-            return False
+    @property
+    def handshaking(self) -> int:
+        """Connections in handshake now (accepted, not yet authenticated)."""
+        return len(self._in_handshake)
+
+    def start_handshake(self, link: Link, source: str) -> bool:
+        """Room for one more unauthenticated connection from ``source``? (Counts it if so.)
+
+        An address at its own cap is refused. When all ``max_handshakes`` slots are taken, the
+        oldest connection still in handshake is closed to make room (the slowloris defence): a
+        node's honest caller sends its whole first message as it connects and is answered within
+        one round trip, so connections that sit in handshake are the ones that go, and holding
+        the slots takes opening connections faster than honest handshakes finish, not just
+        opening them once.
+        """
         if self._handshakes_by_address.get(source, 0) >= self.settings.max_handshakes_per_address:
             self.count("refused_handshakes_per_address")
             return False
-        self.handshaking += 1
+        if len(self._in_handshake) >= self.settings.max_handshakes:
+            if not self._in_handshake:
+                self.count("refused_handshakes_full")
+                return False
+            self.count("closed_oldest_handshake")
+            oldest = next(iter(self._in_handshake))
+            oldest.abort()
+            oldest._end_handshake()  # its slot is free now, not once the loop reports it closed
+        self._in_handshake[link] = None
         self._handshakes_by_address[source] = self._handshakes_by_address.get(source, 0) + 1
         return True
 
-    def end_handshake(self, source: str) -> None:
-        self.handshaking -= 1
+    def end_handshake(self, link: Link, source: str) -> None:
+        if link not in self._in_handshake:
+            return
+        del self._in_handshake[link]
         left = self._handshakes_by_address.get(source, 0) - 1
         if left > 0:
             self._handshakes_by_address[source] = left
@@ -221,7 +244,9 @@ class Link(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.closed = asyncio.Event()
         self._waiting: dict[int, asyncio.Future[bytes]] = {}
-        self._serving: set[asyncio.Task[None]] = set()
+        self._serving: dict[asyncio.Task[None], int] = {}
+        """Requests being answered, with their bodies' sizes."""
+        self._serving_bytes = 0
         self._stream_ids = itertools.count(1)
         self._can_write = asyncio.Event()
         self._can_write.set()
@@ -288,7 +313,7 @@ class Link(asyncio.Protocol):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         if self._gate is not None:
             self._source = address_key(transport.get_extra_info("peername"))
-            if not self._gate.start_handshake(self._source):
+            if not self._gate.start_handshake(self, self._source):
                 self._source = ""
                 self.abort()
                 return
@@ -312,7 +337,7 @@ class Link(asyncio.Protocol):
             if not future.done():
                 future.set_exception(HopFailed())
         self._waiting.clear()
-        for task in self._serving:
+        for task in list(self._serving):
             task.cancel()
 
     def pause_writing(self) -> None:
@@ -413,7 +438,7 @@ class Link(asyncio.Protocol):
 
     def _end_handshake(self) -> None:
         if self._gate is not None and self._source:
-            self._gate.end_handshake(self._source)
+            self._gate.end_handshake(self, self._source)
             self._source = ""
 
     # --- both ends ----------------------------------------------------------------------------
@@ -519,15 +544,24 @@ class Link(asyncio.Protocol):
     # --- the accepting end --------------------------------------------------------------------
 
     def _serve(self, handler: PeerHandler | None, stream: int, body: bytes) -> None:
-        if handler is None or self.peer is None or len(self._serving) >= self.settings.max_streams:
+        settings = self.settings
+        if handler is None or self.peer is None or len(self._serving) >= settings.max_streams:
             self.count("refused_streams_full" if handler is not None else "refused_no_handler")
+            self._send(FrameKind.FAILURE, stream, bytes([FailureCode.OVERLOADED]))
+            return
+        if self._serving_bytes + len(body) > settings.max_serving_bytes:
+            self.count("refused_serving_bytes_full")
             self._send(FrameKind.FAILURE, stream, bytes([FailureCode.OVERLOADED]))
             return
         task = asyncio.get_running_loop().create_task(
             self._answer(handler, self.peer, stream, body)
         )
-        self._serving.add(task)
-        task.add_done_callback(self._serving.discard)
+        self._serving[task] = len(body)
+        self._serving_bytes += len(body)
+        task.add_done_callback(self._served)
+
+    def _served(self, task: asyncio.Task[None]) -> None:
+        self._serving_bytes -= self._serving.pop(task, 0)
 
     async def _answer(self, handler: PeerHandler, peer: bytes, stream: int, body: bytes) -> None:
         try:

@@ -134,6 +134,20 @@ class Limits:
         "Most simultaneous client connections from one IPv4 address or IPv6 /64; further ones "
         "are closed at once (the address is counted in memory only, never logged).",
     )
+    max_buffered_body_bytes: int = setting(
+        256 * 1024 * 1024,
+        "Most bytes of HTTP request bodies held at once over all connections: bodies still "
+        "arriving, and those of requests waiting or being handled. A body that would take the "
+        "node past it is refused (503), from its Content-Length when that alone is too big. "
+        "Without it, max_connections connections could each hold max_body_bytes; 256 MiB is 25 "
+        "bodies of the largest size, or thousands of ordinary requests.",
+    )
+    max_pipelined_requests: int = setting(
+        16,
+        "Most requests parsed ahead on one connection (pipelined into one read) and waiting for "
+        "their answers; the bytes after them wait unparsed, with reading paused, until those are "
+        "answered.",
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -533,6 +547,10 @@ def _check_consistency(
         raise ConfigError(
             "[limits] min_ttl_ms must not exceed max_ttl_ms nor attachment_max_ttl_ms"
         )
+    if limits.max_buffered_body_bytes < limits.max_body_bytes:
+        raise ConfigError("[limits] max_buffered_body_bytes must be at least max_body_bytes")
+    if limits.max_pipelined_requests < 1:
+        raise ConfigError("[limits] max_pipelined_requests must be at least 1")
     if store.map_size_bytes > store.max_map_size_bytes:
         raise ConfigError("[store] map_size_bytes must not exceed max_map_size_bytes")
     if store.commit_max_batch < 1:

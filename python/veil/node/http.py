@@ -1,17 +1,35 @@
 """HTTP/1.1 for the client RPC: llhttp (``httptools``) parses; a thin ``asyncio.Protocol`` drives.
 
 One request at a time per connection: reading pauses while a request is handled and resumes once
-its answer is written (requests pipelined into one read are queued and answered in order), so a
-client cannot queue unbounded work. Bodies over ``max_body_bytes`` are refused from their
-``Content-Length`` (or, when chunked, as soon as they pass the limit) with 413 and the connection
-closed, never read whole; a route may set a smaller limit. A request with a body, for a path the
-app does not serve or with another method, is refused (404, 405) as soon as its headers are in,
-its body unread (one without a body is answered the same, and the connection kept). A header
-section over ``max_header_bytes`` gets 431 (also while a header is still unfinished), a malformed
-request 400 (after the answers of the requests before it), a protocol upgrade or ``CONNECT`` 400
-before any handler sees it; an idle or slow connection is closed after ``request_timeout_s``. At
-most ``max_connections`` connections, and ``max_connections_per_address`` from one IPv4 address or
-IPv6 /64, are open at once; more are closed at once.
+its answer is written, so a client cannot queue unbounded work. Requests pipelined into one read
+are queued and answered in order, at most ``max_pipelined_requests`` of them parsed and waiting;
+the bytes after the one that fills the queue wait unparsed (at most one read, reading paused) and
+are parsed once the queue is answered. llhttp parses whatever it is fed and tells no offsets, so:
+a read that begins between requests is fed whole (a single request costs nothing more), and only
+if it completes one request too many does ``on_message_complete`` stop llhttp; that read's work is
+then undone (a fresh parser is in the same state, between requests) and the read fed again in
+slices that cannot complete more requests than the queue has room for. Besides the request in
+progress, each request that completes in a slice has two LFs in it (llhttp wants CRLF: its request
+line's and its blank line's), and a Content-Length body in progress ends its request where it ends,
+so a slice ends before the (2 * room)-th LF counted from there (``memchr``). A read that begins
+inside a request is fed in such slices too. Were llhttp ever to complete more in a slice, that
+request would be refused (429) after the answers of those before it, never queued.
+
+Bodies over ``max_body_bytes`` are refused from their ``Content-Length`` (or, when chunked, as soon
+as they pass the limit) with 413 and the connection closed, never read whole; a route may set a
+smaller limit. Over all connections, at most ``max_buffered_body_bytes`` of request bodies are held
+(``HttpApp.buffered_body_bytes``). A body counts from its first byte received until its request's
+handler has answered, so also while it waits in the queue and while the handler holds it; it stops
+counting when it is refused and when its connection is lost. A body that would take the node past
+the cap is refused with 503 (``overloaded``), from its Content-Length when that alone does not fit
+the room left, and the connection closed unread. A request with a body, for a path the app does
+not serve or with another method, is refused (404, 405) as soon as its headers are in, its body
+unread (one without a body is answered the same, and the connection kept). A header section over
+``max_header_bytes`` gets 431 (also while a header is still unfinished), a malformed request 400
+(after the answers of the requests before it), a protocol upgrade or ``CONNECT`` 400 before any
+handler sees it; an idle or slow connection is closed after ``request_timeout_s``. At most
+``max_connections`` connections, and ``max_connections_per_address`` from one IPv4 address or IPv6
+/64, are open at once; more are closed at once.
 
 Each request carries its connection's address key (``Request.source``) for per-source limits; it
 lives in memory only. Nothing here logs a peer address.
@@ -75,6 +93,10 @@ class Response:
 Handler = Callable[[Request], Awaitable[Response]]
 
 
+class _QueueFull(Exception):
+    """Raised in ``on_message_complete`` to stop llhttp when the queue of requests is full."""
+
+
 def _error(status: int, code: str, message: str) -> Response:
     body = b'{"error":{"code":"%s","message":"%s"}}' % (code.encode(), message.encode())
     return Response(status, body)
@@ -106,6 +128,8 @@ class HttpApp:
         self.connections: set[HttpProtocol] = set()
         self.by_source: dict[str, int] = {}
         self.in_flight = 0
+        self.buffered_body_bytes = 0
+        """Bytes of request bodies held over all connections (at most max_buffered_body_bytes)."""
         self.idle = asyncio.Event()
         self.idle.set()
 
@@ -129,6 +153,17 @@ class HttpProtocol(asyncio.Protocol):
         self._url = bytearray()
         self._body: list[bytes] = []
         self._body_len = 0
+        self._partial = 0
+        """Bytes of the body being received counted in ``app.buffered_body_bytes``."""
+        self._held = 0
+        """Everything this connection counts there: ``_partial`` and the bodies of the requests
+        queued or being handled."""
+        self._unparsed = b""
+        """Bytes of a read kept back, unparsed, while the queue of parsed requests is full."""
+        self._in_message = False
+        """Whether llhttp is inside a request (from its first byte until it is complete)."""
+        self._overflowed = False
+        """Set when ``on_message_complete`` stopped llhttp: one request too many for the queue."""
         self._header_len = 0
         self._content_length = 0
         self._chunked = False
@@ -177,6 +212,12 @@ class HttpProtocol(asyncio.Protocol):
         if self._timer is not None:
             self._timer.cancel()
         self._can_write.set()
+        # Whatever it still counts: the body being received, the queued requests' and the handled
+        # one's (later releases for those are no-ops once _held is 0).
+        self._release(self._held)
+        self._partial = 0
+        self._body.clear()
+        self._unparsed = b""
 
     def pause_writing(self) -> None:
         self._can_write.clear()
@@ -187,28 +228,114 @@ class HttpProtocol(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self._refused:
             return
+        if self._unparsed:  # (reading is paused while bytes are kept back: not expected)
+            data = self._unparsed + data
+            self._unparsed = b""
+            self._feed_slices(data)
+        elif self._in_message:
+            self._feed_slices(data)
+        else:
+            self._feed_whole(data)
+
+    def _feed_whole(self, data: bytes) -> None:
+        """Parse a read that starts between requests in one go: a single request costs nothing
+        more. Should the read complete more requests than the queue has room for,
+        ``on_message_complete`` stops llhttp at the first one too many; what the read did is
+        undone and it is parsed again in slices, from the same state (between requests: a fresh
+        parser's)."""
+        before = len(self._pending)
+        header_bytes = self._pending_header_bytes
+        if self._parse(data) or not self._overflowed:
+            return
+        while len(self._pending) > before:
+            request, _ = self._pending.pop()
+            self._release(len(request.body))
+        self._release(self._partial)
+        self._partial = 0
+        self._body.clear()
+        self._overflowed = False
+        self._in_message = False
+        self._in_headers = True
+        self._pending_header_bytes = header_bytes
+        self.parser = httptools.HttpRequestParser(self)
+        self._feed_slices(data)
+
+    def _feed_slices(self, data: bytes) -> None:
+        """Parse ``data`` in slices that never complete more requests than the queue has room
+        for (``max_pipelined_requests``): the bytes after the request that fills it are kept in
+        ``_unparsed``, reading paused, until the queue is answered."""
+        start, end = 0, len(data)
+        view: memoryview | None = None
+        cap = self.app.limits.max_pipelined_requests
+        while start < end:
+            room = cap - len(self._pending)
+            if room <= 0:
+                self._unparsed = data[start:]
+                return
+            cut = self._slice_end(data, start, end, room)
+            if cut == end and start == 0:
+                chunk: bytes | memoryview = data
+            else:
+                if view is None:
+                    view = memoryview(data)
+                chunk = view[start:cut]
+            if not self._parse(chunk):
+                if self._overflowed and not self._refused:  # (the slices' bound did not hold)
+                    self._refuse(_error(429, "too_many_requests", "too many pipelined requests"))
+                return
+            start = cut
+
+    def _parse(self, chunk: bytes | memoryview) -> bool:
+        """Feed llhttp; whether to go on (False: refused, or stopped by a full queue)."""
         if self._in_headers:
-            self._pending_header_bytes += len(data)
+            self._pending_header_bytes += len(chunk)
         try:
-            self.parser.feed_data(data)
+            self.parser.feed_data(chunk)
         except httptools.HttpParserUpgrade:
             if not self._refused:
                 self._refuse(_error(400, "bad_request", "protocol upgrades are not supported"))
+            return False
         except httptools.HttpParserError:
-            if not self._refused:
+            if not self._refused and not self._overflowed:
                 self._refuse(_error(400, "bad_request", "malformed HTTP request"))
-            return
+            return False
         # llhttp reports a header only once it is complete: bytes of an unfinished header section
         # are counted here, so one endless header cannot grow the buffer past the limit.
         limit = self.app.limits.max_header_bytes
         if self._in_headers and self._pending_header_bytes > limit and not self._refused:
             self._refuse(_error(431, "too_large", "request headers too large"))
+        return not self._refused
+
+    def _slice_end(self, data: bytes, start: int, end: int, room: int) -> int:
+        """The end of the longest slice of ``data`` from ``start`` that cannot complete more than
+        ``room`` requests. Besides the request in progress, each request that completes in the
+        slice has at least two LFs in it (llhttp wants CRLF: its request line's and its blank
+        line's), so the slice may hold 2 * room - 1 LFs. A Content-Length body in progress ends
+        its request exactly where it ends: LFs are counted from there. (Each ``find`` is a
+        ``memchr``; only reads that begin inside a request, or hold too many, come here.)"""
+        pos = start
+        if not self._in_headers and not self._chunked:
+            left = self._content_length - self._body_len
+            if left > 0:
+                pos += left
+        budget = 2 * room - 1
+        find = data.find
+        while pos < end:
+            pos = find(b"\n", pos, end)  # memchr
+            if pos < 0:
+                return end
+            budget -= 1
+            if budget < 0:
+                return pos
+            pos += 1
+        return end
 
     # --- llhttp callbacks ----------------------------------------------------------------------
 
     def on_message_begin(self) -> None:
+        self._in_message = True
         self._url.clear()
-        self._body = []
+        self._body.clear()
         self._body_len = 0
         self._header_len = 0
         self._content_length = 0
@@ -247,6 +374,10 @@ class HttpProtocol(asyncio.Protocol):
         if self._content_length > limit:
             self.app.on_limit(name)
             self._refuse(_error(413, "too_large", "request body too large"))
+            return
+        app = self.app
+        if self._content_length > app.limits.max_buffered_body_bytes - app.buffered_body_bytes:
+            self._overloaded()
 
     def _body_limit(self) -> tuple[int, str]:
         path = bytes(self._url).split(b"?", 1)[0]
@@ -255,24 +386,44 @@ class HttpProtocol(asyncio.Protocol):
     def on_body(self, chunk: bytes) -> None:
         if self._refused:
             return
-        self._body_len += len(chunk)
+        n = len(chunk)
+        self._body_len += n
         limit, name = self._body_limit()
         if self._body_len > limit:
             self.app.on_limit(name)
             self._refuse(_error(413, "too_large", "request body too large"))
             return
+        app = self.app
+        if app.buffered_body_bytes + n > app.limits.max_buffered_body_bytes:
+            self._overloaded()
+            return
+        app.buffered_body_bytes += n
+        self._held += n
+        self._partial += n
         self._body.append(chunk)
+
+    def _overloaded(self) -> None:
+        self.app.on_limit("max_buffered_body_bytes")
+        self._refuse(_error(503, "overloaded", "too many request bodies in flight"))
 
     def on_message_complete(self) -> None:
         self._in_headers = True
+        self._in_message = False
         if self._refused or self.transport is None:
             return
+        if len(self._pending) >= self.app.limits.max_pipelined_requests:
+            # One request too many in a read fed whole: stop llhttp here (_feed_whole parses the
+            # read again, in slices). In a slice, it cannot happen (_feed_slices refuses it).
+            self._overflowed = True
+            raise _QueueFull
         request = Request(
             self.parser.get_method(),
             bytes(self._url).split(b"?", 1)[0],
             b"".join(self._body),
             self.source,
         )
+        self._body.clear()
+        self._partial = 0  # its bytes stay counted, now as the request's, until it is answered
         keep_alive = bool(self.parser.should_keep_alive())
         # Pipelined requests that arrived in the same read wait their turn: answers keep order.
         self._pending.append((request, keep_alive))
@@ -298,11 +449,24 @@ class HttpProtocol(asyncio.Protocol):
         try:
             while self._pending and keep_alive:
                 request, keep_alive = self._pending.popleft()
-                response = await self._answer(request)
+                try:
+                    response = await self._answer(request)
+                finally:
+                    if request.body:
+                        self._release(len(request.body))
                 await self._can_write.wait()
                 self._write(response, keep_alive)
+                if not self._pending and self._unparsed and keep_alive:
+                    # The bytes kept back while the queue was full, parsed now that it is empty
+                    # (reading stays paused): they may queue more requests, or refuse one.
+                    rest, self._unparsed = self._unparsed, b""
+                    if self.transport is not None and not self.transport.is_closing():
+                        self._feed_slices(rest)
         finally:
-            self._pending.clear()
+            while self._pending:  # not answered: the connection closes
+                request, _ = self._pending.popleft()
+                self._release(len(request.body))
+            self._unparsed = b""
             self.busy = False
             self.app.in_flight -= 1
             if self.app.in_flight == 0:
@@ -343,10 +507,21 @@ class HttpProtocol(asyncio.Protocol):
         )
         self.transport.write(b"".join(head) + response.body)
 
+    def _release(self, n: int) -> None:
+        """Stop counting ``n`` bytes of this connection's bodies (never more than it counts)."""
+        n = min(n, self._held)
+        self._held -= n
+        self.app.buffered_body_bytes -= n
+
     def _refuse(self, response: Response) -> None:
         """Answer an error and close without reading the rest of the request. Requests received
         before it are answered first, in order."""
         self._refused = True
+        self._unparsed = b""
+        if self._partial:  # the refused request's body so far
+            self._release(self._partial)
+            self._partial = 0
+            self._body.clear()
         if self.busy or self._pending:
             self._final = response
             return

@@ -567,6 +567,8 @@ def test_authority_toml_round_trips_and_refuses_unknown_keys_and_wrong_types(
     text = render_config(config)
     path.write_text(text)
     assert load_config(tmp_path) == config
+    http = config.http.limits()  # what the HTTP layer is given: the authority's own caps
+    assert (http.max_buffered_body_bytes, http.max_pipelined_requests) == (512 << 20, 16)
     comments = [line for line in text.splitlines() if line.startswith("#")]
     settings = [line for line in text.splitlines() if " = " in line and not line.startswith("#")]
     assert len(comments) >= len(settings)
@@ -577,6 +579,8 @@ def test_authority_toml_round_trips_and_refuses_unknown_keys_and_wrong_types(
         ("[authority]\nlisten = 5\n", "listen"),
         ("[authority]\nport = 5\n", "port"),
         ("[admission]\npolicy = 'closed'\n", "policy"),
+        ("[http]\nmax_buffered_body_bytes = 1_000_000\n", "max_vote_bytes <= max_buffered"),
+        ("[http]\nmax_pipelined_requests = 0\n", "max_pipelined_requests"),
         ("[links]\n", "links"),
     ):
         path.write_text(bad)

@@ -250,6 +250,8 @@ def test_community_toml_round_trips_and_refuses_unknown_keys_and_inconsistent_li
     config = make_config(tmp_path / "c", max_post_bytes=100, post_rate=2)
     loaded = load_config(tmp_path / "c")
     assert loaded.limits == config.limits
+    http = loaded.http.limits()  # what the HTTP layer is given: the server's own caps
+    assert (http.max_buffered_body_bytes, http.max_pipelined_requests) == (64 << 20, 16)
     assert loaded.url == "http://127.0.0.1:22030"
     text = (tmp_path / "c" / "community.toml").read_text()
     assert "# Longest post text, in bytes of UTF-8." in text
@@ -257,6 +259,11 @@ def test_community_toml_round_trips_and_refuses_unknown_keys_and_inconsistent_li
         (text.replace("post_rate = 2", "post_rat = 2"), "unknown setting"),
         (text.replace("post_rate = 2", 'post_rate = "2"'), "must be a int"),
         (text.replace("max_body_bytes = 262_144", "max_body_bytes = 1000"), "max_body_bytes"),
+        (
+            text.replace("max_buffered_body_bytes = 67_108_864", "max_buffered_body_bytes = 1000"),
+            "max_buffered_body_bytes must be at least max_body_bytes",
+        ),
+        (text.replace("max_pipelined_requests = 16", "max_pipelined_requests = 0"), "pipelined"),
         (text + "\n[extra]\n", "unknown section"),
         (text.replace('url = "http://127.0.0.1:22030"', 'url = "ftp://x"'), "url"),
     ):

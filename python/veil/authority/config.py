@@ -154,6 +154,18 @@ class HttpSettings:
         _NODE_LIMITS.request_timeout_s,
         "Budget to read and answer one request; idle keep-alive connections close after it.",
     )
+    max_buffered_body_bytes: int = setting(
+        4 * 128 * 1024 * 1024,
+        "Most bytes of request bodies held at once over all connections (arriving, waiting or "
+        "being handled); a body that would pass it is refused (503). At least max_vote_bytes: "
+        "four votes of the largest size. A vote's sender is known only once it is read whole, so "
+        "anyone holding this much in partial votes delays the authorities' votes until "
+        "request_timeout_s closes those connections.",
+    )
+    max_pipelined_requests: int = setting(
+        _NODE_LIMITS.max_pipelined_requests,
+        "Most requests parsed ahead on one connection and waiting for their answers.",
+    )
     drain_timeout_s: float = setting(
         4.0,
         "On stop (SIGTERM, SIGINT): how long requests in flight may take to finish before their "
@@ -168,6 +180,8 @@ class HttpSettings:
             max_connections=self.max_connections,
             max_connections_per_address=self.max_connections_per_address,
             request_timeout_s=self.request_timeout_s,
+            max_buffered_body_bytes=self.max_buffered_body_bytes,
+            max_pipelined_requests=self.max_pipelined_requests,
         )
 
 
@@ -325,6 +339,7 @@ def check_config(config: AuthorityConfig) -> None:
     for section, instance, keys in (
         ("http", http, ("max_body_bytes", "max_header_bytes", "max_connections")),
         ("http", http, ("max_connections_per_address", "request_timeout_s")),
+        ("http", http, ("max_pipelined_requests",)),
         ("link", link, ("handshake_timeout_s", "max_handshakes", "max_handshakes_per_address")),
         ("link", link, ("max_links_per_peer", "idle_timeout_s", "max_streams")),
     ):
@@ -337,8 +352,10 @@ def check_config(config: AuthorityConfig) -> None:
         raise ConfigError("[schedule] needs 0 < vote_at < sign_at < 1")
     if schedule.peer_timeout_s <= 0:
         raise ConfigError("[schedule] peer_timeout_s must be positive")
-    if config.http.max_vote_bytes < config.http.max_body_bytes:
-        raise ConfigError("[http] max_vote_bytes must be at least max_body_bytes")
+    if not http.max_body_bytes <= http.max_vote_bytes <= http.max_buffered_body_bytes:
+        raise ConfigError(
+            "[http] needs max_body_bytes <= max_vote_bytes <= max_buffered_body_bytes"
+        )
 
 
 def load_config(data_dir: Path) -> AuthorityConfig:

@@ -129,6 +129,15 @@ class HttpSettings:
         _NODE_LIMITS.request_timeout_s,
         "Budget to read and answer one request; idle keep-alive connections close after it.",
     )
+    max_buffered_body_bytes: int = setting(
+        64 * 1024 * 1024,
+        "Most bytes of request bodies held at once over all connections (arriving, waiting or "
+        "being handled); a body that would pass it is refused (503). At least max_body_bytes.",
+    )
+    max_pipelined_requests: int = setting(
+        _NODE_LIMITS.max_pipelined_requests,
+        "Most requests parsed ahead on one connection and waiting for their answers.",
+    )
     drain_timeout_s: float = setting(
         4.0, "On stop (SIGTERM, SIGINT): how long requests in flight may take to finish."
     )
@@ -141,6 +150,8 @@ class HttpSettings:
             max_connections=self.max_connections,
             max_connections_per_address=self.max_connections_per_address,
             request_timeout_s=self.request_timeout_s,
+            max_buffered_body_bytes=self.max_buffered_body_bytes,
+            max_pipelined_requests=self.max_pipelined_requests,
         )
 
 
@@ -229,7 +240,7 @@ def check_config(config: CommunityConfig) -> None:
     ):
         if getattr(limits, key) <= 0:
             raise ConfigError(f"[limits] {key} must be positive")
-    for key in ("max_body_bytes", "max_header_bytes", "max_connections"):
+    for key in ("max_body_bytes", "max_header_bytes", "max_connections", "max_pipelined_requests"):
         if getattr(http, key) <= 0:
             raise ConfigError(f"[http] {key} must be positive")
     if http.max_connections_per_address <= 0 or http.request_timeout_s <= 0:
@@ -242,6 +253,8 @@ def check_config(config: CommunityConfig) -> None:
             f"[http] max_body_bytes must be at least {needed} for these [limits] "
             "(6 x max_post_bytes or 4/3 x inbox_max_bytes, + 4096)"
         )
+    if http.max_buffered_body_bytes < http.max_body_bytes:
+        raise ConfigError("[http] max_buffered_body_bytes must be at least max_body_bytes")
 
 
 def load_config(data_dir: Path) -> CommunityConfig:

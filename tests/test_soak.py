@@ -39,7 +39,7 @@ import pytest
 import uvloop
 from prometheus_client.parser import text_string_to_metric_families
 
-from node_helpers import Account, HttpClient, make_config, running_node
+from node_helpers import Account, HttpClient, make_config, running_node, until
 from veil import _core
 from veil.devnet.network import (
     Stoppable,
@@ -53,7 +53,7 @@ from veil.devnet.state import NETWORK_FILE
 from veil.errors import VeilError
 from veil.node.config import CONFIG_FILE, Limits, LinkSettings, OnionSettings, load_config
 from veil.node.config import render_config as render_node_config
-from veil.node.metrics import NODE_TABLES, TABLES_METRIC
+from veil.node.metrics import BUFFERS_METRIC, NODE_BUFFERS, NODE_TABLES, TABLES_METRIC
 from veil.protocol import cells
 
 SOAK_S = float(os.environ.get("VEIL_SOAK_S", "20"))
@@ -94,6 +94,9 @@ LIMITS = Limits(max_connections=160, max_connections_per_address=6, request_time
 PEERS = NODES + 3
 """Every node and authority of the devnet: whom a node may hold links with."""
 
+GAUGES = [*NODE_TABLES, *(f"{buffer}_bytes" for buffer in NODE_BUFFERS)]
+"""Every table, and every buffer (``veil_node_buffered_bytes``) as ``<buffer>_bytes``."""
+
 CAPS: dict[str, int] = {
     "replay": 3 * ONION.replay_max_entries,  # three generations
     "replay_sources": ONION.replay_max_entries,  # each holds a tag of the current generation
@@ -111,6 +114,8 @@ CAPS: dict[str, int] = {
     "replication_keys": 4096,
     "version_warnings": 1024,
     "swarm_views": 32,
+    "http_bodies_bytes": LIMITS.max_buffered_body_bytes,
+    "link_serving_bytes": LINKS.max_serving_bytes * LINKS.max_links_per_peer * PEERS,
 }
 """What bounds each table with these settings (docs/soak.md). The others are bounded by the load's
 concurrency (requests in flight), and are checked to drain."""
@@ -127,6 +132,8 @@ DRAINED: dict[str, int] = {
     "replication_tasks": 0,
     "peel_pending": 0,
     "writer_queue": 0,
+    "http_bodies_bytes": 0,
+    "link_serving_bytes": 0,
 }
 """Each table's most once the load stopped and the expiries passed."""
 FINISH_S = REQUEST_TIMEOUT_S + LIMITS.request_timeout_s + 5
@@ -596,6 +603,8 @@ def _parse_metrics(text: str) -> tuple[dict[str, float], dict[str, float]]:
         for sample in family.samples:
             if family.name == TABLES_METRIC:
                 tables[sample.labels["table"]] = sample.value
+            elif family.name == BUFFERS_METRIC:  # bytes, checked as the tables are
+                tables[f"{sample.labels['buffer']}_bytes"] = sample.value
             elif family.type == "counter" and sample.name.endswith("_total"):
                 label = ",".join(sample.labels.values())
                 counters[f"{sample.name}{{{label}}}"] = sample.value
@@ -725,7 +734,7 @@ class _Memory:
 
 
 def _write_trace(path: Path, samples: dict[int, list[_Sample]]) -> None:
-    tables = list(NODE_TABLES)
+    tables = GAUGES
     lines = [",".join(["seconds", "node", "rss_kb", "anon_kb", *tables])]
     for index, series in samples.items():
         for s in series:
@@ -752,7 +761,7 @@ def test_a_node_under_steady_and_hostile_load_keeps_memory_and_tables_bounded(
     anon = {n.index: _Memory.of(samples[n.index], run.load_s, "anon_kb") for n in nodes}
     peaks = {
         table: max(s.tables[table] for series in samples.values() for s in series)
-        for table in NODE_TABLES
+        for table in GAUGES
     }
     if TRACE:
         _write_trace(Path(TRACE), samples)
@@ -834,19 +843,26 @@ def test_the_table_gauges_count_what_each_table_holds(tmp_path: Path) -> None:
                     status, _ = await client.request(me, "/onion2", _create([me])[0])
                     assert status == 200
                 await other.request(me, "/onion2", _oneshot([me], _INFO)[0])
+                _, partial = await asyncio.open_connection("127.0.0.1", node.port)
+                partial.write(b"POST /storage_rpc/v1 HTTP/1.1\r\nContent-Length: 5000\r\n\r\n")
+                partial.write(bytes(1_200))
+                await until(lambda: node.app.buffered_body_bytes == 1_200, 3.0)
                 status, text = await client.request(me, "/metrics", method="GET")
                 assert status == 200
                 tables, _ = _parse_metrics(text.decode())
             finally:
                 await client.close()
                 await other.close()
-            assert set(tables) == set(NODE_TABLES)
+            partial.close()
+            assert set(tables) == set(GAUGES)
+            assert tables["http_bodies_bytes"] == 1_200  # the body still arriving
+            assert tables["link_serving_bytes"] == 0
             assert tables["circuits"] == 3 == len(node.router.circuits)
             assert tables["circuit_sources"] == 1
             assert tables["replay"] == 4
             assert tables["replay_sources"] == 2
-            assert tables["http_connections"] == 2
-            assert tables["http_sources"] == 2
+            assert tables["http_connections"] == 3
+            assert tables["http_sources"] == 3
             assert tables["links_in"] == tables["links_out"] == tables["link_streams"] == 0
 
     uvloop.run(asyncio.wait_for(main(), 60))

@@ -458,6 +458,11 @@ class Link(asyncio.Protocol):
         return self._state is _State.OPEN
 
     @property
+    def serving_bytes(self) -> int:
+        """Bytes of the peer's requests being answered on this link."""
+        return self._serving_bytes
+
+    @property
     def in_flight(self) -> int:
         return len(self._waiting) + len(self._serving)
 

@@ -133,6 +133,8 @@ if TYPE_CHECKING:
 
 TABLES_METRIC = "veil_node_table_entries"
 """The gauge family of table sizes, labelled ``table``."""
+BUFFERS_METRIC = "veil_node_buffered_bytes"
+"""The gauge family of bytes held for requests not yet answered, labelled ``buffer``."""
 
 
 def _replay(node: Node) -> int:  # tags in every generation: 3 x replay_max_entries at most
@@ -242,18 +244,39 @@ NODE_TABLES: dict[str, Callable[[Node], int]] = {
 """Each table's label and how to read its size from a running node."""
 
 
+def _http_bodies(node: Node) -> int:  # bodies arriving, queued or being handled, all connections
+    return node.app.buffered_body_bytes
+
+
+def _link_serving(node: Node) -> int:  # bodies of peers' requests being answered, all links
+    return sum(link.serving_bytes for link in node.gate.links())
+
+
+NODE_BUFFERS: dict[str, Callable[[Node], int]] = {
+    "http_bodies": _http_bodies,
+    "link_serving": _link_serving,
+}
+"""Each buffer's label and how to read its bytes: capped by ``[limits] max_buffered_body_bytes``
+and, per link, ``[links] max_serving_bytes``."""
+
+
 class _TablesCollector(Collector):
     def __init__(self, node: Node) -> None:
         self._node = node
 
     def describe(self) -> Iterator[GaugeMetricFamily]:
         yield self._family()
+        yield self._buffers()
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         family = self._family()
         for table, read in NODE_TABLES.items():
             family.add_metric([table], read(self._node))
         yield family
+        buffers = self._buffers()
+        for buffer, read in NODE_BUFFERS.items():
+            buffers.add_metric([buffer], read(self._node))
+        yield buffers
 
     @staticmethod
     def _family() -> GaugeMetricFamily:
@@ -264,7 +287,17 @@ class _TablesCollector(Collector):
             labels=["table"],
         )
 
+    @staticmethod
+    def _buffers() -> GaugeMetricFamily:
+        return GaugeMetricFamily(
+            BUFFERS_METRIC,
+            "Bytes of request bodies held for requests not yet answered, by buffer: HTTP bodies "
+            "over all connections, and peers' requests being answered over all links.",
+            labels=["buffer"],
+        )
+
 
 def watch_tables(metrics: NodeMetrics, node: Node) -> None:
-    """Export the sizes of ``node``'s in-memory tables (:data:`NODE_TABLES`) on each scrape."""
+    """Export the sizes of ``node``'s in-memory tables (:data:`NODE_TABLES`) and request buffers
+    (:data:`NODE_BUFFERS`) on each scrape."""
     metrics.registry.register(_TablesCollector(node))

@@ -46,6 +46,7 @@ __all__ = [
     "Segment",
     "Shared",
     "Stream",
+    "endpoint_filter",
     "ensure_tcpdump",
     "find_needles",
     "looks_like_json",
@@ -138,6 +139,20 @@ def port_filter(ports: Iterable[int]) -> str:
     if not chosen:
         raise ValueError("at least one port is needed")
     return "tcp and (" + " or ".join(f"port {port}" for port in chosen) + ")"
+
+
+def endpoint_filter(endpoints: Iterable[Endpoint]) -> str:
+    """A BPF filter for TCP traffic to or from any of ``endpoints`` (address, port). Stricter than
+    :func:`port_filter`: on loopback a connection between two other addresses may use one of the
+    same port numbers (an ephemeral port is taken per address), and would be captured by port."""
+    chosen = sorted(set(endpoints))
+    if not chosen:
+        raise ValueError("at least one endpoint is needed")
+    sides = [
+        f"(src host {host} and src port {port}) or (dst host {host} and dst port {port})"
+        for host, port in chosen
+    ]
+    return "tcp and (" + " or ".join(sides) + ")"
 
 
 class Capture:

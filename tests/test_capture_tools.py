@@ -37,6 +37,7 @@ from capture import (
     CaptureError,
     Segment,
     Stream,
+    endpoint_filter,
     ensure_tcpdump,
     find_needles,
     looks_like_json,
@@ -604,3 +605,41 @@ def test_a_needle_split_across_two_segments_and_json_over_http_are_found(
     json_streams = [s for s in streams if looks_like_json(s)]
     assert [(s.src, s.dst) for s in json_streams] == [(("127.0.0.1", ports[1]), clients[1])]
     assert not looks_like_json(stream)
+
+
+def test_an_endpoint_filter_leaves_out_other_addresses_that_use_the_same_port_number(
+    tcpdump: str, tmp_path: Path
+) -> None:
+    """On loopback a port number is taken per address: a connection between two other addresses
+    may use the watched port's number, and a port filter captures it; an endpoint filter not."""
+
+    async def main() -> tuple[int, int]:
+        watched = await asyncio.start_server(answer, "127.0.6.1", 0)
+        other = await asyncio.start_server(answer, "127.0.6.2", 0)
+        port = int(watched.sockets[0].getsockname()[1])
+        other_port = int(other.sockets[0].getsockname()[1])
+        try:
+            with (
+                Capture(ports=[port], path=tmp_path / "by-port.pcap"),
+                Capture(bpf=endpoint_filter([("127.0.6.1", port)]), path=tmp_path / "exact.pcap"),
+            ):
+                for host, to in (("127.0.6.1", port), ("127.0.6.2", other_port)):
+                    # The second connection leaves 127.0.0.3 from the watched port's number.
+                    local = ("127.0.0.3", port) if to == other_port else None
+                    reader, writer = await asyncio.open_connection(host, to, local_addr=local)
+                    writer.write(b"ping")
+                    writer.write_eof()
+                    assert await reader.read() == answer_for(b"ping")
+                    writer.close()
+                    await writer.wait_closed()
+        finally:
+            for server in (watched, other):
+                server.close()
+                await server.wait_closed()
+        return port, other_port
+
+    port, other_port = run(main())
+    by_port = reassemble(tmp_path / "by-port.pcap")
+    exact = reassemble(tmp_path / "exact.pcap")
+    assert sorted(c.server[1] for c in by_port) == sorted([port, other_port])  # the stray one too
+    assert [(c.server, c.to_server.data) for c in exact] == [(("127.0.6.1", port), b"ping")]

@@ -31,6 +31,7 @@ import pytest
 from capture import (
     Capture,
     Stream,
+    endpoint_filter,
     find_needles,
     looks_like_json,
     reassemble,
@@ -77,6 +78,8 @@ class Devnet:
     http_ports: dict[int, str]
     """Each node's HTTP port, with a name for reports ("node3 http")."""
     link_ports: dict[int, str]
+    endpoints: list[tuple[str, int]]
+    """Every node's HTTP and link address: what the capture records traffic to and from."""
     node_keys: list[bytes]
     """Every node's Ed25519 and X25519 public key."""
 
@@ -97,6 +100,11 @@ def _port(address: str) -> int:
     return int(address.rsplit(":", 1)[1])
 
 
+def _endpoint(address: str) -> tuple[str, int]:
+    host, port = address.rsplit(":", 1)
+    return host, int(port)
+
+
 @pytest.fixture(scope="module")
 def devnet(tmp_path_factory: pytest.TempPathFactory, tcpdump: str) -> Iterator[Devnet]:
     """A converged devnet of six nodes, always stopped afterwards."""
@@ -112,6 +120,7 @@ def devnet(tmp_path_factory: pytest.TempPathFactory, tcpdump: str) -> Iterator[D
             network_file=status["network_file"],
             http_ports={_port(n["http"]): f"node{n['index']} http" for n in nodes},
             link_ports={_port(n["link"]): f"node{n['index']} link" for n in nodes},
+            endpoints=[_endpoint(n[kind]) for n in nodes for kind in ("http", "link")],
             node_keys=[bytes.fromhex(n[key]) for n in nodes for key in ("ed25519", "x25519")],
         )
     finally:
@@ -221,7 +230,7 @@ def test_between_nodes_a_conversation_shows_only_sizes_and_timing(
     devnet: Devnet, tmp_path: Path
 ) -> None:
     path = tmp_path / "devnet.pcap"
-    with Capture(ports=[*devnet.http_ports, *devnet.link_ports], path=path):
+    with Capture(bpf=endpoint_filter(devnet.endpoints), path=path):
         alice, bob, words = converse(tmp_path, devnet)
         time.sleep(AFTER_S)
     connections = reassemble(path)

@@ -502,3 +502,64 @@ def test_the_new_limits_are_in_node_toml_and_checked(tmp_path: Path) -> None:
         (tmp_path / "node.toml").write_text(wrong)
         with pytest.raises(ConfigError, match=why):
             load_config(tmp_path)
+
+
+# --- request_timeout_s ----------------------------------------------------------------------------
+
+TIMEOUT_LIMITS = Limits(request_timeout_s=0.4)
+
+
+def test_a_handler_past_the_request_timeout_is_answered_503_and_the_connection_goes_on() -> None:
+    cancelled: list[bytes] = []
+
+    async def handler(request: Request) -> Response:
+        if request.path == b"/slow":
+            try:
+                await asyncio.sleep(30)
+            except asyncio.CancelledError:
+                cancelled.append(request.path)
+                raise
+        return Response(200, orjson.dumps({"path": request.path.decode()}))
+
+    async def main() -> None:
+        app = HttpApp(handler, TIMEOUT_LIMITS, lambda status: None)
+        server = await asyncio.get_running_loop().create_server(app.protocol, "127.0.0.1", 0)
+        try:
+            async with await connect(server.sockets[0].getsockname()[1]) as client:
+                for _ in range(2):  # the timer is re-armed for each request
+                    await client.send_raw(post("/slow", b"s"))
+                    assert_refused(await client.read_response(timeout=3.0), 503, "timeout")
+                    response = await client.request("POST", "/fast", b"f")
+                    assert (response.status, response.json()) == (200, {"path": "/fast"})
+            assert cancelled == [b"/slow", b"/slow"]  # the handler was stopped, not left running
+            await until(lambda: app.idle.is_set() and not app.connections, 2.0)
+        finally:
+            server.close()
+            await server.wait_closed()
+
+    run(main())
+
+
+def test_idle_and_unfinished_connections_close_after_the_request_timeout_busy_ones_do_not() -> None:
+    async def main() -> None:
+        async with serving(TIMEOUT_LIMITS) as served:
+            idle = await connect(served.port)
+            assert (await idle.request("POST", "/once", b"x")).status == 200
+            unfinished = await connect(served.port)
+            await unfinished.send_raw(b"POST /half HTTP/1.1\r\nContent-Le")
+            busy = await connect(served.port)
+            started = asyncio.get_running_loop().time()
+            for i in range(12):  # 1.2 s of requests 0.1 s apart: three timeouts' worth
+                response = await busy.request("POST", f"/busy/{i}", b"b")
+                assert response.status == 200
+                await asyncio.sleep(0.1)
+            assert await idle.at_eof(timeout=0.1)
+            assert await unfinished.at_eof(timeout=0.1)
+            assert asyncio.get_running_loop().time() - started > 0.8
+            assert not await busy.at_eof(timeout=0.1)  # still open
+            await asyncio.sleep(0.6)
+            assert await busy.at_eof(timeout=1.0)  # idle now: closed in its turn
+            for client in (idle, unfinished, busy):
+                await client.close()
+
+    run(main())

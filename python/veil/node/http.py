@@ -171,6 +171,11 @@ class HttpProtocol(asyncio.Protocol):
         self._in_headers = True
         self._pending_header_bytes = 0
         self._timer: asyncio.TimerHandle | None = None
+        self._deadline = 0.0
+        """When the current wait ends (loop time): for the next request, or for the handler."""
+        self._handling: asyncio.Task[None] | None = None
+        """The task in the handler, while it is there (it is cancelled past the deadline)."""
+        self._timed_out = False
         self._can_write = asyncio.Event()
         self._can_write.set()
         self.source = ""
@@ -211,6 +216,7 @@ class HttpProtocol(asyncio.Protocol):
                 self.app.by_source.pop(self.source, None)
         if self._timer is not None:
             self._timer.cancel()
+            self._timer = None
         self._can_write.set()
         # Whatever it still counts: the body being received, the queued requests' and the handled
         # one's (later releases for those are no-ops once _held is 0).
@@ -428,8 +434,6 @@ class HttpProtocol(asyncio.Protocol):
         # Pipelined requests that arrived in the same read wait their turn: answers keep order.
         self._pending.append((request, keep_alive))
         self.transport.pause_reading()
-        if self._timer is not None:
-            self._timer.cancel()
         if not self.busy:
             self.busy = True
             self.app.in_flight += 1
@@ -449,6 +453,7 @@ class HttpProtocol(asyncio.Protocol):
         try:
             while self._pending and keep_alive:
                 request, keep_alive = self._pending.popleft()
+                self._arm_timer()  # the handler's time
                 try:
                     response = await self._answer(request)
                 finally:
@@ -484,14 +489,22 @@ class HttpProtocol(asyncio.Protocol):
             self.close()
 
     async def _answer(self, request: Request) -> Response:
+        task = self._handling = asyncio.current_task()
         try:
-            async with asyncio.timeout(self.app.limits.request_timeout_s):
-                return await self.app.handler(request)
-        except TimeoutError:
+            return await self.app.handler(request)
+        except asyncio.CancelledError:
+            if not self._timed_out:
+                raise  # the connection or the node is going away
             return _error(503, "timeout", "the request took too long")
         except Exception:
             log.exception("request handler failed")
             return _error(500, "internal", "internal error")
+        finally:
+            self._handling = None
+            if self._timed_out:  # (also when the handler swallowed the cancellation)
+                self._timed_out = False
+                if task is not None:
+                    task.uncancel()
 
     def _write(self, response: Response, keep_alive: bool) -> None:
         if self.transport is None or self.transport.is_closing():
@@ -530,14 +543,29 @@ class HttpProtocol(asyncio.Protocol):
         self.close()
 
     def _arm_timer(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
+        """Start ``request_timeout_s`` for what the connection waits for now: the next request
+        (read whole), or the handler's answer. One timer per connection, moved lazily: on the hot
+        path this only sets ``_deadline``, and the timer, when it fires early, sleeps again."""
         loop = asyncio.get_running_loop()
-        self._timer = loop.call_later(self.app.limits.request_timeout_s, self._on_timeout)
+        self._deadline = loop.time() + self.app.limits.request_timeout_s
+        if self._timer is None:
+            self._timer = loop.call_at(self._deadline, self._on_timeout)
 
     def _on_timeout(self) -> None:
-        if not self.busy:
+        self._timer = None
+        if self.transport is None or self.transport.is_closing():
+            return
+        loop = asyncio.get_running_loop()
+        if loop.time() < self._deadline:  # the deadline moved since the timer was set
+            self._timer = loop.call_at(self._deadline, self._on_timeout)
+        elif self._handling is not None:  # the handler is too slow: it is stopped, 503
+            self._timed_out = True
+            self._handling.cancel()
+            self._arm_timer()
+        elif not self.busy:  # no request read whole in time
             self.close()
+        else:  # between a handler and its answer's write: the next handler, or the idle wait
+            self._arm_timer()
 
     def close(self) -> None:
         if self.transport is not None and not self.transport.is_closing():

@@ -116,8 +116,8 @@ class LinkGate:
         self.settings = settings
         self.admit = admit
         self.count = count
-        self._in_handshake: dict[Link, None] = {}
-        """Connections in handshake, oldest first."""
+        self._in_handshake: dict[Link, str] = {}
+        """Connections in handshake, oldest first, each with its source's address key."""
         self._handshakes_by_address: dict[str, int] = {}
         self._links_by_peer: dict[bytes, list[Link]] = {}
         self._last_handshake: dict[bytes, int] = {}
@@ -148,15 +148,16 @@ class LinkGate:
             self.count("closed_oldest_handshake")
             oldest = next(iter(self._in_handshake))
             oldest.abort()
-            oldest._end_handshake()  # its slot is free now, not once the loop reports it closed
-        self._in_handshake[link] = None
+            self.end_handshake(oldest)  # its slot is free now, not once the loop reports it closed
+        self._in_handshake[link] = source
         self._handshakes_by_address[source] = self._handshakes_by_address.get(source, 0) + 1
         return True
 
-    def end_handshake(self, link: Link, source: str) -> None:
-        if link not in self._in_handshake:
+    def end_handshake(self, link: Link) -> None:
+        """``link`` is out of handshake (authenticated, refused or closed); only once counts."""
+        source = self._in_handshake.pop(link, None)
+        if source is None:
             return
-        del self._in_handshake[link]
         left = self._handshakes_by_address.get(source, 0) - 1
         if left > 0:
             self._handshakes_by_address[source] = left
@@ -239,7 +240,6 @@ class Link(asyncio.Protocol):
         self._cipher: _core.LinkCipher | None = None
         self._state = _State.HANDSHAKE
         self._handshake_buffer = bytearray()
-        self._source = ""
         self.ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.transport: asyncio.Transport | None = None
         self.closed = asyncio.Event()
@@ -312,9 +312,8 @@ class Link(asyncio.Protocol):
         if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         if self._gate is not None:
-            self._source = address_key(transport.get_extra_info("peername"))
-            if not self._gate.start_handshake(self, self._source):
-                self._source = ""
+            source = address_key(transport.get_extra_info("peername"))
+            if not self._gate.start_handshake(self, source):
                 self.abort()
                 return
         elif self._initiator is not None:
@@ -437,9 +436,8 @@ class Link(asyncio.Protocol):
         return b""
 
     def _end_handshake(self) -> None:
-        if self._gate is not None and self._source:
-            self._gate.end_handshake(self, self._source)
-            self._source = ""
+        if self._gate is not None:
+            self._gate.end_handshake(self)
 
     # --- both ends ----------------------------------------------------------------------------
 

@@ -260,41 +260,39 @@ NODE_BUFFERS: dict[str, Callable[[Node], int]] = {
 and, per link, ``[links] max_serving_bytes``."""
 
 
+_GAUGES: tuple[tuple[str, str, str, dict[str, Callable[[Node], int]]], ...] = (
+    (
+        TABLES_METRIC,
+        "Entries in the node's in-memory tables (replay tags, circuits, links, connections, "
+        "requests in flight), by table; each is bounded (docs/soak.md).",
+        "table",
+        NODE_TABLES,
+    ),
+    (
+        BUFFERS_METRIC,
+        "Bytes of request bodies held for requests not yet answered, by buffer: HTTP bodies "
+        "over all connections, and peers' requests being answered over all links.",
+        "buffer",
+        NODE_BUFFERS,
+    ),
+)
+"""Each gauge family read at scrape time: its name, help, label and what each label value reads."""
+
+
 class _TablesCollector(Collector):
     def __init__(self, node: Node) -> None:
         self._node = node
 
     def describe(self) -> Iterator[GaugeMetricFamily]:
-        yield self._family()
-        yield self._buffers()
+        for name, documentation, label, _ in _GAUGES:
+            yield GaugeMetricFamily(name, documentation, labels=[label])
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
-        family = self._family()
-        for table, read in NODE_TABLES.items():
-            family.add_metric([table], read(self._node))
-        yield family
-        buffers = self._buffers()
-        for buffer, read in NODE_BUFFERS.items():
-            buffers.add_metric([buffer], read(self._node))
-        yield buffers
-
-    @staticmethod
-    def _family() -> GaugeMetricFamily:
-        return GaugeMetricFamily(
-            TABLES_METRIC,
-            "Entries in the node's in-memory tables (replay tags, circuits, links, connections, "
-            "requests in flight), by table; each is bounded (docs/soak.md).",
-            labels=["table"],
-        )
-
-    @staticmethod
-    def _buffers() -> GaugeMetricFamily:
-        return GaugeMetricFamily(
-            BUFFERS_METRIC,
-            "Bytes of request bodies held for requests not yet answered, by buffer: HTTP bodies "
-            "over all connections, and peers' requests being answered over all links.",
-            labels=["buffer"],
-        )
+        for name, documentation, label, reads in _GAUGES:
+            family = GaugeMetricFamily(name, documentation, labels=[label])
+            for value, read in reads.items():
+                family.add_metric([value], read(self._node))
+            yield family
 
 
 def watch_tables(metrics: NodeMetrics, node: Node) -> None:

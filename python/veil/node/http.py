@@ -220,9 +220,8 @@ class HttpProtocol(asyncio.Protocol):
         self._can_write.set()
         # Whatever it still counts: the body being received, the queued requests' and the handled
         # one's (later releases for those are no-ops once _held is 0).
+        self._drop_body()
         self._release(self._held)
-        self._partial = 0
-        self._body.clear()
         self._unparsed = b""
 
     def pause_writing(self) -> None:
@@ -256,9 +255,7 @@ class HttpProtocol(asyncio.Protocol):
         while len(self._pending) > before:
             request, _ = self._pending.pop()
             self._release(len(request.body))
-        self._release(self._partial)
-        self._partial = 0
-        self._body.clear()
+        self._drop_body()
         self._overflowed = False
         self._in_message = False
         self._in_headers = True
@@ -526,15 +523,18 @@ class HttpProtocol(asyncio.Protocol):
         self._held -= n
         self.app.buffered_body_bytes -= n
 
+    def _drop_body(self) -> None:
+        """Forget the body being received, and stop counting it."""
+        self._release(self._partial)
+        self._partial = 0
+        self._body.clear()
+
     def _refuse(self, response: Response) -> None:
         """Answer an error and close without reading the rest of the request. Requests received
         before it are answered first, in order."""
         self._refused = True
         self._unparsed = b""
-        if self._partial:  # the refused request's body so far
-            self._release(self._partial)
-            self._partial = 0
-            self._body.clear()
+        self._drop_body()  # the refused request's body so far
         if self.busy or self._pending:
             self._final = response
             return

@@ -72,13 +72,17 @@ class StoreWriter:
         ``if_full`` is the result to answer when the map cannot grow; ``None`` raises
         :class:`StorageFull` instead.
         """
+        future: asyncio.Future[T] = self._future()
+        self._queue.put(_Job(op, future, if_full))
+        return await future
+
+    def _future(self) -> asyncio.Future[Any]:
+        """The future a new job is answered on (:class:`StoreClosed` once closing)."""
         if self._loop is None:
             raise RuntimeError("StoreWriter.start() was not called")
         if self._closing:
             raise StoreClosed
-        future: asyncio.Future[T] = self._loop.create_future()
-        self._queue.put(_Job(op, future, if_full))
-        return await future
+        return self._loop.create_future()
 
     async def submit_signed(
         self, op: Callable[[Txn], T], sign: Signer, payloads: list[bytes], *, if_full: Any = None
@@ -87,11 +91,7 @@ class StoreWriter:
         thread: a node's receipts (signatures that it holds what it stored) cost the event loop
         nothing, and are only ever made for what is on disk. The signatures are an empty list
         when the commit did not happen (the ``if_full`` answer)."""
-        if self._loop is None:
-            raise RuntimeError("StoreWriter.start() was not called")
-        if self._closing:
-            raise StoreClosed
-        future: asyncio.Future[tuple[T, list[bytes]]] = self._loop.create_future()
+        future: asyncio.Future[tuple[T, list[bytes]]] = self._future()
         full: tuple[Any, list[bytes]] | None = None if if_full is None else (if_full, [])
         self._queue.put(_Job(op, future, full, sign, payloads))
         return await future

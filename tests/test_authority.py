@@ -45,6 +45,7 @@ from veil.authority.server import Authority
 from veil.cli import main
 from veil.identity import Identity
 from veil.node.identity import create_node_key
+from veil.protocol import authority_post
 from veil.protocol.announcement import Announcement, sign_announcement
 from veil.protocol.consensus import Consensus, NodeEntry, SignedConsensus, SignedVote, Vote
 from veil.protocol.network_file import NetworkFile
@@ -192,6 +193,18 @@ async def fetch_consensus(
             return None
         assert answer.status == 200
         return SignedConsensus.from_json(await answer.json(), authority.network)
+
+
+_STAMPS = iter(range(1, 1 << 62))
+
+
+def sender_header(identity: Identity, to: Authority, body: bytes) -> dict[str, str]:
+    """The header with which ``identity`` (an authority's) proves it sends ``body`` to ``to``'s
+    vote route (a new timestamp each time, as an authority makes them)."""
+    stamp = now_ms() + next(_STAMPS)
+    sender, receiver = identity.ed25519_public_key, to.identity.ed25519_public_key
+    message = authority_post.signed_bytes(sender, receiver, b"/authority/v1/vote", len(body), stamp)
+    return {authority_post.HEADER: authority_post.value(sender, stamp, identity.sign(message))}
 
 
 def period_of(authority: Authority) -> int:
@@ -467,8 +480,10 @@ def test_votes_and_signatures_from_non_authorities_or_that_do_not_verify_get_typ
     authorities = make_authorities(tmp_path, 2, LOOPBACK)
     stranger = Identity.generate()
 
-    async def post(session: aiohttp.ClientSession, url: str, body: bytes) -> tuple[int, str]:
-        async with session.post(url, data=body) as answer:
+    async def post(
+        session: aiohttp.ClientSession, url: str, body: bytes, headers: dict[str, str] | None = None
+    ) -> tuple[int, str]:
+        async with session.post(url, data=body, headers=headers) as answer:
             return answer.status, (await answer.json())["error"]["code"]
 
     async def scenario() -> None:
@@ -485,6 +500,10 @@ def test_votes_and_signatures_from_non_authorities_or_that_do_not_verify_get_typ
                 reveal=bytes(32),
             )
             posing = replace(forged, authority=second.identity.ed25519_public_key)
+            # Without the header that proves its sender an authority: refused, its body unread.
+            unsigned = orjson.dumps(SignedVote.sign(forged, stranger.sign).to_json())
+            assert await post(session, f"{base}/vote", unsigned) == (403, "forbidden")
+            # With it (the second authority's), the vote itself is still checked.
             for body, expected in (
                 (b"not json", (400, "bad_request")),
                 (
@@ -496,7 +515,8 @@ def test_votes_and_signatures_from_non_authorities_or_that_do_not_verify_get_typ
                     (400, "invalid_vote"),
                 ),
             ):
-                assert await post(session, f"{base}/vote", body) == expected
+                headers = sender_header(second.identity, first, body)
+                assert await post(session, f"{base}/vote", body, headers) == expected
             signature = {"period": period, "authority": stranger.ed25519_public_key.hex()}
             for body in (b"[]", orjson.dumps({**signature, "signature": "short"})):
                 assert await post(session, f"{base}/signature", body) == (400, "bad_request")
@@ -579,7 +599,8 @@ def test_authority_toml_round_trips_and_refuses_unknown_keys_and_wrong_types(
         ("[authority]\nlisten = 5\n", "listen"),
         ("[authority]\nport = 5\n", "port"),
         ("[admission]\npolicy = 'closed'\n", "policy"),
-        ("[http]\nmax_buffered_body_bytes = 1_000_000\n", "max_vote_bytes <= max_buffered"),
+        ("[http]\nmax_buffered_body_bytes = 1_000_000\n", "vote_reserve_bytes . max_body"),
+        ("[http]\nvote_reserve_bytes = 1_000_000\n", "max_vote_bytes <= vote_reserve"),
         ("[http]\nmax_pipelined_requests = 0\n", "max_pipelined_requests"),
         ("[links]\n", "links"),
     ):

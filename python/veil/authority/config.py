@@ -134,8 +134,9 @@ class HttpSettings:
     )
     max_vote_bytes: int = setting(
         128 * 1024 * 1024,
-        "Largest body of POST /authority/v1/vote (a vote of 100,000 nodes is about 60 MB); it "
-        "is read whole before its signature is checked, so anyone may send one this large.",
+        "Largest body of POST /authority/v1/vote (a vote of 100,000 nodes is about 60 MB). Its "
+        "sender must prove it is another authority of the network (a signed header, checked "
+        "before the body is read); the vote's own signature is checked once it is read whole.",
     )
     max_header_bytes: int = setting(
         _NODE_LIMITS.max_header_bytes,
@@ -157,10 +158,15 @@ class HttpSettings:
     max_buffered_body_bytes: int = setting(
         4 * 128 * 1024 * 1024,
         "Most bytes of request bodies held at once over all connections (arriving, waiting or "
-        "being handled); a body that would pass it is refused (503). At least max_vote_bytes: "
-        "four votes of the largest size. A vote's sender is known only once it is read whole, so "
-        "anyone holding this much in partial votes delays the authorities' votes until "
-        "request_timeout_s closes those connections.",
+        "being handled); a body that would pass it is refused (503): four votes of the largest "
+        "size by default. vote_reserve_bytes of it are for votes alone.",
+    )
+    vote_reserve_bytes: int = setting(
+        2 * 128 * 1024 * 1024,
+        "Bytes of max_buffered_body_bytes that only votes (whose senders proved they are "
+        "authorities) may use: however many strangers' partial bodies the other routes hold, "
+        "this much is left for the authorities' votes. At least max_vote_bytes, and less than "
+        "max_buffered_body_bytes by at least max_body_bytes.",
     )
     max_pipelined_requests: int = setting(
         _NODE_LIMITS.max_pipelined_requests,
@@ -352,9 +358,17 @@ def check_config(config: AuthorityConfig) -> None:
         raise ConfigError("[schedule] needs 0 < vote_at < sign_at < 1")
     if schedule.peer_timeout_s <= 0:
         raise ConfigError("[schedule] peer_timeout_s must be positive")
-    if not http.max_body_bytes <= http.max_vote_bytes <= http.max_buffered_body_bytes:
+    _check_body_bytes(http)
+
+
+def _check_body_bytes(http: HttpSettings) -> None:
+    """The body bounds nest: one request in one vote in the votes' reserve, which leaves the
+    other routes room for at least one body."""
+    if not http.max_body_bytes <= http.max_vote_bytes <= http.vote_reserve_bytes:
+        raise ConfigError("[http] needs max_body_bytes <= max_vote_bytes <= vote_reserve_bytes")
+    if http.vote_reserve_bytes + http.max_body_bytes > http.max_buffered_body_bytes:
         raise ConfigError(
-            "[http] needs max_body_bytes <= max_vote_bytes <= max_buffered_body_bytes"
+            "[http] needs vote_reserve_bytes + max_body_bytes <= max_buffered_body_bytes"
         )
 
 

@@ -36,7 +36,7 @@ class AuthorityMetrics:
         ).set_function(latest_period)
         self.refusals = Counter(
             "veil_authority_refusals",
-            "Registrations refused, by reason.",
+            "Registrations, and votes whose sender is not proven, refused, by reason.",
             ["reason"],
             registry=registry,
         )

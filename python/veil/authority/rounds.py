@@ -228,8 +228,10 @@ class Rounds:
 
         async def with_one(authority: AuthorityInfo) -> None:
             if authority.ed25519 not in sent:
-                status, _ = await self.peers.post(authority, "/authority/v1/vote", body)
-                if _answered(status):
+                status, _ = await self.peers.post(
+                    authority, "/authority/v1/vote", body, signed=True
+                )
+                if _answered(status) and status != _FORBIDDEN:  # 403: its header, not the vote
                     sent.add(authority.ed25519)
             if not self.ledger.has_vote(period, authority.ed25519):
                 document = await self.peers.get(authority, f"/authority/v1/vote/{period}")
@@ -384,6 +386,10 @@ class Rounds:
             old = await self._get_consensus(authority, f"/authority/v1/consensus/{period}")
             if old is not None and old.consensus.period == period:
                 self.ledger.srv_history[period] = old.consensus.srv
+
+
+_FORBIDDEN = 403
+"""The vote's header was refused (a clock apart, say): the next try signs a new one."""
 
 
 def _answered(status: int) -> bool:

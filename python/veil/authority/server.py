@@ -25,7 +25,7 @@ import asyncio
 import contextlib
 import logging
 import weakref
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import orjson
@@ -38,17 +38,18 @@ from veil.authority.config import AuthorityConfig, ConfigError, check_config, lo
 from veil.authority.files import AuthorityFiles
 from veil.authority.ledger import ConsensusLedger
 from veil.authority.metrics import AuthorityMetrics
-from veil.authority.peers import AuthorityPeers
+from veil.authority.peers import AuthorityPeers, SenderCheck
 from veil.authority.reachability import LinkProbe
 from veil.authority.registration import Registrar, error_body
 from veil.authority.rounds import Rounds
 from veil.clock import now_ms
 from veil.errors import InvalidInputError
 from veil.identity import Identity
-from veil.node.http import HttpApp, Request, Response
+from veil.node.http import BodyGate, HttpApp, Request, Response
 from veil.node.identity import load_node_key
 from veil.node.lifecycle import serve_until_signalled
 from veil.node.links import HopFailed, Link, LinkGate, LinkHandlers
+from veil.protocol import authority_post
 from veil.protocol.consensus import SignedConsensus, SignedVote
 from veil.protocol.network_file import NetworkFile
 
@@ -129,6 +130,7 @@ class Authority:
         self.peers = AuthorityPeers(
             network,
             own,
+            sign=self.identity.sign,
             timeout_s=config.schedule.peer_timeout_s,
             max_answer_bytes=config.http.max_vote_bytes,
         )
@@ -163,6 +165,9 @@ class Authority:
             on_limit=lambda limit: self.metrics.limits.labels(limit=limit).inc(),
             # A body for any other route is refused (404, 405) before it is read.
             routes={path: method for method, path in _ROUTES},
+            # A vote's sender proves it is another authority before its body is read.
+            body_gates={_PREFIX + b"vote": self._vote_gate(network, own)},
+            gated_reserve_bytes=config.http.vote_reserve_bytes,
         )
         self._authorities = {a.x25519: a.ed25519 for a in network.authorities}
         self.gate = LinkGate(config.link.link_settings(), self._admit_link, self._link_event)
@@ -180,6 +185,20 @@ class Authority:
         self.link_port = config.link_port
 
     # --- state on disk ---------------------------------------------------------------------------
+
+    def _vote_gate(self, network: NetworkFile, own: bytes) -> BodyGate:
+        check = SenderCheck(
+            network, own, _PREFIX + b"vote", int(self.config.admission.max_clock_skew_s * 1000)
+        )
+
+        def refusal(headers: Mapping[bytes, bytes], content_length: int) -> Response | None:
+            reason = check(headers, content_length)
+            if reason is None:
+                return None
+            self.metrics.refusals.labels(reason="vote_sender").inc()
+            return _error(403, "forbidden", reason)
+
+        return BodyGate(frozenset({authority_post.HEADER.lower().encode()}), refusal)
 
     def _load(self) -> None:
         state = self.files.read(files.STATE)

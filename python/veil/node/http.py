@@ -24,7 +24,11 @@ counting when it is refused and when its connection is lost. A body that would t
 the cap is refused with 503 (``overloaded``), from its Content-Length when that alone does not fit
 the room left, and the connection closed unread. A request with a body, for a path the app does
 not serve or with another method, is refused (404, 405) as soon as its headers are in, its body
-unread (one without a body is answered the same, and the connection kept). A header section over
+unread (one without a body is answered the same, and the connection kept). A route may have a
+gate (``BodyGate``): its request must prove who sent it from its headers (and its Content-Length;
+a chunked body is refused 411) before any byte of its body is kept, or it is refused with the
+gate's answer, its body unread. ``gated_reserve_bytes`` of the cap are for gated routes' bodies
+alone, so that strangers' partial bodies to other routes cannot starve them. A header section over
 ``max_header_bytes`` gets 431 (also while a header is still unfinished), a malformed request 400
 (after the answers of the requests before it), a protocol upgrade or ``CONNECT`` 400 before any
 handler sees it; an idle or slow connection is closed after ``request_timeout_s``. At most
@@ -49,7 +53,7 @@ import httptools
 from veil.node.config import Limits
 from veil.node.source import address_key
 
-__all__ = ["HttpApp", "HttpProtocol", "Request", "Response"]
+__all__ = ["BodyGate", "HttpApp", "HttpProtocol", "Request", "Response"]
 
 log = logging.getLogger("veil.node.http")
 
@@ -57,6 +61,8 @@ _REASONS = {
     200: b"OK",
     400: b"Bad Request",
     401: b"Unauthorized",
+    403: b"Forbidden",
+    411: b"Length Required",
     404: b"Not Found",
     405: b"Method Not Allowed",
     406: b"Not Acceptable",
@@ -102,6 +108,16 @@ def _error(status: int, code: str, message: str) -> Response:
     return Response(status, body)
 
 
+@dataclass(frozen=True, slots=True)
+class BodyGate:
+    """A route whose sender must be proven from the request's headers before its body is read."""
+
+    headers: frozenset[bytes]
+    """The (lower-case) header names ``check`` reads; a name sent twice is given as ``b""``."""
+    check: Callable[[Mapping[bytes, bytes], int], Response | None]
+    """``(those headers, Content-Length)`` → ``None`` to read the body, or the refusal."""
+
+
 class HttpApp:
     """Shared state of every connection: the handler, limits, and the set of live connections."""
 
@@ -114,6 +130,8 @@ class HttpApp:
         body_limits: dict[bytes, tuple[int, str]] | None = None,
         on_limit: Callable[[str], None] | None = None,
         routes: Mapping[bytes, bytes] | None = None,
+        body_gates: Mapping[bytes, BodyGate] | None = None,
+        gated_reserve_bytes: int = 0,
     ) -> None:
         self.handler = handler
         self.limits = limits
@@ -125,6 +143,11 @@ class HttpApp:
         self.routes = routes
         """Path → method; a request for another is refused when its headers are in, its body
         unread (None: the handler answers every request)."""
+        self.body_gates = body_gates or {}
+        """Path → the gate its requests pass before their bodies are read."""
+        self.gate_headers = frozenset(name for g in self.body_gates.values() for name in g.headers)
+        self.gated_reserve_bytes = gated_reserve_bytes
+        """Bytes of ``max_buffered_body_bytes`` that only bodies of gated routes may use."""
         self.connections: set[HttpProtocol] = set()
         self.by_source: dict[str, int] = {}
         self.in_flight = 0
@@ -167,6 +190,9 @@ class HttpProtocol(asyncio.Protocol):
         self._header_len = 0
         self._content_length = 0
         self._chunked = False
+        self._gate_values: dict[bytes, bytes] = {}
+        self._gated = False
+        """The request being received passed its route's gate (it may use the reserve)."""
         self._refused = False
         self._in_headers = True
         self._pending_header_bytes = 0
@@ -343,6 +369,8 @@ class HttpProtocol(asyncio.Protocol):
         self._header_len = 0
         self._content_length = 0
         self._chunked = False
+        self._gate_values.clear()
+        self._gated = False
 
     def on_url(self, url: bytes) -> None:
         self._url += url
@@ -355,6 +383,8 @@ class HttpProtocol(asyncio.Protocol):
             self._content_length = int(value)
         elif lowered == b"transfer-encoding":
             self._chunked = True
+        if lowered in self.app.gate_headers:  # (bounded: max_header_bytes)
+            self._gate_values[lowered] = b"" if lowered in self._gate_values else value
 
     def on_headers_complete(self) -> None:
         self._in_headers = False
@@ -378,9 +408,31 @@ class HttpProtocol(asyncio.Protocol):
             self.app.on_limit(name)
             self._refuse(_error(413, "too_large", "request body too large"))
             return
-        app = self.app
-        if self._content_length > app.limits.max_buffered_body_bytes - app.buffered_body_bytes:
+        if not self._through_gate():
+            return
+        if self._content_length > self._buffer_room():
             self._overloaded()
+
+    def _through_gate(self) -> bool:
+        """Whether the request may go on to its body: its route has no gate, or it passed it."""
+        gate = self.app.body_gates.get(bytes(self._url).split(b"?", 1)[0])
+        if gate is None:
+            return True
+        if self._chunked:
+            self._refuse(_error(411, "length_required", "this route needs a Content-Length"))
+            return False
+        refusal = gate.check(self._gate_values, self._content_length)
+        if refusal is not None:
+            self._refuse(refusal)
+            return False
+        self._gated = True
+        return True
+
+    def _buffer_room(self) -> int:
+        """Bytes of request bodies the node may still take for the request being received."""
+        app = self.app
+        reserve = 0 if self._gated else app.gated_reserve_bytes
+        return app.limits.max_buffered_body_bytes - reserve - app.buffered_body_bytes
 
     def _body_limit(self) -> tuple[int, str]:
         path = bytes(self._url).split(b"?", 1)[0]
@@ -396,10 +448,10 @@ class HttpProtocol(asyncio.Protocol):
             self.app.on_limit(name)
             self._refuse(_error(413, "too_large", "request body too large"))
             return
-        app = self.app
-        if app.buffered_body_bytes + n > app.limits.max_buffered_body_bytes:
+        if n > self._buffer_room():
             self._overloaded()
             return
+        app = self.app
         app.buffered_body_bytes += n
         self._held += n
         self._partial += n

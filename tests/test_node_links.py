@@ -23,7 +23,7 @@ from veil.node.links import (
     LinkPool,
     LinkSettings,
 )
-from veil.node.source import address_key
+from veil.node.source import address_key, subnet_key
 from veil.protocol.link import (
     FailureCode,
     FrameDecoder,
@@ -245,6 +245,43 @@ def test_unauthenticated_connections_are_capped_per_source_address() -> None:
             assert server.gate.handshaking == 4
             for _, held_writer in held:
                 held_writer.close()
+            await asyncio.sleep(0.1)
+            assert server.gate.handshaking == 0
+
+    run(main())
+
+
+def test_unauthenticated_connections_are_capped_per_subnet_across_its_addresses() -> None:
+    """Six addresses of one /24, two silent connections each, against a subnet cap of 5: the
+    sixth connection on is refused though no address is at its own cap; another /24 still
+    gets in, and the count goes back to 0 as they close."""
+    settings = replace(
+        SETTINGS,
+        max_handshakes_per_address=4,
+        max_handshakes_per_subnet=5,
+        handshake_timeout_s=30.0,
+    )
+
+    async def main() -> None:
+        async with _server(_echo, [_keys()], settings) as server:
+            held = []
+            for address in range(2, 8):
+                for _ in range(2):
+                    _, writer = await asyncio.open_connection(
+                        *server.address, local_addr=(f"127.0.9.{address}", 0)
+                    )
+                    held.append(writer)
+                    await asyncio.sleep(0.01)
+            await asyncio.sleep(0.05)
+            assert server.gate.handshaking == 5
+            assert server.events["refused_handshakes_per_subnet"] == 7
+            assert server.events["refused_handshakes_per_address"] == 0
+            _, other = await asyncio.open_connection(*server.address, local_addr=("127.0.8.2", 0))
+            held.append(other)
+            await asyncio.sleep(0.05)
+            assert server.gate.handshaking == 6
+            for writer in held:
+                writer.close()
             await asyncio.sleep(0.1)
             assert server.gate.handshaking == 0
 
@@ -521,3 +558,15 @@ def test_address_keys_group_ipv6_by_64_and_keep_ipv4_whole() -> None:
     assert address_key(("2001:db8::1", 5000, 0, 0)) == address_key(("2001:db8::ffff", 1, 0, 0))
     assert address_key(("2001:db8:0:1::1", 5000, 0, 0)) != address_key(("2001:db8::1", 1, 0, 0))
     assert address_key(("::ffff:192.0.2.7", 5000, 0, 0)) == "192.0.2.7"
+
+
+def test_subnet_keys_are_the_ipv4_24_and_the_ipv6_48_of_a_source() -> None:
+    assert subnet_key(address_key(("192.0.2.7", 1))) == subnet_key("192.0.2.250") == "192.0.2.0/24"
+    assert subnet_key("192.0.3.7") != subnet_key("192.0.2.7")
+    v6 = address_key(("2001:db8:0:1::1", 1, 0, 0))  # a /64 source
+    assert subnet_key(v6) == subnet_key(address_key(("2001:db8:0:ffff::1", 1, 0, 0)))
+    assert subnet_key(v6) == "2001:db8::/48"
+    assert subnet_key(address_key(("2001:db8:1::1", 1, 0, 0))) != subnet_key(v6)
+    assert subnet_key(address_key(("::ffff:192.0.2.7", 1, 0, 0))) == "192.0.2.0/24"
+    assert subnet_key("") == ""
+    assert subnet_key("/tmp/socket") == "/tmp/socket"

@@ -212,6 +212,10 @@ class LinkPortSettings:
         _NODE_LINKS.max_handshakes_per_address,
         "Most connections in handshake at once from one IPv4 address or IPv6 /64.",
     )
+    max_handshakes_per_subnet: int = setting(
+        _NODE_LINKS.max_handshakes_per_subnet,
+        "Most connections in handshake at once from one IPv4 /24 or IPv6 /48.",
+    )
     max_links_per_peer: int = setting(
         _NODE_LINKS.max_links_per_peer,
         "Most links one node or authority may hold open; a newer one closes the oldest.",
@@ -229,6 +233,7 @@ class LinkPortSettings:
             handshake_max_skew_s=self.handshake_max_skew_s,
             max_handshakes=self.max_handshakes,
             max_handshakes_per_address=self.max_handshakes_per_address,
+            max_handshakes_per_subnet=self.max_handshakes_per_subnet,
             max_links_per_peer=self.max_links_per_peer,
             idle_timeout_s=self.idle_timeout_s,
             max_frame=self.max_frame_bytes,
@@ -348,6 +353,7 @@ def check_config(config: AuthorityConfig) -> None:
         ("http", http, ("max_pipelined_requests",)),
         ("link", link, ("handshake_timeout_s", "max_handshakes", "max_handshakes_per_address")),
         ("link", link, ("max_links_per_peer", "idle_timeout_s", "max_streams")),
+        ("link", link, ("max_handshakes_per_subnet",)),
     ):
         for key in keys:
             if getattr(instance, key) <= 0:

@@ -255,6 +255,11 @@ class LinkSettings:
     max_handshakes_per_address: int = setting(
         16, "Most connections in handshake at once from one IPv4 address or IPv6 /64."
     )
+    max_handshakes_per_subnet: int = setting(
+        64,
+        "Most connections in handshake at once from one IPv4 /24 or IPv6 /48 (so that filling "
+        "max_handshakes takes several operators' networks, not one's many addresses).",
+    )
     max_links_per_peer: int = setting(
         2, "Most accepted links one admitted node may hold; a newer one closes the oldest."
     )
@@ -537,6 +542,8 @@ def _check_consistency(
 ) -> None:
     if links.max_frame < onion.max_onion_bytes + 64:
         raise ConfigError("[links] max_frame must be at least [onion] max_onion_bytes + 64")
+    if not links.max_handshakes_per_address <= links.max_handshakes_per_subnet:
+        raise ConfigError("[links] max_handshakes_per_subnet must be at least per_address")
     if links.max_serving_bytes < links.max_frame:
         raise ConfigError("[links] max_serving_bytes must be at least max_frame")
     if not 1 <= network.write_quorum <= network.swarm_size:

@@ -15,7 +15,8 @@ one outgoing link per peer, opens it on first use (handshake included), replaces
 old, and after a failure waits (exponential backoff, capped) before trying that peer again.
 
 Bounds (``[links]`` in node.toml), each counted in ``veil_link_events_total`` when it triggers:
-unauthenticated connections in handshake, overall and per source address; links per admitted peer
+unauthenticated connections in handshake, overall, per source address and per subnet (IPv4 /24,
+IPv6 /48); links per admitted peer
 (the oldest goes); a handshake that does not finish in time; a frame left half-received; an idle
 link; a peer that does not read what it is sent (write buffer cap); at most ``max_streams`` requests
 and ``max_serving_bytes`` of their bodies in flight per link (more are answered ``OVERLOADED``);
@@ -41,7 +42,7 @@ from veil import _core
 from veil.clock import now_ms
 from veil.errors import DecryptionError, InvalidInputError, VeilError
 from veil.node.config import LinkSettings
-from veil.node.source import address_key
+from veil.node.source import address_key, subnet_key
 from veil.protocol.link import (
     HANDSHAKE_INIT_LEN,
     HANDSHAKE_RESPONSE_LEN,
@@ -119,6 +120,7 @@ class LinkGate:
         self._in_handshake: dict[Link, str] = {}
         """Connections in handshake, oldest first, each with its source's address key."""
         self._handshakes_by_address: dict[str, int] = {}
+        self._handshakes_by_subnet: dict[str, int] = {}
         self._links_by_peer: dict[bytes, list[Link]] = {}
         self._last_handshake: dict[bytes, int] = {}
         """The newest handshake timestamp of each admitted node's X25519 key."""
@@ -131,17 +133,22 @@ class LinkGate:
     def start_handshake(self, link: Link, source: str) -> bool:
         """Room for one more unauthenticated connection from ``source``? (Counts it if so.)
 
-        An address at its own cap is refused. When all ``max_handshakes`` slots are taken, the
-        oldest connection still in handshake is closed to make room (the slowloris defence): a
-        node's honest caller sends its whole first message as it connects and is answered within
-        one round trip, so connections that sit in handshake are the ones that go, and holding
-        the slots takes opening connections faster than honest handshakes finish, not just
-        opening them once.
+        An address, or a subnet, at its own cap is refused. When all ``max_handshakes`` slots are
+        taken, the oldest connection still in handshake is closed to make room (the slowloris
+        defence): a node's honest caller sends its whole first message as it connects and is
+        answered within one round trip, so connections that sit in handshake are the ones that
+        go, and holding the slots takes opening connections faster than honest handshakes
+        finish, not just opening them once.
         """
-        if self._handshakes_by_address.get(source, 0) >= self.settings.max_handshakes_per_address:
+        settings = self.settings
+        if self._handshakes_by_address.get(source, 0) >= settings.max_handshakes_per_address:
             self.count("refused_handshakes_per_address")
             return False
-        if len(self._in_handshake) >= self.settings.max_handshakes:
+        subnet = subnet_key(source)
+        if self._handshakes_by_subnet.get(subnet, 0) >= settings.max_handshakes_per_subnet:
+            self.count("refused_handshakes_per_subnet")
+            return False
+        if len(self._in_handshake) >= settings.max_handshakes:
             if not self._in_handshake:
                 self.count("refused_handshakes_full")
                 return False
@@ -150,7 +157,8 @@ class LinkGate:
             oldest.abort()
             self.end_handshake(oldest)  # its slot is free now, not once the loop reports it closed
         self._in_handshake[link] = source
-        self._handshakes_by_address[source] = self._handshakes_by_address.get(source, 0) + 1
+        _add(self._handshakes_by_address, source, 1)
+        _add(self._handshakes_by_subnet, subnet, 1)
         return True
 
     def end_handshake(self, link: Link) -> None:
@@ -158,11 +166,8 @@ class LinkGate:
         source = self._in_handshake.pop(link, None)
         if source is None:
             return
-        left = self._handshakes_by_address.get(source, 0) - 1
-        if left > 0:
-            self._handshakes_by_address[source] = left
-        else:
-            self._handshakes_by_address.pop(source, None)
+        _add(self._handshakes_by_address, source, -1)
+        _add(self._handshakes_by_subnet, subnet_key(source), -1)
 
     def open(self, link: Link, remote_x25519: bytes, timestamp_ms: int) -> bytes | None:
         """The peer's node id if it is admitted and its handshake's timestamp is fresh and newer
@@ -606,6 +611,15 @@ class Link(asyncio.Protocol):
             self._waiting.pop(stream, None)
             if self.retired and not self.in_flight:
                 self.close()
+
+
+def _add(counts: dict[str, int], key: str, step: int) -> None:
+    """Count ``step`` more under ``key``; a count that reaches 0 goes (the maps stay bounded)."""
+    left = counts.get(key, 0) + step
+    if left > 0:
+        counts[key] = left
+    else:
+        counts.pop(key, None)
 
 
 def _expire(future: asyncio.Future[bytes]) -> None:

@@ -26,6 +26,11 @@ gives the ratio one of its own): for ``lower``, ``value > baseline * (1 + tolera
 run does not measure fails; a measured ratio the baseline lacks is reported. A baseline entry with
 ``"gate": false`` is reported and never fails.
 
+A ratio past its tolerance is measured again, alone, before the verdict (``--confirm``, default
+once): it fails only if it is past its tolerance in every measurement, so a real regression fails
+and one unlucky run on a noisy machine does not. One the second measurement clears is reported
+``unconfirmed`` with both values; the report keeps every measurement (``"confirmations"``).
+
 Exit status: 0 pass, 1 a regression (or a missing ratio, or a candidate whose result is wrong),
 2 a usage error (bad option, missing or malformed baseline, unwritable output). The full report is
 written as JSON to ``--out`` (``bench-results/gate.json``) whatever the verdict. bench/README.md,
@@ -48,7 +53,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
@@ -735,6 +740,9 @@ REGRESSION: Final = "REGRESSION"
 MISSING: Final = "MISSING"
 NEW: Final = "new"
 NOT_GATED: Final = "not gated"
+UNCONFIRMED: Final = "unconfirmed"
+"""Past its tolerance once, within it when measured again: reported, not failed."""
+DEFAULT_CONFIRM: Final = 1
 FAILING: Final = (REGRESSION, MISSING)
 
 
@@ -930,6 +938,14 @@ def _parser() -> argparse.ArgumentParser:
         f"tolerance of its own (default {DEFAULT_TOLERANCE})",
     )
     parser.add_argument(
+        "--confirm",
+        default=DEFAULT_CONFIRM,
+        type=int,
+        metavar="N",
+        help="measure a ratio past its tolerance again, alone, up to N times; it fails only if "
+        f"every measurement is past it (default {DEFAULT_CONFIRM}; 0: the first decides)",
+    )
+    parser.add_argument(
         "--only",
         action="append",
         default=[],
@@ -971,6 +987,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _main(args: argparse.Namespace) -> int:
     tolerance = check_tolerance(args.tolerance, "--tolerance")
+    if args.confirm < 0:
+        raise UsageError(f"--confirm: a count of 0 or more, got {args.confirm}")
     only: list[str] = list(dict.fromkeys(args.only))
     if unknown := [name for name in only if name not in RATIO_NAMES]:
         raise UsageError(f"--only: unknown ratio {unknown[0]!r} (ratios: {', '.join(RATIO_NAMES)})")
@@ -1000,6 +1018,12 @@ def _main(args: argparse.Namespace) -> int:
         return EXIT_FAIL
     measured = measured_ratios(report)
     verdicts = compare(measured, previous, tolerance, only) if previous is not None else []
+    if previous is not None and not args.update:
+        try:
+            verdicts = _confirm(verdicts, previous, tolerance, args.confirm, report, progress)
+        except CheckError as error:
+            print(f"gate: wrong result, benchmark void: {error}", file=sys.stderr)
+            return EXIT_FAIL
     failed = [v for v in verdicts if v.failed]
     report["tolerance"] = tolerance
     report["baseline"] = str(baseline_path)
@@ -1033,6 +1057,12 @@ def _main(args: argparse.Namespace) -> int:
         _write_json(baseline_path, baseline_document(measured, previous, recorded))
         print(f"baseline rewritten: {baseline_path} (commit it saying why the ratios moved)")
         return EXIT_PASS
+    for confirmation in report.get("confirmations", []):
+        for again in confirmation["verdicts"]:
+            print(
+                f"measured again: {again['ratio']} {again['value']:.3f} "
+                f"({'still past' if again['status'] == REGRESSION else 'within'} its tolerance)"
+            )
     for verdict in failed:
         if verdict.status == MISSING:
             print(f"FAIL {verdict.name}: in the baseline, not measured by this run")
@@ -1048,6 +1078,43 @@ def _main(args: argparse.Namespace) -> int:
         return EXIT_FAIL
     print("benchmark gate passed")
     return EXIT_PASS
+
+
+def _confirm(
+    verdicts: list[Verdict],
+    baseline: Baseline,
+    tolerance: float,
+    times: int,
+    report: dict[str, Any],
+    progress: Callable[[str], None],
+) -> list[Verdict]:
+    """``verdicts`` after measuring each regression again, alone, up to ``times`` times: one
+    that a measurement clears becomes ``unconfirmed`` (its first value kept). Every measurement
+    is added to ``report["confirmations"]``."""
+    confirmations: list[dict[str, Any]] = []
+    for _ in range(times):
+        suspects = [v.name for v in verdicts if v.status == REGRESSION]
+        if not suspects:
+            break
+        progress(f"past tolerance: {', '.join(suspects)}; measuring again, alone, to confirm")
+        again = measure(suspects, progress=progress)
+        second = {v.name: v for v in compare(measured_ratios(again), baseline, tolerance, suspects)}
+        confirmations.append(
+            {
+                "ratios": again["ratios"],
+                "verdicts": [v.to_json() for v in second.values()],
+                "duration_s": again["duration_s"],
+            }
+        )
+        verdicts = [
+            replace(v, status=UNCONFIRMED)
+            if v.status == REGRESSION and not second[v.name].failed
+            else v
+            for v in verdicts
+        ]
+    if confirmations:
+        report["confirmations"] = confirmations
+    return verdicts
 
 
 def _update_from(

@@ -346,3 +346,57 @@ def test_a_real_run_of_one_cheap_ratio(tmp_path: Path) -> None:
     assert all(c["loops"] >= 1 and c["median_us"] > 0 for c in candidates.values())
     (row,) = (line for line in done.stdout.splitlines() if line.startswith(name))
     assert row.split()[-1] in {gate.PASS, gate.IMPROVED}
+
+
+def test_a_regression_is_measured_again_alone_and_fails_only_if_it_holds(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    document = baseline_document(
+        a={"value": 1.0, "direction": LOWER}, b={"value": 1.0, "direction": LOWER}
+    )
+    (tmp_path / "baseline.json").write_text(json.dumps(document), encoding="utf-8")
+    out = tmp_path / "gate.json"
+
+    def run_with(
+        runs: list[dict[str, Any]], *argv: str
+    ) -> tuple[int, dict[str, Any], list[list[str]]]:
+        asked: list[list[str]] = []
+
+        def measure(only: list[str], progress: Any = None) -> dict[str, Any]:
+            asked.append(list(only))
+            return runs[len(asked) - 1]
+
+        monkeypatch.setattr(gate, "measure", measure)
+        baseline = ["--baseline", str(tmp_path / "baseline.json"), "--out", str(out)]
+        code = gate.main([*baseline, *argv])
+        return code, json.loads(out.read_text(encoding="utf-8")), asked
+
+    # Past its tolerance once (1.3), within it when measured again (1.1): passes, says so.
+    code, report, asked = run_with([fake_report(a=1.3, b=1.1), fake_report(a=1.1)])
+    assert code == 0
+    assert asked == [[], ["a"]]  # measured again alone
+    assert {v["ratio"]: v["status"] for v in report["verdicts"]} == {
+        "a": gate.UNCONFIRMED,
+        "b": gate.PASS,
+    }
+    assert report["confirmations"][0]["verdicts"][0]["value"] == 1.1
+    printed = capsys.readouterr().out
+    assert "measured again: a 1.100 (within its tolerance)" in printed
+    assert "benchmark gate passed" in printed
+
+    # Past it both times: fails, with both values in the report.
+    code, report, asked = run_with([fake_report(a=1.3, b=1.1), fake_report(a=1.4)])
+    assert code == 1
+    assert asked == [[], ["a"]]
+    assert report["verdicts"][0]["status"] == gate.REGRESSION
+    assert report["confirmations"][0]["verdicts"][0]["status"] == gate.REGRESSION
+    assert "still past its tolerance" in capsys.readouterr().out
+
+    # --confirm 0: the first measurement decides; --confirm 2: a third can clear it.
+    code, _, asked = run_with([fake_report(a=1.3, b=1.1)], "--confirm", "0")
+    assert (code, asked) == (1, [[]])
+    runs = [fake_report(a=1.3, b=1.1), fake_report(a=1.3), fake_report(a=1.0)]
+    code, report, asked = run_with(runs, "--confirm", "2")
+    assert (code, asked) == (0, [[], ["a"], ["a"]])
+    assert len(report["confirmations"]) == 2
+    assert gate.main(["--confirm", "-1"]) == gate.EXIT_USAGE

@@ -233,13 +233,18 @@ def run_fake(
     return code, json.loads(out.read_text(encoding="utf-8"))
 
 
-def test_a_regression_exits_1_and_the_report_says_which(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def write_a_b_baseline(tmp_path: Path) -> None:
+    """A baseline of two lower-is-better ratios, ``a`` and ``b``, both 1.0."""
     document = baseline_document(
         a={"value": 1.0, "direction": LOWER}, b={"value": 1.0, "direction": LOWER}
     )
     (tmp_path / "baseline.json").write_text(json.dumps(document), encoding="utf-8")
+
+
+def test_a_regression_exits_1_and_the_report_says_which(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    write_a_b_baseline(tmp_path)
     code, report = run_fake(monkeypatch, tmp_path, fake_report(a=1.3, b=1.1))
     assert code == 1
     assert report["passed"] is False
@@ -351,10 +356,7 @@ def test_a_real_run_of_one_cheap_ratio(tmp_path: Path) -> None:
 def test_a_regression_is_measured_again_alone_and_fails_only_if_it_holds(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    document = baseline_document(
-        a={"value": 1.0, "direction": LOWER}, b={"value": 1.0, "direction": LOWER}
-    )
-    (tmp_path / "baseline.json").write_text(json.dumps(document), encoding="utf-8")
+    write_a_b_baseline(tmp_path)
     out = tmp_path / "gate.json"
 
     def run_with(

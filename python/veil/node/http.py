@@ -62,11 +62,11 @@ _REASONS = {
     400: b"Bad Request",
     401: b"Unauthorized",
     403: b"Forbidden",
-    411: b"Length Required",
     404: b"Not Found",
     405: b"Method Not Allowed",
     406: b"Not Acceptable",
     408: b"Request Timeout",
+    411: b"Length Required",
     413: b"Content Too Large",
     421: b"Misdirected Request",
     429: b"Too Many Requests",
@@ -174,6 +174,8 @@ class HttpProtocol(asyncio.Protocol):
         self.busy = False
         self._pending: collections.deque[tuple[Request, bool]] = collections.deque()
         self._url = bytearray()
+        self._path = b""
+        """The request's path (its URL up to ``?``), once its headers are in."""
         self._body: list[bytes] = []
         self._body_len = 0
         self._partial = 0
@@ -387,6 +389,7 @@ class HttpProtocol(asyncio.Protocol):
             self._gate_values[lowered] = b"" if lowered in self._gate_values else value
 
     def on_headers_complete(self) -> None:
+        self._path = bytes(self._url).split(b"?", 1)[0]
         self._in_headers = False
         self._pending_header_bytes = 0
         if self._refused:
@@ -396,7 +399,7 @@ class HttpProtocol(asyncio.Protocol):
             return
         routes = self.app.routes
         if routes is not None and (self._content_length or self._chunked):
-            method = routes.get(bytes(self._url).split(b"?", 1)[0])
+            method = routes.get(self._path)
             if method is None:
                 self._refuse(_error(404, "not_found", "no such endpoint"))
                 return
@@ -415,7 +418,7 @@ class HttpProtocol(asyncio.Protocol):
 
     def _through_gate(self) -> bool:
         """Whether the request may go on to its body: its route has no gate, or it passed it."""
-        gate = self.app.body_gates.get(bytes(self._url).split(b"?", 1)[0])
+        gate = self.app.body_gates.get(self._path)
         if gate is None:
             return True
         if self._chunked:
@@ -435,8 +438,8 @@ class HttpProtocol(asyncio.Protocol):
         return app.limits.max_buffered_body_bytes - reserve - app.buffered_body_bytes
 
     def _body_limit(self) -> tuple[int, str]:
-        path = bytes(self._url).split(b"?", 1)[0]
-        return self.app.body_limits.get(path, (self.app.limits.max_body_bytes, "max_body_bytes"))
+        default = (self.app.limits.max_body_bytes, "max_body_bytes")
+        return self.app.body_limits.get(self._path, default)
 
     def on_body(self, chunk: bytes) -> None:
         if self._refused:
@@ -473,7 +476,7 @@ class HttpProtocol(asyncio.Protocol):
             raise _QueueFull
         request = Request(
             self.parser.get_method(),
-            bytes(self._url).split(b"?", 1)[0],
+            self._path,
             b"".join(self._body),
             self.source,
         )

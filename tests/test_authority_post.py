@@ -23,7 +23,7 @@ from veil.protocol import authority_post
 from veil.protocol.network_file import NetworkFile
 
 PATH = b"/authority/v1/vote"
-HEADER = authority_post.HEADER.lower().encode()
+HEADER = authority_post.HEADER_KEY
 
 
 def network_of(*identities: Identity) -> NetworkFile:

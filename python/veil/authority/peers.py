@@ -29,8 +29,6 @@ from veil.protocol.network_file import AuthorityInfo, NetworkFile
 
 __all__ = ["AuthorityPeers", "SenderCheck"]
 
-_HEADER = authority_post.HEADER.lower().encode()
-
 
 class AuthorityPeers:
     def __init__(
@@ -146,7 +144,8 @@ class SenderCheck:
         """The reason to refuse the request, or ``None`` (its sender is one of the other
         authorities, and this header is taken: it will not be taken again)."""
         try:
-            sender, stamp, signature = authority_post.parse(headers.get(_HEADER, b""))
+            raw = headers.get(authority_post.HEADER_KEY, b"")
+            sender, stamp, signature = authority_post.parse(raw)
         except InvalidInputError:
             return "no valid authority header"
         key = self._keys.get(sender)

@@ -198,7 +198,7 @@ class Authority:
             self.metrics.refusals.labels(reason="vote_sender").inc()
             return _error(403, "forbidden", reason)
 
-        return BodyGate(frozenset({authority_post.HEADER.lower().encode()}), refusal)
+        return BodyGate(frozenset({authority_post.HEADER_KEY}), refusal)
 
     def _load(self) -> None:
         state = self.files.read(files.STATE)

@@ -22,9 +22,11 @@ import struct
 
 from veil.errors import InvalidInputError
 
-__all__ = ["HEADER", "parse", "signed_bytes", "value"]
+__all__ = ["HEADER", "HEADER_KEY", "parse", "signed_bytes", "value"]
 
 HEADER = "Veil-Authority-Auth"
+HEADER_KEY = HEADER.lower().encode()
+"""The header's name as the HTTP layer hands it to a gate (lower-case bytes)."""
 _DOMAIN = b"veil-authority-post-v1\x00"
 _KEY_HEX = 64
 _SIGNATURE_HEX = 128

@@ -117,8 +117,8 @@ class LinkGate:
         self.settings = settings
         self.admit = admit
         self.count = count
-        self._in_handshake: dict[Link, str] = {}
-        """Connections in handshake, oldest first, each with its source's address key."""
+        self._in_handshake: dict[Link, tuple[str, str]] = {}
+        """Connections in handshake, oldest first, each with its source's address and subnet."""
         self._handshakes_by_address: dict[str, int] = {}
         self._handshakes_by_subnet: dict[str, int] = {}
         self._links_by_peer: dict[bytes, list[Link]] = {}
@@ -156,18 +156,19 @@ class LinkGate:
             oldest = next(iter(self._in_handshake))
             oldest.abort()
             self.end_handshake(oldest)  # its slot is free now, not once the loop reports it closed
-        self._in_handshake[link] = source
+        self._in_handshake[link] = (source, subnet)
         _add(self._handshakes_by_address, source, 1)
         _add(self._handshakes_by_subnet, subnet, 1)
         return True
 
     def end_handshake(self, link: Link) -> None:
         """``link`` is out of handshake (authenticated, refused or closed); only once counts."""
-        source = self._in_handshake.pop(link, None)
-        if source is None:
+        counted = self._in_handshake.pop(link, None)
+        if counted is None:
             return
+        source, subnet = counted
         _add(self._handshakes_by_address, source, -1)
-        _add(self._handshakes_by_subnet, subnet_key(source), -1)
+        _add(self._handshakes_by_subnet, subnet, -1)
 
     def open(self, link: Link, remote_x25519: bytes, timestamp_ms: int) -> bytes | None:
         """The peer's node id if it is admitted and its handshake's timestamp is fresh and newer

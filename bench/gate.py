@@ -1011,19 +1011,15 @@ def _main(args: argparse.Namespace) -> int:
     def progress(message: str) -> None:
         print(f"gate: {message}", file=sys.stderr, flush=True)
 
-    try:
+    try:  # the first measurement and those that confirm a regression
         report = measure(only, progress=progress)
+        measured = measured_ratios(report)
+        verdicts = compare(measured, previous, tolerance, only) if previous is not None else []
+        if previous is not None and not args.update:
+            verdicts = _confirm(verdicts, previous, tolerance, args.confirm, report, progress)
     except CheckError as error:
         print(f"gate: wrong result, benchmark void: {error}", file=sys.stderr)
         return EXIT_FAIL
-    measured = measured_ratios(report)
-    verdicts = compare(measured, previous, tolerance, only) if previous is not None else []
-    if previous is not None and not args.update:
-        try:
-            verdicts = _confirm(verdicts, previous, tolerance, args.confirm, report, progress)
-        except CheckError as error:
-            print(f"gate: wrong result, benchmark void: {error}", file=sys.stderr)
-            return EXIT_FAIL
     failed = [v for v in verdicts if v.failed]
     report["tolerance"] = tolerance
     report["baseline"] = str(baseline_path)

@@ -602,6 +602,7 @@ def test_authority_toml_round_trips_and_refuses_unknown_keys_and_wrong_types(
         ("[http]\nmax_buffered_body_bytes = 1_000_000\n", "vote_reserve_bytes . max_body"),
         ("[http]\nvote_reserve_bytes = 1_000_000\n", "max_vote_bytes <= vote_reserve"),
         ("[http]\nmax_pipelined_requests = 0\n", "max_pipelined_requests"),
+        ("[link]\nmax_handshakes_per_subnet = 15\n", "per_subnet must be at least"),
         ("[links]\n", "links"),
     ):
         path.write_text(bad)

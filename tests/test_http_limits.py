@@ -497,6 +497,7 @@ def test_the_new_limits_are_in_node_toml_and_checked(tmp_path: Path) -> None:
     for setting, why in [
         ("max_pipelined_requests = 16", "max_pipelined_requests must be at least 1"),
         ("max_buffered_body_bytes = 268_435_456", "max_buffered_body_bytes must be at least"),
+        ("max_handshakes_per_subnet = 64", "per_subnet must be at least max_handshakes_per"),
     ]:
         wrong = text.replace(setting, setting.split(" = ")[0] + " = 0")
         (tmp_path / "node.toml").write_text(wrong)

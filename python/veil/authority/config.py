@@ -358,6 +358,10 @@ def check_config(config: AuthorityConfig) -> None:
         for key in keys:
             if getattr(instance, key) <= 0:
                 raise ConfigError(f"[{section}] {key} must be positive")
+    if link.max_handshakes_per_subnet < link.max_handshakes_per_address:
+        raise ConfigError(
+            "[link] max_handshakes_per_subnet must be at least max_handshakes_per_address"
+        )
     if link.max_frame_bytes < 1024:
         raise ConfigError("[link] max_frame_bytes must be at least 1024")
     if not 0 < schedule.vote_at < schedule.sign_at < 1:

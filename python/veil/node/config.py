@@ -543,7 +543,9 @@ def _check_consistency(
     if links.max_frame < onion.max_onion_bytes + 64:
         raise ConfigError("[links] max_frame must be at least [onion] max_onion_bytes + 64")
     if not links.max_handshakes_per_address <= links.max_handshakes_per_subnet:
-        raise ConfigError("[links] max_handshakes_per_subnet must be at least per_address")
+        raise ConfigError(
+            "[links] max_handshakes_per_subnet must be at least max_handshakes_per_address"
+        )
     if links.max_serving_bytes < links.max_frame:
         raise ConfigError("[links] max_serving_bytes must be at least max_frame")
     if not 1 <= network.write_quorum <= network.swarm_size:

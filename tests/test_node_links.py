@@ -15,6 +15,7 @@ import pytest
 from node_helpers import answer_until_closed, run
 from veil import _core
 from veil.clock import now_ms
+from veil.node import links as links_module
 from veil.node.links import (
     HopFailed,
     Link,
@@ -357,6 +358,54 @@ def test_a_half_sent_frame_is_closed_after_the_partial_frame_timeout() -> None:
             link.transport.write(link._cipher.seal(frame[:500]))  # half a frame, then nothing
             await asyncio.wait_for(link.closed.wait(), 4.0)
             assert server.events["closed_partial_frame_timeout"] == 1
+            await pool.close()
+
+    run(main())
+
+
+def test_an_open_links_watchdog_wakes_at_its_own_timeouts_on_a_shared_grid() -> None:
+    """The handshake timeout (seconds) sets the watchdog's period only while the handshake runs;
+    an open link is checked a quarter of its shortest open-state timeout apart, and on a grid of
+    that period: the links a node holds to every other node wake it once per check, not once
+    each, and not every second."""
+    client = _keys()
+    settings = replace(
+        SETTINGS,
+        handshake_timeout_s=2.0,
+        partial_frame_timeout_s=40.0,
+        idle_timeout_s=300.0,
+        rekey_interval_s=600.0,
+    )
+
+    def due(link: Link) -> float:
+        assert link._watchdog is not None
+        return link._watchdog.when()
+
+    def on_grid(when: float, step: float) -> bool:  # (uvloop keeps timers to the millisecond)
+        offset = when - links_module._WATCH_PHASE * step
+        return abs(offset - round(offset / step) * step) <= 0.002
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        async with _server(_echo, [client], settings) as server:
+            pool = _pool(client, settings)
+            link = await pool.get(server.address, server.keys.x25519)
+            # Armed in handshake: on this process's grid of 2 s / 4.
+            assert on_grid(due(link), 0.5)
+            assert 0 < due(link) - loop.time() <= 0.5
+            link._watch()  # the next check, now that the link is open: on the grid of 40 s / 4
+            assert on_grid(due(link), 10.0)
+            assert 0 < due(link) - loop.time() <= 10.0
+            # Other links armed at other times share that wake-up.
+            await asyncio.sleep(0.05)
+            other = await _pool(client, settings).get(server.address, server.keys.x25519)
+            other._watch()
+            link._watch()  # (again, a few microseconds later: the same tick but once in 10^6)
+            assert due(other) == pytest.approx(due(link), abs=0.002)
+            assert await pool.request(server.address, server.keys.x25519, b"\x00ok", 2.0) == (
+                b"ko\x00"
+            )
+            other.close()
             await pool.close()
 
     run(main())

@@ -33,6 +33,8 @@ import contextlib
 import enum
 import itertools
 import logging
+import math
+import random
 import socket
 import time
 from collections.abc import Awaitable, Callable, Iterable
@@ -513,14 +515,24 @@ class Link(asyncio.Protocol):
         future.set_exception(HopFailed(failure))
 
     def _arm_watchdog(self) -> None:
+        """Check again within a quarter of the shortest timeout that applies in this state: in
+        handshake the handshake timeout (seconds); on an open link the partial-frame, idle and
+        rekey timeouts (tens of seconds and more). A node holds a link to most other nodes, each
+        with its own timer, so two things keep an idle node's wake-ups few: the open link's longer
+        period, and checks on a grid of that period (timer coalescing) rather than a period after
+        each link's own start, so that one wake-up checks all of a node's links."""
         settings = self.settings
-        period = min(
-            settings.handshake_timeout_s,
-            settings.partial_frame_timeout_s,
-            settings.idle_timeout_s,
-            settings.rekey_interval_s,
-        )
-        self._watchdog = asyncio.get_running_loop().call_later(max(0.05, period / 4), self._watch)
+        if self._state is _State.HANDSHAKE:
+            period = settings.handshake_timeout_s
+        else:
+            period = min(
+                settings.partial_frame_timeout_s, settings.idle_timeout_s, settings.rekey_interval_s
+            )
+        step = max(0.05, period / 4)
+        loop = asyncio.get_running_loop()
+        shift = _WATCH_PHASE * step  # nodes sharing a host do not all wake at the same instant
+        tick = (math.floor((loop.time() - shift) / step) + 1) * step + shift
+        self._watchdog = loop.call_at(tick, self._watch)
 
     def _watch(self) -> None:
         """Enforce the handshake, partial-frame and idle timeouts; rekey an idle link when due."""
@@ -612,6 +624,11 @@ class Link(asyncio.Protocol):
             self._waiting.pop(stream, None)
             if self.retired and not self.in_flight:
                 self.close()
+
+
+_WATCH_PHASE = random.random()  # noqa: S311  (a timer's phase, not a secret)
+"""Where in each period this process's link watchdogs wake (a fraction of it): one grid for all
+of a node's links, another for the next node's."""
 
 
 def _add(counts: dict[str, int], key: str, step: int) -> None:

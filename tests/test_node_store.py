@@ -6,11 +6,12 @@ import asyncio
 import random
 import threading
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import pytest
 
-from node_helpers import SMALL_MAP, make_message, now_ms, run
+from node_helpers import SMALL_MAP, make_config, make_message, now_ms, run, running_node, until
 from veil import _core
 from veil.identity import Identity
 from veil.node.config import ConfigError, Limits, StoreSettings
@@ -348,6 +349,56 @@ def test_sweep_removes_expired_messages_and_updates_totals(tmp_path: Path) -> No
     assert put(store, expired[0]) is StoreOutcome.STORED
     assert put(store, make_message(ALICE, b"one too many")) is StoreOutcome.QUOTA_EXCEEDED
     store.close()
+
+
+def test_next_expiry_is_the_earliest_of_messages_and_tombstones(tmp_path: Path) -> None:
+    """What the sweeper reads to skip a write transaction when nothing is due."""
+    store = open_store(tmp_path)
+    assert store.next_expiry_ms() is None
+    t = now_ms()
+    early = make_message(ALICE, b"early", timestamp_ms=t, expiry_ms=t + 5_000)
+    late = make_message(BOB, b"late", timestamp_ms=t, expiry_ms=t + 9_000)
+    put(store, late)
+    assert store.next_expiry_ms() == t + 9_000
+    put(store, early)
+    assert store.next_expiry_ms() == t + 5_000
+    # A deleted message's tombstone lasts until the message's expiry: still due then.
+    deleted = store.write(lambda txn: store.delete_hashes(txn, ALICE, [early.hash], now_ms=t))
+    assert deleted == [early.hash]
+    assert store.next_expiry_ms() == t + 5_000
+    assert store.write(lambda txn: store.sweep(txn, t + 6_000, 100)) == 0  # a tombstone only
+    assert store.next_expiry_ms() == t + 9_000
+    assert store.write(lambda txn: store.sweep(txn, t + 10_000, 100)) == 1
+    assert store.next_expiry_ms() is None
+    store.close()
+
+
+def test_a_running_nodes_sweeper_commits_only_when_something_expired(tmp_path: Path) -> None:
+    """Each sweep interval, a node with nothing due reads one key and stops there: no write
+    transaction, so no wake-up of the store's writer; an expired message is still removed."""
+    config = make_config(
+        tmp_path / "node", store=StoreSettings(map_size_bytes=SMALL_MAP, sweep_interval_s=0.02)
+    )
+
+    async def main() -> None:
+        async with running_node(config) as node:
+            await asyncio.sleep(0.3)  # some fifteen sweeps of an empty store
+            assert node.writer.commits == 0
+            t = now_ms()
+            doomed = make_message(ALICE, b"short-lived", timestamp_ms=t, expiry_ms=t + 300)
+            kept = make_message(BOB, b"kept", timestamp_ms=t, expiry_ms=t + 600_000)
+            for message in (doomed, kept):
+                await node.writer.submit(partial(node.store.put, message=message))
+            stored = node.writer.commits
+            await asyncio.sleep(0.15)  # sweeps before the expiry: nothing due yet
+            assert node.writer.commits == stored
+            await until(lambda: node.store.totals() == (1, len(kept.data)), 5)
+            swept = node.writer.commits
+            assert swept > stored
+            await asyncio.sleep(0.2)  # the live message is not due for ten minutes
+            assert node.writer.commits == swept
+
+    run(main())
 
 
 def test_delete_hashes_deletes_only_the_owners_messages(tmp_path: Path) -> None:

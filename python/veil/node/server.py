@@ -379,6 +379,9 @@ class Node:
             self.router.replays.expire()  # also when no layer arrives to do it
             self.router.circuits.sweep()
             now = now_ms()
+            due = self.store.next_expiry_ms()
+            if due is None or due > now:
+                continue  # nothing expired: no write transaction (and no writer wake-up)
 
             def sweep(txn: Txn, now: int = now) -> int:
                 return self.store.sweep(txn, now, settings.sweep_max_batch)

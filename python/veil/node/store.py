@@ -563,6 +563,17 @@ class MessageStore:
             txn.delete(tkey[8:], db=self._tombstones)
         return len(doomed)
 
+    def next_expiry_ms(self) -> int | None:
+        """The earliest expiry of a message or tombstone held (``None`` if there is none): what
+        tells the sweep, from one read, whether a write transaction has anything to remove."""
+        earliest: list[int] = []
+        with self.read() as txn:
+            for db in (self._expiry, self._tombstone_expiry):
+                cursor = txn.cursor(db=db)
+                if cursor.first():
+                    earliest.append(_U64.unpack_from(cursor.key())[0])
+        return min(earliest, default=None)
+
     def drop_account(self, txn: Txn, account: bytes) -> int:
         """Remove every message of an account this node no longer serves (no tombstones)."""
         return len(self._remove_prefix(txn, account, tombstone=False))

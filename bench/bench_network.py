@@ -87,7 +87,8 @@ def summary(request: pytest.FixtureRequest) -> Iterator[None]:
             f"  p99 {f['p99_ms']:7.1f} ms  CPU/msg: nodes {f['nodes_cpu_us']:5.0f} us"
             f" ({f['nodes_cpu_busy_us']:5.0f} beyond idle {f['idle_cpu']:.0%} of a vCPU)"
             f" = {f['peel_units']:5.1f} peel units ({f['peel_units_busy']:5.1f}),"
-            f" client {f['client_cpu_us']:4.0f} us;  onion requests/store"
+            f" client {f['client_cpu_us']:4.0f} us;  node context switches/msg"
+            f" {f['switches_per_msg']:.1f};  onion requests/store"
             f" {f['requests_per_store']:.3f}; delivered {f['found']}/{f['expected']}"
         )
     capture = request.config.pluginmanager.getplugin("capturemanager")

@@ -145,7 +145,8 @@ def test_quick_run_on_four_nodes(
 
     out = captured.out
     assert "peel unit: NodeKey.peel of a 1 KiB v1 onion on one core" in out
-    for column in ("msgs/s", "p50 ms", "p99 ms", "node CPU/msg us", "peel units", "delivered"):
+    columns = ("msgs/s", "p50 ms", "p99 ms", "node CPU/msg us", "peel units", "switches/msg")
+    for column in (*columns, "delivered"):
         assert column in out
     row = next(line.split() for line in out.splitlines() if line.split()[:1] == ["4"])
 
@@ -195,6 +196,11 @@ def test_quick_run_on_four_nodes(
         result["nodes_cpu_busy_us"] / peel["median_us"]
     )
     assert result["client_cpu_us"] > 0
+    # every message woke the nodes: at least its three onion hops and its swarm members' stores
+    assert timed["nodes_switches"] > 3 * network.QUICK_MESSAGES
+    assert result["switches_per_msg"] == pytest.approx(
+        timed["nodes_switches"] / network.QUICK_MESSAGES
+    )
     delivery = result["delivery"]
     assert delivery["recipients"] == network.QUICK_SAMPLE
     assert delivery["found"] == delivery["expected"] > 0

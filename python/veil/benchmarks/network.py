@@ -19,7 +19,9 @@ Method: ``warmup`` untimed stores (connections, first paths); the nodes' own CPU
 stores each (a round stops at ``ROUND_TIME_LIMIT_S``). Messages/s is the median over the rounds of
 each round's rate; p50/p99 the median over the rounds of each round's percentile. Node CPU is the
 user + system time of the node processes (``/proc/PID/stat``; not the authorities') over the
-rounds, per stored message; "beyond idle" subtracts the idle rate over the same wall time. After
+rounds, per stored message; "beyond idle" subtracts the idle rate over the same wall time.
+Switches per message are the node threads' context switches over the rounds
+(``/proc/PID/task/*/status``), per stored message: how often the nodes woke for a message. After
 the rounds, ``sample`` recipients read their messages back with ``SwarmClient.retrieve``: every
 acknowledged hash must be there, nothing else, and every message's data must hash to its hash.
 Then ``veil devnet down`` — always, in a ``finally``, also on Ctrl-C — and a check that no node
@@ -437,11 +439,36 @@ class Devnet:
         """User + system CPU seconds of the node processes so far (``/proc/PID/stat``)."""
         return cpu_seconds(self.processes)
 
+    def context_switches(self) -> int:
+        """Context switches of the node processes' threads so far."""
+        return context_switches(self.processes)
+
 
 def cpu_seconds(processes: Iterable[ProcessRef]) -> float:
     """User + system CPU seconds of these processes so far (``/proc/PID/stat``); raises
     :class:`NetworkBenchError` if one has exited."""
     return sum(_cpu_ticks(process) for process in processes) / os.sysconf("SC_CLK_TCK")
+
+
+def context_switches(processes: Iterable[ProcessRef]) -> int:
+    """Voluntary and involuntary context switches of every thread of these processes so far
+    (``/proc/PID/task/*/status``): a thread's wake-ups after it waited, and its preemptions. A
+    thread that ended is no longer counted, so take differences over windows the processes'
+    long-lived threads span. Raises :class:`NetworkBenchError` if a process has exited."""
+    total = 0
+    for process in processes:
+        if not _same_process(process):
+            raise NetworkBenchError(f"node process {process.pid} exited during the run")
+        with contextlib.suppress(FileNotFoundError):  # (a thread may end while this reads)
+            for thread in os.listdir(f"/proc/{process.pid}/task"):
+                with contextlib.suppress(FileNotFoundError):
+                    status = Path(f"/proc/{process.pid}/task/{thread}/status").read_text("ascii")
+                    total += sum(
+                        int(line.split()[1])
+                        for line in status.splitlines()
+                        if line.startswith(("voluntary_ctxt_switches", "nonvoluntary_ctxt"))
+                    )
+    return total
 
 
 def _same_process(process: ProcessRef) -> bool:
@@ -478,6 +505,7 @@ class Round:
     max_ms: float
     mean_ms: float
     nodes_cpu_s: float
+    nodes_switches: int  # the node threads' context switches over the same window
     client_cpu_s: float
     requests: dict[str, int]
     paths_failed: int
@@ -505,6 +533,7 @@ class Round:
             "max_ms": self.max_ms,
             "mean_ms": self.mean_ms,
             "nodes_cpu_s": self.nodes_cpu_s,
+            "nodes_switches": self.nodes_switches,
             "client_cpu_s": self.client_cpu_s,
             "requests": self.requests,
             "paths_failed": self.paths_failed,
@@ -589,6 +618,13 @@ class NodesResult:
         return sum(r.client_cpu_s for r in self.rounds) / max(self.stores, 1)
 
     @property
+    def switches_per_store(self) -> float:
+        """The node threads' context switches per stored message: how often the nodes woke (or
+        were preempted) for a message. Fewer messages a node sees at once means more of these:
+        fewer frames a read, fewer stores a commit."""
+        return sum(r.nodes_switches for r in self.rounds) / max(self.stores, 1)
+
+    @property
     def peel_units(self) -> float | None:
         """Node CPU per stored message in single-core onion peels."""
         return None if self.peel_us is None else self.nodes_cpu_s * 1e6 / self.peel_us
@@ -627,6 +663,7 @@ class NodesResult:
             "peel_units": self.peel_units,
             "peel_units_busy": self.peel_units_busy,
             "client_cpu_us": _us(self.client_cpu_s),
+            "switches_per_msg": self.switches_per_store,
             "requests_per_store": self.requests_per_store,
             "paths_failed": sum(r.paths_failed for r in self.rounds),
             "stores": self.stores,
@@ -716,9 +753,11 @@ class Session:
         except LoadProcessError as error:
             raise NetworkBenchError(f"{self.nodes} nodes: {error}") from None
 
-    def _store(self, count: int, what: str) -> tuple[dict[str, Any], float, float]:
-        """Stores the prepared messages; the client's answer, the wall time and the nodes' CPU
-        seconds over it. Raises :class:`WrongResultError` if any store was wrong."""
+    def _store(self, count: int, what: str) -> tuple[dict[str, Any], float, float, int]:
+        """Stores the prepared messages; the client's answer, the wall time, and the nodes' CPU
+        seconds and context switches over it. Raises :class:`WrongResultError` if any store was
+        wrong."""
+        before_switches = self.devnet.context_switches()
         before_cpu, before = self.devnet.cpu_seconds(), time.perf_counter()
         result = self._ask(
             ROUND_TIME_LIMIT_S + 90,
@@ -728,6 +767,7 @@ class Session:
         )
         wall = time.perf_counter() - before
         cpu = self.devnet.cpu_seconds() - before_cpu
+        switches = self.devnet.context_switches() - before_switches
         if result["bad"] or result["ok"] != result["sent"] or result["sent"] > count:
             raise WrongResultError(
                 f"{self.nodes} nodes, {what}: {result['bad']} of {result['sent']} stores wrong; "
@@ -735,7 +775,7 @@ class Session:
             )
         if result["ok"] == 0:
             raise NetworkBenchError(f"{self.nodes} nodes, {what}: no store was acknowledged")
-        return result, wall, cpu
+        return result, wall, cpu, switches
 
     def warm_up(self) -> None:
         """Untimed stores (connections, first paths), then ``SETTLE_S`` for their replication."""
@@ -743,7 +783,7 @@ class Session:
             return
         self.say(f"{self.nodes} nodes: warm-up")
         self._ask(PREP_TIMEOUT_S, op="prep", n=self.config.warmup, size=self.config.size)
-        result, _, _ = self._store(self.config.warmup, "warm-up")
+        result, _, _, _ = self._store(self.config.warmup, "warm-up")
         if result["sent"] != self.config.warmup:
             raise NetworkBenchError(
                 f"{self.nodes} nodes: the warm-up stopped at the time limit after "
@@ -769,7 +809,7 @@ class Session:
         """Stores the prepared messages: one timed round."""
         index = len(self.rounds) + 1
         self.say(f"{self.nodes} nodes: round {index}/{self.config.rounds}")
-        result, wall, cpu = self._store(self.config.messages, f"round {index}")
+        result, wall, cpu, switches = self._store(self.config.messages, f"round {index}")
         timed = Round(
             messages=self.config.messages,
             sent=int(result["sent"]),
@@ -781,6 +821,7 @@ class Session:
             max_ms=float(result["max_ms"]),
             mean_ms=float(result["mean_ms"]),
             nodes_cpu_s=cpu,
+            nodes_switches=switches,
             client_cpu_s=float(result["cpu_s"]),
             requests={str(k): int(v) for k, v in result["requests"].items()},
             paths_failed=int(result["paths_failed"]),
@@ -948,6 +989,7 @@ def format_table(report: Report) -> str:
         "peel units",
         "beyond idle",
         "client CPU/msg us",
+        "switches/msg",
         "delivered",
     )
     rows = []
@@ -964,6 +1006,7 @@ def format_table(report: Report) -> str:
                 _cell(result.peel_units, ",.1f"),
                 _cell(result.peel_units_busy, ",.1f"),
                 f"{result.client_cpu_s * 1e6:,.0f}",
+                f"{result.switches_per_store:,.1f}",
                 f"{result.delivery.found}/{result.delivery.expected}",
             )
         )
@@ -982,7 +1025,8 @@ def format_table(report: Report) -> str:
     lines += [
         "",
         "peel units: node CPU per message / the peel time above; beyond idle: less the nodes' "
-        "CPU without load over the same time",
+        "CPU without load over the same time; switches/msg: the node threads' context switches "
+        "(wake-ups and preemptions) per message",
         f"({report.duration_s:.1f} s)",
     ]
     return "\n".join(lines)

@@ -454,6 +454,11 @@ def test_metrics(tmp_path: Path) -> None:
             match = re.search(r"^veil_lmdb_map_bytes (\S+)$", text, re.MULTILINE)
             assert match is not None
             assert float(match.group(1)) > 0
+            # Three stores one after the other: three commits of one job each (the sweeper, with
+            # nothing expired, commits nothing).
+            assert f"veil_store_commits_total {float(node.writer.commits)}" in text
+            assert f"veil_store_commit_jobs_total {float(node.writer.jobs)}" in text
+            assert node.writer.commits == node.writer.jobs == 3
 
     run(main())
 

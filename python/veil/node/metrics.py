@@ -45,6 +45,25 @@ class _StoreCollector(Collector):
         yield GaugeMetricFamily("veil_lmdb_map_bytes", "Size of the LMDB map.", value=size)
 
 
+class _WriterCollector(Collector):
+    def __init__(self, read: Callable[[], tuple[int, int]]) -> None:
+        self._read = read
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        commits, jobs = self._read()
+        yield CounterMetricFamily(
+            "veil_store_commits",
+            "Durable LMDB commits made by the store's writer (group commits).",
+            value=commits,
+        )
+        yield CounterMetricFamily(
+            "veil_store_commit_jobs",
+            "Write jobs those commits carried (a store, a replicated frame's messages, a delete, "
+            "a sweep...): jobs per commit is what group commit saves.",
+            value=jobs,
+        )
+
+
 class _CountsCollector(Collector):
     """A counter family read, at each scrape, from a mapping a component keeps (event → count)."""
 
@@ -98,6 +117,10 @@ class NodeMetrics:
     def watch_store(self, read: Callable[[], StoreFigures]) -> None:
         """Report the store's figures from ``read`` on each scrape."""
         self.registry.register(_StoreCollector(read))
+
+    def watch_writer(self, read: Callable[[], tuple[int, int]]) -> None:
+        """Report the store writer's (commits, jobs committed) from ``read`` on each scrape."""
+        self.registry.register(_WriterCollector(read))
 
     def watch_counts(
         self, name: str, documentation: str, label: str, read: Callable[[], Mapping[str, int]]

@@ -153,6 +153,7 @@ class Node:
             routes={path: method for path, (method, _) in self._routes.items()},
         )
         self.metrics.watch_store(self._store_figures)
+        self.metrics.watch_writer(lambda: (self.writer.commits, self.writer.jobs))
         self.metrics.watch_counts(
             "veil_link_events",
             "Node-link events: opened, refused and closed, by cause.",

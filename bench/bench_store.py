@@ -18,6 +18,10 @@ store opens LMDB with ``sync=True``), 1 KiB messages:
   other) and ``http`` (an in-process ``Node`` on uvloop in a background thread, loaded over 64
   keep-alive HTTP/1.1 connections by ``store_load.py`` in a separate process). One round = N
   stores; its ``extra_info`` has stores per second at the median.
+- ``commit-cpu``: the CPU (``time.process_time``, every thread) a durable store costs, by how many
+  stores share a commit: one transaction per store on the calling thread; through the writer
+  thread with one store in flight (one store a commit, as on a node that sees few stores at
+  once); with 16 in flight. ``extra_info`` has µs of CPU per store at the median.
 - ``retrieve-256x1KiB``: one retrieve page of 256 messages, in process
   (``StorageRpc.handle_body`` of a signed request: parse, verify, read, encode) and over HTTP (8
   connections); ``extra_info`` has messages per second.
@@ -34,8 +38,10 @@ import asyncio
 import base64
 import hashlib
 import os
+import statistics
 import struct
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -109,6 +115,10 @@ def summary(request: pytest.FixtureRequest) -> Iterator[None]:
         lines.append(f"  HTTP store path     {http:9.0f} stores/s")
     if grouped and http:
         lines.append(f"  HTTP / group commit {http / grouped:9.1%}    (target >= 40%)")
+    for candidate in COMMIT_CPU_CANDIDATES:
+        cpu = f.get(f"commit-cpu/{candidate}")
+        if cpu:
+            lines.append(f"  CPU a store, {candidate:19} {cpu * 1e6:7.1f} us")
     for key in ("retrieve-rpc", "retrieve-http"):
         if key in f:
             lines.append(f"  {key:19} {f[key]:9.0f} messages/s")
@@ -366,6 +376,71 @@ def test_txn_per_store(benchmark: Benchmark, tmp_path: Path) -> None:
     finally:
         rounds.close()
     _record_rate(benchmark, "txn-per-store", n, "stores_per_s")
+
+
+COMMIT_CPU_STORES = (600, 24)
+COMMIT_CPU_ROUNDS = (3, 1)
+COMMIT_CPU_CANDIDATES = {"txn-per-store": 0, "writer-1-in-flight": 1, "writer-16-in-flight": 16}
+
+
+async def through_writer(
+    store: MessageStore, messages: list[Message], in_flight: int
+) -> list[StoreOutcome]:
+    """Every message stored through the writer by ``in_flight`` coroutines, each waiting for its
+    store to be durable before the next: with one in flight every commit holds one store."""
+    writer = StoreWriter(store)
+    writer.start()
+    outcomes: list[StoreOutcome] = []
+
+    async def client(first: int) -> None:
+        for i in range(first, len(messages), in_flight):
+            outcomes.append(await writer.submit(put_op(store, messages[i])))
+
+    try:
+        await asyncio.gather(*(client(k) for k in range(in_flight)))
+    finally:
+        await writer.close()
+    assert writer.commits <= len(messages)
+    return outcomes
+
+
+@pytest.mark.timeout(600)
+@pytest.mark.parametrize("candidate", list(COMMIT_CPU_CANDIDATES))
+def test_commit_cpu_by_batch(benchmark: Benchmark, tmp_path: Path, candidate: str) -> None:
+    """The CPU a durable store costs this process (every thread: ``time.process_time``) by how
+    many stores share a commit: one transaction per store on the calling thread; through the
+    writer thread with one store in flight (one store a commit: what a node of a large devnet
+    sees); and with 16 in flight (group commit). The first two differ by the writer's hand-offs
+    (two thread wake-ups a commit)."""
+    benchmark.group = "commit-cpu"
+    n = pick(benchmark, COMMIT_CPU_STORES)
+    in_flight = COMMIT_CPU_CANDIDATES[candidate]
+    rounds = Rounds(tmp_path, n)
+    cpu_per_store: list[float] = []
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+
+        def one_round(store: MessageStore, messages: list[Message]) -> list[StoreOutcome]:
+            began = time.process_time()
+            if in_flight:
+                outcomes = runner.run(through_writer(store, messages, in_flight))
+            else:
+                outcomes = txn_per_store(store, messages)
+            cpu_per_store.append((time.process_time() - began) / len(messages))
+            return outcomes
+
+        try:
+            outcomes = benchmark.pedantic(
+                one_round, setup=rounds.setup, rounds=pick(benchmark, COMMIT_CPU_ROUNDS)
+            )
+            assert outcomes == [StoreOutcome.STORED] * n  # (in completion order)
+            for store, messages in rounds.stores:
+                check_stored(store, messages)
+        finally:
+            rounds.close()
+    if not benchmark.disabled:
+        median = statistics.median(cpu_per_store)
+        FIGURES[f"commit-cpu/{candidate}"] = median
+        benchmark.extra_info["cpu_us_per_store"] = round(median * 1e6, 1)
 
 
 def _record_rate(benchmark: Benchmark, key: str, per_round: int, unit: str) -> None:

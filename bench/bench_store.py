@@ -297,16 +297,25 @@ def put_op(store: MessageStore, message: Message) -> Callable[[Any], StoreOutcom
 
 async def group_commit(store: MessageStore, messages: list[Message]) -> list[StoreOutcome]:
     """Every message stored through the writer by CONCURRENCY coroutines; the outcomes in order."""
+    return await through_writer(store, messages, CONCURRENCY)
+
+
+async def through_writer(
+    store: MessageStore, messages: list[Message], in_flight: int
+) -> list[StoreOutcome]:
+    """Every message stored through the writer by ``in_flight`` coroutines, each waiting for its
+    store to be durable before the next (with one in flight every commit holds one store); the
+    outcomes in order."""
     writer = StoreWriter(store)
     writer.start()
     outcomes: list[StoreOutcome | None] = [None] * len(messages)
 
     async def client(first: int) -> None:
-        for i in range(first, len(messages), CONCURRENCY):
+        for i in range(first, len(messages), in_flight):
             outcomes[i] = await writer.submit(put_op(store, messages[i]))
 
     try:
-        await asyncio.gather(*(client(k) for k in range(CONCURRENCY)))
+        await asyncio.gather(*(client(k) for k in range(in_flight)))
     finally:
         await writer.close()
     assert all(o is not None for o in outcomes)
@@ -383,27 +392,6 @@ COMMIT_CPU_ROUNDS = (3, 1)
 COMMIT_CPU_CANDIDATES = {"txn-per-store": 0, "writer-1-in-flight": 1, "writer-16-in-flight": 16}
 
 
-async def through_writer(
-    store: MessageStore, messages: list[Message], in_flight: int
-) -> list[StoreOutcome]:
-    """Every message stored through the writer by ``in_flight`` coroutines, each waiting for its
-    store to be durable before the next: with one in flight every commit holds one store."""
-    writer = StoreWriter(store)
-    writer.start()
-    outcomes: list[StoreOutcome] = []
-
-    async def client(first: int) -> None:
-        for i in range(first, len(messages), in_flight):
-            outcomes.append(await writer.submit(put_op(store, messages[i])))
-
-    try:
-        await asyncio.gather(*(client(k) for k in range(in_flight)))
-    finally:
-        await writer.close()
-    assert writer.commits <= len(messages)
-    return outcomes
-
-
 @pytest.mark.timeout(600)
 @pytest.mark.parametrize("candidate", list(COMMIT_CPU_CANDIDATES))
 def test_commit_cpu_by_batch(benchmark: Benchmark, tmp_path: Path, candidate: str) -> None:
@@ -432,7 +420,7 @@ def test_commit_cpu_by_batch(benchmark: Benchmark, tmp_path: Path, candidate: st
             outcomes = benchmark.pedantic(
                 one_round, setup=rounds.setup, rounds=pick(benchmark, COMMIT_CPU_ROUNDS)
             )
-            assert outcomes == [StoreOutcome.STORED] * n  # (in completion order)
+            assert outcomes == [StoreOutcome.STORED] * n
             for store, messages in rounds.stores:
                 check_stored(store, messages)
         finally:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import random
 import threading
 from collections.abc import Callable
@@ -14,6 +15,7 @@ import pytest
 from node_helpers import SMALL_MAP, make_config, make_message, now_ms, run, running_node, until
 from veil import _core
 from veil.identity import Identity
+from veil.node import keys
 from veil.node.config import ConfigError, Limits, StoreSettings
 from veil.node.store import (
     Message,
@@ -643,3 +645,112 @@ def test_a_store_in_another_layout_is_refused_at_open_not_misread(tmp_path: Path
     empty = open_store(tmp_path / "empty")  # an empty older store is simply taken over
     empty.close()
     open_store(tmp_path / "empty").close()
+
+
+def recount(
+    store: MessageStore,
+) -> tuple[tuple[int, int], tuple[int, int], dict[bytes, tuple[int, bytes]]]:
+    """The totals, the attachment totals and each account's (count, XOR of hashes),
+    counted again from the messages table itself."""
+    accounts: dict[bytes, list[int]] = {}
+    with store.read() as txn:
+        for key, value in txn.cursor(db=store._messages):
+            account, _ns, _arrival, digest = keys.split_message_key(bytes(key))
+            figures = accounts.setdefault(account, [0, 0, 0])
+            figures[0] += 1
+            figures[1] += len(value) - 16
+            figures[2] ^= int.from_bytes(digest, "big")
+    every = (sum(f[0] for f in accounts.values()), sum(f[1] for f in accounts.values()))
+    chunks = [f for a, f in accounts.items() if a[:1] == b"\x0a"]
+    attachments = (sum(f[0] for f in chunks), sum(f[1] for f in chunks))
+    return every, attachments, {a: (f[0], f[2].to_bytes(32, "big")) for a, f in accounts.items()}
+
+
+def apply_all(
+    ops: list[Callable[[MessageStore, Txn], object]], store: MessageStore, txn: Txn
+) -> list[object]:
+    return [op(store, txn) for op in ops]
+
+
+def test_a_batch_of_writes_leaves_the_figures_one_transaction_each_would(tmp_path: Path) -> None:
+    """Group commit runs many operations in one write transaction, each seeing what the ones
+    before it wrote. A random mix of stores (duplicates, over quota, attachment chunks,
+    public-outbox replacements), deletes, expiry changes and sweeps, applied in random batches,
+    gives every operation the outcome it gets one transaction at a time, and leaves the same
+    figures (totals, attachment totals, each account's count and XOR of hashes), which are those
+    recounted from the messages table."""
+    rng = random.Random(7)
+    limits = Limits(
+        account_max_messages=12,
+        account_max_bytes=400,
+        storage_max_bytes=700,
+        attachments_max_bytes=250,
+    )
+    owners = [ALICE, BOB, b"\x0a" + bytes(range(2, 34))]
+    t = now_ms()
+    made: list[Message] = []
+    ops: list[Callable[[MessageStore, Txn], object]] = []
+    for i in range(400):
+        roll = rng.random()
+        account = rng.choice(owners)
+        if roll < 0.7 or not made:
+            if made and rng.random() < 0.2:
+                message = rng.choice(made)  # held already, or deleted: a duplicate
+                later = message.expiry_ms + rng.choice((0, 50))
+                message = dataclasses.replace(message, expiry_ms=later)
+            else:
+                namespace = -1 if rng.random() < 0.15 else 0
+                data = rng.randbytes(rng.randrange(1, 60))
+                expiry = t + rng.randrange(20, 100_000)
+                message = make_message(
+                    account,
+                    data,
+                    namespace=namespace,
+                    timestamp_ms=t,
+                    expiry_ms=expiry,
+                    arrival_us=t * 1000 + i,
+                )
+                made.append(message)
+            ops.append(partial(lambda m, s, txn: s.put(txn, m), message))
+        elif roll < 0.8:
+            victims = [m.hash for m in rng.sample(made, min(3, len(made)))]
+            owner = rng.choice(owners)
+            ops.append(
+                partial(lambda a, h, s, txn: s.delete_hashes(txn, a, h, now_ms=t), owner, victims)
+            )
+        elif roll < 0.83:
+            ops.append(partial(lambda a, s, txn: s.delete_all(txn, a, None), account))
+        elif roll < 0.95:
+            victims = [m.hash for m in rng.sample(made, min(2, len(made)))]
+            new = t + rng.randrange(20, 100_000)
+            ops.append(
+                partial(
+                    lambda a, h, e, s, txn: s.update_expiry(txn, a, h, [e], ""),
+                    account,
+                    victims,
+                    new,
+                )
+            )
+        else:
+            ops.append(partial(lambda s, txn: s.sweep(txn, t + 3_000, 5)))
+
+    one_each = open_store(tmp_path / "one", limits=limits)
+    batched = open_store(tmp_path / "batched", limits=limits)
+    alone = [one_each.write(partial(op, one_each)) for op in ops]
+    together: list[object] = []
+    start = 0
+    while start < len(ops):
+        end = start + rng.randrange(1, 40)
+        together.extend(batched.write(partial(apply_all, ops[start:end], batched)))
+        start = end
+    assert together == alone
+    assert StoreOutcome.QUOTA_EXCEEDED in alone
+    assert StoreOutcome.STORAGE_FULL in alone
+    assert StoreOutcome.ALREADY in alone
+    for store in (one_each, batched):
+        every, attachments, accounts = recount(store)
+        assert store.totals() == every
+        assert store.attachment_totals() == attachments
+        assert store.summaries(owners) == accounts
+        assert sorted(store.held_accounts()) == sorted(accounts)
+        store.close()

@@ -46,6 +46,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import lmdb
 import orjson
 import pytest
 import uvloop
@@ -119,6 +120,12 @@ def summary(request: pytest.FixtureRequest) -> Iterator[None]:
         cpu = f.get(f"commit-cpu/{candidate}")
         if cpu:
             lines.append(f"  CPU a store, {candidate:19} {cpu * 1e6:7.1f} us")
+    alone, busy = (f.get(f"lmdb-call/{c}") for c in LMDB_CALL_CANDIDATES)
+    if alone and busy:
+        lines.append(
+            f"  py-lmdb put, alone {alone * 1e6:7.2f} us; beside a busy thread"
+            f" {busy * 1e6:9.1f} us ({busy / alone:.0f}x)"
+        )
     for key in ("retrieve-rpc", "retrieve-http"):
         if key in f:
             lines.append(f"  {key:19} {f[key]:9.0f} messages/s")
@@ -429,6 +436,58 @@ def test_commit_cpu_by_batch(benchmark: Benchmark, tmp_path: Path, candidate: st
         median = statistics.median(cpu_per_store)
         FIGURES[f"commit-cpu/{candidate}"] = median
         benchmark.extra_info["cpu_us_per_store"] = round(median * 1e6, 1)
+
+
+LMDB_CALLS = (400, 20)
+LMDB_CALL_ROUNDS = (5, 1)
+LMDB_CALL_CANDIDATES = ("alone", "busy-thread")
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("beside", LMDB_CALL_CANDIDATES)
+def test_lmdb_call_beside_a_busy_thread(benchmark: Benchmark, tmp_path: Path, beside: str) -> None:
+    """What one py-lmdb call costs a thread while another thread of the process runs Python, as
+    the event loop does while the store writer applies a batch. py-lmdb gives up the GIL for every
+    call (``txn.put``, ``txn.get``, each item of ``putmulti``), and the caller gets it back only
+    when the other thread lets it go: at its next blocking call, or after the interpreter's switch
+    interval. ``alone``: nothing else runs; ``busy-thread``: a thread spins Python meanwhile. N puts
+    of 1 KiB in one write transaction, aborted (the GIL is measured here, not the disk)."""
+    benchmark.group = "lmdb-call"
+    n = pick(benchmark, LMDB_CALLS)
+    env = lmdb.open(str(tmp_path), map_size=1 << 26, max_dbs=1, sync=False)
+    value = os.urandom(SIZE)
+    stop = threading.Event()
+
+    def spin() -> None:
+        turns = 0
+        while not stop.is_set():
+            turns += 1
+
+    def puts() -> int:
+        txn = env.begin(write=True)
+        try:
+            for i in range(n):
+                txn.put(i.to_bytes(4, "big"), value)
+            held: int = txn.stat(env.open_db(None, txn=txn))["entries"]
+        finally:
+            txn.abort()
+        return held
+
+    spinner = threading.Thread(target=spin, daemon=True)
+    if beside == "busy-thread":
+        spinner.start()
+    try:
+        held = benchmark.pedantic(puts, rounds=pick(benchmark, LMDB_CALL_ROUNDS))
+    finally:
+        stop.set()
+        if spinner.is_alive():
+            spinner.join(10)
+        env.close()
+    assert held == n
+    median = median_s(benchmark)
+    if median is not None:
+        FIGURES[f"lmdb-call/{beside}"] = median / n
+        benchmark.extra_info["us_per_call"] = round(median / n * 1e6, 2)
 
 
 def _record_rate(benchmark: Benchmark, key: str, per_round: int, unit: str) -> None:

@@ -22,6 +22,9 @@ store opens LMDB with ``sync=True``), 1 KiB messages:
   stores share a commit: one transaction per store on the calling thread; through the writer
   thread with one store in flight (one store a commit, as on a node that sees few stores at
   once); with 16 in flight. ``extra_info`` has µs of CPU per store at the median.
+- ``lmdb-call``: one py-lmdb ``put`` alone, and beside a thread that runs Python (as the event
+  loop does while the writer applies a batch): py-lmdb gives up the GIL for every call, and the
+  caller waits for it back. ``extra_info`` has µs per call at the median.
 - ``retrieve-256x1KiB``: one retrieve page of 256 messages, in process
   (``StorageRpc.handle_body`` of a signed request: parse, verify, read, encode) and over HTTP (8
   connections); ``extra_info`` has messages per second.

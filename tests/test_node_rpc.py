@@ -432,6 +432,8 @@ def test_metrics(tmp_path: Path) -> None:
     alice = Account()
 
     async def main() -> None:
+        loop = asyncio.get_running_loop()
+        began = loop.time()
         async with (
             running_node(make_config(tmp_path)) as node,
             await HttpClient.connect(node.port) as client,
@@ -459,6 +461,14 @@ def test_metrics(tmp_path: Path) -> None:
             assert f"veil_store_commits_total {float(node.writer.commits)}" in text
             assert f"veil_store_commit_jobs_total {float(node.writer.jobs)}" in text
             assert node.writer.commits == node.writer.jobs == 3
+            # The writer's time by phase: each store applied, committed durably and its receipt
+            # signed, all of it within the time the stores took.
+            phases = dict(
+                re.findall(r'^veil_store_writer_seconds_total\{phase="(\w+)"\} (\S+)$', text, re.M)
+            )
+            assert sorted(phases) == ["apply", "commit", "sign"]
+            assert all(float(value) > 0 for value in phases.values())
+            assert sum(map(float, phases.values())) < loop.time() - began
 
     run(main())
 

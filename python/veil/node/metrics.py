@@ -9,7 +9,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-__all__ = ["NodeMetrics", "StoreFigures"]
+__all__ = ["NodeMetrics", "StoreFigures", "WriterFigures"]
 
 
 class StoreFigures(NamedTuple):
@@ -19,6 +19,12 @@ class StoreFigures(NamedTuple):
     chunk_bytes: int
     map_used: int
     map_size: int
+
+
+class WriterFigures(NamedTuple):
+    commits: int
+    jobs: int
+    seconds: Mapping[str, float]  # by phase (veil.node.writer.PHASES)
 
 
 class _StoreCollector(Collector):
@@ -46,11 +52,11 @@ class _StoreCollector(Collector):
 
 
 class _WriterCollector(Collector):
-    def __init__(self, read: Callable[[], tuple[int, int]]) -> None:
+    def __init__(self, read: Callable[[], WriterFigures]) -> None:
         self._read = read
 
     def collect(self) -> Iterator[CounterMetricFamily]:
-        commits, jobs = self._read()
+        commits, jobs, seconds = self._read()
         yield CounterMetricFamily(
             "veil_store_commits",
             "Durable LMDB commits made by the store's writer (group commits).",
@@ -62,6 +68,16 @@ class _WriterCollector(Collector):
             "a sweep...): jobs per commit is what group commit saves.",
             value=jobs,
         )
+        phases = CounterMetricFamily(
+            "veil_store_writer_seconds",
+            "Time the store's writer thread spent, by phase of its commits: apply (the jobs' "
+            "table calls, with the waits for the GIL), commit (LMDB's durable commit), sign (the "
+            "receipts of what was committed). Their rate against 1 is how busy the writer is.",
+            labels=["phase"],
+        )
+        for phase, value in seconds.items():
+            phases.add_metric([phase], value)
+        yield phases
 
 
 class _CountsCollector(Collector):
@@ -118,8 +134,9 @@ class NodeMetrics:
         """Report the store's figures from ``read`` on each scrape."""
         self.registry.register(_StoreCollector(read))
 
-    def watch_writer(self, read: Callable[[], tuple[int, int]]) -> None:
-        """Report the store writer's (commits, jobs committed) from ``read`` on each scrape."""
+    def watch_writer(self, read: Callable[[], WriterFigures]) -> None:
+        """Report the store writer's (commits, jobs committed, seconds by phase) from ``read``
+        on each scrape."""
         self.registry.register(_WriterCollector(read))
 
     def watch_counts(

@@ -26,7 +26,7 @@ from veil.node.directory import Directory
 from veil.node.http import HttpApp, Request, Response
 from veil.node.identity import load_node_key
 from veil.node.links import HopFailed, Link, LinkGate, LinkHandlers, LinkPool
-from veil.node.metrics import NodeMetrics, StoreFigures, watch_tables
+from veil.node.metrics import NodeMetrics, StoreFigures, WriterFigures, watch_tables
 from veil.node.onion import OnionRouter, UnknownCircuit
 from veil.node.peer_rpc import PeerRpc
 from veil.node.peers import load_peers
@@ -153,7 +153,9 @@ class Node:
             routes={path: method for path, (method, _) in self._routes.items()},
         )
         self.metrics.watch_store(self._store_figures)
-        self.metrics.watch_writer(lambda: (self.writer.commits, self.writer.jobs))
+        self.metrics.watch_writer(
+            lambda: WriterFigures(self.writer.commits, self.writer.jobs, dict(self.writer.seconds))
+        )
         self.metrics.watch_counts(
             "veil_link_events",
             "Node-link events: opened, refused and closed, by cause.",

@@ -17,7 +17,9 @@ store opens LMDB with ``sync=True``), 1 KiB messages:
   ``txn-per-store`` (the same N stores, each in its own durable transaction, one after the
   other) and ``http`` (an in-process ``Node`` on uvloop in a background thread, loaded over 64
   keep-alive HTTP/1.1 connections by ``store_load.py`` in a separate process). One round = N
-  stores; its ``extra_info`` has stores per second at the median.
+  stores; its ``extra_info`` has stores per second at the median (``http``: also the writer's
+  time a commit by phase, apply, commit and sign, as ``veil_store_writer_seconds_total`` counts
+  it).
 - ``commit-cpu``: the CPU (``time.process_time``, every thread) a durable store costs, by how many
   stores share a commit: one transaction per store on the calling thread; through the writer
   thread with one store in flight (one store a commit, as on a node that sees few stores at
@@ -63,7 +65,7 @@ from veil.node.metrics import NodeMetrics
 from veil.node.rpc import StorageRpc
 from veil.node.server import Node
 from veil.node.store import Message, MessageStore, StoredMessage, StoreOutcome
-from veil.node.writer import StoreWriter
+from veil.node.writer import PHASES, StoreWriter
 from veil.protocol.hashes import cursor_decode, hash_b64, message_hash
 from veil.protocol.storage_rpc import retrieve_string
 
@@ -119,6 +121,13 @@ def summary(request: pytest.FixtureRequest) -> Iterator[None]:
         lines.append(f"  HTTP store path     {http:9.0f} stores/s")
     if grouped and http:
         lines.append(f"  HTTP / group commit {http / grouped:9.1%}    (target >= 40%)")
+    if "http-writer/jobs" in f:
+        apply, commit, sign = (f[f"http-writer/{phase}"] * 1e3 for phase in PHASES)
+        stores = f["http-writer/jobs"]
+        lines.append(
+            f"  HTTP, the writer a commit: {stores:.1f} stores; apply {apply:.2f} ms,"
+            f" commit {commit:.2f} ms, sign {sign:.2f} ms"
+        )
     for candidate in COMMIT_CPU_CANDIDATES:
         cpu = f.get(f"commit-cpu/{candidate}")
         if cpu:
@@ -568,6 +577,13 @@ def test_http_store(benchmark: Benchmark, tmp_path: Path) -> None:
             sorted(n / r["elapsed"] for r in results)[len(results) // 2], 1
         )
         benchmark.extra_info["commits"] = node.writer.commits
+        commits = max(1, node.writer.commits)
+        per_commit = {k: v / commits for k, v in node.writer.seconds.items()}
+        benchmark.extra_info["writer_ms_per_commit"] = {
+            k: round(v * 1e3, 3) for k, v in per_commit.items()
+        }
+        FIGURES.update({f"http-writer/{k}": v for k, v in per_commit.items()})
+        FIGURES["http-writer/jobs"] = node.writer.jobs / commits
 
 
 # --- retrieve -------------------------------------------------------------------------------------

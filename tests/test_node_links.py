@@ -80,6 +80,7 @@ async def _server(
     admitted: list[Keys],
     settings: LinkSettings = SETTINGS,
     keys: Keys | None = None,
+    wait_turn: Callable[[], None] | None = None,
 ) -> AsyncIterator[Server]:
     keys = keys if keys is not None else _keys()
     events: Counter[str] = Counter()
@@ -100,6 +101,7 @@ async def _server(
             count=_counter(events),
             gate=gate,
             handlers=LinkHandlers(request=request, rpc=request),
+            wait_turn=wait_turn,
         ),
         "127.0.0.1",
         0,
@@ -116,8 +118,12 @@ def _counter(events: Counter[str]) -> Callable[[str], None]:
     return lambda event: events.update((event,))
 
 
-def _pool(keys: Keys, settings: LinkSettings = SETTINGS) -> LinkPool:
-    return LinkPool(key=keys.node, settings=settings, count=_counter(Counter()))
+def _pool(
+    keys: Keys, settings: LinkSettings = SETTINGS, wait_turn: Callable[[], None] | None = None
+) -> LinkPool:
+    return LinkPool(
+        key=keys.node, settings=settings, count=_counter(Counter()), wait_turn=wait_turn
+    )
 
 
 async def _echo(peer: bytes, body: bytes) -> bytes:
@@ -149,6 +155,31 @@ def test_a_member_and_the_node_it_calls_authenticate_each_other_and_multiplex_re
                 await pool.close()
 
     run(main())
+
+
+def test_every_read_on_either_end_of_a_link_first_waits_its_turn() -> None:
+    """A node's links wait for its store writer's turn (``ApplyTurn.wait``) before they open a
+    read, on the accepting end and on the calling end: no frame is handled while the writer
+    applies a batch."""
+    client = _keys()
+    turns: Counter[str] = Counter()
+
+    async def main() -> None:
+        accepting = _counter(turns)
+        async with _server(_echo, [client], wait_turn=lambda: accepting("accepting")) as server:
+            pool = _pool(client, wait_turn=lambda: turns.update(("calling",)))
+            try:
+                body = bytes([3]) + b"payload"
+                answer = await pool.request(server.address, server.keys.x25519, body, 5.0)
+                assert answer == body[::-1]
+            finally:
+                await pool.close()
+
+    run(main())
+    # The handshake's read and the request's on the accepting end; the handshake answer's and
+    # the response's on the calling end.
+    assert turns["accepting"] >= 2
+    assert turns["calling"] >= 2
 
 
 def test_a_node_whose_key_is_not_admitted_is_closed_after_the_handshake_message() -> None:

@@ -469,6 +469,9 @@ def test_metrics(tmp_path: Path) -> None:
             assert sorted(phases) == ["apply", "commit", "sign"]
             assert all(float(value) > 0 for value in phases.values())
             assert sum(map(float, phases.values())) < loop.time() - began
+            # Stores one at a time: the loop never found a batch being applied.
+            assert "veil_store_apply_turn_waits_total 0.0" in text
+            assert "veil_store_apply_turn_wait_seconds_total 0.0" in text
 
     run(main())
 

@@ -12,7 +12,16 @@ from pathlib import Path
 
 import pytest
 
-from node_helpers import SMALL_MAP, make_config, make_message, now_ms, run, running_node, until
+from node_helpers import (
+    SMALL_MAP,
+    HttpClient,
+    make_config,
+    make_message,
+    now_ms,
+    run,
+    running_node,
+    until,
+)
 from veil import _core
 from veil.identity import Identity
 from veil.node import keys
@@ -25,7 +34,7 @@ from veil.node.store import (
     StoreOutcome,
     Txn,
 )
-from veil.node.writer import StorageFull, StoreWriter
+from veil.node.writer import ApplyTurn, StorageFull, StoreWriter
 from veil.protocol.hashes import cursor_decode, message_hash
 
 ALICE = b"\x05" + bytes(range(32))
@@ -754,3 +763,72 @@ def test_a_batch_of_writes_leaves_the_figures_one_transaction_each_would(tmp_pat
         assert store.summaries(owners) == accounts
         assert sorted(store.held_accounts()) == sorted(accounts)
         store.close()
+
+
+def test_the_event_loop_waits_its_turn_while_the_writer_applies_a_batch() -> None:
+    """``ApplyTurn``: while the writer holds its turn (applying a batch) the loop's ``wait``
+    blocks until the writer gives it back; a hold that outlasts ``hold_s`` (one long job) is
+    waited for once, at most ``hold_s``, and not again; ``hold_s`` 0 turns it off."""
+    turn = ApplyTurn(hold_s=30.0)
+    assert turn.take() > 0
+    waiter = threading.Thread(target=turn.wait)
+    waiter.start()
+    waiter.join(0.3)
+    assert waiter.is_alive()  # the batch is being applied: the loop waits
+    turn.give_back()
+    waiter.join(10)
+    assert not waiter.is_alive()
+    assert turn.waits == 1
+    turn.wait()  # nothing being applied: no wait
+    assert turn.waits == 1
+
+    short = ApplyTurn(hold_s=0.05)
+    short.take()  # a job that outlasts its turn
+    short.wait()  # waited for, hold_s at most
+    short.wait()  # the same hold: the loop goes on without waiting
+    short.wait()
+    assert short.waits == 1
+    short.give_back()
+    short.take()  # the next batch is waited for again
+    short.wait()
+    assert short.waits == 2
+    short.give_back()
+
+    off = ApplyTurn(hold_s=0.0)
+    assert off.take() == 0.0
+    off.wait()
+    assert off.waits == 0
+
+
+def test_a_nodes_reads_wait_for_the_batch_being_applied_and_a_long_job_holds_them_once(
+    tmp_path: Path,
+) -> None:
+    """A node's event loop waits for its writer's turn before it reads a request: a job that
+    holds the writer past ``apply_turn_ms`` holds the loop that long once, and the request is
+    answered while the job still runs."""
+    config = make_config(
+        tmp_path, store=StoreSettings(map_size_bytes=SMALL_MAP, apply_turn_ms=100.0)
+    )
+    release = threading.Event()
+    applying = threading.Event()
+
+    def long_job(txn: Txn) -> str:
+        applying.set()
+        release.wait(30)
+        return "done"
+
+    async def main() -> None:
+        async with running_node(config) as node, await HttpClient.connect(node.port) as client:
+            job = asyncio.ensure_future(node.writer.submit(long_job))
+            try:
+                await until(applying.is_set, 10)
+                response = await client.request("GET", "/metrics")
+                assert response.status == 200
+                assert not job.done()  # answered while the batch was still being applied
+                assert node.writer.turn.waits == 1
+                assert 0.05 <= node.writer.turn.waited_s < 30
+            finally:
+                release.set()
+            assert await job == "done"
+
+    run(main())

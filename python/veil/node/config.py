@@ -167,6 +167,11 @@ class StoreSettings:
         0.0,
         "Extra wait for more stores before a commit (0: commit as soon as the disk is free).",
     )
+    apply_turn_ms: float = setting(
+        5.0,
+        "Longest the event loop waits, per commit, while the writer applies a batch (py-lmdb gives "
+        "up the GIL on every call; 0: the loop never waits, and the writer waits for the GIL).",
+    )
     sweep_interval_s: float = setting(1.0, "How often expired messages are removed.")
     sweep_max_batch: int = setting(10_000, "Most expired messages one sweep transaction removes.")
     reader_check_interval_s: float = setting(

@@ -132,6 +132,7 @@ class HttpApp:
         routes: Mapping[bytes, bytes] | None = None,
         body_gates: Mapping[bytes, BodyGate] | None = None,
         gated_reserve_bytes: int = 0,
+        wait_turn: Callable[[], None] | None = None,
     ) -> None:
         self.handler = handler
         self.limits = limits
@@ -148,6 +149,9 @@ class HttpApp:
         self.gate_headers = frozenset(name for g in self.body_gates.values() for name in g.headers)
         self.gated_reserve_bytes = gated_reserve_bytes
         """Bytes of ``max_buffered_body_bytes`` that only bodies of gated routes may use."""
+        self.wait_turn = wait_turn
+        """Called before each read is parsed; may block briefly (a node's store writer applying
+        a batch: ``veil.node.writer.ApplyTurn``)."""
         self.connections: set[HttpProtocol] = set()
         self.by_source: dict[str, int] = {}
         self.in_flight = 0
@@ -261,6 +265,8 @@ class HttpProtocol(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self._refused:
             return
+        if self.app.wait_turn is not None:
+            self.app.wait_turn()
         if self._unparsed:  # (reading is paused while bytes are kept back: not expected)
             data = self._unparsed + data
             self._unparsed = b""

@@ -234,8 +234,12 @@ class Link(asyncio.Protocol):
         timestamp_ms: int,
         gate: LinkGate | None,
         handlers: LinkHandlers | None,
+        wait_turn: Callable[[], None] | None = None,
     ) -> None:
         self.settings = settings
+        self._wait_turn = wait_turn
+        """Called before each read is opened; may block briefly (the node's store writer
+        applying a batch: ``veil.node.writer.ApplyTurn``)."""
         self.count = count
         self.peer: bytes | None = None
         """The node id (Ed25519 key) at the other end, known once the handshake is done."""
@@ -278,6 +282,7 @@ class Link(asyncio.Protocol):
         count: Count,
         gate: LinkGate,
         handlers: LinkHandlers,
+        wait_turn: Callable[[], None] | None = None,
     ) -> Link:
         """The accepting end: answers only nodes ``gate`` admits."""
         return cls(
@@ -288,6 +293,7 @@ class Link(asyncio.Protocol):
             timestamp_ms=0,
             gate=gate,
             handlers=handlers,
+            wait_turn=wait_turn,
         )
 
     @classmethod
@@ -299,6 +305,7 @@ class Link(asyncio.Protocol):
         count: Count,
         remote_x25519: bytes,
         timestamp_ms: int,
+        wait_turn: Callable[[], None] | None = None,
     ) -> Link:
         """The connecting end, to the node whose announced X25519 key is ``remote_x25519``;
         ``timestamp_ms`` must grow from one handshake to the next (:class:`LinkPool` sees to it)."""
@@ -310,6 +317,7 @@ class Link(asyncio.Protocol):
             timestamp_ms=timestamp_ms,
             gate=None,
             handlers=None,
+            wait_turn=wait_turn,
         )
 
     # --- asyncio.Protocol --------------------------------------------------------------------
@@ -354,6 +362,8 @@ class Link(asyncio.Protocol):
         self._can_write.set()
 
     def data_received(self, data: bytes) -> None:
+        if self._wait_turn is not None:
+            self._wait_turn()
         if self._state is _State.HANDSHAKE:
             data = self._handshake(data)
             if not data:
@@ -649,10 +659,18 @@ class LinkPool:
     """One outgoing link per peer (address and key), opened and authenticated on demand, replaced
     after ``max_age_s``, with capped exponential backoff after a failure."""
 
-    def __init__(self, *, key: _core.NodeKey, settings: LinkSettings, count: Count) -> None:
+    def __init__(
+        self,
+        *,
+        key: _core.NodeKey,
+        settings: LinkSettings,
+        count: Count,
+        wait_turn: Callable[[], None] | None = None,
+    ) -> None:
         self.key = key
         self.settings = settings
         self.count = count
+        self.wait_turn = wait_turn
         self._links: dict[tuple[tuple[str, int], bytes], Link] = {}
         self._locks: dict[tuple[tuple[str, int], bytes], asyncio.Lock] = {}
         self._backoff: dict[tuple[tuple[str, int], bytes], tuple[float, float]] = {}
@@ -713,6 +731,7 @@ class LinkPool:
                     count=self.count,
                     remote_x25519=x25519,
                     timestamp_ms=self._timestamp(),
+                    wait_turn=self.wait_turn,
                 ),
                 address[0],
                 address[1],

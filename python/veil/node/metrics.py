@@ -25,6 +25,8 @@ class WriterFigures(NamedTuple):
     commits: int
     jobs: int
     seconds: Mapping[str, float]  # by phase (veil.node.writer.PHASES)
+    turn_waits: int = 0
+    turn_waited_s: float = 0.0
 
 
 class _StoreCollector(Collector):
@@ -56,7 +58,7 @@ class _WriterCollector(Collector):
         self._read = read
 
     def collect(self) -> Iterator[CounterMetricFamily]:
-        commits, jobs, seconds = self._read()
+        commits, jobs, seconds, turn_waits, turn_waited_s = self._read()
         yield CounterMetricFamily(
             "veil_store_commits",
             "Durable LMDB commits made by the store's writer (group commits).",
@@ -78,6 +80,17 @@ class _WriterCollector(Collector):
         for phase, value in seconds.items():
             phases.add_metric([phase], value)
         yield phases
+        yield CounterMetricFamily(
+            "veil_store_apply_turn_waits",
+            "Times the event loop waited, before a read, for the store writer to finish applying "
+            "a batch (py-lmdb gives up the GIL on every call; [store] apply_turn_ms).",
+            value=turn_waits,
+        )
+        yield CounterMetricFamily(
+            "veil_store_apply_turn_wait_seconds",
+            "Time the event loop spent in those waits.",
+            value=turn_waited_s,
+        )
 
 
 class _CountsCollector(Collector):

@@ -70,7 +70,10 @@ class Node:
         self.store = MessageStore(config.store_path, config.store, config.limits)
         self.writer = StoreWriter(self.store)
         self.link_events: collections.Counter[str] = collections.Counter()
-        pool = LinkPool(key=self.key, settings=config.links, count=self._link_event)
+        wait_turn = self.writer.turn.wait if config.store.apply_turn_ms > 0 else None
+        pool = LinkPool(
+            key=self.key, settings=config.links, count=self._link_event, wait_turn=wait_turn
+        )
         net = config.network
         network_path = config.network_path
         try:
@@ -151,10 +154,17 @@ class Node:
             self._refused,
             on_limit=self._limit_refused,
             routes={path: method for path, (method, _) in self._routes.items()},
+            wait_turn=wait_turn,
         )
         self.metrics.watch_store(self._store_figures)
         self.metrics.watch_writer(
-            lambda: WriterFigures(self.writer.commits, self.writer.jobs, dict(self.writer.seconds))
+            lambda: WriterFigures(
+                self.writer.commits,
+                self.writer.jobs,
+                dict(self.writer.seconds),
+                self.writer.turn.waits,
+                self.writer.turn.waited_s,
+            )
         )
         self.metrics.watch_counts(
             "veil_link_events",
@@ -219,6 +229,7 @@ class Node:
                 count=self._link_event,
                 gate=self.gate,
                 handlers=handlers,
+                wait_turn=self.app.wait_turn,
             )
 
         self._link_server = await loop.create_server(

@@ -148,8 +148,9 @@ class StoreWriter:
     ) -> tuple[T, list[bytes]]:
         """:meth:`submit`, and once the commit is durable, ``sign(payloads)`` on the writer
         thread: a node's receipts (signatures that it holds what it stored) cost the event loop
-        nothing, and are only ever made for what is on disk. The signatures are an empty list
-        when the commit did not happen (the ``if_full`` answer)."""
+        nothing, and are only ever made for what is on disk. The payloads of a commit's jobs
+        that share a signer are signed in one call. The signatures are an empty list when the
+        commit did not happen (the ``if_full`` answer)."""
         future: asyncio.Future[tuple[T, list[bytes]]] = self._future()
         full: tuple[Any, list[bytes]] | None = None if if_full is None else (if_full, [])
         self._queue.put(_Job(op, future, full, sign, payloads))
@@ -210,7 +211,9 @@ class StoreWriter:
             committed = time.perf_counter()
             self.commits += 1
             self.jobs += len(batch)
-            outcomes = [_signed(job, outcome) for job, outcome in zip(batch, outcomes, strict=True)]
+            signers = _signers(batch)
+            if signers:
+                outcomes = _with_signatures(batch, outcomes, signers, _sign(batch, signers))
             seconds = self.seconds
             seconds["apply"] += applied - began
             seconds["commit"] += committed - applied
@@ -228,15 +231,53 @@ class StoreWriter:
             loop.call_soon_threadsafe(_deliver, batch, outcomes, self.turn)
 
 
-def _signed(job: _Job, outcome: tuple[bool, Any]) -> tuple[bool, Any]:
-    """A committed job's outcome, with its payloads' signatures if it asked for them."""
-    if job.sign is None:
-        return outcome
-    try:
-        return True, (outcome[1], job.sign(job.payloads))
-    except Exception:  # the commit stands; only this job's answer fails
-        log.exception("signing a committed write failed")
-        return False, RuntimeError("signing failed")
+def _signers(batch: list[_Job]) -> dict[Signer, list[int]]:
+    """The jobs of a batch that asked for signatures, by signer."""
+    by_signer: dict[Signer, list[int]] = {}
+    for index, job in enumerate(batch):
+        if job.sign is not None:
+            by_signer.setdefault(job.sign, []).append(index)
+    return by_signer
+
+
+def _sign(batch: list[_Job], signers: dict[Signer, list[int]]) -> dict[Signer, list[bytes] | None]:
+    """Each signer's signatures of its jobs' payloads, in order, in one call: the signer gives up
+    the GIL and takes it back once a commit, not once a job (each taking back waits behind a
+    busy event loop). ``None`` for a signer that failed."""
+    signed: dict[Signer, list[bytes] | None] = {}
+    for sign, indexes in signers.items():
+        payloads = [payload for index in indexes for payload in batch[index].payloads]
+        try:
+            signatures = sign(payloads)
+            if len(signatures) != len(payloads):
+                raise ValueError("a signature for each payload")
+        except Exception:  # the commit stands; only the answers it was to sign fail
+            log.exception("signing a committed write failed")
+            signed[sign] = None
+        else:
+            signed[sign] = signatures
+    return signed
+
+
+def _with_signatures(
+    batch: list[_Job],
+    outcomes: list[tuple[bool, Any]],
+    signers: dict[Signer, list[int]],
+    signed: dict[Signer, list[bytes] | None],
+) -> list[tuple[bool, Any]]:
+    """The committed jobs' outcomes, each with its payloads' signatures if it asked for them."""
+    out = list(outcomes)
+    for sign, indexes in signers.items():
+        signatures = signed[sign]
+        at = 0
+        for index in indexes:
+            if signatures is None:
+                out[index] = (False, RuntimeError("signing failed"))
+                continue
+            count = len(batch[index].payloads)
+            out[index] = (True, (outcomes[index][1], signatures[at : at + count]))
+            at += count
+    return out
 
 
 def _deliver(batch: list[_Job], outcomes: list[tuple[bool, Any]], turn: ApplyTurn) -> None:

@@ -294,6 +294,48 @@ def test_signed_writes_are_signed_on_the_writer_thread_once_durable(tmp_path: Pa
     store.close()
 
 
+def test_a_commits_receipts_are_signed_in_one_call_each_job_getting_its_own(
+    tmp_path: Path,
+) -> None:
+    """The jobs of one commit that share a signer are signed in one call, after the commit, and
+    each gets the signatures of its own payloads, in order."""
+    settings = StoreSettings(map_size_bytes=SMALL_MAP, commit_max_delay_ms=200.0)
+    store = open_store(tmp_path, settings=settings)
+    key = Identity.generate()
+    calls: list[list[bytes]] = []
+
+    def sign_many(payloads: list[bytes]) -> list[bytes]:
+        calls.append(list(payloads))
+        return key.sign_many(payloads)
+
+    payloads = [[b"a"], [b"b1", b"b2", b"b3"], [], [b"d1", b"d2"]]
+    messages = [make_message(ALICE, b"job %d" % i) for i in range(len(payloads))]
+
+    async def main() -> list[tuple[StoreOutcome, list[bytes]]]:
+        writer = StoreWriter(store)
+        writer.start()
+        try:
+            return await asyncio.gather(
+                *(
+                    writer.submit_signed(put_op(store, m), sign_many, p)
+                    for m, p in zip(messages, payloads, strict=True)
+                )
+            )
+        finally:
+            await writer.close()
+
+    answers = run(main())
+    assert calls == [[b"a", b"b1", b"b2", b"b3", b"d1", b"d2"]]  # one commit, one call
+    for (outcome, signatures), mine in zip(answers, payloads, strict=True):
+        assert outcome is StoreOutcome.STORED
+        assert len(signatures) == len(mine)
+        assert all(
+            _core.ed25519_verify(key.ed25519_public_key, p, sig)
+            for p, sig in zip(mine, signatures, strict=True)
+        )
+    store.close()
+
+
 def test_map_at_its_maximum_answers_storage_full_and_reads_work(tmp_path: Path) -> None:
     settings = StoreSettings(map_size_bytes=128 * KIB, max_map_size_bytes=128 * KIB)
     store = open_store(tmp_path, settings=settings)

@@ -365,6 +365,22 @@ class Rounds:
         for store, _ in self.stores:
             store.close()
 
+    def time(
+        self,
+        benchmark: Benchmark,
+        one_round: Callable[[MessageStore, list[Message]], list[StoreOutcome]],
+        rounds: int,
+    ) -> None:
+        """Time ``one_round`` on ``rounds`` fresh stores, check that it stored every message of
+        each, and close them."""
+        try:
+            outcomes = benchmark.pedantic(one_round, setup=self.setup, rounds=rounds)
+            assert outcomes == [StoreOutcome.STORED] * self.n
+            for store, messages in self.stores:
+                check_stored(store, messages)
+        finally:
+            self.close()
+
 
 def test_group_commit(benchmark: Benchmark, tmp_path: Path) -> None:
     benchmark.group = "store-throughput"
@@ -375,17 +391,7 @@ def test_group_commit(benchmark: Benchmark, tmp_path: Path) -> None:
         def one_round(store: MessageStore, messages: list[Message]) -> list[StoreOutcome]:
             return runner.run(group_commit(store, messages))
 
-        try:
-            outcomes = benchmark.pedantic(
-                one_round,
-                setup=rounds.setup,
-                rounds=pick(benchmark, ROUNDS_GROUP),
-            )
-            assert outcomes == [StoreOutcome.STORED] * n
-            for store, messages in rounds.stores:
-                check_stored(store, messages)
-        finally:
-            rounds.close()
+        rounds.time(benchmark, one_round, pick(benchmark, ROUNDS_GROUP))
     _record_rate(benchmark, "group-commit", n, "stores_per_s")
 
 
@@ -393,16 +399,7 @@ def test_group_commit(benchmark: Benchmark, tmp_path: Path) -> None:
 def test_txn_per_store(benchmark: Benchmark, tmp_path: Path) -> None:
     benchmark.group = "store-throughput"
     n = pick(benchmark, N_STORES)
-    rounds = Rounds(tmp_path, n)
-    try:
-        outcomes = benchmark.pedantic(
-            txn_per_store, setup=rounds.setup, rounds=pick(benchmark, ROUNDS_TXN)
-        )
-        assert outcomes == [StoreOutcome.STORED] * n
-        for store, messages in rounds.stores:
-            check_stored(store, messages)
-    finally:
-        rounds.close()
+    Rounds(tmp_path, n).time(benchmark, txn_per_store, pick(benchmark, ROUNDS_TXN))
     _record_rate(benchmark, "txn-per-store", n, "stores_per_s")
 
 
@@ -435,15 +432,7 @@ def test_commit_cpu_by_batch(benchmark: Benchmark, tmp_path: Path, candidate: st
             cpu_per_store.append((time.process_time() - began) / len(messages))
             return outcomes
 
-        try:
-            outcomes = benchmark.pedantic(
-                one_round, setup=rounds.setup, rounds=pick(benchmark, COMMIT_CPU_ROUNDS)
-            )
-            assert outcomes == [StoreOutcome.STORED] * n
-            for store, messages in rounds.stores:
-                check_stored(store, messages)
-        finally:
-            rounds.close()
+        rounds.time(benchmark, one_round, pick(benchmark, COMMIT_CPU_ROUNDS))
     if not benchmark.disabled:
         median = statistics.median(cpu_per_store)
         FIGURES[f"commit-cpu/{candidate}"] = median

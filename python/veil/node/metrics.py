@@ -25,8 +25,8 @@ class WriterFigures(NamedTuple):
     commits: int
     jobs: int
     seconds: Mapping[str, float]  # by phase (veil.node.writer.PHASES)
-    turn_waits: int = 0
-    turn_waited_s: float = 0.0
+    turn_waits: int
+    turn_waited_s: float
 
 
 class _StoreCollector(Collector):

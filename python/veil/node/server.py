@@ -70,9 +70,11 @@ class Node:
         self.store = MessageStore(config.store_path, config.store, config.limits)
         self.writer = StoreWriter(self.store)
         self.link_events: collections.Counter[str] = collections.Counter()
-        wait_turn = self.writer.turn.wait if config.store.apply_turn_ms > 0 else None
         pool = LinkPool(
-            key=self.key, settings=config.links, count=self._link_event, wait_turn=wait_turn
+            key=self.key,
+            settings=config.links,
+            count=self._link_event,
+            wait_turn=self.writer.turn.wait,
         )
         net = config.network
         network_path = config.network_path
@@ -154,7 +156,7 @@ class Node:
             self._refused,
             on_limit=self._limit_refused,
             routes={path: method for path, (method, _) in self._routes.items()},
-            wait_turn=wait_turn,
+            wait_turn=self.writer.turn.wait,
         )
         self.metrics.watch_store(self._store_figures)
         self.metrics.watch_writer(
@@ -229,7 +231,7 @@ class Node:
                 count=self._link_event,
                 gate=self.gate,
                 handlers=handlers,
-                wait_turn=self.app.wait_turn,
+                wait_turn=self.writer.turn.wait,
             )
 
         self._link_server = await loop.create_server(

@@ -211,9 +211,7 @@ class StoreWriter:
             committed = time.perf_counter()
             self.commits += 1
             self.jobs += len(batch)
-            signers = _signers(batch)
-            if signers:
-                outcomes = _with_signatures(batch, outcomes, signers, _sign(batch, signers))
+            outcomes = _signed(batch, outcomes)
             seconds = self.seconds
             seconds["apply"] += applied - began
             seconds["commit"] += committed - applied
@@ -231,21 +229,17 @@ class StoreWriter:
             loop.call_soon_threadsafe(_deliver, batch, outcomes, self.turn)
 
 
-def _signers(batch: list[_Job]) -> dict[Signer, list[int]]:
-    """The jobs of a batch that asked for signatures, by signer."""
+def _signed(batch: list[_Job], outcomes: list[tuple[bool, Any]]) -> list[tuple[bool, Any]]:
+    """The committed jobs' outcomes, each with its payloads' signatures if it asked for them.
+    The payloads of the jobs that share a signer are signed in one call: the signer gives up the
+    GIL and takes it back once a commit, not once a job (each taking back waits behind a busy
+    event loop)."""
     by_signer: dict[Signer, list[int]] = {}
     for index, job in enumerate(batch):
         if job.sign is not None:
             by_signer.setdefault(job.sign, []).append(index)
-    return by_signer
-
-
-def _sign(batch: list[_Job], signers: dict[Signer, list[int]]) -> dict[Signer, list[bytes] | None]:
-    """Each signer's signatures of its jobs' payloads, in order, in one call: the signer gives up
-    the GIL and takes it back once a commit, not once a job (each taking back waits behind a
-    busy event loop). ``None`` for a signer that failed."""
-    signed: dict[Signer, list[bytes] | None] = {}
-    for sign, indexes in signers.items():
+    signed = list(outcomes)
+    for sign, indexes in by_signer.items():
         payloads = [payload for index in indexes for payload in batch[index].payloads]
         try:
             signatures = sign(payloads)
@@ -253,31 +247,15 @@ def _sign(batch: list[_Job], signers: dict[Signer, list[int]]) -> dict[Signer, l
                 raise ValueError("a signature for each payload")
         except Exception:  # the commit stands; only the answers it was to sign fail
             log.exception("signing a committed write failed")
-            signed[sign] = None
-        else:
-            signed[sign] = signatures
-    return signed
-
-
-def _with_signatures(
-    batch: list[_Job],
-    outcomes: list[tuple[bool, Any]],
-    signers: dict[Signer, list[int]],
-    signed: dict[Signer, list[bytes] | None],
-) -> list[tuple[bool, Any]]:
-    """The committed jobs' outcomes, each with its payloads' signatures if it asked for them."""
-    out = list(outcomes)
-    for sign, indexes in signers.items():
-        signatures = signed[sign]
+            for index in indexes:
+                signed[index] = (False, RuntimeError("signing failed"))
+            continue
         at = 0
         for index in indexes:
-            if signatures is None:
-                out[index] = (False, RuntimeError("signing failed"))
-                continue
             count = len(batch[index].payloads)
-            out[index] = (True, (outcomes[index][1], signatures[at : at + count]))
+            signed[index] = (True, (outcomes[index][1], signatures[at : at + count]))
             at += count
-    return out
+    return signed
 
 
 def _deliver(batch: list[_Job], outcomes: list[tuple[bool, Any]], turn: ApplyTurn) -> None:

@@ -115,7 +115,7 @@ class HttpSettings:
     )
     max_header_bytes: int = setting(
         _NODE_LIMITS.max_header_bytes,
-        "Largest total size of an HTTP request's start line and headers.",
+        "Largest HTTP request header section (request line to blank line), in bytes as received.",
     )
     max_connections: int = setting(
         _NODE_LIMITS.max_connections, "Most simultaneous connections; more are closed at once."

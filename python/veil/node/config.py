@@ -52,7 +52,7 @@ class Limits:
     )
     max_header_bytes: int = setting(
         16 * 1024,
-        "Largest total size of an HTTP request's start line and headers.",
+        "Largest HTTP request header section (request line to blank line), in bytes as received.",
     )
     max_message_bytes: int = setting(76_800, "Largest message data after base64 decoding.")
     min_ttl_ms: int = setting(10_000, "Shortest message lifetime: 10 s.")

@@ -193,7 +193,6 @@ class HttpProtocol(asyncio.Protocol):
         """Whether llhttp is inside a request (from its first byte until it is complete)."""
         self._overflowed = False
         """Set when ``on_message_complete`` stopped llhttp: one request too many for the queue."""
-        self._header_len = 0
         self._content_length = 0
         self._chunked = False
         self._gate_values: dict[bytes, bytes] = {}
@@ -202,6 +201,9 @@ class HttpProtocol(asyncio.Protocol):
         self._refused = False
         self._in_headers = True
         self._pending_header_bytes = 0
+        """Bytes of the header section being received (``max_header_bytes``)."""
+        self._tail = b""
+        """The last bytes fed, while inside a request: a CRLF CRLF may straddle two reads."""
         self._timer: asyncio.TimerHandle | None = None
         self._deadline = 0.0
         """When the current wait ends (loop time): for the next request, or for the handler."""
@@ -302,7 +304,6 @@ class HttpProtocol(asyncio.Protocol):
         for (``max_pipelined_requests``): the bytes after the request that fills it are kept in
         ``_unparsed``, reading paused, until the queue is answered."""
         start, end = 0, len(data)
-        view: memoryview | None = None
         cap = self.app.limits.max_pipelined_requests
         while start < end:
             room = cap - len(self._pending)
@@ -310,38 +311,80 @@ class HttpProtocol(asyncio.Protocol):
                 self._unparsed = data[start:]
                 return
             cut = self._slice_end(data, start, end, room)
-            if cut == end and start == 0:
-                chunk: bytes | memoryview = data
-            else:
-                if view is None:
-                    view = memoryview(data)
-                chunk = view[start:cut]
-            if not self._parse(chunk):
+            if not self._parse(data, start, cut):
                 if self._overflowed and not self._refused:  # (the slices' bound did not hold)
                     self._refuse(_error(429, "too_many_requests", "too many pipelined requests"))
                 return
             start = cut
 
-    def _parse(self, chunk: bytes | memoryview) -> bool:
-        """Feed llhttp; whether to go on (False: refused, or stopped by a full queue)."""
-        if self._in_headers:
-            self._pending_header_bytes += len(chunk)
-        try:
-            self.parser.feed_data(chunk)
-        except httptools.HttpParserUpgrade:
-            if not self._refused:
-                self._refuse(_error(400, "bad_request", "protocol upgrades are not supported"))
-            return False
-        except httptools.HttpParserError:
-            if not self._refused and not self._overflowed:
-                self._refuse(_error(400, "bad_request", "malformed HTTP request"))
-            return False
-        # llhttp reports a header only once it is complete: bytes of an unfinished header section
-        # are counted here, so one endless header cannot grow the buffer past the limit.
+    def _parse(self, data: bytes, start: int = 0, end: int | None = None) -> bool:
+        """Feed llhttp ``data[start:end]``; whether to go on (False: refused, or stopped by a full
+        queue).
+
+        ``max_header_bytes`` bounds a header section's bytes as received, from the request line's
+        first byte to the blank line's LF, the same however the bytes are split into reads. The
+        bytes are fed in slices that each end where a header section may end (a CRLF CRLF: llhttp
+        wants CRLF), where a Content-Length body ends, or where a chunked body may end (a CRLF CRLF
+        too); a header slice never holds more than the one byte past the limit that shows it was
+        passed. So every header section's bytes are counted exactly, whatever follows them in the
+        read. A request that arrives in one read is two feeds: its headers, its body."""
+        end = len(data) if end is None else end
+        pos = start
         limit = self.app.limits.max_header_bytes
-        if self._in_headers and self._pending_header_bytes > limit and not self._refused:
-            self._refuse(_error(431, "too_large", "request headers too large"))
-        return not self._refused
+        view: memoryview | None = None
+        while pos < end:
+            stop = self._slice_stop(data, pos, end, limit)
+            if pos == 0 and stop == len(data):
+                piece: bytes | memoryview = data
+            else:
+                if view is None:
+                    view = memoryview(data)
+                piece = view[pos:stop]
+            try:
+                self.parser.feed_data(piece)
+            except httptools.HttpParserUpgrade:
+                if not self._refused:
+                    self._refuse(_error(400, "bad_request", "protocol upgrades are not supported"))
+                return False
+            except httptools.HttpParserError:
+                if not self._refused and not self._overflowed:
+                    self._refuse(_error(400, "bad_request", "malformed HTTP request"))
+                return False
+            if self._refused:
+                return False
+            # A header section still open past the limit: refused before it grows any further.
+            if self._in_headers and self._pending_header_bytes > limit:
+                self._refuse(_error(431, "too_large", "request headers too large"))
+                return False
+            pos = stop
+        if self._in_message:  # a CRLF CRLF may straddle this read and the next
+            self._tail = (self._tail + data[max(start, end - 3) : end])[-3:]
+        return True
+
+    def _slice_stop(self, data: bytes, pos: int, end: int, limit: int) -> int:
+        """Where the slice of ``data`` fed from ``pos`` ends (see :meth:`_parse`); counts the
+        header bytes in it."""
+        if self._in_headers:
+            room = limit - self._pending_header_bytes + 1
+            stop = self._boundary(data, pos, min(end, pos + room))
+            self._pending_header_bytes += stop - pos
+            return stop
+        if not self._chunked and self._content_length > self._body_len:
+            return min(end, pos + self._content_length - self._body_len)
+        return self._boundary(data, pos, end)
+
+    def _boundary(self, data: bytes, start: int, stop: int) -> int:
+        """The end of the first CRLF CRLF that ends in ``data[start:stop]``, or ``stop``. At the
+        start of a read in the middle of a request, one may have begun in the read before (the
+        last bytes fed, ``_tail``); inside a read, every slice before ``start`` ended where its
+        own request's part did, so none straddles ``start``."""
+        if start == 0 and self._in_message and self._tail:
+            joined = self._tail + data[: min(3, stop)]
+            found = joined.find(b"\r\n\r\n")
+            if found >= 0:
+                return found + 4 - len(self._tail)
+        found = data.find(b"\r\n\r\n", start, stop)
+        return stop if found < 0 else found + 4
 
     def _slice_end(self, data: bytes, start: int, end: int, room: int) -> int:
         """The end of the longest slice of ``data`` from ``start`` that cannot complete more than
@@ -374,7 +417,6 @@ class HttpProtocol(asyncio.Protocol):
         self._url.clear()
         self._body.clear()
         self._body_len = 0
-        self._header_len = 0
         self._content_length = 0
         self._chunked = False
         self._gate_values.clear()
@@ -382,10 +424,8 @@ class HttpProtocol(asyncio.Protocol):
 
     def on_url(self, url: bytes) -> None:
         self._url += url
-        self._count_header_bytes(len(url))
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._count_header_bytes(len(name) + len(value) + 4)
         lowered = name.lower()
         if lowered == b"content-length" and value.strip().isdigit():
             self._content_length = int(value)
@@ -397,8 +437,11 @@ class HttpProtocol(asyncio.Protocol):
     def on_headers_complete(self) -> None:
         self._path = bytes(self._url).split(b"?", 1)[0]
         self._in_headers = False
-        self._pending_header_bytes = 0
+        header_bytes, self._pending_header_bytes = self._pending_header_bytes, 0
         if self._refused:
+            return
+        if header_bytes > self.app.limits.max_header_bytes:  # it ended one byte past the limit
+            self._refuse(_error(431, "too_large", "request headers too large"))
             return
         if self.parser.should_upgrade() or self.parser.get_method() == b"CONNECT":
             self._refuse(_error(400, "bad_request", "protocol upgrades are not supported"))
@@ -499,12 +542,6 @@ class HttpProtocol(asyncio.Protocol):
             asyncio.get_running_loop().create_task(self._serve_pending())
 
     # --- internals -----------------------------------------------------------------------------
-
-    def _count_header_bytes(self, n: int) -> None:
-        self._header_len += n
-        if self._header_len > self.app.limits.max_header_bytes and not self._refused:
-            self._refuse(_error(431, "too_large", "request headers too large"))
-            raise httptools.HttpParserError("headers too large")
 
     async def _serve_pending(self) -> None:
         keep_alive = True

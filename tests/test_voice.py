@@ -371,7 +371,7 @@ def test_other_input_formats(
         # LAME gapless header (PyAV's writer adds one, sox's does not) lets FFmpeg trim that, and
         # the note lasts as long as the WAV; without one the padding is audio, and sox, reading
         # the same MP3, counts it too. (A sox without MP3 support has read none: PyAV wrote it.)
-        candidates = [speech_note.duration_ms]
+        candidates: list[float] = [speech_note.duration_ms]
         if _sox_can_write(tools, "mp3"):
             candidates.append(_sox_seconds(tools, converted) * 1000)
         assert min(abs(note.duration_ms - c) for c in candidates) <= DURATION_TOLERANCE_MS

@@ -440,11 +440,13 @@ class HttpProtocol(asyncio.Protocol):
         header_bytes, self._pending_header_bytes = self._pending_header_bytes, 0
         if self._refused:
             return
+        refusal = None
         if header_bytes > self.app.limits.max_header_bytes:  # it ended one byte past the limit
-            self._refuse(_error(431, "too_large", "request headers too large"))
-            return
-        if self.parser.should_upgrade() or self.parser.get_method() == b"CONNECT":
-            self._refuse(_error(400, "bad_request", "protocol upgrades are not supported"))
+            refusal = _error(431, "too_large", "request headers too large")
+        elif self.parser.should_upgrade() or self.parser.get_method() == b"CONNECT":
+            refusal = _error(400, "bad_request", "protocol upgrades are not supported")
+        if refusal is not None:
+            self._refuse(refusal)
             return
         routes = self.app.routes
         if routes is not None and (self._content_length or self._chunked):

@@ -653,6 +653,71 @@ def test_group_commit_batches_concurrent_stores_and_survives_reopen(tmp_path: Pa
     reopened.close()
 
 
+def test_under_load_a_small_commit_gathers_more_and_an_idle_or_full_one_does_not(
+    tmp_path: Path,
+) -> None:
+    """Jobs that arrive while a commit is under way make the writer loaded: its next commit, if it
+    would carry fewer than ``commit_gather_below`` jobs, first waits ``commit_gather_ms`` and takes
+    what came meanwhile. A job at an idle writer, and a batch that is large enough, go at once."""
+    settings = StoreSettings(
+        map_size_bytes=SMALL_MAP, commit_gather_ms=1000.0, commit_gather_below=3
+    )
+    store = open_store(tmp_path, settings=settings)
+    messages = iter([make_message(ALICE, b"gather %d" % i) for i in range(12)])
+    gap_s = 0.1  # well inside a gather: a job this late joins the commit only if it waited
+
+    async def main() -> list[tuple[int, int]]:
+        writer = StoreWriter(store)
+        writer.start()
+        seen: list[tuple[int, int]] = []  # (commits, jobs) after each step
+
+        def note() -> None:
+            seen.append((writer.commits, writer.jobs))
+
+        async def after_a_held_commit(waiting: int) -> None:
+            """A commit held under way while ``waiting`` jobs queue behind it, then one more job
+            ``gap_s`` after it ends."""
+            started, release = threading.Event(), threading.Event()
+            first = next(messages)
+
+            def held(txn: Txn) -> StoreOutcome:
+                started.set()
+                release.wait(10)
+                return store.put(txn, first)
+
+            head = asyncio.ensure_future(writer.submit(held))
+            while not started.is_set():
+                await asyncio.sleep(0.001)
+            queued = [
+                asyncio.ensure_future(writer.submit(put_op(store, next(messages))))
+                for _ in range(waiting)
+            ]
+            await asyncio.sleep(0.01)  # (submit puts the job on the queue at once)
+            release.set()
+            await head
+            await asyncio.sleep(gap_s)
+            late = writer.submit(put_op(store, next(messages)))
+            await asyncio.gather(*queued, late)
+            note()
+
+        try:
+            await writer.submit(put_op(store, next(messages)))  # idle: at once
+            await asyncio.sleep(gap_s)
+            await writer.submit(put_op(store, next(messages)))
+            note()
+            await after_a_held_commit(1)  # one waiting: a small commit under load
+            await after_a_held_commit(3)  # three waiting: large enough
+        finally:
+            await writer.close()
+        return seen
+
+    seen = run(main())
+    # Idle: two commits. One waiting: the held commit, then it and the late job in one (+2).
+    # Three waiting: the held commit, the three, then the late job alone (+3).
+    assert seen == [(2, 2), (4, 5), (7, 10)]
+    store.close()
+
+
 def test_reopen_after_close_keeps_messages_expiries_and_quotas(tmp_path: Path) -> None:
     limits = Limits(account_max_messages=5)
     store = open_store(tmp_path, limits=limits)

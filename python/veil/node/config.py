@@ -167,6 +167,14 @@ class StoreSettings:
         0.0,
         "Extra wait for more stores before a commit (0: commit as soon as the disk is free).",
     )
+    commit_gather_ms: float = setting(
+        2.0,
+        "Under load (stores waited for the last commit), how long a commit that would carry fewer "
+        "than commit_gather_below stores first waits for more (0: never).",
+    )
+    commit_gather_below: int = setting(
+        16, "Under load, a commit with fewer stores than this waits commit_gather_ms for more."
+    )
     apply_turn_ms: float = setting(
         5.0,
         "Longest the event loop waits, per commit, while the writer applies a batch (py-lmdb gives "

@@ -4,7 +4,8 @@ Coroutines call :meth:`StoreWriter.submit` with a function of the write transact
 thread takes every job waiting (up to ``commit_max_batch``), runs them in order in one transaction,
 commits it durably, and only then resolves their futures on the event loop. While one commit waits
 for the disk, new jobs queue up and share the next one: under load, stores cost a fraction of an
-``fsync`` each.
+``fsync`` each. Under load a commit that would carry few jobs first waits ``commit_gather_ms``
+for more (``commit_gather_below``).
 """
 
 from __future__ import annotations
@@ -168,22 +169,39 @@ class StoreWriter:
         settings = self.store.settings
         stopping = False
         while not stopping:
-            job = self._queue.get()
+            try:
+                job = self._queue.get_nowait()
+                loaded = True  # it waited for the last commit: the disk sets the pace
+            except queue.Empty:
+                job = self._queue.get()
+                loaded = False
             if job is _STOP:
                 break
             batch = [job]
             if settings.commit_max_delay_ms > 0:
                 time.sleep(settings.commit_max_delay_ms / 1000)
-            while len(batch) < settings.commit_max_batch:
-                try:
-                    more = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if more is _STOP:
-                    stopping = True
-                    break
-                batch.append(more)
+            stopping = self._take_waiting(batch)
+            gather = settings.commit_gather_ms > 0 and len(batch) < settings.commit_gather_below
+            if loaded and gather and not stopping:
+                # A small commit under load: its pages and flushes cost nearly what a large one's
+                # do, so it first waits a little for more (one sleep, not a wake-up per job).
+                time.sleep(settings.commit_gather_ms / 1000)
+                stopping = self._take_waiting(batch)
             self._commit(batch)
+
+    def _take_waiting(self, batch: list[_Job]) -> bool:
+        """Add the jobs waiting to ``batch`` (up to ``commit_max_batch``); whether the writer was
+        told to stop."""
+        cap = self.store.settings.commit_max_batch
+        while len(batch) < cap:
+            try:
+                more = self._queue.get_nowait()
+            except queue.Empty:
+                return False
+            if more is _STOP:
+                return True
+            batch.append(more)
+        return False
 
     def _commit(self, batch: list[_Job]) -> None:
         began = applied = time.perf_counter()

@@ -578,8 +578,21 @@ def test_a_header_section_of_exactly_the_limit_is_taken_and_one_byte_more_refuse
         assert converse([bytes([b]) for b in raw]) == whole
 
 
-def test_the_header_limit_holds_for_a_request_behind_a_chunked_one_in_the_same_read() -> None:
-    chunked = b"POST /a HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3\r\n\r\n\r\r\n0\r\n\r\n"
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"3\r\n\r\n\r\r\n0\r\n\r\n",  # data holding a CRLF CRLF that does not end the body
+        b"3;ext=1\r\nabc\r\n0;last\r\n\r\n",  # chunk extensions
+        b"2\r\nhi\r\n0\r\nX-Trailer: 1\r\nX-Other: \r\n\r\n",  # trailers
+        b"A\r\n" + b"\r\n" * 6 + b"0\r\n\r\n",  # upper-case hex, data of CRLFs only
+        # Leading zeros, more than a size has digits (0x30 bytes whose 6th looks like a size).
+        b"0" * 23 + b"30\r\n" + b"a" * 5 + b"FFFFFF\r\n" + b"b" * 35 + b"\r\n000\r\n\r\n",
+    ],
+)
+def test_the_header_limit_holds_for_a_request_behind_a_chunked_one_in_the_same_read(
+    body: bytes,
+) -> None:
+    chunked = b"POST /a HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n" + body
     for size, statuses in ((LIMITS.max_header_bytes - 24, [200, 200]), (300, [200, 431])):
         raw = chunked + b"GET / HTTP/1.1\r\nX: " + b" " * size + b"v\r\n\r\n"
         whole = converse([raw])

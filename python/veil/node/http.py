@@ -99,6 +99,67 @@ class Response:
 Handler = Callable[[Request], Awaitable[Response]]
 
 
+class _ChunkedBody:
+    """Where a chunked request body ends, found by walking its framing as it arrives (chunk-size
+    lines, data and its CRLF, the trailer section up to its empty line), so that the bytes that
+    follow it in a read are fed to llhttp as the next request's. Only positions are tracked:
+    llhttp checks the framing, and refuses a body that breaks it."""
+
+    __slots__ = ("left", "line", "state")
+
+    SIZE, DATA, TRAILERS = 0, 1, 2
+    _SIZE_PREFIX = 24  # past leading zeros, enough hex digits for any size llhttp takes
+
+    def __init__(self) -> None:
+        self.state = self.SIZE
+        self.left = 0  # in DATA: the chunk's bytes still to come, and its CRLF
+        self.line = b""  # in SIZE: the start of a size line split across reads; else its length
+
+    def end(self, data: bytes, pos: int, stop: int) -> int:
+        """Walk ``data[pos:stop]``; the index just past the body's end if it ends there, else
+        ``stop``."""
+        while pos < stop:
+            if self.state == self.DATA:
+                step = min(self.left, stop - pos)
+                self.left -= step
+                pos += step
+                if not self.left:
+                    self.state = self.SIZE
+                continue
+            lf = data.find(b"\n", pos, stop)
+            if lf < 0:
+                self._carry(data, pos, stop)
+                return stop
+            if self.state == self.SIZE:
+                head = (self.line + data[pos:lf]).lstrip(b"0")[: self._SIZE_PREFIX]
+                self.line = b""
+                digits = len(head) - len(head.lstrip(b"0123456789abcdefABCDEF"))
+                size = int(head[:digits], 16) if digits else 0  # no digits: llhttp refuses it
+                if not size:
+                    self.state = self.TRAILERS
+                elif lf + 3 + size <= stop:  # the whole chunk is here: on to the next size line
+                    pos = lf + 3 + size
+                    continue
+                else:
+                    self.state, self.left = self.DATA, size + 2
+            else:
+                empty = len(self.line) + (lf - pos) <= 1  # a CRLF alone ends the trailers
+                self.line = b""
+                if empty:
+                    self.state = self.SIZE
+                    return lf + 1
+            pos = lf + 1
+        return stop
+
+    def _carry(self, data: bytes, pos: int, stop: int) -> None:
+        """Keep what a line split across reads needs: a size line's first bytes, or, for a
+        trailer line, its length (as that many placeholder bytes, at most two)."""
+        if self.state == self.SIZE:  # (llhttp takes leading zeros: any number of them)
+            self.line = (self.line + data[pos:stop]).lstrip(b"0")[: self._SIZE_PREFIX]
+        else:
+            self.line = (self.line + data[pos:stop])[:2]
+
+
 class _QueueFull(Exception):
     """Raised in ``on_message_complete`` to stop llhttp when the queue of requests is full."""
 
@@ -204,6 +265,8 @@ class HttpProtocol(asyncio.Protocol):
         """Bytes of the header section being received (``max_header_bytes``)."""
         self._tail = b""
         """The last bytes fed, while inside a request: a CRLF CRLF may straddle two reads."""
+        self._chunks = _ChunkedBody()
+        """The framing of the chunked body being received."""
         self._timer: asyncio.TimerHandle | None = None
         self._deadline = 0.0
         """When the current wait ends (loop time): for the next request, or for the handler."""
@@ -324,10 +387,11 @@ class HttpProtocol(asyncio.Protocol):
         ``max_header_bytes`` bounds a header section's bytes as received, from the request line's
         first byte to the blank line's LF, the same however the bytes are split into reads. The
         bytes are fed in slices that each end where a header section may end (a CRLF CRLF: llhttp
-        wants CRLF), where a Content-Length body ends, or where a chunked body may end (a CRLF CRLF
-        too); a header slice never holds more than the one byte past the limit that shows it was
-        passed. So every header section's bytes are counted exactly, whatever follows them in the
-        read. A request that arrives in one read is two feeds: its headers, its body."""
+        wants CRLF), where a Content-Length body ends, or where a chunked body ends (its framing
+        walked as it arrives, :class:`_ChunkedBody`); a header slice never holds more than the one
+        byte past the limit that shows it was passed. So every header section's bytes are counted
+        exactly, whatever comes before them in the read. A request that arrives in one read is two
+        feeds: its headers, its body."""
         end = len(data) if end is None else end
         pos = start
         limit = self.app.limits.max_header_bytes
@@ -369,9 +433,11 @@ class HttpProtocol(asyncio.Protocol):
             stop = self._boundary(data, pos, min(end, pos + room))
             self._pending_header_bytes += stop - pos
             return stop
-        if not self._chunked and self._content_length > self._body_len:
+        if self._chunked:
+            return self._chunks.end(data, pos, end)
+        if self._content_length > self._body_len:
             return min(end, pos + self._content_length - self._body_len)
-        return self._boundary(data, pos, end)
+        return end
 
     def _boundary(self, data: bytes, start: int, stop: int) -> int:
         """The end of the first CRLF CRLF that ends in ``data[start:stop]``, or ``stop``. At the
@@ -438,6 +504,8 @@ class HttpProtocol(asyncio.Protocol):
         self._path = bytes(self._url).split(b"?", 1)[0]
         self._in_headers = False
         header_bytes, self._pending_header_bytes = self._pending_header_bytes, 0
+        if self._chunked:
+            self._chunks = _ChunkedBody()
         if self._refused:
             return
         refusal = None

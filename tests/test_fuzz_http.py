@@ -624,3 +624,30 @@ def test_requests_at_the_header_limit_get_the_same_answers_however_they_are_spli
     whole = converse([raw])
     check_invariants(whole)
     assert converse(split_at(raw, data.draw(cut_points(raw)))) == whole
+
+
+CHUNKY = Limits(max_body_bytes=64, max_header_bytes=256, request_timeout_s=30.0, max_body_chunks=3)
+
+
+@pytest.mark.parametrize(
+    ("body", "statuses"),
+    [
+        (b"1\r\na\r\n1\r\nb\r\n0\r\n\r\n", [200, 200]),  # three size lines: the limit
+        (b"1\r\na\r\n1\r\nb\r\n1\r\nc\r\n0\r\n\r\n", [413]),  # four: refused at the fourth
+        (b"1\r\na\r\n1\r\nb\r\nzz\r\n", [400]),  # malformed before the limit: llhttp's answer
+        (b"1\r\na\r\n1\r\nb\r\n1\r\nc\r\nzz\r\n", [413]),  # malformed past it: never parsed
+        (b"0000\r\n\r\n", [200, 200]),  # one size line, however many zeros
+    ],
+)
+def test_a_chunked_body_past_max_body_chunks_is_refused_at_the_same_byte_however_split(
+    body: bytes, statuses: list[int]
+) -> None:
+    head = b"POST /a HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+    raw = head + body + b"GET /b HTTP/1.1\r\n\r\n"
+    whole = converse([raw], CHUNKY)
+    assert [a.status for a in check_invariants(whole, CHUNKY)] == statuses
+    if statuses[0] != 200:
+        assert whole.requests == ()
+    for cut in range(1, len(raw)):
+        assert converse([raw[:cut], raw[cut:]], CHUNKY) == whole, cut
+    assert converse([bytes([b]) for b in raw], CHUNKY) == whole

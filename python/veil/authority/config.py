@@ -172,6 +172,10 @@ class HttpSettings:
         _NODE_LIMITS.max_pipelined_requests,
         "Most requests parsed ahead on one connection and waiting for their answers.",
     )
+    max_body_chunks: int = setting(
+        _NODE_LIMITS.max_body_chunks,
+        "Most chunks in one chunked request body; refused (413) at the first one past it.",
+    )
     drain_timeout_s: float = setting(
         4.0,
         "On stop (SIGTERM, SIGINT): how long requests in flight may take to finish before their "
@@ -188,6 +192,7 @@ class HttpSettings:
             request_timeout_s=self.request_timeout_s,
             max_buffered_body_bytes=self.max_buffered_body_bytes,
             max_pipelined_requests=self.max_pipelined_requests,
+            max_body_chunks=self.max_body_chunks,
         )
 
 
@@ -350,7 +355,7 @@ def check_config(config: AuthorityConfig) -> None:
     for section, instance, keys in (
         ("http", http, ("max_body_bytes", "max_header_bytes", "max_connections")),
         ("http", http, ("max_connections_per_address", "request_timeout_s")),
-        ("http", http, ("max_pipelined_requests",)),
+        ("http", http, ("max_pipelined_requests", "max_body_chunks")),
         ("link", link, ("handshake_timeout_s", "max_handshakes", "max_handshakes_per_address")),
         ("link", link, ("max_links_per_peer", "idle_timeout_s", "max_streams")),
         ("link", link, ("max_handshakes_per_subnet",)),

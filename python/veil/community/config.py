@@ -138,6 +138,10 @@ class HttpSettings:
         _NODE_LIMITS.max_pipelined_requests,
         "Most requests parsed ahead on one connection and waiting for their answers.",
     )
+    max_body_chunks: int = setting(
+        _NODE_LIMITS.max_body_chunks,
+        "Most chunks in one chunked request body; refused (413) at the first one past it.",
+    )
     drain_timeout_s: float = setting(
         4.0, "On stop (SIGTERM, SIGINT): how long requests in flight may take to finish."
     )
@@ -152,6 +156,7 @@ class HttpSettings:
             request_timeout_s=self.request_timeout_s,
             max_buffered_body_bytes=self.max_buffered_body_bytes,
             max_pipelined_requests=self.max_pipelined_requests,
+            max_body_chunks=self.max_body_chunks,
         )
 
 
@@ -240,7 +245,13 @@ def check_config(config: CommunityConfig) -> None:
     ):
         if getattr(limits, key) <= 0:
             raise ConfigError(f"[limits] {key} must be positive")
-    for key in ("max_body_bytes", "max_header_bytes", "max_connections", "max_pipelined_requests"):
+    for key in (
+        "max_body_bytes",
+        "max_header_bytes",
+        "max_connections",
+        "max_pipelined_requests",
+        "max_body_chunks",
+    ):
         if getattr(http, key) <= 0:
             raise ConfigError(f"[http] {key} must be positive")
     if http.max_connections_per_address <= 0 or http.request_timeout_s <= 0:

@@ -142,6 +142,11 @@ class Limits:
         "Without it, max_connections connections could each hold max_body_bytes; 256 MiB is 25 "
         "bodies of the largest size, or thousands of ordinary requests.",
     )
+    max_body_chunks: int = setting(
+        4096,
+        "Most chunks (chunk-size lines, the last one included) in one chunked request body; the "
+        "request is refused (413) at the first one past it. Each chunk costs the parser a step.",
+    )
     max_pipelined_requests: int = setting(
         16,
         "Most requests parsed ahead on one connection (pipelined into one read) and waiting for "
@@ -573,6 +578,8 @@ def _check_consistency(
         raise ConfigError("[limits] max_buffered_body_bytes must be at least max_body_bytes")
     if limits.max_pipelined_requests < 1:
         raise ConfigError("[limits] max_pipelined_requests must be at least 1")
+    if limits.max_body_chunks < 1:
+        raise ConfigError("[limits] max_body_chunks must be at least 1")
     if store.map_size_bytes > store.max_map_size_bytes:
         raise ConfigError("[store] map_size_bytes must not exceed max_map_size_bytes")
     if store.commit_max_batch < 1:

@@ -105,20 +105,31 @@ class _ChunkedBody:
     follow it in a read are fed to llhttp as the next request's. Only positions are tracked:
     llhttp checks the framing, and refuses a body that breaks it."""
 
-    __slots__ = ("left", "line", "state")
+    __slots__ = ("chunks", "left", "limit", "line", "midline", "over", "state")
 
     SIZE, DATA, TRAILERS = 0, 1, 2
     _SIZE_PREFIX = 24  # past leading zeros, enough hex digits for any size llhttp takes
 
-    def __init__(self) -> None:
+    def __init__(self, limit: int) -> None:
         self.state = self.SIZE
         self.left = 0  # in DATA: the chunk's bytes still to come, and its CRLF
         self.line = b""  # in SIZE: the start of a size line split across reads; else its length
+        self.midline = False  # a size line began in an earlier read
+        self.chunks = 0  # size lines begun
+        self.limit = limit
+        self.over = False  # a size line past ``limit`` begins where the walk stopped
 
     def end(self, data: bytes, pos: int, stop: int) -> int:
         """Walk ``data[pos:stop]``; the index just past the body's end if it ends there, else
-        ``stop``."""
+        ``stop``; or, once ``limit`` chunks are in, where the next size line begins (``over``),
+        so that exactly the bytes before it are parsed however the body was split."""
         while pos < stop:
+            if self.state == self.SIZE and not self.midline:
+                if self.chunks >= self.limit:
+                    self.over = True
+                    return pos
+                self.chunks += 1
+                self.midline = True
             if self.state == self.DATA:
                 step = min(self.left, stop - pos)
                 self.left -= step
@@ -133,6 +144,7 @@ class _ChunkedBody:
             if self.state == self.SIZE:
                 head = (self.line + data[pos:lf]).lstrip(b"0")[: self._SIZE_PREFIX]
                 self.line = b""
+                self.midline = False
                 digits = len(head) - len(head.lstrip(b"0123456789abcdefABCDEF"))
                 size = int(head[:digits], 16) if digits else 0  # no digits: llhttp refuses it
                 if not size:
@@ -265,7 +277,7 @@ class HttpProtocol(asyncio.Protocol):
         """Bytes of the header section being received (``max_header_bytes``)."""
         self._tail = b""
         """The last bytes fed, while inside a request: a CRLF CRLF may straddle two reads."""
-        self._chunks = _ChunkedBody()
+        self._chunks = _ChunkedBody(app.limits.max_body_chunks)
         """The framing of the chunked body being received."""
         self._timer: asyncio.TimerHandle | None = None
         self._deadline = 0.0
@@ -416,6 +428,10 @@ class HttpProtocol(asyncio.Protocol):
                 return False
             if self._refused:
                 return False
+            if self._chunks.over and self._chunked and not self._in_headers:
+                self.app.on_limit("max_body_chunks")
+                self._refuse(_error(413, "too_large", "too many chunks in the request body"))
+                return False
             # A header section still open past the limit: refused before it grows any further.
             if self._in_headers and self._pending_header_bytes > limit:
                 self._refuse(_error(431, "too_large", "request headers too large"))
@@ -505,7 +521,7 @@ class HttpProtocol(asyncio.Protocol):
         self._in_headers = False
         header_bytes, self._pending_header_bytes = self._pending_header_bytes, 0
         if self._chunked:
-            self._chunks = _ChunkedBody()
+            self._chunks = _ChunkedBody(self.app.limits.max_body_chunks)
         if self._refused:
             return
         refusal = None

@@ -238,8 +238,9 @@ fn session_decrypt<'py>(
 
 // --- Blinded identities (communities) -------------------------------------------------------------
 
-/// An Ed25519 key pair expanded once from its seed, for a key that signs often (a node's receipts):
-/// `ed25519_sign` expands the seed on every call. The secret never returns to Python.
+/// An Ed25519 key pair made once from its seed, for a key that signs often (a node's receipts):
+/// `ed25519_sign` derives the public key on every call, and this one signs with AWS-LC
+/// (`veil_core::ed25519::KeyPair`). The secret never returns to Python.
 #[pyclass(module = "veil._core", frozen)]
 struct Ed25519KeyPair(ed25519::KeyPair);
 
@@ -248,7 +249,7 @@ impl Ed25519KeyPair {
     #[new]
     fn new(seed: &[u8]) -> CoreResult<Self> {
         let seed = zeroizing(fixed::<32>("seed", seed)?);
-        Ok(Self(ed25519::KeyPair::new(&seed)))
+        Ok(Self(ed25519::KeyPair::new(&seed)?))
     }
 
     /// The 32-byte Ed25519 public key.
@@ -258,8 +259,8 @@ impl Ed25519KeyPair {
     }
 
     /// A 64-byte Ed25519 signature of `message` (what `ed25519_sign` makes with the seed).
-    fn sign<'py>(&self, py: Python<'py>, message: &[u8]) -> Bound<'py, PyBytes> {
-        bytes(py, &self.0.sign(message))
+    fn sign<'py>(&self, py: Python<'py>, message: &[u8]) -> CoreResult<Bound<'py, PyBytes>> {
+        Ok(bytes(py, &self.0.sign(message)?))
     }
 
     /// The signature of each of `messages`, in order, made with the GIL released: a thread that
@@ -272,8 +273,14 @@ impl Ed25519KeyPair {
         // As in `NodeKey.peel_batch`: `held` keeps the immutable buffers alive without the GIL.
         let held = bytes_objects(messages)?;
         let views: Vec<&[u8]> = held.iter().map(PyBytesMethods::as_bytes).collect();
-        let signatures: Vec<[u8; 64]> =
-            py.detach(|| views.iter().map(|message| self.0.sign(message)).collect());
+        let signatures: Vec<[u8; 64]> = py
+            .detach(|| {
+                views
+                    .iter()
+                    .map(|message| self.0.sign(message))
+                    .collect::<Result<Vec<_>, _>>()
+            })
+            .map_err(CoreError::from)?;
         let results = PyList::empty(py);
         for signature in &signatures {
             results.append(bytes(py, signature))?;

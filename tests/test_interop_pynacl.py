@@ -15,6 +15,8 @@ import nacl.exceptions
 import nacl.public
 import nacl.signing
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from veil import _core
 from veil.crypto import HopKey, decrypt_incoming, encrypt_for_recipient, peel_onion
@@ -168,6 +170,24 @@ def test_ed25519_signatures_are_identical_and_verify_both_ways(seed: bytes, mess
     assert verifier.verify(message, their_signature) is True
     assert verifier.verify(message + b"!", their_signature) is False
     assert verifier.verify(message, their_signature[:63]) is False
+
+
+@given(seed=st.binary(min_size=32, max_size=32), message=st.binary(max_size=2048))
+def test_a_nodes_key_pair_signs_the_same_bytes_as_libsodium_and_the_one_shot_signer(
+    seed: bytes, message: bytes
+) -> None:
+    """A node signs with AWS-LC (``Ed25519KeyPair``), a client with ed25519-dalek
+    (``ed25519_sign``): Ed25519 signatures are deterministic, so both must be libsodium's bytes,
+    for any seed and message, one at a time or in a batch."""
+    theirs = bytes(nacl.signing.SigningKey(seed).sign(message).signature)
+    key_pair = _core.Ed25519KeyPair(seed)
+    assert key_pair.public_key == bytes(nacl.signing.SigningKey(seed).verify_key)
+    assert key_pair.sign(message) == theirs
+    assert _core.ed25519_sign(seed, message) == theirs
+    assert key_pair.sign_many([message, message + b"!"]) == [
+        theirs,
+        bytes(nacl.signing.SigningKey(seed).sign(message + b"!").signature),
+    ]
 
 
 def test_an_ed25519_public_key_that_is_not_a_point_is_refused() -> None:

@@ -84,6 +84,7 @@ ONION_BATCH: Final = onion.DEFAULT_BATCH
 HASH_CHUNK: Final = 1 << 14
 STORES_PER_ROUND: Final = 256
 RETRIEVE_PAGE: Final = 256
+RECEIPTS_PER_COMMIT: Final = 38  # what a commit of the HTTP store path signs (docs/performance.md)
 
 
 class UsageError(Exception):
@@ -200,6 +201,16 @@ RATIOS: Final = (
         ("group-commit",),
         HIGHER,
         why="a node's stores share durable commits through StoreWriter",
+    ),
+    RatioSpec(
+        "node_sign_over_floor",
+        "node-sign",
+        "a commit's 38 receipts: Ed25519KeyPair.sign_many / PyNaCl SigningKey.sign each",
+        ("key-pair",),
+        ("floor",),
+        LOWER,
+        why="a node signs every store result and receipt on its writer (AWS-LC); the floor is "
+        "libsodium's signing of the same receipts, called from Python",
     ),
     RatioSpec(
         "envelope_seal_over_floor",
@@ -437,6 +448,26 @@ def build_store(stack: contextlib.ExitStack) -> list[Candidate]:
     ]
 
 
+def build_node_sign(_stack: contextlib.ExitStack) -> list[Candidate]:
+    import nacl.signing  # noqa: PLC0415
+
+    from veil import _core  # noqa: PLC0415
+    from veil.protocol.replication import receipt_bytes  # noqa: PLC0415
+
+    seed = os.urandom(32)
+    receipts = [receipt_bytes(os.urandom(32)) for _ in range(RECEIPTS_PER_COMMIT)]
+    key_pair, floor = _core.Ed25519KeyPair(seed), nacl.signing.SigningKey(seed)
+
+    def libsodium() -> list[bytes]:
+        return [floor.sign(receipt).signature for receipt in receipts]
+
+    _check(key_pair.sign_many(receipts) == libsodium(), "key-pair: different signatures")
+    return [
+        Candidate("key-pair", onion.loop_timer(key_pair.sign_many, receipts), RECEIPTS_PER_COMMIT),
+        Candidate("floor", onion.loop_timer(libsodium), RECEIPTS_PER_COMMIT),
+    ]
+
+
 def build_envelope(_stack: contextlib.ExitStack) -> list[Candidate]:
     import bench_envelope as envelope  # noqa: PLC0415  (bench/bench_envelope.py)
 
@@ -462,6 +493,7 @@ GROUPS: Final[dict[str, Builder]] = {
     "message-hash": build_message_hash,
     "retrieve-encode": build_retrieve_encode,
     "store": build_store,
+    "node-sign": build_node_sign,
     "envelope": build_envelope,
 }
 

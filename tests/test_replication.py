@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ from node_helpers import (
 from veil.node.config import NetworkSettings
 from veil.node.links import HopFailed
 from veil.node.server import Node
+from veil.protocol.announcement import Announcement
 from veil.protocol.hashes import hash_b64, message_hash
 from veil.protocol.node_rpc import Replicate, decode_receipts, decode_request, encode_receipts
 from veil.protocol.storage_rpc import verify_swarm
@@ -31,6 +33,36 @@ async def _network(tmp_path: Path, size: int) -> tuple[StubAuthorities, list[Nod
     """``size`` nodes in one consensus, and the authorities that signed it."""
     authorities = StubAuthorities(tmp_path / "authorities")
     return authorities, await start_network(authorities, tmp_path, size, network=FAST)
+
+
+BAD_RECEIPT = bytes(64 - 1) + b"\x01"
+"""64 bytes that are no member's signature of anything."""
+
+
+def _spoil_receipts(
+    entry: Node,
+    liar: Announcement,
+    change: Callable[[Replicate, list[bytes | None]], list[bytes | None]],
+) -> None:
+    """Make ``liar``'s answers to ``entry``'s ``replicate`` frames carry ``change(request,
+    receipts)`` instead of the receipts it gave."""
+    honest_request = entry.replicator.pool.request
+
+    async def request(address: tuple[str, int], x25519: bytes, body: bytes, *args: Any) -> bytes:
+        answer = await honest_request(address, x25519, body, *args)
+        decoded = decode_request(body, max_items=1000)
+        if x25519 != liar.x25519 or not isinstance(decoded, Replicate):
+            return answer
+        receipts = decode_receipts(answer, expected=len(decoded.messages))
+        return encode_receipts(change(decoded, receipts))
+
+    entry.replicator.pool.request = request  # type: ignore[method-assign,assignment]
+
+
+async def _stop(nodes: list[Node]) -> None:
+    for node in nodes:
+        if node._server is not None and node._server.is_serving():
+            await node.stop()
 
 
 def _holders(nodes: list[Node], digest: bytes) -> list[Node]:
@@ -75,9 +107,7 @@ def test_a_store_is_answered_with_quorum_signed_swarm_results_and_reaches_the_wh
                 15,
             )
         finally:
-            for node in nodes:
-                if node._server is not None and node._server.is_serving():
-                    await node.stop()
+            await _stop(nodes)
 
     run(main())
 
@@ -140,9 +170,7 @@ def test_a_joining_node_receives_its_share(tmp_path: Path) -> None:
                 60,
             )
         finally:
-            for node in nodes:
-                if node._server is not None and node._server.is_serving():
-                    await node.stop()
+            await _stop(nodes)
 
     run(main())
 
@@ -189,9 +217,7 @@ def test_a_delete_reaches_a_member_whose_link_failed_when_it_was_forwarded(
             assert replicator.counts["forward_retried"] >= 1
             assert all(not m.store.hashes_of(carol.account_bytes) for m in members)
         finally:
-            for node in nodes:
-                if node._server is not None and node._server.is_serving():
-                    await node.stop()
+            await _stop(nodes)
 
     run(main())
 
@@ -254,9 +280,7 @@ def test_a_delete_or_delete_all_at_one_member_reaches_the_whole_swarm(tmp_path: 
             )
             assert await retrieved() == [set()] * len(members)
         finally:
-            for node in nodes:
-                if node._server is not None and node._server.is_serving():
-                    await node.stop()
+            await _stop(nodes)
 
     run(main())
 
@@ -279,23 +303,17 @@ def test_stores_of_one_turn_travel_to_each_member_in_one_frame_and_a_bad_receipt
                 for m in entry.network.swarm(alice.account_bytes)
                 if m.ed25519 != entry.identity.ed25519_public_key
             )
-            honest_request = entry.replicator.pool.request
             spoiled: list[bytes] = []
 
-            async def spoil_second_receipt(
-                address: tuple[str, int], x25519: bytes, body: bytes, *args: Any
-            ) -> bytes:
-                answer = await honest_request(address, x25519, body, *args)
-                request = decode_request(body, max_items=1000)
-                if x25519 != liar.x25519 or not isinstance(request, Replicate):
-                    return answer
-                receipts = decode_receipts(answer, expected=len(request.messages))
+            def spoil_second_receipt(
+                request: Replicate, receipts: list[bytes | None]
+            ) -> list[bytes | None]:
                 if len(receipts) > 1 and receipts[1] is not None:
                     spoiled.append(request.messages[1].hash)
-                    receipts[1] = bytes(64 - 1) + b"\x01"
-                return encode_receipts(receipts)
+                    receipts[1] = BAD_RECEIPT
+                return receipts
 
-            entry.replicator.pool.request = spoil_second_receipt  # type: ignore[method-assign,assignment]
+            _spoil_receipts(entry, liar, spoil_second_receipt)
             requests = [alice.store(b"message %d" % i) for i in range(stores)]
             clients = [await HttpClient.connect(entry.port) for _ in requests]
             try:
@@ -322,16 +340,14 @@ def test_stores_of_one_turn_travel_to_each_member_in_one_frame_and_a_bad_receipt
                 if digest in spoiled:
                     # Checked if it came while the quorum was still open, else passed on as given.
                     assert liars_part.get("failed") is True or liars_part["signature"] == (
-                        base64.b64encode(bytes(64 - 1) + b"\x01").decode("ascii")
+                        base64.b64encode(BAD_RECEIPT).decode("ascii")
                     ), liars_part
                     assert liar.ed25519 not in signers
                 else:
                     assert liar.ed25519 in signers
                 assert len(signers) >= 3
         finally:
-            for node in nodes:
-                if node._server is not None and node._server.is_serving():
-                    await node.stop()
+            await _stop(nodes)
 
     run(main())
 
@@ -345,7 +361,6 @@ def test_a_receipt_that_does_not_verify_never_makes_the_quorum_and_a_late_one_is
     the member gave it (as Session's storage servers pass on their peers' results), and the
     client's check is what leaves a bad one out."""
     alice = Account()
-    bad = bytes(64 - 1) + b"\x01"
 
     async def main() -> None:
         _, nodes = await _network(tmp_path, 5)  # one swarm of five: every node is a member
@@ -373,7 +388,7 @@ def test_a_receipt_that_does_not_verify_never_makes_the_quorum_and_a_late_one_is
                     return answer
                 await asyncio.sleep(liar_delay)
                 receipts = decode_receipts(answer, expected=len(request.messages))
-                return encode_receipts([bad if r is not None else None for r in receipts])
+                return encode_receipts([BAD_RECEIPT if r is not None else None for r in receipts])
 
             entry.replicator.pool.request = members  # type: ignore[method-assign,assignment]
             swarm = {m.ed25519 for m in entry.network.swarm(alice.account_bytes)}
@@ -390,16 +405,14 @@ def test_a_receipt_that_does_not_verify_never_makes_the_quorum_and_a_late_one_is
                 status, body = await client.rpc("store", request)
             assert status == 200, body
             assert body["swarm"][liar.ed25519.hex()]["signature"] == (
-                base64.b64encode(bad).decode("ascii")
+                base64.b64encode(BAD_RECEIPT).decode("ascii")
             )
             assert entry.replicator.counts["bad_receipt"] == 1  # not checked: the quorum held
             signers = verify_swarm("store", request, body, swarm)
             assert liar.ed25519 not in signers
             assert len(signers) == 4
         finally:
-            for node in nodes:
-                if node._server is not None and node._server.is_serving():
-                    await node.stop()
+            await _stop(nodes)
 
     run(main())
 
@@ -409,7 +422,6 @@ def test_background_pushes_count_only_receipts_that_verify(tmp_path: Path) -> No
     this node's copy of an account on that count) is only what a receipt that verifies says: a
     member that answers with bad signatures holds nothing on its word."""
     alice = Account()
-    bad = bytes(64 - 1) + b"\x01"
 
     async def main() -> None:
         _, nodes = await _network(tmp_path, 5)  # one swarm of five: every node is a member
@@ -424,28 +436,18 @@ def test_background_pushes_count_only_receipts_that_verify(tmp_path: Path) -> No
                 for m in entry.network.swarm(alice.account_bytes)
                 if m.ed25519 != entry.identity.ed25519_public_key
             )
-            honest_request = entry.replicator.pool.request
 
-            async def spoil(
-                address: tuple[str, int], x25519: bytes, body: bytes, *args: Any
-            ) -> bytes:
-                answer = await honest_request(address, x25519, body, *args)
-                request = decode_request(body, max_items=1000)
-                if x25519 != liar.x25519 or not isinstance(request, Replicate):
-                    return answer
-                receipts = decode_receipts(answer, expected=len(request.messages))
+            def spoil_all(_request: Replicate, receipts: list[bytes | None]) -> list[bytes | None]:
                 assert all(r is not None for r in receipts)  # it holds them: a receipt each
-                return encode_receipts([bad] * len(receipts))
+                return [BAD_RECEIPT] * len(receipts)
 
-            entry.replicator.pool.request = spoil  # type: ignore[method-assign,assignment]
+            _spoil_receipts(entry, liar, spoil_all)
             hashes = entry.store.hashes_of(alice.account_bytes)
             assert len(hashes) == 3
             assert await entry.replicator._push_all(honest, hashes) == 3
             assert await entry.replicator._push_all(liar, hashes) == 0
         finally:
-            for node in nodes:
-                if node._server is not None and node._server.is_serving():
-                    await node.stop()
+            await _stop(nodes)
 
     run(main())
 
@@ -469,8 +471,6 @@ def test_past_max_background_tasks_a_store_is_not_sent_on_and_is_answered_503(
             assert entry.replicator.counts["replicate_frames"] == 0
             assert not entry.replicator._background
         finally:
-            for node in nodes:
-                if node._server is not None and node._server.is_serving():
-                    await node.stop()
+            await _stop(nodes)
 
     run(main())

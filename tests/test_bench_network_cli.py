@@ -145,7 +145,16 @@ def test_quick_run_on_four_nodes(
 
     out = captured.out
     assert "peel unit: NodeKey.peel of a 1 KiB v1 onion on one core" in out
-    columns = ("msgs/s", "p50 ms", "p99 ms", "node CPU/msg us", "peel units", "switches/msg")
+    columns = (
+        "msgs/s",
+        "p50 ms",
+        "p99 ms",
+        "node CPU/msg us",
+        "peel units",
+        "switches/msg",
+        "commits/msg",
+        "jobs/commit",
+    )
     for column in (*columns, "delivered"):
         assert column in out
     row = next(line.split() for line in out.splitlines() if line.split()[:1] == ["4"])
@@ -201,6 +210,16 @@ def test_quick_run_on_four_nodes(
     assert result["switches_per_msg"] == pytest.approx(
         timed["nodes_switches"] / network.QUICK_MESSAGES
     )
+    # every message made durable commits; each commit carried at least one job, and every
+    # message was at least one job (its store at the member the client asked) within the round
+    assert timed["nodes_commit_jobs"] >= timed["nodes_commits"] > 0
+    assert timed["nodes_commit_jobs"] >= network.QUICK_MESSAGES
+    assert result["commits_per_msg"] == pytest.approx(
+        timed["nodes_commits"] / network.QUICK_MESSAGES
+    )
+    assert result["jobs_per_commit"] == pytest.approx(
+        timed["nodes_commit_jobs"] / timed["nodes_commits"]
+    )
     delivery = result["delivery"]
     assert delivery["recipients"] == network.QUICK_SAMPLE
     assert delivery["found"] == delivery["expected"] > 0
@@ -210,6 +229,7 @@ def test_quick_run_on_four_nodes(
     assert row[1] == f"{result['rate']:,.0f}"
     assert row[2:4] == [f"{result['p50_ms']:.1f}", f"{result['p99_ms']:.1f}"]
     assert f"{result['peel_units']:,.1f}" in row
+    assert row[-3:-1] == [f"{result['commits_per_msg']:,.2f}", f"{result['jobs_per_commit']:,.1f}"]
     assert row[-1] == f"{delivery['found']}/{delivery['expected']}"
 
     if HAS_MATPLOTLIB:

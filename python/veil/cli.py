@@ -294,7 +294,8 @@ def _add_bench(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
             "signed results of the recipient's swarm, read a sample back, and bring the devnet "
             "down. Reports messages/s, p50/p99 latency, node CPU per message (also beyond the "
             "idle nodes' own use, and in peel units: one single-core v1 onion peel, measured in "
-            "the same run) and client CPU per message. A wrong result voids the run."
+            "the same run), client CPU per message, and the nodes' context switches and durable "
+            "commits per message (with the jobs each commit carried). A wrong result voids the run."
         ),
     )
     network.add_argument(

@@ -21,7 +21,11 @@ each round's rate; p50/p99 the median over the rounds of each round's percentile
 user + system time of the node processes (``/proc/PID/stat``; not the authorities') over the
 rounds, per stored message; "beyond idle" subtracts the idle rate over the same wall time.
 Switches per message are the node threads' context switches over the rounds
-(``/proc/PID/task/*/status``), per stored message: how often the nodes woke for a message. After
+(``/proc/PID/task/*/status``), per stored message: how often the nodes woke for a message. Commits
+per message are the nodes' durable store commits over the rounds (each node's
+``veil_store_commits_total``, read from ``GET /metrics`` just outside each round's CPU window), per
+stored message, and jobs per commit what those commits carried (``veil_store_commit_jobs_total``):
+how much group commit shared, which falls as the same load spreads over more nodes. After
 the rounds, ``sample`` recipients read their messages back with ``SwarmClient.retrieve``: every
 acknowledged hash must be there, nothing else, and every message's data must hash to its hash.
 Then ``veil devnet down`` — always, in a ``finally``, also on Ctrl-C — and a check that no node
@@ -60,6 +64,7 @@ from typing import Any, Final
 
 from veil.benchmarks import onion
 from veil.benchmarks.loadkit import LoadProcess, LoadProcessError
+from veil.devnet import probe
 from veil.devnet.state import ProcessRef, load_state, process_start
 
 __all__ = [
@@ -109,6 +114,7 @@ ROUND_TIME_LIMIT_S: Final = 60.0  # a round stops there, whatever is left to sen
 SETTLE_S: Final = 1.0  # after the warm-up, before the idle measurement: its replication
 UP_TIMEOUT_S: Final = 120.0
 DOWN_TIMEOUT_S: Final = 60.0
+METRICS_TIMEOUT_S: Final = 5.0  # a node's GET /metrics, read before and after each round
 OPEN_TIMEOUT_S: Final = 60.0  # the client's consensus fetch and identities
 PREP_TIMEOUT_S: Final = 60.0
 CHECK_TIMEOUT_S: Final = 120.0
@@ -360,6 +366,7 @@ class Devnet:
         self.log = work / "devnet-commands.log"
         self.nodes = nodes
         self.processes: list[ProcessRef] = []
+        self.http: list[str] = []  # the nodes' client HTTP addresses, as self.processes
         self.up_s = 0.0
 
     def up(self) -> None:
@@ -381,7 +388,9 @@ class Devnet:
             state = load_state(self.dir.resolve())
             if state is None:
                 raise NetworkBenchError(f"veil devnet up left no devnet.json in {self.dir}")
-            self.processes = [n.process for n in state.nodes if n.process and n.running()]
+            running = [n for n in state.nodes if n.process and n.running()]
+            self.processes = [n.process for n in running if n.process]
+            self.http = [n.http for n in running]
             if len(self.processes) != self.nodes:
                 raise NetworkBenchError(
                     f"{len(self.processes)} of {self.nodes} node processes running after up"
@@ -442,6 +451,19 @@ class Devnet:
     def context_switches(self) -> int:
         """Context switches of the node processes' threads so far."""
         return context_switches(self.processes)
+
+    def commits(self) -> tuple[int, int] | None:
+        """The nodes' durable store commits so far, and the write jobs they carried (each node's
+        ``GET /metrics``); None if a node did not answer."""
+        commits = jobs = 0
+        for address in self.http:
+            try:
+                samples = probe.metrics(address, timeout=METRICS_TIMEOUT_S)
+            except probe.ProbeError:
+                return None
+            commits += int(samples.get("veil_store_commits_total", 0))
+            jobs += int(samples.get("veil_store_commit_jobs_total", 0))
+        return commits, jobs
 
 
 def cpu_seconds(processes: Iterable[ProcessRef]) -> float:
@@ -509,6 +531,8 @@ class Round:
     client_cpu_s: float
     requests: dict[str, int]
     paths_failed: int
+    nodes_commits: int | None = None  # the nodes' durable commits over the round (None: unread)
+    nodes_commit_jobs: int | None = None  # the write jobs those commits carried
 
     @property
     def rate(self) -> float:
@@ -537,6 +561,8 @@ class Round:
             "client_cpu_s": self.client_cpu_s,
             "requests": self.requests,
             "paths_failed": self.paths_failed,
+            "nodes_commits": self.nodes_commits,
+            "nodes_commit_jobs": self.nodes_commit_jobs,
         }
 
 
@@ -625,6 +651,24 @@ class NodesResult:
         return sum(r.nodes_switches for r in self.rounds) / max(self.stores, 1)
 
     @property
+    def commits_per_store(self) -> float | None:
+        """The nodes' durable commits per stored message (a message is stored by each of the
+        swarm's members): what each message's durability costs in flushes."""
+        commits = [r.nodes_commits for r in self.rounds]
+        if not commits or any(c is None for c in commits):
+            return None
+        return sum(c or 0 for c in commits) / max(self.stores, 1)
+
+    @property
+    def jobs_per_commit(self) -> float | None:
+        """Write jobs per durable commit over the rounds: how much group commit shared."""
+        pairs = [(r.nodes_commits, r.nodes_commit_jobs) for r in self.rounds]
+        if not pairs or any(c is None or j is None for c, j in pairs):
+            return None
+        commits = sum(c or 0 for c, _ in pairs)
+        return sum(j or 0 for _, j in pairs) / commits if commits else None
+
+    @property
     def peel_units(self) -> float | None:
         """Node CPU per stored message in single-core onion peels."""
         return None if self.peel_us is None else self.nodes_cpu_s * 1e6 / self.peel_us
@@ -664,6 +708,8 @@ class NodesResult:
             "peel_units_busy": self.peel_units_busy,
             "client_cpu_us": _us(self.client_cpu_s),
             "switches_per_msg": self.switches_per_store,
+            "commits_per_msg": self.commits_per_store,
+            "jobs_per_commit": self.jobs_per_commit,
             "requests_per_store": self.requests_per_store,
             "paths_failed": sum(r.paths_failed for r in self.rounds),
             "stores": self.stores,
@@ -753,10 +799,13 @@ class Session:
         except LoadProcessError as error:
             raise NetworkBenchError(f"{self.nodes} nodes: {error}") from None
 
-    def _store(self, count: int, what: str) -> tuple[dict[str, Any], float, float, int]:
+    def _store(
+        self, count: int, what: str
+    ) -> tuple[dict[str, Any], float, float, int, tuple[int, int] | None]:
         """Stores the prepared messages; the client's answer, the wall time, and the nodes' CPU
-        seconds and context switches over it. Raises :class:`WrongResultError` if any store was
-        wrong."""
+        seconds, context switches and (commits, jobs) over it. Raises :class:`WrongResultError`
+        if any store was wrong."""
+        before_commits = self.devnet.commits()  # read outside the CPU window
         before_switches = self.devnet.context_switches()
         before_cpu, before = self.devnet.cpu_seconds(), time.perf_counter()
         result = self._ask(
@@ -768,6 +817,13 @@ class Session:
         wall = time.perf_counter() - before
         cpu = self.devnet.cpu_seconds() - before_cpu
         switches = self.devnet.context_switches() - before_switches
+        after_commits = self.devnet.commits()
+        commits = None
+        if before_commits is not None and after_commits is not None:
+            commits = (
+                after_commits[0] - before_commits[0],
+                after_commits[1] - before_commits[1],
+            )
         if result["bad"] or result["ok"] != result["sent"] or result["sent"] > count:
             raise WrongResultError(
                 f"{self.nodes} nodes, {what}: {result['bad']} of {result['sent']} stores wrong; "
@@ -775,7 +831,7 @@ class Session:
             )
         if result["ok"] == 0:
             raise NetworkBenchError(f"{self.nodes} nodes, {what}: no store was acknowledged")
-        return result, wall, cpu, switches
+        return result, wall, cpu, switches, commits
 
     def warm_up(self) -> None:
         """Untimed stores (connections, first paths), then ``SETTLE_S`` for their replication."""
@@ -783,7 +839,7 @@ class Session:
             return
         self.say(f"{self.nodes} nodes: warm-up")
         self._ask(PREP_TIMEOUT_S, op="prep", n=self.config.warmup, size=self.config.size)
-        result, _, _, _ = self._store(self.config.warmup, "warm-up")
+        result, *_ = self._store(self.config.warmup, "warm-up")
         if result["sent"] != self.config.warmup:
             raise NetworkBenchError(
                 f"{self.nodes} nodes: the warm-up stopped at the time limit after "
@@ -809,7 +865,7 @@ class Session:
         """Stores the prepared messages: one timed round."""
         index = len(self.rounds) + 1
         self.say(f"{self.nodes} nodes: round {index}/{self.config.rounds}")
-        result, wall, cpu, switches = self._store(self.config.messages, f"round {index}")
+        result, wall, cpu, switches, commits = self._store(self.config.messages, f"round {index}")
         timed = Round(
             messages=self.config.messages,
             sent=int(result["sent"]),
@@ -825,6 +881,8 @@ class Session:
             client_cpu_s=float(result["cpu_s"]),
             requests={str(k): int(v) for k, v in result["requests"].items()},
             paths_failed=int(result["paths_failed"]),
+            nodes_commits=None if commits is None else commits[0],
+            nodes_commit_jobs=None if commits is None else commits[1],
         )
         self.rounds.append(timed)
         return timed
@@ -990,6 +1048,8 @@ def format_table(report: Report) -> str:
         "beyond idle",
         "client CPU/msg us",
         "switches/msg",
+        "commits/msg",
+        "jobs/commit",
         "delivered",
     )
     rows = []
@@ -1007,6 +1067,8 @@ def format_table(report: Report) -> str:
                 _cell(result.peel_units_busy, ",.1f"),
                 f"{result.client_cpu_s * 1e6:,.0f}",
                 f"{result.switches_per_store:,.1f}",
+                _cell(result.commits_per_store, ",.2f"),
+                _cell(result.jobs_per_commit, ",.1f"),
                 f"{result.delivery.found}/{result.delivery.expected}",
             )
         )
@@ -1026,7 +1088,8 @@ def format_table(report: Report) -> str:
         "",
         "peel units: node CPU per message / the peel time above; beyond idle: less the nodes' "
         "CPU without load over the same time; switches/msg: the node threads' context switches "
-        "(wake-ups and preemptions) per message",
+        "(wake-ups and preemptions) per message; commits/msg: the nodes' durable store commits per "
+        "message, and jobs/commit what each carried (group commit's sharing)",
         f"({report.duration_s:.1f} s)",
     ]
     return "\n".join(lines)

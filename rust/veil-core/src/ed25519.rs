@@ -49,34 +49,36 @@ pub fn verify(
 /// same bytes [`sign`] makes. Verification stays ed25519-dalek's `verify_strict`: AWS-LC's was
 /// only 1.05–1.10× faster, and checks less (small-order points). The secret lives in AWS-LC's
 /// memory, which it wipes when it frees it (`OPENSSL_free` cleanses).
-pub struct KeyPair(aws_lc_rs::signature::Ed25519KeyPair);
+pub struct KeyPair {
+    key: aws_lc_rs::signature::Ed25519KeyPair,
+    public_key: [u8; PUBLIC_KEY_LEN],
+}
 
 impl KeyPair {
     /// Fails only if AWS-LC cannot make the key (it refuses no 32-byte seed).
     pub fn new(seed: &[u8; SEED_LEN]) -> Result<Self> {
-        aws_lc_rs::signature::Ed25519KeyPair::from_seed_unchecked(seed)
-            .map(Self)
-            .map_err(|_| Error::InvalidKey("Ed25519 seed"))
+        use aws_lc_rs::signature::KeyPair as _;
+        let key = aws_lc_rs::signature::Ed25519KeyPair::from_seed_unchecked(seed)
+            .map_err(|_| Error::InvalidKey("Ed25519 seed"))?;
+        let public_key = <[u8; PUBLIC_KEY_LEN]>::try_from(key.public_key().as_ref())
+            .map_err(|_| Error::InvalidKey("Ed25519 seed"))?;
+        Ok(Self { key, public_key })
     }
 
     #[must_use]
     pub fn public_key(&self) -> [u8; PUBLIC_KEY_LEN] {
-        use aws_lc_rs::signature::KeyPair as _;
-        let mut out = [0u8; PUBLIC_KEY_LEN];
-        out.copy_from_slice(self.0.public_key().as_ref());
-        out
+        self.public_key
     }
 
     /// The same signature [`sign`] makes with this key pair's seed. Fails only if AWS-LC fails
     /// (it cannot allocate).
     pub fn sign(&self, message: &[u8]) -> Result<[u8; SIGNATURE_LEN]> {
         let signature = self
-            .0
+            .key
             .try_sign(message)
             .map_err(|_| Error::InvalidKey("Ed25519 key pair"))?;
-        let mut out = [0u8; SIGNATURE_LEN];
-        out.copy_from_slice(signature.as_ref());
-        Ok(out)
+        <[u8; SIGNATURE_LEN]>::try_from(signature.as_ref())
+            .map_err(|_| Error::InvalidKey("Ed25519 key pair"))
     }
 }
 

@@ -123,7 +123,7 @@ def test_network_store(benchmark: Benchmark, tmp_path: Path, nodes: int) -> None
 
 
 def _figure(value: float | None, spec: str) -> str:
-    return "-" if value is None else format(value, spec)
+    return "n/a" if value is None else format(value, spec)
 
 
 def rounded(value: object) -> object:

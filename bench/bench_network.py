@@ -88,8 +88,9 @@ def summary(request: pytest.FixtureRequest) -> Iterator[None]:
             f" ({f['nodes_cpu_busy_us']:5.0f} beyond idle {f['idle_cpu']:.0%} of a vCPU)"
             f" = {f['peel_units']:5.1f} peel units ({f['peel_units_busy']:5.1f}),"
             f" client {f['client_cpu_us']:4.0f} us;  node context switches/msg"
-            f" {f['switches_per_msg']:.1f}, commits/msg {_figure(f['commits_per_msg'], '.2f')}"
-            f" ({_figure(f['jobs_per_commit'], '.1f')} jobs each);  onion requests/store"
+            f" {f['switches_per_msg']:.1f}, commits/msg"
+            f" {network.figure(f['commits_per_msg'], '.2f')}"
+            f" ({network.figure(f['jobs_per_commit'], '.1f')} jobs each);  onion requests/store"
             f" {f['requests_per_store']:.3f}; delivered {f['found']}/{f['expected']}"
         )
     capture = request.config.pluginmanager.getplugin("capturemanager")
@@ -120,10 +121,6 @@ def test_network_store(benchmark: Benchmark, tmp_path: Path, nodes: int) -> None
         return
     FIGURES[nodes] = result
     benchmark.extra_info.update({k: rounded(v) for k, v in result.summary().items()})
-
-
-def _figure(value: float | None, spec: str) -> str:
-    return "n/a" if value is None else format(value, spec)
 
 
 def rounded(value: object) -> object:

@@ -205,7 +205,8 @@ RATIOS: Final = (
     RatioSpec(
         "node_sign_over_floor",
         "node-sign",
-        "a commit's 38 receipts: Ed25519KeyPair.sign_many / PyNaCl SigningKey.sign each",
+        f"a commit's {RECEIPTS_PER_COMMIT} receipts: Ed25519KeyPair.sign_many / PyNaCl "
+        "SigningKey.sign each",
         ("key-pair",),
         ("floor",),
         LOWER,

@@ -79,6 +79,7 @@ __all__ = [
     "Session",
     "WrongResultError",
     "cpu_seconds",
+    "figure",
     "format_table",
     "measure_peel",
     "run",
@@ -650,23 +651,28 @@ class NodesResult:
         fewer frames a read, fewer stores a commit."""
         return sum(r.nodes_switches for r in self.rounds) / max(self.stores, 1)
 
+    def _commit_totals(self) -> tuple[int, int] | None:
+        """(durable commits, write jobs) over the rounds; None if a round's were not read."""
+        commits = jobs = 0
+        for r in self.rounds:
+            if r.nodes_commits is None or r.nodes_commit_jobs is None:
+                return None
+            commits += r.nodes_commits
+            jobs += r.nodes_commit_jobs
+        return (commits, jobs) if self.rounds else None
+
     @property
     def commits_per_store(self) -> float | None:
         """The nodes' durable commits per stored message (a message is stored by each of the
         swarm's members): what each message's durability costs in flushes."""
-        commits = [r.nodes_commits for r in self.rounds]
-        if not commits or any(c is None for c in commits):
-            return None
-        return sum(c or 0 for c in commits) / max(self.stores, 1)
+        totals = self._commit_totals()
+        return None if totals is None else totals[0] / max(self.stores, 1)
 
     @property
     def jobs_per_commit(self) -> float | None:
         """Write jobs per durable commit over the rounds: how much group commit shared."""
-        pairs = [(r.nodes_commits, r.nodes_commit_jobs) for r in self.rounds]
-        if not pairs or any(c is None or j is None for c, j in pairs):
-            return None
-        commits = sum(c or 0 for c, _ in pairs)
-        return sum(j or 0 for _, j in pairs) / commits if commits else None
+        totals = self._commit_totals()
+        return None if totals is None or not totals[0] else totals[1] / totals[0]
 
     @property
     def peel_units(self) -> float | None:
@@ -1015,7 +1021,8 @@ def run(
 # Output
 
 
-def _cell(value: float | None, spec: str) -> str:
+def figure(value: float | None, spec: str) -> str:
+    """A figure as the table shows it: ``format(value, spec)``, or "n/a" if it was not measured."""
     return "n/a" if value is None else format(value, spec)
 
 
@@ -1061,14 +1068,14 @@ def format_table(report: Report) -> str:
                 f"{result.p50_ms:.1f}",
                 f"{result.p99_ms:.1f}",
                 f"{result.nodes_cpu_s * 1e6:,.0f}",
-                _cell(_us(result.nodes_cpu_busy_s), ",.0f"),
-                _cell(result.idle_cpu, ".1%"),
-                _cell(result.peel_units, ",.1f"),
-                _cell(result.peel_units_busy, ",.1f"),
+                figure(_us(result.nodes_cpu_busy_s), ",.0f"),
+                figure(result.idle_cpu, ".1%"),
+                figure(result.peel_units, ",.1f"),
+                figure(result.peel_units_busy, ",.1f"),
                 f"{result.client_cpu_s * 1e6:,.0f}",
                 f"{result.switches_per_store:,.1f}",
-                _cell(result.commits_per_store, ",.2f"),
-                _cell(result.jobs_per_commit, ",.1f"),
+                figure(result.commits_per_store, ",.2f"),
+                figure(result.jobs_per_commit, ",.1f"),
                 f"{result.delivery.found}/{result.delivery.expected}",
             )
         )

@@ -3,12 +3,17 @@ on a devnet — table, JSON and PNG checked, and no node process left afterwards
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import os
+import socket
 import subprocess
 import sys
 import tempfile
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -342,3 +347,64 @@ def test_cli_reports_a_void_run_in_one_line_and_exit_1(
         "and then: veil devnet down failed\n"
     )
     assert not json_path.exists()
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        (b"veil_store_commits_total 7\nveil_store_commit_jobs_total 19\n", (7, 19)),
+        # junk around the counts is skipped, labelled samples are summed
+        (
+            b'# HELP x\n\x00\xff garbage\nveil_store_commits_total{a="1"} 3\n'
+            b'veil_store_commits_total{a="2"} 4\nveil_store_commit_jobs_total not-a-number\n',
+            (7, 0),
+        ),
+        (b"veil_store_commits_total NaN\n", None),
+        (b"veil_store_commit_jobs_total +Inf\n", None),
+        (b"veil_store_commits_total -5\n", None),
+        (b"", (0, 0)),
+    ],
+    ids=["counts", "junk", "nan", "inf", "negative", "empty"],
+)
+def test_commit_counts_from_a_hostile_metrics_answer_are_read_or_left_unread(
+    tmp_path: Path, body: bytes, expected: tuple[int, int] | None
+) -> None:
+    """The benchmark reads each node's ``GET /metrics`` for its commit counts. Whatever a process
+    on a node's port answers, the benchmark gets counts or ``None`` (the table's "n/a"), never an
+    exception: the counts are only a column, not a reason to void a run."""
+
+    class Answer(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Answer)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        devnet = network.Devnet(tmp_path, 1)
+        devnet.http = [f"127.0.0.1:{server.server_address[1]}"]
+        assert devnet.commits() == expected
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_commit_counts_of_a_node_that_does_not_answer_are_left_unread(tmp_path: Path) -> None:
+    devnet = network.Devnet(tmp_path, 1)
+    with socket_closed_port() as port:
+        devnet.http = [f"127.0.0.1:{port}"]
+        assert devnet.commits() is None
+
+
+@contextlib.contextmanager
+def socket_closed_port() -> Iterator[int]:
+    """A loopback port nothing listens on (bound, never listened, for the test's duration)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        yield sock.getsockname()[1]

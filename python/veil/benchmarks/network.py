@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import signal
 import statistics
@@ -455,15 +456,22 @@ class Devnet:
 
     def commits(self) -> tuple[int, int] | None:
         """The nodes' durable store commits so far, and the write jobs they carried (each node's
-        ``GET /metrics``); None if a node did not answer."""
+        ``GET /metrics``); None if a node did not answer, or answered counts that are not finite
+        and non-negative."""
         commits = jobs = 0
         for address in self.http:
             try:
                 samples = probe.metrics(address, timeout=METRICS_TIMEOUT_S)
             except probe.ProbeError:
                 return None
-            commits += int(samples.get("veil_store_commits_total", 0))
-            jobs += int(samples.get("veil_store_commit_jobs_total", 0))
+            counts = (
+                samples.get("veil_store_commits_total", 0.0),
+                samples.get("veil_store_commit_jobs_total", 0.0),
+            )
+            if not all(math.isfinite(count) and count >= 0 for count in counts):
+                return None
+            commits += int(counts[0])
+            jobs += int(counts[1])
         return commits, jobs
 
 

@@ -92,6 +92,7 @@ def summary(request: pytest.FixtureRequest) -> Iterator[None]:
             f" {network.figure(f['commits_per_msg'], '.2f')}"
             f" ({network.figure(f['jobs_per_commit'], '.1f')} jobs each);  onion requests/store"
             f" {f['requests_per_store']:.3f}; delivered {f['found']}/{f['expected']}"
+            + by_thread(f["threads_cpu_us"])
         )
     capture = request.config.pluginmanager.getplugin("capturemanager")
     with capture.global_and_fixture_disabled():
@@ -121,6 +122,17 @@ def test_network_store(benchmark: Benchmark, tmp_path: Path, nodes: int) -> None
         return
     FIGURES[nodes] = result
     benchmark.extra_info.update({k: rounded(v) for k, v in result.summary().items()})
+
+
+def by_thread(us: dict[str, float] | None) -> str:
+    """The summary's node CPU a message by thread (µs), or nothing if it was not read."""
+    if us is None:
+        return ""
+    return (
+        f";  by thread: event loops {us['loop_user'] + us['loop_system']:.0f} us"
+        f" ({us['loop_system']:.0f} system), store writers"
+        f" {us['writer_user'] + us['writer_system']:.0f} us ({us['writer_system']:.0f} system)"
+    )
 
 
 def rounded(value: object) -> object:

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -21,6 +22,8 @@ import pytest
 
 from veil.benchmarks import network
 from veil.cli import main
+from veil.devnet.state import ProcessRef
+from veil.node.threads import WRITER, name_this_thread
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 HAS_MATPLOTLIB = importlib.util.find_spec("matplotlib") is not None
@@ -225,6 +228,24 @@ def test_quick_run_on_four_nodes(
     assert result["jobs_per_commit"] == pytest.approx(
         timed["nodes_commit_jobs"] / timed["nodes_commits"]
     )
+    # the same CPU by thread (read in clock ticks, too coarse for a quick run's few ms a thread to
+    # be told apart here: test_thread_cpu_tells_the_store_writer_from_the_event_loop does), and
+    # the result is the round's per message
+    threads = timed["nodes_threads"]
+    assert set(threads) == {
+        "loop_user_s",
+        "loop_system_s",
+        "writer_user_s",
+        "writer_system_s",
+        "other_s",
+    }
+    assert min(threads.values()) >= 0
+    assert result["threads_cpu_us"] == pytest.approx(
+        {
+            key.removesuffix("_s"): value / network.QUICK_MESSAGES * 1e6
+            for key, value in threads.items()
+        }
+    )
     delivery = result["delivery"]
     assert delivery["recipients"] == network.QUICK_SAMPLE
     assert delivery["found"] == delivery["expected"] > 0
@@ -236,6 +257,13 @@ def test_quick_run_on_four_nodes(
     assert f"{result['peel_units']:,.1f}" in row
     assert row[-3:-1] == [f"{result['commits_per_msg']:,.2f}", f"{result['jobs_per_commit']:,.1f}"]
     assert row[-1] == f"{delivery['found']}/{delivery['expected']}"
+    assert "node CPU per message by thread, us (share of the node CPU):" in out
+    by_thread = [line.split() for line in out.splitlines() if line.split()[:1] == ["4"]][1]
+    loop_user = result["threads_cpu_us"]["loop_user"]
+    assert by_thread[1:3] == [
+        f"{loop_user:,.0f}",
+        f"({loop_user / result['nodes_cpu_us']:.0%})",
+    ]
 
     if HAS_MATPLOTLIB:
         assert png_path.read_bytes()[:8] == PNG_SIGNATURE
@@ -400,6 +428,35 @@ def test_commit_counts_of_a_node_that_does_not_answer_are_left_unread(tmp_path: 
     with socket_closed_port() as port:
         devnet.http = [f"127.0.0.1:{port}"]
         assert devnet.commits() is None
+
+
+def test_thread_cpu_tells_the_store_writer_from_the_event_loop() -> None:
+    """CPU burnt by a thread named as the store writer is the writer's, not the main thread's
+    (what the benchmark calls a node's event loop); read from this process's own threads."""
+    me = ProcessRef.of(os.getpid())
+    burn_s = 0.3
+    burnt, leave = threading.Event(), threading.Event()
+
+    def writer() -> None:
+        name_this_thread(WRITER)
+        began = time.thread_time()
+        while time.thread_time() - began < burn_s:
+            pass
+        burnt.set()
+        leave.wait(10)  # alive until read: a thread that ended is not counted
+
+    before = network.thread_cpu([me])
+    thread = threading.Thread(target=writer)
+    thread.start()
+    try:
+        assert burnt.wait(10)
+        spent = network.thread_cpu([me]) - before
+    finally:
+        leave.set()
+        thread.join()
+    tick = 1 / os.sysconf("SC_CLK_TCK")
+    assert spent.writer_user_s + spent.writer_system_s >= burn_s - 2 * tick
+    assert spent.loop_user_s + spent.loop_system_s < burn_s / 2
 
 
 @contextlib.contextmanager

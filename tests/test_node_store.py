@@ -34,6 +34,7 @@ from veil.node.store import (
     StoreOutcome,
     Txn,
 )
+from veil.node.threads import WRITER
 from veil.node.writer import ApplyTurn, StorageFull, StoreWriter
 from veil.protocol.hashes import cursor_decode, message_hash
 
@@ -251,10 +252,12 @@ def test_signed_writes_are_signed_on_the_writer_thread_once_durable(tmp_path: Pa
     store = open_store(tmp_path, settings=settings)
     key = Identity.generate()
     signed_on: list[str] = []
+    kernel_names: list[str] = []  # as `top -H` and `veil bench network` see the thread
     committed_before_signing: list[bool] = []
 
     def sign_many(payloads: list[bytes]) -> list[bytes]:
         signed_on.append(threading.current_thread().name)
+        kernel_names.append(Path("/proc/thread-self/comm").read_text("ascii").strip())
         committed_before_signing.append(bool(store.messages_of([first.hash])))
         return key.sign_many(payloads)
 
@@ -290,6 +293,7 @@ def test_signed_writes_are_signed_on_the_writer_thread_once_durable(tmp_path: Pa
 
     run(main())
     assert set(signed_on) == {"veil-store-writer"}
+    assert set(kernel_names) == {WRITER}
     assert all(committed_before_signing)
     store.close()
 

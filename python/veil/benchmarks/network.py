@@ -21,7 +21,10 @@ each round's rate; p50/p99 the median over the rounds of each round's percentile
 user + system time of the node processes (``/proc/PID/stat``; not the authorities') over the
 rounds, per stored message; "beyond idle" subtracts the idle rate over the same wall time.
 Switches per message are the node threads' context switches over the rounds
-(``/proc/PID/task/*/status``), per stored message: how often the nodes woke for a message. Commits
+(``/proc/PID/task/*/status``), per stored message: how often the nodes woke for a message. The
+same CPU is split by thread (``/proc/PID/task/*/stat``): each node's event loop (its main thread)
+and its store writer (the thread named ``veil-writer``), user and system time apart, and the other
+threads together. Commits
 per message are the nodes' durable store commits over the rounds (each node's
 ``veil_store_commits_total``, read from ``GET /metrics`` just outside each round's CPU window), per
 stored message, and jobs per commit what those commits carried (``veil_store_commit_jobs_total``):
@@ -57,7 +60,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import astuple, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
@@ -67,6 +70,7 @@ from veil.benchmarks import onion
 from veil.benchmarks.loadkit import LoadProcess, LoadProcessError
 from veil.devnet import probe
 from veil.devnet.state import ProcessRef, load_state, process_start
+from veil.node.threads import WRITER
 
 __all__ = [
     "Config",
@@ -454,6 +458,10 @@ class Devnet:
         """Context switches of the node processes' threads so far."""
         return context_switches(self.processes)
 
+    def thread_cpu(self) -> ThreadCpu:
+        """The node processes' CPU so far, by thread."""
+        return thread_cpu(self.processes)
+
     def commits(self) -> tuple[int, int] | None:
         """The nodes' durable store commits so far, and the write jobs they carried (each node's
         ``GET /metrics``); None if a node did not answer, or answered counts that are not finite
@@ -502,6 +510,71 @@ def context_switches(processes: Iterable[ProcessRef]) -> int:
     return total
 
 
+@dataclass(frozen=True)
+class ThreadCpu:
+    """CPU seconds of node threads, by what they run: each process's main thread, which runs its
+    event loop; its store writer (:data:`veil.node.threads.WRITER`); and the other threads
+    together (the peel worker, reader threads). User and system time apart where the split says
+    something: system time is the kernel's work for the thread (sends, wake-ups, flushes)."""
+
+    loop_user_s: float = 0.0
+    loop_system_s: float = 0.0
+    writer_user_s: float = 0.0
+    writer_system_s: float = 0.0
+    other_s: float = 0.0
+
+    def __add__(self, other: ThreadCpu) -> ThreadCpu:
+        return ThreadCpu(*(a + b for a, b in zip(astuple(self), astuple(other), strict=True)))
+
+    def __sub__(self, other: ThreadCpu) -> ThreadCpu:
+        return ThreadCpu(*(a - b for a, b in zip(astuple(self), astuple(other), strict=True)))
+
+    def scaled(self, factor: float) -> ThreadCpu:
+        return ThreadCpu(*(a * factor for a in astuple(self)))
+
+    def to_json(self) -> dict[str, float]:
+        return {
+            "loop_user_s": self.loop_user_s,
+            "loop_system_s": self.loop_system_s,
+            "writer_user_s": self.writer_user_s,
+            "writer_system_s": self.writer_system_s,
+            "other_s": self.other_s,
+        }
+
+
+def thread_cpu(processes: Iterable[ProcessRef]) -> ThreadCpu:
+    """The CPU of every thread of these processes so far (``/proc/PID/task/*/stat``), by thread
+    (:class:`ThreadCpu`). A thread that ended is no longer counted, as in
+    :func:`context_switches`. Raises :class:`NetworkBenchError` if a process has exited."""
+    ticks = [0, 0, 0, 0, 0]
+    for process in processes:
+        if not _same_process(process):
+            raise NetworkBenchError(f"node process {process.pid} exited during the run")
+        with contextlib.suppress(FileNotFoundError):
+            for thread in os.listdir(f"/proc/{process.pid}/task"):
+                try:
+                    stat = Path(f"/proc/{process.pid}/task/{thread}/stat").read_text(
+                        encoding="ascii", errors="replace"
+                    )
+                except OSError:  # the thread ended while this read
+                    continue
+                name = stat[stat.find("(") + 1 : stat.rfind(")")]
+                fields = stat[stat.rfind(")") + 2 :].split()
+                if len(fields) < 13:
+                    continue
+                user, system = int(fields[11]), int(fields[12])
+                if thread == str(process.pid):
+                    ticks[0] += user
+                    ticks[1] += system
+                elif name == WRITER:
+                    ticks[2] += user
+                    ticks[3] += system
+                else:
+                    ticks[4] += user + system
+    per_second = os.sysconf("SC_CLK_TCK")
+    return ThreadCpu(*(t / per_second for t in ticks))
+
+
 def _same_process(process: ProcessRef) -> bool:
     start = process_start(process.pid)
     return start is not None and (not process.start or start == process.start)
@@ -542,6 +615,7 @@ class Round:
     paths_failed: int
     nodes_commits: int | None = None  # the nodes' durable commits over the round (None: unread)
     nodes_commit_jobs: int | None = None  # the write jobs those commits carried
+    nodes_threads: ThreadCpu | None = None  # nodes_cpu_s by thread (None: unread)
 
     @property
     def rate(self) -> float:
@@ -572,6 +646,7 @@ class Round:
             "paths_failed": self.paths_failed,
             "nodes_commits": self.nodes_commits,
             "nodes_commit_jobs": self.nodes_commit_jobs,
+            "nodes_threads": None if self.nodes_threads is None else self.nodes_threads.to_json(),
         }
 
 
@@ -683,6 +758,17 @@ class NodesResult:
         return None if totals is None or not totals[0] else totals[1] / totals[0]
 
     @property
+    def threads_per_store(self) -> ThreadCpu | None:
+        """Node CPU seconds per stored message by thread; None if a round's were not read."""
+        if not self.rounds or any(r.nodes_threads is None for r in self.rounds):
+            return None
+        total = ThreadCpu()
+        for r in self.rounds:
+            if r.nodes_threads is not None:
+                total += r.nodes_threads
+        return total.scaled(1 / max(self.stores, 1))
+
+    @property
     def peel_units(self) -> float | None:
         """Node CPU per stored message in single-core onion peels."""
         return None if self.peel_us is None else self.nodes_cpu_s * 1e6 / self.peel_us
@@ -724,6 +810,9 @@ class NodesResult:
             "switches_per_msg": self.switches_per_store,
             "commits_per_msg": self.commits_per_store,
             "jobs_per_commit": self.jobs_per_commit,
+            "threads_cpu_us": None
+            if (threads := self.threads_per_store) is None
+            else {key.removesuffix("_s"): value * 1e6 for key, value in threads.to_json().items()},
             "requests_per_store": self.requests_per_store,
             "paths_failed": sum(r.paths_failed for r in self.rounds),
             "stores": self.stores,
@@ -744,6 +833,19 @@ class NodesResult:
 
 # --------------------------------------------------------------------------------------------------
 # A devnet under load
+
+
+@dataclass(frozen=True)
+class _Window:
+    """One batch of stores: the client's answer, and the nodes' wall, CPU seconds, context
+    switches, (commits, jobs) — None if unread — and CPU by thread over it."""
+
+    result: dict[str, Any]
+    wall_s: float
+    cpu_s: float
+    switches: int
+    commits: tuple[int, int] | None
+    threads: ThreadCpu
 
 
 class Session:
@@ -813,14 +915,12 @@ class Session:
         except LoadProcessError as error:
             raise NetworkBenchError(f"{self.nodes} nodes: {error}") from None
 
-    def _store(
-        self, count: int, what: str
-    ) -> tuple[dict[str, Any], float, float, int, tuple[int, int] | None]:
-        """Stores the prepared messages; the client's answer, the wall time, and the nodes' CPU
-        seconds, context switches and (commits, jobs) over it. Raises :class:`WrongResultError`
-        if any store was wrong."""
+    def _store(self, count: int, what: str) -> _Window:
+        """Stores the prepared messages; the client's answer and what the nodes spent on it.
+        Raises :class:`WrongResultError` if any store was wrong."""
         before_commits = self.devnet.commits()  # read outside the CPU window
         before_switches = self.devnet.context_switches()
+        before_threads = self.devnet.thread_cpu()
         before_cpu, before = self.devnet.cpu_seconds(), time.perf_counter()
         result = self._ask(
             ROUND_TIME_LIMIT_S + 90,
@@ -830,6 +930,7 @@ class Session:
         )
         wall = time.perf_counter() - before
         cpu = self.devnet.cpu_seconds() - before_cpu
+        threads = self.devnet.thread_cpu() - before_threads
         switches = self.devnet.context_switches() - before_switches
         after_commits = self.devnet.commits()
         commits = None
@@ -845,7 +946,7 @@ class Session:
             )
         if result["ok"] == 0:
             raise NetworkBenchError(f"{self.nodes} nodes, {what}: no store was acknowledged")
-        return result, wall, cpu, switches, commits
+        return _Window(result, wall, cpu, switches, commits, threads)
 
     def warm_up(self) -> None:
         """Untimed stores (connections, first paths), then ``SETTLE_S`` for their replication."""
@@ -853,7 +954,7 @@ class Session:
             return
         self.say(f"{self.nodes} nodes: warm-up")
         self._ask(PREP_TIMEOUT_S, op="prep", n=self.config.warmup, size=self.config.size)
-        result, *_ = self._store(self.config.warmup, "warm-up")
+        result = self._store(self.config.warmup, "warm-up").result
         if result["sent"] != self.config.warmup:
             raise NetworkBenchError(
                 f"{self.nodes} nodes: the warm-up stopped at the time limit after "
@@ -879,24 +980,26 @@ class Session:
         """Stores the prepared messages: one timed round."""
         index = len(self.rounds) + 1
         self.say(f"{self.nodes} nodes: round {index}/{self.config.rounds}")
-        result, wall, cpu, switches, commits = self._store(self.config.messages, f"round {index}")
+        window = self._store(self.config.messages, f"round {index}")
+        result, commits = window.result, window.commits
         timed = Round(
             messages=self.config.messages,
             sent=int(result["sent"]),
             ok=int(result["ok"]),
             elapsed_s=float(result["elapsed"]),
-            wall_s=wall,
+            wall_s=window.wall_s,
             p50_ms=float(result["p50_ms"]),
             p99_ms=float(result["p99_ms"]),
             max_ms=float(result["max_ms"]),
             mean_ms=float(result["mean_ms"]),
-            nodes_cpu_s=cpu,
-            nodes_switches=switches,
+            nodes_cpu_s=window.cpu_s,
+            nodes_switches=window.switches,
             client_cpu_s=float(result["cpu_s"]),
             requests={str(k): int(v) for k, v in result["requests"].items()},
             paths_failed=int(result["paths_failed"]),
             nodes_commits=None if commits is None else commits[0],
             nodes_commit_jobs=None if commits is None else commits[1],
+            nodes_threads=window.threads,
         )
         self.rounds.append(timed)
         return timed
@@ -1087,12 +1190,24 @@ def format_table(report: Report) -> str:
                 f"{result.delivery.found}/{result.delivery.expected}",
             )
         )
-    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
-
-    def fmt(row: Sequence[str]) -> str:
-        return "  ".join(cell.rjust(widths[i]) for i, cell in enumerate(row)).rstrip()
-
-    lines += [fmt(header), fmt(["-" * w for w in widths]), *(fmt(row) for row in rows)]
+    lines += _aligned(header, rows)
+    threads = [(r.nodes, r.threads_per_store, r.nodes_cpu_s) for r in report.results]
+    if any(per_store is not None for _, per_store, _ in threads):
+        lines += [
+            "",
+            "node CPU per message by thread, us (share of the node CPU):",
+            *_aligned(
+                (
+                    "nodes",
+                    "event loops: user",
+                    "system",
+                    "store writers: user",
+                    "system",
+                    "other threads",
+                ),
+                [_thread_row(nodes, per_store, cpu) for nodes, per_store, cpu in threads],
+            ),
+        ]
     incomplete = [r.nodes for r in report.results if not r.complete]
     if incomplete:
         lines.append(
@@ -1108,6 +1223,26 @@ def format_table(report: Report) -> str:
         f"({report.duration_s:.1f} s)",
     ]
     return "\n".join(lines)
+
+
+def _aligned(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+    """``header``, a rule and ``rows``, each column right-aligned to its widest cell."""
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+
+    def fmt(row: Sequence[str]) -> str:
+        return "  ".join(cell.rjust(widths[i]) for i, cell in enumerate(row)).rstrip()
+
+    return [fmt(header), fmt(["-" * w for w in widths]), *(fmt(row) for row in rows)]
+
+
+def _thread_row(nodes: int, per_store: ThreadCpu | None, cpu_s: float) -> tuple[str, ...]:
+    if per_store is None:
+        return (str(nodes), *["n/a"] * 5)
+    cells = [str(nodes)]
+    for seconds in astuple(per_store):
+        share = f" ({seconds / cpu_s:.0%})" if cpu_s > 0 else ""
+        cells.append(f"{seconds * 1e6:,.0f}{share}")
+    return tuple(cells)
 
 
 def write_json(report: Report, path: str | os.PathLike[str]) -> None:

@@ -35,6 +35,7 @@ from veil.errors import InvalidInputError
 from veil.node.config import OnionSettings
 from veil.node.links import HopFailed, LinkPool
 from veil.node.rpc import StorageRpc
+from veil.node.threads import PEELER, name_this_thread
 from veil.protocol import cells
 from veil.protocol.link import FailureCode
 from veil.protocol.onion_request import decode_routing
@@ -239,7 +240,12 @@ class LayerPeeler:
         self._batch_max = batch_max
         self._worker_min = worker_min
         self._pending: list[tuple[bytes, asyncio.Future[PeeledLayer]]] = []
-        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="veil-peel")
+        self._worker = ThreadPoolExecutor(
+            max_workers=1,
+            thread_name_prefix=PEELER,
+            initializer=name_this_thread,
+            initargs=(PEELER,),
+        )
         self._in_worker = False
         self.batches = 0
         self.layers = 0

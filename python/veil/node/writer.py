@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from veil.node.store import MessageStore, StorageFullError, Txn
+from veil.node.threads import WRITER, name_this_thread
 
 __all__ = ["PHASES", "ApplyTurn", "Signer", "StorageFull", "StoreClosed", "StoreWriter"]
 
@@ -166,6 +167,7 @@ class StoreWriter:
     # --- the writer thread --------------------------------------------------------------------
 
     def _run(self) -> None:
+        name_this_thread(WRITER)
         settings = self.store.settings
         stopping = False
         while not stopping:

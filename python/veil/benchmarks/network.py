@@ -60,7 +60,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import astuple, dataclass, field
+from dataclasses import asdict, astuple, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
@@ -533,13 +533,7 @@ class ThreadCpu:
         return ThreadCpu(*(a * factor for a in astuple(self)))
 
     def to_json(self) -> dict[str, float]:
-        return {
-            "loop_user_s": self.loop_user_s,
-            "loop_system_s": self.loop_system_s,
-            "writer_user_s": self.writer_user_s,
-            "writer_system_s": self.writer_system_s,
-            "other_s": self.other_s,
-        }
+        return asdict(self)
 
 
 def thread_cpu(processes: Iterable[ProcessRef]) -> ThreadCpu:

@@ -10,7 +10,9 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import os
 import re
+import time
 from pathlib import Path
 from typing import Any
 
@@ -469,6 +471,23 @@ def test_metrics(tmp_path: Path) -> None:
             assert sorted(phases) == ["apply", "commit", "sign"]
             assert all(float(value) > 0 for value in phases.values())
             assert sum(map(float, phases.values())) < loop.time() - began
+            # The event loop's and the writer's CPU so far, user and system apart (clock ticks: a
+            # short test may read 0), within what the whole process has used.
+            cpu = {
+                (thread, mode): float(value)
+                for mode, thread, value in re.findall(
+                    r'^veil_thread_cpu_seconds_total\{mode="(\w+)",thread="(\w+)"\} (\S+)$',
+                    text,
+                    re.M,
+                )
+            }
+            assert sorted(cpu) == [
+                (thread, mode)
+                for thread in ("event_loop", "store_writer")
+                for mode in ("system", "user")
+            ]
+            tick = 1 / os.sysconf("SC_CLK_TCK")
+            assert 0 <= sum(cpu.values()) <= time.process_time() + 4 * tick
             # Stores one at a time: the loop never found a batch being applied.
             assert "veil_store_apply_turn_waits_total 0.0" in text
             assert "veil_store_apply_turn_wait_seconds_total 0.0" in text

@@ -93,6 +93,24 @@ class _WriterCollector(Collector):
         )
 
 
+class _ThreadCollector(Collector):
+    def __init__(self, read: Callable[[], Mapping[str, tuple[float, float]]]) -> None:
+        self._read = read
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        family = CounterMetricFamily(
+            "veil_thread_cpu_seconds",
+            "CPU time of the node's event loop and of its store writer, user and system (the "
+            "kernel's work for the thread: sends, wake-ups, flushes), in clock ticks as the "
+            "kernel counts them. The one near 1 a second is what limits the node.",
+            labels=["thread", "mode"],
+        )
+        for thread, (user, system) in sorted(self._read().items()):
+            family.add_metric([thread, "user"], user)
+            family.add_metric([thread, "system"], system)
+        yield family
+
+
 class _CountsCollector(Collector):
     """A counter family read, at each scrape, from a mapping a component keeps (event → count)."""
 
@@ -151,6 +169,10 @@ class NodeMetrics:
         """Report the store writer's (commits, jobs committed, seconds by phase) from ``read``
         on each scrape."""
         self.registry.register(_WriterCollector(read))
+
+    def watch_threads(self, read: Callable[[], Mapping[str, tuple[float, float]]]) -> None:
+        """Report the (user, system) CPU seconds of the threads ``read`` names on each scrape."""
+        self.registry.register(_ThreadCollector(read))
 
     def watch_counts(
         self, name: str, documentation: str, label: str, read: Callable[[], Mapping[str, int]]

@@ -13,6 +13,7 @@ import collections
 import contextlib
 import logging
 import signal
+import threading
 from collections.abc import Awaitable, Callable
 
 import orjson
@@ -33,6 +34,7 @@ from veil.node.peers import load_peers
 from veil.node.replication import Replicator
 from veil.node.rpc import StorageRpc
 from veil.node.store import MessageStore, Txn
+from veil.node.threads import thread_cpu_seconds
 from veil.node.view import NetworkState
 from veil.node.writer import StoreWriter
 from veil.protocol.link import FailureCode
@@ -69,6 +71,7 @@ class Node:
         self.metrics = NodeMetrics()
         self.store = MessageStore(config.store_path, config.store, config.limits)
         self.writer = StoreWriter(self.store)
+        self._loop_thread: int | None = None  # the event loop's thread, for the kernel
         self.link_events: collections.Counter[str] = collections.Counter()
         pool = LinkPool(
             key=self.key,
@@ -168,6 +171,7 @@ class Node:
                 self.writer.turn.waited_s,
             )
         )
+        self.metrics.watch_threads(self._thread_cpu)
         self.metrics.watch_counts(
             "veil_link_events",
             "Node-link events: opened, refused and closed, by cause.",
@@ -212,6 +216,7 @@ class Node:
         self.port = config.listen_port
 
     async def start(self) -> None:
+        self._loop_thread = threading.get_native_id()
         self.writer.start()
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(
@@ -381,6 +386,12 @@ class Node:
 
     def _refused(self, status: int) -> None:
         self.metrics.http_errors.labels(status=str(status)).inc()
+
+    def _thread_cpu(self) -> dict[str, tuple[float, float]]:
+        """(user, system) CPU seconds of the event loop and the store writer, for ``/metrics``."""
+        threads = {"event_loop": self._loop_thread, "store_writer": self.writer.native_id}
+        seconds = {name: thread_cpu_seconds(t) for name, t in threads.items() if t is not None}
+        return {name: cpu for name, cpu in seconds.items() if cpu is not None}
 
     def _store_figures(self) -> StoreFigures:
         messages, data_bytes = self.store.totals()

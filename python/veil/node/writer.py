@@ -127,6 +127,11 @@ class StoreWriter:
         self._loop = asyncio.get_running_loop()
         self._thread.start()
 
+    @property
+    def native_id(self) -> int | None:
+        """The writer thread's id for the kernel, once started (``/proc/self/task/ID``)."""
+        return self._thread.native_id
+
     async def submit(self, op: Callable[[Txn], T], *, if_full: Any = None) -> T:
         """Run ``op(txn)`` in the next group commit; return its result once durable.
 

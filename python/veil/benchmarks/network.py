@@ -70,7 +70,7 @@ from veil.benchmarks import onion
 from veil.benchmarks.loadkit import LoadProcess, LoadProcessError
 from veil.devnet import probe
 from veil.devnet.state import ProcessRef, load_state, process_start
-from veil.node.threads import WRITER
+from veil.node.threads import WRITER, thread_stat
 
 __all__ = [
     "Config",
@@ -540,33 +540,25 @@ def thread_cpu(processes: Iterable[ProcessRef]) -> ThreadCpu:
     """The CPU of every thread of these processes so far (``/proc/PID/task/*/stat``), by thread
     (:class:`ThreadCpu`). A thread that ended is no longer counted, as in
     :func:`context_switches`. Raises :class:`NetworkBenchError` if a process has exited."""
-    ticks = [0, 0, 0, 0, 0]
+    seconds = [0.0] * 5
     for process in processes:
         if not _same_process(process):
             raise NetworkBenchError(f"node process {process.pid} exited during the run")
         with contextlib.suppress(FileNotFoundError):
             for thread in os.listdir(f"/proc/{process.pid}/task"):
-                try:
-                    stat = Path(f"/proc/{process.pid}/task/{thread}/stat").read_text(
-                        encoding="ascii", errors="replace"
-                    )
-                except OSError:  # the thread ended while this read
+                stat = thread_stat(process.pid, int(thread))
+                if stat is None:  # the thread ended while this read
                     continue
-                name = stat[stat.find("(") + 1 : stat.rfind(")")]
-                fields = stat[stat.rfind(")") + 2 :].split()
-                if len(fields) < 13:
-                    continue
-                user, system = int(fields[11]), int(fields[12])
-                if thread == str(process.pid):
-                    ticks[0] += user
-                    ticks[1] += system
+                name, user, system = stat
+                if int(thread) == process.pid:
+                    seconds[0] += user
+                    seconds[1] += system
                 elif name == WRITER:
-                    ticks[2] += user
-                    ticks[3] += system
+                    seconds[2] += user
+                    seconds[3] += system
                 else:
-                    ticks[4] += user + system
-    per_second = os.sysconf("SC_CLK_TCK")
-    return ThreadCpu(*(t / per_second for t in ticks))
+                    seconds[4] += user + system
+    return ThreadCpu(*seconds)
 
 
 def _same_process(process: ProcessRef) -> bool:

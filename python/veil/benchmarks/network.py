@@ -1238,7 +1238,8 @@ def write_json(report: Report, path: str | os.PathLike[str]) -> None:
 
 
 def write_png(report: Report, path: str | os.PathLike[str]) -> None:
-    """Draws messages/s by devnet size and p50/p99 by devnet size (matplotlib, Agg).
+    """Draws messages/s, p50/p99 and the node CPU per message by thread, each by devnet size
+    (matplotlib, Agg).
 
     Raises :class:`ImportError` without matplotlib and :class:`OSError` if ``path`` cannot be
     written.
@@ -1246,9 +1247,9 @@ def write_png(report: Report, path: str | os.PathLike[str]) -> None:
     from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: PLC0415
     from matplotlib.figure import Figure  # noqa: PLC0415
 
-    figure = Figure(figsize=(10, 5), dpi=120, layout="constrained")
+    figure = Figure(figsize=(15, 5), dpi=120, layout="constrained")
     FigureCanvasAgg(figure)
-    rate_axes, latency_axes = figure.subplots(1, 2)
+    rate_axes, latency_axes, thread_axes = figure.subplots(1, 3)
     labels = [f"{r.nodes} nodes" for r in report.results]
     xs = list(range(len(report.results)))
 
@@ -1273,7 +1274,8 @@ def write_png(report: Report, path: str | os.PathLike[str]) -> None:
     latency_axes.set_ylabel("store latency, ms (median over rounds)")
     latency_axes.set_title("latency (lower is better)", fontsize=10)
     latency_axes.legend(frameon=False)
-    for axes in (rate_axes, latency_axes):
+    _draw_threads(thread_axes, report.results, xs, labels)
+    for axes in (rate_axes, latency_axes, thread_axes):
         axes.set_xlim(-0.8, len(xs) - 0.2)
         axes.grid(axis="y", alpha=0.3)
         axes.set_axisbelow(True)
@@ -1287,6 +1289,42 @@ def write_png(report: Report, path: str | os.PathLike[str]) -> None:
     )
     with open(path, "wb") as out:
         figure.savefig(out, format="png")
+
+
+_THREAD_PARTS = (
+    ("event loops, user", "#1f77b4"),
+    ("event loops, system", "#aec7e8"),
+    ("store writers, user", "#ff7f0e"),
+    ("store writers, system", "#ffbb78"),
+    ("other threads", "#7f7f7f"),
+)
+
+
+def _draw_threads(
+    axes: Any, results: Sequence[NodesResult], xs: list[int], labels: list[str]
+) -> None:
+    """Stacked bars of node CPU per message by thread (µs); a size whose split was not read has
+    no bar."""
+    parts = [
+        [0.0] * len(_THREAD_PARTS) if r.threads_per_store is None else astuple(r.threads_per_store)
+        for r in results
+    ]
+    bottoms = [0.0] * len(results)
+    for index, (name, colour) in enumerate(_THREAD_PARTS):
+        heights = [part[index] * 1e6 for part in parts]
+        axes.bar(xs, heights, 0.6, bottom=bottoms, label=name, color=colour)
+        bottoms = [b + h for b, h in zip(bottoms, heights, strict=True)]
+    axes.bar_label(
+        axes.containers[-1],
+        labels=[f"{b:,.0f}" if b else "n/a" for b in bottoms],
+        padding=2,
+        fontsize=8,
+    )
+    axes.set_ylim(0, max(bottoms, default=1.0) * 1.6 or 1.0)  # room for the legend above
+    axes.set_xticks(xs, labels)
+    axes.set_ylabel("node CPU per message, us (all nodes)")
+    axes.set_title("where a message's node CPU goes (lower is better)", fontsize=10)
+    axes.legend(frameon=False, fontsize=8, loc="upper left", ncols=2)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -465,3 +465,69 @@ def socket_closed_port() -> Iterator[int]:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         yield sock.getsockname()[1]
+
+
+def _result(nodes: int, threads: network.ThreadCpu | None) -> network.NodesResult:
+    timed = network.Round(
+        messages=48,
+        sent=48,
+        ok=48,
+        elapsed_s=0.5,
+        wall_s=0.6,
+        p50_ms=10.0,
+        p99_ms=20.0,
+        max_ms=25.0,
+        mean_ms=11.0,
+        nodes_cpu_s=0.096,
+        nodes_switches=900,
+        client_cpu_s=0.05,
+        requests={"store 200": 48},
+        paths_failed=0,
+        nodes_threads=threads,
+    )
+    delivery = network.Delivery(
+        recipients=8, expected=12, found=12, unexpected=0, corrupt=0, elapsed_s=0.1
+    )
+    return network.NodesResult(nodes, [timed], 0.01, delivery, up_s=3.0, peel_us=22.0)
+
+
+def _report(results: list[network.NodesResult]) -> network.Report:
+    peel = network.PeelTime(
+        payload_size=1024, onion_len=1200, loops=100, samples_us=(22.0,), wall_samples_us=(22.0,)
+    )
+    machine = {"cpu_count": 2, "cpu_model": "test CPU", "platform": "test", "python": "3.11"}
+    versions: dict[str, str | None] = {"veil": "0", "pynacl": "0", "libsodium": None}
+    config = network.Config.quick(nodes=tuple(r.nodes for r in results))
+    return network.Report(config, machine, versions, "now", 1.0, peel, results)
+
+
+BY_THREAD = "node CPU per message by thread, us (share of the node CPU):"
+
+
+def test_the_split_by_thread_is_shown_or_left_unread(tmp_path: Path) -> None:
+    """The by-thread table and chart show each part per message and its share; a size whose
+    split was not read shows "n/a" (table) and no bar (chart); the run is not voided."""
+    read = network.ThreadCpu(0.048, 0.0096, 0.0192, 0.0144, 0.0048)
+    report = _report([_result(4, read), _result(6, None)])
+    lines = network.format_table(report).splitlines()
+    rows = [line.split() for line in lines[lines.index(BY_THREAD) + 3 :][:2]]
+    assert rows == [
+        ["4", "1,000", "(50%)", "200", "(10%)", "400", "(20%)", "300", "(15%)", "100", "(5%)"],
+        ["6", "n/a", "n/a", "n/a", "n/a", "n/a"],
+    ]
+    assert report.results[0].summary()["threads_cpu_us"] == pytest.approx(
+        {
+            "loop_user": 1000,
+            "loop_system": 200,
+            "writer_user": 400,
+            "writer_system": 300,
+            "other": 100,
+        }
+    )
+    assert report.results[1].summary()["threads_cpu_us"] is None
+    # with no size's split read, no by-thread table at all
+    assert BY_THREAD not in network.format_table(_report([_result(4, None)]))
+    if not HAS_MATPLOTLIB:
+        pytest.skip("matplotlib is not installed: the chart was not drawn (the table checked)")
+    network.write_png(report, tmp_path / "network.png")
+    assert (tmp_path / "network.png").read_bytes()[:8] == PNG_SIGNATURE

@@ -495,18 +495,14 @@ def context_switches(processes: Iterable[ProcessRef]) -> int:
     thread that ended is no longer counted, so take differences over windows the processes'
     long-lived threads span. Raises :class:`NetworkBenchError` if a process has exited."""
     total = 0
-    for process in processes:
-        if not _same_process(process):
-            raise NetworkBenchError(f"node process {process.pid} exited during the run")
+    for pid, tid in _threads(processes):
         with contextlib.suppress(FileNotFoundError):  # (a thread may end while this reads)
-            for thread in os.listdir(f"/proc/{process.pid}/task"):
-                with contextlib.suppress(FileNotFoundError):
-                    status = Path(f"/proc/{process.pid}/task/{thread}/status").read_text("ascii")
-                    total += sum(
-                        int(line.split()[1])
-                        for line in status.splitlines()
-                        if line.startswith(("voluntary_ctxt_switches", "nonvoluntary_ctxt"))
-                    )
+            status = Path(f"/proc/{pid}/task/{tid}/status").read_text("ascii")
+            total += sum(
+                int(line.split()[1])
+                for line in status.splitlines()
+                if line.startswith(("voluntary_ctxt_switches", "nonvoluntary_ctxt"))
+            )
     return total
 
 
@@ -541,24 +537,32 @@ def thread_cpu(processes: Iterable[ProcessRef]) -> ThreadCpu:
     (:class:`ThreadCpu`). A thread that ended is no longer counted, as in
     :func:`context_switches`. Raises :class:`NetworkBenchError` if a process has exited."""
     seconds = [0.0] * 5
+    for pid, tid in _threads(processes):
+        stat = thread_stat(pid, tid)
+        if stat is None:  # the thread ended while this read
+            continue
+        name, user, system = stat
+        if tid == pid:
+            seconds[0] += user
+            seconds[1] += system
+        elif name == WRITER:
+            seconds[2] += user
+            seconds[3] += system
+        else:
+            seconds[4] += user + system
+    return ThreadCpu(*seconds)
+
+
+def _threads(processes: Iterable[ProcessRef]) -> Iterator[tuple[int, int]]:
+    """(pid, thread id) of every thread of these processes now (``/proc/PID/task``); raises
+    :class:`NetworkBenchError` if a process has exited."""
     for process in processes:
         if not _same_process(process):
             raise NetworkBenchError(f"node process {process.pid} exited during the run")
+        tids: list[str] = []
         with contextlib.suppress(FileNotFoundError):
-            for thread in os.listdir(f"/proc/{process.pid}/task"):
-                stat = thread_stat(process.pid, int(thread))
-                if stat is None:  # the thread ended while this read
-                    continue
-                name, user, system = stat
-                if int(thread) == process.pid:
-                    seconds[0] += user
-                    seconds[1] += system
-                elif name == WRITER:
-                    seconds[2] += user
-                    seconds[3] += system
-                else:
-                    seconds[4] += user + system
-    return ThreadCpu(*seconds)
+            tids = os.listdir(f"/proc/{process.pid}/task")
+        yield from ((process.pid, int(tid)) for tid in tids)
 
 
 def _same_process(process: ProcessRef) -> bool:

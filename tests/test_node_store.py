@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import random
+import sys
 import threading
 from collections.abc import Callable
 from functools import partial
@@ -25,7 +26,14 @@ from node_helpers import (
 from veil import _core
 from veil.identity import Identity
 from veil.node import keys
-from veil.node.config import ConfigError, Limits, StoreSettings
+from veil.node.config import (
+    ConfigError,
+    Limits,
+    NodeConfig,
+    StoreSettings,
+    load_config,
+    render_config,
+)
 from veil.node.store import (
     Message,
     MessageStore,
@@ -909,6 +917,35 @@ def test_the_event_loop_waits_its_turn_while_the_writer_applies_a_batch() -> Non
     assert off.take() == 0.0
     off.wait()
     assert off.waits == 0
+
+
+def test_a_node_sets_its_process_switch_interval_from_gil_switch_ms(tmp_path: Path) -> None:
+    """``[store] gil_switch_ms`` is the interval the node's process switches the GIL at (how long
+    the event loop may keep it from the store writer); 0 leaves the interpreter's own; a value
+    out of range is refused when node.toml is read."""
+    before = sys.getswitchinterval()
+
+    async def start_and_read(store: StoreSettings, name: str) -> float:
+        async with running_node(make_config(tmp_path / name, store=store)):
+            return sys.getswitchinterval()
+
+    try:
+        sys.setswitchinterval(0.005)
+        shorter = StoreSettings(map_size_bytes=SMALL_MAP, gil_switch_ms=0.25)
+        assert run(start_and_read(shorter, "set")) == pytest.approx(0.00025)
+        left = StoreSettings(map_size_bytes=SMALL_MAP, gil_switch_ms=0.0)
+        assert run(start_and_read(left, "left")) == pytest.approx(0.00025)  # not touched
+    finally:
+        sys.setswitchinterval(before)
+    assert StoreSettings().gil_switch_ms == 0.5
+    text = render_config(NodeConfig(data_dir=tmp_path))
+    assert "\ngil_switch_ms = 0.5\n" in text
+    for wrong in ("0.01", "250.0", "-1.0"):
+        (tmp_path / "node.toml").write_text(
+            text.replace("\ngil_switch_ms = 0.5\n", f"\ngil_switch_ms = {wrong}\n")
+        )
+        with pytest.raises(ConfigError, match="gil_switch_ms"):
+            load_config(tmp_path)
 
 
 def test_a_nodes_reads_wait_for_the_batch_being_applied_and_a_long_job_holds_them_once(

@@ -13,6 +13,7 @@ import collections
 import contextlib
 import logging
 import signal
+import sys
 import threading
 from collections.abc import Awaitable, Callable
 
@@ -217,6 +218,9 @@ class Node:
 
     async def start(self) -> None:
         self._loop_thread = threading.get_native_id()
+        if self.config.store.gil_switch_ms:
+            # Process-wide: a process that hosts several nodes takes the last one's.
+            sys.setswitchinterval(self.config.store.gil_switch_ms / 1000)
         self.writer.start()
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(

@@ -127,25 +127,33 @@ class Replicator:
         """This node's signature for a message it holds durably (its part of a store answer)."""
         return self.identity.sign(receipt_bytes(message.hash))
 
-    def quorum(self, account: bytes) -> int:
-        """Members that must hold a store before it is answered (W, or the whole swarm if less)."""
-        return min(self.settings.write_quorum, max(1, len(self.network.swarm(account))))
+    def quorum(self, account: bytes, swarm: list[Announcement] | None = None) -> int:
+        """Members that must hold a store before it is answered (W, or the whole swarm if less);
+        ``swarm``: the account's, if already looked up."""
+        members = self.network.swarm(account) if swarm is None else swarm
+        return min(self.settings.write_quorum, max(1, len(members)))
 
-    def others(self, account: bytes) -> list[Announcement]:
-        return [a for a in self.network.swarm(account) if a.ed25519 != self.own_id]
+    def others(self, account: bytes, swarm: list[Announcement] | None = None) -> list[Announcement]:
+        members = self.network.swarm(account) if swarm is None else swarm
+        return [a for a in members if a.ed25519 != self.own_id]
 
-    async def replicate(self, message: Message) -> dict[str, dict[str, Any]]:
+    async def replicate(self, message: Message) -> tuple[dict[str, dict[str, Any]], int]:
         """Send a stored message to the other members; return each one's part of the swarm
         answer (``{"hash", "signature", "expiry"}``, or ``{"failed": true, …}``), keyed by its
-        Ed25519 key in hex. Waits for all of them, up to ``replication_timeout_s``, and at most
+        Ed25519 key in hex, and the quorum the store needs (:meth:`quorum`, of the swarm the
+        message went to). Waits for all of them, up to ``replication_timeout_s``, and at most
         ``swarm_answer_grace_s`` once the quorum holds the message. The receipts that make the
         quorum are verified, and one that does not verify fails its member's part; the rest are
         passed on as the members gave them (:meth:`_verifies`).
 
         Messages stored in the same turn of the event loop travel to each member together: one
         ``replicate`` frame, one commit and one answer for all of them (:meth:`_send_queued`)."""
-        members = self.others(message.account)
-        need = self.quorum(message.account) - 1
+        swarm = self.network.swarm(message.account)
+        members = self.others(message.account, swarm)
+        quorum = self.quorum(message.account, swarm)
+        if not members:
+            return {}, quorum
+        need = quorum - 1
         pending = {self._queue_push(member, message): member for member in members}
         results: dict[str, dict[str, Any]] = {}
         held = 0
@@ -176,7 +184,7 @@ class Replicator:
             self.counts["quorum_timeout"] += 1
         for member in members:
             results.setdefault(member.ed25519.hex(), {"failed": True, "timeout": True})
-        return results
+        return results, quorum
 
     def _queue_push(self, member: Announcement, message: Message) -> asyncio.Future[Any]:
         """``message`` for ``member``'s next ``replicate`` frame; the future is its valid

@@ -563,9 +563,9 @@ class StorageRpc:
             mine["expiry"] = self.store.expiries(account, [digest]).get(digest, expiry)
         swarm = {self.own_hex: mine}
         if self.replicator is not None:
-            swarm.update(await self.replicator.replicate(message))
+            others, needed = await self.replicator.replicate(message)
+            swarm.update(others)
             held = sum("signature" in result for result in swarm.values())
-            needed = self.replicator.quorum(account)
             if held < needed:
                 raise RpcError.unavailable(
                     f"held by {held} of the {needed} swarm members needed; retry"

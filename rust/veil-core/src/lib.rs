@@ -8,6 +8,8 @@
 //! - [`session`]: the Session Protocol for one-to-one messages.
 //! - [`blind`]: blinded identities for communities (blind25).
 //! - [`kem`]: ML-KEM-768 and the hybrid KEM `veil-hybrid-v1` (X25519 + ML-KEM-768).
+//! - [`store_index`]: the service node's storage encodings; [`store_request`]: its common `store`
+//!   request read in one pass.
 
 pub mod aead;
 pub mod blind;
@@ -23,6 +25,7 @@ pub mod onion;
 pub mod sealed_box;
 pub mod session;
 pub mod store_index;
+pub mod store_request;
 pub mod x25519;
 
 pub use error::{Error, Result};

@@ -71,4 +71,9 @@ pub const TARGETS: &[Target] = &[
         run: store::store_index,
         seeds: store::store_index_seeds,
     },
+    Target {
+        name: "store_request",
+        run: store::store_request,
+        seeds: store::store_request_seeds,
+    },
 ];

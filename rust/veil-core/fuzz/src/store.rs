@@ -1,18 +1,29 @@
-//! The storage encodings (`veil_core::store_index`). Nothing there parses: it encodes values that
-//! came from the network (account, namespace, timestamps, message data) into index keys, hashes and
-//! the `retrieve` answer. The fuzz target checks lengths are enforced and every encoding against a
-//! plain reimplementation of `docs/storage.md`.
+//! The storage encodings (`veil_core::store_index`) and the plain `store` request
+//! (`veil_core::store_request`).
+//!
+//! `store_index`: nothing there parses: it encodes values that came from the network (account,
+//! namespace, timestamps, message data) into index keys, hashes and the `retrieve` answer. The fuzz
+//! target checks lengths are enforced and every encoding against a plain reimplementation of
+//! `docs/storage.md`.
 //!
 //! `account (bytes) ‖ namespace (2) ‖ timestamp (8) ‖ digest (bytes) ‖ data (bytes) ‖ count (1) ‖
 //! [hash (bytes) ‖ timestamp (8) ‖ expiry (8) ‖ data (bytes)]…`
+//!
+//! `store_request`: any request body. What `plain_store` reads must be what a separate reading of
+//! the same JSON (`serde_json::Value`) finds in exactly the plain shape, the data's base64 must be
+//! the one canonical encoding of what it decoded, and the hash Session's.
+//!
+//! `max_data (u16) ‖ body (rest)`
 
 use std::fmt::Write as _;
 
+use serde_json::Value;
 use veil_core::hash::blake2b_256;
 use veil_core::store_index::{
     message_hash, message_key, retrieve_json, retrieve_json_len, RetrievedMessage, ACCOUNT_LEN,
     HASH_LEN,
 };
+use veil_core::store_request::plain_store;
 use veil_core::Error;
 
 use crate::input::{Reader, Writer};
@@ -156,6 +167,76 @@ pub fn store_index_seeds() -> Vec<(&'static str, Vec<u8>)> {
     vec![
         ("two-messages", two.finish()),
         ("wrong-lengths", bad.finish()),
+    ]
+}
+
+pub fn store_request(data: &[u8]) {
+    let mut r = Reader::new(data);
+    let max_data = usize::from(r.u16());
+    let body = r.take(usize::MAX);
+    let Some(store) = plain_store(body, max_data) else {
+        return;
+    };
+    let request: Value = serde_json::from_slice(body).expect("read: valid JSON");
+    let request = request.as_object().expect("read: an object");
+    assert_eq!(request.len(), 2);
+    assert_eq!(request["method"], "store");
+    let params = request["params"]
+        .as_object()
+        .expect("read: params is an object");
+    for key in params.keys() {
+        assert!(["pubkey", "timestamp", "ttl", "data", "namespace"].contains(&key.as_str()));
+    }
+    let pubkey = params["pubkey"].as_str().expect("read: a pubkey text");
+    let hex = store.account.iter().fold(String::new(), |mut out, b| {
+        write!(out, "{b:02x}").expect("writing to a String");
+        out
+    });
+    assert_eq!(pubkey.to_ascii_lowercase(), hex);
+    assert_eq!(params["timestamp"].as_u64(), Some(store.timestamp_ms));
+    assert_eq!(params["ttl"].as_u64(), Some(store.ttl_ms));
+    let namespace = params.get("namespace").unwrap_or(&Value::Null);
+    if namespace.is_null() {
+        assert_eq!(store.namespace, 0);
+    } else {
+        assert_eq!(namespace.as_i64(), Some(i64::from(store.namespace)));
+    }
+    assert!(store.data.len() <= max_data);
+    assert_eq!(
+        params["data"].as_str(),
+        Some(&*reference_base64(&store.data))
+    );
+    let namespace_text = if store.namespace == 0 {
+        String::new()
+    } else {
+        format!("{}", store.namespace)
+    };
+    assert_eq!(
+        store.hash,
+        blake2b_256(&[&store.account, namespace_text.as_bytes(), &store.data])
+    );
+}
+
+#[must_use]
+pub fn store_request_seeds() -> Vec<(&'static str, Vec<u8>)> {
+    let account = format!("05{}", "ab".repeat(32));
+    let body = |params: &str| {
+        Writer::new()
+            .raw(&96u16.to_be_bytes())
+            .raw(format!(r#"{{"method":"store","params":{{{params}}}}}"#).as_bytes())
+            .finish()
+    };
+    let plain = format!(
+        r#""pubkey":"{account}","timestamp":1700000000000,"ttl":1209600000,"data":"aGVsbG8gd29ybGQ=""#
+    );
+    vec![
+        ("plain", body(&plain)),
+        ("namespace", body(&format!(r#"{plain},"namespace":-10"#))),
+        (
+            "signed",
+            body(&format!(r#"{plain},"namespace":3,"signature":"AA==""#)),
+        ),
+        ("spaced", body(&format!(" {} ", plain.replace(':', " : ")))),
     ]
 }
 

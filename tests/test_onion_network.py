@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import orjson
 import pytest
 from aiohttp import web
 
@@ -36,7 +37,7 @@ class _Recorder:
         self.addresses: set[str] = set()
         self.requests: list[Any] = []
         original_protocol = node.app.protocol
-        original_call = node.rpc.call
+        original_answer = node.rpc.answer_body
 
         def protocol() -> HttpProtocol:
             proto = original_protocol()
@@ -49,14 +50,14 @@ class _Recorder:
             proto.connection_made = connection_made  # type: ignore[method-assign]
             return proto
 
-        async def call(
-            request: object, *, forwarded: bool = False
-        ) -> tuple[int, dict[str, Any] | str]:  # a result, or an error's text
-            self.requests.append(request)
-            return await original_call(request, forwarded=forwarded)
+        async def answer_body(
+            body: bytes,
+        ) -> tuple[str, int, dict[str, Any] | str]:  # a result, or an error's text
+            self.requests.append(orjson.loads(body))
+            return await original_answer(body)
 
         node.app.protocol = protocol  # type: ignore[method-assign]
-        node.rpc.call = call  # type: ignore[method-assign]
+        node.rpc.answer_body = answer_body  # type: ignore[method-assign]
 
 
 def _directory(tmp_path: Path, nodes: list[Node]) -> ClientDirectory:

@@ -81,6 +81,7 @@ __all__ = [
     "mlkem768_decapsulate",
     "mlkem768_encapsulate",
     "mlkem768_keypair",
+    "plain_store",
     "retrieve_messages_json",
     "sealed_box_open",
     "sealed_box_seal",
@@ -329,4 +330,5 @@ def store_message_key(
     account: bytes, namespace: int, timestamp_ms: int, digest: bytes
 ) -> bytes: ...
 def store_message_hash(account: bytes, namespace: int, data: bytes) -> bytes: ...
+def plain_store(body: bytes, max_data: int) -> tuple[bytes, int, int, int, bytes, bytes] | None: ...
 def retrieve_messages_json(messages: Iterable[_RetrievedMessage]) -> bytes: ...

@@ -564,11 +564,7 @@ class OnionRouter:
         return await self._external(target, request)
 
     async def _storage_rpc(self, request: bytes) -> bytes:
-        try:
-            parsed = orjson.loads(request)
-        except orjson.JSONDecodeError:
-            parsed = None
-        status, body = await self.rpc.call(parsed)
+        _, status, body = await self.rpc.answer_body(request)
         self.rpc.metrics.count("onion", status)
         return orjson.dumps({"status": status, "body": body})
 

@@ -14,7 +14,7 @@ use pyo3::types::{PyBytes, PyList, PyTuple};
 use veil_core::error::fixed;
 use veil_core::{
     aead, blind, cells, ed25519, envelope, hash, hop, kem, link, onion, sealed_box, session,
-    store_index, x25519,
+    store_index, store_request, x25519,
 };
 use zeroize::Zeroizing;
 
@@ -1328,6 +1328,31 @@ fn store_message_hash<'py>(
     ))
 }
 
+/// A plain `store` request's values, read from its body in one call, or `None` for any other
+/// body (read then by the Python parser, which answers every error): `(account, namespace,
+/// timestamp_ms, ttl_ms, data, hash)`. Keeps the GIL: it is a few microseconds of work.
+#[pyfunction]
+fn plain_store<'py>(
+    py: Python<'py>,
+    body: &[u8],
+    max_data: usize,
+) -> PyResult<Option<Bound<'py, PyTuple>>> {
+    let Some(store) = store_request::plain_store(body, max_data) else {
+        return Ok(None);
+    };
+    Ok(Some(PyTuple::new(
+        py,
+        [
+            bytes(py, &store.account).into_any(),
+            store.namespace.into_pyobject(py)?.into_any(),
+            store.timestamp_ms.into_pyobject(py)?.into_any(),
+            store.ttl_ms.into_pyobject(py)?.into_any(),
+            bytes(py, &store.data).into_any(),
+            bytes(py, &store.hash).into_any(),
+        ],
+    )?))
+}
+
 /// The JSON array of a `retrieve` answer's messages, from objects with the attributes `hash`,
 /// `timestamp_ms`, `expiry_ms` and `data` (the node's `StoredMessage`). Keeps the GIL: a page is
 /// at most a few hundred microseconds of work.
@@ -1392,6 +1417,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(build_create_cell, m)?)?;
     m.add_function(wrap_pyfunction!(store_message_key, m)?)?;
     m.add_function(wrap_pyfunction!(store_message_hash, m)?)?;
+    m.add_function(wrap_pyfunction!(plain_store, m)?)?;
     m.add_function(wrap_pyfunction!(retrieve_messages_json, m)?)?;
     m.add_function(wrap_pyfunction!(verify_identity_batch, m)?)?;
     m.add_function(wrap_pyfunction!(blind25_keypair, m)?)?;

@@ -9,6 +9,9 @@ against the Rust of ``veil._core`` (``rust/veil-core/src/store_index.rs``), side
 - ``retrieve-encode-256x1KiB``, ``retrieve-encode-256x100B``: the ``messages`` JSON array of one
   retrieve page (the list of dicts + ``orjson.dumps`` of ``rpc.py`` against
   ``_core.retrieve_messages_json``).
+- ``read-store-1KiB``: a plain store's body (1 KiB of data) read into its values: ``orjson`` and
+  ``rpc.py``'s parser (which hashes the message) against ``_core.plain_store``
+  (``rust/veil-core/src/store_request.rs``).
 
 Part B — throughput, on a fresh LMDB store in a temporary directory (ext4, durable commits: the
 store opens LMDB with ``sync=True``), 1 KiB messages:
@@ -62,12 +65,12 @@ from veil.node import keys
 from veil.node.config import Limits, NodeConfig, StoreSettings
 from veil.node.identity import create_node_key
 from veil.node.metrics import NodeMetrics
-from veil.node.rpc import StorageRpc
+from veil.node.rpc import Call, StorageRpc
 from veil.node.server import Node
 from veil.node.store import Message, MessageStore, StoredMessage, StoreOutcome
 from veil.node.writer import PHASES, StoreWriter
 from veil.protocol.hashes import cursor_decode, hash_b64, message_hash
-from veil.protocol.storage_rpc import retrieve_string
+from veil.protocol.storage_rpc import retrieve_string, store_params
 
 LOADER = Path(__file__).with_name("store_load.py")
 SIZE = 1024
@@ -102,6 +105,7 @@ def summary(request: pytest.FixtureRequest) -> Iterator[None]:
         "message-hash",
         "retrieve-encode-256x1KiB",
         "retrieve-encode-256x100B",
+        "read-store-1KiB",
     )
     for group in encodings:
         py, rs = f.get(f"{group}/python"), f.get(f"{group}/rust")
@@ -249,6 +253,50 @@ def test_retrieve_encode(benchmark: Benchmark, label: str, candidate: str) -> No
     decoded = orjson.loads(encoded)
     assert [base64.b64decode(m["data"]) for m in decoded] == [m.data for m in messages]
     _record(benchmark, f"retrieve-encode-{label}/{candidate}")
+
+
+def python_read_store(rpc: StorageRpc, body: bytes) -> Call:
+    """What the node did with every store body before ``_core.plain_store``: ``orjson``, then the
+    checks of ``StorageRpc.call`` and ``parse`` (which hashes the message)."""
+    request = orjson.loads(body)
+    if not isinstance(request, dict) or request.get("method") != "store":
+        raise AssertionError("not a store")
+    params = request.get("params")
+    if not isinstance(params, dict):
+        raise AssertionError("a store without params")
+    return rpc.parse("store", params)
+
+
+@pytest.mark.parametrize("candidate", ["python", "rust"])
+def test_read_store(benchmark: Benchmark, tmp_path: Path, candidate: str) -> None:
+    """A plain 1 KiB store's body read into its values: the Python parser, or one Rust call."""
+    benchmark.group = "read-store-1KiB"
+    store = open_store(tmp_path / "store")
+    try:
+        rpc = StorageRpc(store, StoreWriter(store), store.limits, NodeMetrics())
+        params = store_params(ACCOUNT.hex(), os.urandom(SIZE), TTL_MS)
+        body = orjson.dumps({"method": "store", "params": params})
+        expected = python_read_store(rpc, body).values
+        limit = store.limits.max_message_bytes
+        if candidate == "python":
+            values = benchmark(python_read_store, rpc, body).values
+        else:
+            plain = benchmark(_core.plain_store, body, limit)
+            assert plain is not None
+            account, namespace, timestamp, ttl, data, digest = plain
+            assert account == ACCOUNT
+            values = {
+                **expected,
+                "namespace": namespace,
+                "timestamp": timestamp,
+                "expiry": timestamp + ttl,
+                "data": data,
+                "hash": digest,
+            }
+        assert values == expected
+    finally:
+        store.close()
+    _record(benchmark, f"read-store-1KiB/{candidate}")
 
 
 def _record(benchmark: Benchmark, key: str) -> None:

@@ -185,6 +185,16 @@ RATIOS: Final = (
         why="every store hashes its message; hashlib's BLAKE2b of the same input is the twin",
     ),
     RatioSpec(
+        "read_store_python_over_rust",
+        "read-store",
+        "a plain store's body, 1 KiB: orjson + StorageRpc.parse / plain_store",
+        ("python",),
+        ("rust",),
+        HIGHER,
+        why="every plain store a node takes is read by the Rust call; the Python parser is the "
+        "reader it stands in for, and the one that still reads every other body",
+    ),
+    RatioSpec(
         "retrieve_encode_python_over_rust",
         "retrieve-encode",
         "retrieve page of 256 x 1 KiB: dicts + orjson / retrieve_messages_json",
@@ -390,6 +400,36 @@ def build_message_hash(_stack: contextlib.ExitStack) -> list[Candidate]:
     ]
 
 
+def build_read_store(stack: contextlib.ExitStack) -> list[Candidate]:
+    import orjson  # noqa: PLC0415
+
+    import bench_store as store  # noqa: PLC0415
+    from veil import _core  # noqa: PLC0415
+    from veil.node.metrics import NodeMetrics  # noqa: PLC0415
+    from veil.node.rpc import StorageRpc  # noqa: PLC0415
+    from veil.node.writer import StoreWriter  # noqa: PLC0415
+    from veil.protocol.storage_rpc import store_params  # noqa: PLC0415
+
+    base = Path(tempfile.mkdtemp(prefix="veil-bench-gate-"))
+    stack.callback(shutil.rmtree, base, ignore_errors=True)
+    target = store.open_store(base / "store")
+    stack.callback(target.close)
+    rpc = StorageRpc(target, StoreWriter(target), target.limits, NodeMetrics())
+    params = store_params(store.ACCOUNT.hex(), os.urandom(PAYLOAD), store.TTL_MS)
+    body = orjson.dumps({"method": "store", "params": params})
+    limit = target.limits.max_message_bytes
+    values = store.python_read_store(rpc, body).values
+    plain = _core.plain_store(body, limit)
+    _check(
+        plain is not None and (plain[4], plain[5]) == (values["data"], values["hash"]),
+        "rust: a different reading",
+    )
+    return [
+        Candidate("python", onion.loop_timer(store.python_read_store, rpc, body)),
+        Candidate("rust", onion.loop_timer(_core.plain_store, body, limit)),
+    ]
+
+
 def build_retrieve_encode(_stack: contextlib.ExitStack) -> list[Candidate]:
     import bench_store as store  # noqa: PLC0415
 
@@ -492,6 +532,7 @@ GROUPS: Final[dict[str, Builder]] = {
     "circuit": build_circuit,
     "link-frames": build_link_frames,
     "message-hash": build_message_hash,
+    "read-store": build_read_store,
     "retrieve-encode": build_retrieve_encode,
     "store": build_store,
     "node-sign": build_node_sign,

@@ -30,8 +30,11 @@ from veil.identity import Identity
 from veil.node.config import Limits, LinkSettings, NodeConfig, StoreSettings
 from veil.node.identity import create_node_key
 from veil.node.links import LinkPool
+from veil.node.metrics import NodeMetrics
+from veil.node.rpc import StorageRpc
 from veil.node.server import Node
-from veil.node.store import Message
+from veil.node.store import Message, MessageStore
+from veil.node.writer import StoreWriter
 from veil.protocol import storage_rpc
 from veil.protocol.announcement import Announcement
 from veil.protocol.consensus import (
@@ -496,3 +499,23 @@ async def stop_network(nodes: Sequence[Node]) -> None:
     for node in nodes:
         if node._server is not None and node._server.is_serving():
             await node.stop()
+
+
+class RpcOverStore:
+    """A storage RPC over a real LMDB store and its writer thread, on its own uvloop loop (no
+    HTTP, no network view: it serves every account). ``close`` stops the writer and the store."""
+
+    def __init__(self, path: Path, limits: Limits) -> None:
+        self.loop = uvloop.new_event_loop()
+        self.store = MessageStore(path, StoreSettings(map_size_bytes=SMALL_MAP), limits)
+        self.writer = StoreWriter(self.store)
+        self.loop.run_until_complete(self._start())
+        self.rpc = StorageRpc(self.store, self.writer, limits, NodeMetrics())
+
+    async def _start(self) -> None:
+        self.writer.start()
+
+    def close(self) -> None:
+        self.loop.run_until_complete(self.writer.close())
+        self.store.close()
+        self.loop.close()

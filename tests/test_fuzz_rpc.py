@@ -24,18 +24,13 @@ from typing import Any
 
 import orjson
 import pytest
-import uvloop
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from node_helpers import SMALL_MAP, TTL_MS, Account, b64, now_ms
+from node_helpers import TTL_MS, Account, RpcOverStore, b64, now_ms
 from veil.identity import Identity
-from veil.node.config import Limits, StoreSettings
+from veil.node.config import Limits
 from veil.node.errors import RpcError
-from veil.node.metrics import NodeMetrics
-from veil.node.rpc import StorageRpc
-from veil.node.store import MessageStore
-from veil.node.writer import StoreWriter
 from veil.protocol.storage_rpc import is_public_outbox_namespace
 
 # The account quota is out of reach: the module stores a few thousand messages in the slow profile.
@@ -72,24 +67,12 @@ EXTREME_INTS = (
 )
 
 
-class Served:
+class Served(RpcOverStore):
     """The RPC under test, its store, and the loop it runs on."""
 
     def __init__(self, path: Path) -> None:
-        self.loop = uvloop.new_event_loop()
-        self.store = MessageStore(path, StoreSettings(map_size_bytes=SMALL_MAP), LIMITS)
-        self.writer = StoreWriter(self.store)
-        self.loop.run_until_complete(self._start())
-        self.rpc = StorageRpc(self.store, self.writer, LIMITS, NodeMetrics())
+        super().__init__(path, LIMITS)
         self.account = Account()
-
-    async def _start(self) -> None:
-        self.writer.start()
-
-    def close(self) -> None:
-        self.loop.run_until_complete(self.writer.close())
-        self.store.close()
-        self.loop.close()
 
     def answer(self, body: bytes) -> tuple[int, Any]:
         """``handle_body``'s answer, checked as the module docstring says: the JSON of a result,

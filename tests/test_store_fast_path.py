@@ -19,20 +19,16 @@ from typing import Any
 
 import orjson
 import pytest
-import uvloop
 from hypothesis import given
 from hypothesis import strategies as st
 
-from node_helpers import SMALL_MAP, TTL_MS, now_ms
+from node_helpers import TTL_MS, RpcOverStore, now_ms
 from veil import _core
 from veil.identity import Identity
 from veil.node import rpc as rpc_module
-from veil.node.config import Limits, StoreSettings
+from veil.node.config import Limits
 from veil.node.errors import RpcError
-from veil.node.metrics import NodeMetrics
 from veil.node.rpc import Call, StorageRpc
-from veil.node.store import MessageStore
-from veil.node.writer import StoreWriter
 from veil.protocol.hashes import message_hash
 from veil.protocol.storage_rpc import store_params
 
@@ -40,23 +36,11 @@ LIMITS = Limits(max_message_bytes=96)
 ACCOUNT = "05" + "ab" * 32
 
 
-class Served:
+class Served(RpcOverStore):
     """A storage RPC over a real store and writer, on its own uvloop loop."""
 
     def __init__(self, path: Path) -> None:
-        self.loop = uvloop.new_event_loop()
-        self.store = MessageStore(path, StoreSettings(map_size_bytes=SMALL_MAP), LIMITS)
-        self.writer = StoreWriter(self.store)
-        self.loop.run_until_complete(self._start())
-        self.rpc = StorageRpc(self.store, self.writer, LIMITS, NodeMetrics())
-
-    async def _start(self) -> None:
-        self.writer.start()
-
-    def close(self) -> None:
-        self.loop.run_until_complete(self.writer.close())
-        self.store.close()
-        self.loop.close()
+        super().__init__(path, LIMITS)
 
     def handle(self, body: bytes) -> tuple[int, bytes]:
         status, answer, _ = self.loop.run_until_complete(

@@ -309,24 +309,50 @@ class Call:
     subrequests: list[Call] = field(default_factory=list)
 
 
+def _store_call(
+    params: Params,
+    account: bytes,
+    *,
+    namespace: int,
+    timestamp: int,
+    expiry: int,
+    data: bytes,
+    digest: bytes,
+    signed: bool,
+    sig_timestamp: int,
+) -> Call:
+    """The :class:`Call` of a parsed ``store``."""
+    return Call(
+        "store",
+        params,
+        account,
+        {
+            "namespace": namespace,
+            "timestamp": timestamp,
+            "expiry": expiry,
+            "data": data,
+            "hash": digest,
+            "signed": signed,
+            "sig_timestamp": sig_timestamp,
+        },
+    )
+
+
 def _plain_store_call(plain: tuple[bytes, int, int, int, bytes, bytes]) -> Call:
     """The :class:`Call` ``_parse_store`` makes of a plain store, from ``_core.plain_store``'s
     (account, namespace, timestamp, ttl, data, hash): no signature, no expiry, a TTL. Its params
     are not kept: only a signed store reads them."""
     account, namespace, timestamp, ttl, data, digest = plain
-    return Call(
-        "store",
+    return _store_call(
         {},
         account,
-        {
-            "namespace": namespace,
-            "timestamp": timestamp,
-            "expiry": timestamp + ttl,
-            "data": data,
-            "hash": digest,
-            "signed": False,
-            "sig_timestamp": timestamp,
-        },
+        namespace=namespace,
+        timestamp=timestamp,
+        expiry=timestamp + ttl,
+        data=data,
+        digest=digest,
+        signed=False,
+        sig_timestamp=timestamp,
     )
 
 
@@ -523,19 +549,16 @@ class StorageRpc:
             raise RpcError.invalid(
                 f"Message body exceeds maximum allowed length of {limits.max_message_bytes} bytes"
             )
-        return Call(
-            "store",
+        return _store_call(
             params,
             account,
-            {
-                "namespace": namespace,
-                "timestamp": timestamp,
-                "expiry": expiry if expiry is not None else timestamp + (ttl or 0),
-                "data": data,
-                "hash": message_hash(account, namespace, data),
-                "signed": signed,
-                "sig_timestamp": sig_timestamp if sig_timestamp is not None else timestamp,
-            },
+            namespace=namespace,
+            timestamp=timestamp,
+            expiry=expiry if expiry is not None else timestamp + (ttl or 0),
+            data=data,
+            digest=message_hash(account, namespace, data),
+            signed=signed,
+            sig_timestamp=sig_timestamp if sig_timestamp is not None else timestamp,
         )
 
     def _arrival_us(self) -> int:

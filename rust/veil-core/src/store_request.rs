@@ -1,5 +1,5 @@
 //! The storage RPC's common `store`, read in one call (`python/veil/node/rpc.py`,
-//! `StorageRpc.handle_body`).
+//! `StorageRpc.answer_body`).
 //!
 //! Most stores a node takes are one shape: `{"method": "store", "params": {"pubkey", "timestamp",
 //! "ttl", "data"[, "namespace"]}}`, unsigned, as a sender leaves a message in a public inbox.

@@ -151,8 +151,6 @@ class Replicator:
         swarm = self.network.swarm(message.account)
         members = self.others(message.account, swarm)
         quorum = self.quorum(message.account, swarm)
-        if not members:
-            return {}, quorum
         need = quorum - 1
         pending = {self._queue_push(member, message): member for member in members}
         results: dict[str, dict[str, Any]] = {}

@@ -65,7 +65,7 @@ from veil.node import keys
 from veil.node.config import Limits, NodeConfig, StoreSettings
 from veil.node.identity import create_node_key
 from veil.node.metrics import NodeMetrics
-from veil.node.rpc import Call, StorageRpc
+from veil.node.rpc import Call, StorageRpc, _plain_store_call
 from veil.node.server import Node
 from veil.node.store import Message, MessageStore, StoredMessage, StoreOutcome
 from veil.node.writer import PHASES, StoreWriter
@@ -267,32 +267,32 @@ def python_read_store(rpc: StorageRpc, body: bytes) -> Call:
     return rpc.parse("store", params)
 
 
+def read_store_case(store: MessageStore, size: int) -> tuple[StorageRpc, bytes]:
+    """An RPC over ``store`` (only its parser is used) and a plain store's body of ``size``
+    random bytes, checked to be read alike by the Python parser and ``_core.plain_store``."""
+    rpc = StorageRpc(store, StoreWriter(store), store.limits, NodeMetrics())
+    params = store_params(ACCOUNT.hex(), os.urandom(size), TTL_MS)
+    body = orjson.dumps({"method": "store", "params": params})
+    plain = _core.plain_store(body, store.limits.max_message_bytes)
+    assert plain is not None
+    assert _plain_store_call(plain).values == python_read_store(rpc, body).values
+    return rpc, body
+
+
 @pytest.mark.parametrize("candidate", ["python", "rust"])
 def test_read_store(benchmark: Benchmark, tmp_path: Path, candidate: str) -> None:
     """A plain 1 KiB store's body read into its values: the Python parser, or one Rust call."""
     benchmark.group = "read-store-1KiB"
     store = open_store(tmp_path / "store")
     try:
-        rpc = StorageRpc(store, StoreWriter(store), store.limits, NodeMetrics())
-        params = store_params(ACCOUNT.hex(), os.urandom(SIZE), TTL_MS)
-        body = orjson.dumps({"method": "store", "params": params})
+        rpc, body = read_store_case(store, SIZE)
         expected = python_read_store(rpc, body).values
-        limit = store.limits.max_message_bytes
         if candidate == "python":
             values = benchmark(python_read_store, rpc, body).values
         else:
-            plain = benchmark(_core.plain_store, body, limit)
+            plain = benchmark(_core.plain_store, body, store.limits.max_message_bytes)
             assert plain is not None
-            account, namespace, timestamp, ttl, data, digest = plain
-            assert account == ACCOUNT
-            values = {
-                **expected,
-                "namespace": namespace,
-                "timestamp": timestamp,
-                "expiry": timestamp + ttl,
-                "data": data,
-                "hash": digest,
-            }
+            values = _plain_store_call(plain).values
         assert values == expected
     finally:
         store.close()

@@ -401,29 +401,18 @@ def build_message_hash(_stack: contextlib.ExitStack) -> list[Candidate]:
 
 
 def build_read_store(stack: contextlib.ExitStack) -> list[Candidate]:
-    import orjson  # noqa: PLC0415
-
     import bench_store as store  # noqa: PLC0415
     from veil import _core  # noqa: PLC0415
-    from veil.node.metrics import NodeMetrics  # noqa: PLC0415
-    from veil.node.rpc import StorageRpc  # noqa: PLC0415
-    from veil.node.writer import StoreWriter  # noqa: PLC0415
-    from veil.protocol.storage_rpc import store_params  # noqa: PLC0415
 
     base = Path(tempfile.mkdtemp(prefix="veil-bench-gate-"))
     stack.callback(shutil.rmtree, base, ignore_errors=True)
     target = store.open_store(base / "store")
     stack.callback(target.close)
-    rpc = StorageRpc(target, StoreWriter(target), target.limits, NodeMetrics())
-    params = store_params(store.ACCOUNT.hex(), os.urandom(PAYLOAD), store.TTL_MS)
-    body = orjson.dumps({"method": "store", "params": params})
+    try:
+        rpc, body = store.read_store_case(target, PAYLOAD)  # checks the two read it alike
+    except AssertionError as error:
+        raise CheckError("rust: a different reading of a plain store") from error
     limit = target.limits.max_message_bytes
-    values = store.python_read_store(rpc, body).values
-    plain = _core.plain_store(body, limit)
-    _check(
-        plain is not None and (plain[4], plain[5]) == (values["data"], values["hash"]),
-        "rust: a different reading",
-    )
     return [
         Candidate("python", onion.loop_timer(store.python_read_store, rpc, body)),
         Candidate("rust", onion.loop_timer(_core.plain_store, body, limit)),

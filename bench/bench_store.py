@@ -613,6 +613,9 @@ def test_http_store(benchmark: Benchmark, tmp_path: Path) -> None:
         benchmark.extra_info["loader_median_stores_per_s"] = round(
             sorted(n / r["elapsed"] for r in results)[len(results) // 2], 1
         )
+        benchmark.extra_info["loader_cpu_us_per_store"] = round(
+            sorted(r["cpu"] / n * 1e6 for r in results)[len(results) // 2], 1
+        )
         benchmark.extra_info["commits"] = node.writer.commits
         commits = max(1, node.writer.commits)
         per_commit = {k: v / commits for k, v in node.writer.seconds.items()}

@@ -11,7 +11,8 @@ JSON line on stdout, so that the benchmark can time rounds without paying for th
   each answer to carry M messages.
 - ``{"op": "go", "time_limit": T}``: send the prepared requests over every connection (each sends
   its next request when the previous answer is in) until all are answered or T seconds pass; answer
-  ``{"ok": n, "bad": n, "elapsed": s, "error": first error or null}``.
+  ``{"ok": n, "bad": n, "elapsed": s, "cpu": s, "error": first error or null}``, ``cpu`` being
+  this process's CPU time over the round.
 - ``{"op": "quit"}``.
 
 Requests are pre-built bytes; answers are checked cheaply (status, and the expected hash or message
@@ -130,11 +131,20 @@ class Loader:
                         error = f"{status} {body[:200]!r}"
 
         started = time.perf_counter()
+        cpu = time.process_time()
         await asyncio.wait_for(
             asyncio.gather(*(client(r, w) for r, w in self.connections)), time_limit + 10
         )
         elapsed = time.perf_counter() - started
-        return {"ok": ok, "bad": bad, "elapsed": elapsed, "sent": next_index, "error": error}
+        cpu = time.process_time() - cpu
+        return {
+            "ok": ok,
+            "bad": bad,
+            "elapsed": elapsed,
+            "cpu": cpu,
+            "sent": next_index,
+            "error": error,
+        }
 
     async def close(self) -> None:
         for _, writer in self.connections:

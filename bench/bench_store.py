@@ -405,17 +405,25 @@ def txn_per_store(store: MessageStore, messages: list[Message]) -> list[StoreOut
 
 
 class Rounds:
-    """A fresh store and fresh messages per round (the setup of a pedantic round, untimed)."""
+    """Fresh messages per round, and a fresh store per round or, ``one_store``, one store that
+    every round fills further, as the HTTP benchmark's node's (the setup of a pedantic round,
+    untimed)."""
 
-    def __init__(self, base: Path, n: int) -> None:
+    def __init__(self, base: Path, n: int, *, one_store: bool = False) -> None:
         self.base = base
         self.n = n
+        self.one_store = one_store
         self.stores: list[tuple[MessageStore, list[Message]]] = []
+        """Each store opened, and every message stored into it."""
 
     def setup(self) -> tuple[tuple[MessageStore, list[Message]], dict[str, Any]]:
-        store = open_store(self.base / f"round{len(self.stores)}")
         messages = make_messages(self.n)
-        self.stores.append((store, messages))
+        if self.one_store and self.stores:
+            store, held = self.stores[0]
+            held.extend(messages)
+        else:
+            store = open_store(self.base / f"round{len(self.stores)}")
+            self.stores.append((store, list(messages)))
         return (store, messages), {}
 
     def close(self) -> None:
@@ -428,8 +436,8 @@ class Rounds:
         one_round: Callable[[MessageStore, list[Message]], list[StoreOutcome]],
         rounds: int,
     ) -> None:
-        """Time ``one_round`` on ``rounds`` fresh stores, check that it stored every message of
-        each, and close them."""
+        """Time ``one_round`` over ``rounds`` rounds, check that each store holds every message
+        stored into it, and close them."""
         try:
             outcomes = benchmark.pedantic(one_round, setup=self.setup, rounds=rounds)
             assert outcomes == [StoreOutcome.STORED] * self.n
@@ -460,26 +468,13 @@ def test_group_commit_one_store(benchmark: Benchmark, tmp_path: Path) -> None:
     path against a store like its own")."""
     benchmark.group = "store-throughput"
     n = pick(benchmark, N_STORES)
-    store = open_store(tmp_path / "one")
-    made: list[list[Message]] = []
+    rounds = Rounds(tmp_path, n, one_store=True)
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
 
-    def setup() -> tuple[tuple[list[Message]], dict[str, Any]]:
-        made.append(make_messages(n))
-        return (made[-1],), {}
+        def one_round(store: MessageStore, messages: list[Message]) -> list[StoreOutcome]:
+            return runner.run(group_commit(store, messages))
 
-    try:
-        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-
-            def one_round(messages: list[Message]) -> list[StoreOutcome]:
-                return runner.run(group_commit(store, messages))
-
-            outcomes = benchmark.pedantic(
-                one_round, setup=setup, rounds=pick(benchmark, ROUNDS_HTTP)
-            )
-        assert outcomes == [StoreOutcome.STORED] * n
-        check_stored(store, [message for messages in made for message in messages])
-    finally:
-        store.close()
+        rounds.time(benchmark, one_round, pick(benchmark, ROUNDS_HTTP))
     _record_rate(benchmark, "group-commit-one-store", n, "stores_per_s")
 
 
@@ -651,10 +646,10 @@ def test_http_store(benchmark: Benchmark, tmp_path: Path) -> None:
     _record_rate(benchmark, "http-store", n, "stores_per_s")
     if results and not benchmark.disabled:
         benchmark.extra_info["loader_median_stores_per_s"] = round(
-            sorted(n / r["elapsed"] for r in results)[len(results) // 2], 1
+            statistics.median_high(n / r["elapsed"] for r in results), 1
         )
         benchmark.extra_info["loader_cpu_us_per_store"] = round(
-            sorted(r["cpu"] / n * 1e6 for r in results)[len(results) // 2], 1
+            statistics.median_high(r["cpu"] / n * 1e6 for r in results), 1
         )
         benchmark.extra_info["commits"] = node.writer.commits
         commits = max(1, node.writer.commits)
